@@ -1,0 +1,73 @@
+/* conf: the command line. Every limit is a named option with its default in
+ * one place (conf.c), like Postfix's main.cf parameters. libc only. */
+#ifndef RINGMX_CORE_CONF_H
+#define RINGMX_CORE_CONF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "core/log.h"
+#include "core/policy.h"
+#include "core/smtp_data.h"
+
+#define CONF_MAX_LISTEN 16
+
+struct conf_listen {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char text[80]; /* as given, for logs: "127.0.0.1:2525", "[::1]:25" */
+};
+
+/* Defaults; conf_usage() prints them. */
+#define CONF_DEF_LISTEN           "127.0.0.1:2525"
+#define CONF_DEF_SPOOL            "./spool"
+#define CONF_DEF_DOMAINS          "localhost"
+#define CONF_DEF_MAX_MESSAGE_SIZE 10240000u /* Postfix message_size_limit */
+#define CONF_DEF_MAX_RECIPIENTS   1000u     /* Postfix smtpd_recipient_limit */
+#define CONF_DEF_MAX_SESSIONS     10000u    /* per gateway, shared by the workers */
+#define CONF_DEF_IDLE_TIMEOUT     300u      /* seconds; Postfix smtpd_timeout */
+#define CONF_DEF_MAX_ERRORS       20u       /* Postfix smtpd_hard_error_limit */
+#define CONF_DEF_GRACE            30u       /* seconds a transaction may finish at shutdown */
+#define CONF_DEF_GREET_DELAY_MS   0u        /* pause before 220 to catch pre-greeting talk */
+#define CONF_DEF_MAX_LINE_LENGTH  1000u     /* RFC 5321 4.5.3.1.6 text line, CRLF included */
+
+struct conf {
+	struct conf_listen listen[CONF_MAX_LISTEN];
+	unsigned nlisten;
+	unsigned threads;        /* 0 = one per online core, resolved by the caller */
+	const char *spool;       /* points into argv or a literal */
+	const char *hostname;    /* NULL = gethostname(), resolved by the caller */
+	struct policy policy;    /* accepted domains and relay networks */
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned max_sessions;
+	unsigned idle_timeout;   /* seconds */
+	unsigned max_errors;     /* errors in one session before 421 and close */
+	unsigned grace;          /* seconds, shutdown grace for transactions */
+	unsigned greet_delay_ms; /* 0 = greet at once */
+	unsigned max_line_length;              /* DATA text line limit */
+	enum smtp_data_bare bare_policy;      /* bare CR / LF in DATA */
+	enum smtp_data_long long_line_policy; /* lines over max_line_length */
+	enum log_level log_level;
+	bool check; /* --check: validate and exit */
+};
+
+enum {
+	CONF_OK = 0,   /* run */
+	CONF_EXIT = 1, /* --help or --version was printed: exit 0 */
+	CONF_ERR = 2,  /* bad option: <err> says why; exit 2 */
+};
+
+/* Fills <c> with the defaults and then the options in argv[<first>..argc).
+ * Returns CONF_OK, CONF_EXIT or CONF_ERR (one line in <err>). Prints --help
+ * and --version to <out>. Startup only. */
+int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
+void conf_usage(FILE *out);
+void conf_fini(struct conf *c);
+
+/* Parses "ADDR:PORT" or "[ADDR6]:PORT" into <l>. Returns 0 or -EINVAL. */
+int conf_parse_listen(struct conf_listen *l, const char *s);
+
+#endif

@@ -1,0 +1,61 @@
+/* log: stderr logging, one write(2) per line. See log.h. */
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_threshold = LOG_INFO;
+
+static const char *const log_names[] = {"error", "warn", "info", "debug"};
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+	for (unsigned i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++) {
+		if (strcasecmp(s, log_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	if (strcasecmp(s, "warning") == 0) {
+		*out = LOG_WARN;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+const char *log_level_name(enum log_level l)
+{
+	return (unsigned)l < 4 ? log_names[l] : "?";
+}
+
+void log_msg(enum log_level l, const char *fmt, ...)
+{
+	char line[1024];
+	struct timespec ts;
+	struct tm tm;
+	va_list ap;
+	size_t n;
+	int k;
+
+	if (!log_enabled(l))
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	k = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringmx %s: ",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     ts.tv_nsec / 1000000, log_names[l]);
+	n = k > 0 ? (size_t)k : 0;
+	va_start(ap, fmt);
+	k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
+	line[n++] = '\n';
+	/* One write: lines from different workers never interleave. */
+	while (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
+		;
+}

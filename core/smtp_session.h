@@ -1,0 +1,128 @@
+/* smtp_session: the sans-I/O ESMTP server session (RFC 5321). Bytes in,
+ * replies and actions out; no sockets, no clocks, no threads inside. io/
+ * feeds it what a connection received, sends what it put in <out>, and
+ * carries out its actions (spool a message, close). libc only. */
+#ifndef RINGMX_CORE_SMTP_SESSION_H
+#define RINGMX_CORE_SMTP_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/policy.h"
+#include "core/smtp_data.h"
+#include "core/sv.h"
+
+#define SMTP_LINE_MAX 512 /* RFC 5321 4.5.3.1.4: command line, CRLF included */
+#define SMTP_QID_MAX  24  /* queue id characters, NUL excluded */
+
+/* Shared by every session of a gateway; read-only after startup. */
+struct smtp_server_conf {
+	const char *hostname; /* greeting, EHLO reply, Received: */
+	const struct policy *policy;
+	uint64_t max_message_size; /* SIZE advertised and enforced; 0 = none */
+	unsigned max_recipients;
+	unsigned max_errors;  /* errors before 421 and close */
+	unsigned max_line;    /* DATA text line limit, CRLF included */
+	enum smtp_data_bare bare_policy;
+	enum smtp_data_long long_line_policy;
+};
+
+/* What the connection knows about the peer; copied into the session. */
+struct smtp_peer {
+	char addr[64];   /* "192.0.2.1" or "2001:db8::1" (no brackets, no port) */
+	bool may_relay;  /* client is inside --relay-networks */
+};
+
+enum smtp_state {
+	SMTP_S_INIT = 0, /* connected, greeting not sent yet */
+	SMTP_S_GREET,    /* 220 sent, waiting for EHLO/HELO */
+	SMTP_S_READY,    /* after EHLO/HELO, no transaction */
+	SMTP_S_MAIL,     /* MAIL accepted, no recipient yet */
+	SMTP_S_RCPT,     /* at least one recipient accepted */
+	SMTP_S_DATA,     /* receiving message content */
+	SMTP_S_SPOOL,    /* message complete; waiting for smtp_session_msg_result() */
+	SMTP_S_CLOSED,   /* QUIT, 421 or fatal error: send <out>, then close */
+};
+
+/* Actions for io/; bits in s->act, cleared by the caller once done. */
+#define SMTP_ACT_MSG_READY 0x1u /* tx holds a complete message: spool it, then msg_result() */
+#define SMTP_ACT_CLOSE     0x2u /* send what is in <out>, then close the connection */
+
+/* Session flags (s->flags). */
+#define SMTP_F_ESMTP    0x1u /* client said EHLO (not HELO) */
+#define SMTP_F_PREGREET 0x2u /* client talked before the greeting */
+#define SMTP_F_DISCARD  0x4u /* discarding an over-long command line up to its LF */
+
+/* The transaction (RFC 5321 3.3): MAIL, RCPT..., DATA. Reset by RSET, a new
+ * EHLO/HELO and the end of each message. Memory is kept for reuse. */
+struct smtp_tx {
+	struct buf from;    /* reverse-path without <>, "" for the null sender */
+	struct buf rcpts;   /* forward-paths without <>, each followed by a NUL */
+	unsigned nrcpt;
+	uint64_t size_decl; /* SIZE= from MAIL, 0 if absent */
+	bool body_8bit;     /* BODY=8BITMIME */
+	bool smtputf8;      /* SMTPUTF8 */
+	struct buf body;    /* message content, dot-stuffing removed */
+	struct smtp_data data; /* DATA parser state */
+};
+
+struct smtp_session {
+	const struct smtp_server_conf *cf;
+	struct smtp_peer peer;
+	enum smtp_state state;
+	unsigned flags;     /* SMTP_F_* */
+	unsigned act;       /* SMTP_ACT_* pending for the caller */
+	unsigned nerrors;   /* protocol errors so far */
+	unsigned nmsgs;     /* messages accepted in this session */
+	char helo[256];     /* EHLO/HELO argument, truncated; "" before it */
+	struct buf line;    /* partial command line carried between feeds */
+	struct buf out;     /* replies waiting to be sent; the caller drains it */
+	struct smtp_tx tx;
+};
+
+/* Prepares <s>. <cf> must outlive it. No allocation until bytes arrive. */
+void smtp_session_init(struct smtp_session *s, const struct smtp_server_conf *cf,
+		       const struct smtp_peer *peer);
+/* Frees what the session allocated. */
+void smtp_session_fini(struct smtp_session *s);
+
+/* Appends the greeting: 220 normally; 554 5.7.1 when the client talked
+ * before it (SMTP_F_PREGREET), after which every command but QUIT gets
+ * 503 5.5.1. */
+void smtp_session_greet(struct smtp_session *s);
+
+/* Feeds <len> bytes at <p>. Returns the bytes consumed: fewer than <len>
+ * when the session stopped for an action (SMTP_ACT_MSG_READY: the caller
+ * keeps the rest and feeds it after smtp_session_msg_result()) or closed
+ * (SMTP_ACT_CLOSE: the rest is dropped). Appends replies to s->out. Before
+ * smtp_session_greet() it only notes SMTP_F_PREGREET and consumes. */
+size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len);
+
+/* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
+ * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =
+ * 452 4.3.1; anything else = 451 4.3.0. Resets the transaction. */
+void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid);
+
+/* 421 4.4.2 and close (idle timeout). */
+void smtp_session_timeout(struct smtp_session *s);
+/* 421 4.3.2 and close (gateway shutting down). */
+void smtp_session_shutdown(struct smtp_session *s);
+/* 421 4.3.2 and close: too many sessions. Use instead of the greeting. */
+void smtp_session_busy(struct smtp_session *s);
+/* True between MAIL and the end of the message's spooling. */
+bool smtp_session_in_tx(const struct smtp_session *s);
+
+/* Writes the Received: header (RFC 5321 4.4) for the current transaction
+ * into <b>: from <helo> (<peer addr>) by <hostname> with ESMTP/SMTP (+S for
+ * TLS later) id <qid> for <rcpt if one>; <date> (RFC 5322 date of <now>,
+ * UTC). Returns 0 or -ENOMEM. */
+int smtp_session_received(const struct smtp_session *s, struct buf *b, const char *qid,
+			  time_t now);
+
+/* Iterates recipients: start with *<it> = 0; returns NULL at the end. */
+const char *smtp_tx_rcpt_next(const struct smtp_tx *tx, size_t *it);
+
+#endif
