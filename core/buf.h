@@ -6,6 +6,7 @@
 #define RINGMX_CORE_BUF_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "core/sv.h"
@@ -16,7 +17,10 @@ struct buf {
 	size_t cap; /* bytes allocated */
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+	{                                                                                          \
+		NULL, 0, 0                                                                         \
+	}
 
 /* Makes room for <n> more bytes. Returns 0 or -ENOMEM. */
 int buf_reserve(struct buf *b, size_t n);

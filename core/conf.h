@@ -60,9 +60,12 @@ enum {
 	CONF_ERR = 2,  /* bad option: <err> says why; exit 2 */
 };
 
-/* Fills <c> with the defaults and then the options in argv[<first>..argc).
+/* Fills <c> with the defaults and then the options in argv[1..argc).
  * Returns CONF_OK, CONF_EXIT or CONF_ERR (one line in <err>). Prints --help
- * and --version to <out>. Startup only. */
+ * and --version to <out>. On CONF_EXIT and CONF_ERR nothing is left
+ * allocated; conf_fini() is needed after CONF_OK and harmless after the
+ * others. String fields point into argv. Uses getopt_long(): startup only,
+ * one thread; may be called again after conf_fini() (tests). */
 int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
 void conf_usage(FILE *out);
 void conf_fini(struct conf *c);

@@ -40,6 +40,12 @@ int policy_add_networks(struct policy *p, const char *list, char *err, size_t er
 /* Sorts and de-duplicates the domain list; call once after the adds. */
 void policy_finish(struct policy *p);
 
+/* Checks a domain name's syntax (a trailing dot allowed): letters, digits,
+ * '-' and octets >= 0x80 (UTF-8 IDN) in labels of 1-63 characters, none
+ * starting or ending with '-', 253 characters at most. Returns NULL when
+ * valid, else a static one-line reason. Any thread. */
+const char *policy_domain_invalid(struct sv domain);
+
 /* True when <domain> (as written after '@', without brackets) is accepted.
  * Case-insensitive, a trailing dot ignored. Address literals are never
  * accepted this way. Any thread. */

@@ -34,7 +34,7 @@ enum smtp_data_long {
 struct smtp_data {
 	uint64_t size;     /* content octets so far (unstuffed, as stored) */
 	uint64_t max_size; /* 0 = no limit */
-	uint32_t linelen;  /* octets in the current line so far */
+	uint32_t linelen;  /* octets in the current line so far (kept only if max_line) */
 	uint32_t max_line; /* 0 = no limit; counts CRLF, so 1000 per RFC 5321 */
 	uint32_t flags;    /* SMTP_DATA_F_* */
 	uint8_t state;     /* position in the terminator automaton; private */
@@ -55,7 +55,9 @@ void smtp_data_init(struct smtp_data *d, uint64_t max_size, uint32_t max_line,
  * offset just past the terminator, where a pipelined command may start) or
  * <v> filled up first (call again with the rest). Content past max_size is
  * still scanned and counted but its views are still returned; the caller
- * decides (SMTP_DATA_F_TOO_BIG). Never fails. Any thread; <d> is not shared. */
+ * decides (SMTP_DATA_F_TOO_BIG). Never fails. Any thread; <d> is not shared.
+ * <maxv> must be at least 3 for progress. Once SMTP_DATA_F_DONE is set,
+ * returns 0 with no views. */
 size_t smtp_data_scan(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
 		      unsigned maxv, unsigned *nv);
 
@@ -63,5 +65,41 @@ static inline bool smtp_data_done(const struct smtp_data *d)
 {
 	return d->flags & SMTP_DATA_F_DONE;
 }
+
+/* The scan has several implementations that give identical results (views,
+ * flags, size, state, return value); smtp_data_scan() uses the best one the
+ * CPU has. Naming one is for tests and benchmarks. */
+enum smtp_data_impl {
+	SMTP_DATA_IMPL_AUTO = 0, /* the best one this CPU supports */
+	SMTP_DATA_IMPL_SCALAR,   /* portable: 64-bit words, no SIMD */
+	SMTP_DATA_IMPL_SSE2,     /* x86-64 baseline */
+	SMTP_DATA_IMPL_AVX2,     /* x86-64 with AVX2 */
+	SMTP_DATA_IMPL_AVX512,   /* x86-64 with AVX-512BW */
+	SMTP_DATA_IMPL_REF,      /* byte-at-a-time reference, written for clarity */
+};
+
+/* True if <impl> was built and this CPU can run it. Any thread. */
+bool smtp_data_impl_supported(enum smtp_data_impl impl);
+
+/* Name of <impl> ("avx2", ...); AUTO gives the one it resolves to. */
+const char *smtp_data_impl_name(enum smtp_data_impl impl);
+
+/* Makes smtp_data_scan() use <impl> from now on, process-wide. Returns 0, or
+ * -ENOTSUP if !smtp_data_impl_supported(impl). For tests and benchmarks:
+ * call it before other threads scan. */
+int smtp_data_set_impl(enum smtp_data_impl impl);
+
+/* smtp_data_scan() through <impl>, which must be supported (an unsupported
+ * one runs as SCALAR). For differential tests and benchmarks. */
+size_t smtp_data_scan_impl(enum smtp_data_impl impl, struct smtp_data *d, const char *p,
+			   size_t len, struct iovec *v, unsigned maxv, unsigned *nv);
+
+/* The reference: a byte-at-a-time automaton that defines the results the
+ * fast paths must reproduce, including where a call stops when <v> fills:
+ * before looking at each byte, the scan stops if fewer than 3 view slots are
+ * left (so a call may return 0 bytes consumed with a static view, and
+ * <maxv> < 3 makes no progress). */
+size_t smtp_data_scan_ref(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
+			  unsigned maxv, unsigned *nv);
 
 #endif

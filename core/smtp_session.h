@@ -56,6 +56,14 @@ enum smtp_state {
 #define SMTP_F_PREGREET 0x2u /* client talked before the greeting */
 #define SMTP_F_DISCARD  0x4u /* discarding an over-long command line up to its LF */
 
+/* Transaction flags (s->tx.flags). */
+#define SMTP_TX_BDAT  0x1u  /* content comes by BDAT (RFC 3030): DATA is refused */
+#define SMTP_TX_CHUNK 0x2u  /* reading the octets of a BDAT chunk (chunk_left more) */
+#define SMTP_TX_LAST  0x4u  /* that chunk is the LAST one */
+#define SMTP_TX_DROP  0x8u  /* that chunk is refused: read and discard it, then reply */
+#define SMTP_TX_CR    0x10u /* the last BDAT octet was a CR: its LF may open the next chunk */
+#define SMTP_TX_NOMEM 0x20u /* storing the content failed: 452 4.3.1 at its end */
+
 /* The transaction (RFC 5321 3.3): MAIL, RCPT..., DATA. Reset by RSET, a new
  * EHLO/HELO and the end of each message. Memory is kept for reuse. */
 struct smtp_tx {
@@ -66,7 +74,10 @@ struct smtp_tx {
 	bool body_8bit;     /* BODY=8BITMIME */
 	bool smtputf8;      /* SMTPUTF8 */
 	struct buf body;    /* message content, dot-stuffing removed */
-	struct smtp_data data; /* DATA parser state */
+	struct smtp_data data; /* DATA parser state; for BDAT only its counters and flags */
+	unsigned flags;        /* SMTP_TX_* */
+	uint64_t chunk_len;    /* BDAT: octets announced for the current chunk */
+	uint64_t chunk_left;   /* BDAT: octets of that chunk still to come */
 };
 
 struct smtp_session {

@@ -13,8 +13,11 @@ struct sv {
 	size_t len;
 };
 
-#define SV_INIT(lit) {(lit), sizeof(lit) - 1}
-#define SV(lit)      ((struct sv)SV_INIT(lit))
+#define SV_INIT(lit)                                                                               \
+	{                                                                                          \
+		(lit), sizeof(lit) - 1                                                             \
+	}
+#define SV(lit) ((struct sv)SV_INIT(lit))
 
 static inline struct sv sv_make(const char *p, size_t len)
 {

@@ -26,6 +26,10 @@
 
 #define SPOOL_MAGIC   0x52584d52u /* "RMXR" little-endian */
 #define SPOOL_VERSION 1u
+#define SPOOL_HDR_LEN 32u /* sizeof(struct spool_rec_hdr) on disk */
+#define SPOOL_ENV_MAX (1u << 20) /* envelope bytes per record, at most */
+#define SPOOL_BODY_MAX (1ull << 30) /* body bytes per record, at most */
+#define SPOOL_QID_MAX 31u /* queue id length, at most (spool_msg.qid holds it) */
 
 struct spool_rec_hdr {
 	uint32_t magic;
@@ -61,11 +65,19 @@ struct spool_msg {
 	const char *body; /* NULL unless the visitor asked for bodies */
 	const char *segment; /* file name of the segment */
 	uint64_t offset;  /* of the record in the segment */
+	bool body_8bit;   /* envelope said BODY=8BITMIME */
+	bool smtputf8;    /* envelope said SMTPUTF8 */
 };
 
 /* CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it. <crc> is the
  * running value, 0 to start. Any thread. */
 uint32_t crc32c(uint32_t crc, const void *p, size_t len);
+/* The two paths behind crc32c(), for tests and benchmarks: the portable
+ * slicing-by-8 one, and the SSE4.2 one (callable only when
+ * crc32c_hw_available(); the portable one on other CPUs). */
+uint32_t crc32c_sw(uint32_t crc, const void *p, size_t len);
+uint32_t crc32c_hw(uint32_t crc, const void *p, size_t len);
+bool crc32c_hw_available(void);
 
 /* Builds the record header and envelope into <out> (appended) for a body
  * given as <nbody> iovecs; computes the crc over all of it. The caller

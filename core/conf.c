@@ -1,0 +1,532 @@
+/* conf: the command line. Every limit is a named long option whose default
+ * lives in conf.h (CONF_DEF_*) and is printed by conf_usage(), as Postfix
+ * documents each main.cf parameter with its default. Parsing is strict:
+ * a number is all digits and in range, an enumeration is one of its words,
+ * and any mistake ends startup with one line naming the option. Called once
+ * by main() before the workers start (and repeatedly by the unit tests).
+ * libc only. See conf.h. */
+#include "core/conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef RINGMX_VERSION
+#define RINGMX_VERSION "0.1.0"
+#endif
+
+#define CONF_SHOW_MAX 100 /* characters of a bad value quoted in <err> */
+
+#define CONF_STR_(x)        #x
+#define CONF_STR(x)         CONF_STR_(x)
+#define CONF_MAX_LISTEN_STR CONF_STR(CONF_MAX_LISTEN)
+
+enum conf_opt {
+	OPT_HELP = 'h',
+	OPT_VERSION = 'V',
+	OPT_LISTEN = 256, /* long-only options: values past any char */
+	OPT_THREADS,
+	OPT_SPOOL,
+	OPT_HOSTNAME,
+	OPT_DOMAINS,
+	OPT_DOMAINS_FILE,
+	OPT_RELAY_NETWORKS,
+	OPT_MAX_MESSAGE_SIZE,
+	OPT_MAX_RECIPIENTS,
+	OPT_MAX_SESSIONS,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_ERRORS,
+	OPT_GRACE,
+	OPT_GREET_DELAY,
+	OPT_MAX_LINE_LENGTH,
+	OPT_BARE_LF,
+	OPT_LONG_LINES,
+	OPT_LOG_LEVEL,
+	OPT_CHECK,
+};
+
+static const struct option conf_longopts[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"spool", required_argument, NULL, OPT_SPOOL},
+    {"hostname", required_argument, NULL, OPT_HOSTNAME},
+    {"domains", required_argument, NULL, OPT_DOMAINS},
+    {"domains-file", required_argument, NULL, OPT_DOMAINS_FILE},
+    {"relay-networks", required_argument, NULL, OPT_RELAY_NETWORKS},
+    {"max-message-size", required_argument, NULL, OPT_MAX_MESSAGE_SIZE},
+    {"max-recipients", required_argument, NULL, OPT_MAX_RECIPIENTS},
+    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
+    {"grace", required_argument, NULL, OPT_GRACE},
+    {"greet-delay", required_argument, NULL, OPT_GREET_DELAY},
+    {"max-line-length", required_argument, NULL, OPT_MAX_LINE_LENGTH},
+    {"bare-lf", required_argument, NULL, OPT_BARE_LF},
+    {"long-lines", required_argument, NULL, OPT_LONG_LINES},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"check", no_argument, NULL, OPT_CHECK},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* Unsigned options: where each lands and the range it must lie in. The
+ * upper bounds keep later arithmetic (milliseconds, pool sizes) in range. */
+static const struct conf_num {
+	int opt;
+	size_t off; /* offsetof(struct conf, field), an unsigned */
+	unsigned min, max;
+} conf_nums[] = {
+    {OPT_THREADS, offsetof(struct conf, threads), 0, 256},
+    {OPT_MAX_RECIPIENTS, offsetof(struct conf, max_recipients), 1, 1000000},
+    {OPT_MAX_SESSIONS, offsetof(struct conf, max_sessions), 1, 1000000},
+    {OPT_IDLE_TIMEOUT, offsetof(struct conf, idle_timeout), 1, 86400},
+    {OPT_MAX_ERRORS, offsetof(struct conf, max_errors), 0, 1000000},
+    {OPT_GRACE, offsetof(struct conf, grace), 0, 86400},
+    {OPT_GREET_DELAY, offsetof(struct conf, greet_delay_ms), 0, 60000},
+    /* 3: the shortest line is "." CRLF. */
+    {OPT_MAX_LINE_LENGTH, offsetof(struct conf, max_line_length), 3, 1000000},
+};
+
+static void conf_defaults(struct conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	policy_init(&c->policy);
+	c->threads = 0;
+	c->spool = CONF_DEF_SPOOL;
+	c->hostname = NULL;
+	c->max_message_size = CONF_DEF_MAX_MESSAGE_SIZE;
+	c->max_recipients = CONF_DEF_MAX_RECIPIENTS;
+	c->max_sessions = CONF_DEF_MAX_SESSIONS;
+	c->idle_timeout = CONF_DEF_IDLE_TIMEOUT;
+	c->max_errors = CONF_DEF_MAX_ERRORS;
+	c->grace = CONF_DEF_GRACE;
+	c->greet_delay_ms = CONF_DEF_GREET_DELAY_MS;
+	c->max_line_length = CONF_DEF_MAX_LINE_LENGTH;
+	c->bare_policy = SMTP_DATA_BARE_REJECT;
+	c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
+	c->log_level = LOG_INFO;
+	c->check = false;
+}
+
+/* Option column 2-29, text from column 30, at most 100 columns in all. A
+ * second line under an option adds detail; the default stays on the first. */
+void conf_usage(FILE *out)
+{
+#define OPT(arg, text)      fprintf(out, "  %-26s  %s\n", arg, text)
+#define MORE(text)          fprintf(out, "  %-26s  %s\n", "", text)
+#define NUM(arg, text, def) fprintf(out, "  %-26s  %s (default: %u)\n", arg, text, def)
+	fprintf(out, "Usage: ringmx [OPTIONS]\n"
+	             "       ringmx queue --spool DIR [--count]\n"
+	             "\n"
+	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
+	             "from relay networks, and stores it in the spool.\n"
+	             "\n"
+	             "Options:\n");
+	OPT("--listen ADDR:PORT", "address to listen on (default: " CONF_DEF_LISTEN ")");
+	MORE("1.2.3.4:25, [::1]:25 or *:25 (all IPv4); repeatable, up to " CONF_MAX_LISTEN_STR);
+	OPT("--threads N", "worker threads, 0-256, 0 = one per core (default: 0)");
+	OPT("--spool DIR", "spool directory (default: " CONF_DEF_SPOOL ")");
+	OPT("--hostname NAME", "name in the greeting and Received: (default: the host name)");
+	OPT("--domains LIST",
+	    "accepted domains, comma/space separated (default: " CONF_DEF_DOMAINS ")");
+	OPT("--domains-file FILE", "accepted domains, one per line, '#' comments (default: none)");
+	MORE("both repeatable; the first one replaces the default");
+	OPT("--relay-networks CIDRS", "clients that may relay to any domain (default: none)");
+	MORE("as 10.0.0.0/8, 192.0.2.1, [2001:db8::]/32; repeatable");
+	NUM("--max-message-size BYTES", "largest message, k/m/g = x1024, 0 = no limit",
+	    CONF_DEF_MAX_MESSAGE_SIZE);
+	NUM("--max-recipients N", "recipients per message, 1-1000000", CONF_DEF_MAX_RECIPIENTS);
+	NUM("--max-sessions N", "concurrent sessions, 1-1000000", CONF_DEF_MAX_SESSIONS);
+	NUM("--idle-timeout SECONDS", "close a silent session, 1-86400", CONF_DEF_IDLE_TIMEOUT);
+	NUM("--max-errors N", "errors before closing a session, 0 = no limit", CONF_DEF_MAX_ERRORS);
+	NUM("--grace SECONDS", "time left to open transactions at shutdown", CONF_DEF_GRACE);
+	NUM("--greet-delay MS", "pause before the greeting, 0-60000", CONF_DEF_GREET_DELAY_MS);
+	NUM("--max-line-length N", "longest message line, CRLF included, 3-1000000",
+	    CONF_DEF_MAX_LINE_LENGTH);
+	OPT("--bare-lf reject|normalize",
+	    "bare CR or LF in a message: refuse, or store as CRLF (default: reject)");
+	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
+	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
+	OPT("--check", "check the options and the domains files, then exit");
+	OPT("-h, --help", "print this help and exit");
+	OPT("-V, --version", "print the version and exit");
+	fprintf(out, "\n"
+	             "Queue:\n");
+	OPT("ringmx queue --spool DIR",
+	    "list the spooled messages: id, size, sender, recipients, age");
+	OPT("             --count", "print only the number of messages");
+#undef NUM
+#undef MORE
+#undef OPT
+}
+
+/* Formats one line into <err>, prefixed "ringmx: ". Control characters
+ * from argv become '?' so the message stays on one line. */
+static int __attribute__((format(printf, 3, 4)))
+conf_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!err || errlen == 0)
+		return CONF_ERR;
+	n = snprintf(err, errlen, "ringmx: ");
+	if (n > 0 && (size_t)n < errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	for (char *q = err; *q; q++) {
+		if ((unsigned char)*q < 0x20 || *q == 0x7f)
+			*q = '?';
+	}
+	return CONF_ERR;
+}
+
+/* The long name of option value <opt>, or NULL when no option has it. */
+static const char *opt_name(int opt)
+{
+	for (const struct option *o = conf_longopts; o->name; o++) {
+		if (o->val == opt)
+			return o->name;
+	}
+	return NULL;
+}
+
+/* Strict decimal: digits only (no sign, space or base prefix, which
+ * strtoull() would take), no overflow, and the whole string unless <end> is
+ * given to receive where the digits stop. Returns 0, -EINVAL (not a
+ * number) or -ERANGE. */
+static int parse_u64(const char *s, uint64_t *out, const char **end)
+{
+	unsigned long long v;
+	char *e;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &e, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	if (end)
+		*end = e;
+	else if (*e != '\0')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int set_num(struct conf *c, const struct conf_num *n, const char *arg, char *err,
+                   size_t errlen)
+{
+	uint64_t v;
+	int rc = parse_u64(arg, &v, NULL);
+
+	if (rc == -EINVAL)
+		return conf_err(err, errlen, "--%s: '%.*s' is not a number", opt_name(n->opt),
+		                CONF_SHOW_MAX, arg);
+	if (rc < 0 || v < n->min || v > n->max)
+		return conf_err(err, errlen, "--%s: '%.*s' is out of range (%u-%u)",
+		                opt_name(n->opt), CONF_SHOW_MAX, arg, n->min, n->max);
+	*(unsigned *)(void *)((char *)c + n->off) = (unsigned)v;
+	return CONF_OK;
+}
+
+/* BYTES with an optional k, m or g suffix (powers of 1024, as Postfix
+ * users expect from "10m"). */
+static int set_size(struct conf *c, const char *arg, char *err, size_t errlen)
+{
+	const char *end;
+	uint64_t v, mult = 1;
+	int rc = parse_u64(arg, &v, &end);
+
+	if (rc == 0 && *end != '\0') {
+		switch (*end) {
+		case 'k':
+		case 'K':
+			mult = 1ull << 10;
+			break;
+		case 'm':
+		case 'M':
+			mult = 1ull << 20;
+			break;
+		case 'g':
+		case 'G':
+			mult = 1ull << 30;
+			break;
+		default:
+			rc = -EINVAL;
+			break;
+		}
+		if (end[1] != '\0')
+			rc = -EINVAL;
+	}
+	if (rc == -EINVAL)
+		return conf_err(err, errlen,
+		                "--max-message-size: '%.*s' is not a size (BYTES, or a number "
+		                "with k, m or g)",
+		                CONF_SHOW_MAX, arg);
+	if (rc < 0 || v > UINT64_MAX / mult)
+		return conf_err(err, errlen, "--max-message-size: '%.*s' is too large",
+		                CONF_SHOW_MAX, arg);
+	c->max_message_size = v * mult;
+	return CONF_OK;
+}
+
+int conf_parse_listen(struct conf_listen *l, const char *s)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *h;
+	size_t hlen, slen = strlen(s);
+	uint64_t port;
+
+	memset(l, 0, sizeof(*l));
+	if (slen >= sizeof(l->text))
+		return -EINVAL;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		h = s + 1;
+		hlen = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		h = s;
+		hlen = (size_t)(colon - s);
+	}
+	if (parse_u64(colon + 1, &port, NULL) < 0 || port < 1 || port > 65535)
+		return -EINVAL;
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (s[0] == '[') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -EINVAL;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		l->addrlen = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+
+		/* "*" is every IPv4 address; "[::]:PORT" is every IPv6 one. */
+		if (strcmp(host, "*") == 0)
+			sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -EINVAL;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		l->addrlen = sizeof(*sin);
+	}
+	memcpy(l->text, s, slen + 1);
+	return 0;
+}
+
+static int add_listen(struct conf *c, const char *arg, char *err, size_t errlen)
+{
+	struct conf_listen *l;
+
+	if (c->nlisten == CONF_MAX_LISTEN)
+		return conf_err(err, errlen, "--listen: at most %d addresses", CONF_MAX_LISTEN);
+	l = &c->listen[c->nlisten];
+	if (conf_parse_listen(l, arg) < 0)
+		return conf_err(err, errlen,
+		                "--listen: '%.*s' is not ADDR:PORT (1.2.3.4:25, [::1]:25 or "
+		                "*:25; port 1-65535)",
+		                CONF_SHOW_MAX, arg);
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		if (c->listen[i].addrlen == l->addrlen &&
+		    memcmp(&c->listen[i].addr, &l->addr, l->addrlen) == 0)
+			return conf_err(err, errlen, "--listen: '%s' is given twice", l->text);
+	}
+	c->nlisten++;
+	return CONF_OK;
+}
+
+/* getopt_long() was told to stay quiet (':' first in optstring); this says
+ * what went wrong in one line. <rc> is its '?' or ':' return. */
+static int opt_error(int rc, char **argv, char *err, size_t errlen)
+{
+	const char *arg = argv[optind - 1];
+	size_t len;
+	int matches = 0;
+
+	if (rc == ':') {
+		if (optopt >= 256)
+			return conf_err(err, errlen, "option '--%s' needs an argument",
+			                opt_name(optopt));
+		return conf_err(err, errlen, "option '-%c' needs an argument", optopt);
+	}
+	/* A known value here is a long option given "=value" it does not take
+	 * (that includes --help=x, whose value is 'h'); -h and -V themselves
+	 * never fail, so any other letter is an unknown short option. */
+	if (optopt != 0 && opt_name(optopt))
+		return conf_err(err, errlen, "option '--%s' takes no argument", opt_name(optopt));
+	if (optopt != 0)
+		return conf_err(err, errlen, "unknown option '-%c'", optopt);
+	/* Unknown or ambiguous long option: argv[optind - 1] is "--name[=value]". */
+	if (strncmp(arg, "--", 2) != 0)
+		return conf_err(err, errlen, "unknown option '%.*s'", CONF_SHOW_MAX, arg);
+	arg += 2;
+	len = strcspn(arg, "=");
+	for (const struct option *o = conf_longopts; o->name; o++) {
+		if (strncmp(o->name, arg, len) == 0)
+			matches++;
+	}
+	if (matches > 1)
+		return conf_err(err, errlen, "option '--%.*s' is ambiguous", (int)len, arg);
+	return conf_err(err, errlen, "unknown option '--%.*s'",
+	                (int)(len > CONF_SHOW_MAX ? CONF_SHOW_MAX : len), arg);
+}
+
+static int set_domains(struct conf *c, bool file, const char *arg, char *err, size_t errlen)
+{
+	char why[512];
+	int rc;
+
+	if (file)
+		rc = policy_load_domains_file(&c->policy, arg, why, sizeof(why));
+	else
+		rc = policy_add_domains(&c->policy, arg, why, sizeof(why));
+	if (rc < 0)
+		return conf_err(err, errlen, "--%s: %s", file ? "domains-file" : "domains", why);
+	return CONF_OK;
+}
+
+static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char *err, size_t errlen)
+{
+	char why[256];
+	const char *bad;
+
+	for (size_t i = 0; i < sizeof(conf_nums) / sizeof(conf_nums[0]); i++) {
+		if (conf_nums[i].opt == opt)
+			return set_num(c, &conf_nums[i], arg, err, errlen);
+	}
+	switch (opt) {
+	case OPT_HELP:
+		conf_usage(out);
+		return CONF_EXIT;
+	case OPT_VERSION:
+		fprintf(out, "ringmx %s\n", RINGMX_VERSION);
+		return CONF_EXIT;
+	case OPT_LISTEN:
+		return add_listen(c, arg, err, errlen);
+	case OPT_SPOOL:
+		if (arg[0] == '\0')
+			return conf_err(err, errlen, "--spool: the directory name is empty");
+		c->spool = arg;
+		return CONF_OK;
+	case OPT_HOSTNAME:
+		bad = policy_domain_invalid(sv_cstr(arg));
+		/* It goes into the banner and Received: lines: ASCII (A-labels). */
+		for (const char *q = arg; !bad && *q; q++) {
+			if ((unsigned char)*q >= 0x80)
+				bad = "not ASCII (write an IDN as xn--)";
+		}
+		if (bad)
+			return conf_err(err, errlen, "--hostname: '%.*s': %s", CONF_SHOW_MAX, arg,
+			                bad);
+		c->hostname = arg;
+		return CONF_OK;
+	case OPT_DOMAINS:
+	case OPT_DOMAINS_FILE:
+		return set_domains(c, opt == OPT_DOMAINS_FILE, arg, err, errlen);
+	case OPT_RELAY_NETWORKS:
+		if (policy_add_networks(&c->policy, arg, why, sizeof(why)) < 0)
+			return conf_err(err, errlen, "--relay-networks: %s", why);
+		return CONF_OK;
+	case OPT_MAX_MESSAGE_SIZE:
+		return set_size(c, arg, err, errlen);
+	case OPT_BARE_LF:
+		if (strcmp(arg, "reject") == 0)
+			c->bare_policy = SMTP_DATA_BARE_REJECT;
+		else if (strcmp(arg, "normalize") == 0)
+			c->bare_policy = SMTP_DATA_BARE_NORMALIZE;
+		else
+			return conf_err(err, errlen, "--bare-lf: '%.*s' is not reject or normalize",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_LONG_LINES:
+		if (strcmp(arg, "accept") == 0)
+			c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
+		else if (strcmp(arg, "reject") == 0)
+			c->long_line_policy = SMTP_DATA_LONG_REJECT;
+		else
+			return conf_err(err, errlen, "--long-lines: '%.*s' is not accept or reject",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_LOG_LEVEL:
+		if (log_level_parse(arg, &c->log_level) < 0)
+			return conf_err(err, errlen,
+			                "--log-level: '%.*s' is not error, warn, info or debug",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_CHECK:
+		c->check = true;
+		return CONF_OK;
+	}
+	return conf_err(err, errlen, "internal error: option %d has no handler", opt);
+}
+
+int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+{
+	bool domains_set = false;
+	int opt, rc = CONF_OK;
+
+	conf_defaults(c);
+	if (err && errlen)
+		err[0] = '\0';
+	/* '+': stop at the first non-option instead of permuting argv, so a
+	 * stray word is reported rather than skipped. ':': report missing
+	 * arguments as ':' and print nothing; opt_error() words the message. */
+	opterr = 0;
+	optind = 0; /* glibc: 0 re-initializes, so conf_parse() can run again */
+	while ((opt = getopt_long(argc, argv, "+:hV", conf_longopts, NULL)) != -1) {
+		if (opt == '?' || opt == ':')
+			rc = opt_error(opt, argv, err, errlen);
+		else
+			rc = set_option(c, opt, optarg, out, err, errlen);
+		if (rc != CONF_OK)
+			goto fail;
+		if (opt == OPT_DOMAINS || opt == OPT_DOMAINS_FILE)
+			domains_set = true;
+	}
+	if (optind < argc) {
+		rc = conf_err(err, errlen, "unexpected argument '%.*s'", CONF_SHOW_MAX,
+		              argv[optind]);
+		goto fail;
+	}
+	if (c->nlisten == 0 && conf_parse_listen(&c->listen[c->nlisten++], CONF_DEF_LISTEN) < 0) {
+		rc = conf_err(err, errlen, "bad built-in listen address " CONF_DEF_LISTEN);
+		goto fail;
+	}
+	if (!domains_set) {
+		rc = set_domains(c, false, CONF_DEF_DOMAINS, err, errlen);
+		if (rc != CONF_OK)
+			goto fail;
+	}
+	policy_finish(&c->policy);
+	return CONF_OK;
+fail:
+	/* Nothing is kept on CONF_EXIT or CONF_ERR; conf_fini() stays safe. */
+	policy_fini(&c->policy);
+	return rc;
+}
+
+void conf_fini(struct conf *c)
+{
+	policy_fini(&c->policy);
+}

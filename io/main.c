@@ -1,0 +1,147 @@
+/* main: the ringmx program. Parses the command line (core/conf), answers
+ * `ringmx queue` from the spool directly, or starts the gateway (io/worker)
+ * and returns its exit status. */
+#include <errno.h>
+#include <getopt.h>
+#include <jemalloc/jemalloc.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/conf.h"
+#include "core/log.h"
+#include "io/worker.h"
+#include "queue/spool.h"
+
+static int queue_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"spool", required_argument, NULL, 's'},
+	    {"count", no_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *spool = CONF_DEF_SPOOL;
+	bool count = false;
+	int opt, err;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			spool = optarg;
+			break;
+		case 'c':
+			count = true;
+			break;
+		case 'h':
+			printf("Usage: ringmx queue [--spool DIR] [--count]\n"
+			       "Lists the messages in the spool (queue id, size, sender, age,\n"
+			       "recipients), or with --count only their number. Reads the spool\n"
+			       "directly: works whether the gateway runs or not.\n");
+			return 0;
+		case ':':
+			fprintf(stderr, "ringmx queue: option '%s' needs an argument\n",
+			        argv[optind - 1]);
+			return 2;
+		default:
+			fprintf(stderr, "ringmx queue: unknown option '%s'\n", argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ringmx queue: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	err = spool_list(spool, count, stdout, time(NULL));
+	if (err) {
+		fprintf(stderr, "ringmx queue: %s: %s\n", spool, strerror(-err));
+		return 1;
+	}
+	return 0;
+}
+
+static const char *allocator_name(void)
+{
+	static char name[64];
+	const char *v = NULL;
+	size_t sz = sizeof(v);
+
+	if (mallctl("version", &v, &sz, NULL, 0) == 0 && v) {
+		snprintf(name, sizeof(name), "jemalloc %s", v);
+		return name;
+	}
+	return "unknown";
+}
+
+int main(int argc, char **argv)
+{
+	static struct conf conf;
+	static struct gateway gw;
+	char err[512], host[256];
+	long ncpu;
+	int rc;
+
+	if (argc > 1 && strcmp(argv[1], "queue") == 0)
+		return queue_main(argc - 1, argv + 1);
+
+	rc = conf_parse(&conf, argc, argv, stdout, err, sizeof(err));
+	if (rc == CONF_EXIT)
+		return 0;
+	if (rc != CONF_OK) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	log_threshold = conf.log_level;
+	if (conf.threads == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		conf.threads = ncpu > 0 ? (unsigned)ncpu : 1;
+	}
+	if (!conf.hostname) {
+		if (gethostname(host, sizeof(host)) != 0 || !host[0])
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		conf.hostname = host;
+	}
+	if (conf.check) {
+		printf("ringmx: configuration OK: %u listener(s), %u thread(s), spool %s, "
+		       "%zu accepted domain(s), %zu relay network(s)\n",
+		       conf.nlisten, conf.threads, conf.spool, conf.policy.ndomains,
+		       conf.policy.nnets);
+		conf_fini(&conf);
+		return 0;
+	}
+
+	/* Every session is a descriptor: take the hard limit. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)conf.max_sessions + 64)
+		LOGW("open file limit %llu is below --max-sessions %u: raise it (ulimit -n)",
+		     (unsigned long long)rl.rlim_cur, conf.max_sessions);
+
+	gw.conf = &conf;
+	gw.nworkers = conf.threads;
+	gw.scf = (struct smtp_server_conf){
+	    .hostname = conf.hostname,
+	    .policy = &conf.policy,
+	    .max_message_size = conf.max_message_size,
+	    .max_recipients = conf.max_recipients,
+	    .max_errors = conf.max_errors,
+	    .max_line = conf.max_line_length,
+	    .bare_policy = conf.bare_policy,
+	    .long_line_policy = conf.long_line_policy,
+	};
+	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
+	     conf.hostname, conf.spool, conf.threads, allocator_name());
+	rc = gateway_run(&gw);
+	conf_fini(&conf);
+	return rc;
+}

@@ -1,0 +1,1150 @@
+/* worker: one thread per core driving SMTP sessions from io_uring
+ * completions (liburing examples' shape: prepare SQEs, submit once, reap
+ * CQEs in a batch, dispatch on the kind encoded in user_data).
+ *
+ * Per worker: a ring (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has
+ * them), one SO_REUSEPORT listener per --listen address with a multishot
+ * accept, a provided buffer ring shared by the worker's multishot receives
+ * (an idle session holds no receive buffer), one idle list ordered by last
+ * activity (every session has the same idle timeout, so the list is a
+ * timer wheel with one slot: O(1) updates, expiry from its head), and one
+ * spool segment written with group commit: the messages that completed in
+ * one round of completions are written with one writev each, linked to ONE
+ * fdatasync, and their 250 replies leave only when that fdatasync is done.
+ * While a batch is on the disk the next one gathers. */
+#include "io/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "queue/spool.h"
+
+#define RX_BUF_SIZE  16384u /* one provided receive buffer */
+#define RX_BUF_COUNT 512u   /* per worker; a power of two */
+#define RX_BGID      1
+#define RING_ENTRIES 4096u
+#define BATCH_MAX    1024u /* messages under one fdatasync */
+#define TICK_MS      1000
+#define OUT_KEEP     4096u      /* send buffer kept by an idle session */
+#define PENDING_MAX  (1u << 20) /* input held while a message spools */
+
+/* user_data: a pointer (8-byte aligned) with the completion kind in the
+ * low three bits. */
+enum ud_kind {
+	UD_NONE = 0,   /* cancel requests and the like: nothing to do */
+	UD_ACCEPT = 1, /* ptr: struct listener */
+	UD_RECV = 2,   /* ptr: struct conn */
+	UD_SEND = 3,   /* ptr: struct conn */
+	UD_WRITE = 4,  /* ptr: struct conn, its record write */
+	UD_SYNC = 5,   /* ptr: struct worker, the batch's fdatasync */
+	UD_TIMER = 6,  /* ptr: struct worker */
+	UD_WAKE = 7,   /* ptr: struct worker, its eventfd read */
+};
+#define UD(p, k)   ((uint64_t)(uintptr_t)(p) | (k))
+#define UD_KIND(u) ((unsigned)((u)&7u))
+#define UD_PTR(u)  ((void *)(uintptr_t)((u) & ~(uint64_t)7u))
+
+/* conn flags */
+#define C_RECV    0x01u  /* multishot receive armed */
+#define C_SEND    0x02u  /* a send is in flight */
+#define C_WRITE   0x04u  /* the message's record is being written/synced */
+#define C_CLOSING 0x08u  /* closing: free once nothing is in flight */
+#define C_GREETED 0x10u  /* greeting (or refusal) queued */
+#define C_DIRTY   0x20u  /* on the worker's dirty list */
+#define C_QUEUED  0x40u  /* on the worker's spool batch list */
+#define C_BYE     0x80u  /* shutdown 421 already given */
+#define C_GREETQ  0x100u /* on the worker's greeting list */
+
+struct listener {
+	int fd;
+	struct worker *w;
+	const struct conf_listen *cl;
+	int armed;
+} __attribute__((aligned(8)));
+
+struct conn {
+	struct smtp_session s;
+	struct worker *w;
+	int fd;
+	unsigned flags;
+	unsigned inflight;        /* SQEs that reference this conn */
+	int spool_err;            /* the record write's result */
+	int64_t last_active;      /* worker clock, ms */
+	int64_t greet_at;         /* ms; when the greeting is due */
+	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
+	struct conn *greet_next;  /* waiting for the greeting */
+	struct conn *dirty_next;  /* has output to flush this round */
+	struct conn *batch_next;  /* waiting for / in a spool batch */
+	struct buf sending;       /* bytes handed to the kernel */
+	struct buf pending;       /* input not fed yet (a message is spooling) */
+	struct buf rec;           /* record header + envelope */
+	struct buf rcvd;          /* Received: header */
+	struct iovec iov[3];
+	char qid[SMTP_QID_MAX + 1];
+	uint16_t port;
+} __attribute__((aligned(8)));
+
+struct conn_list {
+	struct conn *head, *tail;
+};
+
+struct worker {
+	struct gateway *g;
+	unsigned id;
+	pthread_t thread;
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *rx;
+	struct listener *lst;
+	unsigned nlst;
+	int wakefd;
+	uint64_t wakeval;
+	struct __kernel_timespec tick_ts;
+	int64_t now; /* ms, CLOCK_MONOTONIC, refreshed per round */
+
+	struct conn_list live; /* every open conn, least recently active first */
+	struct conn *greet_head, *greet_tail;
+	struct conn *dirty;
+	struct conn *free_conns;
+	unsigned nconns;
+
+	/* spool */
+	int seg_fd;
+	unsigned seg_seq;
+	uint64_t seg_off;
+	bool seg_broken;                      /* a write failed: next batch goes to a new segment */
+	struct conn *batch_head, *batch_tail; /* gathering */
+	struct conn *flight;                  /* the batch on the disk */
+	unsigned nflight;
+	int flight_err; /* first failed write of the batch on the disk */
+	uint32_t qid_ctr;
+
+	bool stopping;
+	int64_t grace_end;
+	bool rearm_accept;
+	int ready; /* startup result, read by the main thread */
+	pthread_mutex_t ready_mu;
+	pthread_cond_t ready_cv;
+};
+
+static int64_t clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct io_uring_sqe *get_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	if (!sqe) {
+		/* Cannot happen with SUBMIT_ALL and a large CQ; broken invariant. */
+		LOGE("worker %u: submission queue full", w->id);
+		abort();
+	}
+	return sqe;
+}
+
+/* ---- lists ---- */
+
+static void live_unlink(struct worker *w, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->live.head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		w->live.tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void live_append(struct worker *w, struct conn *c)
+{
+	c->prev = w->live.tail;
+	c->next = NULL;
+	if (w->live.tail)
+		w->live.tail->next = c;
+	else
+		w->live.head = c;
+	w->live.tail = c;
+}
+
+static void touch(struct worker *w, struct conn *c)
+{
+	c->last_active = w->now;
+	if (w->live.tail != c) {
+		live_unlink(w, c);
+		live_append(w, c);
+	}
+}
+
+static void mark_dirty(struct worker *w, struct conn *c)
+{
+	if (c->flags & C_DIRTY)
+		return;
+	c->flags |= C_DIRTY;
+	c->dirty_next = w->dirty;
+	w->dirty = c;
+}
+
+/* ---- connections ---- */
+
+static void arm_recv(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RX_BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+	c->flags |= C_RECV;
+	c->inflight++;
+}
+
+static void conn_free(struct worker *w, struct conn *c)
+{
+	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
+	     w->id, c->s.nmsgs, c->s.nerrors);
+	close(c->fd);
+	smtp_session_fini(&c->s);
+	buf_free(&c->sending);
+	buf_free(&c->pending);
+	buf_free(&c->rec);
+	buf_free(&c->rcvd);
+	atomic_fetch_sub_explicit(&w->g->nsessions, 1, memory_order_relaxed);
+	w->nconns--;
+	c->batch_next = w->free_conns;
+	w->free_conns = c;
+}
+
+static void conn_maybe_free(struct worker *w, struct conn *c)
+{
+	if ((c->flags & C_CLOSING) && c->inflight == 0 && !(c->flags & C_GREETQ))
+		conn_free(w, c);
+}
+
+/* Starts closing: no more input is read; the conn is freed once its
+ * in-flight operations (receive, send, record write) have completed. */
+static void conn_close(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->flags & C_CLOSING)
+		return;
+	c->flags |= C_CLOSING;
+	live_unlink(w, c);
+	if (c->flags & C_RECV) {
+		sqe = get_sqe(w);
+		io_uring_prep_cancel64(sqe, UD(c, UD_RECV), 0);
+		io_uring_sqe_set_data64(sqe, UD_NONE);
+	}
+	conn_maybe_free(w, c);
+}
+
+static void spool_enqueue(struct worker *w, struct conn *c)
+{
+	c->flags |= C_QUEUED;
+	c->inflight++; /* until batch_answer() */
+	c->batch_next = NULL;
+	if (w->batch_tail)
+		w->batch_tail->batch_next = c;
+	else
+		w->batch_head = c;
+	w->batch_tail = c;
+}
+
+static void say_bye(struct worker *w, struct conn *c)
+{
+	if (c->flags & (C_BYE | C_CLOSING) || (c->s.act & SMTP_ACT_CLOSE))
+		return;
+	c->flags |= C_BYE;
+	buf_reset(&c->pending, 0);
+	smtp_session_shutdown(&c->s);
+	mark_dirty(w, c);
+}
+
+/* Feeds input to the session and acts on what it asks for. Bytes that
+ * follow a complete message wait in c->pending until it is spooled. */
+static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	size_t used;
+
+	if (c->flags & C_CLOSING)
+		return;
+	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
+		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
+			conn_close(w, c);
+			return;
+		}
+		if (c->s.state == SMTP_S_SPOOL)
+			return;
+		/* Replay what waited, then nothing else is left over. */
+		p = NULL;
+		n = 0;
+	}
+	if (c->pending.len) {
+		used = smtp_session_feed(&c->s, c->pending.p, c->pending.len);
+		buf_consume(&c->pending, used);
+	} else {
+		used = smtp_session_feed(&c->s, p, n);
+		if (used < n && (c->s.act & SMTP_ACT_MSG_READY) &&
+		    buf_append(&c->pending, p + used, n - used)) {
+			conn_close(w, c);
+			return;
+		}
+	}
+	if (c->s.act & SMTP_ACT_MSG_READY) {
+		c->s.act &= ~SMTP_ACT_MSG_READY;
+		spool_enqueue(w, c);
+	}
+	if (c->s.act & SMTP_ACT_CLOSE)
+		buf_reset(&c->pending, 0);
+	else if (w->stopping && !smtp_session_in_tx(&c->s))
+		say_bye(w, c);
+	mark_dirty(w, c);
+}
+
+static void conn_greet(struct worker *w, struct conn *c)
+{
+	c->flags |= C_GREETED;
+	if (w->stopping)
+		smtp_session_shutdown(&c->s);
+	else
+		smtp_session_greet(&c->s);
+	mark_dirty(w, c);
+}
+
+static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe)
+{
+	const struct gateway *g = w->g;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct smtp_peer peer = {0};
+	struct conn *c;
+	unsigned n;
+	int one = 1;
+	int fd = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		l->armed = 0;
+	if (fd < 0) {
+		if (fd != -ECANCELED)
+			LOGW("worker %u: accept on %s: %s", w->id, l->cl->text, strerror(-fd));
+		if (!l->armed && !w->stopping)
+			w->rearm_accept = true; /* at the next tick: no busy loop on EMFILE */
+		return;
+	}
+	if (w->stopping) {
+		close(fd);
+		return;
+	}
+	uint16_t port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &sin->sin_addr, peer.addr, sizeof(peer.addr));
+			port = ntohs(sin->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &s6->sin6_addr, peer.addr, sizeof(peer.addr));
+			port = ntohs(s6->sin6_port);
+		}
+		peer.may_relay = policy_client_may_relay(&g->conf->policy, (struct sockaddr *)&ss);
+	} else {
+		snprintf(peer.addr, sizeof(peer.addr), "unknown");
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c = w->free_conns;
+	if (c)
+		w->free_conns = c->batch_next;
+	else
+		c = malloc(sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	memset(c, 0, sizeof(*c));
+	c->w = w;
+	c->fd = fd;
+	c->port = port;
+	smtp_session_init(&c->s, &g->scf, &peer);
+	w->nconns++;
+	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
+	c->last_active = w->now;
+	live_append(w, c);
+	LOGI("connect: client=[%s]:%u worker=%u", peer.addr, port, w->id);
+	if (n > g->conf->max_sessions) {
+		LOGW("reject: client=[%s]:%u too many sessions (%u)", peer.addr, port, n - 1);
+		c->flags |= C_GREETED;
+		smtp_session_busy(&c->s);
+		mark_dirty(w, c);
+		return;
+	}
+	arm_recv(w, c);
+	if (g->conf->greet_delay_ms == 0) {
+		conn_greet(w, c);
+	} else {
+		c->greet_at = w->now + g->conf->greet_delay_ms;
+		c->flags |= C_GREETQ;
+		if (w->greet_tail)
+			w->greet_tail->greet_next = c;
+		else
+			w->greet_head = c;
+		w->greet_tail = c;
+	}
+}
+
+static void recycle_buf(struct worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->br, w->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
+	                      (unsigned short)bid, io_uring_buf_ring_mask(RX_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->flags &= ~C_RECV;
+		c->inflight--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && !(c->flags & C_CLOSING)) {
+			touch(w, c);
+			if (!(c->flags & C_GREETED))
+				smtp_session_feed(&c->s, w->rx + (size_t)bid * RX_BUF_SIZE,
+				                  (size_t)res);
+			else
+				conn_feed(w, c, w->rx + (size_t)bid * RX_BUF_SIZE, (size_t)res);
+		}
+		recycle_buf(w, bid);
+	}
+	if (c->flags & C_CLOSING) {
+		conn_maybe_free(w, c);
+		return;
+	}
+	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+		/* Peer closed or reset; a message being spooled still completes. */
+		if (res < 0 && res != -ECANCELED)
+			LOGD("worker %u: recv from [%s]: %s", w->id, c->s.peer.addr,
+			     strerror(-res));
+		conn_close(w, c);
+		return;
+	}
+	if (!(c->flags & C_RECV))
+		arm_recv(w, c); /* ENOBUFS or the kernel ended the multishot */
+}
+
+static void send_out(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+	struct buf t;
+
+	if ((c->flags & C_SEND) || (c->flags & C_CLOSING))
+		return;
+	if (c->s.out.len) {
+		/* Swap: the session writes its next replies into the other buffer
+		 * while the kernel reads this one. */
+		t = c->sending;
+		c->sending = c->s.out;
+		c->s.out = t;
+		c->s.out.len = 0;
+		sqe = get_sqe(w);
+		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		c->flags |= C_SEND;
+		c->inflight++;
+		return;
+	}
+	if ((c->s.act & SMTP_ACT_CLOSE) && !(c->flags & (C_WRITE | C_QUEUED)))
+		conn_close(w, c);
+}
+
+static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+	struct io_uring_sqe *sqe;
+
+	c->inflight--;
+	c->flags &= ~C_SEND;
+	if (c->flags & C_CLOSING) {
+		conn_maybe_free(w, c);
+		return;
+	}
+	if (cqe->res < 0) {
+		LOGD("worker %u: send to [%s]: %s", w->id, c->s.peer.addr, strerror(-cqe->res));
+		conn_close(w, c);
+		return;
+	}
+	if ((size_t)cqe->res < c->sending.len) {
+		buf_consume(&c->sending, (size_t)cqe->res);
+		sqe = get_sqe(w);
+		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		c->flags |= C_SEND;
+		c->inflight++;
+		return;
+	}
+	buf_reset(&c->sending, OUT_KEEP);
+	send_out(w, c);
+}
+
+/* ---- spool: group commit ---- */
+
+static int seg_open(struct worker *w)
+{
+	char name[96];
+	int fd;
+
+	if (w->seg_fd >= 0)
+		close(w->seg_fd);
+	w->seg_fd = -1;
+	spool_seg_name(name, sizeof(name), w->g->start_id, w->id, ++w->seg_seq);
+	fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	/* The new name must be durable before a record in it is acknowledged. */
+	if (fsync(w->g->spool_dirfd) < 0) {
+		int err = -errno;
+
+		close(fd);
+		unlinkat(w->g->spool_dirfd, name, 0);
+		return err;
+	}
+	w->seg_fd = fd;
+	w->seg_off = 0;
+	w->seg_broken = false;
+	LOGD("worker %u: spool segment %s", w->id, name);
+	return 0;
+}
+
+static void make_qid(struct worker *w, char *qid, time_t now)
+{
+	/* seconds | worker | counter: unique within a start (the counter starts
+	 * at a random value so restarts in the same second differ). */
+	snprintf(qid, SMTP_QID_MAX + 1, "%08X%02X%06X", (unsigned)now, w->id & 0xffu,
+	         w->qid_ctr++ & 0xffffffu);
+}
+
+static void batch_answer(struct worker *w, struct conn *c, int err)
+{
+	c->flags &= ~(C_WRITE | C_QUEUED);
+	c->inflight--;
+	if (err == 0) {
+		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
+		     c->s.tx.body.len, buf_cstr(&c->s.tx.from), c->s.tx.nrcpt, c->s.peer.addr);
+	} else {
+		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
+		     strerror(-err));
+	}
+	buf_reset(&c->rec, OUT_KEEP);
+	buf_reset(&c->rcvd, OUT_KEEP);
+	if (c->flags & C_CLOSING) {
+		/* Client gone: the session only needs its transaction reset. */
+		smtp_session_msg_result(&c->s, err, c->qid);
+		conn_maybe_free(w, c);
+		return;
+	}
+	smtp_session_msg_result(&c->s, err, c->qid);
+	if (c->pending.len)
+		conn_feed(w, c, NULL, 0); /* pipelined commands that waited */
+	else if (w->stopping && !smtp_session_in_tx(&c->s))
+		say_bye(w, c);
+	mark_dirty(w, c);
+}
+
+/* Submits the gathered messages: one writev each, linked in order, and one
+ * fdatasync at the end of the chain. Runs once per round, and only when no
+ * batch is on the disk, so a failed write never leaves a hole that a later,
+ * acknowledged record would sit behind. */
+static void spool_flush(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+	struct conn *c, *last = NULL;
+	time_t now;
+	unsigned n = 0, room;
+	int err;
+
+	if (w->flight || !w->batch_head)
+		return;
+	if (w->seg_fd < 0 || w->seg_broken || w->seg_off >= SPOOL_SEGMENT_SIZE) {
+		err = seg_open(w);
+		if (err) {
+			LOGE("worker %u: cannot open a spool segment: %s", w->id, strerror(-err));
+			while ((c = w->batch_head)) {
+				w->batch_head = c->batch_next;
+				batch_answer(w, c, err);
+			}
+			w->batch_tail = NULL;
+			return;
+		}
+	}
+	room = io_uring_sq_space_left(&w->ring);
+	if (room < 8) {
+		io_uring_submit(&w->ring);
+		room = io_uring_sq_space_left(&w->ring);
+	}
+	room = room > BATCH_MAX + 1 ? BATCH_MAX + 1 : room;
+	now = time(NULL);
+	while ((c = w->batch_head) && n + 1 < room) {
+		struct spool_env env;
+		struct iovec body[2];
+		size_t total;
+
+		w->batch_head = c->batch_next;
+		if (!w->batch_head)
+			w->batch_tail = NULL;
+		make_qid(w, c->qid, now);
+		buf_reset(&c->rec, OUT_KEEP);
+		buf_reset(&c->rcvd, OUT_KEEP);
+		env = (struct spool_env){
+		    .qid = c->qid,
+		    .arrival = now,
+		    .client = c->s.peer.addr,
+		    .helo = c->s.helo,
+		    .from = buf_cstr(&c->s.tx.from),
+		    .rcpts = c->s.tx.rcpts.p,
+		    .nrcpt = c->s.tx.nrcpt,
+		    .body_8bit = c->s.tx.body_8bit,
+		    .smtputf8 = c->s.tx.smtputf8,
+		};
+		err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
+		body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
+		body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
+		if (!err)
+			err = spool_rec_build(&c->rec, &env, body, 2);
+		if (err) {
+			batch_answer(w, c, err);
+			continue;
+		}
+		c->iov[0] = (struct iovec){c->rec.p, c->rec.len};
+		c->iov[1] = body[0];
+		c->iov[2] = body[1];
+		total = c->rec.len + c->rcvd.len + c->s.tx.body.len;
+		c->spool_err = -ECANCELED;
+		c->flags |= C_WRITE;
+		sqe = get_sqe(w);
+		io_uring_prep_writev(sqe, w->seg_fd, c->iov, c->s.tx.body.len ? 3 : 2, w->seg_off);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data64(sqe, UD(c, UD_WRITE));
+		w->seg_off += total;
+		c->batch_next = NULL;
+		if (last)
+			last->batch_next = c;
+		else
+			w->flight = c;
+		last = c;
+		n++;
+	}
+	if (!n)
+		return;
+	w->nflight = n;
+	sqe = get_sqe(w);
+	io_uring_prep_fsync(sqe, w->seg_fd, IORING_FSYNC_DATASYNC);
+	io_uring_sqe_set_data64(sqe, UD(w, UD_SYNC));
+}
+
+static void on_write(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+	size_t want = c->iov[0].iov_len + c->iov[1].iov_len + c->iov[2].iov_len;
+
+	if (cqe->res >= 0 && (size_t)cqe->res == want) {
+		c->spool_err = 0;
+		return;
+	}
+	/* A short write means the disk filled up. */
+	c->spool_err = cqe->res < 0 ? cqe->res : -ENOSPC;
+	if (cqe->res != -ECANCELED && !w->flight_err)
+		w->flight_err = c->spool_err;
+	if (cqe->res != -ECANCELED)
+		LOGW("worker %u: spool write: %s", w->id, strerror(-c->spool_err));
+	w->seg_broken = true;
+}
+
+static void on_sync(struct worker *w, struct io_uring_cqe *cqe)
+{
+	struct conn *c, *next;
+	int err = cqe->res;
+
+	if (err < 0) {
+		if (err != -ECANCELED)
+			LOGE("worker %u: spool fdatasync: %s", w->id, strerror(-err));
+		w->seg_broken = true;
+	}
+	LOGD("worker %u: group commit of %u messages", w->id, w->nflight);
+	for (c = w->flight; c; c = next) {
+		int e = c->spool_err;
+
+		next = c->batch_next;
+		if (e == 0 && err < 0)
+			e = err; /* written but not known durable */
+		/* A write cancelled behind a failed one failed for the same reason. */
+		if (e == -ECANCELED)
+			e = w->flight_err ? w->flight_err : -EIO;
+		batch_answer(w, c, e);
+	}
+	w->flight = NULL;
+	w->nflight = 0;
+	w->flight_err = 0;
+}
+
+/* ---- timers and shutdown ---- */
+
+static void arm_timer(struct worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+	int64_t ms = TICK_MS;
+
+	if (w->greet_head) {
+		int64_t d = w->greet_head->greet_at - w->now;
+
+		if (d < ms)
+			ms = d < 1 ? 1 : d;
+	}
+	w->tick_ts.tv_sec = ms / 1000;
+	w->tick_ts.tv_nsec = (ms % 1000) * 1000000;
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, UD_TIMER));
+}
+
+static void arm_accept(struct worker *w)
+{
+	for (unsigned i = 0; i < w->nlst; i++) {
+		struct listener *l = &w->lst[i];
+		struct io_uring_sqe *sqe;
+
+		if (l->armed || l->fd < 0)
+			continue;
+		sqe = get_sqe(w);
+		io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+		io_uring_sqe_set_data64(sqe, UD(l, UD_ACCEPT));
+		l->armed = 1;
+	}
+}
+
+static void on_timer(struct worker *w)
+{
+	int64_t idle_ms = (int64_t)w->g->conf->idle_timeout * 1000;
+	struct conn *c, *next;
+
+	while ((c = w->greet_head) && c->greet_at <= w->now) {
+		w->greet_head = c->greet_next;
+		if (!w->greet_head)
+			w->greet_tail = NULL;
+		c->flags &= ~C_GREETQ;
+		if (c->flags & C_CLOSING)
+			conn_maybe_free(w, c);
+		else
+			conn_greet(w, c);
+	}
+	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
+		next = c->next;
+		if (c->flags & (C_WRITE | C_QUEUED))
+			continue; /* waiting for the disk, not for the client */
+		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
+		     w->g->conf->idle_timeout);
+		live_unlink(w, c);
+		live_append(w, c);
+		c->last_active = w->now; /* the 421 gets its own idle period */
+		if (c->flags & C_BYE || (c->s.act & SMTP_ACT_CLOSE)) {
+			conn_close(w, c);
+			continue;
+		}
+		c->flags |= C_BYE;
+		smtp_session_timeout(&c->s);
+		mark_dirty(w, c);
+	}
+	if (w->stopping && w->now >= w->grace_end) {
+		for (c = w->live.head; c; c = c->next)
+			if (!(c->flags & (C_WRITE | C_QUEUED)))
+				say_bye(w, c);
+	}
+	if (w->rearm_accept && !w->stopping) {
+		w->rearm_accept = false;
+		arm_accept(w);
+	}
+	arm_timer(w);
+}
+
+static void begin_stop(struct worker *w)
+{
+	struct conn *c;
+
+	if (w->stopping)
+		return;
+	w->stopping = true;
+	w->grace_end = w->now + (int64_t)w->g->conf->grace * 1000;
+	for (unsigned i = 0; i < w->nlst; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (w->lst[i].armed) {
+			sqe = get_sqe(w);
+			io_uring_prep_cancel64(sqe, UD(&w->lst[i], UD_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, UD_NONE);
+		}
+	}
+	for (c = w->live.head; c; c = c->next) {
+		if (!(c->flags & C_GREETED))
+			continue; /* greeted with 421 by the greeting timer */
+		if (!smtp_session_in_tx(&c->s))
+			say_bye(w, c);
+	}
+	LOGI("worker %u: stopping, %u sessions open", w->id, w->nconns);
+}
+
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_read(sqe, w->wakefd, &w->wakeval, sizeof(w->wakeval), 0);
+	io_uring_sqe_set_data64(sqe, UD(w, UD_WAKE));
+}
+
+static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	void *p = UD_PTR(ud);
+
+	switch (UD_KIND(ud)) {
+	case UD_NONE:
+		break;
+	case UD_ACCEPT:
+		on_accept(w, p, cqe);
+		break;
+	case UD_RECV:
+		on_recv(w, p, cqe);
+		break;
+	case UD_SEND:
+		on_send(w, p, cqe);
+		break;
+	case UD_WRITE:
+		on_write(w, p, cqe);
+		break;
+	case UD_SYNC:
+		on_sync(w, cqe);
+		break;
+	case UD_TIMER:
+		on_timer(w);
+		break;
+	case UD_WAKE:
+		begin_stop(w);
+		break;
+	}
+}
+
+/* ---- set-up ---- */
+
+static int listen_on(const struct conf_listen *cl)
+{
+	int fd, one = 1;
+
+	fd = socket(cl->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	if (cl->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cl->addr, cl->addrlen) < 0)
+		goto fail;
+	if (listen(fd, 4096) < 0)
+		goto fail;
+	return fd;
+fail:
+	one = -errno;
+	close(fd);
+	return one;
+}
+
+static int ring_setup(struct worker *w)
+{
+	static const unsigned flagsets[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SUBMIT_ALL,
+	    0,
+	};
+	int err = -EINVAL;
+
+	for (unsigned i = 0; i < sizeof(flagsets) / sizeof(flagsets[0]); i++) {
+		struct io_uring_params p = {0};
+
+		p.flags = flagsets[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = RING_ENTRIES * 4;
+		err = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+		if (err == 0) {
+			if (w->id == 0)
+				LOGI("io_uring flags 0x%x%s", p.flags,
+				     i ? " (kernel lacks SINGLE_ISSUER/DEFER_TASKRUN)" : "");
+			return 0;
+		}
+		if (err != -EINVAL)
+			break;
+	}
+	return err;
+}
+
+static int bufring_setup(struct worker *w)
+{
+	struct io_uring_buf_reg reg = {0};
+	size_t rsz = RX_BUF_COUNT * sizeof(struct io_uring_buf);
+	int err;
+
+	w->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->br == MAP_FAILED) {
+		w->br = NULL;
+		return -errno;
+	}
+	w->rx = mmap(NULL, (size_t)RX_BUF_COUNT * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
+	             MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->rx == MAP_FAILED) {
+		w->rx = NULL;
+		return -errno;
+	}
+	io_uring_buf_ring_init(w->br);
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = RX_BUF_COUNT;
+	reg.bgid = RX_BGID;
+	err = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (err)
+		return err;
+	for (unsigned i = 0; i < RX_BUF_COUNT; i++)
+		io_uring_buf_ring_add(w->br, w->rx + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
+		                      (unsigned short)i, io_uring_buf_ring_mask(RX_BUF_COUNT),
+		                      (int)i);
+	io_uring_buf_ring_advance(w->br, RX_BUF_COUNT);
+	return 0;
+}
+
+static void worker_signal_ready(struct worker *w, int res)
+{
+	pthread_mutex_lock(&w->ready_mu);
+	w->ready = res;
+	pthread_cond_signal(&w->ready_cv);
+	pthread_mutex_unlock(&w->ready_mu);
+}
+
+static bool worker_done(const struct worker *w)
+{
+	if (!w->stopping || w->nconns || w->flight || w->batch_head)
+		return false;
+	for (unsigned i = 0; i < w->nlst; i++)
+		if (w->lst[i].armed)
+			return false;
+	return true;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct conf *cf = w->g->conf;
+	int err;
+
+	err = ring_setup(w);
+	if (err) {
+		LOGE("worker %u: io_uring set-up: %s", w->id, strerror(-err));
+		worker_signal_ready(w, err);
+		return NULL;
+	}
+	err = bufring_setup(w);
+	if (err) {
+		LOGE("worker %u: provided buffer ring: %s", w->id, strerror(-err));
+		worker_signal_ready(w, err);
+		return NULL;
+	}
+	w->nlst = cf->nlisten;
+	w->lst = calloc(w->nlst, sizeof(*w->lst));
+	for (unsigned i = 0; i < w->nlst; i++) {
+		w->lst[i].w = w;
+		w->lst[i].cl = &cf->listen[i];
+		w->lst[i].fd = listen_on(&cf->listen[i]);
+		if (w->lst[i].fd < 0) {
+			LOGE("listen on %s: %s", cf->listen[i].text, strerror(-w->lst[i].fd));
+			worker_signal_ready(w, w->lst[i].fd);
+			return NULL;
+		}
+	}
+	w->now = clock_ms();
+	arm_accept(w);
+	arm_wake(w);
+	arm_timer(w);
+	io_uring_submit(&w->ring);
+	worker_signal_ready(w, 1);
+
+	while (!worker_done(w)) {
+		struct io_uring_cqe *cqe;
+		struct conn *c;
+		unsigned head, n = 0;
+
+		err = io_uring_submit_and_wait(&w->ring, 1);
+		if (err < 0 && err != -EINTR && err != -EAGAIN && err != -EBUSY) {
+			LOGE("worker %u: io_uring_enter: %s", w->id, strerror(-err));
+			break;
+		}
+		w->now = clock_ms();
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		/* End of the round: one group commit, one send per session. */
+		spool_flush(w);
+		while ((c = w->dirty)) {
+			w->dirty = c->dirty_next;
+			c->flags &= ~C_DIRTY;
+			send_out(w, c);
+		}
+	}
+	for (unsigned i = 0; i < w->nlst; i++)
+		if (w->lst[i].fd >= 0)
+			close(w->lst[i].fd);
+	if (w->seg_fd >= 0)
+		close(w->seg_fd);
+	io_uring_queue_exit(&w->ring);
+	LOGI("worker %u: stopped", w->id);
+	return NULL;
+}
+
+/* ---- the gateway ---- */
+
+static int spool_prepare(struct gateway *g)
+{
+	const char *dir = g->conf->spool;
+
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	g->spool_dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (g->spool_dirfd < 0)
+		return -errno;
+	return 0;
+}
+
+int gateway_run(struct gateway *g)
+{
+	const struct conf *cf = g->conf;
+	struct timespec ts;
+	sigset_t set;
+	int sig, err, rc = 0;
+	unsigned started = 0;
+
+	err = spool_prepare(g);
+	if (err) {
+		LOGE("spool directory %s: %s", cf->spool, strerror(-err));
+		return 1;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	g->start_id = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+
+	/* Workers inherit this mask: only the main thread takes the signals. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	g->workers = calloc(g->nworkers, sizeof(*g->workers));
+	for (unsigned i = 0; i < g->nworkers; i++) {
+		struct worker *w = calloc(1, sizeof(*w));
+
+		g->workers[i] = w;
+		w->g = g;
+		w->id = i;
+		w->seg_fd = -1;
+		w->qid_ctr = (uint32_t)(ts.tv_nsec / 1000) * 2654435761u;
+		w->wakefd = eventfd(0, EFD_CLOEXEC);
+		pthread_mutex_init(&w->ready_mu, NULL);
+		pthread_cond_init(&w->ready_cv, NULL);
+		if (pthread_create(&w->thread, NULL, worker_main, w)) {
+			LOGE("cannot start worker %u", i);
+			rc = 1;
+			break;
+		}
+		started++;
+		pthread_mutex_lock(&w->ready_mu);
+		while (w->ready == 0)
+			pthread_cond_wait(&w->ready_cv, &w->ready_mu);
+		pthread_mutex_unlock(&w->ready_mu);
+		if (w->ready < 0) {
+			rc = 1;
+			break;
+		}
+#ifdef __linux__
+		if (g->nworkers > 1 && g->nworkers <= (unsigned)sysconf(_SC_NPROCESSORS_ONLN)) {
+			cpu_set_t cpus;
+
+			CPU_ZERO(&cpus);
+			CPU_SET(i, &cpus);
+			pthread_setaffinity_np(w->thread, sizeof(cpus), &cpus);
+		}
+#endif
+	}
+	if (rc == 0) {
+		for (unsigned i = 0; i < cf->nlisten; i++)
+			LOGI("listening on %s (%u workers)", cf->listen[i].text, g->nworkers);
+		for (;;) {
+			if (sigwait(&set, &sig) != 0)
+				continue;
+			if (sig == SIGHUP) {
+				LOGI("SIGHUP ignored (no reloadable configuration yet)");
+				continue;
+			}
+			break;
+		}
+		LOGI("signal %d: stopping; transactions in progress get %us", sig, cf->grace);
+	}
+	for (unsigned i = 0; i < started; i++) {
+		uint64_t one = 1;
+
+		if (g->workers[i]->ready > 0 &&
+		    write(g->workers[i]->wakefd, &one, sizeof(one)) != sizeof(one))
+			LOGE("cannot wake worker %u", i);
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(g->workers[i]->thread, NULL);
+	for (unsigned i = 0; i < g->nworkers && g->workers[i]; i++) {
+		close(g->workers[i]->wakefd);
+		free(g->workers[i]->lst);
+		while (g->workers[i]->free_conns) {
+			struct conn *c = g->workers[i]->free_conns;
+
+			g->workers[i]->free_conns = c->batch_next;
+			free(c);
+		}
+		free(g->workers[i]);
+	}
+	free(g->workers);
+	close(g->spool_dirfd);
+	if (rc == 0)
+		LOGI("stopped");
+	return rc;
+}

@@ -1,0 +1,539 @@
+/* conf_test: defaults, every option valid and invalid, listen syntax, the
+ * domains file, size suffixes, overflow, --help and --version. */
+#include "core/conf.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ARGS 40
+
+static struct conf conf;
+static char err[512];
+static char *outp;
+static size_t outlen;
+
+/* Runs conf_parse() on "ringmx" + <args> (NULL-terminated). */
+static int parse(const char *const *args)
+{
+	char *argv[MAX_ARGS];
+	FILE *out;
+	int argc = 0, rc;
+
+	argv[argc++] = (char *)"ringmx";
+	while (*args) {
+		cr_assert_lt(argc, MAX_ARGS - 1);
+		argv[argc++] = (char *)*args++;
+	}
+	argv[argc] = NULL;
+	free(outp);
+	outp = NULL;
+	out = open_memstream(&outp, &outlen);
+	cr_assert_not_null(out);
+	memset(err, 'X', sizeof(err) - 1); /* a stale message must not survive */
+	err[sizeof(err) - 1] = '\0';
+	rc = conf_parse(&conf, argc, argv, out, err, sizeof(err));
+	fclose(out);
+	return rc;
+}
+
+#define PARSE(...) parse((const char *const[]){__VA_ARGS__, NULL})
+#define PARSE0()   parse((const char *const[]){NULL})
+
+static void teardown(void)
+{
+	conf_fini(&conf);
+	free(outp);
+	outp = NULL;
+}
+
+TestSuite(conf, .fini = teardown);
+
+static bool accepts(const char *d)
+{
+	return policy_domain_accepted(&conf.policy, sv_cstr(d));
+}
+
+static bool relays4(const char *a)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+
+	inet_pton(AF_INET, a, &sin.sin_addr);
+	return policy_client_may_relay(&conf.policy, (struct sockaddr *)&sin);
+}
+
+Test(conf, defaults)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&conf.listen[0].addr;
+
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 1);
+	cr_assert_str_eq(conf.listen[0].text, CONF_DEF_LISTEN);
+	cr_assert_eq(sin->sin_family, AF_INET);
+	cr_assert_eq(ntohs(sin->sin_port), 2525);
+	cr_assert_eq(ntohl(sin->sin_addr.s_addr), INADDR_LOOPBACK);
+	cr_assert_eq(conf.listen[0].addrlen, sizeof(struct sockaddr_in));
+	cr_assert_eq(conf.threads, 0);
+	cr_assert_str_eq(conf.spool, "./spool");
+	cr_assert_null(conf.hostname);
+	cr_assert_eq(conf.policy.ndomains, 1);
+	cr_assert(accepts("localhost"));
+	cr_assert(accepts("LOCALHOST."));
+	cr_assert_eq(conf.policy.nnets, 0);
+	cr_assert_eq(conf.max_message_size, CONF_DEF_MAX_MESSAGE_SIZE);
+	cr_assert_eq(conf.max_recipients, CONF_DEF_MAX_RECIPIENTS);
+	cr_assert_eq(conf.max_sessions, CONF_DEF_MAX_SESSIONS);
+	cr_assert_eq(conf.idle_timeout, CONF_DEF_IDLE_TIMEOUT);
+	cr_assert_eq(conf.max_errors, CONF_DEF_MAX_ERRORS);
+	cr_assert_eq(conf.grace, CONF_DEF_GRACE);
+	cr_assert_eq(conf.greet_delay_ms, CONF_DEF_GREET_DELAY_MS);
+	cr_assert_eq(conf.max_line_length, CONF_DEF_MAX_LINE_LENGTH);
+	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_REJECT);
+	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_ACCEPT);
+	cr_assert_eq(conf.log_level, LOG_INFO);
+	cr_assert_not(conf.check);
+	cr_assert_eq(outlen, 0);
+}
+
+Test(conf, every_option_valid)
+{
+	cr_assert_eq(PARSE("--listen", "10.1.2.3:25", "--threads", "8", "--spool", "/var/spool/rx",
+	                   "--hostname", "mx1.example.org", "--domains", "example.org",
+	                   "--relay-networks", "10.0.0.0/8", "--max-message-size", "1m",
+	                   "--max-recipients", "50", "--max-sessions", "20", "--idle-timeout", "60",
+	                   "--max-errors", "0", "--grace", "5", "--greet-delay", "1500",
+	                   "--max-line-length", "998", "--bare-lf", "normalize", "--long-lines",
+	                   "reject", "--log-level", "debug", "--check"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 1);
+	cr_assert_str_eq(conf.listen[0].text, "10.1.2.3:25");
+	cr_assert_eq(conf.threads, 8);
+	cr_assert_str_eq(conf.spool, "/var/spool/rx");
+	cr_assert_str_eq(conf.hostname, "mx1.example.org");
+	cr_assert(accepts("example.org"));
+	cr_assert_not(accepts("localhost"));
+	cr_assert(relays4("10.9.9.9"));
+	cr_assert_eq(conf.max_message_size, 1048576);
+	cr_assert_eq(conf.max_recipients, 50);
+	cr_assert_eq(conf.max_sessions, 20);
+	cr_assert_eq(conf.idle_timeout, 60);
+	cr_assert_eq(conf.max_errors, 0);
+	cr_assert_eq(conf.grace, 5);
+	cr_assert_eq(conf.greet_delay_ms, 1500);
+	cr_assert_eq(conf.max_line_length, 998);
+	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_NORMALIZE);
+	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_REJECT);
+	cr_assert_eq(conf.log_level, LOG_DEBUG);
+	cr_assert(conf.check);
+}
+
+Test(conf, equals_form_and_unique_prefix)
+{
+	cr_assert_eq(PARSE("--max-recipients=7", "--max-mess=2k", "--bare=reject", "--long=accept",
+	                   "--log-level=warning"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.max_recipients, 7);
+	cr_assert_eq(conf.max_message_size, 2048);
+	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_REJECT);
+	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_ACCEPT);
+	cr_assert_eq(conf.log_level, LOG_WARN);
+}
+
+Test(conf, numeric_bounds_accepted)
+{
+	static const struct {
+		const char *opt, *val;
+		size_t off;
+		unsigned want;
+	} cases[] = {
+	    {"--threads", "0", offsetof(struct conf, threads), 0},
+	    {"--threads", "256", offsetof(struct conf, threads), 256},
+	    {"--threads", "007", offsetof(struct conf, threads), 7},
+	    {"--max-recipients", "1", offsetof(struct conf, max_recipients), 1},
+	    {"--max-recipients", "1000000", offsetof(struct conf, max_recipients), 1000000},
+	    {"--max-sessions", "1", offsetof(struct conf, max_sessions), 1},
+	    {"--idle-timeout", "1", offsetof(struct conf, idle_timeout), 1},
+	    {"--idle-timeout", "86400", offsetof(struct conf, idle_timeout), 86400},
+	    {"--max-errors", "0", offsetof(struct conf, max_errors), 0},
+	    {"--grace", "0", offsetof(struct conf, grace), 0},
+	    {"--greet-delay", "0", offsetof(struct conf, greet_delay_ms), 0},
+	    {"--greet-delay", "60000", offsetof(struct conf, greet_delay_ms), 60000},
+	    {"--max-line-length", "3", offsetof(struct conf, max_line_length), 3},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(PARSE(cases[i].opt, cases[i].val), CONF_OK, "%s %s: %s", cases[i].opt,
+		             cases[i].val, err);
+		cr_expect_eq(*(unsigned *)(void *)((char *)&conf + cases[i].off), cases[i].want,
+		             "%s %s", cases[i].opt, cases[i].val);
+		conf_fini(&conf);
+	}
+}
+
+Test(conf, size_suffixes)
+{
+	static const struct {
+		const char *val;
+		uint64_t want;
+	} cases[] = {
+	    {"0", 0},
+	    {"1", 1},
+	    {"10240000", 10240000},
+	    {"10k", 10240},
+	    {"10K", 10240},
+	    {"2m", 2u << 20},
+	    {"2M", 2u << 20},
+	    {"3g", 3ull << 30},
+	    {"3G", 3ull << 30},
+	    {"0k", 0},
+	    {"18446744073709551615", UINT64_MAX},
+	    {"17179869183g", 17179869183ull << 30},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(PARSE("--max-message-size", cases[i].val), CONF_OK, "%s: %s",
+		             cases[i].val, err);
+		cr_expect_eq(conf.max_message_size, cases[i].want, "%s: got %llu", cases[i].val,
+		             (unsigned long long)conf.max_message_size);
+		conf_fini(&conf);
+	}
+}
+
+/* Each bad command line fails with CONF_ERR and one line that starts with
+ * "ringmx: " and names what was wrong. */
+Test(conf, invalid_options)
+{
+	static const struct {
+		const char *args[4];
+		const char *want;
+	} cases[] = {
+	    {{"--listen", "1.2.3.4"}, "--listen: '1.2.3.4'"},
+	    {{"--listen", "1.2.3.4:0"}, "--listen"},
+	    {{"--listen", "1.2.3.4:65536"}, "--listen"},
+	    {{"--listen", "1.2.3.4:-1"}, "--listen"},
+	    {{"--listen", "1.2.3.4:+25"}, "--listen"},
+	    {{"--listen", "1.2.3.4:"}, "--listen"},
+	    {{"--listen", "1.2.3.4:25x"}, "--listen"},
+	    {{"--listen", ":25"}, "--listen"},
+	    {{"--listen", "::1:25"}, "--listen"},
+	    {{"--listen", "[::1]25"}, "--listen"},
+	    {{"--listen", "[::1:25"}, "--listen"},
+	    {{"--listen", "[1.2.3.4]:25"}, "--listen"},
+	    {{"--listen", "1.2.3:25"}, "--listen"},
+	    {{"--listen", "localhost:25"}, "--listen: 'localhost:25'"},
+	    {{"--listen", ""}, "--listen"},
+	    {{"--listen", "1.2.3.4:25", "--listen", "1.2.3.4:25"}, "given twice"},
+	    {{"--threads", "257"}, "--threads: '257' is out of range (0-256)"},
+	    {{"--threads", "-1"}, "--threads: '-1' is not a number"},
+	    {{"--threads", " 1"}, "--threads"},
+	    {{"--threads", "+1"}, "--threads"},
+	    {{"--threads", "1 "}, "--threads"},
+	    {{"--threads", "0x10"}, "--threads"},
+	    {{"--threads", ""}, "--threads"},
+	    {{"--spool", ""}, "--spool"},
+	    {{"--hostname", "a..b"}, "--hostname: 'a..b'"},
+	    {{"--hostname", "-mx.example"}, "--hostname"},
+	    {{"--hostname", "[192.0.2.1]"}, "--hostname"},
+	    {{"--hostname", ""}, "--hostname"},
+	    {{"--domains", ""}, "--domains"},
+	    {{"--domains", "ok.example,bad_domain"}, "--domains: bad domain 'bad_domain'"},
+	    {{"--domains-file", "/nonexistent/ringmx"}, "--domains-file: /nonexistent/ringmx"},
+	    {{"--relay-networks", "10.0.0.0/33"}, "--relay-networks: bad network '10.0.0.0/33'"},
+	    {{"--relay-networks", "example.com"}, "--relay-networks"},
+	    {{"--relay-networks", ""}, "--relay-networks"},
+	    {{"--max-message-size", "10x"}, "--max-message-size: '10x'"},
+	    {{"--max-message-size", "10mm"}, "--max-message-size"},
+	    {{"--max-message-size", "k"}, "--max-message-size"},
+	    {{"--max-message-size", "-1"}, "--max-message-size"},
+	    {{"--max-message-size", "1.5m"}, "--max-message-size"},
+	    {{"--max-message-size", "18446744073709551616"},
+	     "--max-message-size: "
+	     "'18446744073709551616' is too "
+	     "large"},
+	    {{"--max-message-size", "17179869184g"}, "too large"},
+	    {{"--max-message-size", "18014398509481984k"}, "too large"},
+	    {{"--max-recipients", "abc"}, "--max-recipients: 'abc' is not a number"},
+	    {{"--max-recipients", "0"}, "--max-recipients: '0' is out of range"},
+	    {{"--max-recipients", "1000001"}, "--max-recipients"},
+	    {{"--max-recipients", "99999999999999999999999"}, "--max-recipients"},
+	    {{"--max-recipients", "4294967297"}, "--max-recipients"},
+	    {{"--max-sessions", "0"}, "--max-sessions"},
+	    {{"--idle-timeout", "0"}, "--idle-timeout"},
+	    {{"--idle-timeout", "86401"}, "--idle-timeout"},
+	    {{"--max-errors", "x"}, "--max-errors"},
+	    {{"--max-errors", "1000001"}, "--max-errors"},
+	    {{"--grace", "-1"}, "--grace"},
+	    {{"--grace", "86401"}, "--grace"},
+	    {{"--greet-delay", "60001"}, "--greet-delay"},
+	    {{"--max-line-length", "2"}, "--max-line-length"},
+	    {{"--max-line-length", "1000001"}, "--max-line-length"},
+	    {{"--bare-lf", "maybe"}, "--bare-lf: 'maybe'"},
+	    {{"--bare-lf", "REJECT"}, "--bare-lf"},
+	    {{"--long-lines", "maybe"}, "--long-lines: 'maybe'"},
+	    {{"--log-level", "loud"}, "--log-level: 'loud'"},
+	    {{"--check=yes"}, "option '--check' takes no argument"},
+	    {{"--help=1"}, "option '--help' takes no argument"},
+	    {{"--spool"}, "option '--spool' needs an argument"},
+	    {{"--check", "--max-recipients"}, "option '--max-recipients' needs an argument"},
+	    {{"--foo"}, "unknown option '--foo'"},
+	    {{"--foo=bar"}, "unknown option '--foo'"},
+	    {{"--max"}, "option '--max' is ambiguous"},
+	    {{"-x"}, "unknown option '-x'"},
+	    {{"-t", "4"}, "unknown option '-t'"},
+	    {{"queue"}, "unexpected argument 'queue'"},
+	    {{"--check", "extra"}, "unexpected argument 'extra'"},
+	    {{"--", "extra"}, "unexpected argument 'extra'"},
+	    {{"--max-recipients", "1\n2"}, "--max-recipients: '1?2'"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *const *a = cases[i].args;
+		int rc = parse(a);
+
+		cr_expect_eq(rc, CONF_ERR, "%s %s: rc %d", a[0], a[1] ? a[1] : "", rc);
+		cr_expect(strncmp(err, "ringmx: ", 8) == 0, "%s: '%s'", a[0], err);
+		cr_expect(strstr(err, cases[i].want), "%s %s: got '%s' want '%s'", a[0],
+		          a[1] ? a[1] : "", err, cases[i].want);
+		cr_expect_null(strchr(err, '\n'), "%s: two lines: '%s'", a[0], err);
+		cr_expect_eq(outlen, 0);
+		conf_fini(&conf); /* safe after CONF_ERR */
+	}
+}
+
+Test(conf, listen_ipv6)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&conf.listen[0].addr;
+
+	cr_assert_eq(PARSE("--listen", "[::1]:25"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 1);
+	cr_assert_eq(sin6->sin6_family, AF_INET6);
+	cr_assert_eq(ntohs(sin6->sin6_port), 25);
+	cr_assert(IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr));
+	cr_assert_eq(conf.listen[0].addrlen, sizeof(struct sockaddr_in6));
+	cr_assert_str_eq(conf.listen[0].text, "[::1]:25");
+}
+
+Test(conf, listen_wildcards)
+{
+	struct conf_listen l;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&l.addr;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&l.addr;
+
+	cr_assert_eq(conf_parse_listen(&l, "*:25"), 0);
+	cr_assert_eq(sin->sin_family, AF_INET);
+	cr_assert_eq(sin->sin_addr.s_addr, htonl(INADDR_ANY));
+	cr_assert_eq(ntohs(sin->sin_port), 25);
+	cr_assert_str_eq(l.text, "*:25");
+	cr_assert_eq(conf_parse_listen(&l, "0.0.0.0:65535"), 0);
+	cr_assert_eq(sin->sin_addr.s_addr, htonl(INADDR_ANY));
+	cr_assert_eq(ntohs(sin->sin_port), 65535);
+	cr_assert_eq(conf_parse_listen(&l, "[::]:1"), 0);
+	cr_assert_eq(sin6->sin6_family, AF_INET6);
+	cr_assert(IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr));
+	cr_assert_eq(ntohs(sin6->sin6_port), 1);
+	cr_assert_eq(conf_parse_listen(&l, "[2001:db8::ffff:192.0.2.1]:587"), 0);
+	cr_assert_eq(conf_parse_listen(&l, "[*]:25"), -EINVAL);
+	cr_assert_eq(conf_parse_listen(&l, "[::1]:25:25"), -EINVAL);
+	cr_assert_eq(conf_parse_listen(&l, "1.2.3.4:25:25"), -EINVAL);
+	cr_assert_eq(conf_parse_listen(&l, "[fe80::1%eth0]:25"), -EINVAL);
+}
+
+Test(conf, listen_repeated_replaces_default)
+{
+	cr_assert_eq(PARSE("--listen", "127.0.0.1:25", "--listen", "[::1]:25", "--listen", "*:587"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 3);
+	cr_assert_str_eq(conf.listen[0].text, "127.0.0.1:25");
+	cr_assert_str_eq(conf.listen[1].text, "[::1]:25");
+	cr_assert_str_eq(conf.listen[2].text, "*:587");
+	for (unsigned i = 0; i < conf.nlisten; i++)
+		cr_assert_str_neq(conf.listen[i].text, CONF_DEF_LISTEN);
+}
+
+Test(conf, listen_limit)
+{
+	const char *args[2 * (CONF_MAX_LISTEN + 1) + 1];
+	char addr[CONF_MAX_LISTEN + 1][32];
+
+	for (int i = 0; i <= CONF_MAX_LISTEN; i++) {
+		snprintf(addr[i], sizeof(addr[i]), "127.0.0.1:%d", 2000 + i);
+		args[2 * i] = "--listen";
+		args[2 * i + 1] = addr[i];
+	}
+	args[2 * CONF_MAX_LISTEN] = NULL;
+	cr_assert_eq(parse(args), CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, CONF_MAX_LISTEN);
+	conf_fini(&conf);
+	args[2 * CONF_MAX_LISTEN] = "--listen";
+	args[2 * CONF_MAX_LISTEN + 2] = NULL;
+	cr_assert_eq(parse(args), CONF_ERR);
+	cr_assert(strstr(err, "--listen: at most 16"), "%s", err);
+}
+
+Test(conf, domains_repeatable_and_replace_default)
+{
+	cr_assert_eq(PARSE("--domains", "a.example,B.example", "--domains", "c.example d.example",
+	                   "--domains", "a.example"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.policy.ndomains, 4);
+	cr_assert(accepts("b.example"));
+	cr_assert(accepts("d.example"));
+	cr_assert_not(accepts("localhost"));
+}
+
+Test(conf, domains_file)
+{
+	char path[] = "/tmp/conf_test.XXXXXX";
+	const char *text = "# domains\r\nfile.example\r\n\r\nOther.Example.  # x\n";
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	cr_assert_eq(PARSE("--domains-file", path, "--domains", "cli.example"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.policy.ndomains, 3);
+	cr_assert(accepts("file.example"));
+	cr_assert(accepts("other.example"));
+	cr_assert(accepts("cli.example"));
+	cr_assert_not(accepts("localhost"));
+	conf_fini(&conf);
+
+	cr_assert_eq(PARSE("--domains-file", path), CONF_OK, "%s", err);
+	cr_assert_eq(conf.policy.ndomains, 2);
+	cr_assert_not(accepts("localhost"));
+	unlink(path);
+}
+
+Test(conf, domains_file_error_names_file_and_line)
+{
+	char path[] = "/tmp/conf_test.XXXXXX";
+	const char *text = "ok.example\n\nnot a_domain\n";
+	char want[128];
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	cr_assert_eq(PARSE("--domains-file", path), CONF_ERR);
+	snprintf(want, sizeof(want), "ringmx: --domains-file: %s:3: bad domain 'a_domain'", path);
+	cr_assert(strstr(err, want), "got '%s' want '%s'", err, want);
+	unlink(path);
+}
+
+Test(conf, relay_networks_repeatable)
+{
+	cr_assert_eq(PARSE("--relay-networks", "10.0.0.0/8", "--relay-networks",
+	                   "192.0.2.1, [2001:db8::]/32"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.policy.nnets, 3);
+	cr_assert(relays4("10.1.1.1"));
+	cr_assert(relays4("192.0.2.1"));
+	cr_assert_not(relays4("192.0.2.2"));
+}
+
+Test(conf, help_prints_every_option)
+{
+	static const char *const lines[] = {
+	    "Usage: ringmx [OPTIONS]\n",
+	    "       ringmx queue --spool DIR [--count]\n",
+	    "  --listen ADDR:PORT          address to listen on (default: 127.0.0.1:2525)\n",
+	    "  --threads N ",
+	    "  --spool DIR ",
+	    "(default: ./spool)",
+	    "  --hostname NAME ",
+	    "  --domains LIST ",
+	    "(default: localhost)",
+	    "  --domains-file FILE ",
+	    "  --relay-networks CIDRS ",
+	    "  --max-message-size BYTES ",
+	    "(default: 10240000)",
+	    "  --max-recipients N          recipients per message, 1-1000000 (default: 1000)\n",
+	    "  --max-sessions N ",
+	    "(default: 10000)",
+	    "  --idle-timeout SECONDS ",
+	    "(default: 300)",
+	    "  --max-errors N ",
+	    "(default: 20)",
+	    "  --grace SECONDS ",
+	    "(default: 30)",
+	    "  --greet-delay MS ",
+	    "  --max-line-length N ",
+	    "(default: 1000)\n",
+	    "  --bare-lf reject|normalize ",
+	    "(default: reject)",
+	    "  --long-lines accept|reject ",
+	    "(default: accept)",
+	    "  --log-level LEVEL ",
+	    "(default: info)",
+	    "  --check ",
+	    "  -h, --help ",
+	    "  -V, --version ",
+	    "ringmx queue --spool DIR",
+	    "--count ",
+	};
+
+	cr_assert_eq(PARSE("--help"), CONF_EXIT);
+	cr_assert_not_null(outp);
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		cr_expect(strstr(outp, lines[i]), "missing '%s'", lines[i]);
+	for (const char *l = outp; *l;) {
+		const char *nl = strchr(l, '\n');
+
+		cr_assert_not_null(nl);
+		cr_expect_leq(nl - l, 100, "line over 100 columns: %.*s", (int)(nl - l), l);
+		cr_expect_null(memchr(l, '\t', (size_t)(nl - l)));
+		l = nl + 1;
+	}
+	cr_assert_eq(PARSE("-h"), CONF_EXIT);
+	cr_assert(strncmp(outp, "Usage: ringmx [OPTIONS]\n", 24) == 0);
+}
+
+Test(conf, help_stops_before_later_options)
+{
+	cr_assert_eq(PARSE("--help", "--bogus"), CONF_EXIT);
+	cr_assert_eq(PARSE("--bogus", "--help"), CONF_ERR);
+	cr_assert_eq(outlen, 0);
+}
+
+Test(conf, version)
+{
+	cr_assert_eq(PARSE("--version"), CONF_EXIT);
+	cr_assert(strncmp(outp, "ringmx ", 7) == 0, "%s", outp);
+	cr_assert_eq(outp[outlen - 1], '\n');
+	cr_assert_eq(strchr(outp, '\n'), outp + outlen - 1, "one line: %s", outp);
+	cr_assert_eq(PARSE("-V"), CONF_EXIT);
+	cr_assert(strncmp(outp, "ringmx ", 7) == 0);
+}
+
+Test(conf, parse_again_in_one_process)
+{
+	/* getopt state must be reset each time; run past the first option. */
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(PARSE("--max-recipients", "5", "--domains", "a.example b.example"),
+		             CONF_OK, "%s", err);
+		cr_assert_eq(conf.max_recipients, 5);
+		cr_assert_eq(conf.policy.ndomains, 2);
+		conf_fini(&conf);
+		cr_assert_eq(PARSE("--max-recipients", "0"), CONF_ERR);
+		conf_fini(&conf);
+		cr_assert_eq(PARSE0(), CONF_OK);
+		cr_assert_eq(conf.max_recipients, CONF_DEF_MAX_RECIPIENTS);
+		conf_fini(&conf);
+	}
+	conf_fini(&conf); /* twice is harmless */
+}
+
+Test(conf, err_truncates_safely)
+{
+	char small[12];
+	char *argv[] = {(char *)"ringmx", (char *)"--max-recipients", (char *)"abc", NULL};
+
+	cr_assert_eq(conf_parse(&conf, 3, argv, stdout, small, sizeof(small)), CONF_ERR);
+	cr_assert_eq(strlen(small), sizeof(small) - 1);
+	cr_assert(strncmp(small, "ringmx: --m", 11) == 0);
+}

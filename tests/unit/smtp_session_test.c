@@ -1,0 +1,977 @@
+/* smtp_session_test: the ESMTP server session, driven by client transcripts.
+ * Every transcript runs in one piece, byte by byte, and split in two at
+ * every offset; all runs must give the same replies and message contents.
+ * When a message is ready the runner records its content, answers with
+ * msg_result(0, "QID1") and feeds the rest, as io/ does. */
+#include "core/smtp_session.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define HOST      "mx.example.net"
+#define GREETING  "220 " HOST " ESMTP ringmx\r\n"
+#define EHLO_HEAD "250-" HOST "\r\n250-PIPELINING\r\n"
+#define EHLO_TAIL "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
+#define EHLO_R    EHLO_HEAD "250-SIZE 1000\r\n" EHLO_TAIL
+#define EHLO_R20  EHLO_HEAD "250-SIZE 20\r\n" EHLO_TAIL
+#define HELO_R    "250 " HOST "\r\n"
+#define OK        "250 2.0.0 Ok\r\n"
+#define MAIL_OK   "250 2.1.0 Ok\r\n"
+#define RCPT_OK   "250 2.1.5 Ok\r\n"
+#define GO        "354 End data with <CR><LF>.<CR><LF>\r\n"
+#define QUEUED    "250 2.0.0 Ok: queued as QID1\r\n"
+#define BYE       "221 2.0.0 Bye\r\n"
+#define EOM       "<EOM>"
+
+/* Client side of an envelope with one accepted recipient, and the replies. */
+#define ENV    "EHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+#define ENV_R  EHLO_R MAIL_OK RCPT_OK
+#define HENV   "HELO client.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+#define HENV_R HELO_R MAIL_OK RCPT_OK
+
+#define E503(what) "503 5.5.1 Error: " what "\r\n"
+#define SEQ_HELO   E503("send HELO/EHLO first")
+#define SEQ_MAIL   E503("need MAIL command")
+#define NESTED     E503("nested MAIL command")
+#define NORCPT     "554 5.5.1 Error: no valid recipients\r\n"
+#define UNKNOWN    "500 5.5.2 Error: command not recognized\r\n"
+#define BADSYN     "500 5.5.2 Error: bad syntax\r\n"
+#define TOOLONG    "500 5.5.6 Error: line too long\r\n"
+#define BADFROM    "501 5.1.7 Bad sender address syntax\r\n"
+#define BADRCPT    "501 5.1.3 Bad recipient address syntax\r\n"
+#define MAILSYN    "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"
+#define RCPTSYN    "501 5.5.4 Syntax: RCPT TO:<address>\r\n"
+#define BDATSYN    "501 5.5.4 Syntax: BDAT count [LAST]\r\n"
+#define TOOBIG     "552 5.3.4 Message size exceeds fixed limit\r\n"
+#define BARE       "550 5.6.0 Message contains bare CR or bare LF (RFC 5321 2.3.8)\r\n"
+#define NONASCII   "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n"
+#define PREGREET   E503("talked before greeting")
+#define DENIED(a)  "554 5.7.1 <" a ">: Relay access denied\r\n"
+#define UNSUPP(p)  "555 5.5.4 Unsupported option: " p "\r\n"
+#define OCTETS(n)  "250 2.0.0 " #n " octets received\r\n"
+
+enum cfv {
+	CF_DEFAULT = 0, /* size 1000, 5 rcpts, 20 errors, bare CR/LF rejected */
+	CF_SMALL,       /* size 20 */
+	CF_NOSIZE,      /* no size limit */
+	CF_RCPT2,       /* 2 recipients */
+	CF_ERRS3,       /* 3 errors, 1 recipient */
+	CF_NORMALIZE,   /* bare CR/LF become CRLF */
+	CF_LONGREJ,     /* text lines of 20 octets at most, rejected beyond */
+};
+
+struct tcase {
+	const char *name;
+	const char *in;     /* client bytes after the greeting */
+	size_t inlen;       /* 0: strlen(in) */
+	const char *want;   /* replies after the greeting (all of them when <pre>) */
+	const char *bodies; /* NULL: unchecked; else each message's content + EOM */
+	const char *pre;    /* client bytes before the greeting */
+	enum cfv cf;
+	bool relay;  /* the peer may relay */
+	bool closed; /* SMTP_ACT_CLOSE at the end */
+};
+
+#define BIN(lit) .in = (lit), .inlen = sizeof(lit) - 1
+
+struct result {
+	struct buf out;
+	struct buf bodies;
+	bool closed;
+	unsigned nmsgs;
+};
+
+static struct policy test_policy;
+static bool test_policy_ready;
+
+static void conf_for(enum cfv v, struct smtp_server_conf *cf)
+{
+	char err[128];
+
+	if (!test_policy_ready) {
+		policy_init(&test_policy);
+		cr_assert_eq(
+		    policy_add_domains(&test_policy, "example.com,localhost", err, sizeof(err)), 0,
+		    "%s", err);
+		policy_finish(&test_policy);
+		test_policy_ready = true;
+	}
+	*cf = (struct smtp_server_conf){
+	    .hostname = HOST,
+	    .policy = &test_policy,
+	    .max_message_size = 1000,
+	    .max_recipients = 5,
+	    .max_errors = 20,
+	    .max_line = 1000,
+	    .bare_policy = SMTP_DATA_BARE_REJECT,
+	    .long_line_policy = SMTP_DATA_LONG_ACCEPT,
+	};
+	switch (v) {
+	case CF_DEFAULT:
+		break;
+	case CF_SMALL:
+		cf->max_message_size = 20;
+		break;
+	case CF_NOSIZE:
+		cf->max_message_size = 0;
+		break;
+	case CF_RCPT2:
+		cf->max_recipients = 2;
+		break;
+	case CF_ERRS3:
+		cf->max_errors = 3;
+		cf->max_recipients = 1;
+		break;
+	case CF_NORMALIZE:
+		cf->bare_policy = SMTP_DATA_BARE_NORMALIZE;
+		break;
+	case CF_LONGREJ:
+		cf->max_line = 20;
+		cf->long_line_policy = SMTP_DATA_LONG_REJECT;
+		break;
+	}
+}
+
+static void peer_for(bool relay, struct smtp_peer *peer)
+{
+	*peer = (struct smtp_peer){.may_relay = relay};
+	strcpy(peer->addr, relay ? "198.51.100.7" : "192.0.2.1");
+}
+
+#define GUARD_SPAN (64u * 1024) /* longest single feed; a multiple of the page size */
+
+/* Copies <len> bytes to the end of a mapping followed by a PROT_NONE page,
+ * so that reading past what was fed crashes (picohttpparser's test.c). */
+static const char *guarded(const char *p, size_t len)
+{
+	static char *end;
+
+	if (!end) {
+		long pg = sysconf(_SC_PAGESIZE);
+		char *m = mmap(NULL, GUARD_SPAN + (size_t)pg, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		cr_assert_neq(m, MAP_FAILED);
+		cr_assert_eq(mprotect(m + GUARD_SPAN, (size_t)pg, PROT_NONE), 0);
+		end = m + GUARD_SPAN;
+	}
+	cr_assert_leq(len, GUARD_SPAN);
+	if (len)
+		memcpy(end - len, p, len);
+	return end - len;
+}
+
+/* Feeds <len> bytes at most <step> per call, as io/ would: a message that
+ * is ready is recorded and answered, then the rest is fed again. */
+static void feed_piece(struct smtp_session *s, const char *p, size_t len, size_t step,
+                       struct result *r)
+{
+	size_t off = 0, k, n;
+
+	while (off < len && !(s->act & SMTP_ACT_CLOSE)) {
+		k = len - off < step ? len - off : step;
+		n = smtp_session_feed(s, guarded(p + off, k), k);
+		cr_assert_leq(n, k);
+		off += n;
+		if (s->act & SMTP_ACT_MSG_READY) {
+			cr_assert_eq(s->state, SMTP_S_SPOOL);
+			cr_assert(smtp_session_in_tx(s));
+			buf_append(&r->bodies, s->tx.body.p, s->tx.body.len);
+			buf_append_str(&r->bodies, EOM);
+			/* While spooling nothing is consumed. */
+			if (off < len)
+				cr_assert_eq(
+				    smtp_session_feed(s, guarded(p + off, len - off), len - off),
+				    0);
+			smtp_session_msg_result(s, 0, "QID1");
+			cr_assert_eq(s->act & SMTP_ACT_MSG_READY, 0);
+			continue;
+		}
+		if (!(s->act & SMTP_ACT_CLOSE))
+			cr_assert_eq(n, k, "consumed %zu of %zu without an action", n, k);
+	}
+}
+
+/* Runs <c>: the first <split> bytes, then the rest, <step> bytes per call. */
+static void run(const struct tcase *c, size_t split, size_t step, struct result *r)
+{
+	struct smtp_server_conf cf;
+	struct smtp_peer peer;
+	struct smtp_session s;
+	size_t len = c->inlen ? c->inlen : strlen(c->in);
+
+	conf_for(c->cf, &cf);
+	peer_for(c->relay, &peer);
+	smtp_session_init(&s, &cf, &peer);
+	if (c->pre) {
+		size_t plen = strlen(c->pre);
+
+		cr_assert_eq(smtp_session_feed(&s, guarded(c->pre, plen), plen), plen);
+		cr_assert(s.flags & SMTP_F_PREGREET);
+		cr_assert_eq(s.out.len, 0);
+	}
+	smtp_session_greet(&s);
+	if (split > len)
+		split = len;
+	feed_piece(&s, c->in, split, step, r);
+	feed_piece(&s, c->in + split, len - split, step, r);
+	buf_append(&r->out, s.out.p, s.out.len);
+	r->closed = s.act & SMTP_ACT_CLOSE;
+	r->nmsgs = s.nmsgs;
+	if (!r->closed && s.state != SMTP_S_DATA && !(s.flags & SMTP_F_DISCARD))
+		cr_assert_null(s.line.p, "%s: line memory kept between lines", c->name);
+	smtp_session_fini(&s);
+}
+
+static void result_free(struct result *r)
+{
+	buf_free(&r->out);
+	buf_free(&r->bodies);
+}
+
+/* Logs go to /dev/null while <fn> runs with every level enabled, so that
+ * the log formatting runs too (under the sanitizers) without noise. */
+static int stderr_quiet(void)
+{
+	int saved = dup(STDERR_FILENO), fd = open("/dev/null", O_WRONLY);
+
+	cr_assert_geq(saved, 0);
+	cr_assert_geq(fd, 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	return saved;
+}
+
+static void stderr_restore(int saved)
+{
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+}
+
+static void check_case(const struct tcase *c)
+{
+	struct result whole = {0}, r;
+	size_t len = c->inlen ? c->inlen : strlen(c->in);
+	char want[16384];
+	int saved;
+
+	snprintf(want, sizeof(want), "%s%s", c->pre ? "" : GREETING, c->want);
+	log_threshold = LOG_DEBUG;
+	saved = stderr_quiet();
+	run(c, 0, SIZE_MAX, &whole);
+	stderr_restore(saved);
+	log_threshold = LOG_ERR;
+	cr_assert_str_eq(buf_cstr(&whole.out), want, "%s (one piece): got\n%s\nwant\n%s", c->name,
+	                 buf_cstr(&whole.out), want);
+	cr_assert_eq(whole.closed, c->closed, "%s: closed %d", c->name, whole.closed);
+	if (c->bodies)
+		cr_assert_str_eq(buf_cstr(&whole.bodies), c->bodies, "%s: bodies", c->name);
+
+	r = (struct result){0};
+	run(c, 0, 1, &r);
+	cr_assert_str_eq(buf_cstr(&r.out), want, "%s (byte by byte): got\n%s\nwant\n%s", c->name,
+	                 buf_cstr(&r.out), want);
+	cr_assert_str_eq(buf_cstr(&r.bodies), buf_cstr(&whole.bodies),
+	                 "%s (byte by byte): bodies %zu %zu\n%s\nwant\n%s", c->name, r.bodies.len,
+	                 whole.bodies.len, buf_cstr(&r.bodies), buf_cstr(&whole.bodies));
+	cr_assert_eq(r.closed, c->closed);
+	result_free(&r);
+
+	for (size_t k = 1; k < len; k++) {
+		r = (struct result){0};
+		run(c, k, SIZE_MAX, &r);
+		cr_assert_str_eq(buf_cstr(&r.out), want, "%s (split at %zu): got\n%s\nwant\n%s",
+		                 c->name, k, buf_cstr(&r.out), want);
+		cr_assert_str_eq(buf_cstr(&r.bodies), buf_cstr(&whole.bodies), "%s (split at %zu)",
+		                 c->name, k);
+		cr_assert_eq(r.closed, c->closed);
+		result_free(&r);
+	}
+	result_free(&whole);
+}
+
+static void check_cases(const struct tcase *cs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		check_case(&cs[i]);
+}
+
+#define CHECK_CASES(cs) check_cases((cs), sizeof(cs) / sizeof((cs)[0]))
+
+static void suite_fini(void)
+{
+	if (test_policy_ready)
+		policy_fini(&test_policy);
+	test_policy_ready = false;
+}
+
+static void suite_init(void)
+{
+	log_threshold = LOG_ERR; /* check_case() turns every level on, quietly */
+}
+
+TestSuite(smtp_session, .init = suite_init, .fini = suite_fini);
+
+/* ---- Commands outside a transaction ---- */
+
+static const struct tcase basic_cases[] = {
+    {"ehlo_quit", "EHLO client.example.org\r\nQUIT\r\n", .want = EHLO_R BYE, .closed = true},
+    {"helo", "HELO client.example.org\r\n", .want = HELO_R},
+    {"ehlo_no_size_limit", "EHLO c\r\n", .cf = CF_NOSIZE,
+     .want = EHLO_HEAD "250-SIZE\r\n" EHLO_TAIL},
+    {"ehlo_without_argument", "EHLO\r\nEHLO   \r\nHELO\r\n",
+     .want = "501 5.5.4 Syntax: EHLO hostname\r\n501 5.5.4 Syntax: EHLO hostname\r\n"
+             "501 5.5.4 Syntax: HELO hostname\r\n"},
+    {"verbs_case_insensitive", "ehlo c\r\nNoOp\r\nhelo c\r\nquit\r\n", .want = EHLO_R OK HELO_R BYE,
+     .closed = true},
+    {"quit_stops_consuming", "QUIT\r\nNOOP\r\n", .want = BYE, .closed = true},
+    {"quit_before_helo_with_args", "QUIT now\r\n", .want = BYE, .closed = true},
+    {"noop_with_argument", "NOOP hello there\r\n", .want = OK},
+    {"rset", "RSET\r\nRSET now\r\n", .want = OK "501 5.5.4 Syntax: RSET\r\n"},
+    {"vrfy", "VRFY bob\r\nVRFY\r\n",
+     .want = "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+             "501 5.5.4 Syntax: VRFY address\r\n"},
+    {"expn", "EXPN staff\r\n", .want = "502 5.5.1 Command not implemented\r\n"},
+    {"help", "HELP\r\n",
+     .want = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"},
+    {"starttls_not_offered", "STARTTLS\r\n", .want = "454 4.7.0 TLS not available\r\n"},
+    {"unknown_verbs", "FOO\r\nMAILX FROM:<a@b>\r\nEHL\r\n", .want = UNKNOWN UNKNOWN UNKNOWN},
+    {"empty_lines", "\r\n   \r\n\n", .want = BADSYN BADSYN BADSYN},
+    {"nul_in_line", BIN("NO\0OP\r\nNOOP\r\n"), .want = BADSYN OK},
+    {"cr_inside_line", "NOOP\rRSET\r\nNOOP\r\r\n", .want = BADSYN BADSYN},
+    {"bare_lf_ends_command_lines", "EHLO c\nNOOP\nQUIT\n", .want = EHLO_R OK BYE, .closed = true},
+    {"pipelined_batch", "EHLO c\r\nNOOP\r\nRSET\r\nVRFY x\r\nHELP\r\nNOOP\r\n",
+     .want = EHLO_R OK OK "252 2.5.2 Cannot VRFY user, but will accept message and attempt "
+                          "delivery\r\n"
+                          "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT "
+                          "VRFY HELP\r\n" OK},
+};
+
+Test(smtp_session, commands_outside_transactions)
+{
+	CHECK_CASES(basic_cases);
+}
+
+/* ---- Sequence: the table's allowed states ---- */
+
+static const struct tcase seq_cases[] = {
+    {"mail_before_helo", "MAIL FROM:<a@example.org>\r\n", .want = SEQ_HELO},
+    {"rcpt_before_helo", "RCPT TO:<b@example.com>\r\n", .want = SEQ_MAIL},
+    {"rcpt_before_mail", "EHLO c\r\nRCPT TO:<b@example.com>\r\n", .want = EHLO_R SEQ_MAIL},
+    {"data_before_mail", "EHLO c\r\nDATA\r\n", .want = EHLO_R SEQ_MAIL},
+    {"data_before_helo", "DATA\r\n", .want = SEQ_MAIL},
+    {"data_without_rcpt", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nDATA\r\n",
+     .want = EHLO_R MAIL_OK NORCPT},
+    {"data_with_argument", ENV "DATA now\r\n", .want = ENV_R "501 5.5.4 Syntax: DATA\r\n"},
+    {"nested_mail", ENV "MAIL FROM:<c@example.org>\r\n", .want = ENV_R NESTED},
+    {"nested_mail_before_rcpt", "EHLO c\r\nMAIL FROM:<>\r\nMAIL FROM:<>\r\n",
+     .want = EHLO_R MAIL_OK NESTED},
+    {"ehlo_resets_transaction", ENV "EHLO again\r\nRCPT TO:<b@example.com>\r\n",
+     .want = ENV_R EHLO_R SEQ_MAIL},
+    {"helo_resets_transaction", ENV "HELO again\r\nDATA\r\nMAIL FROM:<>\r\n",
+     .want = ENV_R HELO_R SEQ_MAIL MAIL_OK},
+    {"rset_resets_transaction", ENV "RSET\r\nRCPT TO:<b@example.com>\r\nMAIL FROM:<>\r\n",
+     .want = ENV_R OK SEQ_MAIL MAIL_OK},
+    {"rset_before_helo_keeps_greet", "RSET\r\nMAIL FROM:<>\r\n", .want = OK SEQ_HELO},
+    {"failed_rcpt_keeps_mail", "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n",
+     .want = EHLO_R MAIL_OK DENIED("x@example.org") NORCPT},
+};
+
+Test(smtp_session, commands_out_of_sequence)
+{
+	CHECK_CASES(seq_cases);
+}
+
+/* ---- MAIL ---- */
+
+#define L64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define D63 "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+/* 64 + 1 + 189 = 254 octets between the brackets: a 256-octet path. */
+#define D189                                                                                       \
+	D63 "." D63 "."                                                                            \
+	    "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+
+static const struct tcase mail_cases[] = {
+    {"null_sender", "EHLO c\r\nMAIL FROM:<>\r\n", .want = EHLO_R MAIL_OK},
+    {"lowercase_verb_and_from", "EHLO c\r\nmail from:<a@example.org>\r\n", .want = EHLO_R MAIL_OK},
+    {"space_after_colon", "EHLO c\r\nMAIL FROM: <a@example.org>\r\n", .want = EHLO_R MAIL_OK},
+    {"missing_brackets", "EHLO c\r\nMAIL FROM:a@example.org\r\n", .want = EHLO_R MAILSYN},
+    {"missing_from", "EHLO c\r\nMAIL <a@example.org>\r\nMAIL\r\nMAIL TO:<a@b.c>\r\n",
+     .want = EHLO_R MAILSYN MAILSYN MAILSYN},
+    {"no_at", "EHLO c\r\nMAIL FROM:<alice>\r\n", .want = EHLO_R BADFROM},
+    {"unbalanced", "EHLO c\r\nMAIL FROM:<a@example.org\r\nMAIL FROM:<<a@example.org>\r\n",
+     .want = EHLO_R BADFROM BADFROM},
+    {"junk_after_bracket", "EHLO c\r\nMAIL FROM:<a@example.org>x\r\n", .want = EHLO_R BADFROM},
+    {"space_inside", "EHLO c\r\nMAIL FROM:<a @example.org>\r\n", .want = EHLO_R BADFROM},
+    {"control_char", "EHLO c\r\nMAIL FROM:<a\x01@example.org>\r\n", .want = EHLO_R BADFROM},
+    {"empty_local_or_domain", "EHLO c\r\nMAIL FROM:<@example.org>\r\nMAIL FROM:<a@>\r\n",
+     .want = EHLO_R BADFROM BADFROM},
+    {"bad_domain", "EHLO c\r\nMAIL FROM:<a@exa..mple>\r\nMAIL FROM:<a@ex(a)>\r\n",
+     .want = EHLO_R BADFROM BADFROM},
+    {"quoted_local_part", "EHLO c\r\nMAIL FROM:<\"a b>@c\"@example.org>\r\n",
+     .want = EHLO_R MAIL_OK},
+    {"local_part_64", "EHLO c\r\nMAIL FROM:<" L64 "@example.org>\r\n", .want = EHLO_R MAIL_OK},
+    {"local_part_65", "EHLO c\r\nMAIL FROM:<" L64 "a@example.org>\r\n", .want = EHLO_R BADFROM},
+    {"path_256", "EHLO c\r\nMAIL FROM:<" L64 "@" D189 ">\r\n", .want = EHLO_R MAIL_OK},
+    {"path_257", "EHLO c\r\nMAIL FROM:<" L64 "@" D189 "x>\r\n", .want = EHLO_R BADFROM},
+    {"source_route_stripped", "EHLO c\r\nMAIL FROM:<@r1.example,@r2.example:a@example.org>\r\n",
+     .want = EHLO_R MAIL_OK},
+    {"bad_source_route",
+     "EHLO c\r\nMAIL FROM:<@r1.example,a@example.org>\r\n"
+     "MAIL FROM:<@:a@example.org>\r\n",
+     .want = EHLO_R BADFROM BADFROM},
+    {"address_literal", "EHLO c\r\nMAIL FROM:<a@[192.0.2.9]>\r\n", .want = EHLO_R MAIL_OK},
+    {"size_param", "EHLO c\r\nMAIL FROM:<a@example.org> SIZE=1000\r\n", .want = EHLO_R MAIL_OK},
+    {"size_over_limit", "EHLO c\r\nMAIL FROM:<a@example.org> SIZE=1001\r\n", .want = EHLO_R TOOBIG},
+    {"size_huge", "EHLO c\r\nMAIL FROM:<a@example.org> SIZE=999999999999999999999999\r\n",
+     .want = EHLO_R TOOBIG},
+    {"size_unlimited", "EHLO c\r\nMAIL FROM:<a@example.org> SIZE=999999999\r\n", .cf = CF_NOSIZE,
+     .want = EHLO_HEAD "250-SIZE\r\n" EHLO_TAIL MAIL_OK},
+    {"size_not_digits",
+     "EHLO c\r\nMAIL FROM:<a@example.org> SIZE=12k\r\n"
+     "MAIL FROM:<a@example.org> SIZE=\r\n",
+     .want = EHLO_R "501 5.5.4 Bad message size syntax\r\n"
+                    "501 5.5.4 Bad message size syntax\r\n"},
+    {"body_params", "EHLO c\r\nMAIL FROM:<> BODY=8bitmime\r\nRSET\r\nMAIL FROM:<> body=7BIT\r\n",
+     .want = EHLO_R MAIL_OK OK MAIL_OK},
+    {"body_binarymime_refused", "EHLO c\r\nMAIL FROM:<> BODY=BINARYMIME\r\n",
+     .want = EHLO_R "501 5.5.4 Unsupported BODY type\r\n"},
+    {"several_params", "EHLO c\r\nMAIL FROM:<a@example.org>  SIZE=10 BODY=8BITMIME smtputf8\r\n",
+     .want = EHLO_R MAIL_OK},
+    {"unknown_param",
+     "EHLO c\r\nMAIL FROM:<a@example.org> FOO=bar\r\n"
+     "MAIL FROM:<a@example.org> SMTPUTF8=yes\r\n",
+     .want = EHLO_R UNSUPP("FOO=bar") UNSUPP("SMTPUTF8=yes")},
+    {"params_after_helo", "HELO c\r\nMAIL FROM:<a@example.org> SIZE=10\r\n",
+     .want = HELO_R UNSUPP("SIZE=10")},
+    {"non_ascii_needs_smtputf8",
+     "EHLO c\r\nMAIL FROM:<j\xc3\xb6rg@example.org>\r\n"
+     "MAIL FROM:<j\xc3\xb6rg@example.org> SMTPUTF8\r\n",
+     .want = EHLO_R NONASCII MAIL_OK},
+};
+
+Test(smtp_session, mail_from)
+{
+	CHECK_CASES(mail_cases);
+}
+
+/* ---- RCPT ---- */
+
+#define MENV   "EHLO c\r\nMAIL FROM:<a@example.org>\r\n"
+#define MENV_R EHLO_R MAIL_OK
+
+static const struct tcase rcpt_cases[] = {
+    {"accepted_domains",
+     MENV "RCPT TO:<b@example.com>\r\nRCPT TO:<c@EXAMPLE.Com>\r\n"
+          "RCPT TO:<d@localhost>\r\nRCPT TO:<e@example.com.>\r\n",
+     .want = MENV_R RCPT_OK RCPT_OK RCPT_OK RCPT_OK},
+    {"relay_denied", MENV "RCPT TO:<x@example.org>\r\nRCPT TO:<x@sub.example.com>\r\n",
+     .want = MENV_R DENIED("x@example.org") DENIED("x@sub.example.com")},
+    {"relay_allowed_for_relay_client", MENV "RCPT TO:<x@example.org>\r\n", .relay = true,
+     .want = MENV_R RCPT_OK},
+    {"address_literal_relay_only", MENV "RCPT TO:<x@[192.0.2.1]>\r\n",
+     .want = MENV_R DENIED("x@[192.0.2.1]")},
+    {"address_literal_for_relay_client", MENV "RCPT TO:<x@[IPv6:2001:db8::1]>\r\n", .relay = true,
+     .want = MENV_R RCPT_OK},
+    {"postmaster_without_domain", MENV "RCPT TO:<postmaster>\r\nRCPT TO:<PostMaster>\r\n",
+     .want = MENV_R RCPT_OK RCPT_OK},
+    {"no_domain", MENV "RCPT TO:<bob>\r\n", .want = MENV_R BADRCPT},
+    {"null_recipient", MENV "RCPT TO:<>\r\n", .want = MENV_R BADRCPT},
+    {"missing_brackets", MENV "RCPT TO:b@example.com\r\nRCPT b@example.com\r\nRCPT\r\n",
+     .want = MENV_R RCPTSYN RCPTSYN RCPTSYN},
+    {"bad_syntax", MENV "RCPT TO:<b@example.com\r\nRCPT TO:<b\t@example.com>\r\n",
+     .want = MENV_R BADRCPT BADRCPT},
+    {"space_after_colon", MENV "RCPT TO: <b@example.com>\r\n", .want = MENV_R RCPT_OK},
+    {"params_unsupported", MENV "RCPT TO:<b@example.com> NOTIFY=NEVER\r\n",
+     .want = MENV_R UNSUPP("NOTIFY=NEVER")},
+    {"source_route", MENV "RCPT TO:<@relay.example.org:b@example.com>\r\n", .want = MENV_R RCPT_OK},
+    {"non_ascii", MENV "RCPT TO:<j\xc3\xb6rg@example.com>\r\n", .want = MENV_R NONASCII},
+    {"non_ascii_with_smtputf8",
+     "EHLO c\r\nMAIL FROM:<a@example.org> SMTPUTF8\r\nRCPT TO:<j\xc3\xb6rg@example.com>\r\n",
+     .want = MENV_R RCPT_OK},
+    {"too_many_recipients",
+     MENV "RCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+          "RCPT TO:<c@example.com>\r\nDATA\r\n.\r\n",
+     .cf = CF_RCPT2,
+     .want = MENV_R RCPT_OK RCPT_OK "452 4.5.3 Error: too many recipients\r\n" GO QUEUED,
+     .bodies = EOM},
+};
+
+Test(smtp_session, rcpt_to)
+{
+	CHECK_CASES(rcpt_cases);
+}
+
+/* ---- DATA ---- */
+
+static const struct tcase data_cases[] = {
+    {"simple", ENV "DATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n", .want = ENV_R GO QUEUED BYE,
+     .closed = true, .bodies = "Subject: hi\r\n\r\nbody\r\n" EOM},
+    {"empty_message", ENV "DATA\r\n.\r\n", .want = ENV_R GO QUEUED, .bodies = EOM},
+    {"dot_stuffing", ENV "DATA\r\n..leading\r\n...\r\nmid.dle\r\n..\r\n.\r\n",
+     .want = ENV_R GO QUEUED, .bodies = ".leading\r\n..\r\nmid.dle\r\n.\r\n" EOM},
+    {"commands_inside_content", ENV "DATA\r\nQUIT\r\nRSET\r\n.\r\nNOOP\r\n",
+     .want = ENV_R GO QUEUED OK, .bodies = "QUIT\r\nRSET\r\n" EOM},
+    {"two_pipelined_messages",
+     ENV "DATA\r\none\r\n.\r\nMAIL FROM:<>\r\n"
+         "RCPT TO:<postmaster@example.com>\r\nDATA\r\ntwo\r\n.\r\n"
+         "QUIT\r\n",
+     .want = ENV_R GO QUEUED MAIL_OK RCPT_OK GO QUEUED BYE, .closed = true,
+     .bodies = "one\r\n" EOM "two\r\n" EOM},
+    {"helo_client", HENV "DATA\r\nx\r\n.\r\n", .want = HENV_R GO QUEUED, .bodies = "x\r\n" EOM},
+    {"size_after_data",
+     "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+     "0123456789\r\n0123456789\r\n.\r\nNOOP\r\nRCPT TO:<b@example.com>\r\n",
+     .cf = CF_SMALL, .want = HELO_R MAIL_OK RCPT_OK GO TOOBIG OK SEQ_MAIL, .bodies = ""},
+    {"size_exactly_limit",
+     "HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+     "012345678901234567\r\n.\r\n",
+     .cf = CF_SMALL, .want = HELO_R MAIL_OK RCPT_OK GO QUEUED,
+     .bodies = "012345678901234567\r\n" EOM},
+    {"declared_size_then_content",
+     "EHLO c\r\nMAIL FROM:<> SIZE=21\r\nMAIL FROM:<> SIZE=20\r\n"
+     "RCPT TO:<b@example.com>\r\nDATA\r\n0123456789abcdefghijk\r\n"
+     ".\r\n",
+     .cf = CF_SMALL, .want = EHLO_R20 TOOBIG MAIL_OK RCPT_OK GO TOOBIG, .bodies = ""},
+    {"long_line_rejected", ENV "DATA\r\n0123456789012345678901234567890123456789\r\n.\r\n",
+     .cf = CF_LONGREJ,
+     .want = ENV_R GO "550 5.6.0 Message contains a line longer than 20 "
+                      "octets\r\n"},
+    {"line_at_limit", ENV "DATA\r\n012345678901234567\r\n.\r\n", .cf = CF_LONGREJ,
+     .want = ENV_R GO QUEUED, .bodies = "012345678901234567\r\n" EOM},
+    {"eight_bit_content", ENV "DATA\r\n\xc3\xa9t\xc3\xa9\r\n.\r\n", .want = ENV_R GO QUEUED,
+     .bodies = "\xc3\xa9t\xc3\xa9\r\n" EOM},
+};
+
+Test(smtp_session, data)
+{
+	CHECK_CASES(data_cases);
+}
+
+/* ---- SMTP smuggling (CVE-2023-51764/5/6): only CRLF.CRLF ends data ---- */
+
+/* Each smuggles a second message after a fake end of data; the fake is
+ * content, the whole is refused once, after the real end, and nothing of
+ * the smuggled commands is answered. */
+#define SMUGGLE(fake)                                                                              \
+	ENV "DATA\r\nhello" fake "MAIL FROM:<evil@example.org>\r\n"                                \
+	    "RCPT TO:<b@example.com>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n"
+
+static const struct tcase smuggle_cases[] = {
+    {"lf_dot_lf", SMUGGLE("\n.\n"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"lf_dot_crlf", SMUGGLE("\n.\r\n"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"crlf_dot_lf", SMUGGLE("\r\n.\n"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"cr_dot_cr", SMUGGLE("\r.\r"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"crlf_dot_cr", SMUGGLE("\r\n.\r"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"cr_dot_crlf", SMUGGLE("\r.\r\n"), .want = ENV_R GO BARE OK, .bodies = ""},
+    {"normalized_lf", ENV "DATA\r\na\nb\r\n.\r\n", .cf = CF_NORMALIZE, .want = ENV_R GO QUEUED,
+     .bodies = "a\r\nb\r\n" EOM},
+    {"normalized_lf_dot_lf", ENV "DATA\r\na\n.\nb\r\n.\r\n", .cf = CF_NORMALIZE,
+     .want = ENV_R GO QUEUED, .bodies = "a\r\n.\r\nb\r\n" EOM},
+    {"normalized_cr", ENV "DATA\r\na\rb\r\n.\r\n", .cf = CF_NORMALIZE, .want = ENV_R GO QUEUED,
+     .bodies = "a\r\nb\r\n" EOM},
+    {"rejected_then_next_message",
+     ENV "DATA\r\nx\ny\r\n.\r\nMAIL FROM:<>\r\n"
+         "RCPT TO:<b@example.com>\r\nDATA\r\nok\r\n.\r\n",
+     .want = ENV_R GO BARE MAIL_OK RCPT_OK GO QUEUED, .bodies = "ok\r\n" EOM},
+};
+
+Test(smtp_session, data_bare_cr_lf_smuggling)
+{
+	CHECK_CASES(smuggle_cases);
+}
+
+/* ---- BDAT (RFC 3030) ---- */
+
+static const struct tcase bdat_cases[] = {
+    {"two_chunks", ENV "BDAT 5\r\nhelloBDAT 0 LAST\r\n", .want = ENV_R OCTETS(5) QUEUED,
+     .bodies = "hello" EOM},
+    {"single_last_chunk", ENV "BDAT 8 LAST\r\nhi\r\nyo\r\nQUIT\r\n", .want = ENV_R QUEUED BYE,
+     .closed = true, .bodies = "hi\r\nyo\r\n" EOM},
+    {"last_case_insensitive", ENV "BDAT 2 last\r\nab", .want = ENV_R QUEUED, .bodies = "ab" EOM},
+    {"chunk_holds_commands_and_dots", ENV "BDAT 13\r\nQUIT\r\n.\r\n..\r\nBDAT 0 LAST\r\n",
+     .want = ENV_R OCTETS(13) QUEUED, .bodies = "QUIT\r\n.\r\n..\r\n" EOM},
+    {"empty_message", ENV "BDAT 0 LAST\r\n", .want = ENV_R QUEUED, .bodies = EOM},
+    {"crlf_across_chunks", ENV "BDAT 3\r\nab\rBDAT 5 LAST\r\n\ncd\r\n",
+     .want = ENV_R OCTETS(3) QUEUED, .bodies = "ab\r\ncd\r\n" EOM},
+    {"bare_lf_rejected", ENV "BDAT 4\r\na\nb\nBDAT 0 LAST\r\nNOOP\r\n",
+     .want = ENV_R OCTETS(4) BARE OK, .bodies = ""},
+    {"bare_cr_last_octet", ENV "BDAT 2 LAST\r\na\r", .want = ENV_R BARE, .bodies = ""},
+    {"bare_cr_at_chunk_boundary", ENV "BDAT 2\r\na\rBDAT 3 LAST\r\nb\r\n",
+     .want = ENV_R OCTETS(2) BARE, .bodies = ""},
+    {"normalized", ENV "BDAT 4\r\na\nb\rBDAT 3 LAST\r\nc\rd", .cf = CF_NORMALIZE,
+     .want = ENV_R OCTETS(4) QUEUED, .bodies = "a\r\nb\r\nc\r\nd" EOM},
+    {"normalized_cr_last_octet", ENV "BDAT 2 LAST\r\na\r", .cf = CF_NORMALIZE, .want = ENV_R QUEUED,
+     .bodies = "a\r\n" EOM},
+    {"without_recipient", "EHLO c\r\nMAIL FROM:<>\r\nBDAT 4\r\nabcdBDAT 3 LAST\r\nxyzNOOP\r\n",
+     .want = EHLO_R MAIL_OK NORCPT NORCPT OK},
+    {"before_mail", "EHLO c\r\nBDAT 10 LAST\r\nNOOP\r\nNOOPNOOP\r\n", .want = EHLO_R SEQ_MAIL OK},
+    {"before_helo", "BDAT 4\r\nQUITQUIT\r\n", .want = SEQ_MAIL BYE, .closed = true},
+    {"bad_syntax",
+     "EHLO c\r\nBDAT\r\nBDAT x\r\nBDAT 5 LASTX\r\nBDAT 5 LAST now\r\n"
+     "BDAT 123456789012345678901\r\nBDAT -1\r\nBDAT 5x\r\n",
+     .want = EHLO_R BDATSYN BDATSYN BDATSYN BDATSYN BDATSYN BDATSYN BDATSYN},
+    {"data_after_bdat", ENV "BDAT 2\r\nabDATA\r\nBDAT 0 LAST\r\n",
+     .want = ENV_R OCTETS(2) E503("DATA after BDAT") QUEUED, .bodies = "ab" EOM},
+    {"over_size_limit",
+     HENV "BDAT 15\r\n0123456789abcdeBDAT 10\r\n0123456789"
+          "BDAT 1 LAST\r\nxRCPT TO:<b@example.com>\r\n",
+     .cf = CF_SMALL, .want = HENV_R OCTETS(15) TOOBIG TOOBIG SEQ_MAIL, .bodies = ""},
+    {"at_size_limit", HENV "BDAT 15\r\n0123456789abcdeBDAT 5 LAST\r\n01234", .cf = CF_SMALL,
+     .want = HENV_R OCTETS(15) QUEUED, .bodies = "0123456789abcde01234" EOM},
+    {"pipelined_after_last",
+     ENV "BDAT 1 LAST\r\nxMAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\n"
+         "BDAT 1 LAST\r\ny",
+     .want = ENV_R QUEUED MAIL_OK RCPT_OK QUEUED, .bodies = "x" EOM "y" EOM},
+};
+
+Test(smtp_session, bdat_chunking)
+{
+	CHECK_CASES(bdat_cases);
+}
+
+/* ---- Limits: command line length, errors; the greeting ---- */
+
+static char line512[600], line513[600], line512lf[600], longline[6000], line513x3[2000];
+
+static void make_lines(void)
+{
+	/* "NOOP " + x... + CRLF: 512 octets, then 513; and 512 with a bare LF. */
+	snprintf(line512, sizeof(line512), "NOOP %0505d\r\nNOOP\r\n", 0);
+	snprintf(line513, sizeof(line513), "NOOP %0506d\r\nNOOP\r\n", 0);
+	snprintf(line512lf, sizeof(line512lf), "NOOP %0506d\nNOOP\r\n", 0);
+	snprintf(line513x3, sizeof(line513x3), "NOOP %0506d\r\nNOOP %0507d\nFOO %0507d\r\nNOOP\r\n",
+	         0, 0, 0);
+	memset(longline, 'x', sizeof(longline));
+	memcpy(longline + sizeof(longline) - 14, "\r\nQUIT\r\n", 9);
+}
+
+Test(smtp_session, command_line_limit)
+{
+	make_lines();
+	cr_assert_eq(strlen(line512), 512 + 6);
+	cr_assert_eq(strlen(line513), 513 + 6);
+	cr_assert_eq(strlen(line512lf), 512 + 6);
+	const struct tcase cases[] = {
+	    {"line_512", line512, .want = OK OK},
+	    {"line_513", line513, .want = TOOLONG OK},
+	    {"line_512_bare_lf", line512lf, .want = OK OK},
+	    {"line_5988", longline, .want = TOOLONG BYE, .closed = true},
+	    {"long_lines_count_as_errors", line513x3, .cf = CF_ERRS3,
+	     .want = TOOLONG TOOLONG TOOLONG "421 4.7.0 " HOST " Error: too many errors\r\n",
+	     .closed = true},
+	};
+
+	CHECK_CASES(cases);
+}
+
+static const struct tcase error_cases[] = {
+    {"error_limit", "FOO\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x>\r\nNOOP\r\n", .cf = CF_ERRS3,
+     .want = UNKNOWN SEQ_HELO SEQ_MAIL "421 4.7.0 " HOST " Error: too many errors\r\n",
+     .closed = true},
+    {"error_limit_by_relay_denial",
+     MENV "RCPT TO:<a@x.org>\r\nRCPT TO:<b@x.org>\r\n"
+          "RCPT TO:<c@x.org>\r\nRCPT TO:<d@x.org>\r\n",
+     .cf = CF_ERRS3,
+     .want = MENV_R DENIED("a@x.org") DENIED("b@x.org")
+         DENIED("c@x.org") "421 4.7.0 " HOST " Error: too many errors\r\n",
+     .closed = true},
+    {"too_many_recipients_not_counted",
+     MENV "RCPT TO:<a@example.com>\r\n"
+          "RCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
+          "RCPT TO:<d@example.com>\r\nFOO\r\nNOOP\r\n",
+     .cf = CF_ERRS3,
+     .want = MENV_R RCPT_OK "452 4.5.3 Error: too many recipients\r\n"
+                            "452 4.5.3 Error: too many recipients\r\n"
+                            "452 4.5.3 Error: too many recipients\r\n" UNKNOWN OK},
+    {"content_rejections_not_counted", ENV "DATA\r\na\nb\r\n.\r\nFOO\r\nFOO\r\nMAIL FROM:<>\r\n",
+     .cf = CF_ERRS3, .want = ENV_R GO BARE UNKNOWN UNKNOWN MAIL_OK, .bodies = ""},
+};
+
+Test(smtp_session, error_limit)
+{
+	CHECK_CASES(error_cases);
+}
+
+static const struct tcase pregreet_cases[] = {
+    {"pregreet", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nFOO\r\n\r\nQUIT\r\n", .pre = "EHLO c\r\n",
+     .want = "554 5.7.1 " HOST
+             " Protocol error: talked before greeting\r\n" PREGREET PREGREET PREGREET BADSYN BYE,
+     .closed = true},
+    {"pregreet_bdat_consumed", "BDAT 4\r\nQUITBDAT x\r\nQUIT\r\n", .pre = "x",
+     .want = "554 5.7.1 " HOST " Protocol error: talked before greeting\r\n" PREGREET PREGREET BYE,
+     .closed = true},
+    {"pregreet_error_limit", "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n", .pre = "\r\n", .cf = CF_ERRS3,
+     .want =
+         "554 5.7.1 " HOST " Protocol error: talked before greeting\r\n" PREGREET PREGREET PREGREET
+         "421 4.7.0 " HOST " Error: too many errors\r\n",
+     .closed = true},
+};
+
+Test(smtp_session, pregreet)
+{
+	CHECK_CASES(pregreet_cases);
+}
+
+/* ---- Direct checks of the interface ---- */
+
+struct fixture {
+	struct smtp_server_conf cf;
+	struct smtp_peer peer;
+	struct smtp_session s;
+};
+
+static void fixture_start(struct fixture *f, enum cfv v, bool relay, const char *in)
+{
+	size_t len = strlen(in);
+
+	conf_for(v, &f->cf);
+	peer_for(relay, &f->peer);
+	smtp_session_init(&f->s, &f->cf, &f->peer);
+	smtp_session_greet(&f->s);
+	cr_assert_eq(smtp_session_feed(&f->s, in, len), len);
+}
+
+static const char *out_since(struct smtp_session *s, size_t from)
+{
+	return buf_cstr(&s->out) + from;
+}
+
+Test(smtp_session, session_stays_small)
+{
+	cr_assert_lt(sizeof(struct smtp_session), 1024, "sizeof %zu", sizeof(struct smtp_session));
+}
+
+Test(smtp_session, envelope_is_stored)
+{
+	struct fixture f;
+	size_t it = 0;
+
+	fixture_start(&f, CF_DEFAULT, false,
+	              "EHLO  client.example.org \r\n"
+	              "MAIL FROM:<@r1.example,@r2.example:a@example.org> SIZE=100 BODY=8BITMIME "
+	              "SMTPUTF8\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<Postmaster>\r\n"
+	              "RCPT TO:<x@example.org>\r\n");
+	cr_assert_str_eq(f.s.helo, "client.example.org");
+	cr_assert(f.s.flags & SMTP_F_ESMTP);
+	cr_assert_str_eq(buf_cstr(&f.s.tx.from), "a@example.org");
+	cr_assert_eq(f.s.tx.size_decl, 100);
+	cr_assert(f.s.tx.body_8bit);
+	cr_assert(f.s.tx.smtputf8);
+	cr_assert_eq(f.s.tx.nrcpt, 2);
+	cr_assert_str_eq(smtp_tx_rcpt_next(&f.s.tx, &it), "b@example.com");
+	cr_assert_str_eq(smtp_tx_rcpt_next(&f.s.tx, &it), "Postmaster");
+	cr_assert_null(smtp_tx_rcpt_next(&f.s.tx, &it));
+	cr_assert_eq(f.s.state, SMTP_S_RCPT);
+	cr_assert(smtp_session_in_tx(&f.s));
+	cr_assert_eq(f.s.nerrors, 1);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, helo_is_truncated)
+{
+	struct fixture f;
+	char in[400];
+
+	memcpy(in, "HELO ", 5);
+	memset(in + 5, 'h', 300);
+	memcpy(in + 305, "\r\n", 3);
+	fixture_start(&f, CF_DEFAULT, false, in);
+	cr_assert_eq(strlen(f.s.helo), sizeof(f.s.helo) - 1);
+	cr_assert_eq(f.s.flags & SMTP_F_ESMTP, 0);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, null_sender_is_empty)
+{
+	struct fixture f;
+
+	fixture_start(&f, CF_DEFAULT, false, "EHLO c\r\nMAIL FROM:<>\r\n");
+	cr_assert_str_eq(buf_cstr(&f.s.tx.from), "");
+	cr_assert_eq(f.s.state, SMTP_S_MAIL);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, spool_results)
+{
+	static const struct {
+		int err;
+		const char *want;
+	} results[] = {
+	    {0, "250 2.0.0 Ok: queued as 4AbC\r\n"},
+	    {-ENOSPC, "452 4.3.1 Insufficient system storage\r\n"},
+	    {-EDQUOT, "452 4.3.1 Insufficient system storage\r\n"},
+	    {-EIO, "451 4.3.0 Error: queue file write error\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++) {
+		struct fixture f;
+		const char *in = ENV "DATA\r\nx\r\n.\r\nNOOP\r\n";
+		size_t len = strlen(in), n, mark;
+		char want[128];
+
+		conf_for(CF_DEFAULT, &f.cf);
+		peer_for(false, &f.peer);
+		smtp_session_init(&f.s, &f.cf, &f.peer);
+		smtp_session_greet(&f.s);
+		n = smtp_session_feed(&f.s, in, len);
+		cr_assert_eq(n, len - 6, "stops right after the terminator");
+		cr_assert_eq(f.s.act, SMTP_ACT_MSG_READY);
+		cr_assert_eq(f.s.state, SMTP_S_SPOOL);
+		cr_assert_eq(smtp_session_feed(&f.s, in + n, len - n), 0);
+		mark = f.s.out.len;
+		smtp_session_msg_result(&f.s, results[i].err, "4AbC");
+		cr_assert_str_eq(out_since(&f.s, mark), results[i].want);
+		cr_assert_eq(f.s.state, SMTP_S_READY);
+		cr_assert_eq(f.s.nmsgs, results[i].err == 0 ? 1u : 0u);
+		cr_assert_eq(f.s.tx.nrcpt, 0);
+		cr_assert_eq(f.s.tx.body.len, 0);
+		cr_assert_not(smtp_session_in_tx(&f.s));
+		cr_assert_eq(smtp_session_feed(&f.s, in + n, len - n), len - n);
+		snprintf(want, sizeof(want), "%s%s", results[i].want, OK);
+		cr_assert_str_eq(out_since(&f.s, mark), want);
+		cr_assert_eq(f.s.nerrors, 0);
+		smtp_session_fini(&f.s);
+	}
+}
+
+Test(smtp_session, goodbyes)
+{
+	static const struct {
+		void (*fn)(struct smtp_session *);
+		const char *want;
+	} byes[] = {
+	    {smtp_session_timeout, "421 4.4.2 " HOST " Error: timeout exceeded\r\n"},
+	    {smtp_session_shutdown, "421 4.3.2 " HOST " Service shutting down\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(byes) / sizeof(byes[0]); i++) {
+		struct fixture f;
+		size_t mark;
+
+		fixture_start(&f, CF_DEFAULT, false, ENV);
+		mark = f.s.out.len;
+		byes[i].fn(&f.s);
+		cr_assert_str_eq(out_since(&f.s, mark), byes[i].want);
+		cr_assert_eq(f.s.state, SMTP_S_CLOSED);
+		cr_assert(f.s.act & SMTP_ACT_CLOSE);
+		/* Once closed: no more replies, nothing consumed. */
+		byes[i].fn(&f.s);
+		cr_assert_eq(smtp_session_feed(&f.s, "NOOP\r\n", 6), 0);
+		cr_assert_str_eq(out_since(&f.s, mark), byes[i].want);
+		smtp_session_fini(&f.s);
+	}
+}
+
+Test(smtp_session, busy_instead_of_greeting)
+{
+	struct smtp_server_conf cf;
+	struct smtp_peer peer;
+	struct smtp_session s;
+
+	conf_for(CF_DEFAULT, &cf);
+	peer_for(false, &peer);
+	smtp_session_init(&s, &cf, &peer);
+	cr_assert_null(s.out.p, "no allocation before bytes arrive");
+	smtp_session_busy(&s);
+	cr_assert_str_eq(buf_cstr(&s.out),
+	                 "421 4.3.2 " HOST " Too many connections, try again later\r\n");
+	cr_assert(s.act & SMTP_ACT_CLOSE);
+	smtp_session_greet(&s);
+	cr_assert_eq(smtp_session_feed(&s, "EHLO c\r\n", 8), 0);
+	smtp_session_fini(&s);
+}
+
+Test(smtp_session, in_tx_during_bdat)
+{
+	struct fixture f;
+
+	fixture_start(&f, CF_DEFAULT, false, "EHLO c\r\nBDAT 10\r\nabc");
+	cr_assert(smtp_session_in_tx(&f.s), "mid-chunk");
+	cr_assert_eq(smtp_session_feed(&f.s, "defghij", 7), 7);
+	cr_assert_not(smtp_session_in_tx(&f.s));
+	cr_assert_str_eq(out_since(&f.s, strlen(GREETING)), EHLO_R SEQ_MAIL);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, body_memory_kept_across_transactions)
+{
+	struct fixture f;
+	char in[200];
+
+	snprintf(in, sizeof(in), "%s", ENV "DATA\r\nhello\r\n.\r\n");
+	conf_for(CF_DEFAULT, &f.cf);
+	peer_for(false, &f.peer);
+	smtp_session_init(&f.s, &f.cf, &f.peer);
+	smtp_session_greet(&f.s);
+	smtp_session_feed(&f.s, in, strlen(in));
+	cr_assert_str_eq(buf_cstr(&f.s.tx.body), "hello\r\n");
+	smtp_session_msg_result(&f.s, 0, "Q");
+	cr_assert_not_null(f.s.tx.body.p, "small body memory is kept for reuse");
+	cr_assert_eq(f.s.tx.body.len, 0);
+	smtp_session_fini(&f.s);
+}
+
+/* Wed, 25 Nov 2026 08:44:45 +0000 */
+#define NOW ((time_t)1795596285)
+
+Test(smtp_session, received_header)
+{
+	static const struct {
+		const char *in;
+		bool relay;
+		const char *addr;
+		const char *want;
+	} cases[] = {
+	    {ENV, false, "192.0.2.1",
+	     "Received: from client.example.org ([192.0.2.1])\r\n"
+	     "\tby " HOST " (ringmx) with ESMTP id QID1\r\n"
+	     "\tfor <b@example.com>; Wed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	    {HENV "RCPT TO:<c@example.com>\r\n", false, "2001:db8::1",
+	     "Received: from client.example.org ([IPv6:2001:db8::1])\r\n"
+	     "\tby " HOST " (ringmx) with SMTP id QID1;\r\n"
+	     "\tWed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	    {"EHLO h\r\nMAIL FROM:<> SMTPUTF8\r\nRCPT TO:<p\xc3\xa9@example.com>\r\n", true,
+	     "198.51.100.7",
+	     "Received: from h ([198.51.100.7])\r\n"
+	     "\tby " HOST " (ringmx) with UTF8SMTP id QID1\r\n"
+	     "\tfor <p\xc3\xa9@example.com>; Wed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fixture f;
+		struct buf b = BUF_INIT;
+
+		conf_for(CF_DEFAULT, &f.cf);
+		peer_for(cases[i].relay, &f.peer);
+		strcpy(f.peer.addr, cases[i].addr);
+		smtp_session_init(&f.s, &f.cf, &f.peer);
+		smtp_session_greet(&f.s);
+		smtp_session_feed(&f.s, cases[i].in, strlen(cases[i].in));
+		cr_assert_eq(smtp_session_received(&f.s, &b, "QID1", NOW), 0);
+		cr_assert_str_eq(buf_cstr(&b), cases[i].want, "case %zu: got\n%s", i, buf_cstr(&b));
+		buf_free(&b);
+		smtp_session_fini(&f.s);
+	}
+}
+
+Test(smtp_session, received_header_single_digit_day)
+{
+	struct fixture f;
+	struct buf b = BUF_INIT;
+
+	fixture_start(&f, CF_DEFAULT, false, ENV);
+	/* Thu, 1 Jan 1970 00:00:00 */
+	cr_assert_eq(smtp_session_received(&f.s, &b, "Q", 0), 0);
+	cr_assert(strstr(buf_cstr(&b), "; Thu, 1 Jan 1970 00:00:00 +0000\r\n"), "%s", buf_cstr(&b));
+	buf_free(&b);
+	smtp_session_fini(&f.s);
+}

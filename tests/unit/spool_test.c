@@ -1,0 +1,780 @@
+/* spool_test: crc32c (both paths), the record format, segment walking
+ * (order, torn tails, corruption) and the `ringmx queue` listing. Segments
+ * are written the way io/ writes them: header and envelope from
+ * spool_rec_build(), then the body iovecs, in one writev. */
+#include "queue/spool.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+/* Corruption tests would log a warning per walk. */
+static void quiet(void)
+{
+	log_threshold = LOG_ERR;
+}
+
+TestSuite(spool, .init = quiet);
+
+/* crc32c */
+
+Test(spool, crc32c_known_vectors)
+{
+	/* RFC 3720 B.4 and the usual check value. */
+	static const struct {
+		unsigned char data[32];
+		size_t len;
+		uint32_t want;
+	} cases[] = {
+	    {"123456789", 9, 0xE3069283u},
+	    {{0}, 32, 0x8A9136AAu},
+	    {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+	     32,
+	     0x62A8AB43u},
+	    {{0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+	      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31},
+	     32,
+	     0x46DD794Eu},
+	    {"", 0, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_eq(crc32c(0, cases[i].data, cases[i].len), cases[i].want,
+		             "case %zu: got %08x want %08x", i,
+		             crc32c(0, cases[i].data, cases[i].len), cases[i].want);
+		cr_expect_eq(crc32c_sw(0, cases[i].data, cases[i].len), cases[i].want,
+		             "sw case %zu", i);
+		if (crc32c_hw_available())
+			cr_expect_eq(crc32c_hw(0, cases[i].data, cases[i].len), cases[i].want,
+			             "hw case %zu", i);
+	}
+}
+
+Test(spool, crc32c_chains_at_every_split)
+{
+	unsigned char b[100];
+	uint32_t whole;
+
+	for (size_t i = 0; i < sizeof(b); i++)
+		b[i] = (unsigned char)(i * 7 + 3);
+	whole = crc32c(0, b, sizeof(b));
+	for (size_t k = 0; k <= sizeof(b); k++) {
+		cr_assert_eq(crc32c(crc32c(0, b, k), b + k, sizeof(b) - k), whole, "split %zu", k);
+		cr_assert_eq(crc32c_sw(crc32c_sw(0, b, k), b + k, sizeof(b) - k), whole,
+		             "sw split %zu", k);
+	}
+}
+
+Test(spool, crc32c_hw_matches_sw_on_random_buffers)
+{
+	unsigned char *b = malloc(4096 + 8);
+	unsigned seed = 12345;
+
+	if (!crc32c_hw_available())
+		cr_skip_test("no SSE4.2 on this CPU");
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < 4096 + 8; i++)
+		b[i] = (unsigned char)rand_r(&seed);
+	for (int n = 0; n < 5000; n++) {
+		size_t align = (size_t)rand_r(&seed) % 8, len = (size_t)rand_r(&seed) % 4097;
+		uint32_t init = (uint32_t)rand_r(&seed) * 2654435761u;
+
+		cr_assert_eq(crc32c_hw(init, b + align, len), crc32c_sw(init, b + align, len),
+		             "align %zu len %zu init %08x", align, len, init);
+	}
+	free(b);
+}
+
+/* Helpers: temporary spool directories and segments. */
+
+static char *tmp_dir(void)
+{
+	char *d = strdup("/tmp/spool_test.XXXXXX");
+
+	cr_assert_not_null(d);
+	cr_assert_not_null(mkdtemp(d));
+	return d;
+}
+
+static void rm_dir(char *d)
+{
+	DIR *dd = opendir(d);
+	struct dirent *de;
+
+	cr_assert_not_null(dd);
+	while ((de = readdir(dd)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(dd), de->d_name, 0);
+	closedir(dd);
+	rmdir(d);
+	free(d);
+}
+
+static int seg_open(const char *dir, const char *name)
+{
+	char path[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Appends one record as io/ does; returns its offset in the segment. */
+static off_t seg_append(int fd, const struct spool_env *e, const struct iovec *body, unsigned nbody)
+{
+	struct buf rec = BUF_INIT;
+	struct iovec iov[16];
+	size_t total;
+	off_t off;
+
+	cr_assert_lt(nbody, 16);
+	cr_assert_eq(spool_rec_build(&rec, e, body, nbody), 0);
+	iov[0] = (struct iovec){rec.p, rec.len};
+	total = rec.len;
+	for (unsigned i = 0; i < nbody; i++) {
+		iov[i + 1] = body[i];
+		total += body[i].iov_len;
+	}
+	off = lseek(fd, 0, SEEK_END);
+	cr_assert_eq(writev(fd, iov, (int)nbody + 1), (ssize_t)total);
+	buf_free(&rec);
+	return off;
+}
+
+/* A copy of everything a visit saw. */
+struct got {
+	char qid[32];
+	time_t arrival;
+	char *client, *helo, *from, *rcpts;
+	size_t rcpts_len;
+	unsigned nrcpt;
+	uint64_t body_len;
+	char *body;
+	char segment[64];
+	uint64_t offset;
+	bool body_8bit, smtputf8;
+};
+
+struct got_list {
+	struct got v[64];
+	unsigned n;
+	unsigned stop_after; /* 0: never */
+};
+
+static int collect(void *arg, const struct spool_msg *m)
+{
+	struct got_list *l = arg;
+	struct got *g;
+	const char *r = m->rcpts;
+
+	cr_assert_lt(l->n, 64);
+	g = &l->v[l->n++];
+	memcpy(g->qid, m->qid, sizeof(g->qid));
+	g->arrival = m->arrival;
+	g->client = strdup(m->client);
+	g->helo = strdup(m->helo);
+	g->from = strdup(m->from);
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		r += strlen(r) + 1;
+	g->rcpts_len = (size_t)(r - m->rcpts);
+	g->rcpts = malloc(g->rcpts_len + 1);
+	memcpy(g->rcpts, m->rcpts, g->rcpts_len);
+	g->nrcpt = m->nrcpt;
+	g->body_len = m->body_len;
+	g->body = NULL;
+	if (m->body) {
+		g->body = malloc(m->body_len + 1);
+		memcpy(g->body, m->body, m->body_len);
+	}
+	snprintf(g->segment, sizeof(g->segment), "%s", m->segment);
+	g->offset = m->offset;
+	g->body_8bit = m->body_8bit;
+	g->smtputf8 = m->smtputf8;
+	if (l->stop_after && l->n == l->stop_after)
+		return 42;
+	return 0;
+}
+
+static void got_free(struct got_list *l)
+{
+	for (unsigned i = 0; i < l->n; i++) {
+		free(l->v[i].client);
+		free(l->v[i].helo);
+		free(l->v[i].from);
+		free(l->v[i].rcpts);
+		free(l->v[i].body);
+	}
+	l->n = 0;
+}
+
+static struct spool_env env_n(const char *qid)
+{
+	return (struct spool_env){
+	    .qid = qid,
+	    .arrival = 1700000000,
+	    .client = "192.0.2.7",
+	    .helo = "mx.example.net",
+	    .from = "alice@example.net",
+	    .rcpts = "bob@example.org\0carol@example.org",
+	    .nrcpt = 2,
+	};
+}
+
+static const char body1[] = "Received: from mx.example.net\r\nSubject: hi\r\n\r\nhello\r\n";
+
+/* Records and walking back. */
+
+Test(spool, seg_name_is_fixed_width_and_sortable)
+{
+	char a[64], b[64], c[64];
+
+	spool_seg_name(a, sizeof(a), 0x1234, 3, 42);
+	cr_assert_str_eq(a, "seg-0000000000001234-03-000042.rmx");
+	spool_seg_name(b, sizeof(b), 0x1234, 3, 100);
+	spool_seg_name(c, sizeof(c), 0x1235, 0, 0);
+	cr_assert_lt(strcmp(a, b), 0);
+	cr_assert_lt(strcmp(b, c), 0);
+}
+
+Test(spool, rec_header_is_little_endian_on_disk)
+{
+	struct spool_env e = env_n("Q1");
+	struct iovec body = {(void *)body1, sizeof(body1) - 1};
+	struct buf rec = BUF_INIT;
+	const unsigned char *h;
+	uint32_t crc, env_len;
+
+	cr_assert_eq(spool_rec_build(&rec, &e, &body, 1), 0);
+	h = (const unsigned char *)rec.p;
+	cr_assert_eq(memcmp(h, "RMXR", 4), 0);
+	cr_assert_eq(h[4], 1);
+	cr_assert_eq(h[5] | h[6] | h[7], 0);
+	env_len =
+	    (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 24;
+	cr_assert_eq(env_len, rec.len - SPOOL_HDR_LEN);
+	cr_assert_eq(h[16], sizeof(body1) - 1);
+	for (int i = 17; i < 32; i++)
+		cr_assert_eq(h[i], 0, "byte %d", i);
+	cr_assert_eq(memcmp(rec.p + SPOOL_HDR_LEN,
+	                    "id Q1\narrival 1700000000\nclient 192.0.2.7\nhelo mx.example.net\n"
+	                    "from alice@example.net\nrcpt bob@example.org\nrcpt carol@example.org\n"
+	                    "body 7BIT\nsmtputf8 0\n",
+	                    env_len),
+	             0);
+	/* crc: header with crc = 0, envelope, body. */
+	crc =
+	    (uint32_t)h[12] | (uint32_t)h[13] << 8 | (uint32_t)h[14] << 16 | (uint32_t)h[15] << 24;
+	memset(rec.p + 12, 0, 4);
+	cr_assert_eq(crc32c(crc32c(0, rec.p, rec.len), body1, sizeof(body1) - 1), crc);
+	buf_free(&rec);
+}
+
+Test(spool, rec_build_appends_after_existing_content)
+{
+	struct spool_env e = env_n("Q1");
+	struct buf rec = BUF_INIT;
+	size_t one;
+
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), 0);
+	one = rec.len;
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), 0);
+	cr_assert_eq(rec.len, 2 * one);
+	cr_assert_eq(memcmp(rec.p, rec.p + one, one), 0);
+	buf_free(&rec);
+}
+
+Test(spool, roundtrip_keeps_every_field_and_the_body)
+{
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_env e1 = env_n("1A2B3C");
+	struct spool_env e2 = {
+	    .qid = "QID-NULLSENDER",
+	    .arrival = 1700000123,
+	    .client = "2001:db8::1",
+	    .helo = "[2001:db8::1]",
+	    .from = "",
+	    .rcpts = "postmaster@example.org",
+	    .nrcpt = 1,
+	    .body_8bit = true,
+	    .smtputf8 = true,
+	};
+	struct spool_env e3 = {
+	    .qid = "Q3",
+	    .arrival = 5,
+	    .client = "198.51.100.1",
+	    .helo = "helo with spaces and \r inside",
+	    .from = "j\xc3\xb6rg@b\xc3\xbc cher.example",
+	    .rcpts = "a@x\0b@x\0c@x\0d@x",
+	    .nrcpt = 4,
+	};
+	struct iovec b1[] = {{(void *)body1, 10}, {(void *)(body1 + 10), sizeof(body1) - 11}};
+	struct iovec b2 = {(void *)"x\r\n", 3};
+	off_t o1, o2, o3;
+	int fd;
+
+	spool_seg_name(name, sizeof(name), 77, 1, 0);
+	fd = seg_open(dir, name);
+	o1 = seg_append(fd, &e1, b1, 2);
+	o2 = seg_append(fd, &e2, &b2, 1);
+	o3 = seg_append(fd, &e3, NULL, 0); /* empty body */
+	close(fd);
+
+	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+
+	cr_expect_str_eq(l.v[0].qid, "1A2B3C");
+	cr_expect_eq(l.v[0].arrival, 1700000000);
+	cr_expect_str_eq(l.v[0].client, "192.0.2.7");
+	cr_expect_str_eq(l.v[0].helo, "mx.example.net");
+	cr_expect_str_eq(l.v[0].from, "alice@example.net");
+	cr_expect_eq(l.v[0].nrcpt, 2);
+	cr_expect_eq(l.v[0].rcpts_len, sizeof("bob@example.org\0carol@example.org"));
+	cr_expect_eq(memcmp(l.v[0].rcpts, "bob@example.org\0carol@example.org", l.v[0].rcpts_len),
+	             0);
+	cr_expect_eq(l.v[0].body_len, sizeof(body1) - 1);
+	cr_expect_eq(memcmp(l.v[0].body, body1, sizeof(body1) - 1), 0);
+	cr_expect_str_eq(l.v[0].segment, name);
+	cr_expect_eq(l.v[0].offset, (uint64_t)o1);
+	cr_expect(!l.v[0].body_8bit);
+	cr_expect(!l.v[0].smtputf8);
+
+	cr_expect_str_eq(l.v[1].qid, "QID-NULLSENDER");
+	cr_expect_eq(l.v[1].arrival, 1700000123);
+	cr_expect_str_eq(l.v[1].client, "2001:db8::1");
+	cr_expect_str_eq(l.v[1].helo, "[2001:db8::1]");
+	cr_expect_str_eq(l.v[1].from, "");
+	cr_expect_eq(l.v[1].nrcpt, 1);
+	cr_expect_str_eq(l.v[1].rcpts, "postmaster@example.org");
+	cr_expect_eq(l.v[1].body_len, 3);
+	cr_expect_eq(memcmp(l.v[1].body, "x\r\n", 3), 0);
+	cr_expect_eq(l.v[1].offset, (uint64_t)o2);
+	cr_expect(l.v[1].body_8bit);
+	cr_expect(l.v[1].smtputf8);
+
+	cr_expect_str_eq(l.v[2].qid, "Q3");
+	cr_expect_eq(l.v[2].arrival, 5);
+	cr_expect_str_eq(l.v[2].helo, "helo with spaces and \r inside");
+	cr_expect_str_eq(l.v[2].from, "j\xc3\xb6rg@b\xc3\xbc cher.example");
+	cr_expect_eq(l.v[2].nrcpt, 4);
+	cr_expect_eq(memcmp(l.v[2].rcpts, "a@x\0b@x\0c@x\0d@x", sizeof("a@x\0b@x\0c@x\0d@x")), 0);
+	cr_expect_eq(l.v[2].body_len, 0);
+	cr_expect_not_null(l.v[2].body);
+	cr_expect_eq(l.v[2].offset, (uint64_t)o3);
+	got_free(&l);
+
+	/* Without bodies: same records, no body pointer. */
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+	for (unsigned i = 0; i < 3; i++)
+		cr_expect_null(l.v[i].body);
+	cr_expect_eq(l.v[0].body_len, sizeof(body1) - 1);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, large_bodies_stream_past_the_read_window)
+{
+	static const size_t sizes[] = {5u << 20, 300000, 100, 3u << 20};
+	char *dir = tmp_dir(), name[64], qid[32];
+	struct got_list l = {0};
+	struct spool_env e = env_n("");
+	char *big = malloc(5u << 20);
+	unsigned seed = 7;
+	int fd;
+
+	cr_assert_not_null(big);
+	for (size_t i = 0; i < (5u << 20); i++)
+		big[i] = (char)rand_r(&seed);
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	for (unsigned i = 0; i < 4; i++) {
+		/* A different slice each time, so that mixed-up bodies show. */
+		struct iovec iov = {big + i, sizes[i] - i};
+
+		snprintf(qid, sizeof(qid), "BIG%u", i);
+		e.qid = qid;
+		seg_append(fd, &e, &iov, 1);
+	}
+	close(fd);
+
+	for (int with_body = 0; with_body < 2; with_body++) {
+		cr_assert_eq(spool_walk(dir, with_body, collect, &l), 0);
+		cr_assert_eq(l.n, 4);
+		for (unsigned i = 0; i < 4; i++) {
+			snprintf(qid, sizeof(qid), "BIG%u", i);
+			cr_expect_str_eq(l.v[i].qid, qid);
+			cr_expect_eq(l.v[i].body_len, sizes[i] - i);
+			if (with_body)
+				cr_expect_eq(memcmp(l.v[i].body, big + i, sizes[i] - i), 0,
+				             "body %u", i);
+		}
+		got_free(&l);
+	}
+	free(big);
+	rm_dir(dir);
+}
+
+Test(spool, segments_walk_in_name_order_and_others_are_ignored)
+{
+	char *dir = tmp_dir(), name[64], qid[32];
+	struct got_list l = {0};
+	struct spool_env e = env_n("");
+	/* Created out of order; name order is (start, worker, seq). */
+	static const struct {
+		uint64_t start;
+		unsigned worker, seq;
+	} segs[] = {{2, 0, 0}, {1, 1, 0}, {1, 0, 10}, {1, 0, 9}, {0x10, 0, 0}};
+	static const char *const want[] = {"1-0-9", "1-0-10", "1-1-0", "2-0-0", "16-0-0"};
+	int fd;
+
+	for (unsigned i = 0; i < 5; i++) {
+		spool_seg_name(name, sizeof(name), segs[i].start, segs[i].worker, segs[i].seq);
+		fd = seg_open(dir, name);
+		for (unsigned k = 0; k < 2; k++) {
+			snprintf(qid, sizeof(qid), "%llu-%u-%u", (unsigned long long)segs[i].start,
+			         segs[i].worker, segs[i].seq);
+			e.qid = qid;
+			e.arrival = k;
+			seg_append(fd, &e, NULL, 0);
+		}
+		close(fd);
+	}
+	/* Not segments: must not be read. */
+	e.qid = "NOPE";
+	close(fd = seg_open(dir, "done.log"));
+	fd = seg_open(dir, "seg-0000000000000001-00-000000.tmp");
+	seg_append(fd, &e, NULL, 0);
+	close(fd);
+
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 10);
+	for (unsigned i = 0; i < 10; i++) {
+		cr_expect_str_eq(l.v[i].qid, want[i / 2], "record %u", i);
+		cr_expect_eq(l.v[i].arrival, (time_t)(i % 2), "record %u", i);
+	}
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, visitor_return_value_stops_the_walk)
+{
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {.stop_after = 2};
+	struct spool_env e = env_n("S");
+	int fd;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	for (int i = 0; i < 5; i++)
+		seg_append(fd, &e, NULL, 0);
+	close(fd);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 42);
+	cr_assert_eq(l.n, 2);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+/* Writes three records to segment (1,0,0) and one to (1,0,1); returns the
+ * first segment's fd, the offsets of its records and its length. */
+static int three_and_one(const char *dir, off_t off[3], off_t *len)
+{
+	char name[64], path[512];
+	struct spool_env e = env_n("");
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	int fd, fd2;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	e.qid = "R0";
+	off[0] = seg_append(fd, &e, &b, 1);
+	e.qid = "R1";
+	off[1] = seg_append(fd, &e, &b, 1);
+	e.qid = "R2";
+	off[2] = seg_append(fd, &e, &b, 1);
+	*len = lseek(fd, 0, SEEK_END);
+	close(fd);
+	/* Reopen without O_APPEND: Linux pwrite() would append. */
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	spool_seg_name(name, sizeof(name), 1, 0, 1);
+	fd2 = seg_open(dir, name);
+	e.qid = "NEXT";
+	seg_append(fd2, &e, &b, 1);
+	close(fd2);
+	return fd;
+}
+
+Test(spool, torn_tail_hides_the_record_at_every_cut)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	off_t off[3], len;
+	int fd = three_and_one(dir, off, &len);
+
+	/* A crash or an append in progress can leave any prefix. */
+	for (off_t cut = len - 1; cut >= off[2]; cut--) {
+		cr_assert_eq(ftruncate(fd, cut), 0);
+		cr_assert_eq(spool_walk(dir, cut % 2, collect, &l), 0);
+		cr_assert_eq(l.n, 3, "cut at %lld: %u records", (long long)cut, l.n);
+		cr_assert_str_eq(l.v[0].qid, "R0");
+		cr_assert_str_eq(l.v[1].qid, "R1");
+		cr_assert_str_eq(l.v[2].qid, "NEXT", "cut at %lld", (long long)cut);
+		got_free(&l);
+	}
+	close(fd);
+	rm_dir(dir);
+}
+
+Test(spool, any_flipped_byte_ends_its_segment_there)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	off_t off[3], len;
+	int fd = three_and_one(dir, off, &len);
+	unsigned char c;
+
+	/* Every byte of R1: header, envelope and body. R2 is sound but must
+	 * not be seen: nothing after a bad record is trusted. */
+	for (off_t at = off[1]; at < off[2]; at++) {
+		cr_assert_eq(pread(fd, &c, 1, at), 1);
+		c ^= 0x20;
+		cr_assert_eq(pwrite(fd, &c, 1, at), 1);
+		cr_assert_eq(spool_walk(dir, at % 2, collect, &l), 0);
+		cr_assert_eq(l.n, 2, "flip at %lld: %u records", (long long)at, l.n);
+		cr_assert_str_eq(l.v[0].qid, "R0");
+		cr_assert_str_eq(l.v[1].qid, "NEXT");
+		got_free(&l);
+		c ^= 0x20;
+		cr_assert_eq(pwrite(fd, &c, 1, at), 1);
+	}
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 4);
+	got_free(&l);
+	close(fd);
+	rm_dir(dir);
+}
+
+Test(spool, sound_frame_with_bad_envelope_skips_that_record_only)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	off_t off[3], len;
+	int fd = three_and_one(dir, off, &len);
+	unsigned char rec[512];
+	size_t n = (size_t)(off[2] - off[1]);
+	uint32_t crc;
+	char *id;
+
+	/* Rewrite R1's "id" key and give it a matching crc: the frame is
+	 * sound, the envelope lacks its queue id. */
+	cr_assert_leq(n, sizeof(rec));
+	cr_assert_eq(pread(fd, rec, n, off[1]), (ssize_t)n);
+	id = memmem(rec + SPOOL_HDR_LEN, n - SPOOL_HDR_LEN, "id R1\n", 6);
+	cr_assert_not_null(id);
+	id[1] = 'x';
+	memset(rec + 12, 0, 4);
+	crc = crc32c(0, rec, n);
+	for (int i = 0; i < 4; i++)
+		rec[12 + i] = (unsigned char)(crc >> (8 * i));
+	cr_assert_eq(pwrite(fd, rec, n, off[1]), (ssize_t)n);
+	close(fd);
+
+	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+	cr_expect_str_eq(l.v[0].qid, "R0");
+	cr_expect_str_eq(l.v[1].qid, "R2");
+	cr_expect_str_eq(l.v[2].qid, "NEXT");
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, rec_build_rejects_newline_in_any_value)
+{
+	struct buf rec = BUF_INIT;
+	struct spool_env e;
+	static const char *const bad = "a\nb";
+
+	cr_assert_eq(buf_append_str(&rec, "earlier"), 0);
+	for (int field = 0; field < 6; field++) {
+		e = env_n("Q");
+		switch (field) {
+		case 0:
+			e.qid = bad;
+			break;
+		case 1:
+			e.client = bad;
+			break;
+		case 2:
+			e.helo = bad;
+			break;
+		case 3:
+			e.from = bad;
+			break;
+		case 4:
+			e.rcpts = "ok@x\0a\nb";
+			break;
+		case 5:
+			e.rcpts = "a\n";
+			e.nrcpt = 1;
+			break;
+		}
+		cr_expect_eq(spool_rec_build(&rec, &e, NULL, 0), -EINVAL, "field %d", field);
+		cr_expect_eq(rec.len, 7, "field %d: buffer changed", field);
+		cr_expect_str_eq(rec.p, "earlier");
+	}
+	buf_free(&rec);
+}
+
+Test(spool, rec_build_rejects_bad_qid_and_oversized_envelope)
+{
+	struct buf rec = BUF_INIT;
+	struct spool_env e = env_n("");
+	char *huge = malloc(SPOOL_ENV_MAX + 1);
+
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), -EINVAL); /* empty qid */
+	e.qid = NULL;
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), -EINVAL);
+	e.qid = "0123456789012345678901234567890"; /* 31: fits */
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), 0);
+	buf_reset(&rec, 0);
+	e.qid = "01234567890123456789012345678901"; /* 32: too long */
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), -EINVAL);
+	e.qid = "Q";
+	cr_assert_not_null(huge);
+	memset(huge, 'a', SPOOL_ENV_MAX);
+	huge[SPOOL_ENV_MAX] = '\0';
+	e.rcpts = huge;
+	e.nrcpt = 1;
+	cr_assert_eq(spool_rec_build(&rec, &e, NULL, 0), -EINVAL);
+	cr_assert_eq(rec.len, 0);
+	free(huge);
+	buf_free(&rec);
+}
+
+/* Listing. */
+
+static char *list(const char *dir, bool count_only, time_t now, int *ret)
+{
+	char *s = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&s, &n);
+
+	cr_assert_not_null(f);
+	*ret = spool_list(dir, count_only, f, now);
+	fclose(f);
+	return s;
+}
+
+Test(spool, list_prints_one_grep_friendly_line_per_message)
+{
+	char *dir = tmp_dir(), name[64], *s;
+	struct spool_env e = env_n("AAA");
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	time_t now = 1700100000;
+	int fd, ret;
+
+	spool_seg_name(name, sizeof(name), 9, 0, 0);
+	fd = seg_open(dir, name);
+	e.arrival = now - 3;
+	seg_append(fd, &e, &b, 1);
+	e = (struct spool_env){
+	    .qid = "BBB", .arrival = now - 300, .from = "", .rcpts = "x@y", .nrcpt = 1};
+	seg_append(fd, &e, NULL, 0);
+	e.qid = "CCC";
+	e.arrival = now - 7201;
+	seg_append(fd, &e, NULL, 0);
+	e.qid = "DDD";
+	e.arrival = now - 3 * 86400 - 5;
+	e.nrcpt = 0;
+	seg_append(fd, &e, NULL, 0);
+	e.qid = "EEE";
+	e.arrival = now + 10; /* clock went back: no negative age */
+	e.nrcpt = 1;
+	seg_append(fd, &e, NULL, 0);
+	close(fd);
+
+	s = list(dir, false, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "AAA 53 alice@example.net 3s bob@example.org,carol@example.org\n"
+	                    "BBB 0 <> 5m x@y\n"
+	                    "CCC 0 <> 2h x@y\n"
+	                    "DDD 0 <> 3d -\n"
+	                    "EEE 0 <> 0s x@y\n");
+	free(s);
+	s = list(dir, true, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "5\n");
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, empty_dir_has_no_messages)
+{
+	char *dir = tmp_dir(), *s;
+	struct got_list l = {0};
+	int ret;
+
+	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
+	cr_assert_eq(l.n, 0);
+	s = list(dir, true, 0, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "0\n");
+	free(s);
+	s = list(dir, false, 0, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "");
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, empty_segment_and_garbage_segment_are_harmless)
+{
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_env e = env_n("OK");
+	int fd;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	close(seg_open(dir, name));
+	spool_seg_name(name, sizeof(name), 1, 0, 1);
+	fd = seg_open(dir, name);
+	cr_assert_eq(write(fd, "this is not a spool segment at all, just text\n", 46), 46);
+	close(fd);
+	spool_seg_name(name, sizeof(name), 1, 0, 2);
+	fd = seg_open(dir, name);
+	seg_append(fd, &e, NULL, 0);
+	close(fd);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "OK");
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, missing_dir_is_enoent)
+{
+	struct got_list l = {0};
+	char *s;
+	int ret;
+
+	cr_assert_eq(spool_walk("/nonexistent/ringmx-spool", false, collect, &l), -ENOENT);
+	s = list("/nonexistent/ringmx-spool", false, 0, &ret);
+	cr_assert_eq(ret, -ENOENT);
+	cr_expect_str_eq(s, "");
+	free(s);
+}
