@@ -86,7 +86,7 @@ static const char *const smtp_state_names[] = {
 
 static void smtp_set_state(struct smtp_session *s, enum smtp_state st)
 {
-	LOGD("smtp: client=%s state %s -> %s", s->peer.addr, smtp_state_names[s->state],
+	LOGD("smtp: client=[%s] state %s -> %s", s->peer.addr, smtp_state_names[s->state],
 	     smtp_state_names[st]);
 	s->state = st;
 }
@@ -124,7 +124,7 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	if (err) {
 		/* No memory for a reply: the client would wait forever. */
 		s->out.len = start;
-		LOGW("smtp: client=%s out of memory for a reply; closing", s->peer.addr);
+		LOGW("smtp: client=[%s] out of memory for a reply; closing", s->peer.addr);
 		smtp_close(s);
 		return;
 	}
@@ -133,7 +133,7 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	if ((how & SMTP_R_MORE) && n > 3)
 		s->out.p[start + 3] = '-';
 	if (c && (c->flags & SMTP_C_LOG) && (line[0] == '4' || line[0] == '5'))
-		LOGI("reject: client=%s %.*s: %.*s", s->peer.addr, (int)c->verb.len, c->verb.p,
+		LOGI("reject: client=[%s] %.*s: %.*s", s->peer.addr, (int)c->verb.len, c->verb.p,
 		     (int)n, line);
 	if (!(how & SMTP_R_ERR))
 		return;
@@ -141,7 +141,7 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	if (s->cf->max_errors && s->nerrors >= s->cf->max_errors) {
 		if (!c)
 			c = &smtp_cmds[SMTP_CMD_UNKNOWN];
-		LOGI("reject: client=%s %.*s: 421 4.7.0 %s Error: too many errors", s->peer.addr,
+		LOGI("reject: client=[%s] %.*s: 421 4.7.0 %s Error: too many errors", s->peer.addr,
 		     (int)c->verb.len, c->verb.p, s->cf->hostname);
 		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
 		smtp_close(s);
@@ -970,7 +970,7 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	if (!lf) {
 		if (buf_append(&s->line, p, n)) {
-			LOGW("smtp: client=%s out of memory for a command line", s->peer.addr);
+			LOGW("smtp: client=[%s] out of memory for a command line", s->peer.addr);
 			smtp_close(s);
 		}
 		return n;
@@ -980,7 +980,7 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 		return n;
 	}
 	if (buf_append(&s->line, p, n)) {
-		LOGW("smtp: client=%s out of memory for a command line", s->peer.addr);
+		LOGW("smtp: client=[%s] out of memory for a command line", s->peer.addr);
 		smtp_close(s);
 		return n;
 	}
@@ -1025,7 +1025,7 @@ void smtp_session_greet(struct smtp_session *s)
 	smtp_set_state(s, SMTP_S_GREET);
 	if (s->flags & SMTP_F_PREGREET) {
 		/* Spam engines often talk first (Postfix postscreen's test). */
-		LOGI("pregreet: client=%s talked before greeting", s->peer.addr);
+		LOGI("pregreet: client=[%s] talked before greeting", s->peer.addr);
 		smtp_reply(s, NULL, 0, "554 5.7.1 %s Protocol error: talked before greeting", host);
 		return;
 	}

@@ -559,7 +559,8 @@ static void batch_answer(struct worker *w, struct conn *c, int err)
 	c->inflight--;
 	if (err == 0) {
 		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
-		     c->s.tx.body.len, buf_cstr(&c->s.tx.from), c->s.tx.nrcpt, c->s.peer.addr);
+		     c->rcvd.len + c->s.tx.body.len, buf_cstr(&c->s.tx.from), c->s.tx.nrcpt,
+		     c->s.peer.addr);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
 		     strerror(-err));

@@ -62,7 +62,15 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait(5)
                 raise RuntimeError("ringmx did not stop in time:\n" + self.log()[-4000:])
+        self.check_log()
         return self.proc.returncode
+
+    def check_log(self):
+        """Fails on any sanitizer report in the gateway's output."""
+        log = self.log()
+        for mark in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer"):
+            if mark in log:
+                raise RuntimeError("sanitizer report in ringmx output:\n" + log[-6000:])
 
     def __enter__(self):
         return self.start()
