@@ -49,6 +49,11 @@ enum conf_opt {
 	OPT_LONG_LINES,
 	OPT_LOG_LEVEL,
 	OPT_CHECK,
+	OPT_SEGMENT_SIZE,
+	OPT_COMMIT_WINDOW,
+	OPT_DURABILITY,
+	OPT_QUEUE_CAPACITY,
+	OPT_MIN_FREE,
 };
 
 static const struct option conf_longopts[] = {
@@ -71,6 +76,11 @@ static const struct option conf_longopts[] = {
     {"long-lines", required_argument, NULL, OPT_LONG_LINES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
+    {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
+    {"commit-window", required_argument, NULL, OPT_COMMIT_WINDOW},
+    {"durability", required_argument, NULL, OPT_DURABILITY},
+    {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
+    {"spool-min-free", required_argument, NULL, OPT_MIN_FREE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -92,6 +102,8 @@ static const struct conf_num {
     {OPT_GREET_DELAY, offsetof(struct conf, greet_delay_ms), 0, 60000},
     /* 3: the shortest line is "." CRLF. */
     {OPT_MAX_LINE_LENGTH, offsetof(struct conf, max_line_length), 3, 1000000},
+    {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
+    {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
 };
 
 static void conf_defaults(struct conf *c)
@@ -113,6 +125,11 @@ static void conf_defaults(struct conf *c)
 	c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
 	c->log_level = LOG_INFO;
 	c->check = false;
+	c->segment_size = CONF_DEF_SEGMENT_SIZE;
+	c->commit_window_us = CONF_DEF_COMMIT_WINDOW_US;
+	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
+	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
+	c->durability_none = false;
 }
 
 /* Option column 2-29, text from column 30, at most 100 columns in all. A
@@ -153,6 +170,15 @@ void conf_usage(FILE *out)
 	OPT("--bare-lf reject|normalize",
 	    "bare CR or LF in a message: refuse, or store as CRLF (default: reject)");
 	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
+	OPT("--segment-size BYTES",
+	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
+	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
+	    CONF_DEF_COMMIT_WINDOW_US);
+	OPT("--durability fsync|none",
+	    "fdatasync before 250; none is for benchmarks only (default: fsync)");
+	NUM("--queue-capacity N", "descriptors per worker-to-worker queue ring", CONF_DEF_QUEUE_CAPACITY);
+	OPT("--spool-min-free BYTES",
+	    "MAIL gets 452 below this free space, k/m/g (default: 2x max size)");
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -241,7 +267,10 @@ static int set_num(struct conf *c, const struct conf_num *n, const char *arg, ch
 
 /* BYTES with an optional k, m or g suffix (powers of 1024, as Postfix
  * users expect from "10m"). */
-static int set_size(struct conf *c, const char *arg, char *err, size_t errlen)
+/* Parses a size with an optional k/m/g suffix (x1024) for option <name>
+ * into *<out>; <min> and <max> bound it (0 stays allowed where <zero_ok>). */
+static int set_size(const char *name, uint64_t *out, uint64_t min, uint64_t max, bool zero_ok,
+                    const char *arg, char *err, size_t errlen)
 {
 	const char *end;
 	uint64_t v, mult = 1;
@@ -270,13 +299,14 @@ static int set_size(struct conf *c, const char *arg, char *err, size_t errlen)
 	}
 	if (rc == -EINVAL)
 		return conf_err(err, errlen,
-		                "--max-message-size: '%.*s' is not a size (BYTES, or a number "
-		                "with k, m or g)",
-		                CONF_SHOW_MAX, arg);
-	if (rc < 0 || v > UINT64_MAX / mult)
-		return conf_err(err, errlen, "--max-message-size: '%.*s' is too large",
-		                CONF_SHOW_MAX, arg);
-	c->max_message_size = v * mult;
+		                "%s: '%.*s' is not a size (BYTES, or a number with k, m or g)",
+		                name, CONF_SHOW_MAX, arg);
+	if (rc < 0 || v > UINT64_MAX / mult || v * mult > max)
+		return conf_err(err, errlen, "%s: '%.*s' is too large", name, CONF_SHOW_MAX, arg);
+	if (v * mult < min && !(zero_ok && v == 0))
+		return conf_err(err, errlen, "%s: '%.*s' is too small (at least %llu)", name,
+		                CONF_SHOW_MAX, arg, (unsigned long long)min);
+	*out = v * mult;
 	return CONF_OK;
 }
 
@@ -449,7 +479,23 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			return conf_err(err, errlen, "--relay-networks: %s", why);
 		return CONF_OK;
 	case OPT_MAX_MESSAGE_SIZE:
-		return set_size(c, arg, err, errlen);
+		return set_size("--max-message-size", &c->max_message_size, 0, UINT64_MAX, true, arg,
+		                err, errlen);
+	case OPT_SEGMENT_SIZE:
+		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false, arg,
+		                err, errlen);
+	case OPT_MIN_FREE:
+		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,
+		                err, errlen);
+	case OPT_DURABILITY:
+		if (strcmp(arg, "fsync") == 0)
+			c->durability_none = false;
+		else if (strcmp(arg, "none") == 0)
+			c->durability_none = true;
+		else
+			return conf_err(err, errlen, "--durability: '%.*s' is not fsync or none",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
 	case OPT_BARE_LF:
 		if (strcmp(arg, "reject") == 0)
 			c->bare_policy = SMTP_DATA_BARE_REJECT;

@@ -32,6 +32,11 @@ struct conf_listen {
 #define CONF_DEF_GRACE            30u       /* seconds a transaction may finish at shutdown */
 #define CONF_DEF_GREET_DELAY_MS   0u        /* pause before 220 to catch pre-greeting talk */
 #define CONF_DEF_MAX_LINE_LENGTH  1000u     /* RFC 5321 4.5.3.1.6 text line, CRLF included */
+#define CONF_DEF_SEGMENT_SIZE     (64ull << 20) /* spool segment rotation */
+#define CONF_DEF_SEGMENT_SIZE_STR "64m"
+#define CONF_DEF_COMMIT_WINDOW_US 200u   /* a group commit waits this long for company */
+#define CONF_DEF_QUEUE_CAPACITY   4096u  /* per worker-to-worker ring */
+#define CONF_DEF_SPOOL_MIN_FREE   UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
 
 struct conf {
 	struct conf_listen listen[CONF_MAX_LISTEN];
@@ -52,6 +57,11 @@ struct conf {
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
 	enum log_level log_level;
 	bool check; /* --check: validate and exit */
+	uint64_t segment_size;     /* bytes; a worker starts a new segment past it */
+	unsigned commit_window_us; /* group commit: wait for more messages, microseconds */
+	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
+	uint64_t spool_min_free;   /* free bytes under which MAIL gets 452 4.3.1 */
+	bool durability_none;      /* --durability none: no fdatasync (benchmarks only) */
 };
 
 enum {

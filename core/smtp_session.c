@@ -494,6 +494,11 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, 0, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	if (s->storage_low) {
+		/* RFC 1870 6.1: the spool is short of space for now. */
+		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		return;
+	}
 	smtp_tx_reset(s);
 	if (buf_append_sv(&s->tx.from, a.mailbox)) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");

@@ -88,6 +88,7 @@ struct smtp_session {
 	unsigned act;       /* SMTP_ACT_* pending for the caller */
 	unsigned nerrors;   /* protocol errors so far */
 	unsigned nmsgs;     /* messages accepted in this session */
+	bool storage_low;   /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];     /* EHLO/HELO argument, truncated; "" before it */
 	struct buf line;    /* partial command line carried between feeds */
 	struct buf out;     /* replies waiting to be sent; the caller drains it */

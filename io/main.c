@@ -108,6 +108,9 @@ int main(int argc, char **argv)
 		host[sizeof(host) - 1] = '\0';
 		conf.hostname = host;
 	}
+	if (conf.spool_min_free == CONF_DEF_SPOOL_MIN_FREE)
+		conf.spool_min_free =
+		    conf.max_message_size ? 2 * conf.max_message_size : 64ull << 20;
 	if (conf.check) {
 		printf("ringmx: configuration OK: %u listener(s), %u thread(s), spool %s, "
 		       "%zu accepted domain(s), %zu relay network(s)\n",
@@ -141,6 +144,9 @@ int main(int argc, char **argv)
 	};
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());
+	if (conf.durability_none)
+		LOGW("--durability none: messages are acknowledged WITHOUT fdatasync; a crash or "
+		     "power loss loses them. For benchmarks only.");
 	rc = gateway_run(&gw);
 	conf_fini(&conf);
 	return rc;

@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +136,11 @@ struct worker {
 	int flight_err; /* first failed write of the batch on the disk */
 	uint32_t qid_ctr;
 
+	struct __kernel_timespec window_ts;
+	int64_t batch_since; /* us: when the gathering batch got its first message */
+	bool window_armed;   /* a commit-window timeout is pending */
+	bool storage_low;    /* free space under --spool-min-free, or ENOSPC seen */
+
 	bool stopping;
 	int64_t grace_end;
 	bool rearm_accept;
@@ -149,6 +155,14 @@ static int64_t clock_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static struct io_uring_sqe *get_sqe(struct worker *w)
@@ -270,6 +284,8 @@ static void spool_enqueue(struct worker *w, struct conn *c)
 	c->flags |= C_QUEUED;
 	c->inflight++; /* until batch_answer() */
 	c->batch_next = NULL;
+	if (!w->batch_head)
+		w->batch_since = clock_us();
 	if (w->batch_tail)
 		w->batch_tail->batch_next = c;
 	else
@@ -295,6 +311,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 
 	if (c->flags & C_CLOSING)
 		return;
+	c->s.storage_low = w->storage_low;
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			conn_close(w, c);
@@ -595,7 +612,24 @@ static void spool_flush(struct worker *w)
 
 	if (w->flight || !w->batch_head)
 		return;
-	if (w->seg_fd < 0 || w->seg_broken || w->seg_off >= SPOOL_SEGMENT_SIZE) {
+	if (w->g->conf->commit_window_us && !w->stopping) {
+		/* Group-commit window: give other sessions a moment to finish
+		 * their messages so that one fdatasync covers them too. */
+		int64_t wait = w->batch_since + w->g->conf->commit_window_us - clock_us();
+
+		if (wait > 0) {
+			if (!w->window_armed) {
+				sqe = get_sqe(w);
+				w->window_ts.tv_sec = wait / 1000000;
+				w->window_ts.tv_nsec = (wait % 1000000) * 1000;
+				io_uring_prep_timeout(sqe, &w->window_ts, 0, 0);
+				io_uring_sqe_set_data64(sqe, UD(&w->window_ts, UD_TIMER));
+				w->window_armed = true;
+			}
+			return;
+		}
+	}
+	if (w->seg_fd < 0 || w->seg_broken || w->seg_off >= w->g->conf->segment_size) {
 		err = seg_open(w);
 		if (err) {
 			LOGE("worker %u: cannot open a spool segment: %s", w->id, strerror(-err));
@@ -668,7 +702,10 @@ static void spool_flush(struct worker *w)
 		return;
 	w->nflight = n;
 	sqe = get_sqe(w);
-	io_uring_prep_fsync(sqe, w->seg_fd, IORING_FSYNC_DATASYNC);
+	if (w->g->conf->durability_none)
+		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
+	else
+		io_uring_prep_fsync(sqe, w->seg_fd, IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(sqe, UD(w, UD_SYNC));
 }
 
@@ -684,6 +721,8 @@ static void on_write(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 	c->spool_err = cqe->res < 0 ? cqe->res : -ENOSPC;
 	if (cqe->res != -ECANCELED && !w->flight_err)
 		w->flight_err = c->spool_err;
+	if (c->spool_err == -ENOSPC || c->spool_err == -EDQUOT)
+		w->storage_low = true; /* until the next free-space check says otherwise */
 	if (cqe->res != -ECANCELED)
 		LOGW("worker %u: spool write: %s", w->id, strerror(-c->spool_err));
 	w->seg_broken = true;
@@ -750,10 +789,27 @@ static void arm_accept(struct worker *w)
 	}
 }
 
+static void check_storage(struct worker *w)
+{
+	struct statvfs sv;
+	bool low;
+
+	if (fstatvfs(w->g->spool_dirfd, &sv) != 0)
+		return;
+	low = (uint64_t)sv.f_bavail * sv.f_frsize < w->g->conf->spool_min_free;
+	if (low != w->storage_low)
+		LOGW("worker %u: spool free space %s --spool-min-free (%llu bytes free): %s", w->id,
+		     low ? "below" : "back above", (unsigned long long)sv.f_bavail * sv.f_frsize,
+		     low ? "MAIL gets 452 4.3.1" : "accepting mail again");
+	w->storage_low = low;
+}
+
 static void on_timer(struct worker *w)
 {
 	int64_t idle_ms = (int64_t)w->g->conf->idle_timeout * 1000;
 	struct conn *c, *next;
+
+	check_storage(w);
 
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;
@@ -852,7 +908,10 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 		on_sync(w, cqe);
 		break;
 	case UD_TIMER:
-		on_timer(w);
+		if (p == &w->window_ts)
+			w->window_armed = false; /* spool_flush() at the end of the round */
+		else
+			on_timer(w);
 		break;
 	case UD_WAKE:
 		begin_stop(w);
@@ -994,6 +1053,7 @@ static void *worker_main(void *arg)
 		}
 	}
 	w->now = clock_ms();
+	check_storage(w);
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);

@@ -11,8 +11,6 @@
 #include "core/conf.h"
 #include "core/smtp_session.h"
 
-#define SPOOL_SEGMENT_SIZE (64ull << 20) /* rotate a worker's segment past this */
-
 struct worker;
 
 struct gateway {

@@ -13,7 +13,9 @@ from rmx import RINGMX, Checks
 OPTIONS = ["--listen", "--threads", "--spool", "--hostname", "--domains", "--domains-file",
            "--relay-networks", "--max-message-size", "--max-recipients", "--max-sessions",
            "--idle-timeout", "--log-level", "--check", "--help", "--version", "--bare-lf",
-           "--max-errors", "--grace", "--greet-delay"]
+           "--max-errors", "--grace", "--greet-delay", "--segment-size", "--commit-window",
+           "--durability", "--queue-capacity", "--spool-min-free", "--max-line-length",
+           "--long-lines"]
 
 
 def run(*args, cwd=None):

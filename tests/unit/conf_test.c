@@ -537,3 +537,35 @@ Test(conf, err_truncates_safely)
 	cr_assert_eq(strlen(small), sizeof(small) - 1);
 	cr_assert(strncmp(small, "ringmx: --m", 11) == 0);
 }
+
+Test(conf, spool_options)
+{
+	cr_assert_eq(PARSE("--segment-size", "1m", "--commit-window", "500", "--durability", "none",
+	                   "--queue-capacity", "1024", "--spool-min-free", "10m"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.segment_size, 1u << 20);
+	cr_assert_eq(conf.commit_window_us, 500);
+	cr_assert(conf.durability_none);
+	cr_assert_eq(conf.queue_capacity, 1024);
+	cr_assert_eq(conf.spool_min_free, 10u << 20);
+	conf_fini(&conf);
+
+	cr_assert_eq(PARSE("--segment-size", "1k"), CONF_ERR);
+	cr_assert(strstr(err, "--segment-size") && strstr(err, "too small"), "%s", err);
+	cr_assert_eq(PARSE("--durability", "maybe"), CONF_ERR);
+	cr_assert(strstr(err, "--durability"), "%s", err);
+	cr_assert_eq(PARSE("--commit-window", "2000000"), CONF_ERR);
+	cr_assert_eq(PARSE("--queue-capacity", "3"), CONF_ERR);
+	cr_assert_eq(PARSE("--spool-min-free", "5x"), CONF_ERR);
+	cr_assert(strstr(err, "--spool-min-free"), "%s", err);
+}
+
+Test(conf, spool_defaults)
+{
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.segment_size, CONF_DEF_SEGMENT_SIZE);
+	cr_assert_eq(conf.commit_window_us, CONF_DEF_COMMIT_WINDOW_US);
+	cr_assert_not(conf.durability_none);
+	cr_assert_eq(conf.spool_min_free, CONF_DEF_SPOOL_MIN_FREE);
+	conf_fini(&conf);
+}
