@@ -175,3 +175,47 @@ class Checks:
             print("failed:", ", ".join(self.failed))
             sys.exit(1)
         print("all passed")
+
+
+def read_spool(spool):
+    """Parses the spool's segment files (format: queue/spool.h) and returns
+    {qid: body bytes} for every record whose header and lengths hold up.
+    The CRC is checked by `ringmx queue`; callers cross-check with it."""
+    import struct
+    out = {}
+    for name in sorted(os.listdir(spool)):
+        if not (name.startswith("seg-") and name.endswith(".rmx")):
+            continue
+        with open(os.path.join(spool, name), "rb") as f:
+            data = f.read()
+        off = 0
+        while off + 32 <= len(data):
+            magic, version, env_len, _crc, body_len, _res = struct.unpack_from("<IIIIQQ", data, off)
+            if magic != 0x52584d52 or version != 1:
+                break
+            end = off + 32 + env_len + body_len
+            if end > len(data):
+                break
+            env = data[off + 32:off + 32 + env_len].decode("utf-8", "replace")
+            qid = None
+            for line in env.split("\n"):
+                if line.startswith("id "):
+                    qid = line[3:]
+            if qid:
+                out[qid] = data[off + 32 + env_len:end]
+            off = end
+    return out
+
+
+def queue_listing(gw_or_spool):
+    """{qid: line fields} from `ringmx queue` (which validates every CRC)."""
+    spool = gw_or_spool if isinstance(gw_or_spool, str) else gw_or_spool.spool
+    r = subprocess.run([RINGMX, "queue", "--spool", spool], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if f:
+            out[f[0]] = f
+    return out
