@@ -140,7 +140,7 @@ void conf_usage(FILE *out)
 #define MORE(text)          fprintf(out, "  %-26s  %s\n", "", text)
 #define NUM(arg, text, def) fprintf(out, "  %-26s  %s (default: %u)\n", arg, text, def)
 	fprintf(out, "Usage: ringmx [OPTIONS]\n"
-	             "       ringmx queue --spool DIR [--count]\n"
+	             "       ringmx queue --spool DIR [--count] [--all]\n"
 	             "\n"
 	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
 	             "from relay networks, and stores it in the spool.\n"
@@ -188,6 +188,7 @@ void conf_usage(FILE *out)
 	OPT("ringmx queue --spool DIR",
 	    "list the spooled messages: id, size, sender, recipients, age");
 	OPT("             --count", "print only the number of messages");
+	OPT("             --all", "also the done ones, with their state");
 #undef NUM
 #undef MORE
 #undef OPT

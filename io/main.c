@@ -22,11 +22,12 @@ static int queue_main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"spool", required_argument, NULL, 's'},
 	    {"count", no_argument, NULL, 'c'},
+	    {"all", no_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *spool = CONF_DEF_SPOOL;
-	bool count = false;
+	bool count = false, all = false;
 	int opt, err;
 
 	opterr = 0;
@@ -39,11 +40,16 @@ static int queue_main(int argc, char **argv)
 		case 'c':
 			count = true;
 			break;
+		case 'a':
+			all = true;
+			break;
 		case 'h':
-			printf("Usage: ringmx queue [--spool DIR] [--count]\n"
-			       "Lists the messages in the spool (queue id, size, sender, age,\n"
-			       "recipients), or with --count only their number. Reads the spool\n"
-			       "directly: works whether the gateway runs or not.\n");
+			printf(
+			    "Usage: ringmx queue [--spool DIR] [--count] [--all]\n"
+			    "Lists the messages in the spool waiting for delivery (queue id,\n"
+			    "size, sender, age, recipients), or with --count only their number;\n"
+			    "--all adds the done ones, with their state as a sixth field. Reads\n"
+			    "the spool directly: works whether the gateway runs or not.\n");
 			return 0;
 		case ':':
 			fprintf(stderr, "ringmx queue: option '%s' needs an argument\n",
@@ -58,7 +64,8 @@ static int queue_main(int argc, char **argv)
 		fprintf(stderr, "ringmx queue: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	err = spool_list(spool, count, stdout, time(NULL));
+	err = spool_list(spool, (count ? SPOOL_LIST_COUNT : 0) | (all ? SPOOL_LIST_ALL : 0), stdout,
+	                 time(NULL));
 	if (err) {
 		fprintf(stderr, "ringmx queue: %s: %s\n", spool, strerror(-err));
 		return 1;

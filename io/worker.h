@@ -21,6 +21,7 @@ struct gateway {
 	uint64_t start_id; /* unique per start: names this run's segments */
 	int spool_dirfd;
 	atomic_uint nsessions; /* open sessions, all workers */
+	unsigned long recovered; /* pending messages found by recovery at start */
 };
 
 /* Creates the spool directory if needed, starts the workers (they bind

@@ -1,13 +1,16 @@
-/* spool: the record format of accepted messages, and the readers that walk
- * segments back (recovery at start-up, `ringmx queue`). The writer side is
- * only spool_rec_build(): io/ appends its output and the body iovecs to the
- * worker's segment through the ring and fdatasyncs before the 250. Readers
- * here use plain read(2): they run at start-up or from the CLI, never on a
- * worker. A segment is read front to back through one window buffer; bodies
- * are streamed through it for their CRC unless the caller wants them. The
- * first record that fails a check ends its segment: a torn tail from a
- * crash and an append in progress look the same. queue/ includes core/ only.
- * See spool.h. */
+/* spool: the record format of accepted messages, the done log, and the
+ * readers that walk segments back (recovery at start-up, `ringmx queue`).
+ * The writer side is only spool_rec_build() and spool_done_encode(): io/
+ * appends their output through the ring and fdatasyncs before the 250 (or
+ * before it forgets a delivered message). Readers here use plain read(2):
+ * they run at start-up or from the CLI, never on a worker. A segment is
+ * read front to back through one window buffer; bodies are streamed
+ * through it for their CRC unless the caller wants them. The first record
+ * that fails a check ends its segment: a torn tail from a crash and an
+ * append in progress look the same. Done records are loaded into a hash set
+ * first, and hide the messages they name. spool_recover() cuts torn tails,
+ * sets damaged ones aside, deletes finished segments and compacts the done
+ * logs. queue/ includes core/ only. See spool.h and docs/spool.md. */
 #include "queue/spool.h"
 
 #include <dirent.h>
@@ -141,6 +144,399 @@ void spool_seg_name(char *name, size_t len, uint64_t start_id, unsigned worker, 
 	snprintf(name, len, "seg-%016llx-%02u-%06u.rmx", (unsigned long long)start_id, worker, seq);
 }
 
+/* Reads a decimal number of at least <min> digits at *<pp>, at most <max>.
+ * Returns 0 and moves *<pp> past it, or -EINVAL. */
+static int parse_dec(const char **pp, unsigned min, uint64_t max, uint64_t *v)
+{
+	const char *p = *pp;
+	unsigned n = 0;
+
+	*v = 0;
+	for (; *p >= '0' && *p <= '9'; p++, n++) {
+		if (*v > (max - (uint64_t)(*p - '0')) / 10)
+			return -EINVAL;
+		*v = *v * 10 + (uint64_t)(*p - '0');
+	}
+	if (n < min)
+		return -EINVAL;
+	*pp = p;
+	return 0;
+}
+
+int spool_seg_parse(const char *name, struct spool_seg_id *id)
+{
+	const char *p = name;
+	uint64_t start = 0, worker, seq;
+	char canon[64];
+
+	if (strncmp(p, "seg-", 4))
+		return -EINVAL;
+	p += 4;
+	for (int i = 0; i < 16; i++, p++) {
+		if (*p >= '0' && *p <= '9')
+			start = start << 4 | (uint64_t)(*p - '0');
+		else if (*p >= 'a' && *p <= 'f')
+			start = start << 4 | (uint64_t)(*p - 'a' + 10);
+		else
+			return -EINVAL;
+	}
+	if (*p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) || *p++ != '-' ||
+	    parse_dec(&p, 6, UINT32_MAX, &seq) || strcmp(p, ".rmx"))
+		return -EINVAL;
+	/* Only the spelling spool_seg_name() gives: no extra leading zeros. */
+	spool_seg_name(canon, sizeof(canon), start, (unsigned)worker, (unsigned)seq);
+	if (strcmp(canon, name))
+		return -EINVAL;
+	id->start = start;
+	id->worker = (uint32_t)worker;
+	id->seq = (uint32_t)seq;
+	return 0;
+}
+
+static bool seg_id_eq(const struct spool_seg_id *a, const struct spool_seg_id *b)
+{
+	return a->start == b->start && a->worker == b->worker && a->seq == b->seq;
+}
+
+static int seg_id_cmp(const void *pa, const void *pb)
+{
+	const struct spool_seg_id *a = pa, *b = pb;
+
+	if (a->start != b->start)
+		return a->start < b->start ? -1 : 1;
+	if (a->worker != b->worker)
+		return a->worker < b->worker ? -1 : 1;
+	if (a->seq != b->seq)
+		return a->seq < b->seq ? -1 : 1;
+	return 0;
+}
+
+/* The done log. */
+
+/* Byte offsets of the done record fields on disk (little-endian). */
+#define DONE_MAGIC      0
+#define DONE_CRC        4 /* crc32c of the 64 bytes with this field 0 */
+#define DONE_SEG_START  8
+#define DONE_OFFSET     16
+#define DONE_SEG_SEQ    24
+#define DONE_SEG_WORKER 28 /* 16 bits */
+#define DONE_RESULT     30 /* 8 bits: enum spool_state */
+#define DONE_VERSION    31 /* 8 bits */
+#define DONE_QID        32 /* 32 bytes, NUL-padded */
+
+_Static_assert(DONE_QID + 32 == SPOOL_DONE_LEN, "done record is 64 bytes");
+
+void spool_done_name(char *name, size_t len, uint64_t start_id, unsigned worker)
+{
+	snprintf(name, len, "done-%016llx-%02u.rmx", (unsigned long long)start_id, worker);
+}
+
+/* The name of the log that recovery compacts the done logs into. */
+static void done_recovered_name(char *name, size_t len, uint64_t start_id)
+{
+	snprintf(name, len, "done-%016llx-recovered.rmx", (unsigned long long)start_id);
+}
+
+static bool state_ok(enum spool_state s)
+{
+	return s == SPOOL_DELIVERED || s == SPOOL_BOUNCED || s == SPOOL_DELETED;
+}
+
+int spool_done_encode(void *buf, const struct spool_done *d)
+{
+	unsigned char *p = buf;
+	size_t qlen = strnlen(d->qid, sizeof(d->qid));
+
+	if (!qlen || qlen > SPOOL_QID_MAX || !state_ok(d->result) || d->seg.worker > 0xffff)
+		return -EINVAL;
+	memset(p, 0, SPOOL_DONE_LEN);
+	put_le32(p + DONE_MAGIC, SPOOL_DONE_MAGIC);
+	put_le64(p + DONE_SEG_START, d->seg.start);
+	put_le64(p + DONE_OFFSET, d->offset);
+	put_le32(p + DONE_SEG_SEQ, d->seg.seq);
+	p[DONE_SEG_WORKER] = (unsigned char)d->seg.worker;
+	p[DONE_SEG_WORKER + 1] = (unsigned char)(d->seg.worker >> 8);
+	p[DONE_RESULT] = (unsigned char)d->result;
+	p[DONE_VERSION] = SPOOL_DONE_VERSION;
+	memcpy(p + DONE_QID, d->qid, qlen);
+	put_le32(p + DONE_CRC, crc32c(0, p, SPOOL_DONE_LEN));
+	return 0;
+}
+
+int spool_done_decode(const void *buf, struct spool_done *d)
+{
+	unsigned char r[SPOOL_DONE_LEN];
+	size_t qlen;
+
+	memcpy(r, buf, sizeof(r));
+	if (get_le32(r + DONE_MAGIC) != SPOOL_DONE_MAGIC || r[DONE_VERSION] != SPOOL_DONE_VERSION)
+		return -EINVAL;
+	put_le32(r + DONE_CRC, 0);
+	if (crc32c(0, r, sizeof(r)) != get_le32((const unsigned char *)buf + DONE_CRC))
+		return -EINVAL;
+	qlen = strnlen((const char *)r + DONE_QID, 32);
+	if (!qlen || qlen > SPOOL_QID_MAX || !state_ok((enum spool_state)r[DONE_RESULT]))
+		return -EINVAL;
+	/* The padding is zero: one message has one spelling on disk. */
+	for (size_t i = qlen; i < 32; i++)
+		if (r[DONE_QID + i])
+			return -EINVAL;
+	memset(d, 0, sizeof(*d));
+	memcpy(d->qid, r + DONE_QID, qlen);
+	d->seg.start = get_le64(r + DONE_SEG_START);
+	d->seg.worker = (uint32_t)r[DONE_SEG_WORKER] | (uint32_t)r[DONE_SEG_WORKER + 1] << 8;
+	d->seg.seq = get_le32(r + DONE_SEG_SEQ);
+	d->offset = get_le64(r + DONE_OFFSET);
+	d->result = (enum spool_state)r[DONE_RESULT];
+	return 0;
+}
+
+/* Writes all <n> bytes at <p>. Returns 0, -errno or -EIO (no progress). */
+static int write_full(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	ssize_t got;
+
+	while (n) {
+		got = write(fd, c, n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return -EIO;
+		c += got;
+		n -= (size_t)got;
+	}
+	return 0;
+}
+
+/* Reads all <n> bytes at <off>. Returns 0, -ENODATA (end of file first)
+ * or -errno. */
+static int pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+	char *c = p;
+	ssize_t got;
+
+	while (n) {
+		got = pread(fd, c, n, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return -ENODATA;
+		c += got;
+		n -= (size_t)got;
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+int spool_done_append_fd(int fd, const struct spool_done *d)
+{
+	unsigned char r[SPOOL_DONE_LEN];
+	int err;
+
+	err = spool_done_encode(r, d);
+	if (err)
+		return err;
+	/* One write of 64 bytes; if it is cut short the reader skips the
+	 * piece and finds the next record by its magic. */
+	err = write_full(fd, r, sizeof(r));
+	if (err)
+		return err;
+	if (fdatasync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The done set: every done record of the directory in an open-addressing
+ * hash table keyed by (qid, segment, offset). Loaded once per walk or
+ * recovery; a record names one message, so lookups are exact. */
+struct done_ent {
+	struct spool_done d;
+	bool used;
+	bool matched; /* a valid record of a segment answered to it */
+};
+
+struct done_set {
+	struct done_ent *v;
+	size_t cap; /* a power of two, or 0 */
+	size_t n;
+	unsigned long dups; /* records that named a message already in the set */
+	uint64_t bad_bytes; /* bytes of done logs that held no valid record */
+	char **logs;        /* names of the done logs read */
+	size_t nlogs;
+};
+
+static uint64_t done_hash(const char *qid, const struct spool_seg_id *seg, uint64_t off)
+{
+	uint64_t h = crc32c(0, qid, strnlen(qid, 32));
+
+	h ^= seg->start * 0x9e3779b97f4a7c15ull;
+	h ^= ((uint64_t)seg->worker << 32 | seg->seq) * 0xc2b2ae3d27d4eb4full;
+	h ^= off * 0x165667b19e3779f9ull;
+	/* splitmix64's finaliser: the low bits pick the slot. */
+	h ^= h >> 30;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 27;
+	h *= 0x94d049bb133111ebull;
+	return h ^ h >> 31;
+}
+
+/* The slot of (qid, seg, off): its entry, or the free slot it would take.
+ * The table is never full (load <= 1/2). */
+static struct done_ent *done_slot(struct done_set *s, const char *qid,
+                                  const struct spool_seg_id *seg, uint64_t off)
+{
+	size_t i = (size_t)done_hash(qid, seg, off) & (s->cap - 1);
+	struct done_ent *e;
+
+	for (;; i = (i + 1) & (s->cap - 1)) {
+		e = &s->v[i];
+		if (!e->used || (e->d.offset == off && seg_id_eq(&e->d.seg, seg) &&
+		                 !strncmp(e->d.qid, qid, sizeof(e->d.qid))))
+			return e;
+	}
+}
+
+/* Adds <d>; a message already in the set keeps its first result. Returns
+ * 0 or -ENOMEM. */
+static int done_add(struct done_set *s, const struct spool_done *d)
+{
+	struct done_ent *e, *old = s->v;
+	size_t oldcap = s->cap;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		s->v = calloc(s->cap, sizeof(*s->v));
+		if (!s->v) {
+			s->v = old;
+			s->cap = oldcap;
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i].used)
+				*done_slot(s, old[i].d.qid, &old[i].d.seg, old[i].d.offset) =
+				    old[i];
+		free(old);
+	}
+	e = done_slot(s, d->qid, &d->seg, d->offset);
+	if (e->used) {
+		s->dups++;
+		return 0;
+	}
+	e->d = *d;
+	e->used = true;
+	e->matched = false;
+	s->n++;
+	return 0;
+}
+
+/* The state of message <m> (SPOOL_PENDING when no done record names it);
+ * marks its done record as still needed. */
+static enum spool_state done_find(struct done_set *s, const struct spool_msg *m)
+{
+	struct done_ent *e;
+
+	if (!s || !s->n)
+		return SPOOL_PENDING;
+	e = done_slot(s, m->qid, &m->seg, m->offset);
+	if (!e->used)
+		return SPOOL_PENDING;
+	e->matched = true;
+	return e->d.result;
+}
+
+static void done_free(struct done_set *s)
+{
+	for (size_t i = 0; i < s->nlogs; i++)
+		free(s->logs[i]);
+	free(s->logs);
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Parses the done log <name> (its bytes in <p>, <len> of them) into <s>.
+ * A record that fails a check is skipped, and the next one is looked for
+ * at the next magic, so a torn or misaligned piece costs only itself. */
+static int done_parse(struct done_set *s, const char *name, const unsigned char *p, size_t len)
+{
+	static const unsigned char magic[4] = {'R', 'M', 'X', 'D'};
+	struct spool_done d;
+	const unsigned char *q;
+	size_t off = 0, bad = 0, next;
+	int err;
+
+	while (off < len) {
+		if (len - off >= SPOOL_DONE_LEN && !spool_done_decode(p + off, &d)) {
+			err = done_add(s, &d);
+			if (err)
+				return err;
+			off += SPOOL_DONE_LEN;
+			continue;
+		}
+		q = off + 1 < len ? memmem(p + off + 1, len - off - 1, magic, sizeof(magic)) : NULL;
+		next = q ? (size_t)(q - p) : len;
+		bad += next - off;
+		off = next;
+	}
+	if (bad)
+		LOGW("spool: %s: %zu bytes hold no valid done record, ignored", name, bad);
+	s->bad_bytes += bad;
+	return 0;
+}
+
+static bool is_done_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 9 && !strncmp(s, "done-", 5) && !strcmp(s + n - 4, ".rmx");
+}
+
+static int list_names(DIR *d, bool (*want)(const char *), char ***names);
+
+/* Loads every done log of <d> into <s> (empty on entry). Returns 0 or
+ * -errno. */
+static int done_load(DIR *d, struct done_set *s)
+{
+	unsigned char *p = NULL;
+	struct stat st;
+	int n, fd, err = 0;
+
+	n = list_names(d, is_done_name, &s->logs);
+	if (n < 0)
+		return n;
+	s->nlogs = (size_t)n;
+	for (size_t i = 0; i < s->nlogs && !err; i++) {
+		fd = openat(dirfd(d), s->logs[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			/* Removed since readdir (compacted by a recovery). */
+			if (errno != ENOENT)
+				err = -errno;
+			continue;
+		}
+		if (fstat(fd, &st) < 0) {
+			err = -errno;
+		} else if (S_ISREG(st.st_mode) && st.st_size > 0) {
+			if ((uint64_t)st.st_size > SIZE_MAX)
+				err = -EFBIG;
+			else if (!(p = malloc((size_t)st.st_size)))
+				err = -ENOMEM;
+			/* Appends after the fstat are read next time. */
+			else if (!(err = pread_full(fd, p, (size_t)st.st_size, 0)))
+				err = done_parse(s, s->logs[i], p, (size_t)st.st_size);
+			else if (err == -ENODATA)
+				err = 0; /* shrank under us: nothing here truncates logs */
+			free(p);
+			p = NULL;
+		}
+		close(fd);
+	}
+	return err;
+}
+
 /* Reading back. */
 
 /* One segment read front to back: win[pos, end) holds the file's bytes from
@@ -236,17 +632,25 @@ static int rd_stream(struct spool_rd *rd, uint64_t n, uint32_t *crc, char *dst)
 	}
 	return 0;
 }
-
 /* State of one walk, reused from record to record so that a walk allocates
  * only when a record is larger than any before it. */
 struct spool_walker {
 	bool with_body;
+	bool all;   /* visit done records too (m->state says which) */
+	bool quiet; /* the caller reports bad tails itself (recovery) */
 	spool_visit_fn fn;
 	void *arg;
+	struct done_set *done; /* NULL: nothing is done */
+	struct spool_seg_id seg;
 	struct spool_rd rd;
 	struct buf env;   /* the record's envelope, parsed in place */
 	struct buf rcpts; /* recipients back to back */
 	struct buf body;
+	/* Of the segment last walked: */
+	uint64_t good;             /* end of its last sound record */
+	unsigned long nrec;        /* sound records with a readable envelope */
+	unsigned long ndone;       /* of them, done */
+	unsigned long nunreadable; /* sound records with an unreadable envelope */
 };
 
 /* Parses the envelope in w->env (NUL-terminated by buf) into <m>, cutting
@@ -309,8 +713,9 @@ static int env_parse(struct spool_walker *w, struct spool_msg *m)
 	return 0;
 }
 
-/* Walks one open segment. Returns 0 (its end, or its first bad record),
- * the visitor's non-zero value or -errno. */
+/* Walks one open segment. Returns 0 (its end, or its first bad record:
+ * w->good says where the sound records end), the visitor's non-zero value
+ * or -errno. */
 static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 {
 	unsigned char h[SPOOL_HDR_LEN];
@@ -324,7 +729,10 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 	rd->fd = fd;
 	rd->pos = rd->end = 0;
 	rd->left = size;
+	w->good = 0;
+	w->nrec = w->ndone = w->nunreadable = 0;
 	while (off < size) {
+		w->good = off;
 		why = "truncated";
 		if (size - off < SPOOL_HDR_LEN)
 			goto bad;
@@ -379,20 +787,33 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 		m.body = w->with_body ? w->body.p : NULL;
 		m.segment = name;
 		m.offset = off;
-		off += SPOOL_HDR_LEN + env_len + body_len;
+		m.seg = w->seg;
+		m.rec_len = SPOOL_HDR_LEN + env_len + body_len;
+		off += m.rec_len;
+		w->good = off;
 		if (env_parse(w, &m)) {
 			/* The frame is sound (crc), only its content is not:
 			 * skip this record alone. */
 			LOGW("spool: %s: offset %" PRIu64 ": unreadable envelope, record skipped",
 			     name, m.offset);
+			w->nunreadable++;
 			continue;
 		}
-		err = w->fn(w->arg, &m);
+		w->nrec++;
+		m.state = done_find(w->done, &m);
+		if (m.state != SPOOL_PENDING) {
+			w->ndone++;
+			if (!w->all)
+				continue;
+		}
+		err = w->fn ? w->fn(w->arg, &m) : 0;
 		if (err)
 			return err;
 	}
 	return 0;
 bad:
+	if (w->quiet)
+		return 0;
 	/* A tail cut short is what an append in progress looks like; anything
 	 * else means the disk or a crash left garbage. */
 	if (!strcmp(why, "truncated"))
@@ -406,9 +827,9 @@ bad:
 
 static bool is_seg_name(const char *s)
 {
-	size_t n = strlen(s);
+	struct spool_seg_id id;
 
-	return n > 8 && !strncmp(s, "seg-", 4) && !strcmp(s + n - 4, ".rmx");
+	return !spool_seg_parse(s, &id);
 }
 
 static int cmp_name(const void *a, const void *b)
@@ -416,15 +837,23 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Collects the segment names of <d>, sorted, into a malloc'd array of
- * malloc'd strings. Returns their number or -errno. */
-static int list_segs(DIR *d, char ***names)
+static void free_names(char **v, int n)
+{
+	while (n > 0)
+		free(v[--n]);
+	free(v);
+}
+
+/* Collects the names of <d> that <want> accepts, sorted, into a malloc'd
+ * array of malloc'd strings. Returns their number or -errno. */
+static int list_names(DIR *d, bool (*want)(const char *), char ***names)
 {
 	char **v = NULL, **nv;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	int err = 0;
 
+	rewinddir(d);
 	for (;;) {
 		errno = 0;
 		de = readdir(d);
@@ -432,7 +861,7 @@ static int list_segs(DIR *d, char ***names)
 			err = -errno;
 			break;
 		}
-		if (!is_seg_name(de->d_name))
+		if (!want(de->d_name))
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -453,9 +882,7 @@ static int list_segs(DIR *d, char ***names)
 	if (!err && n > INT32_MAX)
 		err = -EOVERFLOW;
 	if (err) {
-		while (n)
-			free(v[--n]);
-		free(v);
+		free_names(v, (int)n);
 		return err;
 	}
 	if (n)
@@ -464,36 +891,45 @@ static int list_segs(DIR *d, char ***names)
 	return (int)n;
 }
 
-int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg)
+static int walker_init(struct spool_walker *w)
 {
-	struct spool_walker w = {
-	    .with_body = with_body,
-	    .fn = fn,
-	    .arg = arg,
-	    .env = BUF_INIT,
-	    .rcpts = BUF_INIT,
-	    .body = BUF_INIT,
-	};
+	w->env = (struct buf)BUF_INIT;
+	w->rcpts = (struct buf)BUF_INIT;
+	w->body = (struct buf)BUF_INIT;
+	w->rd.cap = SPOOL_RD_WIN;
+	w->rd.win = malloc(w->rd.cap);
+	return w->rd.win ? 0 : -ENOMEM;
+}
+
+static void walker_fini(struct spool_walker *w)
+{
+	free(w->rd.win);
+	w->rd.win = NULL;
+	buf_free(&w->env);
+	buf_free(&w->rcpts);
+	buf_free(&w->body);
+}
+
+/* Walks every segment of <dir> with <w>, done records loaded first. */
+static int walk_dir(const char *dir, struct spool_walker *w)
+{
+	struct done_set ds = {0};
 	char **names = NULL;
 	struct stat st;
-	int n, i, fd, err;
+	int n = 0, i, fd, err;
 	DIR *d;
 
 	d = opendir(dir);
 	if (!d)
 		return -errno;
-	n = list_segs(d, &names);
-	if (n < 0) {
+	err = walker_init(w);
+	if (!err)
+		err = done_load(d, &ds);
+	if (!err)
+		n = list_names(d, is_seg_name, &names);
+	if (n < 0)
 		err = n;
-		goto out_dir;
-	}
-	w.rd.cap = SPOOL_RD_WIN;
-	w.rd.win = malloc(w.rd.cap);
-	if (!w.rd.win) {
-		err = -ENOMEM;
-		goto out_names;
-	}
-	err = 0;
+	w->done = &ds;
 	for (i = 0; i < n && !err; i++) {
 		fd = openat(dirfd(d), names[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0) {
@@ -504,20 +940,408 @@ int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg)
 		}
 		if (fstat(fd, &st) < 0)
 			err = -errno;
-		else if (S_ISREG(st.st_mode))
-			err = walk_seg(&w, names[i], fd, (uint64_t)st.st_size);
+		else if (S_ISREG(st.st_mode) && !spool_seg_parse(names[i], &w->seg))
+			err = walk_seg(w, names[i], fd, (uint64_t)st.st_size);
 		close(fd);
 	}
-	free(w.rd.win);
-	buf_free(&w.env);
-	buf_free(&w.rcpts);
-	buf_free(&w.body);
-out_names:
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-out_dir:
+	w->done = NULL;
+	if (n > 0)
+		free_names(names, n);
+	done_free(&ds);
+	walker_fini(w);
 	closedir(d);
+	return err;
+}
+
+int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg)
+{
+	struct spool_walker w = {.with_body = with_body, .fn = fn, .arg = arg};
+
+	return walk_dir(dir, &w);
+}
+
+/* Recovery. */
+
+/* Checks for a sound record at <at> of a segment of <size> bytes, reading
+ * through <buf> (<cap> bytes). Returns 1 if there is one, 0 if not, or
+ * -errno. */
+static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, size_t cap)
+{
+	unsigned char h[SPOOL_HDR_LEN];
+	uint64_t left, pos, body_len;
+	uint32_t env_len, want, crc;
+	size_t k;
+	int err;
+
+	if (size - at < SPOOL_HDR_LEN)
+		return 0;
+	err = pread_full(fd, h, sizeof(h), at);
+	if (err)
+		return err == -ENODATA ? 0 : err;
+	env_len = get_le32(h + HDR_ENV_LEN);
+	body_len = get_le64(h + HDR_BODY_LEN);
+	if (get_le32(h + HDR_MAGIC) != SPOOL_MAGIC || get_le32(h + HDR_VERSION) != SPOOL_VERSION ||
+	    env_len > SPOOL_ENV_MAX || body_len > SPOOL_BODY_MAX ||
+	    SPOOL_HDR_LEN + env_len + body_len > size - at)
+		return 0;
+	want = get_le32(h + HDR_CRC);
+	put_le32(h + HDR_CRC, 0);
+	crc = crc32c(0, h, sizeof(h));
+	pos = at + SPOOL_HDR_LEN;
+	for (left = env_len + body_len; left; left -= k, pos += k) {
+		k = left < cap ? (size_t)left : cap;
+		err = pread_full(fd, buf, k, pos);
+		if (err)
+			return err == -ENODATA ? 0 : err;
+		crc = crc32c(crc, buf, k);
+	}
+	return crc == want;
+}
+
+#define SCAN_WIN (1024u * 1024) /* tail scan window */
+
+/* Looks for a sound record that starts in (<from>, <size>) of segment <fd>:
+ * the sign that the bad record at <from> is damage in the middle, not a
+ * torn tail. Returns 1 and sets *<at>, 0 if there is none, or -errno. */
+static int find_sound_after(int fd, uint64_t from, uint64_t size, uint64_t *at)
+{
+	static const unsigned char magic[4] = {'R', 'M', 'X', 'R'};
+	unsigned char *win, *crcbuf, *p, *q;
+	uint64_t pos = from + 1;
+	size_t k;
+	int ret = 0;
+
+	win = malloc(SCAN_WIN);
+	crcbuf = malloc(64 * 1024);
+	if (!win || !crcbuf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	while (!ret && pos < size && size - pos >= SPOOL_HDR_LEN) {
+		k = size - pos < SCAN_WIN ? (size_t)(size - pos) : SCAN_WIN;
+		ret = pread_full(fd, win, k, pos);
+		if (ret)
+			break;
+		for (p = win; !ret && (q = memmem(p, k - (size_t)(p - win), magic, 4)); p = q + 1) {
+			ret = rec_sound_at(fd, pos + (uint64_t)(q - win), size, crcbuf, 64 * 1024);
+			if (ret == 1)
+				*at = pos + (uint64_t)(q - win);
+		}
+		/* The next window overlaps by 3 bytes: a magic across the
+		 * boundary is found there. */
+		if (k <= 3)
+			break;
+		pos += k - 3;
+	}
+out:
+	free(win);
+	free(crcbuf);
+	return ret;
+}
+
+/* Copies [<from>, <size>) of segment <fd> (named <name>) to a new file
+ * "<name>.damaged" (".damaged.1", ... if taken) and makes it durable.
+ * Writes the chosen name into <aside>. Returns 0 or -errno. */
+static int set_aside(int dfd, int fd, const char *name, uint64_t from, uint64_t size, char *aside,
+                     size_t len)
+{
+	char tmp[PATH_MAX];
+	unsigned char *buf;
+	uint64_t pos;
+	size_t k;
+	int out, err = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.damaged.tmp", name);
+	buf = malloc(SCAN_WIN);
+	if (!buf)
+		return -ENOMEM;
+	out = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (out < 0) {
+		err = -errno;
+		goto out_buf;
+	}
+	for (pos = from; !err && pos < size; pos += k) {
+		k = size - pos < SCAN_WIN ? (size_t)(size - pos) : SCAN_WIN;
+		err = pread_full(fd, buf, k, pos);
+		if (!err)
+			err = write_full(out, buf, k);
+	}
+	if (!err && fsync(out) < 0)
+		err = -errno;
+	close(out);
+	/* link(2), not rename(2): an earlier copy under the name is kept. */
+	for (unsigned i = 0; !err; i++) {
+		if (i)
+			snprintf(aside, len, "%s.damaged.%u", name, i);
+		else
+			snprintf(aside, len, "%s.damaged", name);
+		if (!linkat(dfd, tmp, dfd, aside, 0))
+			break;
+		if (errno != EEXIST || i == 999)
+			err = -errno;
+	}
+	unlinkat(dfd, tmp, 0);
+	if (!err && fsync(dfd) < 0)
+		err = -errno;
+out_buf:
+	free(buf);
+	return err;
+}
+
+/* The state of one recovery. */
+struct recovery {
+	struct spool_walker w;
+	struct done_set done;
+	struct spool_recovery r;
+	DIR *d;
+	struct spool_seg_id *gone; /* segments deleted */
+	size_t ngone, capgone;
+};
+
+static int note_gone(struct recovery *rc, const struct spool_seg_id *id)
+{
+	struct spool_seg_id *v;
+
+	if (rc->ngone == rc->capgone) {
+		rc->capgone = rc->capgone ? rc->capgone * 2 : 16;
+		v = realloc(rc->gone, rc->capgone * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		rc->gone = v;
+	}
+	rc->gone[rc->ngone++] = *id;
+	return 0;
+}
+
+/* Recovers segment <name>: walk, set aside and cut the tail, delete when
+ * nothing in it is pending. Returns 0, the visitor's value or -errno. */
+static int recover_seg(struct recovery *rc, const char *name)
+{
+	struct spool_walker *w = &rc->w;
+	int dfd = dirfd(rc->d), fd, err, found;
+	char aside[PATH_MAX];
+	uint64_t size, at = 0;
+	struct stat st;
+	bool empty;
+
+	if (spool_seg_parse(name, &w->seg))
+		return 0;
+	fd = openat(dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = 0;
+	if (!S_ISREG(st.st_mode)) {
+		LOGW("spool: %s: not a regular file, left alone", name);
+		goto out;
+	}
+	size = (uint64_t)st.st_size;
+	err = walk_seg(w, name, fd, size);
+	if (err)
+		goto out;
+	rc->r.segments++;
+	rc->r.records += w->nrec;
+	rc->r.done += w->ndone;
+	rc->r.pending += w->nrec - w->ndone;
+	rc->r.unreadable += w->nunreadable;
+	empty = w->nrec == w->ndone && !w->nunreadable;
+
+	if (w->good < size) {
+		/* Never destroy what may be data: if a sound record follows
+		 * the bad one, the whole tail goes to a file of its own for an
+		 * operator before the segment is cut. */
+		found = find_sound_after(fd, w->good, size, &at);
+		if (found < 0) {
+			err = found;
+			goto out;
+		}
+		if (found) {
+			err = set_aside(dfd, fd, name, w->good, size, aside, sizeof(aside));
+			if (err) {
+				LOGE("spool: %s: cannot set aside its damaged tail: %s", name,
+				     strerror(-err));
+				goto out;
+			}
+			LOGE("spool: %s: bad record at offset %" PRIu64
+			     " with a sound one at %" PRIu64 " after it: %" PRIu64
+			     " bytes copied to %s for inspection",
+			     name, w->good, at, size - w->good, aside);
+			rc->r.damaged++;
+		}
+		if (!empty) {
+			if (ftruncate(fd, (off_t)w->good) < 0 || fsync(fd) < 0) {
+				err = -errno;
+				goto out;
+			}
+		}
+		LOGW("spool: %s: torn tail at offset %" PRIu64 ": %" PRIu64 " bytes cut", name,
+		     w->good, size - w->good);
+		rc->r.torn++;
+		rc->r.bytes_cut += size - w->good;
+	}
+	if (empty) {
+		/* Every message in it is done (or there is none): the
+		 * directory fsync that makes this durable comes once, after
+		 * the last segment, and before any done record is dropped. */
+		if (unlinkat(dfd, name, 0) < 0) {
+			err = -errno;
+			goto out;
+		}
+		err = note_gone(rc, &w->seg);
+		rc->r.deleted++;
+		LOGD("spool: %s: all %lu messages done, deleted", name, w->ndone);
+	}
+out:
+	close(fd);
+	return err;
+}
+
+/* Replaces the done logs by one holding only the records still needed
+ * (their message is in a segment that stays), when any record is not. */
+static int done_compact(struct recovery *rc, uint64_t start_id)
+{
+	struct done_set *s = &rc->done;
+	int dfd = dirfd(rc->d), fd = -1, err = 0;
+	unsigned long kept = 0;
+	char name[64], tmp[80];
+	unsigned char *out = NULL, *p;
+	bool keep;
+
+	if (rc->ngone)
+		qsort(rc->gone, rc->ngone, sizeof(*rc->gone), seg_id_cmp);
+	for (size_t i = 0; i < s->cap; i++) {
+		struct done_ent *e = &s->v[i];
+
+		if (!e->used)
+			continue;
+		keep = e->matched && !(rc->ngone && bsearch(&e->d.seg, rc->gone, rc->ngone,
+		                                            sizeof(*rc->gone), seg_id_cmp));
+		e->matched = keep;
+		kept += keep;
+	}
+	rc->r.done_logs = s->nlogs;
+	rc->r.done_kept = kept;
+	rc->r.done_dropped = (unsigned long)(s->n - kept) + s->dups;
+	if (!rc->r.done_dropped && !s->bad_bytes && s->nlogs <= 1)
+		return 0;
+
+	done_recovered_name(name, sizeof(name), start_id);
+	if (kept) {
+		/* New log first, durable, then the old ones go: a crash in
+		 * between leaves duplicates, which the next recovery drops. */
+		snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+		out = malloc(kept * SPOOL_DONE_LEN);
+		if (!out)
+			return -ENOMEM;
+		p = out;
+		for (size_t i = 0; i < s->cap; i++) {
+			if (!s->v[i].used || !s->v[i].matched)
+				continue;
+			spool_done_encode(p, &s->v[i].d);
+			p += SPOOL_DONE_LEN;
+		}
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+		if (fd < 0) {
+			err = -errno;
+			goto out;
+		}
+		err = write_full(fd, out, (size_t)(p - out));
+		if (!err && fsync(fd) < 0)
+			err = -errno;
+		close(fd);
+		if (!err && renameat(dfd, tmp, dfd, name) < 0)
+			err = -errno;
+		if (err) {
+			unlinkat(dfd, tmp, 0);
+			goto out;
+		}
+		if (fsync(dfd) < 0) {
+			err = -errno;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < s->nlogs; i++) {
+		if (kept && !strcmp(s->logs[i], name))
+			continue;
+		if (unlinkat(dfd, s->logs[i], 0) < 0 && errno != ENOENT) {
+			err = -errno;
+			goto out;
+		}
+	}
+	if (fsync(dfd) < 0)
+		err = -errno;
+	rc->r.compacted = !err;
+	LOGI("spool: done logs: %zu compacted into %s, %lu records kept, %lu dropped", s->nlogs,
+	     kept ? name : "none", kept, rc->r.done_dropped);
+out:
+	free(out);
+	return err;
+}
+
+/* Leftovers of a recovery that crashed: copies not yet linked, logs not
+ * yet renamed. */
+static bool is_stale_tmp(const char *s)
+{
+	size_t n = strlen(s);
+
+	return (!strncmp(s, "done-", 5) && n > 8 && !strcmp(s + n - 8, ".rmx.tmp")) ||
+	       (!strncmp(s, "seg-", 4) && n > 16 && !strcmp(s + n - 16, ".rmx.damaged.tmp"));
+}
+
+int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *arg,
+                  struct spool_recovery *out)
+{
+	struct recovery rc = {.w = {.fn = fn, .arg = arg, .quiet = true}};
+	char **names = NULL;
+	int n = 0, i, err;
+
+	rc.d = opendir(dir);
+	if (!rc.d)
+		return -errno;
+	n = list_names(rc.d, is_stale_tmp, &names);
+	if (n < 0) {
+		err = n;
+		goto out_dir;
+	}
+	for (i = 0; i < n; i++)
+		unlinkat(dirfd(rc.d), names[i], 0);
+	free_names(names, n);
+	names = NULL;
+
+	err = walker_init(&rc.w);
+	if (!err)
+		err = done_load(rc.d, &rc.done);
+	if (err)
+		goto out;
+	rc.w.done = &rc.done;
+	n = list_names(rc.d, is_seg_name, &names);
+	if (n < 0) {
+		err = n;
+		goto out;
+	}
+	for (i = 0; i < n && !err; i++)
+		err = recover_seg(&rc, names[i]);
+	free_names(names, n);
+	if (!err && rc.r.deleted && fsync(dirfd(rc.d)) < 0)
+		err = -errno;
+	if (!err)
+		err = done_compact(&rc, start_id);
+	if (!err)
+		LOGI("spool: recovered %lu segments: %lu messages pending, %lu done, %lu segments "
+		     "deleted, %lu torn tails (%" PRIu64 " bytes) cut, %lu damaged",
+		     rc.r.segments, rc.r.pending, rc.r.done, rc.r.deleted, rc.r.torn,
+		     rc.r.bytes_cut, rc.r.damaged);
+out:
+	if (out)
+		*out = rc.r;
+	free(rc.gone);
+	done_free(&rc.done);
+	walker_fini(&rc.w);
+out_dir:
+	closedir(rc.d);
 	return err;
 }
 
@@ -527,7 +1351,7 @@ struct spool_lister {
 	FILE *out;
 	time_t now;
 	unsigned long count;
-	bool count_only;
+	unsigned flags;
 };
 
 /* Writes <age> seconds the way mailq users read it: 42s, 5m, 3h, 2d. */
@@ -545,13 +1369,28 @@ static void put_age(FILE *out, long long age)
 		fprintf(out, "%lldd", age / 86400);
 }
 
+static const char *state_name(enum spool_state s)
+{
+	switch (s) {
+	case SPOOL_PENDING:
+		return "pending";
+	case SPOOL_DELIVERED:
+		return "delivered";
+	case SPOOL_BOUNCED:
+		return "bounced";
+	case SPOOL_DELETED:
+		return "deleted";
+	}
+	return "unknown";
+}
+
 static int list_one(void *arg, const struct spool_msg *m)
 {
 	struct spool_lister *l = arg;
 	const char *r = m->rcpts;
 
 	l->count++;
-	if (l->count_only)
+	if (l->flags & SPOOL_LIST_COUNT)
 		return 0;
 	/* One message per line, single spaces, a fixed number of fields, so
 	 * that grep, cut and awk work on it. */
@@ -562,19 +1401,26 @@ static int list_one(void *arg, const struct spool_msg *m)
 		fputc('-', l->out);
 	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1)
 		fprintf(l->out, "%s%s", i ? "," : "", r);
+	if (l->flags & SPOOL_LIST_ALL)
+		fprintf(l->out, " %s", state_name(m->state));
 	fputc('\n', l->out);
 	return 0;
 }
 
-int spool_list(const char *dir, bool count_only, FILE *out, time_t now)
+int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
 {
-	struct spool_lister l = {.out = out, .now = now, .count_only = count_only};
+	struct spool_lister l = {.out = out, .now = now, .flags = flags};
+	struct spool_walker w = {
+	    .all = flags & SPOOL_LIST_ALL,
+	    .fn = list_one,
+	    .arg = &l,
+	};
 	int err;
 
-	err = spool_walk(dir, false, list_one, &l);
+	err = walk_dir(dir, &w);
 	if (err)
 		return err;
-	if (count_only)
+	if (flags & SPOOL_LIST_COUNT)
 		fprintf(out, "%lu\n", l.count);
 	if (fflush(out) == EOF || ferror(out))
 		return -EIO;

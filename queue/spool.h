@@ -1,4 +1,5 @@
-/* spool: the on-disk format of accepted messages, and reading it back.
+/* spool: the on-disk format of accepted messages, reading it back, the
+ * done log and recovery at start-up.
  *
  * Each worker appends records to its own segment file in the spool
  * directory ("seg-<start>-<worker>-<seq>.rmx"); io/ writes them through its
@@ -11,7 +12,11 @@
  * crc32c covers the header (with the crc field taken as 0), the envelope and
  * the body, so a torn or partial record is recognised and never read as a
  * message. Readers stop at the first bad record of a segment (a torn tail).
- * queue/ may include core/ only. */
+ *
+ * A message leaves the queue by a done record (64 bytes, fixed size) in a
+ * done log ("done-<start>-<worker>.rmx"); readers hide done messages, and
+ * spool_recover() deletes segments whose records are all done. Formats and
+ * rules: docs/spool.md. queue/ may include core/ only. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
@@ -24,12 +29,36 @@
 
 #include "core/buf.h"
 
-#define SPOOL_MAGIC   0x52584d52u /* "RMXR" little-endian */
-#define SPOOL_VERSION 1u
-#define SPOOL_HDR_LEN 32u /* sizeof(struct spool_rec_hdr) on disk */
-#define SPOOL_ENV_MAX (1u << 20) /* envelope bytes per record, at most */
+#define SPOOL_MAGIC    0x52584d52u /* "RMXR" little-endian */
+#define SPOOL_VERSION  1u
+#define SPOOL_HDR_LEN  32u          /* sizeof(struct spool_rec_hdr) on disk */
+#define SPOOL_ENV_MAX  (1u << 20)   /* envelope bytes per record, at most */
 #define SPOOL_BODY_MAX (1ull << 30) /* body bytes per record, at most */
-#define SPOOL_QID_MAX 31u /* queue id length, at most (spool_msg.qid holds it) */
+#define SPOOL_QID_MAX  31u          /* queue id length, at most (spool_msg.qid holds it) */
+
+#define SPOOL_DONE_MAGIC   0x44584d52u /* "RMXD" little-endian */
+#define SPOOL_DONE_VERSION 1u
+#define SPOOL_DONE_LEN     64u /* one done record on disk */
+
+/* What became of a message; 0 (SPOOL_PENDING) means nothing yet. */
+enum spool_state {
+	SPOOL_PENDING = 0,
+	SPOOL_DELIVERED = 1, /* accepted by the next hop */
+	SPOOL_BOUNCED = 2,   /* failed for good; a DSN went out (or none was due) */
+	SPOOL_DELETED = 3,   /* removed by an operator */
+};
+
+/* spool_list() flags. */
+#define SPOOL_LIST_COUNT 0x1u /* print only the number of messages */
+#define SPOOL_LIST_ALL   0x2u /* done messages too, each line ending with its state */
+
+/* A segment named by spool_seg_name(): the gateway start that wrote it, the
+ * worker and the segment's number within that worker and start. */
+struct spool_seg_id {
+	uint64_t start;
+	uint32_t worker; /* < 65536 (16 bits in a done record) */
+	uint32_t seq;
+};
 
 struct spool_rec_hdr {
 	uint32_t magic;
@@ -46,8 +75,8 @@ struct spool_env {
 	time_t arrival;     /* seconds since the epoch */
 	const char *client; /* peer address */
 	const char *helo;
-	const char *from;   /* "" = null sender */
-	const char *rcpts;  /* <nrcpt> NUL-terminated strings back to back */
+	const char *from;  /* "" = null sender */
+	const char *rcpts; /* <nrcpt> NUL-terminated strings back to back */
 	unsigned nrcpt;
 	bool body_8bit;
 	bool smtputf8;
@@ -62,11 +91,42 @@ struct spool_msg {
 	const char *rcpts;                /* nrcpt strings back to back */
 	unsigned nrcpt;
 	uint64_t body_len;
-	const char *body; /* NULL unless the visitor asked for bodies */
-	const char *segment; /* file name of the segment */
-	uint64_t offset;  /* of the record in the segment */
-	bool body_8bit;   /* envelope said BODY=8BITMIME */
-	bool smtputf8;    /* envelope said SMTPUTF8 */
+	const char *body;        /* NULL unless the visitor asked for bodies */
+	const char *segment;     /* file name of the segment */
+	uint64_t offset;         /* of the record in the segment */
+	bool body_8bit;          /* envelope said BODY=8BITMIME */
+	bool smtputf8;           /* envelope said SMTPUTF8 */
+	struct spool_seg_id seg; /* the segment, by number */
+	uint64_t rec_len;        /* the record is [offset, offset + rec_len) */
+	enum spool_state state;  /* SPOOL_PENDING unless a done record names it */
+};
+
+/* One done record: the message is named by queue id, segment and offset,
+ * so that a queue id seen twice (another start) can never hide the wrong
+ * message. */
+struct spool_done {
+	char qid[32]; /* NUL-terminated, at most SPOOL_QID_MAX characters */
+	struct spool_seg_id seg;
+	uint64_t offset;
+	enum spool_state result; /* SPOOL_DELIVERED, SPOOL_BOUNCED or SPOOL_DELETED */
+};
+
+/* What spool_recover() found and did. */
+struct spool_recovery {
+	unsigned long segments;     /* segment files scanned */
+	unsigned long records;      /* valid records (after cutting) */
+	unsigned long done;         /* of them, named by a done record */
+	unsigned long pending;      /* of them, not done: handed to the visitor */
+	unsigned long unreadable;   /* sound frame, unreadable envelope: kept, never delivered */
+	unsigned long torn;         /* segments whose tail was cut */
+	uint64_t bytes_cut;         /* bytes cut from those tails */
+	unsigned long damaged;      /* of the torn, tails with a valid record after the bad one:
+	                             * copied to "<segment>.damaged[.N]" before the cut */
+	unsigned long deleted;      /* segments removed: every record done (or none left) */
+	unsigned long done_logs;    /* done logs read */
+	unsigned long done_kept;    /* done records still needed (written to the compacted log) */
+	unsigned long done_dropped; /* done records dropped: their record is gone, duplicates */
+	bool compacted;             /* the done logs were replaced by one */
 };
 
 /* CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it. <crc> is the
@@ -84,24 +144,69 @@ bool crc32c_hw_available(void);
  * writes <out> followed by the body iovecs, in one writev. Returns 0 or
  * -ENOMEM / -EINVAL. Any thread. */
 int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iovec *body,
-		    unsigned nbody);
+                    unsigned nbody);
 
 /* Segment file name for <start_id> (unique per gateway start), <worker> and
  * <seq>, written into <name> (at least 64 bytes). */
 void spool_seg_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq);
 
+/* Parses a segment file name as spool_seg_name() writes it (exactly: any
+ * other spelling is not a segment). Returns 0 or -EINVAL. */
+int spool_seg_parse(const char *name, struct spool_seg_id *id);
+
+/* Done log file name for <start_id> and <worker>, written into <name> (at
+ * least 64 bytes): "done-<start>-<worker>.rmx". A tool that writes done
+ * records uses its own start id (a CLOCK_REALTIME nanosecond stamp) so that
+ * it never shares a file with a gateway. */
+void spool_done_name(char *name, size_t len, uint64_t start_id, unsigned worker);
+
+/* Encodes <d> into the SPOOL_DONE_LEN bytes at <buf> (any alignment), for
+ * io/ to write through its ring. Returns 0 or -EINVAL (empty or long qid,
+ * bad result, worker >= 65536). Any thread. */
+int spool_done_encode(void *buf, const struct spool_done *d);
+
+/* Decodes the SPOOL_DONE_LEN bytes at <buf>. Returns 0, or -EINVAL when
+ * they are not a done record (magic, version, crc, content). */
+int spool_done_decode(const void *buf, struct spool_done *d);
+
+/* Appends <d> to the done log open at <fd> (O_WRONLY | O_APPEND) and
+ * fdatasyncs it: the message is done once this returns 0. Returns 0 or
+ * -errno (-EIO for a short write; readers skip the torn piece). For
+ * synchronous writers: tools, tests. Any thread. */
+int spool_done_append_fd(int fd, const struct spool_done *d);
+
 typedef int (*spool_visit_fn)(void *arg, const struct spool_msg *m);
 
 /* Reads every valid record of every segment in <dir> (segments in name
- * order, records in file order) and calls <fn> for each; a non-zero return
- * from <fn> stops the walk and is returned. <with_body>: also read bodies.
- * Returns 0, the visitor's value or -errno. Safe while the gateway runs
- * (appends in progress look like torn tails and are skipped). */
+ * order, records in file order) and calls <fn> for each that no done
+ * record names; a non-zero return from <fn> stops the walk and is
+ * returned. <with_body>: also read bodies. Returns 0, the visitor's value
+ * or -errno. Safe while the gateway runs (appends in progress look like
+ * torn tails and are skipped). */
 int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg);
 
-/* `ringmx queue`: prints one line per message (queue id, size, sender,
- * recipients, age) to <out>, or only their number when <count_only>.
- * <now> gives the ages. Returns 0 or -errno. */
-int spool_list(const char *dir, bool count_only, FILE *out, time_t now);
+/* Recovery at start-up: makes <dir> consistent and hands every pending
+ * message to <fn> (may be NULL; no bodies: m->offset and m->rec_len say
+ * where the record lies). Per segment, in name order: the tail after the
+ * last valid record is cut (ftruncate + fsync; a tail holding a valid
+ * record after the bad one is first copied to "<segment>.damaged"); a
+ * segment with no pending and no unreadable record is unlinked. Then the
+ * done logs are compacted into "done-<start_id>-recovered.rmx" when any of
+ * their records is no longer needed. Fills <out> (may be NULL). A non-zero
+ * return from <fn> stops the recovery and is returned; a later call picks
+ * up from scratch. Returns 0, the visitor's value or -errno.
+ *
+ * Precondition: nothing writes to <dir> meanwhile: no worker of this
+ * gateway has started and no other gateway uses <dir> (every segment and
+ * done log belongs to a previous run). Main thread, at start-up. */
+int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *arg,
+                  struct spool_recovery *out);
+
+/* `ringmx queue`: prints one line per pending message (queue id, size,
+ * sender, age, recipients) to <out>; SPOOL_LIST_ALL: done ones too, each
+ * line then ending with a sixth field, the state (pending, delivered,
+ * bounced, deleted); SPOOL_LIST_COUNT: only their number. <now> gives the
+ * ages. Returns 0 or -errno. */
+int spool_list(const char *dir, unsigned flags, FILE *out, time_t now);
 
 #endif

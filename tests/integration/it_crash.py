@@ -8,6 +8,7 @@ completely sent (nothing half-written counts as a message).
 env: CRASH_SEED (default 20261125), CRASH_ROUNDS (default 20)."""
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -105,7 +106,7 @@ def verify(spool, st, label):
 
 def start(spool, port, logf):
     p = subprocess.Popen([RINGMX, "--listen", f"127.0.0.1:{port}", "--spool", spool,
-                          "--threads", "2", "--domains", "example.com", "--log-level", "warn",
+                          "--threads", "2", "--domains", "example.com", "--log-level", "info",
                           "--segment-size", "256k"],
                          stdout=logf, stderr=subprocess.STDOUT)
     deadline = time.time() + 10
@@ -146,13 +147,17 @@ def test_kill_9_loses_nothing():
                 t.join(10)
         p = start(spool, port, logf)
         n, unacked = verify(spool, st, "final")
+        logf.flush()
+        log = open(os.path.join(tmp, "log"), "rb").read().decode("utf-8", "replace")
+        torn = sum(int(m) for m in re.findall(r"(\d+) torn tails cut", log))
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         logf.close()
         print(f"seed {SEED}: {ROUNDS} SIGKILLs; {st.sent} messages completely sent, "
               f"{len(st.acked)} acknowledged, all {len(st.acked)} present and intact; "
               f"{n} in the spool, of which {unacked} were written but their 250 was lost "
-              f"to the kill (the sender would retry: a possible duplicate, never a loss)")
+              f"to the kill (the sender would retry: a possible duplicate, never a loss); "
+              f"recovery cut {torn} torn tails")
         assert len(st.acked) > ROUNDS, "the load was too light to mean anything"
 
 

@@ -1,5 +1,7 @@
 /* spool_test: crc32c (both paths), the record format, segment walking
- * (order, torn tails, corruption) and the `ringmx queue` listing. Segments
+ * (order, torn tails, corruption), the done log, recovery at start-up
+ * (torn and damaged tails, deletion, compaction) and the `ringmx queue`
+ * listing. Segments
  * are written the way io/ writes them: header and envelope from
  * spool_rec_build(), then the body iovecs, in one writev. */
 #include "queue/spool.h"
@@ -668,14 +670,14 @@ Test(spool, rec_build_rejects_bad_qid_and_oversized_envelope)
 
 /* Listing. */
 
-static char *list(const char *dir, bool count_only, time_t now, int *ret)
+static char *list(const char *dir, unsigned flags, time_t now, int *ret)
 {
 	char *s = NULL;
 	size_t n = 0;
 	FILE *f = open_memstream(&s, &n);
 
 	cr_assert_not_null(f);
-	*ret = spool_list(dir, count_only, f, now);
+	*ret = spool_list(dir, flags, f, now);
 	fclose(f);
 	return s;
 }
@@ -708,7 +710,7 @@ Test(spool, list_prints_one_grep_friendly_line_per_message)
 	seg_append(fd, &e, NULL, 0);
 	close(fd);
 
-	s = list(dir, false, now, &ret);
+	s = list(dir, 0, now, &ret);
 	cr_assert_eq(ret, 0);
 	cr_expect_str_eq(s, "AAA 53 alice@example.net 3s bob@example.org,carol@example.org\n"
 	                    "BBB 0 <> 5m x@y\n"
@@ -716,7 +718,7 @@ Test(spool, list_prints_one_grep_friendly_line_per_message)
 	                    "DDD 0 <> 3d -\n"
 	                    "EEE 0 <> 0s x@y\n");
 	free(s);
-	s = list(dir, true, now, &ret);
+	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
 	cr_assert_eq(ret, 0);
 	cr_expect_str_eq(s, "5\n");
 	free(s);
@@ -731,11 +733,11 @@ Test(spool, empty_dir_has_no_messages)
 
 	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
 	cr_assert_eq(l.n, 0);
-	s = list(dir, true, 0, &ret);
+	s = list(dir, SPOOL_LIST_COUNT, 0, &ret);
 	cr_assert_eq(ret, 0);
 	cr_expect_str_eq(s, "0\n");
 	free(s);
-	s = list(dir, false, 0, &ret);
+	s = list(dir, 0, 0, &ret);
 	cr_assert_eq(ret, 0);
 	cr_expect_str_eq(s, "");
 	free(s);
@@ -773,8 +775,597 @@ Test(spool, missing_dir_is_enoent)
 	int ret;
 
 	cr_assert_eq(spool_walk("/nonexistent/ringmx-spool", false, collect, &l), -ENOENT);
-	s = list("/nonexistent/ringmx-spool", false, 0, &ret);
+	s = list("/nonexistent/ringmx-spool", 0, 0, &ret);
 	cr_assert_eq(ret, -ENOENT);
 	cr_expect_str_eq(s, "");
 	free(s);
+}
+
+/* Segment names and done records. */
+
+Test(spool, seg_parse_accepts_only_the_seg_name_spelling)
+{
+	static const char *const bad[] = {
+	    "seg-0000000000001234-03-42.rmx",      /* seq too short */
+	    "seg-0000000000001234-3-000042.rmx",   /* worker too short */
+	    "seg-000000000000123-03-000042.rmx",   /* start too short */
+	    "seg-000000000000ABCD-03-000042.rmx",  /* upper case */
+	    "seg-0000000000001234-003-000042.rmx", /* not canonical */
+	    "seg-0000000000001234-03-000042.rmx.damaged",
+	    "seg-0000000000001234-03-000042.tmp",
+	    "seg-0000000000001234-65536-000042.rmx", /* worker over 16 bits */
+	    "seg-0000000000001234-03-4294967296.rmx",
+	    "seg-0000000000001234-03--00042.rmx",
+	    "done-0000000000001234-03.rmx",
+	    "",
+	};
+	struct spool_seg_id id;
+	char name[64];
+
+	spool_seg_name(name, sizeof(name), 0xfedcba9876543210ull, 65535, 4294967295u);
+	cr_assert_eq(spool_seg_parse(name, &id), 0, "%s", name);
+	cr_expect_eq(id.start, 0xfedcba9876543210ull);
+	cr_expect_eq(id.worker, 65535);
+	cr_expect_eq(id.seq, 4294967295u);
+	spool_seg_name(name, sizeof(name), 0x1234, 3, 42);
+	cr_assert_eq(spool_seg_parse(name, &id), 0);
+	cr_expect_eq(id.start, 0x1234);
+	cr_expect_eq(id.worker, 3);
+	cr_expect_eq(id.seq, 42);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect_eq(spool_seg_parse(bad[i], &id), -EINVAL, "%s", bad[i]);
+}
+
+static struct spool_done done_of(const char *qid, const char *seg, uint64_t off,
+                                 enum spool_state result)
+{
+	struct spool_done d = {.offset = off, .result = result};
+
+	cr_assert_lt(strlen(qid), sizeof(d.qid));
+	strcpy(d.qid, qid);
+	cr_assert_eq(spool_seg_parse(seg, &d.seg), 0, "%s", seg);
+	return d;
+}
+
+Test(spool, done_record_roundtrips_and_any_flipped_bit_is_refused)
+{
+	struct spool_done d = done_of("0123456789012345678901234567890", /* 31 */
+	                              "seg-00000000000000ff-07-000009.rmx", 123456789012ull,
+	                              SPOOL_BOUNCED),
+	                  back;
+	unsigned char r[SPOOL_DONE_LEN + 1];
+
+	cr_assert_eq(spool_done_encode(r + 1, &d), 0); /* unaligned on purpose */
+	cr_expect_eq(memcmp(r + 1, "RMXD", 4), 0);
+	cr_expect_eq(memcmp(r + 1 + 32, d.qid, 31), 0);
+	cr_expect_eq(r[1 + 63], 0);
+	cr_assert_eq(spool_done_decode(r + 1, &back), 0);
+	cr_expect_str_eq(back.qid, d.qid);
+	cr_expect_eq(back.seg.start, 0xff);
+	cr_expect_eq(back.seg.worker, 7);
+	cr_expect_eq(back.seg.seq, 9);
+	cr_expect_eq(back.offset, 123456789012ull);
+	cr_expect_eq(back.result, SPOOL_BOUNCED);
+	for (unsigned i = 0; i < SPOOL_DONE_LEN * 8; i++) {
+		r[1 + i / 8] ^= (unsigned char)(1u << (i % 8));
+		cr_expect_eq(spool_done_decode(r + 1, &back), -EINVAL, "bit %u", i);
+		r[1 + i / 8] ^= (unsigned char)(1u << (i % 8));
+	}
+
+	d.result = SPOOL_PENDING;
+	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
+	d.result = 4;
+	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
+	d.result = SPOOL_DELETED;
+	d.seg.worker = 65536;
+	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
+	d.seg.worker = 1;
+	memset(d.qid, 'a', sizeof(d.qid)); /* 32, no NUL */
+	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
+	d.qid[0] = '\0';
+	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
+}
+
+/* Helpers for the done log and recovery. */
+
+#define SEG0 "seg-0000000000000001-00-000000.rmx" /* three_and_one's first segment */
+#define SEG1 "seg-0000000000000001-00-000001.rmx" /* and its second */
+
+/* Appends a done record to the done log of (<start>, <worker>) in <dir>. */
+static void mark_done(const char *dir, uint64_t start, unsigned worker, const char *qid,
+                      const char *seg, uint64_t off, enum spool_state result)
+{
+	struct spool_done d = done_of(qid, seg, off, result);
+	char name[64];
+	int fd;
+
+	spool_done_name(name, sizeof(name), start, worker);
+	fd = seg_open(dir, name);
+	cr_assert_eq(spool_done_append_fd(fd, &d), 0);
+	close(fd);
+}
+
+/* The size of <dir>/<name>, or -1 when it does not exist. */
+static off_t fsize(const char *dir, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) < 0) {
+		cr_assert_eq(errno, ENOENT);
+		return -1;
+	}
+	return st.st_size;
+}
+
+/* The number of entries of <dir> whose name starts with <prefix>. */
+static unsigned count_files(const char *dir, const char *prefix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	unsigned n = 0;
+
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		n += !strncmp(de->d_name, prefix, strlen(prefix));
+	closedir(d);
+	return n;
+}
+
+static void append_bytes(const char *dir, const char *name, const void *p, size_t n)
+{
+	int fd = seg_open(dir, name);
+
+	cr_assert_eq(write(fd, p, n), (ssize_t)n);
+	close(fd);
+}
+
+static void read_bytes(const char *dir, const char *name, void *p, size_t n, off_t off)
+{
+	char path[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s", path);
+	cr_assert_eq(pread(fd, p, n, off), (ssize_t)n);
+	close(fd);
+}
+
+/* Recovery visitor: collects, and checks what every pending message must
+ * be. */
+static int collect_pending(void *arg, const struct spool_msg *m)
+{
+	cr_assert_eq(m->state, SPOOL_PENDING);
+	cr_assert_null(m->body);
+	cr_assert_geq(m->rec_len, SPOOL_HDR_LEN + m->body_len);
+	return collect(arg, m);
+}
+
+/* Recovery. */
+
+Test(spool, recover_cuts_a_torn_tail_at_every_offset_of_the_last_record)
+{
+	off_t off[3], len, cut;
+
+	for (cut = 1;; cut++) {
+		char *dir = tmp_dir();
+		struct got_list l = {0};
+		struct spool_recovery r;
+		int fd = three_and_one(dir, off, &len);
+
+		if (off[2] + cut >= len) {
+			close(fd);
+			rm_dir(dir);
+			break;
+		}
+		/* Any prefix of R2 may survive a crash. */
+		cr_assert_eq(ftruncate(fd, off[2] + cut), 0);
+		close(fd);
+		cr_assert_eq(spool_recover(dir, 99, collect_pending, &l, &r), 0);
+		cr_assert_eq(fsize(dir, SEG0), off[2], "cut %lld", (long long)cut);
+		cr_assert_eq(r.segments, 2);
+		cr_assert_eq(r.records, 3);
+		cr_assert_eq(r.pending, 3);
+		cr_assert_eq(r.done, 0);
+		cr_assert_eq(r.torn, 1);
+		cr_assert_eq(r.bytes_cut, (uint64_t)cut);
+		cr_assert_eq(r.damaged, 0);
+		cr_assert_eq(r.deleted, 0);
+		cr_assert_eq(l.n, 3);
+		cr_assert_str_eq(l.v[0].qid, "R0");
+		cr_assert_eq(l.v[0].offset, (uint64_t)off[0]);
+		cr_assert_str_eq(l.v[0].segment, SEG0);
+		cr_assert_str_eq(l.v[1].qid, "R1");
+		cr_assert_eq(l.v[1].offset, (uint64_t)off[1]);
+		cr_assert_str_eq(l.v[2].qid, "NEXT");
+		cr_assert_str_eq(l.v[2].segment, SEG1);
+		got_free(&l);
+
+		/* A second recovery finds nothing to do. */
+		cr_assert_eq(spool_recover(dir, 100, collect_pending, &l, &r), 0);
+		cr_assert_eq(fsize(dir, SEG0), off[2]);
+		cr_assert_eq(r.pending, 3);
+		cr_assert_eq(r.torn, 0);
+		cr_assert_eq(r.bytes_cut, 0);
+		cr_assert(!r.compacted);
+		cr_assert_eq(count_files(dir, ""), 4); /* ".", "..", two segments */
+		got_free(&l);
+		rm_dir(dir);
+	}
+	cr_assert_gt(cut, 100);
+}
+
+Test(spool, recover_reports_record_extents_that_read_back)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+	unsigned char h[SPOOL_HDR_LEN];
+
+	close(three_and_one(dir, off, &len));
+	cr_assert_eq(spool_recover(dir, 1, collect_pending, &l, &r), 0);
+	cr_assert_eq(l.n, 4);
+	cr_expect_eq(l.v[0].offset + (uint64_t)(off[1] - off[0]), l.v[1].offset);
+	for (unsigned i = 0; i < 3; i++) {
+		read_bytes(dir, SEG0, h, sizeof(h), (off_t)l.v[i].offset);
+		cr_expect_eq(memcmp(h, "RMXR", 4), 0);
+	}
+	/* rec_len covers the record exactly: the last one ends the file. */
+	cr_expect_eq(l.v[2].offset + (off[1] - off[0]), (uint64_t)len);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, recover_cuts_a_zero_filled_tail)
+{
+	static const char zeros[8192];
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	/* What ext4 may show after a crash: blocks allocated, never written. */
+	append_bytes(dir, SEG0, zeros, sizeof(zeros));
+	cr_assert_eq(spool_recover(dir, 1, collect_pending, &l, &r), 0);
+	cr_expect_eq(fsize(dir, SEG0), len);
+	cr_expect_eq(r.torn, 1);
+	cr_expect_eq(r.bytes_cut, sizeof(zeros));
+	cr_expect_eq(r.damaged, 0);
+	cr_expect_eq(r.pending, 4);
+	cr_expect_eq(count_files(dir, SEG0 ".damaged"), 0);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, recover_sets_a_damaged_middle_aside_before_cutting)
+{
+	char *dir = tmp_dir(), *orig;
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+	unsigned char c, *aside;
+	int fd = three_and_one(dir, off, &len);
+
+	/* R1 rots; R2 after it is sound: not a torn tail. */
+	orig = malloc((size_t)len);
+	aside = malloc((size_t)len);
+	cr_assert_eq(pread(fd, &c, 1, off[1] + 40), 1);
+	c ^= 1;
+	cr_assert_eq(pwrite(fd, &c, 1, off[1] + 40), 1);
+	cr_assert_eq(pread(fd, orig, (size_t)len, 0), len);
+	close(fd);
+
+	cr_assert_eq(spool_recover(dir, 1, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.damaged, 1);
+	cr_expect_eq(r.torn, 1);
+	cr_expect_eq(r.bytes_cut, (uint64_t)(len - off[1]));
+	cr_expect_eq(r.pending, 2);
+	cr_expect_eq(l.n, 2);
+	cr_expect_str_eq(l.v[0].qid, "R0");
+	cr_expect_str_eq(l.v[1].qid, "NEXT");
+	got_free(&l);
+	/* Nothing is lost: the segment keeps its sound head, and the tail
+	 * (bad R1, sound R2) is in the .damaged file, byte for byte. */
+	cr_expect_eq(fsize(dir, SEG0), off[1]);
+	cr_assert_eq(fsize(dir, SEG0 ".damaged"), len - off[1]);
+	read_bytes(dir, SEG0 ".damaged", aside, (size_t)(len - off[1]), 0);
+	cr_expect_eq(memcmp(aside, orig + off[1], (size_t)(len - off[1])), 0);
+	read_bytes(dir, SEG0, aside, (size_t)off[1], 0);
+	cr_expect_eq(memcmp(aside, orig, (size_t)off[1]), 0);
+
+	/* Set aside files are not segments, and a second recovery leaves
+	 * everything as it is. */
+	cr_assert_eq(spool_recover(dir, 2, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.pending, 2);
+	cr_expect_eq(r.torn, 0);
+	cr_expect_eq(r.damaged, 0);
+	cr_expect_eq(count_files(dir, SEG0 ".damaged"), 1);
+	got_free(&l);
+
+	/* A second damage later does not overwrite the first copy. */
+	fd = seg_open(dir, SEG0);
+	{
+		struct spool_env e = env_n("LATE");
+		char path[512];
+
+		seg_append(fd, &e, NULL, 0);
+		seg_append(fd, &e, NULL, 0);
+		close(fd);
+		/* Without O_APPEND: Linux pwrite() would append. */
+		snprintf(path, sizeof(path), "%s/%s", dir, SEG0);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	}
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, "Z", 1, off[1]), 1); /* LATE's magic */
+	close(fd);
+	cr_assert_eq(spool_recover(dir, 3, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.damaged, 1);
+	cr_expect_eq(fsize(dir, SEG0), off[1]);
+	cr_expect_eq(fsize(dir, SEG0 ".damaged"), len - off[1]);
+	cr_expect_gt(fsize(dir, SEG0 ".damaged.1"), 0);
+	got_free(&l);
+	free(orig);
+	free(aside);
+	rm_dir(dir);
+}
+
+Test(spool, done_records_hide_messages_from_walk_and_list)
+{
+	char *dir = tmp_dir(), *s;
+	struct got_list l = {0};
+	off_t off[3], len;
+	time_t now = 1700000000 + 60;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	mark_done(dir, 5, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	/* Near misses name no message: another offset, segment, queue id. */
+	mark_done(dir, 5, 1, "R2", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	mark_done(dir, 5, 1, "R0", SEG1, (uint64_t)off[0], SPOOL_DELIVERED);
+	mark_done(dir, 5, 1, "R00", SEG0, (uint64_t)off[0], SPOOL_DELIVERED);
+	mark_done(dir, 6, 0, "NEXT", SEG1, 0, SPOOL_BOUNCED);
+
+	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
+	cr_assert_eq(l.n, 2);
+	cr_expect_str_eq(l.v[0].qid, "R0");
+	cr_expect_str_eq(l.v[1].qid, "R2");
+	got_free(&l);
+
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "R0 53 alice@example.net 1m bob@example.org,carol@example.org\n"
+	                    "R2 53 alice@example.net 1m bob@example.org,carol@example.org\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(
+	    s, "R0 53 alice@example.net 1m bob@example.org,carol@example.org pending\n"
+	       "R1 53 alice@example.net 1m bob@example.org,carol@example.org delivered\n"
+	       "R2 53 alice@example.net 1m bob@example.org,carol@example.org pending\n"
+	       "NEXT 53 alice@example.net 1m bob@example.org,carol@example.org bounced\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
+	cr_expect_str_eq(s, "2\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT | SPOOL_LIST_ALL, now, &ret);
+	cr_expect_str_eq(s, "4\n");
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, recover_deletes_segments_whose_records_are_all_done)
+{
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	mark_done(dir, 5, 0, "R0", SEG0, (uint64_t)off[0], SPOOL_DELIVERED);
+	mark_done(dir, 5, 1, "R1", SEG0, (uint64_t)off[1], SPOOL_BOUNCED);
+	mark_done(dir, 5, 0, "NEXT", SEG1, 0, SPOOL_DELIVERED);
+	/* Seen twice (a retry after a crash): one is enough. */
+	mark_done(dir, 6, 0, "NEXT", SEG1, 0, SPOOL_DELIVERED);
+
+	/* SEG0 still holds R2: it stays. */
+	cr_assert_eq(spool_recover(dir, 7, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.segments, 2);
+	cr_expect_eq(r.records, 4);
+	cr_expect_eq(r.done, 3);
+	cr_expect_eq(r.pending, 1);
+	cr_expect_eq(r.deleted, 1);
+	cr_expect_eq(r.done_logs, 3);
+	cr_expect_eq(r.done_kept, 2);
+	cr_expect_eq(r.done_dropped, 2); /* NEXT's two */
+	cr_expect(r.compacted);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "R2");
+	got_free(&l);
+	cr_expect_eq(fsize(dir, SEG0), len);
+	cr_expect_eq(fsize(dir, SEG1), -1);
+	/* One log left, with the two records still needed. */
+	cr_expect_eq(count_files(dir, "done-"), 1);
+	cr_expect_eq(fsize(dir, "done-0000000000000007-recovered.rmx"), 2 * SPOOL_DONE_LEN);
+	spool_done_name(name, sizeof(name), 5, 0);
+	cr_expect_eq(fsize(dir, name), -1);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "R2");
+	got_free(&l);
+
+	/* Nothing changed: nothing to do. */
+	cr_assert_eq(spool_recover(dir, 8, collect_pending, &l, &r), 0);
+	cr_expect(!r.compacted);
+	cr_expect_eq(r.deleted, 0);
+	cr_expect_eq(r.done_kept, 2);
+	cr_expect_eq(r.done_dropped, 0);
+	cr_expect_eq(fsize(dir, "done-0000000000000007-recovered.rmx"), 2 * SPOOL_DONE_LEN);
+	got_free(&l);
+
+	/* R2 done too: the last segment and the last done log go. */
+	mark_done(dir, 8, 0, "R2", SEG0, (uint64_t)off[2], SPOOL_DELETED);
+	cr_assert_eq(spool_recover(dir, 9, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.deleted, 1);
+	cr_expect_eq(r.pending, 0);
+	cr_expect_eq(r.done_kept, 0);
+	cr_expect_eq(r.done_dropped, 3);
+	cr_expect_eq(l.n, 0);
+	cr_expect_eq(count_files(dir, ""), 2); /* "." and ".." */
+	rm_dir(dir);
+}
+
+Test(spool, done_log_torn_and_garbage_records_are_ignored)
+{
+	static const char zeros[20];
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_recovery r;
+	struct spool_done d;
+	unsigned char rec[SPOOL_DONE_LEN];
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	spool_done_name(name, sizeof(name), 5, 0);
+	/* R0's record, then R1's torn after 30 bytes (a short write), then
+	 * R2's whole (now misaligned), then a zero-filled tail and half a
+	 * record of NEXT. */
+	mark_done(dir, 5, 0, "R0", SEG0, (uint64_t)off[0], SPOOL_DELIVERED);
+	d = done_of("R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	cr_assert_eq(spool_done_encode(rec, &d), 0);
+	append_bytes(dir, name, rec, 30);
+	mark_done(dir, 5, 0, "R2", SEG0, (uint64_t)off[2], SPOOL_DELIVERED);
+	append_bytes(dir, name, zeros, sizeof(zeros));
+	d = done_of("NEXT", SEG1, 0, SPOOL_DELIVERED);
+	cr_assert_eq(spool_done_encode(rec, &d), 0);
+	append_bytes(dir, name, rec, SPOOL_DONE_LEN / 2);
+
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 2);
+	cr_expect_str_eq(l.v[0].qid, "R1");
+	cr_expect_str_eq(l.v[1].qid, "NEXT");
+	got_free(&l);
+
+	/* Recovery rewrites the log without the junk. */
+	cr_assert_eq(spool_recover(dir, 9, collect_pending, &l, &r), 0);
+	cr_expect(r.compacted);
+	cr_expect_eq(r.done, 2);
+	cr_expect_eq(r.pending, 2);
+	cr_expect_eq(r.done_kept, 2);
+	cr_expect_eq(fsize(dir, name), -1);
+	cr_expect_eq(fsize(dir, "done-0000000000000009-recovered.rmx"), 2 * SPOOL_DONE_LEN);
+	got_free(&l);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 2);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, recover_counts_every_kind_of_segment)
+{
+	static const char text[] = "this is not a spool segment at all, just text\n";
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_recovery r;
+	struct spool_env e = env_n("OK");
+	off_t off[3], len, o;
+	unsigned char rec[512];
+	uint32_t crc;
+	size_t n;
+	char *id;
+	int fd;
+
+	close(three_and_one(dir, off, &len)); /* 4 pending */
+	/* An empty segment (created, then a crash): deleted. */
+	spool_seg_name(name, sizeof(name), 2, 0, 0);
+	close(seg_open(dir, name));
+	/* Garbage only: cut to nothing and deleted. */
+	spool_seg_name(name, sizeof(name), 2, 0, 1);
+	append_bytes(dir, name, text, sizeof(text) - 1);
+	/* A sound frame with an unreadable envelope next to a done record:
+	 * kept, since nothing may deliver it, but never handed out. */
+	spool_seg_name(name, sizeof(name), 2, 0, 2);
+	fd = seg_open(dir, name);
+	o = seg_append(fd, &e, NULL, 0);
+	close(fd);
+	mark_done(dir, 5, 0, "OK", name, (uint64_t)o, SPOOL_DELIVERED);
+	fd = seg_open(dir, name);
+	e.qid = "BROKEN";
+	o = seg_append(fd, &e, NULL, 0);
+	close(fd);
+	n = (size_t)fsize(dir, name) - (size_t)o;
+	read_bytes(dir, name, rec, n, o);
+	id = memmem(rec + SPOOL_HDR_LEN, n - SPOOL_HDR_LEN, "id BROKEN\n", 10);
+	cr_assert_not_null(id);
+	id[1] = 'x';
+	memset(rec + 12, 0, 4);
+	crc = crc32c(0, rec, n);
+	for (int i = 0; i < 4; i++)
+		rec[12 + i] = (unsigned char)(crc >> (8 * i));
+	{
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		cr_assert_eq(pwrite(fd, rec, n, o), (ssize_t)n);
+		close(fd);
+	}
+	/* Not segments: never touched. */
+	append_bytes(dir, "seg-0000000000000002-00-000003.tmp", text, 5);
+	append_bytes(dir, "notes.txt", text, 5);
+	/* Leftovers of a crashed recovery: removed. */
+	append_bytes(dir, "done-0000000000000003-recovered.rmx.tmp", text, 5);
+	append_bytes(dir, SEG0 ".damaged.tmp", text, 5);
+
+	cr_assert_eq(spool_recover(dir, 10, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.segments, 5);
+	cr_expect_eq(r.records, 5);
+	cr_expect_eq(r.done, 1);
+	cr_expect_eq(r.pending, 4);
+	cr_expect_eq(r.unreadable, 1);
+	cr_expect_eq(r.torn, 1);
+	cr_expect_eq(r.bytes_cut, sizeof(text) - 1);
+	cr_expect_eq(r.damaged, 0);
+	cr_expect_eq(r.deleted, 2);
+	cr_expect_eq(r.done_logs, 1);
+	cr_expect_eq(r.done_kept, 1);
+	cr_expect_eq(r.done_dropped, 0);
+	cr_expect(!r.compacted);
+	cr_expect_eq(l.n, 4);
+	got_free(&l);
+	spool_seg_name(name, sizeof(name), 2, 0, 0);
+	cr_expect_eq(fsize(dir, name), -1);
+	spool_seg_name(name, sizeof(name), 2, 0, 1);
+	cr_expect_eq(fsize(dir, name), -1);
+	spool_seg_name(name, sizeof(name), 2, 0, 2);
+	cr_expect_gt(fsize(dir, name), 0);
+	cr_expect_eq(fsize(dir, "seg-0000000000000002-00-000003.tmp"), 5);
+	cr_expect_eq(fsize(dir, "notes.txt"), 5);
+	cr_expect_eq(fsize(dir, "done-0000000000000003-recovered.rmx.tmp"), -1);
+	cr_expect_eq(fsize(dir, SEG0 ".damaged.tmp"), -1);
+	rm_dir(dir);
+}
+
+static int stop_at_two(void *arg, const struct spool_msg *m)
+{
+	unsigned *n = arg;
+
+	return ++*n == 2 ? 7 : 0;
+}
+
+Test(spool, recover_stops_when_the_visitor_says_so)
+{
+	char *dir = tmp_dir();
+	struct spool_recovery r;
+	off_t off[3], len;
+	unsigned n = 0;
+
+	close(three_and_one(dir, off, &len));
+	cr_assert_eq(spool_recover(dir, 1, stop_at_two, &n, &r), 7);
+	cr_expect_eq(n, 2);
+	cr_assert_eq(spool_recover("/nonexistent/ringmx-spool", 1, NULL, NULL, &r), -ENOENT);
+	rm_dir(dir);
 }
