@@ -440,7 +440,7 @@ Test(conf, help_prints_every_option)
 {
 	static const char *const lines[] = {
 	    "Usage: ringmx [OPTIONS]\n",
-	    "       ringmx queue --spool DIR [--count]\n",
+	    "       ringmx queue --spool DIR [--count] [--all]\n",
 	    "  --listen ADDR:PORT          address to listen on (default: 127.0.0.1:2525)\n",
 	    "  --threads N ",
 	    "  --spool DIR ",
@@ -475,6 +475,7 @@ Test(conf, help_prints_every_option)
 	    "  -V, --version ",
 	    "ringmx queue --spool DIR",
 	    "--count ",
+	    "--all ",
 	};
 
 	cr_assert_eq(PARSE("--help"), CONF_EXIT);
