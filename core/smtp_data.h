@@ -25,10 +25,10 @@ enum smtp_data_long {
 	SMTP_DATA_LONG_ACCEPT,     /* accept it as is (the default, as Postfix) */
 };
 
-#define SMTP_DATA_F_BARE_LF   0x1u /* a LF not preceded by CR was seen */
-#define SMTP_DATA_F_BARE_CR   0x2u /* a CR not followed by LF was seen */
-#define SMTP_DATA_F_TOO_BIG   0x4u /* content exceeded max_size */
-#define SMTP_DATA_F_LONG_LINE 0x8u /* a line exceeded max_line octets (CRLF included) */
+#define SMTP_DATA_F_BARE_LF   0x1u  /* a LF not preceded by CR was seen */
+#define SMTP_DATA_F_BARE_CR   0x2u  /* a CR not followed by LF was seen */
+#define SMTP_DATA_F_TOO_BIG   0x4u  /* content exceeded max_size */
+#define SMTP_DATA_F_LONG_LINE 0x8u  /* a line exceeded max_line octets (CRLF included) */
 #define SMTP_DATA_F_DONE      0x10u /* CRLF.CRLF seen; the parser stops */
 
 struct smtp_data {
@@ -45,7 +45,7 @@ struct smtp_data {
 /* Starts a message. The parser begins at the start of a line (just after
  * the 354 reply), so an immediate ".\r\n" is the empty message. */
 void smtp_data_init(struct smtp_data *d, uint64_t max_size, uint32_t max_line,
-		    enum smtp_data_bare bare, enum smtp_data_long longp);
+                    enum smtp_data_bare bare, enum smtp_data_long longp);
 
 /* Scans <len> bytes at <p>, which follow the bytes of the previous call.
  * Stores up to <maxv> views of content in <v> and their number in *<nv>;
@@ -59,7 +59,7 @@ void smtp_data_init(struct smtp_data *d, uint64_t max_size, uint32_t max_line,
  * <maxv> must be at least 3 for progress. Once SMTP_DATA_F_DONE is set,
  * returns 0 with no views. */
 size_t smtp_data_scan(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
-		      unsigned maxv, unsigned *nv);
+                      unsigned maxv, unsigned *nv);
 
 static inline bool smtp_data_done(const struct smtp_data *d)
 {
@@ -91,8 +91,8 @@ int smtp_data_set_impl(enum smtp_data_impl impl);
 
 /* smtp_data_scan() through <impl>, which must be supported (an unsupported
  * one runs as SCALAR). For differential tests and benchmarks. */
-size_t smtp_data_scan_impl(enum smtp_data_impl impl, struct smtp_data *d, const char *p,
-			   size_t len, struct iovec *v, unsigned maxv, unsigned *nv);
+size_t smtp_data_scan_impl(enum smtp_data_impl impl, struct smtp_data *d, const char *p, size_t len,
+                           struct iovec *v, unsigned maxv, unsigned *nv);
 
 /* The reference: a byte-at-a-time automaton that defines the results the
  * fast paths must reproduce, including where a call stops when <v> fills:
@@ -100,6 +100,6 @@ size_t smtp_data_scan_impl(enum smtp_data_impl impl, struct smtp_data *d, const 
  * left (so a call may return 0 bytes consumed with a static view, and
  * <maxv> < 3 makes no progress). */
 size_t smtp_data_scan_ref(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
-			  unsigned maxv, unsigned *nv);
+                          unsigned maxv, unsigned *nv);
 
 #endif

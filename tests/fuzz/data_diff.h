@@ -62,13 +62,13 @@ static void data_diff_put(struct data_diff_out *o, const char *p, size_t n)
 /* The expected outcome of feeding the whole of <p> (a message from its
  * first byte), as plain rules over the input. */
 static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_t n,
-			     struct data_diff_out *o)
+                             struct data_diff_out *o)
 {
 	bool norm = c->bare == SMTP_DATA_BARE_NORMALIZE;
 	size_t range = n, j, ls = 0;
 	int64_t l;
 
-#define LS(i) ((i) == 0 || ((i) >= 2 && p[(i)-2] == '\r' && p[(i)-1] == '\n'))
+#define LS(i)      ((i) == 0 || ((i) >= 2 && p[(i)-2] == '\r' && p[(i)-1] == '\n'))
 #define BARE_LF(i) (p[i] == '\n' && ((i) == 0 || p[(i)-1] != '\r'))
 #define BARE_CR(i) (p[i] == '\r' && (i) + 1 < n && p[(i) + 1] != '\n')
 	o->clen = 0;
@@ -88,7 +88,8 @@ static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_
 	for (j = 0; j < range; j++) {
 		if (p[j] == '.' && LS(j))
 			continue; /* dot-stuffing */
-		if (!o->done && j == n - 1 && p[j] == '\r' && j >= 1 && p[j - 1] == '.' && LS(j - 1))
+		if (!o->done && j == n - 1 && p[j] == '\r' && j >= 1 && p[j - 1] == '.' &&
+		    LS(j - 1))
 			continue; /* ".\r" at the very end: held back */
 		if (BARE_LF(j))
 			o->flags |= SMTP_DATA_F_BARE_LF;
@@ -138,7 +139,7 @@ static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_
 
 /* Writes a message into <err> (if not NULL) and returns -1. */
 __attribute__((format(printf, 3, 4))) static int data_diff_fail(char *err, size_t errlen,
-								const char *fmt, ...)
+                                                                const char *fmt, ...)
 {
 	va_list ap;
 
@@ -167,7 +168,7 @@ static char *data_diff_place(struct data_diff_mem *m, const char *p, size_t n)
 		m->cap = (n + pg) / pg * pg;
 		m->maplen = m->cap + pg;
 		m->map = mmap(NULL, m->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			      -1, 0);
+		              -1, 0);
 		if (m->map == MAP_FAILED)
 			abort();
 		if (mprotect(m->map + m->cap, pg, PROT_NONE))
@@ -186,8 +187,8 @@ static void data_diff_mem_fini(struct data_diff_mem *m)
 }
 
 static const enum smtp_data_impl data_diff_impls[] = {
-	SMTP_DATA_IMPL_REF,  SMTP_DATA_IMPL_SCALAR, SMTP_DATA_IMPL_SSE2,
-	SMTP_DATA_IMPL_AVX2, SMTP_DATA_IMPL_AVX512,
+    SMTP_DATA_IMPL_REF,  SMTP_DATA_IMPL_SCALAR, SMTP_DATA_IMPL_SSE2,
+    SMTP_DATA_IMPL_AVX2, SMTP_DATA_IMPL_AVX512,
 };
 #define DATA_DIFF_NIMPL (sizeof(data_diff_impls) / sizeof(data_diff_impls[0]))
 
@@ -202,8 +203,8 @@ static bool data_diff_same_state(const struct smtp_data *a, const struct smtp_da
  * implementations in lockstep (or only <only>, if not AUTO), collecting the
  * reference's results into <o>. Returns 0, or -1 with a message in <err>. */
 static int data_diff_run(const struct data_diff_cfg *c, enum smtp_data_impl only, const char *p,
-			 size_t n, const size_t *cuts, size_t ncut, struct data_diff_out *o, char *err,
-			 size_t errlen)
+                         size_t n, const size_t *cuts, size_t ncut, struct data_diff_out *o,
+                         char *err, size_t errlen)
 {
 	struct data_diff_mem mem = {0};
 	struct smtp_data d, dk[DATA_DIFF_NIMPL];
@@ -234,34 +235,34 @@ static int data_diff_run(const struct data_diff_cfg *c, enum smtp_data_impl only
 			for (unsigned k = 0; k < nimpl; k++) {
 				dk[k] = d;
 				r[k] = smtp_data_scan_impl(impls[k], &dk[k], q + off, plen - off,
-							   v[k], maxv, &nv[k]);
+				                           v[k], maxv, &nv[k]);
 			}
 			for (unsigned k = 1; k < nimpl; k++) {
 				const char *name = smtp_data_impl_name(impls[k]);
 
 				if (r[k] != r[0] || nv[k] != nv[0]) {
 					rc = data_diff_fail(err, errlen,
-							    "piece %zu @%zu+%zu: %s consumed %zu "
-							    "views %u, ref %zu views %u",
-							    piece, a, off, name, r[k], nv[k], r[0],
-							    nv[0]);
+					                    "piece %zu @%zu+%zu: %s consumed %zu "
+					                    "views %u, ref %zu views %u",
+					                    piece, a, off, name, r[k], nv[k], r[0],
+					                    nv[0]);
 					goto out;
 				}
 				if (memcmp(v[k], v[0], nv[0] * sizeof(v[0][0]))) {
 					rc = data_diff_fail(err, errlen,
-							    "piece %zu @%zu+%zu: %s views differ",
-							    piece, a, off, name);
+					                    "piece %zu @%zu+%zu: %s views differ",
+					                    piece, a, off, name);
 					goto out;
 				}
 				if (!data_diff_same_state(&dk[k], &dk[0])) {
 					rc = data_diff_fail(
-						err, errlen,
-						"piece %zu @%zu+%zu: %s state: size %llu flags %#x "
-						"linelen %u state %u; ref %llu %#x %u %u",
-						piece, a, off, name, (unsigned long long)dk[k].size,
-						dk[k].flags, dk[k].linelen, dk[k].state,
-						(unsigned long long)dk[0].size, dk[0].flags,
-						dk[0].linelen, dk[0].state);
+					    err, errlen,
+					    "piece %zu @%zu+%zu: %s state: size %llu flags %#x "
+					    "linelen %u state %u; ref %llu %#x %u %u",
+					    piece, a, off, name, (unsigned long long)dk[k].size,
+					    dk[k].flags, dk[k].linelen, dk[k].state,
+					    (unsigned long long)dk[0].size, dk[0].flags,
+					    dk[0].linelen, dk[0].state);
 					goto out;
 				}
 			}
@@ -275,10 +276,10 @@ static int data_diff_run(const struct data_diff_cfg *c, enum smtp_data_impl only
 				}
 				/* In this piece, or a static CR / LF / CRLF. */
 				if (!(vb >= q + off && vb + vl <= q + off + r[0]) &&
-				    !(vl <= 2 && (!memcmp(vb, "\r\n", vl) ||
-						  (vl == 1 && *vb == '\n')))) {
-					rc = data_diff_fail(err, errlen, "view %u out of bounds",
-							    j);
+				    !(vl <= 2 &&
+				      (!memcmp(vb, "\r\n", vl) || (vl == 1 && *vb == '\n')))) {
+					rc =
+					    data_diff_fail(err, errlen, "view %u out of bounds", j);
 					goto out;
 				}
 				data_diff_put(o, vb, vl);
@@ -313,21 +314,21 @@ out:
 
 /* Compares a streamed outcome with the oracle's. */
 static int data_diff_check(const struct data_diff_cfg *c, const struct data_diff_out *got,
-			   const struct data_diff_out *want, char *err, size_t errlen)
+                           const struct data_diff_out *want, char *err, size_t errlen)
 {
 	if (got->clen != want->clen || memcmp(got->content, want->content, got->clen))
 		return data_diff_fail(err, errlen, "content differs from the oracle (%zu vs %zu)",
-				      got->clen, want->clen);
+		                      got->clen, want->clen);
 	if (got->flags != want->flags)
 		return data_diff_fail(err, errlen, "flags %#x, oracle %#x", got->flags,
-				      want->flags);
+		                      want->flags);
 	if (got->size != want->size || got->done != want->done || got->end != want->end)
 		return data_diff_fail(err, errlen, "size/done/end %llu/%d/%zu, oracle %llu/%d/%zu",
-				      (unsigned long long)got->size, got->done, got->end,
-				      (unsigned long long)want->size, want->done, want->end);
+		                      (unsigned long long)got->size, got->done, got->end,
+		                      (unsigned long long)want->size, want->done, want->end);
 	if (c->max_line && got->linelen != want->linelen)
 		return data_diff_fail(err, errlen, "linelen %u, oracle %u", got->linelen,
-				      want->linelen);
+		                      want->linelen);
 	return 0;
 }
 

@@ -18,9 +18,9 @@
 /* Runs <in> with every cut in <cuts> through each implementation and the
  * oracle; they must all agree, and agree with <want> (content) and
  * <want_flags>/<want_end> (end 0: no end found). */
-static void expect_cuts(const struct data_diff_cfg *c, const char *in, size_t n,
-			const size_t *cuts, size_t ncut, const char *want, size_t wlen,
-			uint32_t want_flags, size_t want_end)
+static void expect_cuts(const struct data_diff_cfg *c, const char *in, size_t n, const size_t *cuts,
+                        size_t ncut, const char *want, size_t wlen, uint32_t want_flags,
+                        size_t want_end)
 {
 	struct data_diff_out got, exp;
 	char err[256];
@@ -29,11 +29,11 @@ static void expect_cuts(const struct data_diff_cfg *c, const char *in, size_t n,
 	data_diff_out_init(&exp, n);
 	data_diff_oracle(c, in, n, &exp);
 	if (data_diff_run(c, SMTP_DATA_IMPL_AUTO, in, n, cuts, ncut, &got, err, sizeof(err)))
-		cr_assert_fail("input %zu bytes, %zu cuts (first %zu): %s", n, ncut, ncut ? cuts[0] : 0,
-			 err);
+		cr_assert_fail("input %zu bytes, %zu cuts (first %zu): %s", n, ncut,
+		               ncut ? cuts[0] : 0, err);
 	if (data_diff_check(c, &got, &exp, err, sizeof(err)))
-		cr_assert_fail("input %zu bytes, %zu cuts (first %zu): %s", n, ncut, ncut ? cuts[0] : 0,
-			 err);
+		cr_assert_fail("input %zu bytes, %zu cuts (first %zu): %s", n, ncut,
+		               ncut ? cuts[0] : 0, err);
 	cr_assert_eq(got.clen, wlen, "content length %zu, want %zu", got.clen, wlen);
 	cr_assert(!memcmp(got.content, want, wlen), "content differs");
 	cr_assert_eq(got.flags, want_flags, "flags %#x, want %#x", got.flags, want_flags);
@@ -44,7 +44,7 @@ static void expect_cuts(const struct data_diff_cfg *c, const char *in, size_t n,
 
 /* Whole, every cut in two, every cut in three, and byte by byte. */
 static void expect_all_splits(const struct data_diff_cfg *c, const char *in, size_t n,
-			      const char *want, size_t wlen, uint32_t flags, size_t end)
+                              const char *want, size_t wlen, uint32_t flags, size_t end)
 {
 	size_t cuts[4096];
 
@@ -71,9 +71,9 @@ Test(smtp_data, end_found_at_every_split_with_pipelined_command)
 	static const char in[] = "Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n";
 
 	expect_all_splits(&cfg_reject, S(in), S("Subject: x\r\n\r\nhello\r\n"), SMTP_DATA_F_DONE,
-			  sizeof(in) - 1 - 6);
+	                  sizeof(in) - 1 - 6);
 	expect_all_splits(&cfg_norm, S(in), S("Subject: x\r\n\r\nhello\r\n"), SMTP_DATA_F_DONE,
-			  sizeof(in) - 1 - 6);
+	                  sizeof(in) - 1 - 6);
 }
 
 Test(smtp_data, empty_message_is_dot_crlf_at_start)
@@ -87,7 +87,7 @@ Test(smtp_data, empty_message_is_dot_crlf_at_start)
 Test(smtp_data, dot_not_at_line_start_is_not_the_end)
 {
 	expect_all_splits(&cfg_reject, S("abc.\r\nx\r\n.\r\n"), S("abc.\r\nx\r\n"),
-			  SMTP_DATA_F_DONE, 12);
+	                  SMTP_DATA_F_DONE, 12);
 	/* No terminator at all: everything is content, no end. */
 	expect_all_splits(&cfg_reject, S("abc\r\n.x\r\n"), S("abc\r\nx\r\n"), 0, 0);
 }
@@ -103,38 +103,41 @@ struct smuggle_case {
 	uint32_t flags;
 };
 
-#define SM(in, rej, nor, fl) {S(in), S(rej), S(nor), (fl)}
-#define F_LF                 SMTP_DATA_F_BARE_LF
-#define F_CR                 SMTP_DATA_F_BARE_CR
+#define SM(in, rej, nor, fl)                                                                       \
+	{                                                                                          \
+		S(in), S(rej), S(nor), (fl)                                                        \
+	}
+#define F_LF SMTP_DATA_F_BARE_LF
+#define F_CR SMTP_DATA_F_BARE_CR
 
 static const struct smuggle_case smuggle_cases[] = {
-	/* LF.LF */
-	SM("a\n.\nb\r\n.\r\nX", "a\n.\nb\r\n", "a\r\n.\r\nb\r\n", F_LF),
-	/* LF.CRLF */
-	SM("a\n.\r\nb\r\n.\r\nX", "a\n.\r\nb\r\n", "a\r\n.\r\nb\r\n", F_LF),
-	/* CR.CR */
-	SM("a\r.\rb\r\n.\r\nX", "a\r.\rb\r\n", "a\r\n.\r\nb\r\n", F_CR),
-	/* CRLF.CR: the dot is at a line start, so dropped */
-	SM("a\r\n.\rb\r\n.\r\nX", "a\r\n\rb\r\n", "a\r\n\r\nb\r\n", F_CR),
-	/* CRLF.LF */
-	SM("a\r\n.\nb\r\n.\r\nX", "a\r\n\nb\r\n", "a\r\n\r\nb\r\n", F_LF),
-	/* CR.LF */
-	SM("a\r.\nb\r\n.\r\nX", "a\r.\nb\r\n", "a\r\n.\r\nb\r\n", F_CR | F_LF),
-	/* LF.CR */
-	SM("a\n.\rb\r\n.\r\nX", "a\n.\rb\r\n", "a\r\n.\r\nb\r\n", F_CR | F_LF),
-	/* CR.CRLF */
-	SM("a\r.\r\nb\r\n.\r\nX", "a\r.\r\nb\r\n", "a\r\n.\r\nb\r\n", F_CR),
-	/* CRLF.CRCRLF */
-	SM("a\r\n.\r\r\nb\r\n.\r\nX", "a\r\n\r\r\nb\r\n", "a\r\n\r\n\r\nb\r\n", F_CR),
-	/* at the content start */
-	SM(".\nb\r\n.\r\nX", "\nb\r\n", "\r\nb\r\n", F_LF),
-	SM(".\rb\r\n.\r\nX", "\rb\r\n", "\r\nb\r\n", F_CR),
-	SM("\n.\r\nb\r\n.\r\nX", "\n.\r\nb\r\n", "\r\n.\r\nb\r\n", F_LF),
-	/* a bare LF or CR just before the real end */
-	SM("a\n\r\n.\r\nX", "a\n\r\n", "a\r\n\r\n", F_LF),
-	SM("a\r\r\n.\r\nX", "a\r\r\n", "a\r\n\r\n", F_CR),
-	/* many in a row */
-	SM("\n\n\r\r.\r\n.\r\nX", "\n\n\r\r.\r\n", "\r\n\r\n\r\n\r\n.\r\n", F_CR | F_LF),
+    /* LF.LF */
+    SM("a\n.\nb\r\n.\r\nX", "a\n.\nb\r\n", "a\r\n.\r\nb\r\n", F_LF),
+    /* LF.CRLF */
+    SM("a\n.\r\nb\r\n.\r\nX", "a\n.\r\nb\r\n", "a\r\n.\r\nb\r\n", F_LF),
+    /* CR.CR */
+    SM("a\r.\rb\r\n.\r\nX", "a\r.\rb\r\n", "a\r\n.\r\nb\r\n", F_CR),
+    /* CRLF.CR: the dot is at a line start, so dropped */
+    SM("a\r\n.\rb\r\n.\r\nX", "a\r\n\rb\r\n", "a\r\n\r\nb\r\n", F_CR),
+    /* CRLF.LF */
+    SM("a\r\n.\nb\r\n.\r\nX", "a\r\n\nb\r\n", "a\r\n\r\nb\r\n", F_LF),
+    /* CR.LF */
+    SM("a\r.\nb\r\n.\r\nX", "a\r.\nb\r\n", "a\r\n.\r\nb\r\n", F_CR | F_LF),
+    /* LF.CR */
+    SM("a\n.\rb\r\n.\r\nX", "a\n.\rb\r\n", "a\r\n.\r\nb\r\n", F_CR | F_LF),
+    /* CR.CRLF */
+    SM("a\r.\r\nb\r\n.\r\nX", "a\r.\r\nb\r\n", "a\r\n.\r\nb\r\n", F_CR),
+    /* CRLF.CRCRLF */
+    SM("a\r\n.\r\r\nb\r\n.\r\nX", "a\r\n\r\r\nb\r\n", "a\r\n\r\n\r\nb\r\n", F_CR),
+    /* at the content start */
+    SM(".\nb\r\n.\r\nX", "\nb\r\n", "\r\nb\r\n", F_LF),
+    SM(".\rb\r\n.\r\nX", "\rb\r\n", "\r\nb\r\n", F_CR),
+    SM("\n.\r\nb\r\n.\r\nX", "\n.\r\nb\r\n", "\r\n.\r\nb\r\n", F_LF),
+    /* a bare LF or CR just before the real end */
+    SM("a\n\r\n.\r\nX", "a\n\r\n", "a\r\n\r\n", F_LF),
+    SM("a\r\r\n.\r\nX", "a\r\r\n", "a\r\n\r\n", F_CR),
+    /* many in a row */
+    SM("\n\n\r\r.\r\n.\r\nX", "\n\n\r\r.\r\n", "\r\n\r\n\r\n\r\n.\r\n", F_CR | F_LF),
 };
 
 Test(smtp_data, smuggling_variants_are_never_the_end)
@@ -143,16 +146,16 @@ Test(smtp_data, smuggling_variants_are_never_the_end)
 		const struct smuggle_case *t = &smuggle_cases[i];
 
 		expect_all_splits(&cfg_reject, t->in, t->len, t->reject, t->rlen,
-				  t->flags | SMTP_DATA_F_DONE, t->len - 1);
+		                  t->flags | SMTP_DATA_F_DONE, t->len - 1);
 		expect_all_splits(&cfg_norm, t->in, t->len, t->norm, t->nlen,
-				  t->flags | SMTP_DATA_F_DONE, t->len - 1);
+		                  t->flags | SMTP_DATA_F_DONE, t->len - 1);
 	}
 }
 
 Test(smtp_data, smuggling_terminators_alone_do_not_end)
 {
-	static const char *const bad[] = {"a\n.\n",   "a\n.\r\n", "a\r.\r",  "a\r\n.\rx",
-					  "a\r\n.\n", "a\r.\n",   "a\n.\r",  "a\r.\r\n"};
+	static const char *const bad[] = {"a\n.\n",   "a\n.\r\n", "a\r.\r", "a\r\n.\rx",
+	                                  "a\r\n.\n", "a\r.\n",   "a\n.\r", "a\r.\r\n"};
 	struct data_diff_out got;
 	char err[256];
 	size_t cut;
@@ -161,8 +164,8 @@ Test(smtp_data, smuggling_terminators_alone_do_not_end)
 		for (cut = 0; cut <= strlen(bad[i]); cut++) {
 			data_diff_out_init(&got, strlen(bad[i]));
 			cr_assert_eq(data_diff_run(&cfg_reject, SMTP_DATA_IMPL_AUTO, bad[i],
-						   strlen(bad[i]), &cut, 1, &got, err, sizeof(err)),
-				     0, "%s", err);
+			                           strlen(bad[i]), &cut, 1, &got, err, sizeof(err)),
+			             0, "%s", err);
 			cr_assert(!got.done, "case %zu ended", i);
 			cr_assert(got.flags & (F_LF | F_CR), "case %zu not flagged", i);
 			data_diff_out_fini(&got);
@@ -173,7 +176,7 @@ Test(smtp_data, smuggling_terminators_alone_do_not_end)
 Test(smtp_data, dot_stuffing_removed_at_buffer_edges)
 {
 	expect_all_splits(&cfg_reject, S("..a\r\n..\r\n...\r\nb.\r\n.\r\n"),
-			  S(".a\r\n.\r\n..\r\nb.\r\n"), SMTP_DATA_F_DONE, 21);
+	                  S(".a\r\n.\r\n..\r\nb.\r\n"), SMTP_DATA_F_DONE, 21);
 	/* A held-back ".\r" at the end of the input is not content (yet). */
 	expect_all_splits(&cfg_reject, S("a\r\n.\r"), S("a\r\n"), 0, 0);
 	expect_all_splits(&cfg_reject, S("a\r\n."), S("a\r\n"), 0, 0);
@@ -200,10 +203,10 @@ Test(smtp_data, views_point_into_buffers_without_copies)
 Test(smtp_data, normalize_stores_crlf_for_bare_cr_and_lf)
 {
 	expect_all_splits(&cfg_norm, S("a\nb\rc\r\n.\r\n"), S("a\r\nb\r\nc\r\n"),
-			  SMTP_DATA_F_DONE | F_LF | F_CR, 10);
+	                  SMTP_DATA_F_DONE | F_LF | F_CR, 10);
 	/* A line start made by normalizing is not a line start for dots. */
 	expect_all_splits(&cfg_norm, S("a\n..b\r\n.\r\n"), S("a\r\n..b\r\n"),
-			  SMTP_DATA_F_DONE | F_LF, 10);
+	                  SMTP_DATA_F_DONE | F_LF, 10);
 }
 
 static char *repeat(char c, size_t n, const char *tail)
@@ -226,12 +229,12 @@ static void expect_flags(const struct data_diff_cfg *c, const char *in, size_t n
 		data_diff_out_init(&got, n);
 		data_diff_out_init(&exp, n);
 		data_diff_oracle(c, in, n, &exp);
-		cr_assert_eq(data_diff_run(c, SMTP_DATA_IMPL_AUTO, in, n, cuts, nc, &got, err,
-					   sizeof(err)),
-			     0, "%s", err);
+		cr_assert_eq(
+		    data_diff_run(c, SMTP_DATA_IMPL_AUTO, in, n, cuts, nc, &got, err, sizeof(err)),
+		    0, "%s", err);
 		cr_assert_eq(data_diff_check(c, &got, &exp, err, sizeof(err)), 0, "%s", err);
 		cr_assert_eq(got.flags, want, "flags %#x, want %#x (%zu cuts)", got.flags, want,
-			     nc);
+		             nc);
 		data_diff_out_fini(&got);
 		data_diff_out_fini(&exp);
 	}
@@ -300,10 +303,10 @@ Test(smtp_data, small_maxv_consumes_partially)
 
 	c.maxv = 3;
 	expect_all_splits(&c, S(in), S("a\r\nb\r\nc\r\nd\r\n.\r\n"), SMTP_DATA_F_DONE,
-			  sizeof(in) - 1 - 6);
+	                  sizeof(in) - 1 - 6);
 	c.bare = SMTP_DATA_BARE_NORMALIZE;
 	expect_all_splits(&c, S("\n\n\n\r\r\r.\r\n"), S("\r\n\r\n\r\n\r\n\r\n\r\n.\r\n"),
-			  F_LF | F_CR, 0);
+	                  F_LF | F_CR, 0);
 	/* By hand: several calls, each consuming part of the buffer. */
 	smtp_data_init(&d, 0, 1000, SMTP_DATA_BARE_REJECT, SMTP_DATA_LONG_ACCEPT);
 	while (!smtp_data_done(&d)) {
@@ -353,9 +356,9 @@ static size_t rng_below(uint64_t *s, size_t n)
  * adversarial fragments, sometimes of long plain runs. */
 static void gen_input(uint64_t *rs, char *p, size_t n)
 {
-	static const char *const frags[] = {"\r\n.\r\n", "\r\n.", ".\r", "\n.\n", "\r.\r",
-					    "\r\n..",    "\r\n",  "\n",  "\r",    ".",
-					    "a",         "\r\n.\n", "\n.\r\n", "\r\r\n"};
+	static const char *const frags[] = {"\r\n.\r\n", "\r\n.",   ".\r",     "\n.\n", "\r.\r",
+	                                    "\r\n..",    "\r\n",    "\n",      "\r",    ".",
+	                                    "a",         "\r\n.\n", "\n.\r\n", "\r\r\n"};
 	size_t i = 0, mode = rng_below(rs, 4);
 
 	while (i < n) {
@@ -434,7 +437,7 @@ Test(smtp_data, differential_random_inputs_agree_across_impls, .timeout = 120)
 
 		if (diff_one(seed, err, sizeof(err)))
 			cr_assert_fail("seed %#llx (RINGMX_SEED=%#llx to replay): %s",
-				 (unsigned long long)seed, (unsigned long long)seed, err);
+			               (unsigned long long)seed, (unsigned long long)seed, err);
 	}
 }
 
@@ -470,8 +473,9 @@ Test(smtp_data, differential_realistic_mail_in_network_sized_buffers)
 	data_diff_out_init(&got, n);
 	data_diff_out_init(&exp, n);
 	data_diff_oracle(&c, p, n, &exp);
-	cr_assert_eq(data_diff_run(&c, SMTP_DATA_IMPL_AUTO, p, n, cuts, ncut, &got, err, sizeof(err)),
-		     0, "%s", err);
+	cr_assert_eq(
+	    data_diff_run(&c, SMTP_DATA_IMPL_AUTO, p, n, cuts, ncut, &got, err, sizeof(err)), 0,
+	    "%s", err);
 	cr_assert_eq(data_diff_check(&c, &got, &exp, err, sizeof(err)), 0, "%s", err);
 	cr_assert(got.done);
 	data_diff_out_fini(&got);
