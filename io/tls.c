@@ -140,7 +140,10 @@ static void tls_init_once(void)
 {
 	BIO_METHOD *m;
 
-	if (!OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS,
+	/* NO_ATEXIT: no global teardown racing workers when the process exits
+	 * without joining them (die()); the OS takes the memory back. */
+	if (!OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS |
+	                          OPENSSL_INIT_NO_ATEXIT,
 	                      NULL))
 		return;
 	m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ringmx-ring");
@@ -412,6 +415,15 @@ static int tls_status(struct tls_conn *t, int ret)
 	return rc;
 }
 
+/* Out of memory for bytes of the stream: the connection cannot go on. */
+static int tls_nomem(struct tls_conn *t)
+{
+	t->flags |= TLS_C_FAILED | TLS_C_NOMEM;
+	t->err = 0;
+	t->why = "out of memory";
+	return -ENOMEM;
+}
+
 /* Encrypts <n> bytes into <out>. The BIO takes every write whole, so
  * anything short of all of it is fatal. Returns 0 or a tls_status() error. */
 static int tls_write_all(struct tls_conn *t, const void *p, size_t n)
@@ -469,7 +481,7 @@ int tls_conn_feed(struct tls_conn *t, const void *cipher, size_t n)
 		t->in_off = 0;
 	}
 	if (buf_append(&t->in, cipher, n))
-		return -ENOMEM;
+		return tls_nomem(t); /* a hole in the stream: no way on */
 	return tls_handshake(t);
 }
 
@@ -502,7 +514,7 @@ int tls_conn_write(struct tls_conn *t, const void *plain, size_t n)
 	if (n == 0)
 		return 0;
 	if (!(t->flags & TLS_C_UP))
-		return buf_append(&t->early, plain, n) ? -ENOMEM : 0;
+		return buf_append(&t->early, plain, n) ? tls_nomem(t) : 0;
 	return tls_write_all(t, plain, n);
 }
 
@@ -570,7 +582,21 @@ const char *tls_conn_cipher(const struct tls_conn *t)
 
 const char *tls_conn_sni(const struct tls_conn *t)
 {
-	return SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+	const char *h = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+	size_t n = 0;
+
+	if (!h)
+		return NULL;
+	/* The peer's bytes (OpenSSL only refuses NUL): a host name or nothing,
+	 * so that logs get no control characters. */
+	for (; h[n]; n++) {
+		unsigned char ch = (unsigned char)h[n];
+
+		if (n == 253 || !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_'))
+			return NULL;
+	}
+	return n ? h : NULL;
 }
 
 const char *tls_conn_error(const struct tls_conn *t)

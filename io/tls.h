@@ -133,8 +133,8 @@ const char *tls_conn_version(const struct tls_conn *t);
 /* "TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"; "" before the
  * handshake. Static strings. */
 const char *tls_conn_cipher(const struct tls_conn *t);
-/* The server name the client asked for (SNI), or NULL. Valid as long as
- * <t>. */
+/* The server name the client asked for (SNI), or NULL (none, or not a
+ * plain host name: safe to log). Valid as long as <t>. */
 const char *tls_conn_sni(const struct tls_conn *t);
 /* Why the connection failed ("unsupported protocol", "decryption failed or
  * bad record mac", ...); "" while it has not. A static string. */

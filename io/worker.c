@@ -44,6 +44,8 @@
 #define TICK_MS      1000
 #define OUT_KEEP     4096u      /* send buffer kept by an idle session */
 #define PENDING_MAX  (1u << 20) /* input held while a message spools */
+#define OUTBOX_MAX   64u        /* descriptors gathered per destination before a push */
+#define POP_MAX      256u       /* descriptors taken per mq_pop() */
 
 /* user_data: a pointer (8-byte aligned) with the completion kind in the
  * low three bits. */
@@ -97,6 +99,7 @@ struct conn {
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */
 	struct iovec iov[3];
+	uint64_t rec_off; /* the record's offset in the worker's segment */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 } __attribute__((aligned(8)));
@@ -140,6 +143,16 @@ struct worker {
 	int64_t batch_since; /* us: when the gathering batch got its first message */
 	bool window_armed;   /* a commit-window timeout is pending */
 	bool storage_low;    /* free space under --spool-min-free, or ENOSPC seen */
+
+	/* queue: descriptors of spooled messages go to the worker that owns
+	 * their route; see io/worker.h */
+	int segno;              /* registry number of the current segment */
+	struct mq_item *outbox; /* [nworkers][OUTBOX_MAX], gathered per round */
+	unsigned *outn;         /* [nworkers] */
+	struct buf overflow;    /* struct route: a ring was full; retried each tick */
+	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
+	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
+	uint64_t stat_routed, stat_wakes, stat_received;
 
 	uint64_t stat_msgs;    /* messages acknowledged */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */
@@ -562,6 +575,13 @@ static int seg_open(struct worker *w)
 	w->seg_fd = fd;
 	w->seg_off = 0;
 	w->seg_broken = false;
+	{
+		struct spool_seg_id id = {w->g->start_id, w->id, w->seg_seq};
+
+		w->segno = segreg_add(&w->g->segs, &id);
+		if (w->segno < 0)
+			LOGE("worker %u: segment registry full: messages are not routed", w->id);
+	}
 	LOGD("worker %u: spool segment %s", w->id, name);
 	return 0;
 }
@@ -574,11 +594,120 @@ static void make_qid(struct worker *w, char *qid, time_t now)
 	         w->qid_ctr++ & 0xffffffu);
 }
 
+struct route {
+	unsigned to;
+	struct mq_item it;
+};
+
+static void msg_ring_wake(struct worker *w, unsigned to)
+{
+	struct worker *t = w->g->workers[to];
+	int fd = atomic_load_explicit(&w->g->ring_fds[to], memory_order_acquire);
+	struct io_uring_sqe *sqe;
+
+	if (fd < 0)
+		return; /* not up yet: it drains its rings before it first sleeps */
+	sqe = get_sqe(w);
+	io_uring_prep_msg_ring(sqe, fd, 0, UD(&t->mq_token, UD_WAKE), 0);
+	io_uring_sqe_set_data64(sqe, UD_NONE);
+	w->stat_wakes++;
+}
+
+/* Pushes <n> descriptors to worker <to>; what the ring cannot take waits in
+ * the overflow list (the messages are safe in the spool meanwhile). */
+static void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigned n)
+{
+	bool wake = false;
+	unsigned k = mq_push(&w->g->mq, w->id, to, it, n, &wake);
+
+	if (wake && to != w->id)
+		msg_ring_wake(w, to);
+	w->stat_routed += k;
+	for (; k < n; k++) {
+		struct route r = {to, it[k]};
+
+		if (buf_append(&w->overflow, &r, sizeof(r)))
+			LOGE("worker %u: out of memory routing a message (it stays in the spool)",
+			     w->id);
+	}
+}
+
+static void outbox_flush(struct worker *w)
+{
+	for (unsigned to = 0; to < w->g->nworkers; to++) {
+		if (w->outn[to])
+			route_push(w, to, w->outbox + (size_t)to * OUTBOX_MAX, w->outn[to]);
+		w->outn[to] = 0;
+	}
+}
+
+static void outbox_add(struct worker *w, struct mq_item it)
+{
+	unsigned to = (uint32_t)it.a % w->g->nworkers;
+
+	w->outbox[(size_t)to * OUTBOX_MAX + w->outn[to]++] = it;
+	if (w->outn[to] == OUTBOX_MAX) {
+		route_push(w, to, w->outbox + (size_t)to * OUTBOX_MAX, OUTBOX_MAX);
+		w->outn[to] = 0;
+	}
+}
+
+/* Takes what other workers (and this one) routed here. Delivery (the relay
+ * issue) will work from w->held; until then it only holds them. */
+static void mq_drain(struct worker *w)
+{
+	struct mq_item it[POP_MAX];
+	unsigned n;
+
+	while ((n = mq_pop(&w->g->mq, w->id, it, POP_MAX))) {
+		w->stat_received += n;
+		if (buf_append(&w->held, it, n * sizeof(it[0])))
+			LOGE("worker %u: out of memory holding descriptors", w->id);
+	}
+}
+
+/* Retries what a full ring refused (and places the messages recovered at
+ * start). Order between messages does not matter to delivery. A full ring
+ * to this worker itself is drained on the spot; other full rings keep
+ * their share for the next tick. */
+static void overflow_retry(struct worker *w)
+{
+	struct route *r = (struct route *)w->overflow.p;
+	size_t n = w->overflow.len / sizeof(*r);
+	struct buf again = BUF_INIT;
+
+	if (!n)
+		return;
+	w->overflow = again;
+	for (size_t i = 0; i < n; i++) {
+		bool wake = false;
+
+		if (r[i].to != w->id) {
+			route_push(w, r[i].to, &r[i].it, 1);
+			continue;
+		}
+		if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
+			mq_drain(w);
+			if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
+				route_push(w, w->id, &r[i].it, 1); /* keeps it for later */
+				continue;
+			}
+		}
+		w->stat_routed++;
+	}
+	free(r);
+}
+
 static void batch_answer(struct worker *w, struct conn *c, int err)
 {
 	c->flags &= ~(C_WRITE | C_QUEUED);
 	c->inflight--;
 	if (err == 0) {
+		size_t it = 0;
+
+		if (w->segno >= 0)
+			outbox_add(w, QDESC(w->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)),
+			                    c->rec_off));
 		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
 		     c->rcvd.len + c->s.tx.body.len, buf_cstr(&c->s.tx.from), c->s.tx.nrcpt,
 		     c->s.peer.addr);
@@ -683,6 +812,7 @@ static void spool_flush(struct worker *w)
 			batch_answer(w, c, err);
 			continue;
 		}
+		c->rec_off = w->seg_off;
 		c->iov[0] = (struct iovec){c->rec.p, c->rec.len};
 		c->iov[1] = body[0];
 		c->iov[2] = body[1];
@@ -761,6 +891,7 @@ static void on_sync(struct worker *w, struct io_uring_cqe *cqe)
 	w->flight = NULL;
 	w->nflight = 0;
 	w->flight_err = 0;
+	outbox_flush(w);
 }
 
 /* ---- timers and shutdown ---- */
@@ -818,6 +949,7 @@ static void on_timer(struct worker *w)
 	struct conn *c, *next;
 
 	check_storage(w);
+	overflow_retry(w);
 
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;
@@ -922,7 +1054,9 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 			on_timer(w);
 		break;
 	case UD_WAKE:
-		begin_stop(w);
+		if (p != &w->mq_token)
+			begin_stop(w);
+		/* else: IORING_OP_MSG_RING from a producer; mq_drain() runs below */
 		break;
 	}
 }
@@ -950,6 +1084,26 @@ fail:
 	one = -errno;
 	close(fd);
 	return one;
+}
+
+/* SO_REUSEPORT lets any process of the same user bind the port too, and
+ * the kernel would then split connections between the two. Before the
+ * workers bind, a probe without SO_REUSEPORT fails if anything holds the
+ * address already, so a second gateway (or an MTA) is refused at start. */
+static int listen_probe(const struct conf_listen *cl)
+{
+	int fd, one = 1, err = 0;
+
+	fd = socket(cl->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (cl->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cl->addr, cl->addrlen) < 0)
+		err = -errno;
+	close(fd);
+	return err;
 }
 
 static int ring_setup(struct worker *w)
@@ -1068,12 +1222,20 @@ static void *worker_main(void *arg)
 	io_uring_submit(&w->ring);
 	worker_signal_ready(w, 1);
 
+	atomic_store_explicit(&w->g->ring_fds[w->id], w->ring.ring_fd, memory_order_release);
+	overflow_retry(w); /* messages recovered at start are routed from here */
 	while (!worker_done(w)) {
 		struct io_uring_cqe *cqe;
 		struct conn *c;
 		unsigned head, n = 0;
+		bool sleep;
 
-		err = io_uring_submit_and_wait(&w->ring, 1);
+		/* Sleep only if no ring into this worker holds descriptors; a
+		 * producer that finds us announced wakes us with MSG_RING. */
+		sleep = mq_prepare_sleep(&w->g->mq, w->id);
+		err = sleep ? io_uring_submit_and_wait(&w->ring, 1) : io_uring_submit(&w->ring);
+		if (sleep)
+			mq_end_sleep(&w->g->mq, w->id);
 		if (err < 0 && err != -EINTR && err != -EAGAIN && err != -EBUSY) {
 			LOGE("worker %u: io_uring_enter: %s", w->id, strerror(-err));
 			break;
@@ -1085,6 +1247,7 @@ static void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
+		mq_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		spool_flush(w);
 		while ((c = w->dirty)) {
@@ -1099,11 +1262,16 @@ static void *worker_main(void *arg)
 	if (w->seg_fd >= 0)
 		close(w->seg_fd);
 	io_uring_queue_exit(&w->ring);
-	LOGI("worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
-	     "%llu)",
-	     w->id, (unsigned long long)w->stat_msgs, (unsigned long long)w->stat_commits,
-	     w->stat_commits ? (double)w->stat_msgs / (double)w->stat_commits : 0.0,
-	     (unsigned long long)w->stat_max_batch);
+	LOGI(
+	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
+	    "%llu); queue: %llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
+	    "%zu waiting for ring space",
+	    w->id, (unsigned long long)w->stat_msgs, (unsigned long long)w->stat_commits,
+	    w->stat_commits ? (double)w->stat_msgs / (double)w->stat_commits : 0.0,
+	    (unsigned long long)w->stat_max_batch, (unsigned long long)w->stat_routed,
+	    (unsigned long long)w->stat_received,
+	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
+	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route));
 	return NULL;
 }
 
@@ -1121,15 +1289,26 @@ static int spool_prepare(struct gateway *g)
 	return 0;
 }
 
-/* Recovery visitor: a message that survived a previous run, not yet done.
- * Delivery (the relay issue) picks these up; for now they are counted. */
+/* Recovery visitor: a message that survived a previous run, not yet done:
+ * registered and routed to its owner when the workers start. */
 static int on_recovered(void *arg, const struct spool_msg *m)
 {
 	struct gateway *g = arg;
 
+	const char *rcpt = m->nrcpt ? m->rcpts : "";
+	int segno;
+
 	g->recovered++;
 	LOGD("recovered %s from %s at %llu", m->qid, m->segment, (unsigned long long)m->offset);
-	return 0;
+	if (!g->segs.n || memcmp(&g->recov_seg, &m->seg, sizeof(m->seg)) != 0) {
+		segno = segreg_add(&g->segs, &m->seg);
+		if (segno < 0)
+			return 0; /* stays in the spool; routed after a restart */
+		g->recov_seg = m->seg;
+		g->recov_last_seg = (unsigned)segno;
+	}
+	struct mq_item d = QDESC(g->recov_last_seg, route_hash(rcpt), m->offset);
+	return buf_append(&g->recov, &d, sizeof(d)) ? -ENOMEM : 0;
 }
 
 int gateway_run(struct gateway *g)
@@ -1141,6 +1320,14 @@ int gateway_run(struct gateway *g)
 	int sig, err, rc = 0;
 	unsigned started = 0;
 
+	for (unsigned i = 0; i < cf->nlisten; i++) {
+		err = listen_probe(&cf->listen[i]);
+		if (err) {
+			LOGE("listen on %s: %s%s", cf->listen[i].text, strerror(-err),
+			     err == -EADDRINUSE ? " (another process holds it)" : "");
+			return 1;
+		}
+	}
 	err = spool_prepare(g);
 	if (err) {
 		LOGE("spool directory %s: %s", cf->spool, strerror(-err));
@@ -1148,15 +1335,19 @@ int gateway_run(struct gateway *g)
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	g->start_id = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	pthread_mutex_init(&g->segs.mu, NULL);
+	for (unsigned i = 0; i < sizeof(g->ring_fds) / sizeof(g->ring_fds[0]); i++)
+		atomic_init(&g->ring_fds[i], -1);
+	err = mq_init(&g->mq, g->nworkers, cf->queue_capacity);
+	if (err) {
+		LOGE("message queue: %s", strerror(-err));
+		return 1;
+	}
 	err = spool_recover(cf->spool, g->start_id, on_recovered, g, &rec);
 	if (err) {
 		LOGE("spool recovery in %s: %s", cf->spool, strerror(-err));
 		return 1;
 	}
-	LOGI("spool %s: %lu segments, %lu messages pending delivery, %lu done; %lu torn tails "
-	     "cut (%llu bytes), %lu damaged tails set aside, %lu segments deleted",
-	     cf->spool, rec.segments, rec.pending, rec.done, rec.torn,
-	     (unsigned long long)rec.bytes_cut, rec.damaged, rec.deleted);
 
 	/* Workers inherit this mask: only the main thread takes the signals. */
 	sigemptyset(&set);
@@ -1174,10 +1365,26 @@ int gateway_run(struct gateway *g)
 		w->g = g;
 		w->id = i;
 		w->seg_fd = -1;
+		w->segno = -1;
 		w->qid_ctr = (uint32_t)(ts.tv_nsec / 1000) * 2654435761u;
 		w->wakefd = eventfd(0, EFD_CLOEXEC);
+		w->outbox = calloc((size_t)g->nworkers * OUTBOX_MAX, sizeof(*w->outbox));
+		w->outn = calloc(g->nworkers, sizeof(*w->outn));
 		pthread_mutex_init(&w->ready_mu, NULL);
 		pthread_cond_init(&w->ready_cv, NULL);
+	}
+	/* Recovered messages start in their owner's overflow list: the owner
+	 * pushes them into its own ring as soon as it runs. */
+	for (size_t k = 0; k < g->recov.len / sizeof(struct mq_item); k++) {
+		struct mq_item d = ((struct mq_item *)g->recov.p)[k];
+		struct route r = {(uint32_t)d.a % g->nworkers, d};
+
+		buf_append(&g->workers[r.to]->overflow, &r, sizeof(r));
+	}
+	buf_free(&g->recov);
+	for (unsigned i = 0; i < g->nworkers; i++) {
+		struct worker *w = g->workers[i];
+
 		if (pthread_create(&w->thread, NULL, worker_main, w)) {
 			LOGE("cannot start worker %u", i);
 			rc = 1;
@@ -1228,6 +1435,10 @@ int gateway_run(struct gateway *g)
 	for (unsigned i = 0; i < g->nworkers && g->workers[i]; i++) {
 		close(g->workers[i]->wakefd);
 		free(g->workers[i]->lst);
+		free(g->workers[i]->outbox);
+		free(g->workers[i]->outn);
+		buf_free(&g->workers[i]->overflow);
+		buf_free(&g->workers[i]->held);
 		while (g->workers[i]->free_conns) {
 			struct conn *c = g->workers[i]->free_conns;
 
@@ -1237,8 +1448,60 @@ int gateway_run(struct gateway *g)
 		free(g->workers[i]);
 	}
 	free(g->workers);
+	mq_fini(&g->mq);
+	for (unsigned i = 0; i < SEGREG_CHUNKS && g->segs.chunk[i]; i++)
+		free(g->segs.chunk[i]);
 	close(g->spool_dirfd);
 	if (rc == 0)
 		LOGI("stopped");
 	return rc;
+}
+
+/* ---- segment registry and routing ---- */
+
+int segreg_add(struct seg_registry *r, const struct spool_seg_id *id)
+{
+	unsigned n, c;
+	int res;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->n;
+	c = n / SEGREG_CHUNK;
+	if (c >= SEGREG_CHUNKS) {
+		res = -ENOSPC;
+		goto out;
+	}
+	if (!r->chunk[c]) {
+		r->chunk[c] = calloc(SEGREG_CHUNK, sizeof(*r->chunk[c]));
+		if (!r->chunk[c]) {
+			res = -ENOMEM;
+			goto out;
+		}
+	}
+	r->chunk[c][n % SEGREG_CHUNK] = *id;
+	r->n = n + 1;
+	res = (int)n;
+out:
+	pthread_mutex_unlock(&r->mu);
+	return res;
+}
+
+const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i)
+{
+	/* Published to the reader by the queue push that carried <i>. */
+	return &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK];
+}
+
+uint32_t route_hash(const char *addr)
+{
+	const char *at = addr ? strrchr(addr, '@') : NULL;
+	const unsigned char *p = (const unsigned char *)(at ? at + 1 : "");
+	uint32_t h = 2166136261u;
+
+	for (; *p; p++) {
+		unsigned char ch = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + 32) : *p;
+
+		h = (h ^ ch) * 16777619u;
+	}
+	return h;
 }

@@ -10,6 +10,28 @@
 
 #include "core/conf.h"
 #include "core/smtp_session.h"
+#include "queue/mq.h"
+#include "queue/spool.h"
+
+#include <pthread.h>
+
+/* Segments of this run and of earlier runs get a small number, so that a
+ * queue descriptor (struct mq_item: 16 bytes) can name one. Entries never
+ * move once added (chunked), so readers need no lock; adding takes one
+ * (only when a segment is opened or recovered: rare). */
+#define SEGREG_CHUNK  4096u
+#define SEGREG_CHUNKS 1024u
+struct seg_registry {
+	pthread_mutex_t mu;
+	struct spool_seg_id *chunk[SEGREG_CHUNKS];
+	unsigned n;
+};
+
+/* A message descriptor on the queue: a = segment number << 32 | route hash
+ * (the first recipient's domain, which picks the owning worker), b = offset
+ * of the record in its segment. */
+#define QDESC(segno, hash, off)                                                                    \
+	((struct mq_item){((uint64_t)(segno) << 32) | (uint32_t)(hash), (off)})
 
 struct worker;
 
@@ -20,9 +42,22 @@ struct gateway {
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */
 	int spool_dirfd;
-	atomic_uint nsessions; /* open sessions, all workers */
+	atomic_uint nsessions;   /* open sessions, all workers */
 	unsigned long recovered; /* pending messages found by recovery at start */
+	struct mq mq;            /* descriptors between workers: a mesh of SPSC rings */
+	struct seg_registry segs;
+	struct buf recov;        /* struct mq_item of recovered messages, until workers start */
+	unsigned recov_last_seg; /* registry number of the segment recovery is in */
+	struct spool_seg_id recov_seg;
+	_Atomic int ring_fds[256]; /* each worker's ring fd, for IORING_OP_MSG_RING; -1 until up */
 };
+
+/* Adds a segment to the registry; returns its number or -ENOSPC. Any thread. */
+int segreg_add(struct seg_registry *r, const struct spool_seg_id *id);
+/* Segment number <i>: valid once a descriptor naming it was received. */
+const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i);
+/* Route hash of an address's domain (case-insensitive FNV-1a). */
+uint32_t route_hash(const char *addr);
 
 /* Creates the spool directory if needed, starts the workers (they bind
  * and listen before this returns, so the caller may report readiness),

@@ -107,6 +107,19 @@ def test_defaults_start_on_2525():
         assert p.returncode == 0
 
 
+def test_second_instance_on_same_port_refused():
+    # SO_REUSEPORT would let a second process share the port and split the
+    # traffic; ringmx refuses to start instead.
+    from rmx import Gateway
+    with Gateway() as gw:
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run([RINGMX, "--listen", f"127.0.0.1:{gw.port}", "--spool",
+                                os.path.join(d, "spool")], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            assert "already in use" in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     ck = Checks()
     for name, fn in list(globals().items()):

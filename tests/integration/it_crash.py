@@ -149,7 +149,7 @@ def test_kill_9_loses_nothing():
         n, unacked = verify(spool, st, "final")
         logf.flush()
         log = open(os.path.join(tmp, "log"), "rb").read().decode("utf-8", "replace")
-        torn = sum(int(m) for m in re.findall(r"(\d+) torn tails cut", log))
+        torn = sum(int(m) for m in re.findall(r"(\d+) torn tails \(\d+ bytes\) cut", log))
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
         logf.close()
