@@ -54,6 +54,11 @@ enum conf_opt {
 	OPT_DURABILITY,
 	OPT_QUEUE_CAPACITY,
 	OPT_MIN_FREE,
+	OPT_LISTEN_TLS,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_CIPHERS,
+	OPT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 static const struct option conf_longopts[] = {
@@ -81,6 +86,11 @@ static const struct option conf_longopts[] = {
     {"durability", required_argument, NULL, OPT_DURABILITY},
     {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
     {"spool-min-free", required_argument, NULL, OPT_MIN_FREE},
+    {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
+    {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -104,6 +114,7 @@ static const struct conf_num {
     {OPT_MAX_LINE_LENGTH, offsetof(struct conf, max_line_length), 3, 1000000},
     {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
     {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
+    {OPT_TLS_HANDSHAKE_TIMEOUT, offsetof(struct conf, tls_handshake_timeout), 1, 3600},
 };
 
 static void conf_defaults(struct conf *c)
@@ -130,6 +141,10 @@ static void conf_defaults(struct conf *c)
 	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
 	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
 	c->durability_none = false;
+	c->ntls_certs = 0;
+	c->ntls_keys = 0;
+	c->tls_ciphers = NULL;
+	c->tls_handshake_timeout = CONF_DEF_TLS_HANDSHAKE_TIMEOUT;
 }
 
 /* Option column 2-29, text from column 30, at most 100 columns in all. A
@@ -179,6 +194,16 @@ void conf_usage(FILE *out)
 	NUM("--queue-capacity N", "descriptors per worker-to-worker queue ring", CONF_DEF_QUEUE_CAPACITY);
 	OPT("--spool-min-free BYTES",
 	    "MAIL gets 452 below this free space, k/m/g (default: 2x max size)");
+	OPT("--listen-tls ADDR:PORT", "implicit TLS listener, as on port 465 (default: none)");
+	MORE("repeatable; needs --tls-cert; alone, no cleartext default listener");
+	OPT("--tls-cert FILE", "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
+	OPT("--tls-key FILE", "PEM private key of the --tls-cert in the same place (default: none)");
+	MORE("repeatable, in pairs; SNI picks the certificate, else the first one");
+	OPT("--tls-ciphers LIST",
+	    "TLS 1.2 ciphers, OpenSSL syntax (default: ECDHE + AES-GCM/ChaCha20)");
+	fprintf(out, "  --tls-handshake-timeout SECONDS\n");
+	fprintf(out, "  %-26s  time a TLS handshake may take, 1-3600 (default: %u)\n", "",
+	        CONF_DEF_TLS_HANDSHAKE_TIMEOUT);
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -366,24 +391,46 @@ int conf_parse_listen(struct conf_listen *l, const char *s)
 	return 0;
 }
 
-static int add_listen(struct conf *c, const char *arg, char *err, size_t errlen)
+/* --listen and --listen-tls (<tls>) share one array and one limit; an
+ * address may appear only once across both. */
+static int add_listen(struct conf *c, const char *arg, bool tls, char *err, size_t errlen)
 {
+	const char *opt = tls ? "--listen-tls" : "--listen";
 	struct conf_listen *l;
 
 	if (c->nlisten == CONF_MAX_LISTEN)
-		return conf_err(err, errlen, "--listen: at most %d addresses", CONF_MAX_LISTEN);
+		return conf_err(err, errlen, "%s: at most %d addresses", opt, CONF_MAX_LISTEN);
 	l = &c->listen[c->nlisten];
 	if (conf_parse_listen(l, arg) < 0)
 		return conf_err(err, errlen,
-		                "--listen: '%.*s' is not ADDR:PORT (1.2.3.4:25, [::1]:25 or "
+		                "%s: '%.*s' is not ADDR:PORT (1.2.3.4:25, [::1]:25 or "
 		                "*:25; port 1-65535)",
-		                CONF_SHOW_MAX, arg);
+		                opt, CONF_SHOW_MAX, arg);
+	l->tls = tls;
 	for (unsigned i = 0; i < c->nlisten; i++) {
 		if (c->listen[i].addrlen == l->addrlen &&
 		    memcmp(&c->listen[i].addr, &l->addr, l->addrlen) == 0)
-			return conf_err(err, errlen, "--listen: '%s' is given twice", l->text);
+			return conf_err(err, errlen, "%s: '%s' is given twice", opt, l->text);
 	}
 	c->nlisten++;
+	return CONF_OK;
+}
+
+/* --tls-cert and --tls-key fill the pairs in order, each with its own
+ * count; conf_parse() checks at the end that the counts agree. */
+static int add_tls_file(struct conf *c, bool key, const char *arg, char *err, size_t errlen)
+{
+	const char *opt = key ? "--tls-key" : "--tls-cert";
+	unsigned *n = key ? &c->ntls_keys : &c->ntls_certs;
+
+	if (arg[0] == '\0')
+		return conf_err(err, errlen, "%s: the file name is empty", opt);
+	if (*n == CONF_MAX_TLS_CERTS)
+		return conf_err(err, errlen, "%s: at most %d", opt, CONF_MAX_TLS_CERTS);
+	if (key)
+		c->tls_certs[(*n)++].key = arg;
+	else
+		c->tls_certs[(*n)++].cert = arg;
 	return CONF_OK;
 }
 
@@ -454,7 +501,17 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		fprintf(out, "ringmx %s\n", RINGMX_VERSION);
 		return CONF_EXIT;
 	case OPT_LISTEN:
-		return add_listen(c, arg, err, errlen);
+	case OPT_LISTEN_TLS:
+		return add_listen(c, arg, opt == OPT_LISTEN_TLS, err, errlen);
+	case OPT_TLS_CERT:
+	case OPT_TLS_KEY:
+		return add_tls_file(c, opt == OPT_TLS_KEY, arg, err, errlen);
+	case OPT_TLS_CIPHERS:
+		/* Checked by OpenSSL when main() builds the TLS context. */
+		if (arg[0] == '\0')
+			return conf_err(err, errlen, "--tls-ciphers: the list is empty");
+		c->tls_ciphers = arg;
+		return CONF_OK;
 	case OPT_SPOOL:
 		if (arg[0] == '\0')
 			return conf_err(err, errlen, "--spool: the directory name is empty");
@@ -556,6 +613,19 @@ int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size
 		              argv[optind]);
 		goto fail;
 	}
+	if (c->ntls_certs != c->ntls_keys) {
+		rc = conf_err(err, errlen, "%u --tls-cert but %u --tls-key: they go in pairs",
+		              c->ntls_certs, c->ntls_keys);
+		goto fail;
+	}
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		if (c->listen[i].tls && c->ntls_certs == 0) {
+			rc = conf_err(err, errlen, "--listen-tls needs --tls-cert and --tls-key");
+			goto fail;
+		}
+	}
+	/* The default only when no listener at all was given: --listen-tls
+	 * alone makes a TLS-only gateway. */
 	if (c->nlisten == 0 && conf_parse_listen(&c->listen[c->nlisten++], CONF_DEF_LISTEN) < 0) {
 		rc = conf_err(err, errlen, "bad built-in listen address " CONF_DEF_LISTEN);
 		goto fail;

@@ -12,12 +12,22 @@
 #include "core/policy.h"
 #include "core/smtp_data.h"
 
-#define CONF_MAX_LISTEN 16
+#define CONF_MAX_LISTEN    16 /* --listen and --listen-tls together */
+#define CONF_MAX_TLS_CERTS 16 /* --tls-cert/--tls-key pairs (io/tls.h TLS_MAX_CERTS) */
 
 struct conf_listen {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char text[80]; /* as given, for logs: "127.0.0.1:2525", "[::1]:25" */
+	bool tls;      /* --listen-tls: implicit TLS (RFC 8314), handshake before the greeting */
+};
+
+/* One --tls-cert and the --tls-key given in the same position. The files
+ * are not read here (core/ knows no OpenSSL): main() loads them, also for
+ * --check. */
+struct conf_tls_cert {
+	const char *cert; /* PEM certificate chain; points into argv */
+	const char *key;  /* PEM private key; points into argv */
 };
 
 /* Defaults; conf_usage() prints them. */
@@ -37,6 +47,7 @@ struct conf_listen {
 #define CONF_DEF_COMMIT_WINDOW_US 200u   /* a group commit waits this long for company */
 #define CONF_DEF_QUEUE_CAPACITY   4096u  /* per worker-to-worker ring */
 #define CONF_DEF_SPOOL_MIN_FREE   UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
+#define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u /* seconds a TLS handshake may take */
 
 struct conf {
 	struct conf_listen listen[CONF_MAX_LISTEN];
@@ -62,6 +73,12 @@ struct conf {
 	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
 	uint64_t spool_min_free;   /* free bytes under which MAIL gets 452 4.3.1 */
 	bool durability_none;      /* --durability none: no fdatasync (benchmarks only) */
+	/* TLS: pairs in command-line order; [0] serves clients without SNI. */
+	struct conf_tls_cert tls_certs[CONF_MAX_TLS_CERTS];
+	unsigned ntls_certs;       /* 0 = no TLS: no STARTTLS, no --listen-tls */
+	unsigned ntls_keys;        /* --tls-key seen; equals ntls_certs after CONF_OK */
+	const char *tls_ciphers;   /* TLS 1.2 cipher list; NULL = io/tls.h's default */
+	unsigned tls_handshake_timeout; /* seconds */
 };
 
 enum {

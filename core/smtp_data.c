@@ -10,7 +10,7 @@
  * by a CR, a bare CR is a CR not followed by an LF, a line start is the
  * position after a real CRLF. Blocks with nothing to do (almost all of
  * them) are recognised without the masks, by one vector test on the block
- * and the block one byte back (about 35 instructions per 64 bytes); the rare
+ * and the block one byte back (about 30 instructions per 64 bytes); the rare
  * events (a dot at a line start, a bare CR/LF) are handled one by one. The
  * vector code is AVX-512BW, AVX2, SSE2 or portable 64-bit word code, chosen
  * at run time; all share one body. */
@@ -31,6 +31,23 @@ enum {
 	D_DOT,            /* a '.' at the start of a line (dropped) */
 	D_DOT_CR,         /* ".\r" at the start of a line (the CR held back) */
 };
+
+/* <c> ? <a> : <b>, where a branch would mispredict. Written in C, gcc 12
+ * makes it a cmov in the hot loop but clang 14 makes it a branch (its cmov
+ * conversion ignores __builtin_unpredictable), which halves its speed on
+ * 10 MB messages. */
+static inline __attribute__((always_inline)) int64_t data_cmov(bool c, int64_t a, int64_t b)
+{
+#ifdef DATA_X86
+	__asm__("{testb %2, %2; cmovne %1, %0|test %2, %2; cmovne %0, %1}"
+	        : "+r"(b)
+	        : "r"(a), "q"(c)
+	        : "cc");
+	return b;
+#else
+	return c ? a : b;
+#endif
+}
 
 /* Static memory for bytes that are not in the current buffer: the CR of a
  * ".\r" held back across a call, and the CRLF of a normalized bare CR/LF. */
@@ -219,9 +236,15 @@ struct data_masks {
 	uint64_t cr, lf, dot;
 };
 
+/* The bytes the vector quick tests (AVX2, AVX-512) look for, as values the
+ * compiler cannot see (see data_scan_body()); the others ignore them. */
+struct data_k {
+	char cr, lf, dot;
+};
+
 typedef void data_masks_fn(const char *p, struct data_masks *m);
-typedef bool data_quick_fn(const char *p, bool *lf);
-typedef bool data_quick_first_fn(const char *p, char prev, bool *lf);
+typedef bool data_quick_fn(const char *p, const struct data_k *k, bool *lf);
+typedef bool data_quick_first_fn(const char *p, const struct data_k *k, char prev, bool *lf);
 
 /* The quick test from masks, <prev> being the byte before them. */
 static inline __attribute__((always_inline)) bool data_quick_masks(const struct data_masks *m,
@@ -262,8 +285,10 @@ static inline void data_line(struct data_scan *s, int64_t l)
 }
 
 /* Ends the call at <q> in state <st>, the current line having <l> octets;
- * emits the run up to <q>. Returns <q>. */
-static size_t data_finish(struct data_scan *s, size_t q, unsigned st, int64_t l, unsigned *nv)
+ * emits the run up to <q>. Returns <q>. Inlined where the end of data is
+ * the common case, called elsewhere (data_finish()). */
+static inline __attribute__((always_inline)) size_t
+data_finish_inline(struct data_scan *s, size_t q, unsigned st, int64_t l, unsigned *nv)
 {
 	struct smtp_data *d = s->d;
 
@@ -284,6 +309,11 @@ static size_t data_finish(struct data_scan *s, size_t q, unsigned st, int64_t l,
 	d->state = (uint8_t)st;
 	*nv = s->n;
 	return q;
+}
+
+static size_t data_finish(struct data_scan *s, size_t q, unsigned st, int64_t l, unsigned *nv)
+{
+	return data_finish_inline(s, q, st, l, nv);
 }
 
 /* Octets at the end of the consumed input that state <st> holds unresolved:
@@ -510,6 +540,36 @@ static bool data_block_slow(struct data_scan *s, size_t base, const struct data_
 	return false;
 }
 
+/* The common case of the block that ends a message: its first event (bare
+ * CR/LF or dot at a line start) is a dot at a line start followed by CRLF,
+ * the end of data, and the views have room for the run before it. Then
+ * nothing before it needs a cut or a flag, and the call ends there, with
+ * the results data_block_slow() would give. <lines>: count the lines that
+ * end in the block before the dot (the hot loop knows they are short).
+ * Returns false, having changed nothing, in every other case. */
+static inline __attribute__((always_inline)) bool
+data_fast_end(struct data_scan *s, size_t base, const struct data_masks *m, uint64_t c_cr,
+              uint64_t c_ls, bool lines, size_t *ret, unsigned *nv)
+{
+	uint64_t crp = m->cr << 1 | c_cr;
+	uint64_t crlf = m->lf & crp;
+	uint64_t dls = m->dot & (crlf << 1 | c_ls);
+	uint64_t ev = (m->lf ^ crp) | dls; /* blf | bcr | dls */
+	uint64_t first = ev & -ev;
+	size_t pos = base + (size_t)__builtin_ctzll(first | 1ull << 63);
+
+	if (!(dls & first) || pos + 3 > s->len || s->n + 4 > s->maxv || s->p[pos + 1] != '\r' ||
+	    s->p[pos + 2] != '\n')
+		return false;
+	if (lines && s->ml)
+		data_lines(s, base, m->lf & (first - 1), crlf);
+	data_run(s, pos);
+	s->run = pos + 3;
+	s->flags |= SMTP_DATA_F_DONE;
+	*ret = data_finish_inline(s, pos + 3, D_LINE_START, 0, nv);
+	return true;
+}
+
 /* A block with carries (the first of a call, and the last if short): the
  * quick test on the masks, else data_block_slow(). */
 static bool data_block_edge(struct data_scan *s, size_t base, const struct data_masks *m,
@@ -520,8 +580,11 @@ static bool data_block_edge(struct data_scan *s, size_t base, const struct data_
 
 	/* Zero iff every LF follows a CR, every CR precedes an LF, and no
 	 * dot starts a line. */
-	if (((m->lf ^ crp) & valid) | (m->dot & (m->lf << 1 | c_ls)) | s->force)
+	if (((m->lf ^ crp) & valid) | (m->dot & (m->lf << 1 | c_ls)) | s->force) {
+		if (data_fast_end(s, base, m, c_cr, c_ls, true, ret, nv))
+			return true;
 		return data_block_slow(s, base, m, nb, c_cr, c_ls, ret, nv);
+	}
 	s->c_cr = m->cr >> (nb - 1) & 1;
 	s->c_ls = m->lf >> (nb - 1) & 1;
 	if (s->ml)
@@ -542,7 +605,7 @@ data_line_start(const char *p, int64_t lb, int64_t lb0, int64_t ls0, data_masks_
 	return lb + 64 - __builtin_clzll(m.lf);
 }
 
-/* The scan, around a block classifier: <quick>(p, &lf) says whether the 64
+/* The scan, around a block classifier: <quick>(p, k, &lf) says whether the 64
  * bytes at <p> may need work, looking at p[-1] too (false only if every LF
  * follows a CR, every CR precedes an LF and no dot follows an LF), and
  * whether they hold an LF; <quick_first>() does the same with <prev> in
@@ -553,7 +616,11 @@ data_line_start(const char *p, int64_t lb, int64_t lb0, int64_t ls0, data_masks_
  * last block with an LF. A line ending in the block at <base> started after
  * an LF in the block at <lb>, so it has fewer than base - lb + 63 octets:
  * only when base - lb > max_line - 64 may it be long, and the exact path
- * counts. (The current line start is found again from <lb>.) */
+ * counts. (The current line start is found again from <lb>.) The loop keeps
+ * lb + max_line - 64 (<dl>), so that each block costs one compare.
+ *
+ * The exact path first tries data_fast_end(): the block that ends a message
+ * almost never has an event before the end of data. */
 static inline __attribute__((always_inline)) size_t
 data_scan_body(struct smtp_data *d, const char *p, size_t len, struct iovec *v, unsigned maxv,
                unsigned *nv, data_masks_fn *masks, data_quick_fn *quick,
@@ -588,53 +655,74 @@ data_scan_body(struct smtp_data *d, const char *p, size_t len, struct iovec *v, 
 	s.c_ls = c_ls;
 	base = i;
 	if (base + 64 <= len) {
-		int64_t ls0 = s.ls, lb0 = ls0 - 64, lb = lb0;
+		int64_t ls0 = s.ls, lb0 = ls0 - 64;
 		/* Exact path when <thr> octets passed since the last LF: a
-		 * line may be long (-1: always; never once one was). */
-		int64_t thr = !s.ml || (d->flags & SMTP_DATA_F_LONG_LINE) ? INT64_MAX
+		 * line may be long (-1: always; never once one was, or
+		 * without a limit: 2^62 is past any offset). */
+		int64_t thr = !s.ml || (d->flags & SMTP_DATA_F_LONG_LINE) ? (int64_t)1 << 62
 		              : s.force                                   ? -1
 		                                                          : (int64_t)s.ml - 64;
+		/* <lb> + <thr>: the last block the hot loop may take. */
+		int64_t dl = lb0 + thr;
+		size_t last = len - 64;
+		/* Hidden from the optimizer: gcc 12 builds a splat of a
+		 * known byte from a general register and rebuilds it in
+		 * every pass of the loop (5 instructions a block); splats of
+		 * unknown bytes are built once, before it. */
+		struct data_k k = {'\r', '\n', '.'};
 		bool lf, work;
+
+		__asm__("" : "+r"(k.cr), "+r"(k.lf), "+r"(k.dot));
 
 		/* The first block has carries from the state (c_cr is 0 after
 		 * the prelude), not from the byte before. */
-		work = quick_first(p + base, c_ls ? '\n' : 0, &lf);
+		work = quick_first(p + base, &k, c_ls ? '\n' : 0, &lf);
 		for (;;) {
-			/* The hot path: almost every block has nothing to do
-			 * (the profile lays it out of line otherwise). */
-			if (__builtin_expect(!work && (int64_t)base - lb <= thr, 1)) {
-				/* lb = lf ? base : lb, as a max (a cmov: a
-				 * branch here mispredicts on real text). */
-				int64_t nlb = (int64_t)base - ((int64_t)!lf << 62);
+			/* The hot loop: almost every block has nothing to do.
+			 * It makes no call, so its constants stay in
+			 * registers. The deadline moves when the block has an
+			 * LF, as a cmov: a branch here mispredicts on real
+			 * text. */
+			while (__builtin_expect(!work && (int64_t)base <= dl, 1)) {
+				int64_t ndl = (int64_t)base + thr;
 
-				lb = nlb > lb ? nlb : lb;
-			} else {
-				if (base > i) {
-					/* From the second block on, carries
-					 * are bytes. */
-					c_cr = p[base - 1] == '\r';
-					c_ls = p[base - 1] == '\n' && p[base - 2] == '\r';
-				}
-				s.ls = data_line_start(p, lb, lb0, ls0, masks);
-				masks(p + base, &m);
-				if (data_block_slow(&s, base, &m, 64, c_cr, c_ls, &ret, nv))
-					return ret;
-				ls0 = s.ls;
-				lb0 = ls0 - 64;
-				lb = lb0;
-				/* The line so far, less a CR that may end it,
-				 * is a lower bound: a long one stops here. */
-				if (s.ml)
-					data_line(&s, (int64_t)base + 63 - ls0);
-				if (s.flags & SMTP_DATA_F_LONG_LINE)
-					thr = INT64_MAX;
+				dl = data_cmov(lf, ndl, dl);
+				base += 64;
+				if (base > last)
+					goto hot_end;
+				work = quick(p + base, &k, &lf);
 			}
+			if (base > i) {
+				/* From the second block on, carries are
+				 * bytes. */
+				c_cr = p[base - 1] == '\r';
+				c_ls = p[base - 1] == '\n' && p[base - 2] == '\r';
+			}
+			masks(p + base, &m);
+			/* The block that ends the message, usually. Its lines
+			 * are short, as in the hot loop. */
+			if ((int64_t)base <= dl &&
+			    data_fast_end(&s, base, &m, c_cr, c_ls, false, &ret, nv))
+				return ret;
+			s.ls = data_line_start(p, dl - thr, lb0, ls0, masks);
+			if (data_block_slow(&s, base, &m, 64, c_cr, c_ls, &ret, nv))
+				return ret;
+			ls0 = s.ls;
+			lb0 = ls0 - 64;
+			/* The line so far, less a CR that may end it, is a
+			 * lower bound: a long one stops here. */
+			if (s.ml)
+				data_line(&s, (int64_t)base + 63 - ls0);
+			if (s.flags & SMTP_DATA_F_LONG_LINE)
+				thr = (int64_t)1 << 62;
+			dl = lb0 + thr;
 			base += 64;
-			if (base + 64 > len)
+			if (base > last)
 				break;
-			work = quick(p + base, &lf);
+			work = quick(p + base, &k, &lf);
 		}
-		s.ls = data_line_start(p, lb, lb0, ls0, masks);
+	hot_end:
+		s.ls = data_line_start(p, dl - thr, lb0, ls0, masks);
 		c_cr = p[base - 1] == '\r';
 		c_ls = p[base - 1] == '\n' && p[base - 2] == '\r';
 		s.c_cr = c_cr;
@@ -696,8 +784,8 @@ static inline __attribute__((always_inline)) void data_masks_scalar(const char *
 	}
 }
 
-static inline __attribute__((always_inline)) bool data_quick_first_scalar(const char *p, char prev,
-                                                                          bool *lf)
+static inline __attribute__((always_inline)) bool
+data_quick_first_scalar(const char *p, const struct data_k *k, char prev, bool *lf)
 {
 	struct data_masks m;
 
@@ -705,9 +793,10 @@ static inline __attribute__((always_inline)) bool data_quick_first_scalar(const 
 	return data_quick_masks(&m, prev, lf);
 }
 
-static inline __attribute__((always_inline)) bool data_quick_scalar(const char *p, bool *lf)
+static inline __attribute__((always_inline)) bool
+data_quick_scalar(const char *p, const struct data_k *k, bool *lf)
 {
-	return data_quick_first_scalar(p, p[-1], lf);
+	return data_quick_first_scalar(p, k, p[-1], lf);
 }
 
 static size_t data_scan_scalar(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
@@ -742,8 +831,8 @@ static inline __attribute__((always_inline)) void data_masks_sse2(const char *p,
 
 /* Four movemasks per 16 bytes are cheaper here than a vector test on two
  * loads (measured): the quick test runs on the masks. */
-static inline __attribute__((always_inline)) bool data_quick_first_sse2(const char *p, char prev,
-                                                                        bool *lf)
+static inline __attribute__((always_inline)) bool
+data_quick_first_sse2(const char *p, const struct data_k *k, char prev, bool *lf)
 {
 	struct data_masks m;
 
@@ -751,9 +840,10 @@ static inline __attribute__((always_inline)) bool data_quick_first_sse2(const ch
 	return data_quick_masks(&m, prev, lf);
 }
 
-static inline __attribute__((always_inline)) bool data_quick_sse2(const char *p, bool *lf)
+static inline __attribute__((always_inline)) bool data_quick_sse2(const char *p,
+                                                                  const struct data_k *k, bool *lf)
 {
-	return data_quick_first_sse2(p, p[-1], lf);
+	return data_quick_first_sse2(p, k, p[-1], lf);
 }
 
 static size_t data_scan_sse2(struct smtp_data *d, const char *p, size_t len, struct iovec *v,
@@ -784,44 +874,46 @@ data_masks_avx2(const char *p, struct data_masks *m)
 }
 
 __attribute__((target("avx2,bmi"))) static inline __attribute__((always_inline)) __m256i
-avx2_quick(__m256i b, __m256i a, __m256i *l)
+avx2_quick(__m256i b, __m256i a, const struct data_k *k, __m256i *l)
 {
-	*l = _mm256_cmpeq_epi8(b, _mm256_set1_epi8('\n'));
-	return _mm256_or_si256(_mm256_xor_si256(*l, _mm256_cmpeq_epi8(a, _mm256_set1_epi8('\r'))),
-	                       _mm256_and_si256(_mm256_cmpeq_epi8(b, _mm256_set1_epi8('.')),
-	                                        _mm256_cmpeq_epi8(a, _mm256_set1_epi8('\n'))));
+	__m256i vlf = _mm256_set1_epi8(k->lf);
+
+	*l = _mm256_cmpeq_epi8(b, vlf);
+	return _mm256_or_si256(_mm256_xor_si256(*l, _mm256_cmpeq_epi8(a, _mm256_set1_epi8(k->cr))),
+	                       _mm256_and_si256(_mm256_cmpeq_epi8(b, _mm256_set1_epi8(k->dot)),
+	                                        _mm256_cmpeq_epi8(a, vlf)));
 }
 
 /* <a0>: the 32 bytes from p - 1. */
 __attribute__((target("avx2,bmi"))) static inline __attribute__((always_inline)) bool
-avx2_quick64(const char *p, __m256i b0, __m256i a0, bool *lf)
+avx2_quick64(const char *p, __m256i b0, __m256i a0, const struct data_k *k, bool *lf)
 {
 	__m256i l0, l1, l, q;
 
-	q = _mm256_or_si256(avx2_quick(b0, a0, &l0),
+	q = _mm256_or_si256(avx2_quick(b0, a0, k, &l0),
 	                    avx2_quick(_mm256_loadu_si256((const __m256i *)(const void *)(p + 32)),
 	                               _mm256_loadu_si256((const __m256i *)(const void *)(p + 31)),
-	                               &l1));
+	                               k, &l1));
 	l = _mm256_or_si256(l0, l1);
 	*lf = !_mm256_testz_si256(l, l);
 	return !_mm256_testz_si256(q, q);
 }
 
 __attribute__((target("avx2,bmi"))) static inline __attribute__((always_inline)) bool
-data_quick_avx2(const char *p, bool *lf)
+data_quick_avx2(const char *p, const struct data_k *k, bool *lf)
 {
 	return avx2_quick64(p, _mm256_loadu_si256((const __m256i *)(const void *)p),
-	                    _mm256_loadu_si256((const __m256i *)(const void *)(p - 1)), lf);
+	                    _mm256_loadu_si256((const __m256i *)(const void *)(p - 1)), k, lf);
 }
 
 __attribute__((target("avx2,bmi"))) static inline __attribute__((always_inline)) bool
-data_quick_first_avx2(const char *p, char prev, bool *lf)
+data_quick_first_avx2(const char *p, const struct data_k *k, char prev, bool *lf)
 {
 	__m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)p);
 	/* [prev, p[0..30]]: across the two lanes, alignr on a permute. */
 	__m256i hi = _mm256_permute2x128_si256(_mm256_set1_epi8(prev), b0, 0x21);
 
-	return avx2_quick64(p, b0, _mm256_alignr_epi8(b0, hi, 15), lf);
+	return avx2_quick64(p, b0, _mm256_alignr_epi8(b0, hi, 15), k, lf);
 }
 
 __attribute__((target("avx2,bmi"))) static size_t data_scan_avx2(struct smtp_data *d, const char *p,
@@ -843,32 +935,33 @@ data_masks_avx512(const char *p, struct data_masks *m)
 }
 
 __attribute__((target("avx512f,avx512bw,bmi"))) static inline __attribute__((always_inline)) bool
-avx512_quick(__m512i b, __m512i a, bool *lf)
+avx512_quick(__m512i b, __m512i a, const struct data_k *k, bool *lf)
 {
-	uint64_t l = _mm512_cmpeq_epi8_mask(b, _mm512_set1_epi8('\n'));
-	uint64_t crp = _mm512_cmpeq_epi8_mask(a, _mm512_set1_epi8('\r'));
-	uint64_t dls = _mm512_mask_cmpeq_epi8_mask(
-	    _mm512_cmpeq_epi8_mask(a, _mm512_set1_epi8('\n')), b, _mm512_set1_epi8('.'));
+	__m512i vlf = _mm512_set1_epi8(k->lf);
+	uint64_t l = _mm512_cmpeq_epi8_mask(b, vlf);
+	uint64_t crp = _mm512_cmpeq_epi8_mask(a, _mm512_set1_epi8(k->cr));
+	uint64_t dls = _mm512_mask_cmpeq_epi8_mask(_mm512_cmpeq_epi8_mask(a, vlf), b,
+	                                           _mm512_set1_epi8(k->dot));
 
 	*lf = l != 0;
 	return (l ^ crp) | dls;
 }
 
 __attribute__((target("avx512f,avx512bw,bmi"))) static inline __attribute__((always_inline)) bool
-data_quick_avx512(const char *p, bool *lf)
+data_quick_avx512(const char *p, const struct data_k *k, bool *lf)
 {
 	return avx512_quick(_mm512_loadu_si512((const void *)p),
-	                    _mm512_loadu_si512((const void *)(p - 1)), lf);
+	                    _mm512_loadu_si512((const void *)(p - 1)), k, lf);
 }
 
 __attribute__((target("avx512f,avx512bw,bmi"))) static inline __attribute__((always_inline)) bool
-data_quick_first_avx512(const char *p, char prev, bool *lf)
+data_quick_first_avx512(const char *p, const struct data_k *k, char prev, bool *lf)
 {
 	/* p[-1] may be unmapped: a masked load does not touch it. */
 	__m512i a = _mm512_maskz_loadu_epi8(~1ull, p - 1);
 
 	return avx512_quick(_mm512_loadu_si512((const void *)p), _mm512_mask_set1_epi8(a, 1, prev),
-	                    lf);
+	                    k, lf);
 }
 
 __attribute__((target("avx512f,avx512bw,bmi"))) static size_t

@@ -7,8 +7,11 @@
  * while in DATA / inside a BDAT chunk), runs each command through one table
  * (OpenSMTPD commands[], Postfix smtpd_cmd_table) and appends the replies to
  * s->out. When a message is complete it stops and raises SMTP_ACT_MSG_READY;
- * io/ spools it and answers with smtp_session_msg_result(). Every reply goes
- * through smtp_reply() and every state change through smtp_set_state().
+ * io/ spools it and answers with smtp_session_msg_result(). STARTTLS (RFC
+ * 3207) works the same way: 220, stop right after its line, raise
+ * SMTP_ACT_STARTTLS; io/ runs the handshake and calls
+ * smtp_session_tls_started(). Every reply goes through smtp_reply() and
+ * every state change through smtp_set_state().
  * Sans-I/O: libc only, no sockets, clocks or threads. */
 #include "core/smtp_session.h"
 
@@ -430,6 +433,9 @@ static void smtp_on_helo(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, SMTP_R_MORE, "250 SIZE %" PRIu64, s->cf->max_message_size);
 	else
 		smtp_reply(s, c, SMTP_R_MORE, "250 SIZE");
+	/* RFC 3207 4.2: not offered again once TLS is up. */
+	if (s->cf->tls_available && !(s->flags & SMTP_F_TLS))
+		smtp_reply(s, c, SMTP_R_MORE, "250 STARTTLS");
 	smtp_reply(s, c, SMTP_R_MORE, "250 8BITMIME");
 	smtp_reply(s, c, SMTP_R_MORE, "250 SMTPUTF8");
 	smtp_reply(s, c, SMTP_R_MORE, "250 ENHANCEDSTATUSCODES");
@@ -678,10 +684,31 @@ static void smtp_on_help(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	           "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
+/* RFC 3207. On success the 220 goes out in clear and smtp_session_feed()
+ * stops right after this line: whatever the client pipelined behind it
+ * came in clear and must not be taken as sent under TLS (CVE-2011-0411),
+ * so io/ discards it. */
 static void smtp_on_starttls(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv arg)
 {
-	/* Not offered in EHLO yet; io/ will raise SMTP_ACT_STARTTLS later. */
-	smtp_reply(s, c, SMTP_R_ERR, "454 4.7.0 TLS not available");
+	if (arg.len) {
+		smtp_reply(s, c, SMTP_R_ERR, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->flags & SMTP_F_TLS) {
+		smtp_reply(s, c, SMTP_R_ERR, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!s->cf->tls_available) {
+		smtp_reply(s, c, SMTP_R_ERR, "454 4.7.0 TLS not available");
+		return;
+	}
+	if (smtp_session_in_tx(s)) {
+		smtp_reply(s, c, SMTP_R_ERR, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	smtp_reply(s, c, 0, "220 2.0.0 Ready to start TLS");
+	if (s->state != SMTP_S_CLOSED)
+		s->act |= SMTP_ACT_STARTTLS;
 }
 
 /* The command table (OpenSMTPD commands[], Postfix smtpd_cmd_table). Each
@@ -1047,14 +1074,17 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 			s->flags |= SMTP_F_PREGREET;
 		return len;
 	}
-	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL) {
+	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
+	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
+	       !(s->act & SMTP_ACT_STARTTLS)) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
 			n = smtp_data_feed(s, p + off, len - off);
 		else
 			n = smtp_line_feed(s, p + off, len - off);
-		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED)
+		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
+		    !(s->act & SMTP_ACT_STARTTLS))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
@@ -1078,6 +1108,44 @@ void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)
 		smtp_reply(s, c, 0, "451 4.3.0 Error: queue file write error");
 	}
 	smtp_tx_end(s);
+}
+
+/* Copies <src> (NULL: "") into <dst> of <size> bytes for the Received:
+ * comment: printable ASCII only, and no parentheses or backslash that
+ * would end or escape the comment (RFC 5322 3.2.2). */
+static void smtp_copy_token(char *dst, size_t size, const char *src)
+{
+	size_t n = 0;
+
+	for (; src && *src && n + 1 < size; src++) {
+		unsigned char ch = (unsigned char)*src;
+
+		if (ch > ' ' && ch < 0x7f && ch != '(' && ch != ')' && ch != '\\')
+			dst[n++] = (char)ch;
+	}
+	dst[n] = '\0';
+}
+
+void smtp_session_tls_started(struct smtp_session *s, const char *version, const char *cipher)
+{
+	if (s->state == SMTP_S_CLOSED)
+		return;
+	s->act &= ~SMTP_ACT_STARTTLS;
+	s->flags |= SMTP_F_TLS;
+	smtp_copy_token(s->tls_version, sizeof(s->tls_version), version);
+	smtp_copy_token(s->tls_cipher, sizeof(s->tls_cipher), cipher);
+	LOGD("smtp: client=[%s] TLS started: %s %s", s->peer.addr, s->tls_version, s->tls_cipher);
+	/* Implicit TLS: before the greeting, nothing to forget. A state
+	 * STARTTLS is never accepted in is left alone too. */
+	if (s->state != SMTP_S_GREET && s->state != SMTP_S_READY)
+		return;
+	/* RFC 3207 4.2: discard all knowledge obtained from the client in
+	 * clear; the client must EHLO again. */
+	smtp_tx_reset(s);
+	s->helo[0] = '\0';
+	s->flags &= ~(SMTP_F_ESMTP | SMTP_F_DISCARD);
+	buf_free(&s->line);
+	smtp_set_state(s, SMTP_S_GREET);
 }
 
 /* 421 <ecode> <hostname> <why>, then close (RFC 5321 3.8). */
@@ -1130,16 +1198,26 @@ int smtp_session_received(const struct smtp_session *s, struct buf *b, const cha
 	if (!gmtime_r(&now, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
 	    tm.tm_mon > 11)
 		return -EINVAL;
+	/* RFC 3848 and RFC 6531 3.7.3: "S" for TLS. The registry has no
+	 * keyword for HELO under TLS: "SMTP" then, and the comment says TLS. */
 	if (!(s->flags & SMTP_F_ESMTP))
 		proto = "SMTP";
+	else if (s->flags & SMTP_F_TLS)
+		proto = s->tx.smtputf8 ? "UTF8SMTPS" : "ESMTPS";
 	else
-		proto = s->tx.smtputf8 ? "UTF8SMTP" : "ESMTP"; /* RFC 6531 3.7.3 */
+		proto = s->tx.smtputf8 ? "UTF8SMTP" : "ESMTP";
 	if (s->tx.nrcpt == 1)
 		rcpt = smtp_tx_rcpt_next(&s->tx, &it);
 	/* RFC 5321 4.4; the helo text has no CR or LF (smtp_command()). */
-	err = buf_printf(b, "Received: from %s ([%s%s])\r\n\tby %s (ringmx) with %s id %s",
-	                 s->helo[0] ? s->helo : "unknown", strchr(s->peer.addr, ':') ? "IPv6:" : "",
-	                 s->peer.addr, s->cf->hostname, proto, qid);
+	err = buf_printf(b, "Received: from %s ([%s%s])\r\n", s->helo[0] ? s->helo : "unknown",
+	                 strchr(s->peer.addr, ':') ? "IPv6:" : "", s->peer.addr);
+	/* Postfix's style: "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)". */
+	if (!err && (s->flags & SMTP_F_TLS))
+		err = buf_printf(b, "\t(using %s%s%s)\r\n",
+		                 s->tls_version[0] ? s->tls_version : "TLS",
+		                 s->tls_cipher[0] ? " with cipher " : "", s->tls_cipher);
+	if (!err)
+		err = buf_printf(b, "\tby %s (ringmx) with %s id %s", s->cf->hostname, proto, qid);
 	if (!err && rcpt)
 		err = buf_printf(b, "\r\n\tfor <%s>; ", rcpt);
 	else if (!err)

@@ -28,6 +28,7 @@ struct smtp_server_conf {
 	unsigned max_line;    /* DATA text line limit, CRLF included */
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
+	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */
 };
 
 /* What the connection knows about the peer; copied into the session. */
@@ -50,11 +51,16 @@ enum smtp_state {
 /* Actions for io/; bits in s->act, cleared by the caller once done. */
 #define SMTP_ACT_MSG_READY 0x1u /* tx holds a complete message: spool it, then msg_result() */
 #define SMTP_ACT_CLOSE     0x2u /* send what is in <out>, then close the connection */
+/* STARTTLS was answered 220: send <out> in clear, DISCARD every input byte
+ * after the STARTTLS line, run the TLS handshake, then tell the session with
+ * smtp_session_tls_started() (which clears this bit). */
+#define SMTP_ACT_STARTTLS 0x4u
 
 /* Session flags (s->flags). */
 #define SMTP_F_ESMTP    0x1u /* client said EHLO (not HELO) */
 #define SMTP_F_PREGREET 0x2u /* client talked before the greeting */
 #define SMTP_F_DISCARD  0x4u /* discarding an over-long command line up to its LF */
+#define SMTP_F_TLS      0x8u /* TLS is up (STARTTLS or implicit TLS): smtp_session_tls_started() */
 
 /* Transaction flags (s->tx.flags). */
 #define SMTP_TX_BDAT  0x1u  /* content comes by BDAT (RFC 3030): DATA is refused */
@@ -90,6 +96,8 @@ struct smtp_session {
 	unsigned nmsgs;     /* messages accepted in this session */
 	bool storage_low;   /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];     /* EHLO/HELO argument, truncated; "" before it */
+	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */
+	char tls_cipher[64];  /* "TLS_AES_256_GCM_SHA384" likewise */
 	struct buf line;    /* partial command line carried between feeds */
 	struct buf out;     /* replies waiting to be sent; the caller drains it */
 	struct smtp_tx tx;
@@ -108,15 +116,30 @@ void smtp_session_greet(struct smtp_session *s);
 
 /* Feeds <len> bytes at <p>. Returns the bytes consumed: fewer than <len>
  * when the session stopped for an action (SMTP_ACT_MSG_READY: the caller
- * keeps the rest and feeds it after smtp_session_msg_result()) or closed
- * (SMTP_ACT_CLOSE: the rest is dropped). Appends replies to s->out. Before
- * smtp_session_greet() it only notes SMTP_F_PREGREET and consumes. */
+ * keeps the rest and feeds it after smtp_session_msg_result()), closed
+ * (SMTP_ACT_CLOSE: the rest is dropped) or accepted STARTTLS
+ * (SMTP_ACT_STARTTLS: the count ends just past the STARTTLS line; the
+ * caller MUST DISCARD the rest, and anything it holds back as pending
+ * input: those bytes came in clear and must not be read as if sent under
+ * TLS, CVE-2011-0411). Consumes nothing while an action is pending.
+ * Appends replies to s->out. Before smtp_session_greet() it only notes
+ * SMTP_F_PREGREET and consumes. */
 size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len);
 
 /* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =
  * 452 4.3.1; anything else = 451 4.3.0. Resets the transaction. */
 void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid);
+
+/* The TLS handshake is done (<version> "TLSv1.3", <cipher> as OpenSSL
+ * names it; copied, truncated, non-printable characters dropped). Sets
+ * SMTP_F_TLS and clears SMTP_ACT_STARTTLS. After STARTTLS the session
+ * forgets what the client said in clear (RFC 3207 4.2): back to GREET (EHLO
+ * again), helo and the transaction cleared, SMTP_F_ESMTP off; no reply (the
+ * client speaks first). For implicit TLS (RFC 8314) call it before
+ * smtp_session_greet(): the state stays INIT. EHLO no longer offers
+ * STARTTLS, and a second STARTTLS gets 503. Ignored once closed. */
+void smtp_session_tls_started(struct smtp_session *s, const char *version, const char *cipher);
 
 /* 421 4.4.2 and close (idle timeout). */
 void smtp_session_timeout(struct smtp_session *s);
@@ -128,9 +151,10 @@ void smtp_session_busy(struct smtp_session *s);
 bool smtp_session_in_tx(const struct smtp_session *s);
 
 /* Writes the Received: header (RFC 5321 4.4) for the current transaction
- * into <b>: from <helo> (<peer addr>) by <hostname> with ESMTP/SMTP (+S for
- * TLS later) id <qid> for <rcpt if one>; <date> (RFC 5322 date of <now>,
- * UTC). Returns 0 or -ENOMEM. */
+ * into <b>: from <helo> (<peer addr>) [(using <TLS version> with cipher
+ * <cipher>)] by <hostname> with SMTP / ESMTP / UTF8SMTP, + "S" for EHLO
+ * under TLS (RFC 3848, 6531) id <qid> for <rcpt if one>; <date> (RFC 5322
+ * date of <now>, UTC). Returns 0 or -ENOMEM. */
 int smtp_session_received(const struct smtp_session *s, struct buf *b, const char *qid,
 			  time_t now);
 

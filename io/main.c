@@ -14,6 +14,7 @@
 
 #include "core/conf.h"
 #include "core/log.h"
+#include "io/tls.h"
 #include "io/worker.h"
 #include "queue/spool.h"
 
@@ -118,11 +119,25 @@ int main(int argc, char **argv)
 	if (conf.spool_min_free == CONF_DEF_SPOOL_MIN_FREE)
 		conf.spool_min_free =
 		    conf.max_message_size ? 2 * conf.max_message_size : 64ull << 20;
+	if (conf.ntls_certs) {
+		struct tls_cert_conf certs[CONF_MAX_TLS_CERTS];
+
+		for (unsigned i = 0; i < conf.ntls_certs; i++)
+			certs[i] =
+			    (struct tls_cert_conf){conf.tls_certs[i].cert, conf.tls_certs[i].key};
+		if (tls_ctx_new(&gw.tls, certs, conf.ntls_certs, conf.tls_ciphers, err,
+		                sizeof(err))) {
+			fprintf(stderr, "ringmx: %s\n", err);
+			conf_fini(&conf);
+			return 2;
+		}
+	}
 	if (conf.check) {
 		printf("ringmx: configuration OK: %u listener(s), %u thread(s), spool %s, "
 		       "%zu accepted domain(s), %zu relay network(s)\n",
 		       conf.nlisten, conf.threads, conf.spool, conf.policy.ndomains,
 		       conf.policy.nnets);
+		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 0;
 	}
@@ -148,6 +163,7 @@ int main(int argc, char **argv)
 	    .max_line = conf.max_line_length,
 	    .bare_policy = conf.bare_policy,
 	    .long_line_policy = conf.long_line_policy,
+	    .tls_available = gw.tls != NULL,
 	};
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());
@@ -155,6 +171,7 @@ int main(int argc, char **argv)
 		LOGW("--durability none: messages are acknowledged WITHOUT fdatasync; a crash or "
 		     "power loss loses them. For benchmarks only.");
 	rc = gateway_run(&gw);
+	tls_ctx_free(gw.tls);
 	conf_fini(&conf);
 	return rc;
 }

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "io/tls.h"
 #include "queue/spool.h"
 
 #define RX_BUF_SIZE  16384u /* one provided receive buffer */
@@ -64,15 +65,19 @@ enum ud_kind {
 #define UD_PTR(u)  ((void *)(uintptr_t)((u) & ~(uint64_t)7u))
 
 /* conn flags */
-#define C_RECV    0x01u  /* multishot receive armed */
-#define C_SEND    0x02u  /* a send is in flight */
-#define C_WRITE   0x04u  /* the message's record is being written/synced */
-#define C_CLOSING 0x08u  /* closing: free once nothing is in flight */
-#define C_GREETED 0x10u  /* greeting (or refusal) queued */
-#define C_DIRTY   0x20u  /* on the worker's dirty list */
-#define C_QUEUED  0x40u  /* on the worker's spool batch list */
-#define C_BYE     0x80u  /* shutdown 421 already given */
-#define C_GREETQ  0x100u /* on the worker's greeting list */
+#define C_RECV    0x01u   /* multishot receive armed */
+#define C_SEND    0x02u   /* a send is in flight */
+#define C_WRITE   0x04u   /* the message's record is being written/synced */
+#define C_CLOSING 0x08u   /* closing: free once nothing is in flight */
+#define C_GREETED 0x10u   /* greeting (or refusal) queued */
+#define C_DIRTY   0x20u   /* on the worker's dirty list */
+#define C_QUEUED  0x40u   /* on the worker's spool batch list */
+#define C_BYE     0x80u   /* shutdown 421 already given */
+#define C_GREETQ  0x100u  /* on the worker's greeting list */
+#define C_TLSHS   0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
+#define C_TLSUP   0x400u  /* TLS established; the session was told */
+#define C_CLEAR   0x800u  /* s.out holds the STARTTLS 220: it leaves in clear */
+#define C_HANGUP  0x1000u /* close once the output (a TLS alert) is flushed */
 
 struct listener {
 	int fd;
@@ -99,7 +104,9 @@ struct conn {
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */
 	struct iovec iov[3];
-	uint64_t rec_off; /* the record's offset in the worker's segment */
+	uint64_t rec_off;     /* the record's offset in the worker's segment */
+	struct tls_conn *tls; /* NULL: clear text */
+	int64_t hs_deadline;  /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 } __attribute__((aligned(8)));
@@ -266,6 +273,8 @@ static void conn_free(struct worker *w, struct conn *c)
 	buf_free(&c->pending);
 	buf_free(&c->rec);
 	buf_free(&c->rcvd);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
 	atomic_fetch_sub_explicit(&w->g->nsessions, 1, memory_order_relaxed);
 	w->nconns--;
 	c->batch_next = w->free_conns;
@@ -320,6 +329,37 @@ static void say_bye(struct worker *w, struct conn *c)
 	mark_dirty(w, c);
 }
 
+/* Starts TLS on <c>: at accept on a --listen-tls listener, or after the
+ * STARTTLS 220 (which must still leave in clear: C_CLEAR). */
+static void tls_begin(struct worker *w, struct conn *c)
+{
+	c->tls = tls_conn_new(w->g->tls);
+	if (!c->tls) {
+		LOGW("tls: client=[%s]:%u out of memory", c->s.peer.addr, c->port);
+		c->flags |= C_HANGUP;
+		return;
+	}
+	if (c->s.act & SMTP_ACT_STARTTLS)
+		c->flags |= C_CLEAR;
+	c->flags |= C_TLSHS;
+	c->hs_deadline = w->now + (int64_t)w->g->conf->tls_handshake_timeout * 1000;
+}
+
+static void conn_greet(struct worker *w, struct conn *c);
+
+static void tls_up(struct worker *w, struct conn *c)
+{
+	const char *sni = tls_conn_sni(c->tls);
+
+	c->flags = (c->flags & ~C_TLSHS) | C_TLSUP;
+	LOGI("tls: client=[%s]:%u %s cipher=%s sni=%s%s", c->s.peer.addr, c->port,
+	     tls_conn_version(c->tls), tls_conn_cipher(c->tls), sni ? sni : "-",
+	     tls_conn_resumed(c->tls) ? " resumed" : "");
+	smtp_session_tls_started(&c->s, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	if (!(c->flags & C_GREETED))
+		conn_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
+}
+
 /* Feeds input to the session and acts on what it asks for. Bytes that
  * follow a complete message wait in c->pending until it is spooled. */
 static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
@@ -355,10 +395,54 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		c->s.act &= ~SMTP_ACT_MSG_READY;
 		spool_enqueue(w, c);
 	}
+	if (c->s.act & SMTP_ACT_STARTTLS) {
+		/* RFC 3207 / CVE-2011-0411: whatever the client pipelined after
+		 * STARTTLS is dropped, never answered after the handshake. */
+		buf_reset(&c->pending, 0);
+		tls_begin(w, c);
+	}
 	if (c->s.act & SMTP_ACT_CLOSE)
 		buf_reset(&c->pending, 0);
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
 		say_bye(w, c);
+	mark_dirty(w, c);
+}
+
+/* Received bytes: clear text to the session, or ciphertext through TLS. */
+static void conn_input(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	char plain[RX_BUF_SIZE];
+	ssize_t r;
+
+	if (c->flags & (C_CLOSING | C_HANGUP))
+		return;
+	if (!c->tls) {
+		if (!(c->flags & C_GREETED))
+			smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
+		else
+			conn_feed(w, c, p, n);
+		return;
+	}
+	r = tls_conn_feed(c->tls, p, n);
+	while (r >= 0) {
+		r = tls_conn_read(c->tls, plain, sizeof(plain));
+		if (!(c->flags & C_TLSUP) && tls_conn_established(c->tls))
+			tls_up(w, c);
+		if (r <= 0)
+			break;
+		conn_feed(w, c, plain, (size_t)r);
+		if (c->flags & C_CLOSING)
+			return;
+	}
+	if (r < 0) {
+		if (r == -ESHUTDOWN)
+			LOGD("tls: client=[%s]:%u closed TLS", c->s.peer.addr, c->port);
+		else
+			LOGI("tls: client=[%s]:%u %s: %s", c->s.peer.addr, c->port,
+			     c->flags & C_TLSHS ? "handshake failed" : "error",
+			     tls_conn_error(c->tls));
+		c->flags |= C_HANGUP; /* send the alert, if any, then close */
+	}
 	mark_dirty(w, c);
 }
 
@@ -440,6 +524,10 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
 		return;
 	}
 	arm_recv(w, c);
+	if (l->cl->tls) {
+		tls_begin(w, c); /* greeted once the handshake is done */
+		return;
+	}
 	if (g->conf->greet_delay_ms == 0) {
 		conn_greet(w, c);
 	} else {
@@ -473,11 +561,7 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 
 		if (res > 0 && !(c->flags & C_CLOSING)) {
 			touch(w, c);
-			if (!(c->flags & C_GREETED))
-				smtp_session_feed(&c->s, w->rx + (size_t)bid * RX_BUF_SIZE,
-				                  (size_t)res);
-			else
-				conn_feed(w, c, w->rx + (size_t)bid * RX_BUF_SIZE, (size_t)res);
+			conn_input(w, c, w->rx + (size_t)bid * RX_BUF_SIZE, (size_t)res);
 		}
 		recycle_buf(w, bid);
 	}
@@ -504,6 +588,29 @@ static void send_out(struct worker *w, struct conn *c)
 
 	if ((c->flags & C_SEND) || (c->flags & C_CLOSING))
 		return;
+	if (c->tls && !(c->flags & C_CLEAR)) {
+		if (c->s.out.len && !(c->flags & C_HANGUP)) {
+			if (tls_conn_write(c->tls, c->s.out.p, c->s.out.len) < 0)
+				c->flags |= C_HANGUP;
+			buf_reset(&c->s.out, OUT_KEEP);
+		}
+		if ((c->s.act & SMTP_ACT_CLOSE) && !(c->flags & C_HANGUP)) {
+			tls_conn_shutdown(c->tls); /* close_notify after the last reply */
+			c->flags |= C_HANGUP;
+		}
+		if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) > 0) {
+			sqe = get_sqe(w);
+			io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+			io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+			c->flags |= C_SEND;
+			c->inflight++;
+			return;
+		}
+		if ((c->flags & C_HANGUP) && !(c->flags & (C_WRITE | C_QUEUED)))
+			conn_close(w, c);
+		return;
+	}
+	c->flags &= ~C_CLEAR; /* the STARTTLS 220 goes now; what follows is encrypted */
 	if (c->s.out.len) {
 		/* Swap: the session writes its next replies into the other buffer
 		 * while the kernel reads this one. */
@@ -518,7 +625,8 @@ static void send_out(struct worker *w, struct conn *c)
 		c->inflight++;
 		return;
 	}
-	if ((c->s.act & SMTP_ACT_CLOSE) && !(c->flags & (C_WRITE | C_QUEUED)))
+	if ((c->s.act & SMTP_ACT_CLOSE || c->flags & C_HANGUP) &&
+	    !(c->flags & (C_WRITE | C_QUEUED)))
 		conn_close(w, c);
 }
 
@@ -977,6 +1085,16 @@ static void on_timer(struct worker *w)
 		c->flags |= C_BYE;
 		smtp_session_timeout(&c->s);
 		mark_dirty(w, c);
+	}
+	if (w->g->tls) {
+		for (c = w->live.head; c; c = next) {
+			next = c->next;
+			if ((c->flags & C_TLSHS) && c->hs_deadline <= w->now) {
+				LOGI("tls: client=[%s]:%u handshake timeout after %us",
+				     c->s.peer.addr, c->port, w->g->conf->tls_handshake_timeout);
+				conn_close(w, c);
+			}
+		}
 	}
 	if (w->stopping && w->now >= w->grace_end) {
 		for (c = w->live.head; c; c = c->next)

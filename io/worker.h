@@ -35,8 +35,11 @@ struct seg_registry {
 
 struct worker;
 
+struct tls_ctx;
+
 struct gateway {
 	const struct conf *conf;
+	struct tls_ctx *tls; /* NULL: no certificate, no STARTTLS, no --listen-tls */
 	struct smtp_server_conf scf;
 	unsigned nworkers;
 	struct worker **workers;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_ARGS 40
+#define MAX_ARGS 80
 
 static struct conf conf;
 static char err[512];
@@ -569,4 +569,136 @@ Test(conf, spool_defaults)
 	cr_assert_not(conf.durability_none);
 	cr_assert_eq(conf.spool_min_free, CONF_DEF_SPOOL_MIN_FREE);
 	conf_fini(&conf);
+}
+
+/* ---- TLS ---- */
+
+Test(conf, tls_defaults)
+{
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.ntls_certs, 0);
+	cr_assert_null(conf.tls_ciphers);
+	cr_assert_eq(conf.tls_handshake_timeout, CONF_DEF_TLS_HANDSHAKE_TIMEOUT);
+	cr_assert_eq(conf.tls_handshake_timeout, 10);
+	cr_assert_not(conf.listen[0].tls);
+}
+
+Test(conf, tls_options)
+{
+	cr_assert_eq(PARSE("--tls-cert", "/etc/a.crt", "--tls-cert", "/etc/b.crt", "--tls-key",
+	                   "/etc/a.key", "--listen", "127.0.0.1:25", "--listen-tls", "[::1]:465",
+	                   "--tls-key", "/etc/b.key", "--listen-tls", "*:465", "--tls-ciphers",
+	                   "ECDHE-RSA-AES128-GCM-SHA256", "--tls-handshake-timeout", "30"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.ntls_certs, 2);
+	cr_assert_eq(conf.ntls_keys, 2);
+	cr_assert_str_eq(conf.tls_certs[0].cert, "/etc/a.crt");
+	cr_assert_str_eq(conf.tls_certs[0].key, "/etc/a.key");
+	cr_assert_str_eq(conf.tls_certs[1].cert, "/etc/b.crt");
+	cr_assert_str_eq(conf.tls_certs[1].key, "/etc/b.key");
+	cr_assert_eq(conf.nlisten, 3);
+	cr_assert_str_eq(conf.listen[0].text, "127.0.0.1:25");
+	cr_assert_not(conf.listen[0].tls);
+	cr_assert_str_eq(conf.listen[1].text, "[::1]:465");
+	cr_assert(conf.listen[1].tls);
+	cr_assert_eq(conf.listen[1].addr.ss_family, AF_INET6);
+	cr_assert_str_eq(conf.listen[2].text, "*:465");
+	cr_assert(conf.listen[2].tls);
+	cr_assert_str_eq(conf.tls_ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+	cr_assert_eq(conf.tls_handshake_timeout, 30);
+}
+
+Test(conf, tls_cert_without_listen_tls_keeps_default_listener)
+{
+	cr_assert_eq(PARSE("--tls-cert", "c.pem", "--tls-key", "k.pem"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.ntls_certs, 1);
+	cr_assert_eq(conf.nlisten, 1);
+	cr_assert_str_eq(conf.listen[0].text, CONF_DEF_LISTEN);
+	cr_assert_not(conf.listen[0].tls);
+}
+
+Test(conf, listen_tls_alone_replaces_default)
+{
+	cr_assert_eq(
+	    PARSE("--listen-tls", "127.0.0.1:4650", "--tls-cert", "c.pem", "--tls-key", "k.pem"),
+	    CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 1);
+	cr_assert_str_eq(conf.listen[0].text, "127.0.0.1:4650");
+	cr_assert(conf.listen[0].tls);
+}
+
+Test(conf, tls_invalid)
+{
+	static const struct {
+		const char *args[8];
+		const char *want;
+	} bad[] = {
+	    {{"--tls-cert", "a.crt"}, "ringmx: 1 --tls-cert but 0 --tls-key: they go in pairs"},
+	    {{"--tls-key", "a.key"}, "ringmx: 0 --tls-cert but 1 --tls-key: they go in pairs"},
+	    {{"--tls-cert", "a", "--tls-key", "k", "--tls-cert", "b"},
+	     "ringmx: 2 --tls-cert but 1 --tls-key: they go in pairs"},
+	    {{"--listen-tls", "127.0.0.1:465"},
+	     "ringmx: --listen-tls needs --tls-cert and --tls-key"},
+	    {{"--listen-tls", "127.0.0.1:25", "--listen", "127.0.0.1:25", "--tls-cert", "c",
+	      "--tls-key", "k"},
+	     "ringmx: --listen: '127.0.0.1:25' is given twice"},
+	    {{"--listen", "127.0.0.1:25", "--listen-tls", "127.0.0.1:25"},
+	     "ringmx: --listen-tls: '127.0.0.1:25' is given twice"},
+	    {{"--listen-tls", "465"}, "ringmx: --listen-tls: '465' is not ADDR:PORT"},
+	    {{"--tls-cert", ""}, "ringmx: --tls-cert: the file name is empty"},
+	    {{"--tls-key", ""}, "ringmx: --tls-key: the file name is empty"},
+	    {{"--tls-ciphers", ""}, "ringmx: --tls-ciphers: the list is empty"},
+	    {{"--tls-handshake-timeout", "0"},
+	     "ringmx: --tls-handshake-timeout: '0' is out of range"},
+	    {{"--tls-handshake-timeout", "3601"},
+	     "--tls-handshake-timeout: '3601' is out of range"},
+	    {{"--tls-handshake-timeout", "10s"}, "--tls-handshake-timeout: '10s' is not a number"},
+	    {{"--tls-cert"}, "option '--tls-cert' needs an argument"},
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(parse(bad[i].args), CONF_ERR, "case %zu", i);
+		cr_assert(strstr(err, bad[i].want), "case %zu: got '%s' want '%s'", i, err,
+		          bad[i].want);
+		cr_assert_null(strchr(err, '\n'), "one line");
+	}
+}
+
+Test(conf, tls_cert_limit)
+{
+	const char *args[4 * (CONF_MAX_TLS_CERTS + 1) + 1];
+	int n = 0;
+
+	for (int i = 0; i < CONF_MAX_TLS_CERTS; i++) {
+		args[n++] = "--tls-cert";
+		args[n++] = "c.pem";
+		args[n++] = "--tls-key";
+		args[n++] = "k.pem";
+	}
+	args[n] = NULL;
+	cr_assert_eq(parse(args), CONF_OK, "%s", err);
+	cr_assert_eq(conf.ntls_certs, CONF_MAX_TLS_CERTS);
+	conf_fini(&conf);
+	args[n++] = "--tls-cert";
+	args[n++] = "c.pem";
+	args[n] = NULL;
+	cr_assert_eq(parse(args), CONF_ERR);
+	cr_assert(strstr(err, "--tls-cert: at most 16"), "%s", err);
+}
+
+Test(conf, help_lists_tls_options)
+{
+	static const char *const lines[] = {
+	    "  --listen-tls ADDR:PORT      implicit TLS listener, as on port 465 (default: none)\n",
+	    "  --tls-cert FILE ",
+	    "  --tls-key FILE ",
+	    "  --tls-ciphers LIST ",
+	    "(default: ECDHE + AES-GCM/ChaCha20)\n",
+	    "  --tls-handshake-timeout SECONDS\n",
+	    "time a TLS handshake may take, 1-3600 (default: 10)\n",
+	};
+
+	cr_assert_eq(PARSE("--help"), CONF_EXIT);
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		cr_expect(strstr(outp, lines[i]), "missing '%s'", lines[i]);
 }

@@ -2,7 +2,9 @@
  * Every transcript runs in one piece, byte by byte, and split in two at
  * every offset; all runs must give the same replies and message contents.
  * When a message is ready the runner records its content, answers with
- * msg_result(0, "QID1") and feeds the rest, as io/ does. */
+ * msg_result(0, "QID1") and feeds the rest, as io/ does. When STARTTLS is
+ * accepted it drops the rest of the cleartext input, "runs the handshake"
+ * (smtp_session_tls_started()) and feeds what the client sends under TLS. */
 #include "core/smtp_session.h"
 
 #include <criterion/criterion.h>
@@ -58,6 +60,15 @@
 #define UNSUPP(p)  "555 5.5.4 Unsupported option: " p "\r\n"
 #define OCTETS(n)  "250 2.0.0 " #n " octets received\r\n"
 
+/* STARTTLS (RFC 3207). */
+#define EHLO_RT  EHLO_HEAD "250-SIZE 1000\r\n250-STARTTLS\r\n" EHLO_TAIL
+#define READY    "220 2.0.0 Ready to start TLS\r\n"
+#define TLS_ON   E503("TLS already active")
+#define TLS_INTX E503("MAIL transaction in progress")
+#define NOTLS    "454 4.7.0 TLS not available\r\n"
+#define TLS_VER  "TLSv1.3"
+#define TLS_CIPH "TLS_AES_256_GCM_SHA384"
+
 enum cfv {
 	CF_DEFAULT = 0, /* size 1000, 5 rcpts, 20 errors, bare CR/LF rejected */
 	CF_SMALL,       /* size 20 */
@@ -66,6 +77,7 @@ enum cfv {
 	CF_ERRS3,       /* 3 errors, 1 recipient */
 	CF_NORMALIZE,   /* bare CR/LF become CRLF */
 	CF_LONGREJ,     /* text lines of 20 octets at most, rejected beyond */
+	CF_TLS,         /* a certificate is configured: STARTTLS offered */
 };
 
 struct tcase {
@@ -76,8 +88,10 @@ struct tcase {
 	const char *bodies; /* NULL: unchecked; else each message's content + EOM */
 	const char *pre;    /* client bytes before the greeting */
 	enum cfv cf;
-	bool relay;  /* the peer may relay */
-	bool closed; /* SMTP_ACT_CLOSE at the end */
+	bool relay;         /* the peer may relay */
+	bool closed;        /* SMTP_ACT_CLOSE at the end */
+	size_t clear;       /* STARTTLS accepted after this many bytes of <in>; 0: never */
+	const char *tls_in; /* client bytes once TLS is up (only with <clear>) */
 };
 
 #define BIN(lit) .in = (lit), .inlen = sizeof(lit) - 1
@@ -87,6 +101,7 @@ struct result {
 	struct buf bodies;
 	bool closed;
 	unsigned nmsgs;
+	size_t clear; /* bytes of <in> consumed when STARTTLS was accepted; 0: it was not */
 };
 
 static struct policy test_policy;
@@ -137,6 +152,9 @@ static void conf_for(enum cfv v, struct smtp_server_conf *cf)
 		cf->max_line = 20;
 		cf->long_line_policy = SMTP_DATA_LONG_REJECT;
 		break;
+	case CF_TLS:
+		cf->tls_available = true;
+		break;
 	}
 }
 
@@ -170,13 +188,14 @@ static const char *guarded(const char *p, size_t len)
 }
 
 /* Feeds <len> bytes at most <step> per call, as io/ would: a message that
- * is ready is recorded and answered, then the rest is fed again. */
-static void feed_piece(struct smtp_session *s, const char *p, size_t len, size_t step,
-                       struct result *r)
+ * is ready is recorded and answered, then the rest is fed again. Stops at
+ * SMTP_ACT_STARTTLS. Returns the bytes consumed. */
+static size_t feed_piece(struct smtp_session *s, const char *p, size_t len, size_t step,
+                         struct result *r)
 {
 	size_t off = 0, k, n;
 
-	while (off < len && !(s->act & SMTP_ACT_CLOSE)) {
+	while (off < len && !(s->act & (SMTP_ACT_CLOSE | SMTP_ACT_STARTTLS))) {
 		k = len - off < step ? len - off : step;
 		n = smtp_session_feed(s, guarded(p + off, k), k);
 		cr_assert_leq(n, k);
@@ -195,9 +214,32 @@ static void feed_piece(struct smtp_session *s, const char *p, size_t len, size_t
 			cr_assert_eq(s->act & SMTP_ACT_MSG_READY, 0);
 			continue;
 		}
-		if (!(s->act & SMTP_ACT_CLOSE))
+		if (!(s->act & (SMTP_ACT_CLOSE | SMTP_ACT_STARTTLS)))
 			cr_assert_eq(n, k, "consumed %zu of %zu without an action", n, k);
 	}
+	return off;
+}
+
+/* STARTTLS was accepted after <used> bytes of <in>: the rest is what the
+ * client pipelined in clear, which io/ drops; then the handshake, then the
+ * client's bytes under TLS. */
+static void run_tls(const struct tcase *c, struct smtp_session *s, const char *in, size_t len,
+                    size_t used, size_t step, struct result *r)
+{
+	r->clear = used;
+	cr_assert(s->state == SMTP_S_READY || s->state == SMTP_S_GREET);
+	/* While the action is pending nothing more is consumed. */
+	if (used < len)
+		cr_assert_eq(smtp_session_feed(s, guarded(in + used, len - used), len - used), 0);
+	cr_assert_eq(smtp_session_feed(s, guarded("NOOP\r\n", 6), 6), 0);
+	smtp_session_tls_started(s, TLS_VER, TLS_CIPH);
+	cr_assert_eq(s->act & SMTP_ACT_STARTTLS, 0);
+	cr_assert(s->flags & SMTP_F_TLS);
+	cr_assert_eq(s->state, SMTP_S_GREET, "%s: EHLO again after STARTTLS", c->name);
+	cr_assert_str_eq(s->helo, "");
+	cr_assert_eq(s->flags & SMTP_F_ESMTP, 0);
+	if (c->tls_in)
+		feed_piece(s, c->tls_in, strlen(c->tls_in), step, r);
 }
 
 /* Runs <c>: the first <split> bytes, then the rest, <step> bytes per call. */
@@ -206,7 +248,7 @@ static void run(const struct tcase *c, size_t split, size_t step, struct result 
 	struct smtp_server_conf cf;
 	struct smtp_peer peer;
 	struct smtp_session s;
-	size_t len = c->inlen ? c->inlen : strlen(c->in);
+	size_t len = c->inlen ? c->inlen : strlen(c->in), used;
 
 	conf_for(c->cf, &cf);
 	peer_for(c->relay, &peer);
@@ -221,8 +263,11 @@ static void run(const struct tcase *c, size_t split, size_t step, struct result 
 	smtp_session_greet(&s);
 	if (split > len)
 		split = len;
-	feed_piece(&s, c->in, split, step, r);
-	feed_piece(&s, c->in + split, len - split, step, r);
+	used = feed_piece(&s, c->in, split, step, r);
+	if (!(s.act & SMTP_ACT_STARTTLS))
+		used += feed_piece(&s, c->in + split, len - split, step, r);
+	if (s.act & SMTP_ACT_STARTTLS)
+		run_tls(c, &s, c->in, len, used, step, r);
 	buf_append(&r->out, s.out.p, s.out.len);
 	r->closed = s.act & SMTP_ACT_CLOSE;
 	r->nmsgs = s.nmsgs;
@@ -272,6 +317,8 @@ static void check_case(const struct tcase *c)
 	cr_assert_str_eq(buf_cstr(&whole.out), want, "%s (one piece): got\n%s\nwant\n%s", c->name,
 	                 buf_cstr(&whole.out), want);
 	cr_assert_eq(whole.closed, c->closed, "%s: closed %d", c->name, whole.closed);
+	cr_assert_eq(whole.clear, c->clear, "%s: STARTTLS after %zu bytes, want %zu", c->name,
+	             whole.clear, c->clear);
 	if (c->bodies)
 		cr_assert_str_eq(buf_cstr(&whole.bodies), c->bodies, "%s: bodies", c->name);
 
@@ -283,6 +330,7 @@ static void check_case(const struct tcase *c)
 	                 "%s (byte by byte): bodies %zu %zu\n%s\nwant\n%s", c->name, r.bodies.len,
 	                 whole.bodies.len, buf_cstr(&r.bodies), buf_cstr(&whole.bodies));
 	cr_assert_eq(r.closed, c->closed);
+	cr_assert_eq(r.clear, c->clear, "%s (byte by byte): STARTTLS after %zu", c->name, r.clear);
 	result_free(&r);
 
 	for (size_t k = 1; k < len; k++) {
@@ -293,6 +341,8 @@ static void check_case(const struct tcase *c)
 		cr_assert_str_eq(buf_cstr(&r.bodies), buf_cstr(&whole.bodies), "%s (split at %zu)",
 		                 c->name, k);
 		cr_assert_eq(r.closed, c->closed);
+		cr_assert_eq(r.clear, c->clear, "%s (split at %zu): STARTTLS after %zu", c->name, k,
+		             r.clear);
 		result_free(&r);
 	}
 	result_free(&whole);
@@ -721,6 +771,52 @@ Test(smtp_session, pregreet)
 	CHECK_CASES(pregreet_cases);
 }
 
+/* ---- STARTTLS (RFC 3207) ---- */
+
+#define CLEAR(lit) .clear = sizeof(lit) - 1
+#define EHLO_TLS   "EHLO c\r\nSTARTTLS\r\n"
+#define MAIL_A     "MAIL FROM:<a@example.org>\r\n"
+
+static const struct tcase starttls_cases[] = {
+    {"ehlo_offers_starttls", "EHLO c\r\n", .cf = CF_TLS, .want = EHLO_RT},
+    {"starttls_then_ehlo_again", EHLO_TLS, .cf = CF_TLS, CLEAR(EHLO_TLS),
+     .tls_in = MAIL_A "EHLO c\r\n" MAIL_A, .want = EHLO_RT READY SEQ_HELO EHLO_R MAIL_OK},
+    /* CVE-2011-0411: commands pipelined behind STARTTLS in clear are
+     * never executed, whatever the split. */
+    {"starttls_drops_pipelined_cleartext",
+     EHLO_TLS MAIL_A "RCPT TO:<b@example.com>\r\nDATA\r\nx\r\n.\r\n", .cf = CF_TLS, CLEAR(EHLO_TLS),
+     .tls_in = "EHLO c\r\nRCPT TO:<b@example.com>\r\n", .want = EHLO_RT READY EHLO_R SEQ_MAIL,
+     .bodies = ""},
+    {"starttls_drops_partial_line", EHLO_TLS "MAIL FR", .cf = CF_TLS, CLEAR(EHLO_TLS),
+     .tls_in = "EHLO c\r\n", .want = EHLO_RT READY EHLO_R},
+    {"starttls_second_time", EHLO_TLS, .cf = CF_TLS, CLEAR(EHLO_TLS),
+     .tls_in = "EHLO c\r\nSTARTTLS\r\nNOOP\r\n", .want = EHLO_RT READY EHLO_R TLS_ON OK},
+    {"starttls_before_ehlo", "starttls\r\n", .cf = CF_TLS, CLEAR("starttls\r\n"),
+     .tls_in = "EHLO c\r\n", .want = READY EHLO_R},
+    {"starttls_after_helo", "HELO c\r\nSTARTTLS\r\n", .cf = CF_TLS, CLEAR("HELO c\r\nSTARTTLS\r\n"),
+     .tls_in = MAIL_A "HELO c\r\n" MAIL_A, .want = HELO_R READY SEQ_HELO HELO_R MAIL_OK},
+    {"starttls_after_a_message", ENV "DATA\r\nx\r\n.\r\nSTARTTLS\r\n", .cf = CF_TLS,
+     CLEAR(ENV "DATA\r\nx\r\n.\r\nSTARTTLS\r\n"), .tls_in = "EHLO c\r\n",
+     .want = EHLO_RT MAIL_OK RCPT_OK GO QUEUED READY EHLO_R, .bodies = "x\r\n" EOM},
+    {"starttls_with_argument", "EHLO c\r\nSTARTTLS now\r\nNOOP\r\n", .cf = CF_TLS,
+     .want = EHLO_RT "501 5.5.4 Syntax: STARTTLS\r\n" OK},
+    {"starttls_in_transaction", "EHLO c\r\n" MAIL_A "STARTTLS\r\nRCPT TO:<b@example.com>\r\n",
+     .cf = CF_TLS, .want = EHLO_RT MAIL_OK TLS_INTX RCPT_OK},
+    {"starttls_after_rcpt", "EHLO c\r\n" MAIL_A "RCPT TO:<b@example.com>\r\nSTARTTLS\r\n",
+     .cf = CF_TLS, .want = EHLO_RT MAIL_OK RCPT_OK TLS_INTX},
+    {"starttls_between_bdat_chunks",
+     "EHLO c\r\n" MAIL_A "RCPT TO:<b@example.com>\r\nBDAT 3\r\nabcSTARTTLS\r\n", .cf = CF_TLS,
+     .want = EHLO_RT MAIL_OK RCPT_OK OCTETS(3) TLS_INTX},
+    {"starttls_unavailable_not_offered", "EHLO c\r\nSTARTTLS\r\nNOOP\r\n", .want = EHLO_R NOTLS OK},
+    {"starttls_after_pregreet", "STARTTLS\r\n", .pre = "EHLO early\r\n", .cf = CF_TLS,
+     .want = "554 5.7.1 " HOST " Protocol error: talked before greeting\r\n" PREGREET},
+};
+
+Test(smtp_session, starttls)
+{
+	CHECK_CASES(starttls_cases);
+}
+
 /* ---- Direct checks of the interface ---- */
 
 struct fixture {
@@ -974,4 +1070,126 @@ Test(smtp_session, received_header_single_digit_day)
 	cr_assert(strstr(buf_cstr(&b), "; Thu, 1 Jan 1970 00:00:00 +0000\r\n"), "%s", buf_cstr(&b));
 	buf_free(&b);
 	smtp_session_fini(&f.s);
+}
+
+/* ---- TLS, directly ---- */
+
+Test(smtp_session, starttls_stops_right_after_its_line)
+{
+	struct fixture f;
+	const char *in = "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@example.org>\r\n";
+	size_t n;
+
+	conf_for(CF_TLS, &f.cf);
+	peer_for(false, &f.peer);
+	smtp_session_init(&f.s, &f.cf, &f.peer);
+	smtp_session_greet(&f.s);
+	n = smtp_session_feed(&f.s, in, strlen(in));
+	cr_assert_eq(n, strlen("EHLO c\r\nSTARTTLS\r\n"));
+	cr_assert_eq(f.s.act, SMTP_ACT_STARTTLS);
+	cr_assert_str_eq(out_since(&f.s, strlen(GREETING)), EHLO_RT READY);
+	cr_assert_eq(smtp_session_feed(&f.s, in + n, strlen(in) - n), 0);
+	cr_assert_eq(f.s.state, SMTP_S_READY, "nothing forgotten before the handshake");
+	cr_assert_str_eq(f.s.helo, "c");
+
+	smtp_session_tls_started(&f.s, TLS_VER, TLS_CIPH);
+	cr_assert_eq(f.s.act, 0);
+	cr_assert_eq(f.s.state, SMTP_S_GREET);
+	cr_assert_str_eq(f.s.helo, "");
+	cr_assert_eq(f.s.flags & SMTP_F_ESMTP, 0);
+	cr_assert(f.s.flags & SMTP_F_TLS);
+	cr_assert_str_eq(f.s.tls_version, TLS_VER);
+	cr_assert_str_eq(f.s.tls_cipher, TLS_CIPH);
+	cr_assert_null(f.s.line.p);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, implicit_tls_greets_without_starttls)
+{
+	struct fixture f;
+	const char *in = "EHLO c\r\nSTARTTLS\r\n" MAIL_A;
+
+	conf_for(CF_TLS, &f.cf);
+	peer_for(false, &f.peer);
+	smtp_session_init(&f.s, &f.cf, &f.peer);
+	smtp_session_tls_started(&f.s, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256");
+	cr_assert_eq(f.s.state, SMTP_S_INIT, "greeting still to come");
+	cr_assert_eq(f.s.out.len, 0);
+	smtp_session_greet(&f.s);
+	cr_assert_eq(smtp_session_feed(&f.s, in, strlen(in)), strlen(in));
+	cr_assert_str_eq(buf_cstr(&f.s.out), GREETING EHLO_R TLS_ON MAIL_OK);
+	cr_assert_eq(f.s.act, 0);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, tls_strings_are_cleaned_and_truncated)
+{
+	struct fixture f;
+	char longc[200];
+
+	memset(longc, 'C', sizeof(longc) - 1);
+	longc[sizeof(longc) - 1] = '\0';
+	conf_for(CF_TLS, &f.cf);
+	peer_for(false, &f.peer);
+	smtp_session_init(&f.s, &f.cf, &f.peer);
+	smtp_session_tls_started(&f.s, "TLS v1.3)\r\n\tX-Evil: (1)\\", longc);
+	cr_assert_str_eq(f.s.tls_version, "TLSv1.3X-Evil:1"); /* 15 of 16 */
+	cr_assert_eq(strlen(f.s.tls_cipher), sizeof(f.s.tls_cipher) - 1);
+	smtp_session_tls_started(&f.s, NULL, NULL);
+	cr_assert_str_eq(f.s.tls_version, "");
+	cr_assert_str_eq(f.s.tls_cipher, "");
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, tls_started_ignored_once_closed)
+{
+	struct fixture f;
+
+	fixture_start(&f, CF_TLS, false, "QUIT\r\n");
+	smtp_session_tls_started(&f.s, TLS_VER, TLS_CIPH);
+	cr_assert_eq(f.s.flags & SMTP_F_TLS, 0);
+	cr_assert_eq(f.s.state, SMTP_S_CLOSED);
+	smtp_session_fini(&f.s);
+}
+
+Test(smtp_session, received_header_with_tls)
+{
+	static const struct {
+		const char *in;
+		const char *want;
+	} cases[] = {
+	    {ENV, "Received: from client.example.org ([192.0.2.1])\r\n"
+	          "\t(using " TLS_VER " with cipher " TLS_CIPH ")\r\n"
+	          "\tby " HOST " (ringmx) with ESMTPS id QID1\r\n"
+	          "\tfor <b@example.com>; Wed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	    {"EHLO h\r\nMAIL FROM:<> SMTPUTF8\r\nRCPT TO:<b@example.com>\r\n",
+	     "Received: from h ([192.0.2.1])\r\n"
+	     "\t(using " TLS_VER " with cipher " TLS_CIPH ")\r\n"
+	     "\tby " HOST " (ringmx) with UTF8SMTPS id QID1\r\n"
+	     "\tfor <b@example.com>; Wed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	    /* No registered keyword for HELO under TLS: SMTP, and the comment. */
+	    {HENV, "Received: from client.example.org ([192.0.2.1])\r\n"
+	           "\t(using " TLS_VER " with cipher " TLS_CIPH ")\r\n"
+	           "\tby " HOST " (ringmx) with SMTP id QID1\r\n"
+	           "\tfor <b@example.com>; Wed, 25 Nov 2026 08:44:45 +0000\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct fixture f;
+		struct buf b = BUF_INIT;
+
+		conf_for(CF_TLS, &f.cf);
+		peer_for(false, &f.peer);
+		smtp_session_init(&f.s, &f.cf, &f.peer);
+		smtp_session_greet(&f.s);
+		cr_assert_eq(smtp_session_feed(&f.s, "STARTTLS\r\n", 10), 10);
+		cr_assert(f.s.act & SMTP_ACT_STARTTLS);
+		smtp_session_tls_started(&f.s, TLS_VER, TLS_CIPH);
+		smtp_session_feed(&f.s, cases[i].in, strlen(cases[i].in));
+		cr_assert_eq(f.s.state, SMTP_S_RCPT);
+		cr_assert_eq(smtp_session_received(&f.s, &b, "QID1", NOW), 0);
+		cr_assert_str_eq(buf_cstr(&b), cases[i].want, "case %zu: got\n%s", i, buf_cstr(&b));
+		buf_free(&b);
+		smtp_session_fini(&f.s);
+	}
 }
