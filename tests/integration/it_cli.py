@@ -15,7 +15,8 @@ OPTIONS = ["--listen", "--threads", "--spool", "--hostname", "--domains", "--dom
            "--idle-timeout", "--log-level", "--check", "--help", "--version", "--bare-lf",
            "--max-errors", "--grace", "--greet-delay", "--segment-size", "--commit-window",
            "--durability", "--queue-capacity", "--spool-min-free", "--max-line-length",
-           "--long-lines"]
+           "--long-lines", "--listen-tls", "--tls-cert", "--tls-key", "--tls-ciphers",
+           "--tls-handshake-timeout"]
 
 
 def run(*args, cwd=None):
