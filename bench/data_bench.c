@@ -5,8 +5,10 @@
  * median GB/s (10^9 bytes/s) over several repetitions; the figures go to
  * docs/benchmarks.md.
  *
- * usage: data_bench [-r REPS] [-t MS] [-s SIZE,...] [-b BUF,...] [-c NAME,...] [-M]
+ * usage: data_bench [-r REPS] [-t MS] [-s SIZE,...] [-b BUF,...] [-c NAME,...] [-M] [-n MSGS]
  *   -r  repetitions per cell, median reported (default 9)
+ *   -n  no timing: feed exactly MSGS messages per cell and print no figures
+ *       (for callgrind: instructions per message = cost / MSGS)
  *   -M  report the best repetition instead of the median (on a busy machine)
  *   -c  columns to run (default all): avx512,avx2,sse2,scalar,ref,memchr,memcpy
  *   -t  minimum time per repetition in ms (default 10)
@@ -251,9 +253,10 @@ int main(int argc, char **argv)
 	double min_s = 0.01;
 	const char *only = NULL;
 	bool best = false;
+	long count = 0;
 	char sn[32], bn[32];
 
-	while ((opt = getopt(argc, argv, "r:t:s:b:c:M")) != -1) {
+	while ((opt = getopt(argc, argv, "r:t:s:b:c:Mn:")) != -1) {
 		switch (opt) {
 		case 'r':
 			reps = atoi(optarg);
@@ -275,10 +278,13 @@ int main(int argc, char **argv)
 		case 'M':
 			best = true;
 			break;
+		case 'n':
+			count = atol(optarg);
+			break;
 		default:
 			fprintf(stderr,
 			        "usage: %s [-r REPS] [-t MS] [-s SIZE,...] [-b BUF,...] [-c "
-			        "NAME,...] [-M]\n",
+			        "NAME,...] [-M] [-n MSGS]\n",
 			        argv[0]);
 			return 2;
 		}
@@ -326,6 +332,12 @@ int main(int argc, char **argv)
 				if (!selected(only, c->name) ||
 				    (c->kind == K_PARSER && smtp_data_set_impl(c->impl)))
 					continue;
+				if (count > 0) {
+					for (long i = 0; i < count; i++)
+						sink += run_next(c, &co, bufs[bi], dst);
+					printf(" %ld msgs |", count);
+					continue;
+				}
 				g = measure(c, &co, bufs[bi], dst, reps, min_s, best);
 				if (c->kind == K_PARSER && c->impl == SMTP_DATA_IMPL_AVX2)
 					avx2 = g;
