@@ -37,141 +37,7 @@
 #include "io/tls.h"
 #include "queue/spool.h"
 
-#define RX_BUF_SIZE  16384u /* one provided receive buffer */
-#define RX_BUF_COUNT 512u   /* per worker; a power of two */
-#define RX_BGID      1
-#define RING_ENTRIES 4096u
-#define BATCH_MAX    1024u /* messages under one fdatasync */
-#define TICK_MS      1000
-#define OUT_KEEP     4096u      /* send buffer kept by an idle session */
-#define PENDING_MAX  (1u << 20) /* input held while a message spools */
-#define OUTBOX_MAX   64u        /* descriptors gathered per destination before a push */
-#define POP_MAX      256u       /* descriptors taken per mq_pop() */
-
-/* user_data: a pointer (8-byte aligned) with the completion kind in the
- * low three bits. */
-enum ud_kind {
-	UD_NONE = 0,   /* cancel requests and the like: nothing to do */
-	UD_ACCEPT = 1, /* ptr: struct listener */
-	UD_RECV = 2,   /* ptr: struct conn */
-	UD_SEND = 3,   /* ptr: struct conn */
-	UD_WRITE = 4,  /* ptr: struct conn, its record write */
-	UD_SYNC = 5,   /* ptr: struct worker, the batch's fdatasync */
-	UD_TIMER = 6,  /* ptr: struct worker */
-	UD_WAKE = 7,   /* ptr: struct worker, its eventfd read */
-};
-#define UD(p, k)   ((uint64_t)(uintptr_t)(p) | (k))
-#define UD_KIND(u) ((unsigned)((u)&7u))
-#define UD_PTR(u)  ((void *)(uintptr_t)((u) & ~(uint64_t)7u))
-
-/* conn flags */
-#define C_RECV    0x01u   /* multishot receive armed */
-#define C_SEND    0x02u   /* a send is in flight */
-#define C_WRITE   0x04u   /* the message's record is being written/synced */
-#define C_CLOSING 0x08u   /* closing: free once nothing is in flight */
-#define C_GREETED 0x10u   /* greeting (or refusal) queued */
-#define C_DIRTY   0x20u   /* on the worker's dirty list */
-#define C_QUEUED  0x40u   /* on the worker's spool batch list */
-#define C_BYE     0x80u   /* shutdown 421 already given */
-#define C_GREETQ  0x100u  /* on the worker's greeting list */
-#define C_TLSHS   0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
-#define C_TLSUP   0x400u  /* TLS established; the session was told */
-#define C_CLEAR   0x800u  /* s.out holds the STARTTLS 220: it leaves in clear */
-#define C_HANGUP  0x1000u /* close once the output (a TLS alert) is flushed */
-
-struct listener {
-	int fd;
-	struct worker *w;
-	const struct conf_listen *cl;
-	int armed;
-} __attribute__((aligned(8)));
-
-struct conn {
-	struct smtp_session s;
-	struct worker *w;
-	int fd;
-	unsigned flags;
-	unsigned inflight;        /* SQEs that reference this conn */
-	int spool_err;            /* the record write's result */
-	int64_t last_active;      /* worker clock, ms */
-	int64_t greet_at;         /* ms; when the greeting is due */
-	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
-	struct conn *greet_next;  /* waiting for the greeting */
-	struct conn *dirty_next;  /* has output to flush this round */
-	struct conn *batch_next;  /* waiting for / in a spool batch */
-	struct buf sending;       /* bytes handed to the kernel */
-	struct buf pending;       /* input not fed yet (a message is spooling) */
-	struct buf rec;           /* record header + envelope */
-	struct buf rcvd;          /* Received: header */
-	struct iovec iov[3];
-	uint64_t rec_off;     /* the record's offset in the worker's segment */
-	struct tls_conn *tls; /* NULL: clear text */
-	int64_t hs_deadline;  /* ms: the TLS handshake must be done by then */
-	char qid[SMTP_QID_MAX + 1];
-	uint16_t port;
-} __attribute__((aligned(8)));
-
-struct conn_list {
-	struct conn *head, *tail;
-};
-
-struct worker {
-	struct gateway *g;
-	unsigned id;
-	pthread_t thread;
-	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *rx;
-	struct listener *lst;
-	unsigned nlst;
-	int wakefd;
-	uint64_t wakeval;
-	struct __kernel_timespec tick_ts;
-	int64_t now; /* ms, CLOCK_MONOTONIC, refreshed per round */
-
-	struct conn_list live; /* every open conn, least recently active first */
-	struct conn *greet_head, *greet_tail;
-	struct conn *dirty;
-	struct conn *free_conns;
-	unsigned nconns;
-
-	/* spool */
-	int seg_fd;
-	unsigned seg_seq;
-	uint64_t seg_off;
-	bool seg_broken;                      /* a write failed: next batch goes to a new segment */
-	struct conn *batch_head, *batch_tail; /* gathering */
-	struct conn *flight;                  /* the batch on the disk */
-	unsigned nflight;
-	int flight_err; /* first failed write of the batch on the disk */
-	uint32_t qid_ctr;
-
-	struct __kernel_timespec window_ts;
-	int64_t batch_since; /* us: when the gathering batch got its first message */
-	bool window_armed;   /* a commit-window timeout is pending */
-	bool storage_low;    /* free space under --spool-min-free, or ENOSPC seen */
-
-	/* queue: descriptors of spooled messages go to the worker that owns
-	 * their route; see io/worker.h */
-	int segno;              /* registry number of the current segment */
-	struct mq_item *outbox; /* [nworkers][OUTBOX_MAX], gathered per round */
-	unsigned *outn;         /* [nworkers] */
-	struct buf overflow;    /* struct route: a ring was full; retried each tick */
-	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
-	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
-	uint64_t stat_routed, stat_wakes, stat_received;
-
-	uint64_t stat_msgs;    /* messages acknowledged */
-	uint64_t stat_commits; /* group commits (fdatasyncs) */
-	uint64_t stat_max_batch;
-
-	bool stopping;
-	int64_t grace_end;
-	bool rearm_accept;
-	int ready; /* startup result, read by the main thread */
-	pthread_mutex_t ready_mu;
-	pthread_cond_t ready_cv;
-};
+#include "io/worker-t.h"
 
 static int64_t clock_ms(void)
 {
@@ -507,6 +373,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
 		return;
 	}
 	memset(c, 0, sizeof(*c));
+	c->type = OBJ_CONN;
 	c->w = w;
 	c->fd = fd;
 	c->port = port;
