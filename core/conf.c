@@ -59,6 +59,13 @@ enum conf_opt {
 	OPT_TLS_KEY,
 	OPT_TLS_CIPHERS,
 	OPT_TLS_HANDSHAKE_TIMEOUT,
+	OPT_RELAY_TO,
+	OPT_ROUTE,
+	OPT_RELAY_POOL,
+	OPT_RETRY_MIN,
+	OPT_RETRY_MAX,
+	OPT_MAX_QUEUE_LIFETIME,
+	OPT_RELAY_TIMEOUT,
 };
 
 static const struct option conf_longopts[] = {
@@ -91,6 +98,13 @@ static const struct option conf_longopts[] = {
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
     {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
+    {"relay-to", required_argument, NULL, OPT_RELAY_TO},
+    {"route", required_argument, NULL, OPT_ROUTE},
+    {"relay-pool", required_argument, NULL, OPT_RELAY_POOL},
+    {"retry-min", required_argument, NULL, OPT_RETRY_MIN},
+    {"retry-max", required_argument, NULL, OPT_RETRY_MAX},
+    {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
+    {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -115,6 +129,11 @@ static const struct conf_num {
     {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
     {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
     {OPT_TLS_HANDSHAKE_TIMEOUT, offsetof(struct conf, tls_handshake_timeout), 1, 3600},
+    {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
+    {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
+    {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
+    {OPT_MAX_QUEUE_LIFETIME, offsetof(struct conf, max_queue_lifetime), 1, 86400 * 365},
+    {OPT_RELAY_TIMEOUT, offsetof(struct conf, relay_timeout), 1, 3600},
 };
 
 static void conf_defaults(struct conf *c)
@@ -145,6 +164,11 @@ static void conf_defaults(struct conf *c)
 	c->ntls_keys = 0;
 	c->tls_ciphers = NULL;
 	c->tls_handshake_timeout = CONF_DEF_TLS_HANDSHAKE_TIMEOUT;
+	c->relay_pool = CONF_DEF_RELAY_POOL;
+	c->retry_min = CONF_DEF_RETRY_MIN;
+	c->retry_max = CONF_DEF_RETRY_MAX;
+	c->max_queue_lifetime = CONF_DEF_MAX_QUEUE_LIFETIME;
+	c->relay_timeout = CONF_DEF_RELAY_TIMEOUT;
 }
 
 /* Option column 2-29, text from column 30, at most 100 columns in all. A
@@ -191,19 +215,34 @@ void conf_usage(FILE *out)
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",
 	    "fdatasync before 250; none is for benchmarks only (default: fsync)");
-	NUM("--queue-capacity N", "descriptors per worker-to-worker queue ring", CONF_DEF_QUEUE_CAPACITY);
+	NUM("--queue-capacity N", "descriptors per worker-to-worker queue ring",
+	    CONF_DEF_QUEUE_CAPACITY);
 	OPT("--spool-min-free BYTES",
 	    "MAIL gets 452 below this free space, k/m/g (default: 2x max size)");
 	OPT("--listen-tls ADDR:PORT", "implicit TLS listener, as on port 465 (default: none)");
 	MORE("repeatable; needs --tls-cert; alone, no cleartext default listener");
-	OPT("--tls-cert FILE", "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
-	OPT("--tls-key FILE", "PEM private key of the --tls-cert in the same place (default: none)");
+	OPT("--tls-cert FILE",
+	    "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
+	OPT("--tls-key FILE",
+	    "PEM private key of the --tls-cert in the same place (default: none)");
 	MORE("repeatable, in pairs; SNI picks the certificate, else the first one");
 	OPT("--tls-ciphers LIST",
 	    "TLS 1.2 ciphers, OpenSSL syntax (default: ECDHE + AES-GCM/ChaCha20)");
 	fprintf(out, "  --tls-handshake-timeout SECONDS\n");
 	fprintf(out, "  %-26s  time a TLS handshake may take, 1-3600 (default: %u)\n", "",
 	        CONF_DEF_TLS_HANDSHAKE_TIMEOUT);
+	OPT("--relay-to HOSTS",
+	    "next hops: host:port or lmtp:host:port, comma-separated, in order");
+	MORE("of failover (default: none: accepted mail stays in the spool)");
+	OPT("--route DOMAIN=HOSTS",
+	    "next hops for one recipient domain; repeatable (default: none)");
+	NUM("--relay-pool N", "connections per next hop and worker, 1-1000", CONF_DEF_RELAY_POOL);
+	NUM("--retry-min SECONDS", "first retry of a deferred message", CONF_DEF_RETRY_MIN);
+	NUM("--retry-max SECONDS", "longest wait between retries", CONF_DEF_RETRY_MAX);
+	NUM("--max-queue-lifetime SECONDS", "then a deferred message bounces",
+	    CONF_DEF_MAX_QUEUE_LIFETIME);
+	NUM("--relay-timeout SECONDS", "connect and reply timeout to a next hop",
+	    CONF_DEF_RELAY_TIMEOUT);
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -214,6 +253,8 @@ void conf_usage(FILE *out)
 	    "list the spooled messages: id, size, sender, recipients, age");
 	OPT("             --count", "print only the number of messages");
 	OPT("             --all", "also the done ones, with their state");
+	OPT("ringmx queue --flush", "the running gateway retries deferred messages now");
+	OPT("ringmx queue --delete ID", "marks one message deleted");
 #undef NUM
 #undef MORE
 #undef OPT
@@ -537,11 +578,11 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			return conf_err(err, errlen, "--relay-networks: %s", why);
 		return CONF_OK;
 	case OPT_MAX_MESSAGE_SIZE:
-		return set_size("--max-message-size", &c->max_message_size, 0, UINT64_MAX, true, arg,
-		                err, errlen);
+		return set_size("--max-message-size", &c->max_message_size, 0, UINT64_MAX, true,
+		                arg, err, errlen);
 	case OPT_SEGMENT_SIZE:
-		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false, arg,
-		                err, errlen);
+		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false,
+		                arg, err, errlen);
 	case OPT_MIN_FREE:
 		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,
 		                err, errlen);
@@ -578,6 +619,23 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			                "--log-level: '%.*s' is not error, warn, info or debug",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
+	case OPT_RELAY_TO:
+		if (!*arg)
+			return conf_err(err, errlen, "--relay-to: empty list");
+		c->relay_to = arg;
+		return CONF_OK;
+	case OPT_ROUTE: {
+		const char *eq = strchr(arg, '=');
+
+		if (!eq || eq == arg || !eq[1])
+			return conf_err(err, errlen, "--route: '%.*s' is not DOMAIN=HOSTS",
+			                CONF_SHOW_MAX, arg);
+		if (c->nroutes == CONF_MAX_ROUTES)
+			return conf_err(err, errlen, "--route: more than %u routes",
+			                CONF_MAX_ROUTES);
+		c->routes[c->nroutes++] = arg;
+		return CONF_OK;
+	}
 	case OPT_CHECK:
 		c->check = true;
 		return CONF_OK;

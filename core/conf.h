@@ -34,40 +34,47 @@ struct conf_tls_cert {
 #define CONF_DEF_LISTEN           "127.0.0.1:2525"
 #define CONF_DEF_SPOOL            "./spool"
 #define CONF_DEF_DOMAINS          "localhost"
-#define CONF_DEF_MAX_MESSAGE_SIZE 10240000u /* Postfix message_size_limit */
-#define CONF_DEF_MAX_RECIPIENTS   1000u     /* Postfix smtpd_recipient_limit */
-#define CONF_DEF_MAX_SESSIONS     10000u    /* per gateway, shared by the workers */
-#define CONF_DEF_IDLE_TIMEOUT     300u      /* seconds; Postfix smtpd_timeout */
-#define CONF_DEF_MAX_ERRORS       20u       /* Postfix smtpd_hard_error_limit */
-#define CONF_DEF_GRACE            30u       /* seconds a transaction may finish at shutdown */
-#define CONF_DEF_GREET_DELAY_MS   0u        /* pause before 220 to catch pre-greeting talk */
-#define CONF_DEF_MAX_LINE_LENGTH  1000u     /* RFC 5321 4.5.3.1.6 text line, CRLF included */
+#define CONF_DEF_MAX_MESSAGE_SIZE 10240000u     /* Postfix message_size_limit */
+#define CONF_DEF_MAX_RECIPIENTS   1000u         /* Postfix smtpd_recipient_limit */
+#define CONF_DEF_MAX_SESSIONS     10000u        /* per gateway, shared by the workers */
+#define CONF_DEF_IDLE_TIMEOUT     300u          /* seconds; Postfix smtpd_timeout */
+#define CONF_DEF_MAX_ERRORS       20u           /* Postfix smtpd_hard_error_limit */
+#define CONF_DEF_GRACE            30u           /* seconds a transaction may finish at shutdown */
+#define CONF_DEF_GREET_DELAY_MS   0u            /* pause before 220 to catch pre-greeting talk */
+#define CONF_DEF_MAX_LINE_LENGTH  1000u         /* RFC 5321 4.5.3.1.6 text line, CRLF included */
 #define CONF_DEF_SEGMENT_SIZE     (64ull << 20) /* spool segment rotation */
 #define CONF_DEF_SEGMENT_SIZE_STR "64m"
-#define CONF_DEF_COMMIT_WINDOW_US 200u   /* a group commit waits this long for company */
-#define CONF_DEF_QUEUE_CAPACITY   4096u  /* per worker-to-worker ring */
-#define CONF_DEF_SPOOL_MIN_FREE   UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
-#define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u /* seconds a TLS handshake may take */
+#define CONF_DEF_COMMIT_WINDOW_US 200u  /* a group commit waits this long for company */
+#define CONF_DEF_QUEUE_CAPACITY   4096u /* per worker-to-worker ring */
+#define CONF_DEF_SPOOL_MIN_FREE                                                                    \
+	UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
+#define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u     /* seconds a TLS handshake may take */
+#define CONF_DEF_RELAY_POOL            4u      /* connections per next hop per worker */
+#define CONF_DEF_RETRY_MIN             300u    /* Postfix minimal_backoff_time */
+#define CONF_DEF_RETRY_MAX             4000u   /* Postfix maximal_backoff_time */
+#define CONF_DEF_MAX_QUEUE_LIFETIME    432000u /* 5 days: Postfix maximal_queue_lifetime */
+#define CONF_DEF_RELAY_TIMEOUT         300u    /* Postfix smtp_*_timeout order */
+#define CONF_MAX_ROUTES                64u
 
 struct conf {
 	struct conf_listen listen[CONF_MAX_LISTEN];
 	unsigned nlisten;
-	unsigned threads;        /* 0 = one per online core, resolved by the caller */
-	const char *spool;       /* points into argv or a literal */
-	const char *hostname;    /* NULL = gethostname(), resolved by the caller */
-	struct policy policy;    /* accepted domains and relay networks */
+	unsigned threads;     /* 0 = one per online core, resolved by the caller */
+	const char *spool;    /* points into argv or a literal */
+	const char *hostname; /* NULL = gethostname(), resolved by the caller */
+	struct policy policy; /* accepted domains and relay networks */
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_sessions;
-	unsigned idle_timeout;   /* seconds */
-	unsigned max_errors;     /* errors in one session before 421 and close */
-	unsigned grace;          /* seconds, shutdown grace for transactions */
-	unsigned greet_delay_ms; /* 0 = greet at once */
-	unsigned max_line_length;              /* DATA text line limit */
+	unsigned idle_timeout;                /* seconds */
+	unsigned max_errors;                  /* errors in one session before 421 and close */
+	unsigned grace;                       /* seconds, shutdown grace for transactions */
+	unsigned greet_delay_ms;              /* 0 = greet at once */
+	unsigned max_line_length;             /* DATA text line limit */
 	enum smtp_data_bare bare_policy;      /* bare CR / LF in DATA */
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
 	enum log_level log_level;
-	bool check; /* --check: validate and exit */
+	bool check;                /* --check: validate and exit */
 	uint64_t segment_size;     /* bytes; a worker starts a new segment past it */
 	unsigned commit_window_us; /* group commit: wait for more messages, microseconds */
 	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
@@ -75,10 +82,17 @@ struct conf {
 	bool durability_none;      /* --durability none: no fdatasync (benchmarks only) */
 	/* TLS: pairs in command-line order; [0] serves clients without SNI. */
 	struct conf_tls_cert tls_certs[CONF_MAX_TLS_CERTS];
-	unsigned ntls_certs;       /* 0 = no TLS: no STARTTLS, no --listen-tls */
-	unsigned ntls_keys;        /* --tls-key seen; equals ntls_certs after CONF_OK */
-	const char *tls_ciphers;   /* TLS 1.2 cipher list; NULL = io/tls.h's default */
-	unsigned tls_handshake_timeout; /* seconds */
+	unsigned ntls_certs;                 /* 0 = no TLS: no STARTTLS, no --listen-tls */
+	unsigned ntls_keys;                  /* --tls-key seen; equals ntls_certs after CONF_OK */
+	const char *tls_ciphers;             /* TLS 1.2 cipher list; NULL = io/tls.h's default */
+	unsigned tls_handshake_timeout;      /* seconds */
+	const char *relay_to;                /* --relay-to list as given; NULL: no delivery */
+	const char *routes[CONF_MAX_ROUTES]; /* "domain=hosts" as given */
+	unsigned nroutes;
+	unsigned relay_pool;           /* connections per next hop per worker */
+	unsigned retry_min, retry_max; /* seconds, exponential backoff between them */
+	unsigned max_queue_lifetime;   /* seconds; then deferred recipients bounce */
+	unsigned relay_timeout;        /* seconds: connect and each reply */
 };
 
 enum {

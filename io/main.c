@@ -3,6 +3,7 @@
  * and returns its exit status. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <jemalloc/jemalloc.h>
 #include <limits.h>
 #include <stdio.h>
@@ -18,9 +19,36 @@
 #include "io/worker.h"
 #include "queue/spool.h"
 
+/* The running gateway writes its pid into the spool directory; --flush
+ * sends it SIGUSR1, on which every worker retries its deferred messages. */
+static int queue_flush(const char *spool)
+{
+	char path[4096], buf[32];
+	FILE *f;
+	long pid;
+
+	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
+	f = fopen(path, "r");
+	if (!f || !fgets(buf, sizeof(buf), f) || (pid = strtol(buf, NULL, 10)) <= 1) {
+		fprintf(stderr, "ringmx queue: no running gateway on %s (%s)\n", spool, path);
+		if (f)
+			fclose(f);
+		return 1;
+	}
+	fclose(f);
+	if (kill((pid_t)pid, SIGUSR1) < 0) {
+		fprintf(stderr, "ringmx queue: gateway pid %ld: %s\n", pid, strerror(errno));
+		return 1;
+	}
+	printf("flush requested from the gateway (pid %ld)\n", pid);
+	return 0;
+}
+
 static int queue_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
+	    {"flush", no_argument, NULL, 'f'},
+	    {"delete", required_argument, NULL, 'd'},
 	    {"spool", required_argument, NULL, 's'},
 	    {"count", no_argument, NULL, 'c'},
 	    {"all", no_argument, NULL, 'a'},
@@ -28,7 +56,8 @@ static int queue_main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *spool = CONF_DEF_SPOOL;
-	bool count = false, all = false;
+	bool count = false, all = false, flush = false;
+	const char *del = NULL;
 	int opt, err;
 
 	opterr = 0;
@@ -44,13 +73,23 @@ static int queue_main(int argc, char **argv)
 		case 'a':
 			all = true;
 			break;
+		case 'f':
+			flush = true;
+			break;
+		case 'd':
+			del = optarg;
+			break;
 		case 'h':
 			printf(
 			    "Usage: ringmx queue [--spool DIR] [--count] [--all]\n"
+			    "       ringmx queue [--spool DIR] --flush | --delete ID\n"
 			    "Lists the messages in the spool waiting for delivery (queue id,\n"
 			    "size, sender, age, recipients), or with --count only their number;\n"
 			    "--all adds the done ones, with their state as a sixth field. Reads\n"
-			    "the spool directly: works whether the gateway runs or not.\n");
+			    "the spool directly: works whether the gateway runs or not.\n"
+			    "--flush asks the running gateway to retry deferred messages now;\n"
+			    "--delete ID marks one message deleted (a running gateway that\n"
+			    "already holds it may still deliver it).\n");
 			return 0;
 		case ':':
 			fprintf(stderr, "ringmx queue: option '%s' needs an argument\n",
@@ -65,6 +104,22 @@ static int queue_main(int argc, char **argv)
 		fprintf(stderr, "ringmx queue: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	if (del) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		err = spool_delete(spool, del,
+		                   (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+		if (err) {
+			fprintf(stderr, "ringmx queue: --delete %s: %s\n", del,
+			        err == -ENOENT ? "no such message waiting" : strerror(-err));
+			return 1;
+		}
+		printf("%s: deleted\n", del);
+		return 0;
+	}
+	if (flush)
+		return queue_flush(spool);
 	err = spool_list(spool, (count ? SPOOL_LIST_COUNT : 0) | (all ? SPOOL_LIST_ALL : 0), stdout,
 	                 time(NULL));
 	if (err) {
@@ -132,6 +187,13 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (relay_conf_build(&gw.relay, &conf, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		relay_conf_free(&gw.relay);
+		tls_ctx_free(gw.tls);
+		conf_fini(&conf);
+		return 2;
+	}
 	if (conf.check) {
 		printf("ringmx: configuration OK: %u listener(s), %u thread(s), spool %s, "
 		       "%zu accepted domain(s), %zu relay network(s)\n",
@@ -170,7 +232,17 @@ int main(int argc, char **argv)
 	if (conf.durability_none)
 		LOGW("--durability none: messages are acknowledged WITHOUT fdatasync; a crash or "
 		     "power loss loses them. For benchmarks only.");
+	if (gw.relay.nroutes)
+		for (unsigned i = 0; i < gw.relay.nroutes; i++)
+			for (unsigned k = 0; k < gw.relay.routes[i].nhops; k++)
+				LOGI("relay: %s next hop %u: %s",
+				     gw.relay.routes[i].domain ? gw.relay.routes[i].domain
+				                               : "default route",
+				     k + 1, gw.relay.routes[i].hops[k].text);
+	else
+		LOGI("no --relay-to: accepted mail stays in the spool");
 	rc = gateway_run(&gw);
+	relay_conf_free(&gw.relay);
 	tls_ctx_free(gw.tls);
 	conf_fini(&conf);
 	return rc;

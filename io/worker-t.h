@@ -149,6 +149,10 @@ struct worker {
 	struct buf overflow;    /* struct route: a ring was full; retried each tick */
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
 	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
+	unsigned flush_gen;     /* last g->flush_gen acted on */
+	int lseg_fd;            /* segment for locally made messages (bounces), -1 */
+	int lsegno;
+	uint64_t lseg_off;
 	uint64_t stat_routed, stat_wakes, stat_received;
 
 	uint64_t stat_msgs;    /* messages acknowledged */
@@ -162,5 +166,15 @@ struct worker {
 	pthread_mutex_t ready_mu;
 	pthread_cond_t ready_cv;
 };
+
+/* Shared by worker.c and relay.c; worker thread only. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+const char *worker_rx(struct worker *w, unsigned bid);
+void worker_rx_recycle(struct worker *w, unsigned bid);
+/* Spools a message generated here (a bounce: from the null sender to
+ * <rcpt>) in the worker's own segment for local mail, durably, and routes
+ * it like any accepted message. Returns 0 or -errno. */
+int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
+                       bool smtputf8);
 
 #endif

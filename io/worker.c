@@ -408,11 +408,26 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
 	}
 }
 
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	return get_sqe(w);
+}
+
+const char *worker_rx(struct worker *w, unsigned bid)
+{
+	return w->rx + (size_t)bid * RX_BUF_SIZE;
+}
+
 static void recycle_buf(struct worker *w, unsigned bid)
 {
 	io_uring_buf_ring_add(w->br, w->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
 	                      (unsigned short)bid, io_uring_buf_ring_mask(RX_BUF_COUNT), 0);
 	io_uring_buf_ring_advance(w->br, 1);
+}
+
+void worker_rx_recycle(struct worker *w, unsigned bid)
+{
+	recycle_buf(w, bid);
 }
 
 static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
@@ -627,8 +642,8 @@ static void outbox_add(struct worker *w, struct mq_item it)
 	}
 }
 
-/* Takes what other workers (and this one) routed here. Delivery (the relay
- * issue) will work from w->held; until then it only holds them. */
+/* Takes what other workers (and this one) routed here: the relay delivers
+ * them; without --relay-to they are only held (they stay in the spool). */
 static void mq_drain(struct worker *w)
 {
 	struct mq_item it[POP_MAX];
@@ -636,7 +651,9 @@ static void mq_drain(struct worker *w)
 
 	while ((n = mq_pop(&w->g->mq, w->id, it, POP_MAX))) {
 		w->stat_received += n;
-		if (buf_append(&w->held, it, n * sizeof(it[0])))
+		if (w->relay)
+			relay_take(w, it, n);
+		else if (buf_append(&w->held, it, n * sizeof(it[0])))
 			LOGE("worker %u: out of memory holding descriptors", w->id);
 	}
 }
@@ -704,6 +721,68 @@ static void batch_answer(struct worker *w, struct conn *c, int err)
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
 		say_bye(w, c);
 	mark_dirty(w, c);
+}
+
+/* Bounces go to a segment of their own per worker ("worker" number + 128
+ * in its name), written synchronously with their own fdatasync: never
+ * interleaved with a group-commit batch, so they can never sit behind a
+ * torn record of one. They are rare. */
+int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
+                       bool smtputf8)
+{
+	struct buf rec = BUF_INIT;
+	char qid[SMTP_QID_MAX + 1], name[96];
+	time_t now = time(NULL);
+	struct iovec iov[2];
+	struct spool_env env;
+	ssize_t k;
+	int err;
+
+	if (w->lseg_fd < 0) {
+		struct spool_seg_id id = {w->g->start_id, w->id + 128, 1};
+
+		spool_seg_name(name, sizeof(name), id.start, id.worker, id.seq);
+		w->lseg_fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+		if (w->lseg_fd < 0)
+			return -errno;
+		fsync(w->g->spool_dirfd);
+		w->lsegno = segreg_add(&w->g->segs, &id);
+		w->lseg_off = 0;
+	}
+	if (w->lsegno < 0)
+		return -ENOSPC;
+	make_qid(w, qid, now);
+	env = (struct spool_env){
+	    .qid = qid,
+	    .arrival = now,
+	    .client = "",
+	    .helo = w->g->conf->hostname,
+	    .from = "",
+	    .rcpts = rcpt,
+	    .nrcpt = 1,
+	    .body_8bit = body_8bit,
+	    .smtputf8 = smtputf8,
+	};
+	iov[1] = (struct iovec){(void *)body.p, body.len};
+	err = spool_rec_build(&rec, &env, &iov[1], 1);
+	if (err)
+		goto out;
+	iov[0] = (struct iovec){rec.p, rec.len};
+	k = pwritev(w->lseg_fd, iov, 2, (off_t)w->lseg_off);
+	if (k != (ssize_t)(rec.len + body.len) || fdatasync(w->lseg_fd) < 0) {
+		err = k < 0 ? -errno : -EIO;
+		/* A new file for the next one: nothing behind a torn record. */
+		close(w->lseg_fd);
+		w->lseg_fd = -1;
+		goto out;
+	}
+	LOGI("queued: id=%s size=%zu from=<> nrcpt=1 client=[local] (bounce)", qid, body.len);
+	outbox_add(w, QDESC(w->lsegno, route_hash(rcpt), w->lseg_off));
+	outbox_flush(w);
+	w->lseg_off += rec.len + body.len;
+out:
+	buf_free(&rec);
+	return err;
 }
 
 /* Submits the gathered messages: one writev each, linked in order, and one
@@ -925,6 +1004,7 @@ static void on_timer(struct worker *w)
 
 	check_storage(w);
 	overflow_retry(w);
+	relay_tick(w);
 
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;
@@ -964,6 +1044,7 @@ static void on_timer(struct worker *w)
 		}
 	}
 	if (w->stopping && w->now >= w->grace_end) {
+		relay_stop(w, true);
 		for (c = w->live.head; c; c = c->next)
 			if (!(c->flags & (C_WRITE | C_QUEUED)))
 				say_bye(w, c);
@@ -998,6 +1079,7 @@ static void begin_stop(struct worker *w)
 		if (!smtp_session_in_tx(&c->s))
 			say_bye(w, c);
 	}
+	relay_stop(w, false);
 	LOGI("worker %u: stopping, %u sessions open", w->id, w->nconns);
 }
 
@@ -1021,10 +1103,16 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 		on_accept(w, p, cqe);
 		break;
 	case UD_RECV:
-		on_recv(w, p, cqe);
+		if (*(const uint8_t *)p == OBJ_RELAY)
+			relay_on_recv(w, p, cqe);
+		else
+			on_recv(w, p, cqe);
 		break;
 	case UD_SEND:
-		on_send(w, p, cqe);
+		if (*(const uint8_t *)p == OBJ_RELAY)
+			relay_on_send(w, p, cqe);
+		else
+			on_send(w, p, cqe);
 		break;
 	case UD_WRITE:
 		on_write(w, p, cqe);
@@ -1039,9 +1127,19 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 			on_timer(w);
 		break;
 	case UD_WAKE:
-		if (p != &w->mq_token)
+		if (p == &w->mq_token)
+			break; /* IORING_OP_MSG_RING from a producer; mq_drain() runs below */
+		/* The eventfd: stop, or flush the deferred messages (SIGUSR1). */
+		if (atomic_load(&w->g->stop)) {
 			begin_stop(w);
-		/* else: IORING_OP_MSG_RING from a producer; mq_drain() runs below */
+			break;
+		}
+		if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
+			w->flush_gen = atomic_load(&w->g->flush_gen);
+			LOGI("worker %u: retrying deferred messages now", w->id);
+			relay_flush(w);
+		}
+		arm_wake(w);
 		break;
 	}
 }
@@ -1161,7 +1259,7 @@ static void worker_signal_ready(struct worker *w, int res)
 
 static bool worker_done(const struct worker *w)
 {
-	if (!w->stopping || w->nconns || w->flight || w->batch_head)
+	if (!w->stopping || w->nconns || w->flight || w->batch_head || relay_busy(w))
 		return false;
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].armed)
@@ -1201,6 +1299,12 @@ static void *worker_main(void *arg)
 	}
 	w->now = clock_ms();
 	check_storage(w);
+	err = relay_init(w);
+	if (err) {
+		LOGE("worker %u: relay: %s", w->id, strerror(-err));
+		worker_signal_ready(w, err);
+		return NULL;
+	}
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);
@@ -1235,6 +1339,7 @@ static void *worker_main(void *arg)
 		mq_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		spool_flush(w);
+		relay_round(w);
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
 			c->flags &= ~C_DIRTY;
@@ -1244,8 +1349,11 @@ static void *worker_main(void *arg)
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].fd >= 0)
 			close(w->lst[i].fd);
+	relay_fini(w);
 	if (w->seg_fd >= 0)
 		close(w->seg_fd);
+	if (w->lseg_fd >= 0)
+		close(w->lseg_fd);
 	io_uring_queue_exit(&w->ring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
@@ -1339,6 +1447,7 @@ int gateway_run(struct gateway *g)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -1350,6 +1459,7 @@ int gateway_run(struct gateway *g)
 		w->g = g;
 		w->id = i;
 		w->seg_fd = -1;
+		w->lseg_fd = -1;
 		w->segno = -1;
 		w->qid_ctr = (uint32_t)(ts.tv_nsec / 1000) * 2654435761u;
 		w->wakefd = eventfd(0, EFD_CLOEXEC);
@@ -1395,8 +1505,21 @@ int gateway_run(struct gateway *g)
 #endif
 	}
 	if (rc == 0) {
+		char pid[32];
+		int pfd;
+
 		for (unsigned i = 0; i < cf->nlisten; i++)
 			LOGI("listening on %s (%u workers)", cf->listen[i].text, g->nworkers);
+		/* For `ringmx queue --flush`. */
+		pfd = openat(g->spool_dirfd, "ringmx.pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		             0644);
+		if (pfd >= 0) {
+			int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+
+			if (write(pfd, pid, (size_t)n) != n)
+				LOGW("cannot write %s/ringmx.pid", cf->spool);
+			close(pfd);
+		}
 		for (;;) {
 			if (sigwait(&set, &sig) != 0)
 				continue;
@@ -1404,10 +1527,22 @@ int gateway_run(struct gateway *g)
 				LOGI("SIGHUP ignored (no reloadable configuration yet)");
 				continue;
 			}
+			if (sig == SIGUSR1) {
+				/* ringmx queue --flush: retry deferred messages now. */
+				atomic_fetch_add(&g->flush_gen, 1);
+				for (unsigned i = 0; i < started; i++) {
+					uint64_t one = 1;
+
+					if (write(g->workers[i]->wakefd, &one, sizeof(one)) < 0)
+						LOGE("cannot wake worker %u", i);
+				}
+				continue;
+			}
 			break;
 		}
 		LOGI("signal %d: stopping; transactions in progress get %us", sig, cf->grace);
 	}
+	atomic_store(&g->stop, 1);
 	for (unsigned i = 0; i < started; i++) {
 		uint64_t one = 1;
 
@@ -1433,6 +1568,7 @@ int gateway_run(struct gateway *g)
 		free(g->workers[i]);
 	}
 	free(g->workers);
+	unlinkat(g->spool_dirfd, "ringmx.pid", 0);
 	mq_fini(&g->mq);
 	for (unsigned i = 0; i < SEGREG_CHUNKS && g->segs.chunk[i]; i++)
 		free(g->segs.chunk[i]);

@@ -10,6 +10,7 @@
 
 #include "core/conf.h"
 #include "core/smtp_session.h"
+#include "io/relay.h"
 #include "queue/mq.h"
 #include "queue/spool.h"
 
@@ -39,7 +40,10 @@ struct tls_ctx;
 
 struct gateway {
 	const struct conf *conf;
-	struct tls_ctx *tls; /* NULL: no certificate, no STARTTLS, no --listen-tls */
+	struct tls_ctx *tls;     /* NULL: no certificate, no STARTTLS, no --listen-tls */
+	struct relay_conf relay; /* next hops; relay.nroutes == 0: no delivery */
+	atomic_uint stop;        /* set before the workers are woken to stop */
+	atomic_uint flush_gen;   /* bumped by SIGUSR1: retry deferred messages now */
 	struct smtp_server_conf scf;
 	unsigned nworkers;
 	struct worker **workers;

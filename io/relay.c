@@ -1,0 +1,1102 @@
+/* relay: delivery to the next hops. See relay.h.
+ *
+ * A worker delivers the messages whose descriptors the queue routed to it.
+ * For each it reads the record back from its spool segment, splits the
+ * recipients by route (--route domain, else --relay-to), and queues one
+ * job per route. Each route has a pool of at most --relay-pool connections
+ * per worker; a connection runs the sans-I/O client (core/smtp_client) and
+ * takes the route's jobs one after the other (connection reuse), then
+ * QUITs when none is left. Connection I/O goes through the worker's ring:
+ * IORING_OP_CONNECT, a multishot receive over the worker's provided
+ * buffers, one send per round.
+ *
+ * Per recipient: 2xx = delivered; 4xx, a timeout or a connection failure =
+ * deferred, retried with exponential backoff (--retry-min doubling up to
+ * --retry-max) until --max-queue-lifetime, then bounced; 5xx = bounced. A
+ * message is done when every recipient is: a done record goes to the
+ * worker's done log and, if a recipient failed and the sender is not the
+ * null sender, a DSN (core/dsn) is spooled as a new message from <>, which
+ * is delivered like any other. Failover: a connection that cannot connect
+ * tries the route's next hop; when none answers, the route's queued jobs
+ * are deferred. */
+#include "io/relay.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/dsn.h"
+#include "core/log.h"
+#include "core/retry.h"
+#include "core/smtp_client.h"
+#include "io/worker-t.h"
+#include "queue/spool.h"
+
+/* Recipient states in a message. */
+enum {
+	R_PENDING = 0, /* not delivered yet (never tried, or deferred) */
+	R_BUSY,        /* in a job on a connection now */
+	R_SENT,        /* the next hop took it */
+	R_FAILED,      /* permanent failure or expired: bounce */
+};
+
+struct rmsg {
+	struct spool_msg m; /* envelope; strings in <scratch>, body in <rec> */
+	struct buf scratch;
+	char *rec; /* the whole record */
+	size_t rec_len;
+	struct spool_seg_id seg;
+	uint64_t offset;
+	unsigned nrcpt;
+	const char **rcpt; /* into m.rcpts */
+	uint8_t *st;       /* R_* per recipient */
+	char **why;        /* last reply per recipient (malloc), NULL if none */
+	char **mta;        /* next hop that gave it */
+	unsigned *route;   /* route per recipient */
+	unsigned attempts;
+	unsigned jobs;   /* jobs on connections now */
+	time_t next_try; /* when deferred */
+	struct rmsg *next;
+};
+
+struct rjob {
+	struct rmsg *msg;
+	unsigned route;
+	unsigned n;
+	unsigned *idx;      /* recipients of msg in this job */
+	const char **rcpts; /* their addresses, for smtp_client_send() */
+	struct smtp_client_msg cm;
+	struct rjob *next;
+};
+
+#define RC_RECV    0x1u /* multishot receive armed */
+#define RC_SEND    0x2u /* a send (or the connect) is in flight */
+#define RC_CONN    0x4u /* connecting */
+#define RC_CLOSING 0x8u
+#define RC_DIRTY   0x10u
+
+struct relay_conn {
+	uint8_t type; /* OBJ_RELAY: first, see enum obj_type */
+	struct worker *w;
+	unsigned route;
+	unsigned hop; /* index in the route's hops: failover moves it on */
+	int fd;
+	unsigned flags;
+	unsigned inflight;
+	int64_t deadline; /* ms: connect or the next reply */
+	struct smtp_client cl;
+	struct smtp_client_conf ccf;
+	struct buf sending;
+	struct rjob *job;
+	size_t body_off;
+	struct relay_conn *next, *dirty_next;
+} __attribute__((aligned(8)));
+
+struct relay_route_state {
+	struct rjob *head, *tail; /* jobs waiting for a connection */
+	unsigned nconns;
+	unsigned failures; /* connections in a row that reached no hop */
+};
+
+struct relay {
+	const struct relay_conf *rc;
+	struct retry_conf retry;
+	struct relay_route_state *rs;
+	struct relay_conn *conns;
+	struct relay_conn *dirty;
+	struct rmsg *deferred;
+	int seg_fd; /* read cache: the last segment opened */
+	int seg_no;
+	int done_fd;
+	bool done_unsynced;
+	bool stopping;
+	unsigned ndsn;
+	uint64_t stat_sent, stat_deferred, stat_bounced;
+};
+
+/* ---- configuration ---- */
+
+static int parse_hop(struct relay_hop *h, const char *s, char *err, size_t errlen)
+{
+	char host[256], port[16];
+	const char *p = s, *colon;
+	struct addrinfo hints = {0}, *ai = NULL;
+	size_t hl;
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	snprintf(h->text, sizeof(h->text), "%s", s);
+	if (strncmp(p, "lmtp:", 5) == 0) {
+		h->lmtp = true;
+		p += 5;
+	} else if (strncmp(p, "smtp:", 5) == 0) {
+		p += 5;
+	}
+	if (*p == '[') {
+		const char *rb = strchr(p, ']');
+
+		if (!rb || rb[1] != ':')
+			goto bad;
+		hl = (size_t)(rb - p - 1);
+		if (hl == 0 || hl >= sizeof(host))
+			goto bad;
+		memcpy(host, p + 1, hl);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(p, ':');
+		if (!colon || colon == p)
+			goto bad;
+		hl = (size_t)(colon - p);
+		if (hl >= sizeof(host))
+			goto bad;
+		memcpy(host, p, hl);
+	}
+	host[hl] = '\0';
+	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof(port) ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		goto bad;
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_family = AF_UNSPEC;
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0 || !ai) {
+		snprintf(err, errlen, "ringmx: next hop '%s': %s", s, gai_strerror(rc));
+		return -EINVAL;
+	}
+	memcpy(&h->addr, ai->ai_addr, ai->ai_addrlen);
+	h->addrlen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+bad:
+	snprintf(err, errlen, "ringmx: next hop '%s' is not host:port or lmtp:host:port", s);
+	return -EINVAL;
+}
+
+static int parse_hops(struct relay_route *r, const char *list, char *err, size_t errlen)
+{
+	char *copy = strdup(list), *save = NULL, *tok;
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		struct relay_hop *n = realloc(r->hops, (r->nhops + 1) * sizeof(*n));
+
+		if (!n) {
+			rc = -ENOMEM;
+			break;
+		}
+		r->hops = n;
+		rc = parse_hop(&r->hops[r->nhops], tok, err, errlen);
+		if (rc)
+			break;
+		r->nhops++;
+	}
+	free(copy);
+	if (!rc && r->nhops == 0) {
+		snprintf(err, errlen, "ringmx: empty list of next hops '%s'", list);
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
+int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, size_t errlen)
+{
+	unsigned n = c->nroutes + (c->relay_to ? 1 : 0);
+	int e;
+
+	memset(rc, 0, sizeof(*rc));
+	rc->def = -1;
+	if (!n)
+		return 0;
+	rc->routes = calloc(n, sizeof(*rc->routes));
+	if (!rc->routes)
+		return -ENOMEM;
+	for (unsigned i = 0; i < c->nroutes; i++) {
+		const char *eq = strchr(c->routes[i], '=');
+		struct relay_route *r = &rc->routes[rc->nroutes++];
+
+		r->domain = strndup(c->routes[i], (size_t)(eq - c->routes[i]));
+		if (!r->domain)
+			return -ENOMEM;
+		for (char *d = r->domain; *d; d++)
+			if (*d >= 'A' && *d <= 'Z')
+				*d = (char)(*d + 32);
+		e = parse_hops(r, eq + 1, err, errlen);
+		if (e)
+			return e;
+	}
+	if (c->relay_to) {
+		rc->def = (int)rc->nroutes;
+		e = parse_hops(&rc->routes[rc->nroutes++], c->relay_to, err, errlen);
+		if (e)
+			return e;
+	}
+	return 0;
+}
+
+void relay_conf_free(struct relay_conf *rc)
+{
+	for (unsigned i = 0; i < rc->nroutes; i++) {
+		free(rc->routes[i].domain);
+		free(rc->routes[i].hops);
+	}
+	free(rc->routes);
+	memset(rc, 0, sizeof(*rc));
+	rc->def = -1;
+}
+
+/* The route of <rcpt>: its domain's --route, else the default; -1: none. */
+static int route_of(const struct relay_conf *rc, const char *rcpt)
+{
+	const char *at = strrchr(rcpt, '@');
+
+	if (at) {
+		for (unsigned i = 0; i < rc->nroutes; i++)
+			if (rc->routes[i].domain && strcasecmp(rc->routes[i].domain, at + 1) == 0)
+				return (int)i;
+	}
+	return rc->def;
+}
+
+/* ---- messages ---- */
+
+static void rmsg_free(struct rmsg *m)
+{
+	if (!m)
+		return;
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		free(m->why ? m->why[i] : NULL);
+		free(m->mta ? m->mta[i] : NULL);
+	}
+	free(m->why);
+	free(m->mta);
+	free(m->rcpt);
+	free(m->st);
+	free(m->route);
+	free(m->rec);
+	buf_free(&m->scratch);
+	free(m);
+}
+
+static int seg_fd(struct worker *w, int segno)
+{
+	struct relay *r = w->relay;
+	const struct spool_seg_id *id;
+	char name[96];
+
+	if (r->seg_fd >= 0 && r->seg_no == segno)
+		return r->seg_fd;
+	if (r->seg_fd >= 0)
+		close(r->seg_fd);
+	r->seg_fd = -1;
+	id = segreg_get(&w->g->segs, (unsigned)segno);
+	spool_seg_name(name, sizeof(name), id->start, id->worker, id->seq);
+	r->seg_fd = openat(w->g->spool_dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (r->seg_fd < 0)
+		return -errno;
+	r->seg_no = segno;
+	return r->seg_fd;
+}
+
+static int pread_all(int fd, void *p, size_t n, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t k = pread(fd, (char *)p + got, n - got, (off_t)(off + got));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		got += (size_t)k;
+	}
+	return 0;
+}
+
+/* Reads a record back. The segment was written moments ago (or found by
+ * recovery): this is a page-cache read on the worker thread. */
+static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
+{
+	unsigned segno = (unsigned)(it->a >> 32);
+	unsigned char hdr[SPOOL_HDR_LEN];
+	uint64_t total;
+	struct rmsg *m;
+	int fd, err;
+
+	fd = seg_fd(w, (int)segno);
+	if (fd < 0) {
+		LOGE("relay: segment %u: %s", segno, strerror(-fd));
+		return NULL;
+	}
+	err = pread_all(fd, hdr, sizeof(hdr), it->b);
+	if (!err)
+		err = spool_rec_len(hdr, &total);
+	if (err) {
+		LOGE("relay: record at %llu: %s", (unsigned long long)it->b, strerror(-err));
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->rec_len = (size_t)total;
+	m->rec = malloc(m->rec_len);
+	m->seg = *segreg_get(&w->g->segs, segno);
+	m->offset = it->b;
+	if (!m->rec || pread_all(fd, m->rec, m->rec_len, it->b) ||
+	    spool_rec_parse(m->rec, m->rec_len, &m->m, &m->scratch)) {
+		LOGE("relay: unreadable record at %llu", (unsigned long long)it->b);
+		rmsg_free(m);
+		return NULL;
+	}
+	m->nrcpt = m->m.nrcpt;
+	m->rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->rcpt));
+	m->st = calloc(m->nrcpt ? m->nrcpt : 1, 1);
+	m->why = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->why));
+	m->mta = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->mta));
+	m->route = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->route));
+	if (!m->rcpt || !m->st || !m->why || !m->mta || !m->route) {
+		rmsg_free(m);
+		return NULL;
+	}
+	const char *p = m->m.rcpts;
+	for (unsigned i = 0; i < m->nrcpt; i++, p += strlen(p) + 1) {
+		int rt = route_of(w->relay->rc, p);
+
+		m->rcpt[i] = p;
+		if (rt < 0) {
+			m->st[i] = R_FAILED;
+			m->why[i] = strdup("5.4.4 no route to the recipient's domain");
+		} else {
+			m->route[i] = (unsigned)rt;
+		}
+	}
+	return m;
+}
+
+static void conn_kick(struct worker *w, unsigned route);
+static void msg_settle(struct worker *w, struct rmsg *m);
+
+/* Queues one job per route for the message's pending recipients. */
+static void msg_dispatch(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	for (unsigned rt = 0; rt < r->rc->nroutes; rt++) {
+		struct rjob *j;
+		unsigned n = 0;
+
+		for (unsigned i = 0; i < m->nrcpt; i++)
+			n += m->st[i] == R_PENDING && m->route[i] == rt;
+		if (!n)
+			continue;
+		j = calloc(1, sizeof(*j));
+		if (j) {
+			j->idx = calloc(n, sizeof(*j->idx));
+			j->rcpts = calloc(n, sizeof(*j->rcpts));
+		}
+		if (!j || !j->idx || !j->rcpts) {
+			if (j) {
+				free(j->idx);
+				free(j->rcpts);
+				free(j);
+			}
+			LOGE("relay: out of memory for %s", m->m.qid);
+			continue;
+		}
+		j->msg = m;
+		j->route = rt;
+		for (unsigned i = 0; i < m->nrcpt; i++) {
+			if (m->st[i] == R_PENDING && m->route[i] == rt) {
+				j->idx[j->n] = i;
+				j->rcpts[j->n++] = m->rcpt[i];
+				m->st[i] = R_BUSY;
+			}
+		}
+		j->cm = (struct smtp_client_msg){
+		    .from = m->m.from,
+		    .rcpts = j->rcpts,
+		    .nrcpt = j->n,
+		    .size = m->m.body_len,
+		    .body_8bit = m->m.body_8bit,
+		    .smtputf8 = m->m.smtputf8,
+		};
+		m->jobs++;
+		if (r->rs[rt].tail)
+			r->rs[rt].tail->next = j;
+		else
+			r->rs[rt].head = j;
+		r->rs[rt].tail = j;
+		conn_kick(w, rt);
+	}
+	if (!m->jobs)
+		msg_settle(w, m); /* nothing to send: no route, or all decided */
+}
+
+void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct rmsg *m = rmsg_load(w, &it[i]);
+
+		if (m)
+			msg_dispatch(w, m);
+	}
+}
+
+/* ---- done log and bounces ---- */
+
+static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
+{
+	struct relay *r = w->relay;
+	unsigned char rec[SPOOL_DONE_LEN];
+	struct spool_done d = {0};
+
+	if (r->done_fd < 0) {
+		char name[96];
+
+		spool_done_name(name, sizeof(name), w->g->start_id, w->id);
+		r->done_fd = openat(w->g->spool_dirfd, name,
+		                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (r->done_fd < 0) {
+			LOGE("relay: done log %s: %s", name, strerror(errno));
+			return;
+		}
+		fsync(w->g->spool_dirfd);
+	}
+	snprintf(d.qid, sizeof(d.qid), "%s", m->m.qid);
+	d.seg = m->seg;
+	d.offset = m->offset;
+	d.result = st;
+	if (spool_done_encode(rec, &d) == 0 && write(r->done_fd, rec, sizeof(rec)) != sizeof(rec))
+		LOGE("relay: done log write: %s", strerror(errno));
+	r->done_unsynced = true;
+}
+
+static void bounce(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+	struct dsn_rcpt *dr;
+	struct buf out = BUF_INIT;
+	time_t now = time(NULL);
+	char token[64];
+	unsigned n = 0;
+	int flags;
+
+	dr = calloc(m->nrcpt, sizeof(*dr));
+	if (!dr)
+		return;
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		if (m->st[i] != R_FAILED)
+			continue;
+		dr[n++] = (struct dsn_rcpt){
+		    .addr = m->rcpt[i],
+		    .action = DSN_FAILED,
+		    .remote_mta = m->mta[i],
+		    .diag = m->why[i],
+		    .diag_type = m->mta[i] ? NULL : "X-Ringmx",
+		    .last_attempt = now,
+		};
+	}
+	snprintf(token, sizeof(token), "%s.%lld.%u.%u", m->m.qid, (long long)now, w->id, r->ndsn++);
+	flags = dsn_build(&out, &(struct dsn_msg){
+	                            .hostname = w->g->conf->hostname,
+	                            .sender = m->m.from,
+	                            .qid = m->m.qid,
+	                            .arrival = m->m.arrival,
+	                            .now = now,
+	                            .token = token,
+	                            .rcpts = dr,
+	                            .nrcpt = n,
+	                            .content = m->m.body,
+	                            .content_len = m->m.body_len,
+	                        });
+	free(dr);
+	if (flags < 0) {
+		if (flags != -EDESTADDRREQ)
+			LOGE("relay: id=%s cannot build the bounce: %s", m->m.qid,
+			     strerror(-flags));
+		buf_free(&out);
+		return;
+	}
+	flags = worker_spool_local(w, m->m.from, buf_sv(&out), (flags & DSN_F_8BIT) != 0,
+	                           (flags & DSN_F_UTF8) != 0);
+	if (flags < 0)
+		LOGE("relay: id=%s cannot spool the bounce: %s", m->m.qid, strerror(-flags));
+	buf_free(&out);
+}
+
+/* A message whose jobs have all come back: done, or deferred. */
+static void msg_settle(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+	unsigned pending = 0, failed = 0;
+	time_t now = time(NULL);
+	struct retry_conf rc = r->retry;
+
+	if (!m->m.from[0])
+		rc = retry_conf_null_sender(&r->retry);
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		if (m->st[i] == R_BUSY)
+			m->st[i] = R_PENDING;
+		pending += m->st[i] == R_PENDING;
+	}
+	if (pending && retry_expired(&rc, m->m.arrival, now)) {
+		for (unsigned i = 0; i < m->nrcpt; i++) {
+			if (m->st[i] != R_PENDING)
+				continue;
+			m->st[i] = R_FAILED;
+			LOGI("relay: id=%s to=<%s> status=bounced (expired after %llds): %s",
+			     m->m.qid, m->rcpt[i], (long long)(now - m->m.arrival),
+			     m->why[i] ? m->why[i] : "");
+		}
+		pending = 0;
+	}
+	if (pending) {
+		m->attempts++;
+		m->next_try = retry_next(&rc, m->m.arrival, now, m->attempts);
+		m->next = r->deferred;
+		r->deferred = m;
+		return;
+	}
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		failed += m->st[i] == R_FAILED;
+	if (failed)
+		bounce(w, m);
+	done_record(w, m, failed ? SPOOL_BOUNCED : SPOOL_DELIVERED);
+	rmsg_free(m);
+}
+
+/* The results of a job from the client session. */
+static void job_results(struct worker *w, struct relay_conn *c, struct rjob *j)
+{
+	struct relay *r = w->relay;
+	struct rmsg *m = j->msg;
+	const struct relay_hop *hop = &r->rc->routes[c->route].hops[c->hop];
+	time_t now = time(NULL);
+
+	for (unsigned k = 0; k < j->n; k++) {
+		const struct smtp_client_result *res = smtp_client_result(&c->cl, k);
+		unsigned i = j->idx[k];
+		const char *text = res ? smtp_client_result_text(&c->cl, res) : "4.4.0 no result";
+		const char *st = "deferred";
+
+		free(m->why[i]);
+		m->why[i] = strdup(text);
+		free(m->mta[i]);
+		m->mta[i] = res && res->code ? strdup(hop->text) : NULL;
+		if (res && res->status == SMTPC_OK) {
+			m->st[i] = R_SENT;
+			st = "sent";
+			r->stat_sent++;
+		} else if (res && res->status == SMTPC_PERM) {
+			m->st[i] = R_FAILED;
+			st = "bounced";
+			r->stat_bounced++;
+		} else {
+			m->st[i] = R_PENDING;
+			r->stat_deferred++;
+		}
+		LOGI("relay: id=%s to=<%s> relay=%s delay=%llds attempt=%u status=%s (%s)",
+		     m->m.qid, m->rcpt[i], hop->text, (long long)(now - m->m.arrival),
+		     m->attempts + 1, st, text);
+	}
+	free(j->idx);
+	free(j->rcpts);
+	free(j);
+	if (--m->jobs == 0)
+		msg_settle(w, m);
+}
+
+/* ---- connections ---- */
+
+static void rc_dirty(struct relay *r, struct relay_conn *c)
+{
+	if (c->flags & RC_DIRTY)
+		return;
+	c->flags |= RC_DIRTY;
+	c->dirty_next = r->dirty;
+	r->dirty = c;
+}
+
+static void rc_free(struct worker *w, struct relay_conn *c)
+{
+	struct relay *r = w->relay;
+	struct relay_conn **pp;
+
+	for (pp = &r->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	r->rs[c->route].nconns--;
+	smtp_client_fini(&c->cl);
+	buf_free(&c->sending);
+	free(c);
+}
+
+static void rc_maybe_free(struct worker *w, struct relay_conn *c)
+{
+	if ((c->flags & RC_CLOSING) && !c->inflight && !(c->flags & RC_DIRTY))
+		rc_free(w, c);
+}
+
+/* Gives the job back (its recipients deferred with <why>) and closes. */
+static void rc_close(struct worker *w, struct relay_conn *c, const char *why)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->flags & RC_CLOSING)
+		return;
+	if (c->job) {
+		if (c->cl.msg)
+			smtp_client_fail(&c->cl, why);
+		if (c->cl.act & SMTPC_ACT_DONE) {
+			c->cl.act &= ~SMTPC_ACT_DONE;
+			job_results(w, c, c->job);
+		} else {
+			struct rmsg *m = c->job->msg;
+
+			for (unsigned k = 0; k < c->job->n; k++) {
+				free(m->why[c->job->idx[k]]);
+				m->why[c->job->idx[k]] = strdup(why);
+			}
+			free(c->job->idx);
+			free(c->job->rcpts);
+			free(c->job);
+			if (--m->jobs == 0)
+				msg_settle(w, m);
+		}
+		c->job = NULL;
+	}
+	c->flags |= RC_CLOSING;
+	if (c->flags & RC_RECV) {
+		sqe = worker_sqe(w);
+		io_uring_prep_cancel64(sqe, UD(c, UD_RECV), 0);
+		io_uring_sqe_set_data64(sqe, UD_NONE);
+	}
+	rc_maybe_free(w, c);
+}
+
+static void rc_connect(struct worker *w, struct relay_conn *c)
+{
+	const struct relay_hop *h = &w->relay->rc->routes[c->route].hops[c->hop];
+	struct io_uring_sqe *sqe;
+
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		rc_close(w, c, "4.3.0 cannot create a socket");
+		return;
+	}
+	smtp_client_fini(&c->cl);
+	c->ccf.lmtp = h->lmtp;
+	smtp_client_init(&c->cl, &c->ccf, h->text);
+	c->flags |= RC_CONN | RC_SEND;
+	c->inflight++;
+	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+	sqe = worker_sqe(w);
+	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&h->addr, h->addrlen);
+	io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+}
+
+/* Opens connections for the route's waiting jobs, up to the pool size. */
+static void conn_kick(struct worker *w, unsigned route)
+{
+	struct relay *r = w->relay;
+	struct relay_route_state *rs = &r->rs[route];
+	unsigned waiting = 0;
+
+	if (r->stopping)
+		return;
+	for (struct rjob *j = rs->head; j; j = j->next)
+		waiting++;
+	/* Idle connections pick jobs up at their next READY; open more only
+	 * for what they cannot take. */
+	for (struct relay_conn *c = r->conns; c && waiting; c = c->next)
+		if (c->route == route && !c->job && !(c->flags & RC_CLOSING))
+			waiting--;
+	while (waiting && rs->nconns < w->g->conf->relay_pool) {
+		struct relay_conn *c = calloc(1, sizeof(*c));
+
+		if (!c)
+			return;
+		c->type = OBJ_RELAY;
+		c->w = w;
+		c->route = route;
+		c->fd = -1;
+		c->ccf.hostname = w->g->conf->hostname;
+		smtp_client_init(&c->cl, &c->ccf, "");
+		c->next = r->conns;
+		r->conns = c;
+		rs->nconns++;
+		waiting--;
+		rc_connect(w, c);
+	}
+}
+
+/* Defers the route's waiting jobs: no next hop answers. */
+static void route_down(struct worker *w, unsigned route, const char *why)
+{
+	struct relay_route_state *rs = &w->relay->rs[route];
+	struct rjob *j;
+
+	while ((j = rs->head)) {
+		struct rmsg *m = j->msg;
+
+		rs->head = j->next;
+		for (unsigned k = 0; k < j->n; k++) {
+			free(m->why[j->idx[k]]);
+			m->why[j->idx[k]] = strdup(why);
+			LOGI("relay: id=%s to=<%s> relay=none delay=%llds attempt=%u "
+			     "status=deferred "
+			     "(%s)",
+			     m->m.qid, m->rcpt[j->idx[k]], (long long)(time(NULL) - m->m.arrival),
+			     m->attempts + 1, why);
+			w->relay->stat_deferred++;
+		}
+		free(j->idx);
+		free(j->rcpts);
+		free(j);
+		if (--m->jobs == 0)
+			msg_settle(w, m);
+	}
+	rs->tail = NULL;
+}
+
+/* Acts on what the client session asks for. */
+static void rc_act(struct worker *w, struct relay_conn *c)
+{
+	struct relay *r = w->relay;
+
+	if (c->cl.act & SMTPC_ACT_DONE) {
+		c->cl.act &= ~SMTPC_ACT_DONE;
+		if (c->job) {
+			struct rjob *j = c->job;
+
+			c->job = NULL;
+			job_results(w, c, j);
+		}
+	}
+	if (c->cl.act & SMTPC_ACT_BODY) {
+		c->cl.act &= ~SMTPC_ACT_BODY;
+		c->body_off = 0;
+	}
+	if (c->cl.state == SMTPC_S_BODY && c->job) {
+		const struct rmsg *m = c->job->msg;
+
+		while (c->body_off < m->m.body_len && c->cl.out.len < c->cl.out_max)
+			c->body_off += smtp_client_body(&c->cl, m->m.body + c->body_off,
+			                                m->m.body_len - c->body_off);
+		if (c->body_off == m->m.body_len)
+			smtp_client_body_end(&c->cl);
+	}
+	if (c->cl.act & SMTPC_ACT_READY) {
+		struct relay_route_state *rs = &r->rs[c->route];
+
+		c->cl.act &= ~SMTPC_ACT_READY;
+		rs->failures = 0;
+		if (rs->head && !r->stopping) {
+			c->job = rs->head;
+			rs->head = c->job->next;
+			if (!rs->head)
+				rs->tail = NULL;
+			c->job->next = NULL;
+			if (smtp_client_send(&c->cl, &c->job->cm) < 0) {
+				smtp_client_fail(&c->cl, "5.6.0 message cannot be sent");
+				rc_act(w, c);
+				return;
+			}
+		} else {
+			smtp_client_quit(&c->cl);
+		}
+		if (c->cl.act)
+			rc_act(w, c); /* send may decide at once (local refusal) */
+	}
+	rc_dirty(r, c);
+}
+
+void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct relay_conn *c = p;
+	int res = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->flags &= ~RC_RECV;
+		c->inflight--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && !(c->flags & RC_CLOSING)) {
+			const char *data = worker_rx(w, bid);
+			size_t off = 0;
+
+			c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+			while (off < (size_t)res && !(c->cl.act & SMTPC_ACT_CLOSE)) {
+				size_t k = smtp_client_feed(&c->cl, data + off, (size_t)res - off);
+
+				off += k;
+				rc_act(w, c);
+				if (!k)
+					break;
+			}
+		}
+		worker_rx_recycle(w, bid);
+	}
+	if (c->flags & RC_CLOSING) {
+		rc_maybe_free(w, c);
+		return;
+	}
+	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+		if (c->cl.state != SMTPC_S_CLOSED) {
+			smtp_client_fail(&c->cl, "4.4.2 connection closed by the next hop");
+			rc_act(w, c);
+		}
+		rc_close(w, c, "4.4.2 connection closed by the next hop");
+		return;
+	}
+	if (!(c->flags & RC_RECV)) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = RX_BGID;
+		io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+		c->flags |= RC_RECV;
+		c->inflight++;
+	}
+}
+
+void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct relay_conn *c = p;
+	struct relay *r = w->relay;
+
+	c->inflight--;
+	c->flags &= ~RC_SEND;
+	if (c->flags & RC_CLOSING) {
+		rc_maybe_free(w, c);
+		return;
+	}
+	if (c->flags & RC_CONN) {
+		const struct relay_route *rt = &r->rc->routes[c->route];
+		struct io_uring_sqe *sqe;
+		int one = 1;
+
+		c->flags &= ~RC_CONN;
+		if (cqe->res < 0) {
+			LOGI("relay: connect to %s: %s", rt->hops[c->hop].text,
+			     strerror(-cqe->res));
+			if (c->hop + 1 < rt->nhops) {
+				c->hop++; /* failover to the next hop */
+				rc_connect(w, c);
+				return;
+			}
+			if (++r->rs[c->route].failures >= r->rs[c->route].nconns)
+				route_down(w, c->route,
+				           "4.4.1 no next hop answers (connection refused)");
+			rc_close(w, c, "4.4.1 connection failed");
+			return;
+		}
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		sqe = worker_sqe(w);
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = RX_BGID;
+		io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+		c->flags |= RC_RECV;
+		c->inflight++;
+		return;
+	}
+	if (cqe->res < 0) {
+		rc_close(w, c, "4.4.2 send to the next hop failed");
+		return;
+	}
+	buf_consume(&c->sending, (size_t)cqe->res);
+	rc_act(w, c); /* the body may continue */
+}
+
+static void rc_send(struct worker *w, struct relay_conn *c)
+{
+	struct io_uring_sqe *sqe;
+	struct buf t;
+
+	if (c->flags & (RC_SEND | RC_CLOSING))
+		return;
+	if (!c->sending.len && c->cl.out.len) {
+		t = c->sending;
+		c->sending = c->cl.out;
+		c->cl.out = t;
+		c->cl.out.len = 0;
+	}
+	if (c->sending.len) {
+		sqe = worker_sqe(w);
+		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		c->flags |= RC_SEND;
+		c->inflight++;
+		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+		return;
+	}
+	if (c->cl.act & SMTPC_ACT_CLOSE || c->cl.state == SMTPC_S_CLOSED)
+		rc_close(w, c, "4.4.2 connection closed");
+}
+
+void relay_round(struct worker *w)
+{
+	struct relay *r = w->relay;
+	struct relay_conn *c;
+
+	if (!r)
+		return;
+	while ((c = r->dirty)) {
+		r->dirty = c->dirty_next;
+		c->flags &= ~RC_DIRTY;
+		if (c->flags & RC_CLOSING)
+			rc_maybe_free(w, c);
+		else
+			rc_send(w, c);
+	}
+}
+
+void relay_tick(struct worker *w)
+{
+	struct relay *r = w->relay;
+	time_t now = time(NULL);
+	struct rmsg **pp, *m;
+
+	if (!r)
+		return;
+	for (struct relay_conn *c = r->conns, *next; c; c = next) {
+		next = c->next;
+		if (!(c->flags & RC_CLOSING) && c->deadline && c->deadline <= w->now) {
+			LOGI("relay: %s: timeout", r->rc->routes[c->route].hops[c->hop].text);
+			if (c->flags & RC_CONN) {
+				shutdown(c->fd,
+				         SHUT_RDWR); /* the connect completes with an error */
+				continue;
+			}
+			rc_close(w, c, "4.4.2 timeout talking to the next hop");
+		}
+	}
+	for (pp = &r->deferred; (m = *pp);) {
+		if (m->next_try <= now && !r->stopping) {
+			*pp = m->next;
+			msg_dispatch(w, m);
+		} else {
+			pp = &m->next;
+		}
+	}
+	if (r->done_unsynced && r->done_fd >= 0) {
+		fdatasync(r->done_fd);
+		r->done_unsynced = false;
+	}
+}
+
+void relay_flush(struct worker *w)
+{
+	struct relay *r = w->relay;
+
+	if (!r)
+		return;
+	for (struct rmsg *m = r->deferred; m; m = m->next)
+		m->next_try = 0;
+	relay_tick(w);
+}
+
+bool relay_busy(const struct worker *w)
+{
+	return w->relay && w->relay->conns;
+}
+
+void relay_stop(struct worker *w, bool hard)
+{
+	struct relay *r = w->relay;
+
+	if (!r)
+		return;
+	r->stopping = true;
+	for (unsigned rt = 0; rt < r->rc->nroutes; rt++)
+		route_down(w, rt, "4.3.2 gateway shutting down");
+	for (struct relay_conn *c = r->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->flags & RC_CLOSING)
+			continue;
+		if (!c->job && c->cl.state == SMTPC_S_READY && !hard) {
+			smtp_client_quit(&c->cl);
+			rc_dirty(r, c);
+		} else if (!c->job || hard) {
+			rc_close(w, c, "4.3.2 gateway shutting down");
+		}
+	}
+}
+
+int relay_init(struct worker *w)
+{
+	const struct relay_conf *rc = &w->g->relay;
+	const struct conf *cf = w->g->conf;
+	struct relay *r;
+
+	if (!rc->nroutes)
+		return 0;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->rc = rc;
+	r->rs = calloc(rc->nroutes, sizeof(*r->rs));
+	if (!r->rs) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->retry = (struct retry_conf)RETRY_CONF_INIT;
+	r->retry.min_backoff_s = cf->retry_min;
+	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
+	r->retry.max_lifetime_s = cf->max_queue_lifetime;
+	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
+	r->seg_fd = r->done_fd = -1;
+	r->seg_no = -1;
+	w->relay = r;
+	return 0;
+}
+
+void relay_fini(struct worker *w)
+{
+	struct relay *r = w->relay;
+	struct rmsg *m;
+
+	if (!r)
+		return;
+	LOGI("relay: worker %u: %llu sent, %llu deferred, %llu bounced attempts; %s", w->id,
+	     (unsigned long long)r->stat_sent, (unsigned long long)r->stat_deferred,
+	     (unsigned long long)r->stat_bounced,
+	     r->deferred ? "deferred messages stay in the spool" : "nothing deferred");
+	while ((m = r->deferred)) {
+		r->deferred = m->next;
+		rmsg_free(m);
+	}
+	while (r->conns)
+		rc_free(w, r->conns);
+	if (r->seg_fd >= 0)
+		close(r->seg_fd);
+	if (r->done_fd >= 0) {
+		fdatasync(r->done_fd);
+		close(r->done_fd);
+	}
+	free(r->rs);
+	free(r);
+	w->relay = NULL;
+}
