@@ -59,6 +59,20 @@ static uint64_t get_le64(const unsigned char *p)
 	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
+/* Checks the record header at <h> (magic, version, limits; not the crc,
+ * which covers the whole record) and gives its lengths. The one test of a
+ * header: the walker, recovery and spool_rec_len() all use it. Returns 0 or
+ * -EINVAL. */
+static int hdr_check(const unsigned char *h, uint32_t *env_len, uint64_t *body_len)
+{
+	*env_len = get_le32(h + HDR_ENV_LEN);
+	*body_len = get_le64(h + HDR_BODY_LEN);
+	if (get_le32(h + HDR_MAGIC) != SPOOL_MAGIC || get_le32(h + HDR_VERSION) != SPOOL_VERSION ||
+	    *env_len > SPOOL_ENV_MAX || *body_len > SPOOL_BODY_MAX)
+		return -EINVAL;
+	return 0;
+}
+
 /* A value may hold anything but the line end; NULL stands for "". */
 static bool env_value_ok(const char *v)
 {
@@ -539,6 +553,126 @@ static int done_load(DIR *d, struct done_set *s)
 
 /* Reading back. */
 
+/* Parses the envelope at <env>: <len> bytes, writable, followed by a NUL.
+ * Cuts it into C strings in place and points m's client, helo and from
+ * into it; copies the recipients back to back into <rcpts>, which has room
+ * for <len> bytes (each "rcpt <v>\n" line is longer than "<v>\0"). Fills
+ * qid, arrival, client, helo, from, rcpts, nrcpt, body_8bit and smtputf8
+ * only. Unknown keys are skipped, so that a later version may add lines.
+ * Never allocates. The one envelope parser: the walker and
+ * spool_rec_parse() both use it. Returns 0 or -EINVAL. */
+static int env_parse(char *env, size_t len, char *rcpts, struct spool_msg *m)
+{
+	char *p = env, *end = env + len, *nl, *sp, *v, *e, *r = rcpts;
+	bool have_id = false, have_arrival = false, have_from = false;
+	long long t;
+
+	if (!len || end[-1] != '\n' || memchr(p, '\0', len))
+		return -EINVAL;
+	m->client = m->helo = m->from = "";
+	m->nrcpt = 0;
+	m->body_8bit = m->smtputf8 = false;
+	for (; p < end; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		*nl = '\0';
+		sp = strchr(p, ' ');
+		if (sp) {
+			*sp = '\0';
+			v = sp + 1;
+		} else {
+			v = nl;
+		}
+		if (!strcmp(p, "id")) {
+			if (!*v || (size_t)(nl - v) > SPOOL_QID_MAX)
+				return -EINVAL;
+			memcpy(m->qid, v, (size_t)(nl - v) + 1);
+			have_id = true;
+		} else if (!strcmp(p, "arrival")) {
+			errno = 0;
+			t = strtoll(v, &e, 10);
+			if (e == v || *e || errno)
+				return -EINVAL;
+			m->arrival = (time_t)t;
+			have_arrival = true;
+		} else if (!strcmp(p, "client")) {
+			m->client = v;
+		} else if (!strcmp(p, "helo")) {
+			m->helo = v;
+		} else if (!strcmp(p, "from")) {
+			m->from = v;
+			have_from = true;
+		} else if (!strcmp(p, "rcpt")) {
+			memcpy(r, v, (size_t)(nl - v) + 1);
+			r += (nl - v) + 1;
+			m->nrcpt++;
+		} else if (!strcmp(p, "body")) {
+			m->body_8bit = !strcmp(v, "8BITMIME");
+		} else if (!strcmp(p, "smtputf8")) {
+			m->smtputf8 = !strcmp(v, "1");
+		}
+	}
+	if (!have_id || !have_arrival || !have_from)
+		return -EINVAL;
+	m->rcpts = m->nrcpt ? rcpts : "";
+	return 0;
+}
+
+int spool_rec_len(const void *hdr, uint64_t *total)
+{
+	unsigned char h[SPOOL_HDR_LEN];
+	uint64_t body_len;
+	uint32_t env_len;
+
+	memcpy(h, hdr, sizeof(h));
+	if (hdr_check(h, &env_len, &body_len))
+		return -EINVAL;
+	*total = SPOOL_HDR_LEN + (uint64_t)env_len + body_len;
+	return 0;
+}
+
+int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch)
+{
+	const unsigned char *r = rec;
+	unsigned char h[SPOOL_HDR_LEN];
+	uint64_t body_len;
+	uint32_t env_len, crc;
+	char *env;
+	int err;
+
+	if (len < SPOOL_HDR_LEN)
+		return -EAGAIN;
+	memcpy(h, r, sizeof(h));
+	if (hdr_check(h, &env_len, &body_len))
+		return -EINVAL;
+	if (SPOOL_HDR_LEN + env_len + body_len > len)
+		return -EAGAIN;
+	put_le32(h + HDR_CRC, 0);
+	crc = crc32c(0, h, sizeof(h));
+	crc = crc32c(crc, r + SPOOL_HDR_LEN, env_len + (size_t)body_len);
+	if (crc != get_le32(r + HDR_CRC))
+		return -EINVAL;
+
+	/* <rec> is const and its envelope is not NUL-terminated: parse a
+	 * copy, the recipients right after it. */
+	scratch->len = 0;
+	if (buf_reserve(scratch, 2 * (size_t)env_len + 1))
+		return -ENOMEM;
+	env = scratch->p;
+	memcpy(env, r + SPOOL_HDR_LEN, env_len);
+	env[env_len] = '\0';
+	scratch->len = 2 * (size_t)env_len + 1;
+	scratch->p[scratch->len] = '\0';
+	memset(m, 0, sizeof(*m));
+	err = env_parse(env, env_len, env + env_len + 1, m);
+	if (err)
+		return err;
+	m->body = (const char *)r + SPOOL_HDR_LEN + env_len;
+	m->body_len = body_len;
+	m->rec_len = SPOOL_HDR_LEN + env_len + body_len;
+	m->state = SPOOL_PENDING;
+	return 0;
+}
+
 /* One segment read front to back: win[pos, end) holds the file's bytes from
  * the current record on; <left> bytes of the file (as big as it was when
  * opened) are still unread. */
@@ -653,66 +787,6 @@ struct spool_walker {
 	unsigned long nunreadable; /* sound records with an unreadable envelope */
 };
 
-/* Parses the envelope in w->env (NUL-terminated by buf) into <m>, cutting
- * it into C strings in place. Unknown keys are skipped, so that a later
- * version may add lines. Returns 0 or -EINVAL. */
-static int env_parse(struct spool_walker *w, struct spool_msg *m)
-{
-	char *p = w->env.p, *end = w->env.p + w->env.len, *nl, *sp, *v, *e;
-	bool have_id = false, have_arrival = false, have_from = false;
-	long long t;
-
-	if (!w->env.len || end[-1] != '\n' || memchr(p, '\0', w->env.len))
-		return -EINVAL;
-	buf_reset(&w->rcpts, 64 * 1024);
-	m->client = m->helo = m->from = "";
-	m->nrcpt = 0;
-	m->body_8bit = m->smtputf8 = false;
-	for (; p < end; p = nl + 1) {
-		nl = memchr(p, '\n', (size_t)(end - p));
-		*nl = '\0';
-		sp = strchr(p, ' ');
-		if (sp) {
-			*sp = '\0';
-			v = sp + 1;
-		} else {
-			v = nl;
-		}
-		if (!strcmp(p, "id")) {
-			if (!*v || (size_t)(nl - v) > SPOOL_QID_MAX)
-				return -EINVAL;
-			memcpy(m->qid, v, (size_t)(nl - v) + 1);
-			have_id = true;
-		} else if (!strcmp(p, "arrival")) {
-			errno = 0;
-			t = strtoll(v, &e, 10);
-			if (e == v || *e || errno)
-				return -EINVAL;
-			m->arrival = (time_t)t;
-			have_arrival = true;
-		} else if (!strcmp(p, "client")) {
-			m->client = v;
-		} else if (!strcmp(p, "helo")) {
-			m->helo = v;
-		} else if (!strcmp(p, "from")) {
-			m->from = v;
-			have_from = true;
-		} else if (!strcmp(p, "rcpt")) {
-			if (buf_append(&w->rcpts, v, (size_t)(nl - v) + 1))
-				return -ENOMEM;
-			m->nrcpt++;
-		} else if (!strcmp(p, "body")) {
-			m->body_8bit = !strcmp(v, "8BITMIME");
-		} else if (!strcmp(p, "smtputf8")) {
-			m->smtputf8 = !strcmp(v, "1");
-		}
-	}
-	if (!have_id || !have_arrival || !have_from)
-		return -EINVAL;
-	m->rcpts = w->rcpts.p ? w->rcpts.p : "";
-	return 0;
-}
-
 /* Walks one open segment. Returns 0 (its end, or its first bad record:
  * w->good says where the sound records end), the visitor's non-zero value
  * or -errno. */
@@ -742,12 +816,8 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 		if (err)
 			return err;
 		memcpy(h, rd->win + rd->pos, sizeof(h));
-		env_len = get_le32(h + HDR_ENV_LEN);
-		body_len = get_le64(h + HDR_BODY_LEN);
 		why = "bad header";
-		if (get_le32(h + HDR_MAGIC) != SPOOL_MAGIC ||
-		    get_le32(h + HDR_VERSION) != SPOOL_VERSION || env_len > SPOOL_ENV_MAX ||
-		    body_len > SPOOL_BODY_MAX)
+		if (hdr_check(h, &env_len, &body_len))
 			goto bad;
 		why = "truncated";
 		if (SPOOL_HDR_LEN + env_len + body_len > size - off)
@@ -764,7 +834,9 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 		rd->pos += SPOOL_HDR_LEN;
 		crc = crc32c(crc, rd->win + rd->pos, env_len);
 		buf_reset(&w->env, 64 * 1024);
-		if (buf_append(&w->env, rd->win + rd->pos, env_len) || buf_reserve(&w->env, 0))
+		buf_reset(&w->rcpts, 64 * 1024);
+		if (buf_append(&w->env, rd->win + rd->pos, env_len) || buf_reserve(&w->env, 0) ||
+		    buf_reserve(&w->rcpts, env_len))
 			return -ENOMEM;
 		rd->pos += env_len;
 		if (w->with_body) {
@@ -791,7 +863,7 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 		m.rec_len = SPOOL_HDR_LEN + env_len + body_len;
 		off += m.rec_len;
 		w->good = off;
-		if (env_parse(w, &m)) {
+		if (env_parse(w->env.p, w->env.len, w->rcpts.p, &m)) {
 			/* The frame is sound (crc), only its content is not:
 			 * skip this record alone. */
 			LOGW("spool: %s: offset %" PRIu64 ": unreadable envelope, record skipped",
@@ -978,11 +1050,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 	err = pread_full(fd, h, sizeof(h), at);
 	if (err)
 		return err == -ENODATA ? 0 : err;
-	env_len = get_le32(h + HDR_ENV_LEN);
-	body_len = get_le64(h + HDR_BODY_LEN);
-	if (get_le32(h + HDR_MAGIC) != SPOOL_MAGIC || get_le32(h + HDR_VERSION) != SPOOL_VERSION ||
-	    env_len > SPOOL_ENV_MAX || body_len > SPOOL_BODY_MAX ||
-	    SPOOL_HDR_LEN + env_len + body_len > size - at)
+	if (hdr_check(h, &env_len, &body_len) || SPOOL_HDR_LEN + env_len + body_len > size - at)
 		return 0;
 	want = get_le32(h + HDR_CRC);
 	put_le32(h + HDR_CRC, 0);
@@ -1425,4 +1493,98 @@ int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
 	if (fflush(out) == EOF || ferror(out))
 		return -EIO;
 	return 0;
+}
+
+/* Tools: done records written from the CLI (`ringmx queue --delete`). */
+
+/* Appends the <n> done records at <d> to the tool's own done log
+ * "done-<start_id>-00.rmx" in <dir> (created if need be) and makes them
+ * durable: each record is fdatasync'd, then the directory is fsync'd so
+ * that the log's name survives a crash too. All records are checked before
+ * the first is written. Returns 0 or -errno. */
+static int tool_done_append(const char *dir, uint64_t start_id, const struct spool_done *d,
+                            size_t n)
+{
+	unsigned char r[SPOOL_DONE_LEN];
+	int dfd, fd, err = 0;
+	char name[64];
+
+	for (size_t i = 0; i < n; i++)
+		if (spool_done_encode(r, &d[i]))
+			return -EINVAL;
+	dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	spool_done_name(name, sizeof(name), start_id, 0);
+	fd = openat(dfd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (fd < 0) {
+		err = -errno;
+		goto out_dir;
+	}
+	for (size_t i = 0; i < n && !err; i++)
+		err = spool_done_append_fd(fd, &d[i]);
+	close(fd);
+	/* Every time, not only when the log was created: a run that crashed
+	 * between creating it and this fsync leaves a name not yet durable. */
+	if (!err && fsync(dfd) < 0)
+		err = -errno;
+out_dir:
+	close(dfd);
+	return err;
+}
+
+int spool_mark(const char *dir, const struct spool_done *d, uint64_t start_id)
+{
+	return tool_done_append(dir, start_id, d, 1);
+}
+
+/* The pending messages a delete found. */
+struct spool_deleter {
+	const char *qid;
+	struct spool_done *v;
+	size_t n, cap;
+};
+
+static int delete_match(void *arg, const struct spool_msg *m)
+{
+	struct spool_deleter *dl = arg;
+	struct spool_done *v;
+
+	if (strcmp(m->qid, dl->qid))
+		return 0;
+	if (dl->n == dl->cap) {
+		dl->cap = dl->cap ? dl->cap * 2 : 4;
+		v = realloc(dl->v, dl->cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		dl->v = v;
+	}
+	v = &dl->v[dl->n++];
+	memset(v, 0, sizeof(*v));
+	memcpy(v->qid, m->qid, sizeof(v->qid));
+	v->seg = m->seg;
+	v->offset = m->offset;
+	v->result = SPOOL_DELETED;
+	return 0;
+}
+
+int spool_delete(const char *dir, const char *qid, uint64_t start_id)
+{
+	struct spool_deleter dl = {.qid = qid};
+	struct spool_walker w = {.fn = delete_match, .arg = &dl};
+	int err;
+
+	if (!qid)
+		return -EINVAL;
+	/* An id no record can hold (empty, too long) names no message. */
+	if (!*qid || strlen(qid) > SPOOL_QID_MAX)
+		return -ENOENT;
+	/* Find first, write after: a walk that fails writes nothing. */
+	err = walk_dir(dir, &w);
+	if (!err && !dl.n)
+		err = -ENOENT;
+	if (!err)
+		err = tool_done_append(dir, start_id, dl.v, dl.n);
+	free(dl.v);
+	return err;
 }

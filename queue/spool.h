@@ -83,7 +83,9 @@ struct spool_env {
 };
 
 /* A record read back: views into the reader's memory, valid during the
- * visit callback only. */
+ * visit callback only (from spool_walk() and spool_recover()), or as long
+ * as the record and the scratch buffer stay untouched (from
+ * spool_rec_parse()). */
 struct spool_msg {
 	char qid[32];
 	time_t arrival;
@@ -91,8 +93,9 @@ struct spool_msg {
 	const char *rcpts;                /* nrcpt strings back to back */
 	unsigned nrcpt;
 	uint64_t body_len;
-	const char *body;        /* NULL unless the visitor asked for bodies */
-	const char *segment;     /* file name of the segment */
+	const char *body;        /* NULL unless the visitor asked for bodies; not
+	                          * NUL-terminated from spool_rec_parse() */
+	const char *segment;     /* file name of the segment (NULL from spool_rec_parse()) */
 	uint64_t offset;         /* of the record in the segment */
 	bool body_8bit;          /* envelope said BODY=8BITMIME */
 	bool smtputf8;           /* envelope said SMTPUTF8 */
@@ -145,6 +148,33 @@ bool crc32c_hw_available(void);
  * -ENOMEM / -EINVAL. Any thread. */
 int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iovec *body,
                     unsigned nbody);
+
+/* Checks the SPOOL_HDR_LEN bytes of a record header at <hdr> (any
+ * alignment): magic, version, envelope and body limits; the crc needs the
+ * whole record (spool_rec_parse()). Sets *<total> to the length of the
+ * whole record (header, envelope and body), so that a reader that read
+ * the header at a known offset knows how much more to read. Returns 0 or
+ * -EINVAL. Any thread. */
+int spool_rec_len(const void *hdr, uint64_t *total);
+
+/* Parses the one complete record at <rec> (<len> bytes from its header
+ * on; bytes after the record are ignored: m->rec_len says where it ends).
+ * Checks it exactly as the walker does (header, then crc32c over header,
+ * envelope and body), then parses the envelope with the walker's parser.
+ * Fills *<m>: qid, arrival, client, helo, from, rcpts, nrcpt, body_8bit,
+ * smtputf8, body (a view into <rec>, not NUL-terminated), body_len,
+ * rec_len, state (SPOOL_PENDING); segment is NULL, seg and offset are 0
+ * (the caller knows them). <rec> is const, so the envelope is copied into
+ * <scratch> (caller-owned, reused from call to call: it grows to twice
+ * the largest envelope, 2 MiB at most) and m's strings point into it; the
+ * views stay valid until <rec> or <scratch> changes.
+ * Returns 0; -EAGAIN when <len> is shorter than the record (fewer than
+ * SPOOL_HDR_LEN bytes, or fewer than the header announces: read
+ * spool_rec_len() bytes and call again); -EINVAL for a bad record (header,
+ * crc: what a walker takes for a torn tail; or a sound frame whose envelope
+ * does not parse: what it counts as unreadable); -ENOMEM. *<m> is
+ * undefined after an error. Never reads past <rec> + <len>. Any thread. */
+int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch);
 
 /* Segment file name for <start_id> (unique per gateway start), <worker> and
  * <seq>, written into <name> (at least 64 bytes). */
@@ -208,5 +238,27 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
  * bounced, deleted); SPOOL_LIST_COUNT: only their number. <now> gives the
  * ages. Returns 0 or -errno. */
 int spool_list(const char *dir, unsigned flags, FILE *out, time_t now);
+
+/* Appends done record <d> to the done log of a tool, "done-<start_id>-00.rmx"
+ * in <dir> (created if need be), fdatasyncs it and fsyncs <dir>: the
+ * message <d> names is done once this returns 0. <start_id> is the tool's
+ * own (a CLOCK_REALTIME nanosecond stamp), never a gateway's. <d> is
+ * written as given: nothing checks that it names a message. Not while
+ * spool_recover() runs on <dir> (its compaction could drop the record).
+ * Returns 0 or -errno (-EINVAL: <d> does not encode). Any thread. */
+int spool_mark(const char *dir, const struct spool_done *d, uint64_t start_id);
+
+/* `ringmx queue --delete <qid>`: walks <dir> for the pending messages with
+ * queue id <qid> and marks each SPOOL_DELETED with spool_mark()'s log and
+ * durability, so that readers no longer list it and spool_recover() deletes
+ * its segment once every message in it is done. Every pending message with
+ * that id is deleted (an id can repeat across gateway starts; they look
+ * alike in `ringmx queue`); nothing is written unless the walk succeeds.
+ * Safe while the gateway runs (as spool_walk() is), but a running gateway
+ * is not told: one that holds the message in memory sees the done record
+ * only when it next reads the done logs (spool_recover(), at start-up).
+ * Returns 0, -ENOENT (no pending message has that id; a second
+ * delete of one id gets it too), -EINVAL (<qid> NULL) or -errno. */
+int spool_delete(const char *dir, const char *qid, uint64_t start_id);
 
 #endif

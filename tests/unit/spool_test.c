@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -1367,5 +1368,531 @@ Test(spool, recover_stops_when_the_visitor_says_so)
 	cr_assert_eq(spool_recover(dir, 1, stop_at_two, &n, &r), 7);
 	cr_expect_eq(n, 2);
 	cr_assert_eq(spool_recover("/nonexistent/ringmx-spool", 1, NULL, NULL, &r), -ENOENT);
+	rm_dir(dir);
+}
+
+/* Parsing one record in memory: spool_rec_len(), spool_rec_parse(). */
+
+/* <n> bytes copied to the end of a mapping whose next page is PROT_NONE,
+ * so that a read past them crashes (picohttpparser's test.c). */
+struct guard {
+	char *base;
+	size_t len;
+	unsigned char *p;
+};
+
+static struct guard guarded(const void *p, size_t n)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE), data = (n + pg - 1) / pg * pg;
+	struct guard g;
+
+	if (!data)
+		data = pg;
+	g.len = data + pg;
+	g.base = mmap(NULL, g.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(g.base, MAP_FAILED);
+	cr_assert_eq(mprotect(g.base + data, pg, PROT_NONE), 0);
+	g.p = (unsigned char *)g.base + data - n;
+	if (n)
+		memcpy(g.p, p, n);
+	return g;
+}
+
+static void unguard(struct guard *g)
+{
+	munmap(g->base, g->len);
+	g->base = NULL;
+}
+
+/* One whole record (header, envelope, body) in a malloc'd buffer. */
+static unsigned char *rec_of(const struct spool_env *e, const void *body, size_t body_len,
+                             size_t *len)
+{
+	struct buf rec = BUF_INIT;
+	struct iovec b = {(void *)body, body_len};
+
+	cr_assert_eq(spool_rec_build(&rec, e, &b, 1), 0);
+	cr_assert_eq(buf_append(&rec, body, body_len), 0);
+	*len = rec.len;
+	return (unsigned char *)rec.p;
+}
+
+static void set_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void set_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Recomputes the crc of the <n>-byte record at <r>. */
+static void fix_crc(unsigned char *r, size_t n)
+{
+	set_le32(r + 12, 0);
+	set_le32(r + 12, crc32c(0, r, n));
+}
+
+Test(spool, rec_parse_roundtrips_every_field_and_views_the_body)
+{
+	static const struct spool_env envs[] = {
+	    {
+	        .qid = "1A2B3C",
+	        .arrival = 1700000000,
+	        .client = "192.0.2.7",
+	        .helo = "mx.example.net",
+	        .from = "alice@example.net",
+	        .rcpts = "bob@example.org\0carol@example.org",
+	        .nrcpt = 2,
+	    },
+	    {
+	        .qid = "QID-NULLSENDER",
+	        .arrival = -5,
+	        .client = "2001:db8::1",
+	        .helo = "helo with spaces and \r inside",
+	        .from = "",
+	        .rcpts = "j\xc3\xb6rg@b\xc3\xbc cher.example",
+	        .nrcpt = 1,
+	        .body_8bit = true,
+	        .smtputf8 = true,
+	    },
+	    {
+	        .qid = "0123456789012345678901234567890", /* 31: the longest */
+	        .arrival = 0,
+	        .from = "x@y", /* NULL client and helo: "" */
+	        .nrcpt = 0,
+	        .body_8bit = true,
+	    },
+	};
+	static const char *const bodies[] = {body1, "x\r\n", ""};
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+
+	/* One scratch buffer for all: each parse replaces the last. */
+	for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
+		const struct spool_env *e = &envs[i];
+		size_t n, blen = strlen(bodies[i]), rlen;
+		unsigned char *rec = rec_of(e, bodies[i], blen, &n);
+		struct guard g = guarded(rec, n);
+		uint32_t env_len = (uint32_t)g.p[8] | (uint32_t)g.p[9] << 8 |
+		                   (uint32_t)g.p[10] << 16 | (uint32_t)g.p[11] << 24;
+
+		memset(&m, 0xa5, sizeof(m));
+		cr_assert_eq(spool_rec_parse(g.p, n, &m, &scratch), 0, "record %zu", i);
+		cr_expect_str_eq(m.qid, e->qid);
+		cr_expect_eq(m.arrival, e->arrival);
+		cr_expect_str_eq(m.client, e->client ? e->client : "");
+		cr_expect_str_eq(m.helo, e->helo ? e->helo : "");
+		cr_expect_str_eq(m.from, e->from);
+		cr_expect_eq(m.nrcpt, e->nrcpt);
+		rlen = 0;
+		for (unsigned k = 0; k < e->nrcpt; k++)
+			rlen += strlen(e->rcpts + rlen) + 1;
+		cr_expect_eq(memcmp(m.rcpts, e->nrcpt ? e->rcpts : "", rlen ? rlen : 1), 0);
+		cr_expect_eq(m.body_8bit, e->body_8bit);
+		cr_expect_eq(m.smtputf8, e->smtputf8);
+		/* The body is a view into the record, right after the envelope. */
+		cr_expect_eq((const unsigned char *)m.body, g.p + SPOOL_HDR_LEN + env_len);
+		cr_expect_eq(m.body_len, blen);
+		cr_expect_eq(memcmp(m.body, bodies[i], blen), 0);
+		cr_expect_eq(m.rec_len, n);
+		cr_expect_eq(m.state, SPOOL_PENDING);
+		cr_expect_null(m.segment);
+		cr_expect_eq(m.offset, 0);
+		cr_expect_eq(m.seg.start, 0);
+		/* The strings live in scratch, not in the (read-only) record. */
+		cr_expect(m.from >= scratch.p && m.from < scratch.p + scratch.len);
+		unguard(&g);
+		free(rec);
+	}
+	buf_free(&scratch);
+}
+
+Test(spool, rec_parse_reads_one_record_and_ignores_what_follows)
+{
+	struct spool_env e = env_n("FIRST");
+	struct buf two = BUF_INIT, scratch = BUF_INIT;
+	struct spool_msg m;
+	unsigned char *r;
+	size_t n1, n2;
+	struct guard g;
+
+	r = rec_of(&e, body1, sizeof(body1) - 1, &n1);
+	cr_assert_eq(buf_append(&two, r, n1), 0);
+	free(r);
+	e.qid = "SECOND";
+	r = rec_of(&e, "y\r\n", 3, &n2);
+	cr_assert_eq(buf_append(&two, r, n2), 0);
+	free(r);
+	g = guarded(two.p, two.len);
+
+	cr_assert_eq(spool_rec_parse(g.p, two.len, &m, &scratch), 0);
+	cr_expect_str_eq(m.qid, "FIRST");
+	cr_expect_eq(m.rec_len, n1);
+	cr_assert_eq(spool_rec_parse(g.p + m.rec_len, two.len - n1, &m, &scratch), 0);
+	cr_expect_str_eq(m.qid, "SECOND");
+	cr_expect_eq(m.rec_len, n2);
+	cr_expect_eq(memcmp(m.body, "y\r\n", 3), 0);
+	unguard(&g);
+	buf_free(&two);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_parse_every_short_length_is_eagain)
+{
+	struct spool_env e = env_n("SHORT");
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+	size_t n;
+	unsigned char *rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+
+	/* Each prefix sits against the guard page: nothing past <len> is
+	 * read, whatever the header announces. */
+	for (size_t len = 0; len < n; len++) {
+		struct guard g = guarded(rec, len);
+
+		cr_assert_eq(spool_rec_parse(g.p, len, &m, &scratch), -EAGAIN, "len %zu", len);
+		unguard(&g);
+	}
+	free(rec);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_parse_refuses_any_flipped_byte)
+{
+	struct spool_env e = env_n("FLIP");
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+	size_t n;
+	unsigned char *rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+	struct guard g = guarded(rec, n);
+	int ret;
+
+	for (size_t at = 0; at < n; at++) {
+		g.p[at] ^= 0x20;
+		ret = spool_rec_parse(g.p, n, &m, &scratch);
+		/* A flip in a length field can make the record look longer
+		 * than the bytes given (-EAGAIN: read spool_rec_len() bytes,
+		 * and the crc refuses it then); any other flip is -EINVAL. */
+		if ((at >= 8 && at < 12) || (at >= 16 && at < 24))
+			cr_assert(ret == -EINVAL || ret == -EAGAIN, "flip at %zu: %d", at, ret);
+		else
+			cr_assert_eq(ret, -EINVAL, "flip at %zu: %d", at, ret);
+		g.p[at] ^= 0x20;
+	}
+	cr_assert_eq(spool_rec_parse(g.p, n, &m, &scratch), 0);
+	unguard(&g);
+	free(rec);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_parse_refuses_a_sound_frame_with_a_bad_envelope)
+{
+	/* Each edit keeps the envelope length, and the crc is made to match:
+	 * only the envelope is wrong. */
+	static const struct {
+		const char *from, *to;
+	} edits[] = {
+	    {"id IDX\n", "xd IDX\n"},                         /* no id */
+	    {"arrival 1700000000\n", "arrival 17000000x0\n"}, /* bad number */
+	    {"arrival", "arriva_"},                           /* no arrival */
+	    {"from alice", "frob alice"},                     /* no from */
+	    {"id IDX\n", "id \0DX\n"},                        /* a NUL inside */
+	};
+	struct spool_env e = env_n("IDX");
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+	size_t n;
+	unsigned char *rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		size_t k = strlen(edits[i].from);
+		unsigned char *at = memmem(rec, n, edits[i].from, k);
+
+		cr_assert_not_null(at, "edit %zu", i);
+		memcpy(at, edits[i].to, k);
+		fix_crc(rec, n);
+		cr_expect_eq(spool_rec_parse(rec, n, &m, &scratch), -EINVAL, "edit %zu", i);
+		memcpy(at, edits[i].from, k);
+		fix_crc(rec, n);
+		cr_assert_eq(spool_rec_parse(rec, n, &m, &scratch), 0);
+	}
+	/* An envelope without its last newline. */
+	rec[SPOOL_HDR_LEN + strlen("id IDX\narrival 1700000000\nclient 192.0.2.7\nhelo "
+	                           "mx.example.net\nfrom alice@example.net\nrcpt "
+	                           "bob@example.org\nrcpt carol@example.org\nbody 7BIT\nsmtputf8 "
+	                           "0")] = 'x';
+	fix_crc(rec, n);
+	cr_expect_eq(spool_rec_parse(rec, n, &m, &scratch), -EINVAL);
+	free(rec);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_len_gives_the_record_length_and_refuses_bad_headers)
+{
+	struct spool_env e = env_n("LEN");
+	unsigned char h[SPOOL_HDR_LEN + 1], *rec;
+	uint64_t total;
+	size_t n;
+
+	rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+	memcpy(h + 1, rec, SPOOL_HDR_LEN); /* unaligned on purpose */
+	free(rec);
+	cr_assert_eq(spool_rec_len(h + 1, &total), 0);
+	cr_expect_eq(total, n);
+	/* Only the header is checked: the crc needs the whole record. */
+	h[1 + 12] ^= 1;
+	cr_expect_eq(spool_rec_len(h + 1, &total), 0);
+	h[1 + 12] ^= 1;
+
+	/* The limits themselves pass. */
+	set_le32(h + 1 + 8, SPOOL_ENV_MAX);
+	set_le64(h + 1 + 16, SPOOL_BODY_MAX);
+	cr_assert_eq(spool_rec_len(h + 1, &total), 0);
+	cr_expect_eq(total, SPOOL_HDR_LEN + SPOOL_ENV_MAX + SPOOL_BODY_MAX);
+
+	total = 12345;
+	set_le32(h + 1 + 8, SPOOL_ENV_MAX + 1);
+	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
+	set_le32(h + 1 + 8, SPOOL_ENV_MAX);
+	set_le64(h + 1 + 16, SPOOL_BODY_MAX + 1);
+	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
+	set_le64(h + 1 + 16, UINT64_MAX);
+	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
+	set_le64(h + 1 + 16, 0);
+	set_le32(h + 1 + 4, SPOOL_VERSION + 1);
+	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
+	set_le32(h + 1 + 4, SPOOL_VERSION);
+	for (int i = 0; i < 4; i++) {
+		h[1 + i] ^= 0x01;
+		cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL, "magic byte %d", i);
+		h[1 + i] ^= 0x01;
+	}
+	memset(h, 0, sizeof(h)); /* a zero-filled block */
+	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
+	cr_expect_eq(total, 12345); /* untouched on error */
+}
+
+/* What the io layer does: read the header at a known offset, then the
+ * rest, and parse. The same messages come out as from the walker. */
+Test(spool, rec_parse_of_each_record_read_at_its_offset_matches_the_walk)
+{
+	char *dir = tmp_dir(), path[512];
+	struct buf scratch = BUF_INIT;
+	struct got_list l = {0};
+	unsigned char h[SPOOL_HDR_LEN], *rec;
+	struct spool_msg m;
+	off_t off[3], len;
+	uint64_t total;
+	int fd = three_and_one(dir, off, &len);
+
+	close(fd);
+	cr_assert_eq(spool_walk(dir, true, collect, &l), 0);
+	cr_assert_eq(l.n, 4);
+	snprintf(path, sizeof(path), "%s/%s", dir, SEG0);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(pread(fd, h, sizeof(h), off[i]), (ssize_t)sizeof(h));
+		cr_assert_eq(spool_rec_len(h, &total), 0);
+		cr_assert_eq(total, (uint64_t)((i < 2 ? off[i + 1] : len) - off[i]));
+		rec = malloc(total);
+		memcpy(rec, h, sizeof(h));
+		cr_assert_eq(pread(fd, rec + sizeof(h), total - sizeof(h), off[i] + SPOOL_HDR_LEN),
+		             (ssize_t)(total - sizeof(h)));
+		cr_assert_eq(spool_rec_parse(rec, total, &m, &scratch), 0);
+		cr_expect_str_eq(m.qid, l.v[i].qid);
+		cr_expect_eq(m.arrival, l.v[i].arrival);
+		cr_expect_str_eq(m.client, l.v[i].client);
+		cr_expect_str_eq(m.helo, l.v[i].helo);
+		cr_expect_str_eq(m.from, l.v[i].from);
+		cr_expect_eq(m.nrcpt, l.v[i].nrcpt);
+		cr_expect_eq(memcmp(m.rcpts, l.v[i].rcpts, l.v[i].rcpts_len), 0);
+		cr_expect_eq(m.body_len, l.v[i].body_len);
+		cr_expect_eq(memcmp(m.body, l.v[i].body, m.body_len), 0);
+		free(rec);
+	}
+	close(fd);
+	got_free(&l);
+	buf_free(&scratch);
+	rm_dir(dir);
+}
+
+/* Deleting from the CLI: spool_delete(), spool_mark(). */
+
+Test(spool, delete_hides_the_message_and_a_second_delete_is_enoent)
+{
+	char *dir = tmp_dir(), *s, name[64];
+	struct got_list l = {0};
+	struct spool_done d;
+	unsigned char r[SPOOL_DONE_LEN];
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	cr_assert_eq(spool_delete(dir, "R1", 0x50), 0);
+
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+	cr_expect_str_eq(l.v[0].qid, "R0");
+	cr_expect_str_eq(l.v[1].qid, "R2");
+	cr_expect_str_eq(l.v[2].qid, "NEXT");
+	got_free(&l);
+	s = list(dir, SPOOL_LIST_ALL, 1700000000, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "R1 "));
+	cr_expect_not_null(strstr(s, " deleted\n"));
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT, 1700000000, &ret);
+	cr_expect_str_eq(s, "3\n");
+	free(s);
+
+	/* Written to the tool's own log, naming the record exactly. */
+	spool_done_name(name, sizeof(name), 0x50, 0);
+	cr_assert_eq(fsize(dir, name), SPOOL_DONE_LEN);
+	read_bytes(dir, name, r, sizeof(r), 0);
+	cr_assert_eq(spool_done_decode(r, &d), 0);
+	cr_expect_str_eq(d.qid, "R1");
+	cr_expect_eq(d.result, SPOOL_DELETED);
+	cr_expect_eq(d.offset, (uint64_t)off[1]);
+	cr_expect_eq(d.seg.start, 1);
+	cr_expect_eq(d.seg.worker, 0);
+	cr_expect_eq(d.seg.seq, 0);
+
+	/* No longer pending: nothing to delete, nothing written. */
+	cr_expect_eq(spool_delete(dir, "R1", 0x50), -ENOENT);
+	cr_expect_eq(spool_delete(dir, "R1", 0x51), -ENOENT);
+	cr_expect_eq(fsize(dir, name), SPOOL_DONE_LEN);
+	cr_expect_eq(count_files(dir, "done-"), 1);
+	rm_dir(dir);
+}
+
+Test(spool, delete_of_an_unknown_id_is_enoent_and_writes_nothing)
+{
+	char *dir = tmp_dir(), long_id[40];
+	off_t off[3], len;
+
+	cr_expect_eq(spool_delete(dir, "R0", 1), -ENOENT); /* empty spool */
+	close(three_and_one(dir, off, &len));
+	memset(long_id, 'R', sizeof(long_id) - 1);
+	long_id[sizeof(long_id) - 1] = '\0';
+	cr_expect_eq(spool_delete(dir, "R9", 1), -ENOENT);
+	cr_expect_eq(spool_delete(dir, "R", 1), -ENOENT); /* a prefix is not the id */
+	cr_expect_eq(spool_delete(dir, "R0 ", 1), -ENOENT);
+	cr_expect_eq(spool_delete(dir, "", 1), -ENOENT);
+	cr_expect_eq(spool_delete(dir, long_id, 1), -ENOENT);
+	cr_expect_eq(spool_delete(dir, NULL, 1), -EINVAL);
+	cr_expect_eq(count_files(dir, "done-"), 0);
+	cr_expect_eq(spool_delete("/nonexistent/ringmx-spool", "R0", 1), -ENOENT);
+	rm_dir(dir);
+}
+
+Test(spool, delete_of_a_repeated_id_deletes_every_pending_copy)
+{
+	char *dir = tmp_dir(), name[64];
+	struct spool_env e = env_n("SAME");
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	struct got_list l = {0};
+	int fd;
+
+	/* Two gateway starts gave out the same id. */
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	seg_append(fd, &e, &b, 1);
+	close(fd);
+	spool_seg_name(name, sizeof(name), 2, 3, 0);
+	fd = seg_open(dir, name);
+	e.qid = "OTHER";
+	seg_append(fd, &e, &b, 1);
+	e.qid = "SAME";
+	seg_append(fd, &e, &b, 1);
+	close(fd);
+
+	cr_assert_eq(spool_delete(dir, "SAME", 9), 0);
+	spool_done_name(name, sizeof(name), 9, 0);
+	cr_expect_eq(fsize(dir, name), 2 * SPOOL_DONE_LEN);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "OTHER");
+	got_free(&l);
+	cr_expect_eq(spool_delete(dir, "SAME", 9), -ENOENT);
+	rm_dir(dir);
+}
+
+Test(spool, recover_after_deleting_every_message_of_a_segment_deletes_it)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	/* Separate tool runs, separate logs. */
+	cr_assert_eq(spool_delete(dir, "R0", 100), 0);
+	cr_assert_eq(spool_delete(dir, "R2", 101), 0);
+	cr_assert_eq(spool_delete(dir, "R1", 101), 0);
+	cr_expect_eq(count_files(dir, "done-"), 2);
+
+	cr_assert_eq(spool_recover(dir, 200, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.segments, 2);
+	cr_expect_eq(r.done, 3);
+	cr_expect_eq(r.pending, 1);
+	cr_expect_eq(r.deleted, 1);
+	cr_expect_eq(r.done_logs, 2);
+	cr_expect_eq(r.done_kept, 0);
+	cr_expect_eq(r.done_dropped, 3);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "NEXT");
+	got_free(&l);
+	cr_expect_eq(fsize(dir, SEG0), -1);
+	cr_expect_eq(fsize(dir, SEG1) > 0, true);
+	/* No done record is needed any more: no log is left. */
+	cr_expect_eq(count_files(dir, "done-"), 0);
+
+	/* The last one too: the spool is empty. */
+	cr_assert_eq(spool_delete(dir, "NEXT", 300), 0);
+	cr_assert_eq(spool_recover(dir, 301, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.deleted, 1);
+	cr_expect_eq(l.n, 0);
+	cr_expect_eq(count_files(dir, ""), 2); /* "." and ".." */
+	rm_dir(dir);
+}
+
+Test(spool, mark_writes_a_durable_done_record_as_given)
+{
+	char *dir = tmp_dir(), name[64];
+	struct got_list l = {0};
+	struct spool_done d;
+	off_t off[3], len;
+	int ret;
+	char *s;
+
+	close(three_and_one(dir, off, &len));
+	d = done_of("R2", SEG0, (uint64_t)off[2], SPOOL_DELIVERED);
+	d.result = SPOOL_PENDING; /* not a result: nothing is written */
+	cr_expect_eq(spool_mark(dir, &d, 4), -EINVAL);
+	cr_expect_eq(count_files(dir, "done-"), 0);
+	d.result = SPOOL_DELIVERED;
+	cr_assert_eq(spool_mark(dir, &d, 4), 0);
+	/* A record that names no message (wrong offset) hides nothing. */
+	d = done_of("R0", SEG0, (uint64_t)off[0] + 1, SPOOL_DELETED);
+	cr_assert_eq(spool_mark(dir, &d, 4), 0);
+	spool_done_name(name, sizeof(name), 4, 0);
+	cr_expect_eq(fsize(dir, name), 2 * SPOOL_DONE_LEN);
+
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+	cr_expect_str_eq(l.v[0].qid, "R0");
+	cr_expect_str_eq(l.v[1].qid, "R1");
+	cr_expect_str_eq(l.v[2].qid, "NEXT");
+	got_free(&l);
+	s = list(dir, SPOOL_LIST_ALL, 1700000000, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, " delivered\n"));
+	free(s);
+	cr_expect_eq(spool_mark("/nonexistent/ringmx-spool", &d, 4), -ENOENT);
 	rm_dir(dir);
 }
