@@ -22,9 +22,20 @@
 #                                        see bench/postfix_idle_memory.py
 #   bench/postfix_peer.sh stop           stop and remove everything
 # env: POSTFIX_PORT (default 2627, listens on 127.0.0.1 only)
+#      POSTFIX_TLS_CERT, POSTFIX_TLS_KEY: PEM certificate and key; when both
+#      are set at start, smtpd offers STARTTLS on POSTFIX_PORT
+#      (smtpd_tls_security_level=may) and also speaks TLS from the first
+#      byte (465 style, wrapper mode) on 127.0.0.1:POSTFIX_TLS_PORT (default
+#      2628).  The files are copied into the instance directory.  For
+#      bench/smtp_load --tls starttls|implicit [--resume]; a test certificate:
+#        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+#          -subj /CN=mx.test -days 2 -keyout key.pem -out cert.pem
 set -eu
 
 PORT=${POSTFIX_PORT:-2627}
+TLS_CERT=${POSTFIX_TLS_CERT:-}
+TLS_KEY=${POSTFIX_TLS_KEY:-}
+TLS_PORT=${POSTFIX_TLS_PORT:-2628}
 STATE=/tmp/ringmx-postfix.current
 SRC=/usr/sbin/smtp-source
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -168,6 +179,8 @@ EOF
 		"smtpd_client_recipient_rate_limit = 0" \
 		"smtpd_client_event_limit_exceptions = 127.0.0.0/8"
 
+	[ -z "$TLS_CERT$TLS_KEY" ] || tls_setup
+
 	# `postfix check` creates the queue subdirectories (post-install
 	# create-missing, with ownerships from /etc/postfix/postfix-files).
 	# Until postlogd runs, Postfix commands log to syslog (often absent) and
@@ -180,7 +193,67 @@ EOF
 	postfix -c "$DIR/etc" start
 	wait_220 || die "no 220 on 127.0.0.1:$PORT; see $DIR/maillog"
 	echo "postfix peer: 127.0.0.1:$PORT (dir $DIR, master pid $(master_pid))" >&2
+	if [ -n "$TLS_CERT" ]; then
+		wait_tls || die "no TLS 220 on 127.0.0.1:$TLS_PORT; see $DIR/maillog"
+		echo "postfix peer: STARTTLS on $PORT, implicit TLS on 127.0.0.1:$TLS_PORT" >&2
+	fi
 	echo "$PORT"
+}
+
+# TLS, when POSTFIX_TLS_CERT/KEY are set (called by start once master.cf and
+# main.cf are written): the certificate and key go into the instance, smtpd
+# offers STARTTLS, a second smtpd service speaks TLS from the first byte, and
+# tlsmgr(8) runs: it hands every smtpd process the same session ticket keys
+# (and the PRNG seed), so that a session resumes whichever smtpd process
+# takes the next connection (smtp_load --resume).  Tickets
+# (tls_session_ticket_cipher, on by default) need no session cache database.
+tls_setup() {
+	[ -n "$TLS_CERT" ] && [ -n "$TLS_KEY" ] ||
+		die "POSTFIX_TLS_CERT and POSTFIX_TLS_KEY go together"
+	[ -r "$TLS_CERT" ] || die "cannot read POSTFIX_TLS_CERT '$TLS_CERT'"
+	[ -r "$TLS_KEY" ] || die "cannot read POSTFIX_TLS_KEY '$TLS_KEY'"
+	[ "$TLS_PORT" != "$PORT" ] || die "POSTFIX_TLS_PORT must differ from POSTFIX_PORT"
+	# smtpd reads them as root, before it drops privileges.
+	install -m 644 "$TLS_CERT" "$DIR/etc/cert.pem"
+	install -m 600 "$TLS_KEY" "$DIR/etc/key.pem"
+	cat >>"$DIR/etc/master.cf" <<EOF
+127.0.0.1:$TLS_PORT    inet  n       -      n      -      -       smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
+tlsmgr             unix  -       -      n      1000?  1       tlsmgr
+EOF
+	# TLS 1.2 and 1.3 only, as smtp_load offers; no TLS details in the
+	# Received: header, so that plain and TLS messages are the same size.
+	postconf -c "$DIR/etc" -e \
+		"smtpd_tls_cert_file = $DIR/etc/cert.pem" \
+		"smtpd_tls_key_file = $DIR/etc/key.pem" \
+		"smtpd_tls_security_level = may" \
+		"smtpd_tls_protocols = >=TLSv1.2" \
+		"smtpd_tls_mandatory_protocols = >=TLSv1.2" \
+		"smtpd_tls_loglevel = 0" \
+		"smtpd_tls_received_header = no" \
+		"tls_random_source = dev:/dev/urandom"
+}
+
+# Waits until 127.0.0.1:$TLS_PORT completes a TLS handshake and sends 220.
+wait_tls() {
+	python3 - "$TLS_PORT" <<'EOF'
+import socket, ssl, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+for _ in range(100):
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), 2) as raw:
+            with ctx.wrap_socket(raw) as s:
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    sys.exit(0)
+    except OSError:  # ssl.SSLError is an OSError
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+EOF
 }
 
 stop() {
