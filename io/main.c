@@ -44,6 +44,31 @@ static int queue_flush(const char *spool)
 	return 0;
 }
 
+/* A running gateway may hold the message for delivery: it forgets it on
+ * SIGUSR2, reading the queue ids from ringmx.drop. */
+static void queue_tell_gateway(const char *spool, const char *qid)
+{
+	char path[4096], buf[32];
+	FILE *f;
+	long pid;
+
+	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
+	f = fopen(path, "r");
+	if (!f)
+		return; /* not running */
+	pid = fgets(buf, sizeof(buf), f) ? strtol(buf, NULL, 10) : 0;
+	fclose(f);
+	if (pid <= 1)
+		return;
+	snprintf(path, sizeof(path), "%s/ringmx.drop", spool);
+	f = fopen(path, "a");
+	if (!f)
+		return;
+	fprintf(f, "%s\n", qid);
+	fclose(f);
+	kill((pid_t)pid, SIGUSR2);
+}
+
 static int queue_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -88,8 +113,8 @@ static int queue_main(int argc, char **argv)
 			    "--all adds the done ones, with their state as a sixth field. Reads\n"
 			    "the spool directly: works whether the gateway runs or not.\n"
 			    "--flush asks the running gateway to retry deferred messages now;\n"
-			    "--delete ID marks one message deleted (a running gateway that\n"
-			    "already holds it may still deliver it).\n");
+			    "--delete ID marks one message deleted and tells a running\n"
+			    "gateway to forget it (one already being delivered may still go).\n");
 			return 0;
 		case ':':
 			fprintf(stderr, "ringmx queue: option '%s' needs an argument\n",
@@ -116,6 +141,7 @@ static int queue_main(int argc, char **argv)
 			return 1;
 		}
 		printf("%s: deleted\n", del);
+		queue_tell_gateway(spool, del);
 		return 0;
 	}
 	if (flush)

@@ -644,6 +644,8 @@ static void rc_free(struct worker *w, struct relay_conn *c)
 	r->rs[c->route].nconns--;
 	smtp_client_fini(&c->cl);
 	buf_free(&c->sending);
+	if (r->rs[c->route].head)
+		conn_kick(w, c->route); /* jobs queued while it was closing */
 	free(c);
 }
 
@@ -725,9 +727,10 @@ static void conn_kick(struct worker *w, unsigned route)
 	for (struct rjob *j = rs->head; j; j = j->next)
 		waiting++;
 	/* Idle connections pick jobs up at their next READY; open more only
-	 * for what they cannot take. */
+	 * for what they cannot take. One that is quitting takes nothing. */
 	for (struct relay_conn *c = r->conns; c && waiting; c = c->next)
-		if (c->route == route && !c->job && !(c->flags & RC_CLOSING))
+		if (c->route == route && !c->job && !(c->flags & RC_CLOSING) &&
+		    c->cl.state != SMTPC_S_QUIT && c->cl.state != SMTPC_S_CLOSED)
 			waiting--;
 	while (waiting && rs->nconns < w->g->conf->relay_pool) {
 		struct relay_conn *c = calloc(1, sizeof(*c));
@@ -1004,6 +1007,24 @@ void relay_tick(struct worker *w)
 	if (r->done_unsynced && r->done_fd >= 0) {
 		fdatasync(r->done_fd);
 		r->done_unsynced = false;
+	}
+}
+
+void relay_drop(struct worker *w, const char *qid)
+{
+	struct relay *r = w->relay;
+	struct rmsg **pp, *m;
+
+	if (!r)
+		return;
+	for (pp = &r->deferred; (m = *pp);) {
+		if (strcmp(m->m.qid, qid) == 0) {
+			*pp = m->next;
+			LOGI("relay: id=%s deleted by the operator", qid);
+			rmsg_free(m);
+		} else {
+			pp = &m->next;
+		}
 	}
 }
 

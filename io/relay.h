@@ -56,6 +56,8 @@ void relay_take(struct worker *w, const struct mq_item *it, unsigned n);
 void relay_tick(struct worker *w);
 /* Retry every deferred message now (ringmx queue --flush). */
 void relay_flush(struct worker *w);
+/* Forgets the deferred message <qid> (ringmx queue --delete marked it done). */
+void relay_drop(struct worker *w, const char *qid);
 /* A completion for a relay object (enum obj_type OBJ_RELAY). */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);

@@ -150,6 +150,7 @@ struct worker {
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
 	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
 	unsigned flush_gen;     /* last g->flush_gen acted on */
+	unsigned drop_gen;      /* last g->drop_gen acted on */
 	int lseg_fd;            /* segment for locally made messages (bounces), -1 */
 	int lsegno;
 	uint64_t lseg_off;

@@ -1134,6 +1134,17 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 			begin_stop(w);
 			break;
 		}
+		if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
+			struct buf ids = BUF_INIT;
+
+			w->drop_gen = atomic_load(&w->g->drop_gen);
+			pthread_mutex_lock(&w->g->drop_mu);
+			buf_append(&ids, w->g->drop.p, w->g->drop.len);
+			pthread_mutex_unlock(&w->g->drop_mu);
+			for (size_t o = 0; o < ids.len; o += strlen(ids.p + o) + 1)
+				relay_drop(w, ids.p + o);
+			buf_free(&ids);
+		}
 		if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
 			w->flush_gen = atomic_load(&w->g->flush_gen);
 			LOGI("worker %u: retrying deferred messages now", w->id);
@@ -1414,7 +1425,11 @@ int gateway_run(struct gateway *g)
 	unsigned started = 0;
 
 	for (unsigned i = 0; i < cf->nlisten; i++) {
-		err = listen_probe(&cf->listen[i]);
+		/* A gateway killed a moment ago may hold the port for a few
+		 * milliseconds more while its ring is torn down. */
+		for (int tries = 0;
+		     (err = listen_probe(&cf->listen[i])) == -EADDRINUSE && tries < 20; tries++)
+			usleep(50000);
 		if (err) {
 			LOGE("listen on %s: %s%s", cf->listen[i].text, strerror(-err),
 			     err == -EADDRINUSE ? " (another process holds it)" : "");
@@ -1448,7 +1463,9 @@ int gateway_run(struct gateway *g)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_mutex_init(&g->drop_mu, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	g->workers = calloc(g->nworkers, sizeof(*g->workers));
@@ -1527,9 +1544,30 @@ int gateway_run(struct gateway *g)
 				LOGI("SIGHUP ignored (no reloadable configuration yet)");
 				continue;
 			}
-			if (sig == SIGUSR1) {
+			if (sig == SIGUSR2) {
+				/* ringmx queue --delete: the ids are in ringmx.drop. */
+				char line[64];
+				FILE *f;
+				int dfd =
+				    openat(g->spool_dirfd, "ringmx.drop", O_RDONLY | O_CLOEXEC);
+
+				f = dfd >= 0 ? fdopen(dfd, "r") : NULL;
+				pthread_mutex_lock(&g->drop_mu);
+				while (f && fgets(line, sizeof(line), f)) {
+					line[strcspn(line, "\r\n")] = '\0';
+					if (line[0])
+						buf_append(&g->drop, line, strlen(line) + 1);
+				}
+				pthread_mutex_unlock(&g->drop_mu);
+				if (f)
+					fclose(f);
+				unlinkat(g->spool_dirfd, "ringmx.drop", 0);
+				atomic_fetch_add(&g->drop_gen, 1);
+			} else if (sig == SIGUSR1) {
 				/* ringmx queue --flush: retry deferred messages now. */
 				atomic_fetch_add(&g->flush_gen, 1);
+			}
+			if (sig == SIGUSR1 || sig == SIGUSR2) {
 				for (unsigned i = 0; i < started; i++) {
 					uint64_t one = 1;
 
@@ -1569,6 +1607,7 @@ int gateway_run(struct gateway *g)
 	}
 	free(g->workers);
 	unlinkat(g->spool_dirfd, "ringmx.pid", 0);
+	buf_free(&g->drop);
 	mq_fini(&g->mq);
 	for (unsigned i = 0; i < SEGREG_CHUNKS && g->segs.chunk[i]; i++)
 		free(g->segs.chunk[i]);

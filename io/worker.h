@@ -44,6 +44,9 @@ struct gateway {
 	struct relay_conf relay; /* next hops; relay.nroutes == 0: no delivery */
 	atomic_uint stop;        /* set before the workers are woken to stop */
 	atomic_uint flush_gen;   /* bumped by SIGUSR1: retry deferred messages now */
+	atomic_uint drop_gen;    /* bumped by SIGUSR2: forget the messages in <drop> */
+	pthread_mutex_t drop_mu;
+	struct buf drop; /* queue ids deleted by the operator, NUL-separated */
 	struct smtp_server_conf scf;
 	unsigned nworkers;
 	struct worker **workers;
