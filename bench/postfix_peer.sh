@@ -21,7 +21,8 @@
 #                                        memory per idle SMTP session (N=300),
 #                                        see bench/postfix_idle_memory.py
 #   bench/postfix_peer.sh stop           stop and remove everything
-# env: POSTFIX_PORT (default 2627, listens on 127.0.0.1 only)
+# env: POSTFIX_PORT (default 2627, listens on 127.0.0.1 only); POSTFIX_RELAY=host:port
+#      relays every message there over SMTP instead of discarding it
 #      POSTFIX_TLS_CERT, POSTFIX_TLS_KEY: PEM certificate and key; when both
 #      are set at start, smtpd offers STARTTLS on POSTFIX_PORT
 #      (smtpd_tls_security_level=may) and also speaks TLS from the first
@@ -158,6 +159,17 @@ EOF
 		"relay_transport = discard" \
 		"default_transport = discard" \
 		"smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
+	# POSTFIX_RELAY=host:port: relay every message there over SMTP instead
+	# (the relay benchmark: Postfix as a gateway in front of smtp-sink).
+	if [ -n "${POSTFIX_RELAY:-}" ]; then
+		postconf -c "$DIR/etc" -e \
+			"relay_transport = smtp" \
+			"default_transport = smtp" \
+			"relayhost = [${POSTFIX_RELAY%:*}]:${POSTFIX_RELAY##*:}"
+		cat >>"$DIR/etc/master.cf" <<EOF2
+smtp               unix  -       -      n      -      -       smtp
+EOF2
+	fi
 	# No DNS anywhere (the bench machine may have none): no reverse lookup of
 	# the client (smtpd_peername_lookup, Postfix >= 3.7), no DNS for clients.
 	postconf -c "$DIR/etc" -e \
