@@ -117,6 +117,7 @@ struct relay {
 	int seg_fd; /* read cache: the last segment opened */
 	int seg_no;
 	int done_fd;
+	int defer_fd; /* defer-<start>-<worker>.log: what `ringmx queue` shows */
 	bool done_unsynced;
 	bool stopping;
 	unsigned ndsn;
@@ -535,6 +536,39 @@ static void bounce(struct worker *w, struct rmsg *m)
 	buf_free(&out);
 }
 
+/* One line per deferral for `ringmx queue` (informational: not synced):
+ * "<qid>\t<next attempt>\t<attempts>\t<last reply>\n". */
+static void defer_note(struct worker *w, const struct rmsg *m)
+{
+	struct relay *r = w->relay;
+	char why[512] = "", line[640];
+	int n;
+
+	if (r->defer_fd < 0) {
+		char name[96];
+
+		snprintf(name, sizeof(name), "defer-%016llx-%02u.log",
+		         (unsigned long long)w->g->start_id, w->id);
+		r->defer_fd = openat(w->g->spool_dirfd, name,
+		                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (r->defer_fd < 0)
+			return;
+	}
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		if (m->st[i] == R_PENDING && m->why[i]) {
+			snprintf(why, sizeof(why), "%s", m->why[i]);
+			break;
+		}
+	}
+	for (char *p = why; *p; p++)
+		if (*p == '\t' || *p == '\r' || *p == '\n')
+			*p = ' '; /* tabs and newlines only as separators */
+	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->next_try,
+	             m->attempts, why);
+	if (n > 0 && (size_t)n < sizeof(line) && write(r->defer_fd, line, (size_t)n) != n)
+		LOGD("relay: defer log write failed");
+}
+
 /* A message whose jobs have all come back: done, or deferred. */
 static void msg_settle(struct worker *w, struct rmsg *m)
 {
@@ -566,6 +600,7 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 		m->next_try = retry_next(&rc, m->m.arrival, now, m->attempts);
 		m->next = r->deferred;
 		r->deferred = m;
+		defer_note(w, m);
 		return;
 	}
 	for (unsigned i = 0; i < m->nrcpt; i++)
@@ -1088,7 +1123,7 @@ int relay_init(struct worker *w)
 	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
 	r->retry.max_lifetime_s = cf->max_queue_lifetime;
 	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
-	r->seg_fd = r->done_fd = -1;
+	r->seg_fd = r->done_fd = r->defer_fd = -1;
 	r->seg_no = -1;
 	w->relay = r;
 	return 0;
@@ -1117,6 +1152,8 @@ void relay_fini(struct worker *w)
 		fdatasync(r->done_fd);
 		close(r->done_fd);
 	}
+	if (r->defer_fd >= 0)
+		close(r->defer_fd);
 	free(r->rs);
 	free(r);
 	w->relay = NULL;
