@@ -56,6 +56,10 @@ static const char data_crlf[2] = {'\r', '\n'};
 void smtp_data_init(struct smtp_data *d, uint64_t max_size, uint32_t max_line,
                     enum smtp_data_bare bare, enum smtp_data_long longp)
 {
+	/* The shortest line is "." CRLF: a limit under 3 octets would flag
+	 * every line, so such a limit is taken as 3 (conf refuses it anyway). */
+	if (max_line && max_line < 3)
+		max_line = 3;
 	*d = (struct smtp_data){
 	    .max_size = max_size,
 	    .max_line = max_line,

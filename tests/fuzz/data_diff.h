@@ -106,6 +106,8 @@ static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_
 	o->linelen = 0;
 	if (!c->max_line)
 		return;
+	/* smtp_data_init() takes a limit under 3 octets as 3. */
+	const uint32_t ml = c->max_line < 3 ? 3 : c->max_line;
 	/* Lines end at any LF, and at a bare CR when normalizing; a line's
 	 * length counts the received octets before its ending. */
 	for (j = 0; j < range; j++) {
@@ -113,7 +115,7 @@ static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_
 
 		if (p[j] == '\n' || (norm && BARE_CR(j))) {
 			l = (int64_t)(j - ls) - crlf;
-			if (l > 0 && l + 2 > c->max_line)
+			if (l > 0 && l + 2 > ml)
 				o->flags |= SMTP_DATA_F_LONG_LINE;
 			ls = j + 1;
 		}
@@ -129,7 +131,7 @@ static void data_diff_oracle(const struct data_diff_cfg *c, const char *p, size_
 	} else if (n > ls && p[n - 1] == '.' && LS(n - 1)) {
 		l--;
 	}
-	if (l > 0 && l + 2 > c->max_line)
+	if (l > 0 && l + 2 > ml)
 		o->flags |= SMTP_DATA_F_LONG_LINE;
 	o->linelen = (uint32_t)l;
 #undef LS
