@@ -547,8 +547,7 @@ static void defer_note(struct worker *w, const struct rmsg *m)
 	if (r->defer_fd < 0) {
 		char name[96];
 
-		snprintf(name, sizeof(name), "defer-%016llx-%02u.log",
-		         (unsigned long long)w->g->start_id, w->id);
+		spool_defer_name(name, sizeof(name), w->g->start_id, w->id);
 		r->defer_fd = openat(w->g->spool_dirfd, name,
 		                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (r->defer_fd < 0)

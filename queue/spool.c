@@ -8,9 +8,12 @@
  * through it for their CRC unless the caller wants them. The first record
  * that fails a check ends its segment: a torn tail from a crash and an
  * append in progress look the same. Done records are loaded into a hash set
- * first, and hide the messages they name. spool_recover() cuts torn tails,
- * sets damaged ones aside, deletes finished segments and compacts the done
- * logs. queue/ includes core/ only. See spool.h and docs/spool.md. */
+ * first, and hide the messages they name. The relay's defer logs (text, one
+ * line per deferral) are loaded the same way for `ringmx queue`, which shows
+ * the last deferral of each pending message. spool_recover() cuts torn
+ * tails, sets damaged ones aside, deletes finished segments, compacts the
+ * done logs and deletes the defer logs no pending message needs. queue/
+ * includes core/ only. See spool.h and docs/spool.md. */
 #include "queue/spool.h"
 
 #include <dirent.h>
@@ -551,6 +554,235 @@ static int done_load(DIR *d, struct done_set *s)
 	return err;
 }
 
+/* The defer logs. */
+
+#define DEFER_REPLY_MAX 1024u /* bytes of a last reply kept; the rest is cut */
+
+void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker)
+{
+	snprintf(name, len, "defer-%016llx-%02u.log", (unsigned long long)start_id, worker);
+}
+
+/* Whether <s> is a defer log name exactly as spool_defer_name() writes it. */
+static bool is_defer_name(const char *s)
+{
+	const char *p = s + 6;
+	uint64_t start = 0, worker;
+	char canon[64];
+
+	if (strncmp(s, "defer-", 6))
+		return false;
+	for (int i = 0; i < 16; i++, p++) {
+		if (*p >= '0' && *p <= '9')
+			start = start << 4 | (uint64_t)(*p - '0');
+		else if (*p >= 'a' && *p <= 'f')
+			start = start << 4 | (uint64_t)(*p - 'a' + 10);
+		else
+			return false;
+	}
+	if (*p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) || strcmp(p, ".log"))
+		return false;
+	spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
+	return !strcmp(canon, s);
+}
+
+/* The last deferral of one queue id. */
+struct defer_ent {
+	char qid[SPOOL_QID_MAX + 1];
+	bool used;
+	bool needed;  /* a pending message has this queue id (recovery) */
+	size_t log;   /* index in defer_set.logs of the log the line came from */
+	int64_t next; /* next attempt, seconds since the epoch */
+	uint32_t attempts;
+	char *reply; /* NUL-terminated, at most DEFER_REPLY_MAX bytes */
+};
+
+/* Every defer log of the directory in an open-addressing hash table keyed by
+ * queue id: the last line of a queue id wins (logs in name order, lines in
+ * file order). A queue id holds the gateway's clock and worker, so two
+ * messages sharing one (across starts) is not expected; if they did, both
+ * would show the later line. */
+struct defer_set {
+	struct defer_ent *v;
+	size_t cap; /* a power of two, or 0 */
+	size_t n;
+	unsigned long bad; /* malformed lines skipped */
+	char **logs;       /* names of the defer logs; NULL where one could not be read */
+	size_t nlogs;
+};
+
+/* The slot of <qid>: its entry, or the free slot it would take. The table is
+ * never full (load <= 1/2). */
+static struct defer_ent *defer_slot(struct defer_set *s, const char *qid)
+{
+	size_t i = crc32c(0, qid, strlen(qid)) & (s->cap - 1);
+
+	for (;; i = (i + 1) & (s->cap - 1))
+		if (!s->v[i].used || !strcmp(s->v[i].qid, qid))
+			return &s->v[i];
+}
+
+static struct defer_ent *defer_find(struct defer_set *s, const char *qid)
+{
+	struct defer_ent *e;
+
+	if (!s || !s->n)
+		return NULL;
+	e = defer_slot(s, qid);
+	return e->used ? e : NULL;
+}
+
+/* Adds or replaces the entry of <in>'s queue id; takes <in>'s reply.
+ * Returns 0 or -ENOMEM. */
+static int defer_put(struct defer_set *s, struct defer_ent *in)
+{
+	struct defer_ent *e, *old = s->v;
+	size_t oldcap = s->cap;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 64;
+		s->v = calloc(s->cap, sizeof(*s->v));
+		if (!s->v) {
+			s->v = old;
+			s->cap = oldcap;
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i].used)
+				*defer_slot(s, old[i].qid) = old[i];
+		free(old);
+	}
+	e = defer_slot(s, in->qid);
+	if (e->used)
+		free(e->reply);
+	else
+		s->n++;
+	*e = *in;
+	e->used = true;
+	in->reply = NULL;
+	return 0;
+}
+
+static void defer_free(struct defer_set *s)
+{
+	for (size_t i = 0; i < s->cap; i++)
+		free(s->v[i].reply);
+	for (size_t i = 0; i < s->nlogs; i++)
+		free(s->logs[i]);
+	free(s->logs);
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Parses one line "<qid>\t<next>\t<attempts>\t<reply>" (<len> bytes, its
+ * '\n' replaced by a NUL at p[len]) into <e>, the reply copied (cut to
+ * DEFER_REPLY_MAX). Returns 0, -EINVAL (malformed) or -ENOMEM. */
+static int defer_line(const char *p, size_t len, struct defer_ent *e)
+{
+	const char *end = p + len, *tab = memchr(p, '\t', len);
+	uint64_t next, attempts;
+	size_t qlen;
+
+	memset(e, 0, sizeof(*e));
+	if (!tab || memchr(p, '\0', len))
+		return -EINVAL;
+	qlen = (size_t)(tab - p);
+	if (!qlen || qlen > SPOOL_QID_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < qlen; i++)
+		if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] >= 0x7f)
+			return -EINVAL;
+	memcpy(e->qid, p, qlen);
+	p = tab + 1;
+	/* <end> is a '\0' written over the '\n', so parse_dec stops there. */
+	if (parse_dec(&p, 1, INT64_MAX, &next) || *p++ != '\t' ||
+	    parse_dec(&p, 1, UINT32_MAX, &attempts) || *p++ != '\t' ||
+	    memchr(p, '\t', (size_t)(end - p)))
+		return -EINVAL;
+	e->next = (int64_t)next;
+	e->attempts = (uint32_t)attempts;
+	e->reply =
+	    strndup(p, (size_t)(end - p) < DEFER_REPLY_MAX ? (size_t)(end - p) : DEFER_REPLY_MAX);
+	return e->reply ? 0 : -ENOMEM;
+}
+
+/* Reads defer log <i> of <s>, open at <fd> (taken). A last line without
+ * its '\n' is a write in progress or torn by a crash, and is ignored.
+ * Returns 0 or -ENOMEM; a read error is logged and ends this log, whose
+ * name is then dropped from s->logs (read in part: recovery keeps it). */
+static int defer_read(struct defer_set *s, size_t i, int fd)
+{
+	struct defer_ent e;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	FILE *f;
+	int err = 0;
+
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return -errno;
+	}
+	while (!err && (n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n')
+			break;
+		line[--n] = '\0';
+		err = defer_line(line, (size_t)n, &e);
+		if (!err) {
+			e.log = i;
+			err = defer_put(s, &e);
+			free(e.reply);
+		} else if (err == -EINVAL) {
+			s->bad++;
+			err = 0;
+		}
+	}
+	if (!err && ferror(f)) {
+		err = errno == ENOMEM ? -ENOMEM : 0;
+		LOGW("spool: %s: read error, rest of the defer log ignored", s->logs[i]);
+		free(s->logs[i]);
+		s->logs[i] = NULL;
+	}
+	free(line);
+	fclose(f);
+	return err;
+}
+
+/* Loads every defer log of <d> into <s> (empty on entry). A log that cannot
+ * be opened is logged and skipped (its name dropped from s->logs): the logs
+ * only inform. Returns 0 or -errno (-ENOMEM, or reading <d> failed). */
+static int defer_load(DIR *d, struct defer_set *s)
+{
+	struct stat st;
+	int n, fd, err = 0;
+
+	n = list_names(d, is_defer_name, &s->logs);
+	if (n < 0)
+		return n;
+	s->nlogs = (size_t)n;
+	for (size_t i = 0; i < s->nlogs && !err; i++) {
+		fd = openat(dirfd(d), s->logs[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			/* ENOENT: removed since readdir (by a recovery). */
+			if (errno != ENOENT)
+				LOGW("spool: %s: %s, defer log ignored", s->logs[i],
+				     strerror(errno));
+		} else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			LOGW("spool: %s: not a regular file, left alone", s->logs[i]);
+			close(fd);
+		} else {
+			err = defer_read(s, i, fd);
+			continue;
+		}
+		free(s->logs[i]);
+		s->logs[i] = NULL;
+	}
+	if (s->bad)
+		LOGW("spool: defer logs: %lu malformed lines ignored", s->bad);
+	return err;
+}
+
 /* Reading back. */
 
 /* Parses the envelope at <env>: <len> bytes, writable, followed by a NUL.
@@ -774,7 +1006,8 @@ struct spool_walker {
 	bool quiet; /* the caller reports bad tails itself (recovery) */
 	spool_visit_fn fn;
 	void *arg;
-	struct done_set *done; /* NULL: nothing is done */
+	struct done_set *done;   /* NULL: nothing is done */
+	struct defer_set *defer; /* NULL, or pending messages mark their entry needed */
 	struct spool_seg_id seg;
 	struct spool_rd rd;
 	struct buf env;   /* the record's envelope, parsed in place */
@@ -877,6 +1110,11 @@ static int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t s
 			w->ndone++;
 			if (!w->all)
 				continue;
+		} else if (w->defer) {
+			struct defer_ent *de = defer_find(w->defer, m.qid);
+
+			if (de)
+				de->needed = true;
 		}
 		err = w->fn ? w->fn(w->arg, &m) : 0;
 		if (err)
@@ -1160,6 +1398,7 @@ out_buf:
 struct recovery {
 	struct spool_walker w;
 	struct done_set done;
+	struct defer_set defer;
 	struct spool_recovery r;
 	DIR *d;
 	struct spool_seg_id *gone; /* segments deleted */
@@ -1349,6 +1588,39 @@ out:
 	return err;
 }
 
+/* Deletes the defer logs that no pending message needs: those where no
+ * line that wins (the last of its queue id) names a pending message. What
+ * `ringmx queue` shows stays the same. Not synced: the logs only inform, and
+ * a deletion lost to a crash is done again next time. */
+static int defer_prune(struct recovery *rc)
+{
+	struct defer_set *s = &rc->defer;
+	bool *keep;
+
+	rc->r.defer_logs = s->nlogs;
+	if (!s->nlogs)
+		return 0;
+	keep = calloc(s->nlogs, sizeof(*keep));
+	if (!keep)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->cap; i++)
+		if (s->v[i].used && s->v[i].needed)
+			keep[s->v[i].log] = true;
+	for (size_t i = 0; i < s->nlogs; i++) {
+		if (keep[i] || !s->logs[i])
+			continue;
+		if (unlinkat(dirfd(rc->d), s->logs[i], 0) < 0) {
+			if (errno != ENOENT)
+				LOGW("spool: %s: cannot delete: %s", s->logs[i], strerror(errno));
+			continue;
+		}
+		rc->r.defer_deleted++;
+		LOGD("spool: %s: no pending message needs it, deleted", s->logs[i]);
+	}
+	free(keep);
+	return 0;
+}
+
 /* Leftovers of a recovery that crashed: copies not yet linked, logs not
  * yet renamed. */
 static bool is_stale_tmp(const char *s)
@@ -1382,9 +1654,12 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
 	err = walker_init(&rc.w);
 	if (!err)
 		err = done_load(rc.d, &rc.done);
+	if (!err)
+		err = defer_load(rc.d, &rc.defer);
 	if (err)
 		goto out;
 	rc.w.done = &rc.done;
+	rc.w.defer = &rc.defer;
 	n = list_names(rc.d, is_seg_name, &names);
 	if (n < 0) {
 		err = n;
@@ -1398,6 +1673,8 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
 	if (!err)
 		err = done_compact(&rc, start_id);
 	if (!err)
+		err = defer_prune(&rc);
+	if (!err)
 		LOGI("spool: recovered %lu segments: %lu messages pending, %lu done, %lu segments "
 		     "deleted, %lu torn tails (%" PRIu64 " bytes) cut, %lu damaged",
 		     rc.r.segments, rc.r.pending, rc.r.done, rc.r.deleted, rc.r.torn,
@@ -1407,6 +1684,7 @@ out:
 		*out = rc.r;
 	free(rc.gone);
 	done_free(&rc.done);
+	defer_free(&rc.defer);
 	walker_fini(&rc.w);
 out_dir:
 	closedir(rc.d);
@@ -1420,6 +1698,7 @@ struct spool_lister {
 	time_t now;
 	unsigned long count;
 	unsigned flags;
+	struct defer_set defer;
 };
 
 /* Writes <age> seconds the way mailq users read it: 42s, 5m, 3h, 2d. */
@@ -1435,6 +1714,43 @@ static void put_age(FILE *out, long long age)
 		fprintf(out, "%lldh", age / 3600);
 	else
 		fprintf(out, "%lldd", age / 86400);
+}
+
+/* Writes <s> between double quotes, so that the reply is one token for a
+ * shell-like reader: '"' and '\' get a backslash, control bytes are
+ * written \xHH; other bytes (UTF-8 included) go as they are. */
+static void put_quoted(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(out, "\\x%02x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+/* The state of a pending message: " active", or " deferred" with when the
+ * next attempt is due ("now" once due), the attempts so far and the last
+ * reply. */
+static void put_pending(struct spool_lister *l, const struct spool_msg *m)
+{
+	struct defer_ent *e = defer_find(&l->defer, m->qid);
+
+	if (!e) {
+		fputs(" active", l->out);
+		return;
+	}
+	fputs(" deferred next=", l->out);
+	if (e->next > (int64_t)l->now)
+		put_age(l->out, (long long)(e->next - (int64_t)l->now));
+	else
+		fputs("now", l->out);
+	fprintf(l->out, " attempts=%" PRIu32 " last=", e->attempts);
+	put_quoted(l->out, e->reply);
 }
 
 static const char *state_name(enum spool_state s)
@@ -1469,7 +1785,9 @@ static int list_one(void *arg, const struct spool_msg *m)
 		fputc('-', l->out);
 	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1)
 		fprintf(l->out, "%s%s", i ? "," : "", r);
-	if (l->flags & SPOOL_LIST_ALL)
+	if (m->state == SPOOL_PENDING)
+		put_pending(l, m);
+	else
 		fprintf(l->out, " %s", state_name(m->state));
 	fputc('\n', l->out);
 	return 0;
@@ -1483,9 +1801,21 @@ int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
 	    .fn = list_one,
 	    .arg = &l,
 	};
-	int err;
+	DIR *d;
+	int err = 0;
 
-	err = walk_dir(dir, &w);
+	if (!(flags & SPOOL_LIST_COUNT)) {
+		/* Loaded before the segments are walked: a message deferred
+		 * meanwhile shows as active, as it would a moment earlier. */
+		d = opendir(dir);
+		if (!d)
+			return -errno;
+		err = defer_load(d, &l.defer);
+		closedir(d);
+	}
+	if (!err)
+		err = walk_dir(dir, &w);
+	defer_free(&l.defer);
 	if (err)
 		return err;
 	if (flags & SPOOL_LIST_COUNT)

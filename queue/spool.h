@@ -15,8 +15,12 @@
  *
  * A message leaves the queue by a done record (64 bytes, fixed size) in a
  * done log ("done-<start>-<worker>.rmx"); readers hide done messages, and
- * spool_recover() deletes segments whose records are all done. Formats and
- * rules: docs/spool.md. queue/ may include core/ only. */
+ * spool_recover() deletes segments whose records are all done.
+ *
+ * The relay also appends one text line per deferral to its defer log
+ * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
+ * reply>\n", not synced; `ringmx queue` shows the last one of each pending
+ * message. Formats and rules: docs/spool.md. queue/ may include core/ only. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
@@ -50,7 +54,7 @@ enum spool_state {
 
 /* spool_list() flags. */
 #define SPOOL_LIST_COUNT 0x1u /* print only the number of messages */
-#define SPOOL_LIST_ALL   0x2u /* done messages too, each line ending with its state */
+#define SPOOL_LIST_ALL   0x2u /* done messages too (their state as the sixth field) */
 
 /* A segment named by spool_seg_name(): the gateway start that wrote it, the
  * worker and the segment's number within that worker and start. */
@@ -116,20 +120,22 @@ struct spool_done {
 
 /* What spool_recover() found and did. */
 struct spool_recovery {
-	unsigned long segments;     /* segment files scanned */
-	unsigned long records;      /* valid records (after cutting) */
-	unsigned long done;         /* of them, named by a done record */
-	unsigned long pending;      /* of them, not done: handed to the visitor */
-	unsigned long unreadable;   /* sound frame, unreadable envelope: kept, never delivered */
-	unsigned long torn;         /* segments whose tail was cut */
-	uint64_t bytes_cut;         /* bytes cut from those tails */
-	unsigned long damaged;      /* of the torn, tails with a valid record after the bad one:
-	                             * copied to "<segment>.damaged[.N]" before the cut */
-	unsigned long deleted;      /* segments removed: every record done (or none left) */
-	unsigned long done_logs;    /* done logs read */
-	unsigned long done_kept;    /* done records still needed (written to the compacted log) */
-	unsigned long done_dropped; /* done records dropped: their record is gone, duplicates */
-	bool compacted;             /* the done logs were replaced by one */
+	unsigned long segments;      /* segment files scanned */
+	unsigned long records;       /* valid records (after cutting) */
+	unsigned long done;          /* of them, named by a done record */
+	unsigned long pending;       /* of them, not done: handed to the visitor */
+	unsigned long unreadable;    /* sound frame, unreadable envelope: kept, never delivered */
+	unsigned long torn;          /* segments whose tail was cut */
+	uint64_t bytes_cut;          /* bytes cut from those tails */
+	unsigned long damaged;       /* of the torn, tails with a valid record after the bad one:
+	                              * copied to "<segment>.damaged[.N]" before the cut */
+	unsigned long deleted;       /* segments removed: every record done (or none left) */
+	unsigned long done_logs;     /* done logs read */
+	unsigned long done_kept;     /* done records still needed (written to the compacted log) */
+	unsigned long done_dropped;  /* done records dropped: their record is gone, duplicates */
+	bool compacted;              /* the done logs were replaced by one */
+	unsigned long defer_logs;    /* defer logs found */
+	unsigned long defer_deleted; /* of them, deleted: no pending message needed one */
 };
 
 /* CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it. <crc> is the
@@ -190,6 +196,10 @@ int spool_seg_parse(const char *name, struct spool_seg_id *id);
  * it never shares a file with a gateway. */
 void spool_done_name(char *name, size_t len, uint64_t start_id, unsigned worker);
 
+/* Defer log file name for <start_id> and <worker>, written into <name> (at
+ * least 64 bytes): "defer-<start>-<worker>.log". */
+void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker);
+
 /* Encodes <d> into the SPOOL_DONE_LEN bytes at <buf> (any alignment), for
  * io/ to write through its ring. Returns 0 or -EINVAL (empty or long qid,
  * bad result, worker >= 65536). Any thread. */
@@ -222,9 +232,12 @@ int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg);
  * record after the bad one is first copied to "<segment>.damaged"); a
  * segment with no pending and no unreadable record is unlinked. Then the
  * done logs are compacted into "done-<start_id>-recovered.rmx" when any of
- * their records is no longer needed. Fills <out> (may be NULL). A non-zero
- * return from <fn> stops the recovery and is returned; a later call picks
- * up from scratch. Returns 0, the visitor's value or -errno.
+ * their records is no longer needed, and each defer log none of whose
+ * winning lines names a pending message is unlinked (not synced: they only
+ * inform; one that cannot be read is left alone). Fills <out> (may be
+ * NULL). A non-zero return from <fn> stops the recovery and is returned; a
+ * later call picks up from scratch. Returns 0, the visitor's value or
+ * -errno.
  *
  * Precondition: nothing writes to <dir> meanwhile: no worker of this
  * gateway has started and no other gateway uses <dir> (every segment and
@@ -232,11 +245,23 @@ int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg);
 int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *arg,
                   struct spool_recovery *out);
 
-/* `ringmx queue`: prints one line per pending message (queue id, size,
- * sender, age, recipients) to <out>; SPOOL_LIST_ALL: done ones too, each
- * line then ending with a sixth field, the state (pending, delivered,
- * bounced, deleted); SPOOL_LIST_COUNT: only their number. <now> gives the
- * ages. Returns 0 or -errno. */
+/* `ringmx queue`: prints one line per pending message to <out>, fields
+ * separated by one space:
+ *
+ *   <qid> <size> <from> <age> <rcpts> active
+ *   <qid> <size> <from> <age> <rcpts> deferred next=<in> attempts=<n> last="<reply>"
+ *
+ * <from> is "<>" for the null sender, <rcpts> the recipients joined by ","
+ * ("-" for none), <age> the time since arrival (42s, 5m, 3h, 2d). The
+ * sixth field is the state: "deferred" when a defer log names the message
+ * (its last line wins), else "active". <in> is the time to the next attempt
+ * written as ages are, or "now" once it is due; <reply> is the last reply
+ * with '"' and '\' escaped by a backslash and control bytes as \xHH, so
+ * "last=" is always the last field. SPOOL_LIST_ALL: done messages too,
+ * their sixth and last field "delivered", "bounced" or "deleted".
+ * SPOOL_LIST_COUNT: only the number of messages (defer logs are not read).
+ * <now> gives the ages. Returns 0 or -errno (a defer log that cannot be
+ * read is logged and skipped). Safe while the gateway runs. */
 int spool_list(const char *dir, unsigned flags, FILE *out, time_t now);
 
 /* Appends done record <d> to the done log of a tool, "done-<start_id>-00.rmx"

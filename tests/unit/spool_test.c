@@ -713,11 +713,11 @@ Test(spool, list_prints_one_grep_friendly_line_per_message)
 
 	s = list(dir, 0, now, &ret);
 	cr_assert_eq(ret, 0);
-	cr_expect_str_eq(s, "AAA 53 alice@example.net 3s bob@example.org,carol@example.org\n"
-	                    "BBB 0 <> 5m x@y\n"
-	                    "CCC 0 <> 2h x@y\n"
-	                    "DDD 0 <> 3d -\n"
-	                    "EEE 0 <> 0s x@y\n");
+	cr_expect_str_eq(s, "AAA 53 alice@example.net 3s bob@example.org,carol@example.org active\n"
+	                    "BBB 0 <> 5m x@y active\n"
+	                    "CCC 0 <> 2h x@y active\n"
+	                    "DDD 0 <> 3d - active\n"
+	                    "EEE 0 <> 0s x@y active\n");
 	free(s);
 	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
 	cr_assert_eq(ret, 0);
@@ -1138,15 +1138,16 @@ Test(spool, done_records_hide_messages_from_walk_and_list)
 
 	s = list(dir, 0, now, &ret);
 	cr_assert_eq(ret, 0);
-	cr_expect_str_eq(s, "R0 53 alice@example.net 1m bob@example.org,carol@example.org\n"
-	                    "R2 53 alice@example.net 1m bob@example.org,carol@example.org\n");
+	cr_expect_str_eq(s,
+	                 "R0 53 alice@example.net 1m bob@example.org,carol@example.org active\n"
+	                 "R2 53 alice@example.net 1m bob@example.org,carol@example.org active\n");
 	free(s);
 	s = list(dir, SPOOL_LIST_ALL, now, &ret);
 	cr_assert_eq(ret, 0);
 	cr_expect_str_eq(
-	    s, "R0 53 alice@example.net 1m bob@example.org,carol@example.org pending\n"
+	    s, "R0 53 alice@example.net 1m bob@example.org,carol@example.org active\n"
 	       "R1 53 alice@example.net 1m bob@example.org,carol@example.org delivered\n"
-	       "R2 53 alice@example.net 1m bob@example.org,carol@example.org pending\n"
+	       "R2 53 alice@example.net 1m bob@example.org,carol@example.org active\n"
 	       "NEXT 53 alice@example.net 1m bob@example.org,carol@example.org bounced\n");
 	free(s);
 	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
@@ -1155,6 +1156,223 @@ Test(spool, done_records_hide_messages_from_walk_and_list)
 	s = list(dir, SPOOL_LIST_COUNT | SPOOL_LIST_ALL, now, &ret);
 	cr_expect_str_eq(s, "4\n");
 	free(s);
+	rm_dir(dir);
+}
+
+/* Defer logs. */
+
+/* Appends <len> bytes of <text> (0: all of it) to the defer log of
+ * (<start>, 0) in <dir>. */
+static void defer_bytes(const char *dir, uint64_t start, const char *text, size_t len)
+{
+	char name[64];
+
+	spool_defer_name(name, sizeof(name), start, 0);
+	append_bytes(dir, name, text, len ? len : strlen(text));
+}
+
+#define defer_lines(dir, start, text) defer_bytes(dir, start, text, 0)
+
+/* The same for a string literal, NULs included. */
+#define defer_lit(dir, start, lit) defer_bytes(dir, start, lit, sizeof(lit) - 1)
+
+#define RCPTS " 53 alice@example.net 1m bob@example.org,carol@example.org"
+
+Test(spool, list_shows_deferred_messages_from_the_defer_logs)
+{
+	char *dir = tmp_dir(), name[64], *s;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	spool_defer_name(name, sizeof(name), 0x1234, 3);
+	cr_expect_str_eq(name, "defer-0000000000001234-03.log");
+
+	close(three_and_one(dir, off, &len));
+	mark_done(dir, 5, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	defer_lit(dir, 5,
+	          "R0\t1700000400\t1\t451 4.7.1 first\n"
+	          "R0\t1700000500\t2\t451 4.7.1 second\n"
+	          "R1\t1700000100\t2\t450 done anyway\n" /* done: stays delivered */
+	          "GHOST\t1700000100\t1\tno such message\n"
+	          /* Malformed: each would make R2 deferred. */
+	          "R2\tabc\t1\tx\n"
+	          "R2\t1700000100\t1\n"
+	          "R2 1700000100 1 x\n"
+	          "\n"
+	          "\t1700000100\t1\tx\n"
+	          "R2\t-5\t1\tx\n"
+	          "R2\t\t1\tx\n"
+	          "R2\t1700000100\t1\tx\ty\n"
+	          "R2\t1700000100\t4294967296\tx\n"
+	          "R2\t99999999999999999999\t1\tx\n"
+	          "R2 \t1700000100\t1\tx\n"
+	          "0123456789012345678901234567890123\t1700000100\t1\tx\n"
+	          "R2\t1700000100\t1\tx\0y\n"
+	          /* Torn: a write in progress. */
+	          "R2\t1700000100\t7\t451 torn");
+	/* A later log wins over an earlier one, a later line over an earlier. */
+	defer_lines(dir, 6,
+	            "NEXT\t1700000150\t1\t421 4.4.2 first\n"
+	            "NEXT\t1700000000\t2\t4.4.1 timed out\n"
+	            "R0\t1700003660\t3\t421 \"busy\" \\ \x01here\n");
+	/* Not a defer log name: ignored. */
+	append_bytes(dir, "defer-0000000000000007-0.log", "R2\t1\t1\tx\n", 9);
+	append_bytes(dir, "defer-0000000000000007-00.log.tmp", "R2\t1\t1\tx\n", 9);
+
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s,
+	                 "R0" RCPTS " deferred next=1h attempts=3 last=\"421 \\\"busy\\\" \\\\ "
+	                 "\\x01here\"\n"
+	                 "R2" RCPTS " active\n"
+	                 "NEXT" RCPTS " deferred next=now attempts=2 last=\"4.4.1 timed out\"\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s,
+	                 "R0" RCPTS " deferred next=1h attempts=3 last=\"421 \\\"busy\\\" \\\\ "
+	                 "\\x01here\"\n"
+	                 "R1" RCPTS " delivered\n"
+	                 "R2" RCPTS " active\n"
+	                 "NEXT" RCPTS " deferred next=now attempts=2 last=\"4.4.1 timed out\"\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
+	cr_expect_str_eq(s, "3\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT | SPOOL_LIST_ALL, now, &ret);
+	cr_expect_str_eq(s, "4\n");
+	free(s);
+
+	/* The torn line completed: now it counts, and it is the last of R2. */
+	defer_lines(dir, 5, " again\n");
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "R2" RCPTS " deferred next=40s attempts=7 last=\"451 torn "
+	                             "again\"\n"),
+	                   "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, list_next_attempt_reads_like_an_age)
+{
+	static const struct {
+		long long in;
+		const char *want;
+	} cases[] = {
+	    {-100, "now"}, {0, "now"},   {1, "1s"},     {59, "59s"},           {60, "1m"},
+	    {3599, "59m"}, {3600, "1h"}, {86400, "1d"}, {5 * 86400 + 1, "5d"},
+	};
+	char *dir = tmp_dir(), line[128], want[128], *s;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(line, sizeof(line), "R1\t%lld\t%zu\t\n", (long long)now + cases[i].in, i);
+		defer_lines(dir, 5, line);
+		s = list(dir, 0, now, &ret);
+		cr_assert_eq(ret, 0);
+		snprintf(want, sizeof(want),
+		         "R1" RCPTS " deferred next=%s attempts=%zu last=\"\"\n", cases[i].want, i);
+		cr_expect_not_null(strstr(s, want), "case %zu: %s", i, s);
+		free(s);
+	}
+	rm_dir(dir);
+}
+
+Test(spool, list_defer_logs_with_many_messages)
+{
+	char *dir = tmp_dir(), name[64], qid[16], line[64], *s, *p;
+	struct spool_env e = env_n("");
+	time_t now = 1700000000;
+	unsigned n = 0;
+	int fd, ret;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	for (unsigned i = 0; i < 300; i++) {
+		snprintf(qid, sizeof(qid), "M%03u", i);
+		e.qid = qid;
+		seg_append(fd, &e, NULL, 0);
+		if (i % 3)
+			continue;
+		snprintf(line, sizeof(line), "M%03u\t%u\t%u\tr%u\n", i, 1700000000 + i, i, i);
+		defer_lines(dir, 1 + i % 2, line);
+	}
+	close(fd);
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	p = s;
+	for (unsigned i = 0; i < 300; i++) {
+		char *nl = strchr(p, '\n');
+
+		cr_assert_not_null(nl);
+		*nl = '\0';
+		snprintf(qid, sizeof(qid), "M%03u ", i);
+		cr_assert_eq(strncmp(p, qid, 5), 0, "%s", p);
+		if (i % 3 == 0) {
+			snprintf(line, sizeof(line), " attempts=%u last=\"r%u\"", i, i);
+			cr_expect_not_null(strstr(p, line), "%s", p);
+			n++;
+		} else {
+			cr_expect_not_null(strstr(p, " active"), "%s", p);
+		}
+		p = nl + 1;
+	}
+	cr_expect_eq(n, 100);
+	cr_expect_str_eq(p, "");
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, recover_deletes_the_defer_logs_no_pending_message_needs)
+{
+	char *dir = tmp_dir(), name[64], *before, *after;
+	struct spool_recovery r;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	mark_done(dir, 5, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	defer_lines(dir, 5, "R1\t1700000100\t1\tdelivered since\n");         /* done: goes */
+	defer_lines(dir, 6, "R0\t1700000100\t1\t451 wait\n");                /* stays */
+	defer_lines(dir, 7, "R2\t1700000100\t1\t451 old\n");                 /* overridden: goes */
+	defer_lines(dir, 8, "R2\t1700000200\t2\t451 new\nGHOST\t1\t1\tx\n"); /* stays */
+	defer_lines(dir, 9, "GHOST\t1\t1\tx\nbad line\nR0\t1\t1\ttorn");     /* goes */
+	append_bytes(dir, "defer-9-0.log", "R0\t1\t1\tx\n", 9);              /* not a log: stays */
+
+	before = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(spool_recover(dir, 0x100, NULL, NULL, &r), 0);
+	cr_expect_eq(r.defer_logs, 5);
+	cr_expect_eq(r.defer_deleted, 3);
+	for (uint64_t start = 5; start <= 9; start++) {
+		spool_defer_name(name, sizeof(name), start, 0);
+		cr_expect_eq(fsize(dir, name) >= 0, start == 6 || start == 8, "%s", name);
+	}
+	cr_expect_eq(fsize(dir, "defer-9-0.log"), 9);
+	after = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(after, before);
+	cr_expect_not_null(strstr(after, "R2" RCPTS " deferred next=2m attempts=2"), "%s", after);
+	free(before);
+	free(after);
+
+	/* Again: nothing more to delete. */
+	cr_assert_eq(spool_recover(dir, 0x101, NULL, NULL, &r), 0);
+	cr_expect_eq(r.defer_logs, 2);
+	cr_expect_eq(r.defer_deleted, 0);
+
+	/* Every message done: every defer log goes. */
+	mark_done(dir, 5, 0, "R0", SEG0, (uint64_t)off[0], SPOOL_DELIVERED);
+	mark_done(dir, 5, 0, "R2", SEG0, (uint64_t)off[2], SPOOL_BOUNCED);
+	cr_assert_eq(spool_recover(dir, 0x102, NULL, NULL, &r), 0);
+	cr_expect_eq(r.defer_deleted, 2);
+	cr_expect_eq(count_files(dir, "defer-0"), 0);
 	rm_dir(dir);
 }
 
