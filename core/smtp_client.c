@@ -1,11 +1,12 @@
 /* smtp_client: the client side of one SMTP or LMTP connection to a next hop
  * (RFC 5321, RFC 2033), with PIPELINING (RFC 2920), SIZE (RFC 1870),
- * 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531) and ENHANCEDSTATUSCODES
- * (RFC 2034, 3463). The mirror of smtp_session.
+ * 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), ENHANCEDSTATUSCODES
+ * (RFC 2034, 3463) and STARTTLS (RFC 3207). The mirror of smtp_session.
  *
  * It sits between io/ and the delivery queue: io/ connects, feeds it every
  * byte the next hop sends and sends what it appends to c->out. It reads the
- * greeting, says EHLO (LHLO; HELO when EHLO is refused), then carries
+ * greeting, says EHLO (LHLO; HELO when EHLO is refused), STARTTLS when
+ * asked to and offered (io/ runs the handshake, then EHLO again), then carries
  * messages one after the other on the same connection: the envelope (in one
  * batch with PIPELINING), the content streamed by the caller through
  * smtp_client_body() with dot-stuffing and bounded memory, and one result
@@ -27,10 +28,10 @@
 #define SMTPC_SNIP      40u   /* octets of a bad reply quoted in a protocol error */
 
 static const char *const smtpc_state_names[] = {
-    [SMTPC_S_GREET] = "GREET",   [SMTPC_S_EHLO] = "EHLO", [SMTPC_S_HELO] = "HELO",
-    [SMTPC_S_READY] = "READY",   [SMTPC_S_ENV] = "ENV",   [SMTPC_S_BODY] = "BODY",
-    [SMTPC_S_DOT] = "DOT",       [SMTPC_S_RSET] = "RSET", [SMTPC_S_QUIT] = "QUIT",
-    [SMTPC_S_CLOSED] = "CLOSED",
+    [SMTPC_S_GREET] = "GREET",       [SMTPC_S_EHLO] = "EHLO", [SMTPC_S_HELO] = "HELO",
+    [SMTPC_S_STARTTLS] = "STARTTLS", [SMTPC_S_TLS] = "TLS",   [SMTPC_S_READY] = "READY",
+    [SMTPC_S_ENV] = "ENV",           [SMTPC_S_BODY] = "BODY", [SMTPC_S_DOT] = "DOT",
+    [SMTPC_S_RSET] = "RSET",         [SMTPC_S_QUIT] = "QUIT", [SMTPC_S_CLOSED] = "CLOSED",
 };
 
 static void smtpc_set_state(struct smtp_client *c, enum smtp_client_state st)
@@ -152,7 +153,7 @@ static void smtpc_close(struct smtp_client *c)
 {
 	smtpc_set_state(c, SMTPC_S_CLOSED);
 	c->act |= SMTPC_ACT_CLOSE;
-	c->act &= ~(SMTPC_ACT_READY | SMTPC_ACT_BODY);
+	c->act &= ~(SMTPC_ACT_READY | SMTPC_ACT_BODY | SMTPC_ACT_STARTTLS);
 	buf_free(&c->line);
 	buf_free(&c->reply);
 	c->reply_lines = 0;
@@ -242,6 +243,33 @@ static void smtpc_ready(struct smtp_client *c)
 {
 	smtpc_set_state(c, SMTPC_S_READY);
 	c->act |= SMTPC_ACT_READY;
+}
+
+/* require_tls, and no TLS to be had: no message goes out in clear. The
+ * same end as a refused EHLO: QUIT, close on its reply, <why> for io/. */
+static void smtpc_tls_missing(struct smtp_client *c, struct sv why)
+{
+	LOGI("smtp_client: server=[%s] %.*s", c->peer, (int)why.len, why.p);
+	smtpc_give_up(c, why);
+}
+
+/* EHLO/LHLO or HELO succeeded: STARTTLS first when wanted and offered and
+ * not done yet, else READY (or give up, when TLS is required). */
+static void smtpc_hello_done(struct smtp_client *c)
+{
+	if (c->tls || !(c->cf->starttls || c->cf->require_tls)) {
+		smtpc_ready(c);
+	} else if (c->caps & SMTPC_CAP_STARTTLS) {
+		/* Alone: RFC 3207 4 wants it last in a group, and nothing
+		 * else is queued in this state. */
+		if (smtpc_put(c, "STARTTLS"))
+			smtpc_set_state(c, SMTPC_S_STARTTLS);
+	} else if (c->cf->require_tls) {
+		smtpc_tls_missing(c, SV("4.7.0 TLS required but not offered by the next hop"));
+	} else {
+		LOGD("smtp_client: server=[%s] STARTTLS not offered; in clear", c->peer);
+		smtpc_ready(c);
+	}
 }
 
 /* The transaction ended without the content (MAIL refused, no recipient,
@@ -349,7 +377,7 @@ static void smtpc_on_greet(struct smtp_client *c, unsigned code, struct sv text)
 static void smtpc_on_ehlo(struct smtp_client *c, unsigned code, struct sv text)
 {
 	if (code / 100 == 2) {
-		smtpc_ready(c);
+		smtpc_hello_done(c);
 	} else if (code / 100 == 5 && !c->cf->lmtp) {
 		/* RFC 5321 3.2: an old server; LMTP has no HELO. */
 		c->caps = 0;
@@ -368,11 +396,45 @@ static void smtpc_on_ehlo(struct smtp_client *c, unsigned code, struct sv text)
 static void smtpc_on_helo(struct smtp_client *c, unsigned code, struct sv text)
 {
 	if (code / 100 == 2)
-		smtpc_ready(c);
+		smtpc_hello_done(c); /* no capabilities: no STARTTLS */
 	else if (code >= 400)
 		smtpc_give_up(c, text);
 	else
 		smtpc_proto_error(c, "unexpected HELO reply", text);
+}
+
+/* RFC 3207 4: 220 = start TLS now; 454 (or any 4xx/5xx) = not now, the
+ * session goes on in clear as it was. Anything else leaves the next hop's
+ * state unknown. */
+static void smtpc_on_starttls(struct smtp_client *c, unsigned code, struct sv text)
+{
+	char why[200];
+	int n;
+
+	if (code == 220) {
+		/* smtp_client_feed() stops here: what follows came in clear. */
+		smtpc_set_state(c, SMTPC_S_TLS);
+		c->act |= SMTPC_ACT_STARTTLS;
+		return;
+	}
+	if (code < 400) {
+		smtpc_proto_error(c, "unexpected STARTTLS reply", text);
+		return;
+	}
+	if (!c->cf->require_tls) {
+		LOGI("smtp_client: server=[%s] STARTTLS refused, going on in clear: %.*s", c->peer,
+		     (int)text.len, text.p);
+		smtpc_ready(c);
+		return;
+	}
+	n = snprintf(why, sizeof(why),
+	             "4.7.0 TLS required but STARTTLS refused by the next hop: %.*s",
+	             (int)(text.len < 100 ? text.len : 100), text.p);
+	if (n < 0)
+		n = 0;
+	else if ((size_t)n >= sizeof(why))
+		n = sizeof(why) - 1;
+	smtpc_tls_missing(c, sv_make(why, (size_t)n));
 }
 
 /* READY or BODY: nothing was asked. */
@@ -502,11 +564,18 @@ static void smtpc_on_quit(struct smtp_client *c, unsigned code, struct sv text)
 }
 
 static smtpc_reply_fn *const smtpc_on_reply[] = {
-    [SMTPC_S_GREET] = smtpc_on_greet, [SMTPC_S_EHLO] = smtpc_on_ehlo,
-    [SMTPC_S_HELO] = smtpc_on_helo,   [SMTPC_S_READY] = smtpc_on_unexpected,
-    [SMTPC_S_ENV] = smtpc_on_env,     [SMTPC_S_BODY] = smtpc_on_unexpected,
-    [SMTPC_S_DOT] = smtpc_on_dot,     [SMTPC_S_RSET] = smtpc_on_rset,
-    [SMTPC_S_QUIT] = smtpc_on_quit,   [SMTPC_S_CLOSED] = NULL,
+    [SMTPC_S_GREET] = smtpc_on_greet,
+    [SMTPC_S_EHLO] = smtpc_on_ehlo,
+    [SMTPC_S_HELO] = smtpc_on_helo,
+    [SMTPC_S_STARTTLS] = smtpc_on_starttls,
+    [SMTPC_S_TLS] = NULL, /* nothing is read in it */
+    [SMTPC_S_READY] = smtpc_on_unexpected,
+    [SMTPC_S_ENV] = smtpc_on_env,
+    [SMTPC_S_BODY] = smtpc_on_unexpected,
+    [SMTPC_S_DOT] = smtpc_on_dot,
+    [SMTPC_S_RSET] = smtpc_on_rset,
+    [SMTPC_S_QUIT] = smtpc_on_quit,
+    [SMTPC_S_CLOSED] = NULL,
 };
 
 /* ---- Reply lines ---- */
@@ -680,17 +749,30 @@ size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t len)
 {
 	size_t off = 0, n;
 
-	while (off < len && c->state != SMTPC_S_CLOSED) {
+	/* SMTPC_S_TLS: the caller drops what was not consumed (see the header). */
+	while (off < len && c->state != SMTPC_S_CLOSED && c->state != SMTPC_S_TLS) {
 		enum smtp_client_state st = c->state;
 
 		n = smtpc_line_feed(c, p + off, len - off);
 		off += n;
 		/* What follows is for after the caller's move (the next
-		 * message, the content): stop here. */
+		 * message, the content, TLS): stop here. */
 		if (c->state != st && (c->state == SMTPC_S_READY || c->state == SMTPC_S_BODY))
 			break;
 	}
 	return off;
+}
+
+int smtp_client_tls_started(struct smtp_client *c)
+{
+	if (c->state != SMTPC_S_TLS)
+		return -EBUSY;
+	c->act &= ~SMTPC_ACT_STARTTLS;
+	c->tls = true;
+	LOGD("smtp_client: server=[%s] TLS started", c->peer);
+	/* RFC 3207 4.2: forget what was learnt in clear, ask again. */
+	smtpc_send_ehlo(c);
+	return 0;
 }
 
 /* An address goes between <> in a command line: no line breaks, controls
@@ -851,6 +933,12 @@ void smtp_client_quit(struct smtp_client *c)
 	switch (c->state) {
 	case SMTPC_S_GREET:
 		smtpc_close(c); /* nothing said yet */
+		return;
+	case SMTPC_S_STARTTLS:
+	case SMTPC_S_TLS:
+		/* A QUIT in clear after STARTTLS would be read as the start of
+		 * a TLS handshake; nothing is in flight. */
+		smtpc_close(c);
 		return;
 	case SMTPC_S_EHLO:
 	case SMTPC_S_HELO:

@@ -2,7 +2,28 @@
  * the mirror of smtp_session. Bytes in, commands and actions out; no
  * sockets, no clocks, no threads inside. io/ connects to a next hop, feeds
  * the client every byte received, sends what it put in <out>, and carries
- * out its actions (send a message, stream a body, close). libc only. */
+ * out its actions (send a message, stream a body, start TLS, close). libc
+ * only.
+ *
+ * STARTTLS (RFC 3207), driven by io/ (the TLS itself is io/tls):
+ *   1. After EHLO/LHLO, with conf starttls or require_tls, a next hop that
+ *      offers STARTTLS gets "STARTTLS" (alone: it ends a pipelined group).
+ *   2. On its 220 the client raises SMTPC_ACT_STARTTLS, enters
+ *      SMTPC_S_TLS and smtp_client_feed() returns the bytes up to the end
+ *      of that reply line. io/ MUST DISCARD every byte after it, in that
+ *      receive and any later one still in clear: a next hop (or a man in
+ *      the middle) could have put fake replies there to be read as if
+ *      they came over TLS (CVE-2011-0411, client side). In SMTPC_S_TLS
+ *      smtp_client_feed() consumes nothing.
+ *   3. io/ runs the handshake; once established it calls
+ *      smtp_client_tls_started(), which forgets the capabilities and says
+ *      EHLO again (through TLS from now on). SMTPC_ACT_READY comes only
+ *      after that second EHLO. A failed handshake: smtp_client_fail().
+ *   A next hop that does not offer STARTTLS, or refuses it (4xx/5xx): in
+ *   clear as before (READY), unless require_tls: then the client QUITs and
+ *   closes with smtp_client_error() = "4.7.0 TLS required but ..."; no
+ *   message was started, so io/ defers the messages meant for that
+ *   connection with that text (or tries the next hop). */
 #ifndef RINGMX_CORE_SMTP_CLIENT_H
 #define RINGMX_CORE_SMTP_CLIENT_H
 
@@ -22,12 +43,17 @@ struct smtp_client_conf {
 	const char *hostname; /* our name in EHLO/LHLO/HELO */
 	bool lmtp;            /* RFC 2033: LHLO, one reply per recipient after the data */
 	size_t out_max;       /* smtp_client_body() fills <out> up to this; 0 = SMTPC_OUT_MAX */
+	bool starttls;        /* STARTTLS when the next hop offers it (Postfix's level "may") */
+	bool require_tls;     /* no message in clear: STARTTLS or give up (level "encrypt");
+	                         implies <starttls> */
 };
 
 enum smtp_client_state {
 	SMTPC_S_GREET = 0, /* connected, waiting for the 220 */
 	SMTPC_S_EHLO,      /* EHLO/LHLO sent */
 	SMTPC_S_HELO,      /* HELO sent after EHLO got 5xx (SMTP only) */
+	SMTPC_S_STARTTLS,  /* STARTTLS sent, its reply due */
+	SMTPC_S_TLS,       /* 220 to STARTTLS: io/ runs the handshake; nothing is read */
 	SMTPC_S_READY,     /* idle: smtp_client_send() or smtp_client_quit() */
 	SMTPC_S_ENV,       /* MAIL/RCPT/DATA sent, their replies due */
 	SMTPC_S_BODY,      /* 354 came: the caller streams the content */
@@ -42,6 +68,9 @@ enum smtp_client_state {
 #define SMTPC_ACT_BODY  0x2u /* 354: stream the content, then smtp_client_body_end() */
 #define SMTPC_ACT_DONE  0x4u /* every recipient of the message has its final result */
 #define SMTPC_ACT_CLOSE 0x8u /* send what is in <out>, then close the connection */
+/* 220 to STARTTLS: drop every byte received after it, start TLS, then
+ * smtp_client_tls_started() (see the top of this file). */
+#define SMTPC_ACT_STARTTLS 0x10u
 
 /* What the next hop offered in its EHLO/LHLO reply (c->caps). */
 #define SMTPC_CAP_PIPELINING 0x1u  /* RFC 2920: MAIL, RCPTs and DATA go in one batch */
@@ -49,7 +78,7 @@ enum smtp_client_state {
 #define SMTPC_CAP_8BITMIME   0x4u  /* RFC 6152: BODY=8BITMIME sent for 8-bit content */
 #define SMTPC_CAP_SMTPUTF8   0x8u  /* RFC 6531: SMTPUTF8 sent when the message needs it */
 #define SMTPC_CAP_CHUNKING   0x10u /* RFC 3030: noted only, BDAT is not used */
-#define SMTPC_CAP_STARTTLS   0x20u /* RFC 3207: noted for io/, which may start TLS at READY */
+#define SMTPC_CAP_STARTTLS   0x20u /* RFC 3207: used when conf starttls/require_tls */
 #define SMTPC_CAP_ENHANCED   0x40u /* RFC 2034: ENHANCEDSTATUSCODES */
 
 /* Transaction notes (c->tx_flags), reset by smtp_client_send(). */
@@ -100,6 +129,7 @@ struct smtp_client {
 	enum smtp_client_state state;
 	unsigned act;      /* SMTPC_ACT_* pending for the caller */
 	unsigned caps;     /* SMTPC_CAP_* */
+	bool tls;          /* smtp_client_tls_started() was called: the session is encrypted */
 	unsigned tx_flags; /* SMTPC_TX_* of the current/last message */
 	uint64_t max_size; /* SIZE limit offered, 0 = none given */
 	unsigned nmsgs;    /* messages that reached the end of data */
@@ -137,9 +167,17 @@ void smtp_client_fini(struct smtp_client *c);
 
 /* Feeds <len> bytes the next hop sent. Returns the bytes consumed: fewer
  * than <len> when the client stopped for SMTPC_ACT_READY or SMTPC_ACT_BODY
- * (act on it, then feed the rest) or closed (SMTPC_ACT_CLOSE: drop the
- * rest). Appends commands to c->out. */
+ * (act on it, then feed the rest), for SMTPC_ACT_STARTTLS (DROP the rest:
+ * it came in clear) or closed (SMTPC_ACT_CLOSE: drop the rest). Consumes
+ * nothing in state SMTPC_S_TLS. Appends commands to c->out. */
 size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t len);
+
+/* The TLS handshake asked for by SMTPC_ACT_STARTTLS is done (state
+ * SMTPC_S_TLS): clears that action, forgets the capabilities learnt in
+ * clear (RFC 3207 4.2), sets c->tls and appends EHLO/LHLO to c->out, to
+ * go through TLS; SMTPC_ACT_READY follows its reply. Returns 0, or -EBUSY
+ * in any other state (nothing changes). */
+int smtp_client_tls_started(struct smtp_client *c);
 
 /* Starts <m> in state READY (clears SMTPC_ACT_READY and SMTPC_ACT_DONE).
  * Returns 0, -EBUSY when not READY, -EINVAL for an envelope that cannot be
@@ -160,7 +198,8 @@ size_t smtp_client_body(struct smtp_client *c, const char *p, size_t len);
 void smtp_client_body_end(struct smtp_client *c);
 
 /* Ends the connection. READY (or waiting for HELO/RSET replies): appends
- * QUIT, closes after its reply. Inside a transaction: undecided recipients
+ * QUIT, closes after its reply. STARTTLS sent or TLS starting: closes
+ * without QUIT (nothing may follow STARTTLS in clear). Inside a transaction: undecided recipients
  * get TEMP and the client closes without QUIT (the next hop may be reading
  * content). */
 void smtp_client_quit(struct smtp_client *c);

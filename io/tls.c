@@ -1,5 +1,6 @@
-/* tls: the server side of TLS for ringmx connections, OpenSSL 3 over memory,
- * never over a socket. io/ receives and sends through io_uring; this module
+/* tls: TLS for ringmx connections, both sides (the server for SMTP clients,
+ * the client for the relay's next hops), OpenSSL 3 over memory, never over
+ * a socket. io/ receives and sends through io_uring; this module
  * only turns ciphertext into plaintext and back. See tls.h for the calls a
  * worker makes per receive and per send.
  *
@@ -18,7 +19,11 @@
  * Session tickets are encrypted with the first context's keys (OpenSSL uses
  * the "session_ctx" for them), so resumption works whichever certificate
  * was chosen. The contexts are built at startup and shared read-only by all
- * workers; a tls_conn is single-threaded. */
+ * workers; a tls_conn is single-threaded.
+ *
+ * The client context is one SSL_CTX in cert[0] with no certificate, marked
+ * TLS_X_CLIENT. Its connections share everything below tls_conn_new*():
+ * the transport, the early-write buffer, the error handling. */
 #include "io/tls.h"
 
 #include <errno.h>
@@ -49,6 +54,16 @@
 #define TLS_C_SHUT   0x8u  /* our close_notify is queued: no more writes */
 #define TLS_C_NOMEM  0x10u /* the transport BIO could not store output */
 
+/* Context flags (struct tls_ctx <flags>). */
+#define TLS_X_CLIENT 0x1u /* a client context: tls_conn_new_client() only */
+#define TLS_X_VERIFY 0x2u /* client: the server's certificate must verify */
+
+/* The client's TLS 1.2 list. Opportunistic TLS (RFC 7435): anything a next
+ * hop accepts is better than the plaintext a failed handshake falls back
+ * to, so OpenSSL's defaults (no anonymous or null ciphers) rather than the
+ * server's strict list; TLS 1.0/1.1 stay refused all the same. */
+#define TLS_CLIENT_CIPHERS "DEFAULT"
+
 struct tls_cert {
 	SSL_CTX *ctx;
 	X509 *leaf; /* borrowed from <ctx>: the names SNI is matched against */
@@ -56,6 +71,7 @@ struct tls_cert {
 
 struct tls_ctx {
 	unsigned n;
+	unsigned flags;                      /* TLS_X_* */
 	struct tls_cert cert[TLS_MAX_CERTS]; /* [0]: the default, and the session ctx */
 };
 
@@ -333,9 +349,81 @@ void tls_ctx_free(struct tls_ctx *x)
 	free(x);
 }
 
+int tls_client_ctx_new(struct tls_ctx **out, char *err, size_t errlen)
+{
+	struct tls_ctx *x;
+	SSL_CTX *ctx;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	if (err && errlen)
+		err[0] = '\0';
+	if (tls_global_init() < 0)
+		return tls_ctx_err(-ENOMEM, err, errlen, "TLS: cannot initialize OpenSSL");
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return tls_ctx_err(-ENOMEM, err, errlen, "TLS: out of memory");
+	x->flags = TLS_X_CLIENT;
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		rc = tls_ctx_err(-ENOMEM, err, errlen, "TLS: cannot create a client context: %s",
+		                 tls_err_text());
+		goto fail;
+	}
+	x->cert[0].ctx = ctx;
+	x->n = 1;
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
+		rc = tls_ctx_err(-EINVAL, err, errlen, "TLS: cannot limit versions: %s",
+		                 tls_err_text());
+		goto fail;
+	}
+	/* No tickets asked for (TLS 1.2): nothing resumes client sessions. */
+	SSL_CTX_set_options(ctx,
+	                    SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* Level 1 (80 bits: RSA >= 1024) whatever the system's openssl.cnf
+	 * says: an old next hop's key still beats plaintext. */
+	SSL_CTX_set_security_level(ctx, 1);
+	if (!SSL_CTX_set_cipher_list(ctx, TLS_CLIENT_CIPHERS)) {
+		rc =
+		    tls_ctx_err(-EINVAL, err, errlen, "TLS client cipher list: %s", tls_err_text());
+		goto fail;
+	}
+	/* Opportunistic (Postfix's smtp_tls_security_level = may): encrypt
+	 * without authenticating; tls_client_ctx_verify() turns checks on. */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	*out = x;
+	return 0;
+fail:
+	tls_ctx_free(x);
+	return rc;
+}
+
+int tls_client_ctx_verify(struct tls_ctx *x, const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = x->cert[0].ctx;
+	int ok;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!(x->flags & TLS_X_CLIENT))
+		return tls_ctx_err(-EINVAL, err, errlen, "TLS: not a client context");
+	ERR_clear_error();
+	ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+	             : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1)
+		return tls_ctx_err(-EINVAL, err, errlen, "TLS CA file %s: %s",
+		                   ca_file ? ca_file : "(system default)", tls_err_text());
+	x->flags |= TLS_X_VERIFY;
+	return 0;
+}
+
 /* ---- Connections ---- */
 
-struct tls_conn *tls_conn_new(struct tls_ctx *x)
+/* A connection on <ctx> with its transport BIO, in neither role yet. */
+static struct tls_conn *tls_conn_alloc(SSL_CTX *ctx)
 {
 	struct tls_conn *t;
 	BIO *bio;
@@ -348,7 +436,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *x)
 	t->in = (struct buf)BUF_INIT;
 	t->out = (struct buf)BUF_INIT;
 	t->early = (struct buf)BUF_INIT;
-	t->ssl = SSL_new(x->cert[0].ctx);
+	t->ssl = SSL_new(ctx);
 	bio = BIO_new(tls_bio_meth);
 	if (!t->ssl || !bio) {
 		BIO_free(bio);
@@ -359,7 +447,18 @@ struct tls_conn *tls_conn_new(struct tls_ctx *x)
 	}
 	BIO_set_data(bio, t);
 	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL owns its one reference */
-	SSL_set_accept_state(t->ssl);
+	return t;
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *x)
+{
+	struct tls_conn *t;
+
+	if (x->flags & TLS_X_CLIENT)
+		return NULL;
+	t = tls_conn_alloc(x->cert[0].ctx);
+	if (t)
+		SSL_set_accept_state(t->ssl);
 	return t;
 }
 
@@ -465,6 +564,65 @@ static int tls_handshake(struct tls_conn *t)
 	r = tls_write_all(t, early.p, early.len);
 	buf_free(&early);
 	return r;
+}
+
+/* RFC 6066 3: SNI is a DNS host name, without the trailing dot, never an
+ * address literal. Copies <sni> into <host> (<cap> octets) that way;
+ * false when there is nothing to send. */
+static bool tls_sni_host(const char *sni, char *host, size_t cap)
+{
+	size_t n = sni ? strlen(sni) : 0;
+	bool alpha = false;
+
+	if (n && sni[n - 1] == '.')
+		n--;
+	if (n == 0 || n >= cap || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)sni[i];
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_')
+			alpha = true;
+		else if (!(ch >= '0' && ch <= '9') && ch != '.')
+			return false; /* ':' of IPv6, '[', a space...: not a host name */
+	}
+	if (!alpha)
+		return false; /* dotted quad */
+	memcpy(host, sni, n);
+	host[n] = '\0';
+	return true;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_ctx *x, const char *sni)
+{
+	struct tls_conn *t;
+	char host[256];
+	bool named;
+
+	if (!(x->flags & TLS_X_CLIENT))
+		return NULL;
+	t = tls_conn_alloc(x->cert[0].ctx);
+	if (!t)
+		return NULL;
+	SSL_set_connect_state(t->ssl);
+	named = tls_sni_host(sni, host, sizeof(host));
+	if (named && !SSL_set_tlsext_host_name(t->ssl, host))
+		goto fail;
+	if (x->flags & TLS_X_VERIFY) {
+		/* Without a name there is nothing to check the certificate
+		 * against: the handshake fails rather than trust any. */
+		if (!named || !SSL_set1_host(t->ssl, host))
+			goto fail;
+		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	}
+	/* The ClientHello now, so that tls_conn_pending()/tls_conn_take()
+	 * have it before anything is fed. */
+	if (tls_handshake(t) < 0)
+		goto fail;
+	return t;
+fail:
+	tls_conn_free(t);
+	return NULL;
 }
 
 int tls_conn_feed(struct tls_conn *t, const void *cipher, size_t n)

@@ -1,5 +1,6 @@
 /* tls: TLS for ringmx connections (STARTTLS, RFC 3207, and implicit TLS,
- * RFC 8314) over OpenSSL 3, driven without sockets. OpenSSL never sees a
+ * RFC 8314), as the server and as the relay's client, over OpenSSL 3,
+ * driven without sockets. OpenSSL never sees a
  * file descriptor: the worker hands it the ciphertext its io_uring receives
  * completed with (tls_conn_feed()), takes plaintext out (tls_conn_read()),
  * puts replies in (tls_conn_write()) and collects the ciphertext to send
@@ -36,7 +37,18 @@
  *   so check tls_conn_pending() after every feed/read, not only after the
  *   session wrote something. Receive EOF (0) ends the connection as in
  *   clear; before closing after QUIT, tls_conn_shutdown() queues
- *   close_notify for the last send. */
+ *   close_notify for the last send.
+ *
+ * The relay's client side (STARTTLS to a next hop) makes its connections
+ * with tls_conn_new_client() on a tls_client_ctx_new() context; every
+ * other call is the same. The client speaks first: the ClientHello is in
+ * tls_conn_take() as soon as the connection exists. The relay sends
+ * "STARTTLS" in clear; on the 220 (smtp_client raises SMTPC_ACT_STARTTLS)
+ * it DISCARDS every byte received after that reply line, makes
+ * t = tls_conn_new_client(cx, hop name), sends tls_conn_take(), then feeds
+ * and reads as above; once tls_conn_established(t), it tells the client
+ * session (smtp_client_tls_started()), whose EHLO goes through
+ * tls_conn_write(). */
 #ifndef RINGMX_IO_TLS_H
 #define RINGMX_IO_TLS_H
 
@@ -84,9 +96,33 @@ int tls_ctx_new(struct tls_ctx **out, const struct tls_cert_conf *certs, unsigne
  * the SNI callback of a connection still in its handshake reads <x>. */
 void tls_ctx_free(struct tls_ctx *x);
 
-/* A server-side connection over <x>, waiting for the ClientHello. Returns
- * NULL when out of memory. Owned by the calling worker thread. */
+/* Builds the relay's client context: TLS 1.2 and 1.3, OpenSSL's default
+ * TLS 1.2 ciphers (security level 1), renegotiation off, no session
+ * resumption. The server's certificate is NOT verified: opportunistic TLS
+ * (RFC 7435, Postfix's smtp_tls_security_level = may) encrypts against a
+ * passive listener; tls_client_ctx_verify() adds authentication. Returns 0
+ * and sets *<out>, or -EINVAL / -ENOMEM with one line in <err>. Startup
+ * only; then read-only and shared by all workers; tls_ctx_free() frees it. */
+int tls_client_ctx_new(struct tls_ctx **out, char *err, size_t errlen);
+/* Client context <x> (startup only): from now on its connections fail the
+ * handshake unless the server's certificate chains to a CA of <ca_file>
+ * (PEM; NULL = OpenSSL's system default paths) and names the host given to
+ * tls_conn_new_client() (subjectAltName DNS, else CN; wildcards for one
+ * label). Returns 0, or -EINVAL with one line in <err>. */
+int tls_client_ctx_verify(struct tls_ctx *x, const char *ca_file, char *err, size_t errlen);
+
+/* A server-side connection over server context <x>, waiting for the
+ * ClientHello. Returns NULL when out of memory or when <x> is a client
+ * context. Owned by the calling worker thread. */
 struct tls_conn *tls_conn_new(struct tls_ctx *x);
+/* A client-side connection over client context <x> (NULL for a server
+ * context). <sni> (may be NULL) is the next hop's host name, sent as SNI
+ * (a trailing dot dropped; nothing sent for an address literal) and, with
+ * tls_client_ctx_verify(), the name the certificate must carry. The
+ * ClientHello is already in tls_conn_pending()/tls_conn_take() on return.
+ * Returns NULL when out of memory (or, verifying, without a host name).
+ * Owned by the calling worker thread. */
+struct tls_conn *tls_conn_new_client(struct tls_ctx *x, const char *sni);
 /* Frees <t> and everything it holds (NULL: no-op). No alert is sent. */
 void tls_conn_free(struct tls_conn *t);
 
@@ -134,7 +170,8 @@ const char *tls_conn_version(const struct tls_conn *t);
  * handshake. Static strings. */
 const char *tls_conn_cipher(const struct tls_conn *t);
 /* The server name the client asked for (SNI), or NULL (none, or not a
- * plain host name: safe to log). Valid as long as <t>. */
+ * plain host name: safe to log). On a client connection: the name it sent.
+ * Valid as long as <t>. */
 const char *tls_conn_sni(const struct tls_conn *t);
 /* Why the connection failed ("unsupported protocol", "decryption failed or
  * bad record mac", ...); "" while it has not. A static string. */

@@ -3,7 +3,9 @@
  * in two at every offset; all runs must send the same commands and give the
  * same results. The runner acts as io/ does: on READY it sends the next
  * message (or QUIT), on BODY it streams the content in views, on DONE it
- * records each recipient's result. */
+ * records each recipient's result, on STARTTLS it drops the rest of the
+ * clear stream, notes "[TLS]" in what was sent and goes on with the
+ * stream the next hop sends over TLS (as plaintext: the TLS is io/'s). */
 #include "core/smtp_client.h"
 
 #include <criterion/criterion.h>
@@ -78,6 +80,9 @@ struct tcase {
 	const char *fail; /* smtp_client_fail() after the transcript */
 	const char *err;  /* smtp_client_error() at the end; NULL: "" */
 	size_t out_max;   /* 0: the default */
+	bool starttls, require_tls;
+	const char *inject; /* sent in clear right after <server>: must never be read */
+	const char *tls;    /* said over TLS after the handshake; NULL: the handshake fails */
 };
 
 struct result {
@@ -88,7 +93,11 @@ struct result {
 	unsigned next, cur;
 	size_t step;
 	const struct tcase *tc;
+	size_t clear_used; /* clear stream octets consumed */
+	bool tls_on;       /* SMTPC_ACT_STARTTLS came: the clear stream is over */
 };
+
+#define TLS_MARK "[TLS]" /* in the sent stream: where the handshake went */
 
 #define GUARD_SPAN (64u * 1024) /* longest single view; a multiple of the page size */
 
@@ -183,9 +192,26 @@ static void act(struct smtp_client *c, struct result *r)
 			stream_body(c, r, tmsg_body(&tc->msgs[r->cur]));
 			continue;
 		}
+		if ((c->act & SMTPC_ACT_STARTTLS) && !r->tls_on) {
+			cr_assert_eq(c->state, SMTPC_S_TLS);
+			cr_assert_not(c->act &
+			              (SMTPC_ACT_READY | SMTPC_ACT_BODY | SMTPC_ACT_CLOSE));
+			buf_append_str(&r->out, TLS_MARK);
+			r->tls_on = true;
+			if (!tc->tls)
+				return; /* the handshake fails: see tc->fail */
+			cr_assert_eq(smtp_client_tls_started(c), 0);
+			cr_assert_not(c->act & SMTPC_ACT_STARTTLS);
+			cr_assert(c->tls);
+			cr_assert_eq(c->caps, 0, "capabilities learnt in clear forgotten");
+			continue;
+		}
 		if (c->act & SMTPC_ACT_READY) {
 			c->act &= ~SMTPC_ACT_READY;
 			cr_assert_eq(c->state, SMTPC_S_READY);
+			cr_assert_eq(c->tls, tc->tls != NULL && r->tls_on);
+			if (tc->require_tls)
+				cr_assert(c->tls, "%s: READY in clear with require_tls", tc->name);
 			if (r->next < tc->nmsgs) {
 				r->cur = r->next++;
 				cr_assert_eq(smtp_client_send(c, &r->m[r->cur]), 0);
@@ -198,17 +224,32 @@ static void act(struct smtp_client *c, struct result *r)
 	}
 }
 
-static void feed_piece(struct smtp_client *c, const char *p, size_t len, struct result *r)
+/* Feeds a piece of the clear stream (<clear>) or of the TLS one. */
+static void feed_piece(struct smtp_client *c, const char *p, size_t len, bool clear,
+                       struct result *r)
 {
 	size_t off = 0, k, n;
 	unsigned had;
 
-	while (off < len && !(c->act & SMTPC_ACT_CLOSE)) {
+	while (off < len && !(c->act & SMTPC_ACT_CLOSE) && !(clear && r->tls_on)) {
 		k = len - off < r->step ? len - off : r->step;
 		n = smtp_client_feed(c, guarded(0, p + off, k), k);
 		cr_assert_leq(n, k);
-		had = c->act & (SMTPC_ACT_READY | SMTPC_ACT_BODY | SMTPC_ACT_CLOSE);
+		had = c->act &
+		      (SMTPC_ACT_READY | SMTPC_ACT_BODY | SMTPC_ACT_CLOSE | SMTPC_ACT_STARTTLS);
 		off += n;
+		if (clear)
+			r->clear_used += n;
+		if (c->act & SMTPC_ACT_STARTTLS) {
+			/* Not an octet past the 220, now or later. */
+			cr_assert(clear, "%s: STARTTLS twice", r->tc->name);
+			cr_assert_eq(r->clear_used, strlen(r->tc->server), "%s: read past the 220",
+			             r->tc->name);
+			if (off < len)
+				cr_assert_eq(
+				    smtp_client_feed(c, guarded(0, p + off, len - off), len - off),
+				    0, "%s: fed in state TLS", r->tc->name);
+		}
 		act(c, r);
 		if (n < k)
 			cr_assert(had, "%s: consumed %zu of %zu without an action", r->tc->name, n,
@@ -218,8 +259,13 @@ static void feed_piece(struct smtp_client *c, const char *p, size_t len, struct 
 
 static void run(const struct tcase *tc, size_t split, size_t step, struct result *r)
 {
-	struct smtp_client_conf cf = {.hostname = HOST, .lmtp = tc->lmtp, .out_max = tc->out_max};
-	size_t len = strlen(tc->server);
+	struct smtp_client_conf cf = {.hostname = HOST,
+	                              .lmtp = tc->lmtp,
+	                              .out_max = tc->out_max,
+	                              .starttls = tc->starttls,
+	                              .require_tls = tc->require_tls};
+	struct buf clear = BUF_INIT;
+	size_t len, tlen = tc->tls ? strlen(tc->tls) : 0;
 	struct smtp_client c;
 
 	r->tc = tc;
@@ -240,10 +286,22 @@ static void run(const struct tcase *tc, size_t split, size_t step, struct result
 		};
 	}
 	smtp_client_init(&c, &cf, "192.0.2.25");
-	if (split > len)
-		split = len;
-	feed_piece(&c, tc->server, split, r);
-	feed_piece(&c, tc->server + split, len - split, r);
+	buf_append_str(&clear, tc->server);
+	if (tc->inject)
+		buf_append_str(&clear, tc->inject);
+	len = clear.len;
+	/* The same split in both streams: k covers every offset of each. */
+	feed_piece(&c, clear.p, split < len ? split : len, true, r);
+	feed_piece(&c, clear.p + (split < len ? split : len), len - (split < len ? split : len),
+	           true, r);
+	buf_free(&clear);
+	cr_assert_eq(r->tls_on, strstr(tc->want, TLS_MARK) != NULL, "%s: STARTTLS action",
+	             tc->name);
+	if (r->tls_on && tc->tls) {
+		feed_piece(&c, tc->tls, split < tlen ? split : tlen, false, r);
+		feed_piece(&c, tc->tls + (split < tlen ? split : tlen),
+		           tlen - (split < tlen ? split : tlen), false, r);
+	}
 	if (tc->fail && !(c.act & SMTPC_ACT_CLOSE)) {
 		smtp_client_fail(&c, tc->fail);
 		act(&c, r);
@@ -294,9 +352,12 @@ static void check_one(const struct tcase *tc, struct result *r, const char *how,
 
 static void check_case(const struct tcase *tc)
 {
-	size_t len = strlen(tc->server);
+	size_t len = strlen(tc->server) + (tc->inject ? strlen(tc->inject) : 0);
 	struct result r = {0};
 	int saved;
+
+	if (tc->tls && strlen(tc->tls) > len)
+		len = strlen(tc->tls);
 
 	log_threshold = LOG_DEBUG;
 	saved = stderr_quiet();
@@ -618,6 +679,142 @@ static const struct tcase lmtp_cases[] = {
 Test(smtp_client, lmtp)
 {
 	CHECK_CASES(lmtp_cases);
+}
+
+/* ---- STARTTLS ---- */
+
+#define TLS_GO "220 2.0.0 Ready to start TLS\r\n"
+#define TLS_NO "454 4.7.0 TLS not available due to local problem\r\n"
+#define INJECT "250-mx.example.net\r\n250 AUTH PLAIN\r\n" /* after the 220, in clear */
+/* Over TLS: no STARTTLS any more, and no SIZE (so MAIL shows which EHLO
+ * reply the client went by). */
+#define EHLO_T     "250-mx.example.net\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+#define C_STARTTLS "STARTTLS\r\n"
+#define TLS_REQ    "4.7.0 TLS required but not offered by the next hop"
+#define TLS_REFUSED                                                                                \
+	"4.7.0 TLS required but STARTTLS refused by the next hop: 454 4.7.0 TLS not available "    \
+	"due "                                                                                     \
+	"to local problem"
+
+static const struct tcase tls_cases[] = {
+    {"starttls_then_ehlo_again", GREET EHLO_R TLS_GO, C_EHLO C_STARTTLS TLS_MARK C_EHLO C_QUIT, "",
+     .starttls = true, .tls = EHLO_T BYE, .closed = true},
+    {"starttls_then_message", GREET EHLO_R TLS_GO,
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_MAIL("") C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK,
+     .starttls = true, .tls = EHLO_T MAIL_OK RCPT_OK GO QUEUED BYE, .nmsgs = 1, .msgs = {M_B},
+     .closed = true},
+    /* Replies slipped in after the 220 are never read (CVE-2011-0411). */
+    {"bytes_after_220_dropped", GREET EHLO_R TLS_GO,
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_MAIL("") C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK,
+     .starttls = true, .inject = INJECT, .tls = EHLO_T MAIL_OK RCPT_OK GO QUEUED BYE, .nmsgs = 1,
+     .msgs = {M_B}, .closed = true},
+    {"multi_line_220", GREET EHLO_R "220-2.0.0 Ready\r\n220 2.0.0 go ahead\r\n",
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_QUIT, "", .starttls = true, .inject = "junk\r\n",
+     .tls = EHLO_T BYE, .closed = true},
+    {"require_tls_offered", GREET EHLO_R TLS_GO,
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_MAIL("") C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK,
+     .require_tls = true, .tls = EHLO_T MAIL_OK RCPT_OK GO QUEUED BYE, .nmsgs = 1, .msgs = {M_B},
+     .closed = true},
+    /* A next hop offering STARTTLS again over TLS is not asked twice. */
+    {"no_second_starttls", GREET EHLO_R TLS_GO,
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_MAIL(SZ) C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK,
+     .require_tls = true, .tls = EHLO_R MAIL_OK RCPT_OK GO QUEUED BYE, .nmsgs = 1, .msgs = {M_B},
+     .closed = true},
+    {"ehlo_refused_over_tls_helo", GREET EHLO_R TLS_GO,
+     C_EHLO C_STARTTLS TLS_MARK C_EHLO C_HELO C_MAIL("") C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK,
+     .require_tls = true,
+     .tls = "500 5.5.1 no\r\n250 mx.example.net\r\n" MAIL_OK RCPT_OK GO QUEUED BYE, .nmsgs = 1,
+     .msgs = {M_B}, .closed = true},
+    {"lmtp_starttls_after_lhlo",
+     GREET "250-mail.example.net\r\n250-STARTTLS\r\n250 PIPELINING\r\n" TLS_GO,
+     C_LHLO C_STARTTLS TLS_MARK C_LHLO C_MAIL("") C_RCPT("b") C_RCPT("c") C_DATA C_BODY C_QUIT,
+     R("b", "ok", "end of data", 250, "250 2.0.0 <b@example.com> Saved")
+         R("c", "temp", "end of data", 452, "452 4.2.2 <c@example.com> Over quota") DONE,
+     .lmtp = true, .starttls = true, .inject = "250 2.0.0 fake\r\n",
+     .tls = LHLO_R MAIL_OK RCPT_OK RCPT_OK GO "250 2.0.0 <b@example.com> Saved\r\n"
+                                              "452 4.2.2 <c@example.com> Over quota\r\n" BYE,
+     .nmsgs = 1, .msgs = {{.rcpts = {"b@example.com", "c@example.com"}}}, .closed = true},
+
+    /* Not offered. */
+    {"not_offered_in_clear", GREET EHLO_NP MAIL_OK RCPT_OK GO QUEUED BYE,
+     C_EHLO C_MAIL(SZ) C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK, .starttls = true, .nmsgs = 1,
+     .msgs = {M_B}, .closed = true},
+    {"not_offered_required", GREET EHLO_NP BYE, C_EHLO C_QUIT, "", .require_tls = true, .nmsgs = 1,
+     .msgs = {M_B}, .closed = true, .err = TLS_REQ},
+    {"not_offered_required_lmtp", GREET LHLO_R BYE, C_LHLO C_QUIT, "", .lmtp = true,
+     .require_tls = true, .starttls = true, .nmsgs = 1, .msgs = {M_B}, .closed = true,
+     .err = TLS_REQ},
+    {"helo_has_no_starttls", GREET "502 5.5.2 no\r\n250 mx.example.net\r\n" BYE,
+     C_EHLO C_HELO C_QUIT, "", .require_tls = true, .nmsgs = 1, .msgs = {M_B}, .closed = true,
+     .err = TLS_REQ},
+    {"required_but_no_221", GREET EHLO_MIN, C_EHLO C_QUIT, "", .require_tls = true,
+     .fail = "4.4.2 lost connection", .closed = true, .err = TLS_REQ},
+    /* Off: offered, not used. */
+    {"starttls_off", GREET EHLO_R BYE, C_EHLO C_QUIT, "", .closed = true},
+
+    /* Refused. */
+    {"refused_in_clear", GREET EHLO_R TLS_NO MAIL_OK RCPT_OK GO QUEUED BYE,
+     C_EHLO C_STARTTLS C_MAIL(SZ) C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK, .starttls = true,
+     .nmsgs = 1, .msgs = {M_B}, .closed = true},
+    {"refused_5xx_in_clear", GREET EHLO_R "502 5.5.1 not here\r\n" MAIL_OK RCPT_OK GO QUEUED BYE,
+     C_EHLO C_STARTTLS C_MAIL(SZ) C_RCPT("b") C_DATA C_BODY C_QUIT, RES_OK, .starttls = true,
+     .nmsgs = 1, .msgs = {M_B}, .closed = true},
+    {"refused_required", GREET EHLO_R TLS_NO BYE, C_EHLO C_STARTTLS C_QUIT, "", .require_tls = true,
+     .nmsgs = 1, .msgs = {M_B}, .closed = true, .err = TLS_REFUSED},
+    {"421_to_starttls", GREET EHLO_R SHUT, C_EHLO C_STARTTLS, "", .starttls = true, .closed = true,
+     .err = "421 4.3.2 mx.example.net Service shutting down"},
+    {"250_to_starttls", GREET EHLO_R "250 2.0.0 ok\r\n", C_EHLO C_STARTTLS, "", .starttls = true,
+     .closed = true, .err = "4.5.0 protocol error: unexpected STARTTLS reply: \"250 2.0.0 ok\""},
+
+    /* The handshake fails: io/ says so. */
+    {"handshake_fails", GREET EHLO_R TLS_GO, C_EHLO C_STARTTLS TLS_MARK, "", .starttls = true,
+     .inject = INJECT, .fail = "4.7.5 TLS handshake failed: certificate verify failed", .nmsgs = 1,
+     .msgs = {M_B}, .closed = true, .err = "4.7.5 TLS handshake failed: certificate verify failed"},
+};
+
+Test(smtp_client, starttls)
+{
+	CHECK_CASES(tls_cases);
+}
+
+Test(smtp_client, starttls_calls_out_of_turn)
+{
+	struct smtp_client_conf cf = {.hostname = HOST, .starttls = true};
+	static const char in[] = GREET EHLO_R TLS_GO INJECT;
+	size_t upto = sizeof(in) - 1 - strlen(INJECT);
+	struct smtp_client c;
+
+	smtp_client_init(&c, &cf, NULL);
+	cr_assert_eq(smtp_client_tls_started(&c), -EBUSY);
+	cr_assert_eq(smtp_client_feed(&c, in, sizeof(in) - 1), upto);
+	cr_assert_eq(c.act, SMTPC_ACT_STARTTLS);
+	cr_assert_eq(c.state, SMTPC_S_TLS);
+	cr_assert_not(c.tls);
+	cr_assert_eq(smtp_client_feed(&c, in + upto, sizeof(in) - 1 - upto), 0);
+	cr_assert_eq(smtp_client_send(&c,
+	                              &(struct smtp_client_msg){
+	                                  .from = "", .nrcpt = 1, .rcpts = (const char *[]){"x"}}),
+	             -EBUSY);
+	/* Quitting while TLS starts: no QUIT in clear after STARTTLS. */
+	buf_reset(&c.out, 0);
+	smtp_client_quit(&c);
+	cr_assert_eq(c.out.len, 0);
+	cr_assert_eq(c.state, SMTPC_S_CLOSED);
+	cr_assert_eq(c.act, SMTPC_ACT_CLOSE, "STARTTLS action cleared by the close");
+	cr_assert_eq(smtp_client_tls_started(&c), -EBUSY);
+	smtp_client_fini(&c);
+
+	/* Quitting with the STARTTLS reply due: the same. */
+	smtp_client_init(&c, &cf, NULL);
+	cr_assert_eq(smtp_client_feed(&c, GREET EHLO_R, strlen(GREET EHLO_R)),
+	             strlen(GREET EHLO_R));
+	cr_assert_eq(c.state, SMTPC_S_STARTTLS);
+	cr_assert_eq(c.act, 0, "no READY before the STARTTLS dance");
+	buf_reset(&c.out, 0);
+	smtp_client_quit(&c);
+	cr_assert_eq(c.out.len, 0);
+	cr_assert_eq(c.state, SMTPC_S_CLOSED);
+	smtp_client_fini(&c);
 }
 
 /* ---- Connection-level failures ---- */

@@ -5,7 +5,9 @@
  * Covered: handshakes (TLS 1.3 and 1.2), data both ways, SNI choosing the
  * certificate, the default certificate, old protocol versions refused, a
  * corrupted record, resumption with tickets, close_notify, load errors,
- * calls in any order, and the memory an idle connection holds. */
+ * calls in any order, and the memory an idle connection holds. Then our
+ * client (tls_conn_new_client()) against our server: the ClientHello at
+ * creation, data both ways, SNI picking the certificate, verification. */
 #include "io/tls.h"
 
 #include <criterion/criterion.h>
@@ -719,6 +721,320 @@ Test(tls, close_notify_both_ways)
 	end_free(&e);
 	SSL_CTX_free(cctx);
 	tls_ctx_free(x);
+}
+
+/* ---- Our client against our server ---- */
+
+struct pair {
+	struct tls_conn *cl, *sv;
+	struct buf cl_plain, sv_plain; /* what each end decrypted */
+	int cl_err, sv_err;            /* first error of each end, 0 if none */
+};
+
+static struct tls_ctx *client_tls_ctx(const char *ca)
+{
+	struct tls_ctx *x = NULL;
+	char err[256];
+
+	cr_assert_eq(tls_client_ctx_new(&x, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not_null(x);
+	if (ca)
+		cr_assert_eq(tls_client_ctx_verify(x, path(ca), err, sizeof(err)), 0, "%s", err);
+	return x;
+}
+
+static void pair_start(struct pair *p, struct tls_ctx *cx, struct tls_ctx *sx, const char *sni)
+{
+	*p = (struct pair){.cl_plain = BUF_INIT, .sv_plain = BUF_INIT};
+	p->cl = tls_conn_new_client(cx, sni);
+	cr_assert_not_null(p->cl);
+	p->sv = tls_conn_new(sx);
+	cr_assert_not_null(p->sv);
+}
+
+static void pair_free(struct pair *p)
+{
+	tls_conn_free(p->cl);
+	tls_conn_free(p->sv);
+	buf_free(&p->cl_plain);
+	buf_free(&p->sv_plain);
+}
+
+/* One receive at <to>: feed, then read until nothing more. */
+static void conn_recv(struct tls_conn *to, const char *p, size_t n, struct buf *plain, int *err)
+{
+	char tmp[4096];
+	ssize_t r;
+	int rc;
+
+	if (*err)
+		return;
+	rc = tls_conn_feed(to, p, n);
+	if (rc < 0) {
+		*err = rc;
+		return;
+	}
+	while ((r = tls_conn_read(to, tmp, 1 + (size_t)rand() % sizeof(tmp))) > 0)
+		buf_append(plain, tmp, (size_t)r);
+	if (r < 0)
+		*err = (int)r;
+}
+
+/* What <from> has to send, to <to> in random pieces. */
+static bool conn_move(struct tls_conn *from, struct tls_conn *to, struct buf *plain, int *err)
+{
+	struct buf out = BUF_INIT;
+
+	if (!tls_conn_pending(from))
+		return false;
+	cr_assert_gt(tls_conn_take(from, &out), 0);
+	cr_assert_eq(tls_conn_pending(from), 0);
+	for (size_t off = 0; off < out.len;) {
+		size_t k = piece(out.len - off);
+
+		conn_recv(to, out.p + off, k, plain, err);
+		off += k;
+	}
+	buf_free(&out);
+	return true;
+}
+
+static void pair_pump(struct pair *p)
+{
+	for (int round = 0; round < 10000; round++) {
+		bool moved = conn_move(p->cl, p->sv, &p->sv_plain, &p->sv_err);
+
+		moved |= conn_move(p->sv, p->cl, &p->cl_plain, &p->cl_err);
+		if (!moved)
+			return;
+	}
+	cr_assert_fail("pump: no end to the exchange");
+}
+
+static void pair_handshake(struct pair *p)
+{
+	pair_pump(p);
+	cr_assert_eq(p->cl_err, 0, "client: %d %s", p->cl_err, tls_conn_error(p->cl));
+	cr_assert_eq(p->sv_err, 0, "server: %d %s", p->sv_err, tls_conn_error(p->sv));
+	cr_assert(tls_conn_established(p->cl));
+	cr_assert(tls_conn_established(p->sv));
+}
+
+Test(tls, client_hello_at_creation)
+{
+	struct tls_ctx *cx = client_tls_ctx(NULL);
+	struct buf b = BUF_INIT;
+	struct tls_conn *t = tls_conn_new_client(cx, "mx.test");
+	char plain[16];
+
+	cr_assert_not_null(t);
+	cr_assert_not(tls_conn_established(t));
+	cr_assert_str_eq(tls_conn_version(t), "");
+	cr_assert_str_eq(tls_conn_error(t), "");
+	cr_assert_gt(tls_conn_pending(t), 5);
+	cr_assert_eq(tls_conn_take(t, &b), (ssize_t)b.len);
+	cr_assert_eq(b.p[0], 22, "handshake record");
+	cr_assert_eq(b.p[5], 1, "ClientHello");
+	/* Nothing more until the server answers. */
+	cr_assert_eq(tls_conn_pending(t), 0);
+	cr_assert_eq(tls_conn_read(t, plain, sizeof(plain)), 0);
+	cr_assert_eq(tls_conn_pending(t), 0);
+	cr_assert_eq(tls_conn_shutdown(t), 0, "before the handshake: nothing to close");
+	tls_conn_free(t);
+	buf_free(&b);
+	tls_ctx_free(cx);
+}
+
+Test(tls, client_handshake_and_data_both_ways)
+{
+	static const char *const names[] = {"a", "b"};
+	struct tls_ctx *sx = server_ctx(names, 2), *cx = client_tls_ctx(NULL);
+	static char up[200000], down[150000];
+	struct pair p;
+
+	fill(up, sizeof(up));
+	fill(down, sizeof(down));
+	pair_start(&p, cx, sx, "other.test");
+	/* After STARTTLS the client speaks first: EHLO written at once is
+	 * kept and sent encrypted once the handshake is done. */
+	cr_assert_eq(tls_conn_write(p.cl, "EHLO gw\r\n", 9), 0);
+	pair_handshake(&p);
+	cr_assert_str_eq(tls_conn_version(p.cl), "TLSv1.3");
+	cr_assert_str_eq(tls_conn_version(p.sv), "TLSv1.3");
+	cr_assert_str_eq(tls_conn_cipher(p.cl), tls_conn_cipher(p.sv));
+	cr_assert_str_eq(tls_conn_sni(p.sv), "other.test");
+	cr_assert_str_eq(tls_conn_sni(p.cl), "other.test");
+	cr_assert_not(tls_conn_resumed(p.cl));
+	cr_assert_str_eq(buf_cstr(&p.sv_plain), "EHLO gw\r\n");
+
+	buf_reset(&p.sv_plain, 0);
+	for (size_t off = 0; off < sizeof(up);) {
+		size_t k = 1 + (size_t)rand() % 20000;
+
+		if (k > sizeof(up) - off)
+			k = sizeof(up) - off;
+		cr_assert_eq(tls_conn_write(p.cl, up + off, k), 0);
+		off += k;
+		if (rand() % 3 == 0)
+			pair_pump(&p);
+	}
+	for (size_t off = 0; off < sizeof(down);) {
+		size_t k = 1 + (size_t)rand() % 40000;
+
+		if (k > sizeof(down) - off)
+			k = sizeof(down) - off;
+		cr_assert_eq(tls_conn_write(p.sv, down + off, k), 0);
+		off += k;
+		if (rand() % 2)
+			pair_pump(&p);
+	}
+	pair_pump(&p);
+	cr_assert_eq(p.cl_err, 0, "%s", tls_conn_error(p.cl));
+	cr_assert_eq(p.sv_err, 0, "%s", tls_conn_error(p.sv));
+	cr_assert_eq(p.sv_plain.len, sizeof(up));
+	cr_assert_eq(memcmp(p.sv_plain.p, up, sizeof(up)), 0);
+	cr_assert_eq(p.cl_plain.len, sizeof(down));
+	cr_assert_eq(memcmp(p.cl_plain.p, down, sizeof(down)), 0);
+
+	/* QUIT, 221, close_notify from the server, then from the client. */
+	buf_reset(&p.sv_plain, 0);
+	buf_reset(&p.cl_plain, 0);
+	cr_assert_eq(tls_conn_write(p.cl, "QUIT\r\n", 6), 0);
+	pair_pump(&p);
+	cr_assert_eq(tls_conn_write(p.sv, "221 bye\r\n", 9), 0);
+	cr_assert_eq(tls_conn_shutdown(p.sv), 0);
+	pair_pump(&p);
+	cr_assert_str_eq(buf_cstr(&p.sv_plain), "QUIT\r\n");
+	cr_assert_str_eq(buf_cstr(&p.cl_plain), "221 bye\r\n");
+	cr_assert_eq(p.cl_err, -ESHUTDOWN);
+	cr_assert_eq(tls_conn_shutdown(p.cl), 0);
+	pair_pump(&p);
+	cr_assert_eq(p.sv_err, -ESHUTDOWN);
+	pair_free(&p);
+	tls_ctx_free(cx);
+	tls_ctx_free(sx);
+}
+
+/* The SNI the client sends picks the server's certificate: a client that
+ * trusts only that certificate's CA (each is self-signed) gets through. */
+Test(tls, client_sni_chooses_certificate)
+{
+	static const char *const abc[] = {"a", "b", "c"};
+	static const struct {
+		const char *sni, *ca, *seen; /* seen: the server's tls_conn_sni() */
+		bool ok;
+	} cs[] = {
+	    {"other.test", "b.crt", "other.test", true},
+	    {"other.test.", "b.crt", "other.test", true}, /* trailing dot dropped */
+	    {"x.b.test", "b.crt", "x.b.test", true},
+	    {"c.test", "c.crt", "c.test", true},
+	    {"mx.test", "a.crt", "mx.test", true},
+	    {"x.wild.test", "a.crt", "x.wild.test", true},
+	    {"other.test", "a.crt", "other.test", false},     /* b's, not trusted */
+	    {"unknown.test", "a.crt", "unknown.test", false}, /* a's, not naming it */
+	};
+	struct tls_ctx *sx = server_ctx(abc, 3);
+
+	for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+		struct tls_ctx *cx = client_tls_ctx(cs[i].ca);
+		struct pair p;
+
+		pair_start(&p, cx, sx, cs[i].sni);
+		pair_pump(&p);
+		cr_assert_str_eq(tls_conn_sni(p.sv), cs[i].seen, "%s", cs[i].sni);
+		if (cs[i].ok) {
+			cr_assert_eq(p.cl_err, 0, "%s: %s", cs[i].sni, tls_conn_error(p.cl));
+			cr_assert(tls_conn_established(p.cl), "%s", cs[i].sni);
+			cr_assert(tls_conn_established(p.sv), "%s", cs[i].sni);
+		} else {
+			cr_assert_eq(p.cl_err, -EPROTO, "%s", cs[i].sni);
+			cr_assert_not(tls_conn_established(p.cl));
+			cr_assert_str_eq(tls_conn_error(p.cl), "certificate verify failed",
+			                 "%s: %s", cs[i].sni, tls_conn_error(p.cl));
+			cr_assert_eq(p.sv_err, -EPROTO, "the server got the alert");
+			cr_assert_eq(tls_conn_write(p.cl, "x", 1), -EPROTO);
+		}
+		pair_free(&p);
+		tls_ctx_free(cx);
+	}
+	tls_ctx_free(sx);
+}
+
+Test(tls, client_without_sni)
+{
+	static const char *const names[] = {"a", "b"};
+	static const char *const snis[] = {
+	    NULL, "", ".", "192.0.2.25", "2001:db8::25", "[192.0.2.25]", "bad name"};
+	struct tls_ctx *sx = server_ctx(names, 2), *cx = client_tls_ctx(NULL),
+	               *vx = client_tls_ctx("a.crt");
+
+	for (size_t i = 0; i < sizeof(snis) / sizeof(snis[0]); i++) {
+		struct pair p;
+
+		pair_start(&p, cx, sx, snis[i]);
+		pair_handshake(&p);
+		cr_assert_null(tls_conn_sni(p.sv), "%s", snis[i] ? snis[i] : "NULL");
+		cr_assert_null(tls_conn_sni(p.cl));
+		pair_free(&p);
+		/* Verifying needs a name to check the certificate against. */
+		cr_assert_null(tls_conn_new_client(vx, snis[i]));
+	}
+	tls_ctx_free(vx);
+	tls_ctx_free(cx);
+	tls_ctx_free(sx);
+}
+
+Test(tls, client_and_server_contexts_do_not_mix)
+{
+	static const char *const names[] = {"a"};
+	struct tls_ctx *sx = server_ctx(names, 1), *cx = client_tls_ctx(NULL);
+	char err[256];
+
+	cr_assert_null(tls_conn_new(cx));
+	cr_assert_null(tls_conn_new_client(sx, "mx.test"));
+	cr_assert_eq(tls_client_ctx_verify(sx, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert_str_eq(err, "TLS: not a client context");
+	cr_assert_eq(tls_client_ctx_verify(cx, path("missing.crt"), err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "missing.crt"), "%s", err);
+	tls_ctx_free(cx);
+	tls_ctx_free(sx);
+}
+
+/* Our client refuses what the server side refuses too: TLS 1.1. */
+Test(tls, client_refuses_old_server)
+{
+	struct tls_ctx *cx = client_tls_ctx(NULL);
+	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+	struct tls_conn *t = tls_conn_new_client(cx, "mx.test");
+	BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+	struct buf b = BUF_INIT;
+	char tmp[4096];
+	SSL *sv;
+	int n;
+
+	cr_assert_not_null(sctx);
+	SSL_CTX_set_security_level(sctx, 0);
+	cr_assert(SSL_CTX_set_min_proto_version(sctx, TLS1_VERSION));
+	cr_assert(SSL_CTX_set_max_proto_version(sctx, TLS1_1_VERSION));
+	cr_assert_eq(SSL_CTX_use_certificate_chain_file(sctx, path("a.crt")), 1);
+	cr_assert_eq(SSL_CTX_use_PrivateKey_file(sctx, path("a.key"), SSL_FILETYPE_PEM), 1);
+	sv = SSL_new(sctx);
+	SSL_set_bio(sv, in, out);
+	SSL_set_accept_state(sv);
+	cr_assert_gt(tls_conn_take(t, &b), 0);
+	cr_assert_eq(BIO_write(in, b.p, (int)b.len), (int)b.len);
+	SSL_do_handshake(sv); /* fails: no common version; an alert goes out */
+	ERR_clear_error();
+	n = BIO_read(out, tmp, sizeof(tmp));
+	cr_assert_gt(n, 0, "the server's alert");
+	cr_assert_eq(tls_conn_feed(t, tmp, (size_t)n), -EPROTO);
+	cr_assert_not(tls_conn_established(t));
+	cr_assert_str_eq(tls_conn_error(t), "tlsv1 alert protocol version");
+	SSL_free(sv);
+	SSL_CTX_free(sctx);
+	tls_conn_free(t);
+	buf_free(&b);
+	tls_ctx_free(cx);
 }
 
 /* ---- Memory ---- */
