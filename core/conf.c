@@ -66,6 +66,7 @@ enum conf_opt {
 	OPT_RETRY_MAX,
 	OPT_MAX_QUEUE_LIFETIME,
 	OPT_RELAY_TIMEOUT,
+	OPT_RELAY_TLS,
 };
 
 static const struct option conf_longopts[] = {
@@ -105,6 +106,7 @@ static const struct option conf_longopts[] = {
     {"retry-max", required_argument, NULL, OPT_RETRY_MAX},
     {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
     {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
+    {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -169,6 +171,7 @@ static void conf_defaults(struct conf *c)
 	c->retry_max = CONF_DEF_RETRY_MAX;
 	c->max_queue_lifetime = CONF_DEF_MAX_QUEUE_LIFETIME;
 	c->relay_timeout = CONF_DEF_RELAY_TIMEOUT;
+	c->relay_tls = CONF_RELAY_TLS_MAY;
 }
 
 /* Option column 2-29, text from column 30, at most 100 columns in all. A
@@ -243,6 +246,8 @@ void conf_usage(FILE *out)
 	    CONF_DEF_MAX_QUEUE_LIFETIME);
 	NUM("--relay-timeout SECONDS", "connect and reply timeout to a next hop",
 	    CONF_DEF_RELAY_TIMEOUT);
+	OPT("--relay-tls none|may|encrypt",
+	    "STARTTLS to next hops: never, when offered, required (default: may)");
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -617,6 +622,18 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		if (log_level_parse(arg, &c->log_level) < 0)
 			return conf_err(err, errlen,
 			                "--log-level: '%.*s' is not error, warn, info or debug",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_RELAY_TLS:
+		if (strcmp(arg, "none") == 0)
+			c->relay_tls = CONF_RELAY_TLS_NONE;
+		else if (strcmp(arg, "may") == 0)
+			c->relay_tls = CONF_RELAY_TLS_MAY;
+		else if (strcmp(arg, "encrypt") == 0)
+			c->relay_tls = CONF_RELAY_TLS_ENCRYPT;
+		else
+			return conf_err(err, errlen,
+			                "--relay-tls: '%.*s' is not none, may or encrypt",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
 	case OPT_RELAY_TO:

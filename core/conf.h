@@ -56,6 +56,13 @@ struct conf_tls_cert {
 #define CONF_DEF_RELAY_TIMEOUT         300u    /* Postfix smtp_*_timeout order */
 #define CONF_MAX_ROUTES                64u
 
+/* --relay-tls, as Postfix's smtp_tls_security_level */
+enum conf_relay_tls {
+	CONF_RELAY_TLS_NONE = 0, /* never STARTTLS to a next hop */
+	CONF_RELAY_TLS_MAY,      /* STARTTLS when offered, unauthenticated (the default) */
+	CONF_RELAY_TLS_ENCRYPT,  /* STARTTLS required: no TLS, no delivery (4.7.0, deferred) */
+};
+
 struct conf {
 	struct conf_listen listen[CONF_MAX_LISTEN];
 	unsigned nlisten;
@@ -93,6 +100,7 @@ struct conf {
 	unsigned retry_min, retry_max; /* seconds, exponential backoff between them */
 	unsigned max_queue_lifetime;   /* seconds; then deferred recipients bounce */
 	unsigned relay_timeout;        /* seconds: connect and each reply */
+	enum conf_relay_tls relay_tls;
 };
 
 enum {

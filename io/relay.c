@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "core/retry.h"
 #include "core/smtp_client.h"
+#include "io/tls.h"
 #include "io/worker-t.h"
 #include "queue/spool.h"
 
@@ -96,6 +97,8 @@ struct relay_conn {
 	struct smtp_client cl;
 	struct smtp_client_conf ccf;
 	struct buf sending;
+	struct tls_conn *tls; /* after STARTTLS to the next hop */
+	bool tls_told;        /* smtp_client_tls_started() was called */
 	struct rjob *job;
 	size_t body_off;
 	struct relay_conn *next, *dirty_next;
@@ -162,6 +165,7 @@ static int parse_hop(struct relay_hop *h, const char *s, char *err, size_t errle
 		memcpy(host, p, hl);
 	}
 	host[hl] = '\0';
+	snprintf(h->host, sizeof(h->host), "%s", host);
 	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof(port) ||
 	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
 		goto bad;
@@ -242,6 +246,12 @@ int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, siz
 		if (e)
 			return e;
 	}
+	if (c->relay_tls != CONF_RELAY_TLS_NONE) {
+		e = tls_client_ctx_new(&rc->tls, err, errlen);
+		if (e)
+			return e;
+		rc->require_tls = c->relay_tls == CONF_RELAY_TLS_ENCRYPT;
+	}
 	return 0;
 }
 
@@ -252,6 +262,7 @@ void relay_conf_free(struct relay_conf *rc)
 		free(rc->routes[i].hops);
 	}
 	free(rc->routes);
+	tls_ctx_free(rc->tls);
 	memset(rc, 0, sizeof(*rc));
 	rc->def = -1;
 }
@@ -678,6 +689,7 @@ static void rc_free(struct worker *w, struct relay_conn *c)
 	r->rs[c->route].nconns--;
 	smtp_client_fini(&c->cl);
 	buf_free(&c->sending);
+	tls_conn_free(c->tls);
 	if (r->rs[c->route].head)
 		conn_kick(w, c->route); /* jobs queued while it was closing */
 	free(c);
@@ -739,7 +751,13 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 		return;
 	}
 	smtp_client_fini(&c->cl);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	c->tls_told = false;
+	buf_reset(&c->sending, 0);
 	c->ccf.lmtp = h->lmtp;
+	c->ccf.starttls = w->relay->rc->tls != NULL;
+	c->ccf.require_tls = w->relay->rc->require_tls;
 	smtp_client_init(&c->cl, &c->ccf, h->text);
 	c->flags |= RC_CONN | RC_SEND;
 	c->inflight++;
@@ -866,6 +884,64 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	rc_dirty(r, c);
 }
 
+/* Replies for the client session. After a 220 to STARTTLS nothing more of
+ * the clear-text input is read (client-side CVE-2011-0411): TLS starts. */
+static void rc_input(struct worker *w, struct relay_conn *c, const char *data, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n && !(c->cl.act & SMTPC_ACT_CLOSE)) {
+		size_t k = smtp_client_feed(&c->cl, data + off, n - off);
+
+		off += k;
+		if (c->cl.act & SMTPC_ACT_STARTTLS) {
+			const struct relay_hop *h = &w->relay->rc->routes[c->route].hops[c->hop];
+
+			c->cl.act &= ~SMTPC_ACT_STARTTLS;
+			c->tls = tls_conn_new_client(w->relay->rc->tls, h->host);
+			if (!c->tls)
+				smtp_client_fail(&c->cl, "4.3.0 cannot start TLS");
+			rc_act(w, c);
+			return;
+		}
+		rc_act(w, c);
+		if (!k)
+			break;
+	}
+}
+
+static void rc_input_tls(struct worker *w, struct relay_conn *c, const char *data, size_t n)
+{
+	char plain[RX_BUF_SIZE];
+	ssize_t r;
+
+	r = tls_conn_feed(c->tls, data, n);
+	while (r >= 0) {
+		r = tls_conn_read(c->tls, plain, sizeof(plain));
+		if (!c->tls_told && tls_conn_established(c->tls)) {
+			c->tls_told = true;
+			LOGI("relay: %s: %s cipher=%s", c->cl.peer, tls_conn_version(c->tls),
+			     tls_conn_cipher(c->tls));
+			smtp_client_tls_started(&c->cl);
+			rc_act(w, c);
+		}
+		if (r <= 0)
+			break;
+		rc_input(w, c, plain, (size_t)r);
+		if (c->flags & RC_CLOSING)
+			return;
+	}
+	if (r < 0) {
+		char why[300];
+
+		snprintf(why, sizeof(why), "4.7.5 TLS with the next hop failed: %s",
+		         r == -ESHUTDOWN ? "closed" : tls_conn_error(c->tls));
+		smtp_client_fail(&c->cl, why);
+		rc_act(w, c);
+	}
+	rc_dirty(w->relay, c);
+}
+
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct relay_conn *c = p;
@@ -879,18 +955,11 @@ void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
 		if (res > 0 && !(c->flags & RC_CLOSING)) {
-			const char *data = worker_rx(w, bid);
-			size_t off = 0;
-
 			c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
-			while (off < (size_t)res && !(c->cl.act & SMTPC_ACT_CLOSE)) {
-				size_t k = smtp_client_feed(&c->cl, data + off, (size_t)res - off);
-
-				off += k;
-				rc_act(w, c);
-				if (!k)
-					break;
-			}
+			if (c->tls)
+				rc_input_tls(w, c, worker_rx(w, bid), (size_t)res);
+			else
+				rc_input(w, c, worker_rx(w, bid), (size_t)res);
 		}
 		worker_rx_recycle(w, bid);
 	}
@@ -974,7 +1043,16 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 
 	if (c->flags & (RC_SEND | RC_CLOSING))
 		return;
-	if (!c->sending.len && c->cl.out.len) {
+	if (c->tls && !c->sending.len) {
+		/* Encrypt only what fits the next send: the body keeps its
+		 * back-pressure (out_max) instead of being encrypted whole. */
+		if (c->cl.out.len && tls_conn_write(c->tls, c->cl.out.p, c->cl.out.len) == 0)
+			buf_reset(&c->cl.out, OUT_KEEP);
+		if (c->cl.state == SMTPC_S_CLOSED)
+			tls_conn_shutdown(c->tls);
+		if (tls_conn_pending(c->tls))
+			tls_conn_take(c->tls, &c->sending);
+	} else if (!c->sending.len && c->cl.out.len) {
 		t = c->sending;
 		c->sending = c->cl.out;
 		c->cl.out = t;
@@ -989,8 +1067,24 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
 		return;
 	}
-	if (c->cl.act & SMTPC_ACT_CLOSE || c->cl.state == SMTPC_S_CLOSED)
+	if (c->cl.act & SMTPC_ACT_CLOSE || c->cl.state == SMTPC_S_CLOSED) {
+		const char *err = smtp_client_error(&c->cl);
+		const struct relay_route *rt = &w->relay->rc->routes[c->route];
+
+		if (*err && !c->job) {
+			/* Refused before any message (greeting, EHLO, TLS required):
+			 * the next hop, or else the waiting jobs are deferred, so
+			 * that no connection is opened again at once. */
+			LOGI("relay: %s: %s", rt->hops[c->hop].text, err);
+			if (c->hop + 1 < rt->nhops) {
+				c->hop++;
+				rc_connect(w, c);
+				return;
+			}
+			route_down(w, c->route, err);
+		}
 		rc_close(w, c, "4.4.2 connection closed");
+	}
 }
 
 void relay_round(struct worker *w)

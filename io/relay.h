@@ -21,8 +21,9 @@ struct worker;
 struct relay_hop {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	bool lmtp;     /* RFC 2033 */
-	char text[96]; /* as configured, for logs: "mx.example:25", "lmtp:[::1]:24" */
+	bool lmtp;      /* RFC 2033 */
+	char text[96];  /* as configured, for logs: "mx.example:25", "lmtp:[::1]:24" */
+	char host[256]; /* the host part, for TLS SNI */
 };
 
 /* The next hops of one recipient domain (or of all: domain NULL), tried in
@@ -36,10 +37,14 @@ struct relay_route {
 /* Built once from the options, before the workers start (host names are
  * resolved here, on the main thread, so that no worker ever blocks on
  * DNS); read-only afterwards. */
+struct tls_ctx;
+
 struct relay_conf {
 	struct relay_route *routes;
 	unsigned nroutes;
-	int def; /* index of the default route, -1 if there is none */
+	int def;             /* index of the default route, -1 if there is none */
+	struct tls_ctx *tls; /* client context for STARTTLS; NULL: --relay-tls none */
+	bool require_tls;    /* --relay-tls encrypt */
 };
 
 /* Parses --relay-to and --route. Returns 0 (rc->nroutes == 0: no delivery)

@@ -16,7 +16,8 @@ OPTIONS = ["--listen", "--threads", "--spool", "--hostname", "--domains", "--dom
            "--max-errors", "--grace", "--greet-delay", "--segment-size", "--commit-window",
            "--durability", "--queue-capacity", "--spool-min-free", "--max-line-length",
            "--long-lines", "--listen-tls", "--tls-cert", "--tls-key", "--tls-ciphers",
-           "--tls-handshake-timeout"]
+           "--tls-handshake-timeout", "--relay-to", "--route", "--relay-pool", "--retry-min",
+           "--retry-max", "--max-queue-lifetime", "--relay-timeout", "--relay-tls"]
 
 
 def run(*args, cwd=None):

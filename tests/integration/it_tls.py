@@ -184,6 +184,38 @@ def test_no_certificate_no_starttls():
         assert code == 454 and "4.7.0" in text, text
 
 
+def test_relay_starttls_to_next_hop():
+    # A relays to B; B offers STARTTLS, so A's client uses it (--relay-tls
+    # may, the default): B records ESMTPS in its Received: header.
+    with tls_gateway() as b:
+        with Gateway("--relay-to", f"127.0.0.1:{b.port}") as a:
+            with smtplib.SMTP("127.0.0.1", a.port, timeout=10) as c:
+                assert c.sendmail("s@a.test", ["u@example.com"], BODY) == {}
+            deadline = time.time() + 20
+            while time.time() < deadline and b.count() < 1:
+                time.sleep(0.1)
+            assert b.count() == 1, a.log()
+            body = list(read_spool(b.spool).values())[0]
+            assert b"with ESMTPS" in body, body[:400]
+            assert "relay: 127.0.0.1:" in a.log() and "TLSv1.3" in a.log(), a.log()
+
+
+def test_relay_tls_required_but_not_offered():
+    # --relay-tls encrypt to a next hop without TLS: nothing is delivered in
+    # clear; the message is deferred with 4.7.0.
+    with Gateway() as plain:
+        with Gateway("--relay-to", f"127.0.0.1:{plain.port}", "--relay-tls", "encrypt",
+                     "--retry-min", "60") as a:
+            with smtplib.SMTP("127.0.0.1", a.port, timeout=10) as c:
+                assert c.sendmail("s@a.test", ["u@example.com"], BODY) == {}
+            deadline = time.time() + 20
+            while time.time() < deadline and "4.7.0" not in a.log():
+                time.sleep(0.1)
+            assert "4.7.0 TLS required" in a.log(), a.log()
+            assert plain.count() == 0
+            assert "deferred" in a.queue()
+
+
 if __name__ == "__main__":
     ck = Checks()
     try:
