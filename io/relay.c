@@ -320,22 +320,6 @@ static int seg_fd(struct worker *w, int segno)
 	return r->seg_fd;
 }
 
-static int pread_all(int fd, void *p, size_t n, uint64_t off)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t k = pread(fd, (char *)p + got, n - got, (off_t)(off + got));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return k < 0 ? -errno : -EIO;
-		got += (size_t)k;
-	}
-	return 0;
-}
-
 /* Reads a record back. The segment was written moments ago (or found by
  * recovery): this is a page-cache read on the worker thread. */
 static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
@@ -351,7 +335,7 @@ static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
 		LOGE("relay: segment %u: %s", segno, strerror(-fd));
 		return NULL;
 	}
-	err = pread_all(fd, hdr, sizeof(hdr), it->b);
+	err = spool_pread(fd, hdr, sizeof(hdr), it->b);
 	if (!err)
 		err = spool_rec_len(hdr, &total);
 	if (err) {
@@ -365,7 +349,7 @@ static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
 	m->rec = malloc(m->rec_len);
 	m->seg = *segreg_get(&w->g->segs, segno);
 	m->offset = it->b;
-	if (!m->rec || pread_all(fd, m->rec, m->rec_len, it->b) ||
+	if (!m->rec || spool_pread(fd, m->rec, m->rec_len, it->b) ||
 	    spool_rec_parse(m->rec, m->rec_len, &m->m, &m->scratch)) {
 		LOGE("relay: unreadable record at %llu", (unsigned long long)it->b);
 		rmsg_free(m);

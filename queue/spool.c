@@ -330,7 +330,7 @@ static int write_full(int fd, const void *p, size_t n)
 
 /* Reads all <n> bytes at <off>. Returns 0, -ENODATA (end of file first)
  * or -errno. */
-static int pread_full(int fd, void *p, size_t n, uint64_t off)
+int spool_pread(int fd, void *p, size_t n, uint64_t off)
 {
 	char *c = p;
 	ssize_t got;
@@ -542,7 +542,7 @@ static int done_load(DIR *d, struct done_set *s)
 			else if (!(p = malloc((size_t)st.st_size)))
 				err = -ENOMEM;
 			/* Appends after the fstat are read next time. */
-			else if (!(err = pread_full(fd, p, (size_t)st.st_size, 0)))
+			else if (!(err = spool_pread(fd, p, (size_t)st.st_size, 0)))
 				err = done_parse(s, s->logs[i], p, (size_t)st.st_size);
 			else if (err == -ENODATA)
 				err = 0; /* shrank under us: nothing here truncates logs */
@@ -1285,7 +1285,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 
 	if (size - at < SPOOL_HDR_LEN)
 		return 0;
-	err = pread_full(fd, h, sizeof(h), at);
+	err = spool_pread(fd, h, sizeof(h), at);
 	if (err)
 		return err == -ENODATA ? 0 : err;
 	if (hdr_check(h, &env_len, &body_len) || SPOOL_HDR_LEN + env_len + body_len > size - at)
@@ -1296,7 +1296,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 	pos = at + SPOOL_HDR_LEN;
 	for (left = env_len + body_len; left; left -= k, pos += k) {
 		k = left < cap ? (size_t)left : cap;
-		err = pread_full(fd, buf, k, pos);
+		err = spool_pread(fd, buf, k, pos);
 		if (err)
 			return err == -ENODATA ? 0 : err;
 		crc = crc32c(crc, buf, k);
@@ -1325,7 +1325,7 @@ static int find_sound_after(int fd, uint64_t from, uint64_t size, uint64_t *at)
 	}
 	while (!ret && pos < size && size - pos >= SPOOL_HDR_LEN) {
 		k = size - pos < SCAN_WIN ? (size_t)(size - pos) : SCAN_WIN;
-		ret = pread_full(fd, win, k, pos);
+		ret = spool_pread(fd, win, k, pos);
 		if (ret)
 			break;
 		for (p = win; !ret && (q = memmem(p, k - (size_t)(p - win), magic, 4)); p = q + 1) {
@@ -1368,7 +1368,7 @@ static int set_aside(int dfd, int fd, const char *name, uint64_t from, uint64_t 
 	}
 	for (pos = from; !err && pos < size; pos += k) {
 		k = size - pos < SCAN_WIN ? (size_t)(size - pos) : SCAN_WIN;
-		err = pread_full(fd, buf, k, pos);
+		err = spool_pread(fd, buf, k, pos);
 		if (!err)
 			err = write_full(out, buf, k);
 	}

@@ -163,6 +163,10 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
  * -EINVAL. Any thread. */
 int spool_rec_len(const void *hdr, uint64_t *total);
 
+/* Reads all <n> bytes at <off> of <fd>, retrying short reads and EINTR.
+ * Returns 0, -ENODATA (end of file first) or -errno. Any thread. */
+int spool_pread(int fd, void *p, size_t n, uint64_t off);
+
 /* Parses the one complete record at <rec> (<len> bytes from its header
  * on; bytes after the record are ignored: m->rec_len says where it ends).
  * Checks it exactly as the walker does (header, then crc32c over header,
