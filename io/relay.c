@@ -868,6 +868,19 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	rc_dirty(r, c);
 }
 
+/* One multishot receive over the worker's provided buffers. */
+static void rc_arm_recv(struct worker *w, struct relay_conn *c)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RX_BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+	c->flags |= RC_RECV;
+	c->inflight++;
+}
+
 /* Replies for the client session. After a 220 to STARTTLS nothing more of
  * the clear-text input is read (client-side CVE-2011-0411): TLS starts. */
 static void rc_input(struct worker *w, struct relay_conn *c, const char *data, size_t n)
@@ -959,16 +972,8 @@ void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		rc_close(w, c, "4.4.2 connection closed by the next hop");
 		return;
 	}
-	if (!(c->flags & RC_RECV)) {
-		struct io_uring_sqe *sqe = worker_sqe(w);
-
-		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = RX_BGID;
-		io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
-		c->flags |= RC_RECV;
-		c->inflight++;
-	}
+	if (!(c->flags & RC_RECV))
+		rc_arm_recv(w, c);
 }
 
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -984,7 +989,6 @@ void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	}
 	if (c->flags & RC_CONN) {
 		const struct relay_route *rt = &r->rc->routes[c->route];
-		struct io_uring_sqe *sqe;
 		int one = 1;
 
 		c->flags &= ~RC_CONN;
@@ -1003,13 +1007,7 @@ void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			return;
 		}
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		sqe = worker_sqe(w);
-		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = RX_BGID;
-		io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
-		c->flags |= RC_RECV;
-		c->inflight++;
+		rc_arm_recv(w, c);
 		return;
 	}
 	if (cqe->res < 0) {
