@@ -185,7 +185,7 @@ void conf_usage(FILE *out)
 	             "       ringmx queue --spool DIR [--count] [--all]\n"
 	             "\n"
 	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
-	             "from relay networks, and stores it in the spool.\n"
+	             "from relay networks, stores it in the spool and relays it to the next hops.\n"
 	             "\n"
 	             "Options:\n");
 	OPT("--listen ADDR:PORT", "address to listen on (default: " CONF_DEF_LISTEN ")");
