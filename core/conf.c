@@ -67,6 +67,7 @@ enum conf_opt {
 	OPT_MAX_QUEUE_LIFETIME,
 	OPT_RELAY_TIMEOUT,
 	OPT_RELAY_TLS,
+	OPT_USER,
 };
 
 static const struct option conf_longopts[] = {
@@ -107,6 +108,7 @@ static const struct option conf_longopts[] = {
     {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
     {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
     {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
+    {"user", required_argument, NULL, OPT_USER},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -248,6 +250,7 @@ void conf_usage(FILE *out)
 	    CONF_DEF_RELAY_TIMEOUT);
 	OPT("--relay-tls none|may|encrypt",
 	    "STARTTLS to next hops: never, when offered, required (default: may)");
+	OPT("--user NAME", "after binding, run as this user; owns the spool (default: none)");
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -623,6 +626,11 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			return conf_err(err, errlen,
 			                "--log-level: '%.*s' is not error, warn, info or debug",
 			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_USER:
+		if (!*arg)
+			return conf_err(err, errlen, "--user: empty name");
+		c->user = arg;
 		return CONF_OK;
 	case OPT_RELAY_TLS:
 		if (strcmp(arg, "none") == 0)

@@ -101,6 +101,7 @@ struct conf {
 	unsigned max_queue_lifetime;   /* seconds; then deferred recipients bounce */
 	unsigned relay_timeout;        /* seconds: connect and each reply */
 	enum conf_relay_tls relay_tls;
+	const char *user; /* --user: drop root for this user after binding; NULL: stay */
 };
 
 enum {

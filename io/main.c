@@ -3,6 +3,7 @@
  * and returns its exit status. */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <jemalloc/jemalloc.h>
 #include <limits.h>
@@ -212,6 +213,12 @@ int main(int argc, char **argv)
 			conf_fini(&conf);
 			return 2;
 		}
+	}
+	if (conf.user && !getpwnam(conf.user)) {
+		fprintf(stderr, "ringmx: --user: no such user '%s'\n", conf.user);
+		tls_ctx_free(gw.tls);
+		conf_fini(&conf);
+		return 2;
 	}
 	if (relay_conf_build(&gw.relay, &conf, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);

@@ -25,6 +25,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -1301,12 +1303,8 @@ static void *worker_main(void *arg)
 	for (unsigned i = 0; i < w->nlst; i++) {
 		w->lst[i].w = w;
 		w->lst[i].cl = &cf->listen[i];
-		w->lst[i].fd = listen_on(&cf->listen[i]);
-		if (w->lst[i].fd < 0) {
-			LOGE("listen on %s: %s", cf->listen[i].text, strerror(-w->lst[i].fd));
-			worker_signal_ready(w, w->lst[i].fd);
-			return NULL;
-		}
+		w->lst[i].fd = w->g->lfds[w->id * cf->nlisten + i];
+		w->g->lfds[w->id * cf->nlisten + i] = -1; /* the worker closes it */
 	}
 	w->now = clock_ms();
 	check_storage(w);
@@ -1381,6 +1379,33 @@ static void *worker_main(void *arg)
 
 /* ---- the gateway ---- */
 
+/* --user: the sockets are bound (a port under 1024 needs root), now give
+ * root up for good: the spool directory is handed to the user, and nothing
+ * the process does afterwards (sessions, spool, relay) runs as root. */
+static int drop_privileges(const char *user, const char *dir)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw) {
+		LOGE("--user %s: no such user", user);
+		return -ENOENT;
+	}
+	if ((mkdir(dir, 0750) < 0 && errno != EEXIST) || chown(dir, pw->pw_uid, pw->pw_gid) < 0) {
+		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(errno));
+		return -errno;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		LOGE("--user %s: %s", user, strerror(errno));
+		return -errno;
+	}
+	if (setuid(0) == 0 || getuid() != pw->pw_uid) {
+		LOGE("--user %s: root could not be given up", user);
+		return -EPERM;
+	}
+	LOGI("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
 static int spool_prepare(struct gateway *g)
 {
 	const char *dir = g->conf->spool;
@@ -1435,6 +1460,25 @@ int gateway_run(struct gateway *g)
 			     err == -EADDRINUSE ? " (another process holds it)" : "");
 			return 1;
 		}
+	}
+	/* Every worker's SO_REUSEPORT socket per address, bound here, before
+	 * root is given up. */
+	g->lfds = calloc((size_t)g->nworkers * cf->nlisten, sizeof(*g->lfds));
+	if (!g->lfds)
+		return 1;
+	for (unsigned i = 0; i < g->nworkers * cf->nlisten; i++) {
+		g->lfds[i] = listen_on(&cf->listen[i % cf->nlisten]);
+		if (g->lfds[i] < 0) {
+			LOGE("listen on %s: %s", cf->listen[i % cf->nlisten].text,
+			     strerror(-g->lfds[i]));
+			return 1;
+		}
+	}
+	if (cf->user) {
+		if (drop_privileges(cf->user, cf->spool))
+			return 1;
+	} else if (geteuid() == 0) {
+		LOGW("running as root: give --user to run the gateway as an unprivileged user");
 	}
 	err = spool_prepare(g);
 	if (err) {
@@ -1606,6 +1650,10 @@ int gateway_run(struct gateway *g)
 		free(g->workers[i]);
 	}
 	free(g->workers);
+	for (unsigned i = 0; g->lfds && i < g->nworkers * cf->nlisten; i++)
+		if (g->lfds[i] >= 0)
+			close(g->lfds[i]);
+	free(g->lfds);
 	unlinkat(g->spool_dirfd, "ringmx.pid", 0);
 	buf_free(&g->drop);
 	mq_fini(&g->mq);

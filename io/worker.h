@@ -52,6 +52,7 @@ struct gateway {
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */
 	int spool_dirfd;
+	int *lfds; /* listening sockets, [worker * nlisten + listener], bound before any drop */
 	atomic_uint nsessions;   /* open sessions, all workers */
 	unsigned long recovered; /* pending messages found by recovery at start */
 	struct mq mq;            /* descriptors between workers: a mesh of SPSC rings */

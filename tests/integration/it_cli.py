@@ -17,7 +17,7 @@ OPTIONS = ["--listen", "--threads", "--spool", "--hostname", "--domains", "--dom
            "--durability", "--queue-capacity", "--spool-min-free", "--max-line-length",
            "--long-lines", "--listen-tls", "--tls-cert", "--tls-key", "--tls-ciphers",
            "--tls-handshake-timeout", "--relay-to", "--route", "--relay-pool", "--retry-min",
-           "--retry-max", "--max-queue-lifetime", "--relay-timeout", "--relay-tls"]
+           "--retry-max", "--max-queue-lifetime", "--relay-timeout", "--relay-tls", "--user"]
 
 
 def run(*args, cwd=None):
@@ -120,6 +120,32 @@ def test_second_instance_on_same_port_refused():
                                timeout=30)
             assert r.returncode == 1, (r.returncode, r.stderr)
             assert "already in use" in r.stderr, r.stderr
+
+
+def test_user_drops_root():
+    # Binds as root, then runs as --user: the process and the spool files
+    # belong to that user. Needs root (skipped otherwise).
+    import pwd
+    from rmx import Gateway
+    if os.geteuid() != 0:
+        print("skip: not root")
+        return
+    nobody = pwd.getpwnam("nobody")
+    r = run("--check", "--user", "no-such-user-here")
+    assert r.returncode == 2 and "no such user" in r.stderr, r.stderr
+    gw = Gateway("--user", "nobody")
+    os.chmod(gw.tmp.name, 0o755)  # the user must reach its spool
+    with gw:
+        import smtplib
+        with open(f"/proc/{gw.proc.pid}/status") as f:
+            uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+        assert all(int(u) == nobody.pw_uid for u in uids), uids
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            assert c.sendmail("a@b.test", ["u@example.com"], "Subject: u\r\n\r\nx\r\n") == {}
+        segs = [f for f in os.listdir(gw.spool) if f.startswith("seg-")]
+        assert segs and all(os.stat(os.path.join(gw.spool, f)).st_uid == nobody.pw_uid
+                            for f in segs)
+        assert "running as nobody" in gw.log()
 
 
 if __name__ == "__main__":
