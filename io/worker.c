@@ -149,9 +149,12 @@ static void conn_free(struct worker *w, struct conn *c)
 	w->free_conns = c;
 }
 
+/* A conn still on the greeting or the dirty list is freed when it leaves
+ * it: freed earlier, it could be reused by an accept in the same round
+ * while the list still points at it (a dirty list that loops forever). */
 static void conn_maybe_free(struct worker *w, struct conn *c)
 {
-	if ((c->flags & C_CLOSING) && c->inflight == 0 && !(c->flags & C_GREETQ))
+	if ((c->flags & C_CLOSING) && c->inflight == 0 && !(c->flags & (C_GREETQ | C_DIRTY)))
 		conn_free(w, c);
 }
 
@@ -1352,7 +1355,10 @@ static void *worker_main(void *arg)
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
 			c->flags &= ~C_DIRTY;
-			send_out(w, c);
+			if (c->flags & C_CLOSING)
+				conn_maybe_free(w, c);
+			else
+				send_out(w, c);
 		}
 	}
 	for (unsigned i = 0; i < w->nlst; i++)
@@ -1427,7 +1433,6 @@ static int on_recovered(void *arg, const struct spool_msg *m)
 	const char *rcpt = m->nrcpt ? m->rcpts : "";
 	int segno;
 
-	g->recovered++;
 	LOGD("recovered %s from %s at %llu", m->qid, m->segment, (unsigned long long)m->offset);
 	if (!g->segs.n || memcmp(&g->recov_seg, &m->seg, sizeof(m->seg)) != 0) {
 		segno = segreg_add(&g->segs, &m->seg);
