@@ -53,9 +53,8 @@ struct gateway {
 	uint64_t start_id; /* unique per start: names this run's segments */
 	int spool_dirfd;
 	int *lfds; /* listening sockets, [worker * nlisten + listener], bound before any drop */
-	atomic_uint nsessions;   /* open sessions, all workers */
-	unsigned long recovered; /* pending messages found by recovery at start */
-	struct mq mq;            /* descriptors between workers: a mesh of SPSC rings */
+	atomic_uint nsessions; /* open sessions, all workers */
+	struct mq mq;          /* descriptors between workers: a mesh of SPSC rings */
 	struct seg_registry segs;
 	struct buf recov;        /* struct mq_item of recovered messages, until workers start */
 	unsigned recov_last_seg; /* registry number of the segment recovery is in */

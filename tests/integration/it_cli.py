@@ -150,7 +150,5 @@ def test_user_drops_root():
 
 if __name__ == "__main__":
     ck = Checks()
-    for name, fn in list(globals().items()):
-        if name.startswith("test_"):
-            ck.run(fn)
+    ck.run_all(globals())
     ck.finish()

@@ -60,7 +60,5 @@ def test_grace_expires():
 
 if __name__ == "__main__":
     ck = Checks()
-    for name, fn in list(globals().items()):
-        if name.startswith("test_"):
-            ck.run(fn)
+    ck.run_all(globals())
     ck.finish()

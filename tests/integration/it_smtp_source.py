@@ -38,7 +38,5 @@ if __name__ == "__main__":
         print("smtp-source is not installed (Debian package postfix)")
         raise SystemExit(1)
     ck = Checks()
-    for name, fn in list(globals().items()):
-        if name.startswith("test_"):
-            ck.run(fn)
+    ck.run_all(globals())
     ck.finish()

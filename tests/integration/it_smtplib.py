@@ -289,7 +289,5 @@ def test_queue_routes_every_message_once():
 
 if __name__ == "__main__":
     ck = Checks()
-    for name, fn in list(globals().items()):
-        if name.startswith("test_"):
-            ck.run(fn)
+    ck.run_all(globals())
     ck.finish()

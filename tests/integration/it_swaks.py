@@ -52,7 +52,5 @@ if __name__ == "__main__":
         print("swaks is not installed")
         raise SystemExit(1)
     ck = Checks()
-    for name, fn in list(globals().items()):
-        if name.startswith("test_"):
-            ck.run(fn)
+    ck.run_all(globals())
     ck.finish()

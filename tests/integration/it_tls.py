@@ -219,9 +219,7 @@ def test_relay_tls_required_but_not_offered():
 if __name__ == "__main__":
     ck = Checks()
     try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_"):
-                ck.run(fn)
+        ck.run_all(globals())
     finally:
         shutil.rmtree(CERTS, ignore_errors=True)
     ck.finish()

@@ -170,6 +170,12 @@ class Checks:
             print(f"FAIL {fn.__name__}: {e}", flush=True)
             self.failed.append(fn.__name__)
 
+    def run_all(self, namespace):
+        """Runs every test_* function of a module's namespace, in order."""
+        for name, fn in list(namespace.items()):
+            if name.startswith("test_"):
+                self.run(fn)
+
     def finish(self):
         if self.failed:
             print("failed:", ", ".join(self.failed))

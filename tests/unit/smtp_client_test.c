@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tests/unit/testutil.h"
 
 #define HOST "gw.example.org"
 
@@ -98,29 +99,6 @@ struct result {
 };
 
 #define TLS_MARK "[TLS]" /* in the sent stream: where the handshake went */
-
-#define GUARD_SPAN (64u * 1024) /* longest single view; a multiple of the page size */
-
-/* Copies <len> bytes to the end of mapping <slot>, followed by a PROT_NONE
- * page, so that reading past what was given crashes. */
-static const char *guarded(unsigned slot, const char *p, size_t len)
-{
-	static char *end[2];
-
-	if (!end[slot]) {
-		long pg = sysconf(_SC_PAGESIZE);
-		char *m = mmap(NULL, GUARD_SPAN + (size_t)pg, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-		cr_assert_neq(m, MAP_FAILED);
-		cr_assert_eq(mprotect(m + GUARD_SPAN, (size_t)pg, PROT_NONE), 0);
-		end[slot] = m + GUARD_SPAN;
-	}
-	cr_assert_leq(len, GUARD_SPAN);
-	if (len)
-		memcpy(end[slot] - len, p, len);
-	return end[slot] - len;
-}
 
 /* What io/ does with <out>: sends it (here: keeps it) and empties it. */
 static void drain(struct smtp_client *c, struct result *r)
@@ -320,25 +298,6 @@ static void result_free(struct result *r)
 {
 	buf_free(&r->out);
 	buf_free(&r->res);
-}
-
-/* Logs go to /dev/null with every level on, so that their formatting runs
- * too (under the sanitizers) without noise. */
-static int stderr_quiet(void)
-{
-	int saved = dup(STDERR_FILENO), fd = open("/dev/null", O_WRONLY);
-
-	cr_assert_geq(saved, 0);
-	cr_assert_geq(fd, 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
-	return saved;
-}
-
-static void stderr_restore(int saved)
-{
-	dup2(saved, STDERR_FILENO);
-	close(saved);
 }
 
 static void check_one(const struct tcase *tc, struct result *r, const char *how, size_t k)

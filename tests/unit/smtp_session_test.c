@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tests/unit/testutil.h"
 
 #define HOST      "mx.example.net"
 #define GREETING  "220 " HOST " ESMTP ringmx\r\n"
@@ -164,29 +165,6 @@ static void peer_for(bool relay, struct smtp_peer *peer)
 	strcpy(peer->addr, relay ? "198.51.100.7" : "192.0.2.1");
 }
 
-#define GUARD_SPAN (64u * 1024) /* longest single feed; a multiple of the page size */
-
-/* Copies <len> bytes to the end of a mapping followed by a PROT_NONE page,
- * so that reading past what was fed crashes (picohttpparser's test.c). */
-static const char *guarded(const char *p, size_t len)
-{
-	static char *end;
-
-	if (!end) {
-		long pg = sysconf(_SC_PAGESIZE);
-		char *m = mmap(NULL, GUARD_SPAN + (size_t)pg, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-		cr_assert_neq(m, MAP_FAILED);
-		cr_assert_eq(mprotect(m + GUARD_SPAN, (size_t)pg, PROT_NONE), 0);
-		end = m + GUARD_SPAN;
-	}
-	cr_assert_leq(len, GUARD_SPAN);
-	if (len)
-		memcpy(end - len, p, len);
-	return end - len;
-}
-
 /* Feeds <len> bytes at most <step> per call, as io/ would: a message that
  * is ready is recorded and answered, then the rest is fed again. Stops at
  * SMTP_ACT_STARTTLS. Returns the bytes consumed. */
@@ -197,7 +175,7 @@ static size_t feed_piece(struct smtp_session *s, const char *p, size_t len, size
 
 	while (off < len && !(s->act & (SMTP_ACT_CLOSE | SMTP_ACT_STARTTLS))) {
 		k = len - off < step ? len - off : step;
-		n = smtp_session_feed(s, guarded(p + off, k), k);
+		n = smtp_session_feed(s, guarded(0, p + off, k), k);
 		cr_assert_leq(n, k);
 		off += n;
 		if (s->act & SMTP_ACT_MSG_READY) {
@@ -208,7 +186,7 @@ static size_t feed_piece(struct smtp_session *s, const char *p, size_t len, size
 			/* While spooling nothing is consumed. */
 			if (off < len)
 				cr_assert_eq(
-				    smtp_session_feed(s, guarded(p + off, len - off), len - off),
+				    smtp_session_feed(s, guarded(0, p + off, len - off), len - off),
 				    0);
 			smtp_session_msg_result(s, 0, "QID1");
 			cr_assert_eq(s->act & SMTP_ACT_MSG_READY, 0);
@@ -230,8 +208,9 @@ static void run_tls(const struct tcase *c, struct smtp_session *s, const char *i
 	cr_assert(s->state == SMTP_S_READY || s->state == SMTP_S_GREET);
 	/* While the action is pending nothing more is consumed. */
 	if (used < len)
-		cr_assert_eq(smtp_session_feed(s, guarded(in + used, len - used), len - used), 0);
-	cr_assert_eq(smtp_session_feed(s, guarded("NOOP\r\n", 6), 6), 0);
+		cr_assert_eq(smtp_session_feed(s, guarded(0, in + used, len - used), len - used),
+		             0);
+	cr_assert_eq(smtp_session_feed(s, guarded(0, "NOOP\r\n", 6), 6), 0);
 	smtp_session_tls_started(s, TLS_VER, TLS_CIPH);
 	cr_assert_eq(s->act & SMTP_ACT_STARTTLS, 0);
 	cr_assert(s->flags & SMTP_F_TLS);
@@ -256,7 +235,7 @@ static void run(const struct tcase *c, size_t split, size_t step, struct result 
 	if (c->pre) {
 		size_t plen = strlen(c->pre);
 
-		cr_assert_eq(smtp_session_feed(&s, guarded(c->pre, plen), plen), plen);
+		cr_assert_eq(smtp_session_feed(&s, guarded(0, c->pre, plen), plen), plen);
 		cr_assert(s.flags & SMTP_F_PREGREET);
 		cr_assert_eq(s.out.len, 0);
 	}
@@ -280,25 +259,6 @@ static void result_free(struct result *r)
 {
 	buf_free(&r->out);
 	buf_free(&r->bodies);
-}
-
-/* Logs go to /dev/null while <fn> runs with every level enabled, so that
- * the log formatting runs too (under the sanitizers) without noise. */
-static int stderr_quiet(void)
-{
-	int saved = dup(STDERR_FILENO), fd = open("/dev/null", O_WRONLY);
-
-	cr_assert_geq(saved, 0);
-	cr_assert_geq(fd, 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
-	return saved;
-}
-
-static void stderr_restore(int saved)
-{
-	dup2(saved, STDERR_FILENO);
-	close(saved);
 }
 
 static void check_case(const struct tcase *c)
