@@ -1,0 +1,1689 @@
+/* ringmx-bench: an io_uring SMTP load generator (see usage() and
+ * docs/operations.md "Load testing").
+ *
+ * Shape: --threads sending threads, each with its own io_uring and its
+ * share of the --sessions SMTP client sessions; the main thread only starts
+ * them, draws the live progress line and the per-second series, and writes
+ * the reports. A session is a state machine driven by completions: one
+ * connect, one receive always armed while connected (so a server that
+ * closes or talks out of turn is seen at once), at most one send in flight.
+ * Replies are parsed only while no send is in flight, so a reply can never
+ * make us reuse a buffer the kernel is still reading.
+ *
+ * Work: closed loop takes messages from one shared budget (--messages) or
+ * until --duration is over; open loop (--rate) gives each message a due
+ * time on a fixed schedule and measures its latency from then, so a server
+ * that stalls is charged for the messages it kept waiting (no coordinated
+ * omission). Every wait has a deadline (--timeout), swept every 50 ms; a
+ * session that misses one is cancelled and counted. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "bench/rb.h"
+#include "core/buf.h"
+#include "io/tls.h"
+
+#define RB_RBUF       (RB_REPLY_LINE_MAX + 2) /* plaintext replies, per session */
+#define RB_CBUF       4096                    /* TLS ciphertext receive, per session */
+#define RB_SWEEP_NS   (50 * 1000000ull)       /* deadline sweep period */
+#define RB_TICK_NS    (250 * 1000000ull)      /* progress line / series tick */
+#define RB_BACKOFF_NS (50 * 1000000ull)       /* reconnect after a failed session */
+#define RB_MAX_RCPTS  1000
+
+enum op { OP_CONNECT = 1, OP_RECV, OP_SEND, OP_CANCEL };
+#define OP_MASK 7ull
+
+enum st {
+	ST_IDLE, /* no connection: waiting in the connect queue, or done */
+	ST_CONNECT,
+	ST_HANDSHAKE, /* TLS */
+	ST_GREET,
+	ST_EHLO,
+	ST_STARTTLS,
+	ST_READY, /* connected, no command outstanding */
+	ST_MAIL,
+	ST_RCPT,
+	ST_DATA,
+	ST_BODY,
+	ST_RSET,
+	ST_QUIT,
+};
+
+static const char *const st_names[] = {
+    [ST_IDLE] = "idle",      [ST_CONNECT] = "connect",  [ST_HANDSHAKE] = "TLS handshake",
+    [ST_GREET] = "greeting", [ST_EHLO] = "EHLO",        [ST_STARTTLS] = "STARTTLS",
+    [ST_READY] = "ready",    [ST_MAIL] = "MAIL",        [ST_RCPT] = "RCPT",
+    [ST_DATA] = "DATA",      [ST_BODY] = "end of data", [ST_RSET] = "RSET",
+    [ST_QUIT] = "QUIT",
+};
+
+enum tls_mode { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
+
+/* ---- configuration (set by main before any thread starts) ---- */
+static struct {
+	const char *server;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char host[256];
+	int threads, sessions, rcpts;
+	long messages;    /* 0: by duration */
+	double duration;  /* 0: by messages */
+	double rate;      /* 0: closed loop */
+	double conn_rate; /* 0: unlimited */
+	long per_conn;    /* messages per connection, 0 = no limit */
+	double timeout;
+	long max_errors;
+	bool pipelining, idle;
+	enum tls_mode tls;
+	const char *sni;
+	const char *from, *to, *helo;
+	const char *size_arg, *eml_dir, *json, *plot, *label;
+	int progress; /* -1 auto (a terminal), 0 off, 1 on */
+	struct rb_size size;
+	struct rb_corpus corpus;
+	char *fill;
+	char *group; /* pipelined MAIL + RCPTs + DATA */
+	size_t group_len;
+	size_t mail_len;  /* the MAIL line at the start of group */
+	size_t *rcpt_off; /* offsets of each RCPT line in group, +1 for DATA */
+	size_t hdr_cap;
+	struct tls_ctx *tls_ctx;
+} C;
+
+/* ---- state shared by all threads ---- */
+static _Atomic long g_budget;    /* messages left to start (closed loop, by count) */
+static _Atomic int g_stop;       /* 1: finish what is in flight, 2: drop everything */
+static _Atomic int g_greeted;    /* some session was greeted */
+static _Atomic long g_conn_fail; /* connects that failed */
+static _Atomic long g_errors;
+static _Atomic int64_t g_open, g_peak;
+static _Atomic uint64_t g_last_done_ns; /* when the last message finished */
+static _Atomic int g_threads_done;
+static const char *_Atomic g_abort;
+static char g_abort_buf[256];
+static _Atomic int g_abort_set;
+static uint64_t g_t0, g_end; /* ns; g_end: duration over (0 = none) */
+
+struct thr;
+
+struct sess {
+	struct thr *t;
+	int fd;
+	uint8_t st;
+	uint8_t inflight; /* ops in flight */
+	bool recv_armed, recv_tls, send_armed, dead, error, tls_up, in_msg, msg_ok, use_pipe;
+	bool on_ready; /* has an entry in its thread's ready stack */
+	bool tls_eof;  /* the server sent close_notify */
+	unsigned caps;
+	uint32_t rlen;
+	int rcpt_left, rcpt_ok, rcpt_next;
+	long on_conn;
+	uint64_t t_start, t_msg, deadline;
+	uint64_t msg_bytes;
+	struct rb_reply rep;
+	struct tls_conn *tls;
+	struct buf tls_out, tls_send;
+	char *cbuf;
+	struct iovec piov[6]; /* plain output waiting for the send slot */
+	int npiov;
+	struct iovec siov[6]; /* in flight */
+	struct msghdr mh;
+	char tail[RB_FILL_LINE + 8];
+	char rbuf[RB_RBUF];
+	char hdr[]; /* message header, C.hdr_cap */
+};
+
+struct thr {
+	int id;
+	pthread_t tid;
+	struct io_uring ring;
+	struct rb_live live;
+	int nsess;
+	char *mem; /* the sessions, stride bytes apart */
+	size_t stride;
+	int live_sess; /* sessions not finished for good */
+	int *connq;    /* FIFO of sessions waiting to connect */
+	uint64_t *connq_at;
+	int cq_head, cq_len;
+	int *ready; /* sessions connected and waiting for a message (open loop, idle) */
+	int nready;
+	uint64_t *due; /* open loop: due times of messages not yet started */
+	int due_head, due_len, due_cap;
+	uint64_t next_due, next_conn;
+	double rate, conn_rate;
+	uint64_t rng;
+	long seq;
+};
+
+static struct thr *T;
+
+static inline struct sess *sess_at(struct thr *t, int i)
+{
+	return (struct sess *)(t->mem + (size_t)i * t->stride);
+}
+
+static inline int sess_idx(struct sess *s)
+{
+	return (int)(((char *)s - s->t->mem) / s->t->stride);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void set_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_abort(const char *fmt, ...)
+{
+	int expect = 0;
+	if (atomic_compare_exchange_strong(&g_abort_set, &expect, 1)) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(g_abort_buf, sizeof(g_abort_buf), fmt, ap);
+		va_end(ap);
+		atomic_store(&g_abort, g_abort_buf);
+	}
+	atomic_store(&g_stop, 2);
+}
+
+/* ---- io_uring plumbing ---- */
+
+static struct io_uring_sqe *get_sqe(struct thr *t)
+{
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&t->ring)))
+		io_uring_submit(&t->ring);
+	return sqe;
+}
+
+static void sqe_tag(struct io_uring_sqe *sqe, struct sess *s, enum op op)
+{
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | op);
+	s->inflight++;
+}
+
+static void sess_kill(struct sess *s);
+static void sess_fail(struct sess *s, enum rb_err k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void sess_process(struct sess *s);
+static void sess_next(struct sess *s);
+
+static void arm_recv(struct sess *s)
+{
+	if (s->recv_armed || s->dead || s->fd < 0)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(s->t);
+	if (s->tls) {
+		io_uring_prep_recv(sqe, s->fd, s->cbuf, RB_CBUF, 0);
+		s->recv_tls = true;
+	} else {
+		if (s->rlen >= RB_RBUF)
+			return; /* sess_process() reports the overlong line */
+		io_uring_prep_recv(sqe, s->fd, s->rbuf + s->rlen, RB_RBUF - s->rlen, 0);
+		s->recv_tls = false;
+	}
+	sqe_tag(sqe, s, OP_RECV);
+	s->recv_armed = true;
+}
+
+static void submit_send(struct sess *s, struct iovec *iov, int n)
+{
+	memset(&s->mh, 0, sizeof(s->mh));
+	s->mh.msg_iov = iov;
+	s->mh.msg_iovlen = (size_t)n;
+	struct io_uring_sqe *sqe = get_sqe(s->t);
+	io_uring_prep_sendmsg(sqe, s->fd, &s->mh, MSG_NOSIGNAL);
+	sqe_tag(sqe, s, OP_SEND);
+	s->send_armed = true;
+}
+
+/* Sends what is waiting, if the send slot is free. */
+static void flush(struct sess *s)
+{
+	if (s->send_armed || s->dead)
+		return;
+	if (s->tls) {
+		if (s->tls_out.len == 0 && tls_conn_pending(s->tls) == 0)
+			return;
+		if (tls_conn_take(s->tls, &s->tls_out) < 0) {
+			set_abort("out of memory");
+			return;
+		}
+		struct buf x = s->tls_send;
+		s->tls_send = s->tls_out;
+		s->tls_out = x;
+		buf_reset(&s->tls_out, 16384);
+		s->siov[0] = (struct iovec){s->tls_send.p, s->tls_send.len};
+		submit_send(s, s->siov, 1);
+		return;
+	}
+	if (s->npiov == 0)
+		return;
+	memcpy(s->siov, s->piov, sizeof(s->piov[0]) * (size_t)s->npiov);
+	int n = s->npiov;
+	s->npiov = 0;
+	submit_send(s, s->siov, n);
+}
+
+/* Queues output; plaintext is only pointed at (the buffers stay untouched
+ * until the send completes), TLS copies it into the record layer. */
+static void emit(struct sess *s, const void *p, size_t n)
+{
+	if (n == 0 || s->dead)
+		return;
+	if (s->tls) {
+		if (tls_conn_write(s->tls, p, n) < 0)
+			sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
+	} else {
+		if (s->npiov == (int)(sizeof(s->piov) / sizeof(s->piov[0]))) {
+			set_abort("internal: too many output pieces");
+			return;
+		}
+		s->piov[s->npiov++] = (struct iovec){(void *)p, n};
+	}
+}
+
+/* ---- accounting ---- */
+
+static void err_note(struct sess *s, enum rb_err k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err_note(struct sess *s, enum rb_err k, const char *fmt, ...)
+{
+	struct rb_live *l = &s->t->live;
+	atomic_fetch_add_explicit(&l->err[k], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&l->errors, 1, memory_order_relaxed);
+	int expect = 0;
+	if (atomic_compare_exchange_strong(&l->first_set[k], &expect, 1)) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(l->first[k], sizeof(l->first[k]), fmt, ap);
+		va_end(ap);
+	}
+	long e = atomic_fetch_add(&g_errors, 1) + 1;
+	if (C.max_errors > 0 && e >= C.max_errors)
+		set_abort("stopped after %ld errors (--max-errors)", e);
+}
+
+static void count_reply(struct sess *s, int code)
+{
+	atomic_fetch_add_explicit(&s->t->live.replies[code], 1, memory_order_relaxed);
+}
+
+static void unexpected(struct sess *s, int code)
+{
+	atomic_fetch_add_explicit(&s->t->live.err_code[code], 1, memory_order_relaxed);
+	err_note(s, RB_ERR_REPLY, "%d %s (to %s)", code, s->rep.text, st_names[s->st]);
+}
+
+static void msg_end(struct sess *s, bool ok)
+{
+	if (!s->in_msg)
+		return;
+	s->in_msg = false;
+	struct rb_live *l = &s->t->live;
+	if (ok) {
+		uint64_t now = now_ns();
+		atomic_fetch_add_explicit(&l->messages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&l->bytes, s->msg_bytes, memory_order_relaxed);
+		rb_hist_record(&l->msg_lat, (now - s->t_msg) / 1000);
+		uint64_t prev = atomic_load_explicit(&g_last_done_ns, memory_order_relaxed);
+		while (prev < now && !atomic_compare_exchange_weak(&g_last_done_ns, &prev, now))
+			;
+	} else {
+		atomic_fetch_add_explicit(&l->failed, 1, memory_order_relaxed);
+	}
+}
+
+/* ---- sessions ---- */
+
+static void wait_for(struct sess *s, enum st st)
+{
+	s->st = st;
+	s->deadline = now_ns() + (uint64_t)(C.timeout * 1e9);
+}
+
+static void connq_push(struct thr *t, int i, uint64_t at)
+{
+	int pos = (t->cq_head + t->cq_len) % t->nsess;
+	t->connq[pos] = i;
+	t->connq_at[pos] = at;
+	t->cq_len++;
+}
+
+static void ready_push(struct thr *t, struct sess *s)
+{
+	if (!s->on_ready) {
+		s->on_ready = true;
+		t->ready[t->nready++] = sess_idx(s);
+	}
+}
+
+/* The next session of the ready stack that is still ready (a session that
+ * lost its connection keeps its entry until it is popped). */
+static struct sess *ready_pop(struct thr *t)
+{
+	while (t->nready > 0) {
+		struct sess *s = sess_at(t, t->ready[--t->nready]);
+		s->on_ready = false;
+		if (s->st == ST_READY && !s->dead)
+			return s;
+	}
+	return NULL;
+}
+
+static bool more_work(void)
+{
+	if (atomic_load_explicit(&g_stop, memory_order_relaxed))
+		return false;
+	if (C.idle || C.duration > 0)
+		return now_ns() < g_end;
+	return atomic_load_explicit(&g_budget, memory_order_relaxed) > 0;
+}
+
+/* Everything in flight has completed: close, then reconnect or finish. */
+static void sess_closed(struct sess *s)
+{
+	struct thr *t = s->t;
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	if (s->st != ST_CONNECT && s->st != ST_IDLE)
+		atomic_fetch_sub(&g_open, 1);
+	msg_end(s, false);
+	tls_conn_free(s->tls);
+	s->tls = NULL;
+	buf_free(&s->tls_out);
+	buf_free(&s->tls_send);
+	bool failed = s->error;
+	s->st = ST_IDLE;
+	s->dead = s->error = s->tls_up = s->tls_eof = false;
+	s->recv_armed = s->send_armed = false;
+	s->deadline = 0;
+	s->rlen = 0;
+	s->npiov = 0;
+	if (more_work() && !(C.idle && !failed && now_ns() >= g_end)) {
+		connq_push(t, sess_idx(s), failed ? now_ns() + RB_BACKOFF_NS : 0);
+		return;
+	}
+	t->live_sess--;
+}
+
+/* Ends the connection: in-flight operations are made to complete (a
+ * connect is cancelled, a socket shut down). The session is recycled only
+ * by sess_settle(), after the last of them and never in the middle of a
+ * handler that still looks at it. */
+static void sess_kill(struct sess *s)
+{
+	if (s->dead)
+		return;
+	s->dead = true;
+	if (s->st == ST_CONNECT && s->inflight > 0) {
+		struct io_uring_sqe *sqe = get_sqe(s->t);
+		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | OP_CONNECT, 0);
+		io_uring_sqe_set_data64(sqe, OP_CANCEL);
+	} else if (s->fd >= 0) {
+		shutdown(s->fd, SHUT_RDWR);
+	}
+}
+
+static void sess_settle(struct sess *s)
+{
+	if (s->dead && s->inflight == 0)
+		sess_closed(s);
+}
+
+static void sess_fail(struct sess *s, enum rb_err k, const char *fmt, ...)
+{
+	if (s->dead)
+		return;
+	char msg[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	err_note(s, k, "%s", msg);
+	s->error = true;
+	sess_kill(s);
+}
+
+static void sess_quit(struct sess *s)
+{
+	emit(s, "QUIT\r\n", 6);
+	wait_for(s, ST_QUIT);
+	flush(s);
+}
+
+static void sess_connect(struct sess *s)
+{
+	struct thr *t = s->t;
+	s->fd = socket(C.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->fd < 0) {
+		set_abort("socket: %s", strerror(errno));
+		t->live_sess--;
+		return;
+	}
+	int one = 1;
+	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->caps = 0;
+	s->tls_up = s->tls_eof = false;
+	s->on_conn = 0;
+	s->rcpt_left = 0;
+	memset(&s->rep, 0, sizeof(s->rep));
+	s->t_start = now_ns();
+	wait_for(s, ST_CONNECT);
+	struct io_uring_sqe *sqe = get_sqe(t);
+	io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&C.addr, C.addrlen);
+	sqe_tag(sqe, s, OP_CONNECT);
+}
+
+static void start_tls(struct sess *s)
+{
+	s->tls = tls_conn_new_client(C.tls_ctx, C.sni);
+	if (!s->tls || (!s->cbuf && !(s->cbuf = malloc(RB_CBUF)))) {
+		set_abort("out of memory");
+		sess_kill(s);
+		return;
+	}
+	wait_for(s, ST_HANDSHAKE);
+	flush(s);
+}
+
+static void send_ehlo(struct sess *s)
+{
+	char line[300];
+	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", C.helo);
+	/* plaintext output must outlive the send: keep it in the header area,
+	   which no message uses between two transactions */
+	memcpy(s->hdr, line, (size_t)n);
+	emit(s, s->hdr, (size_t)n);
+	wait_for(s, ST_EHLO);
+	flush(s);
+}
+
+/* Starts one message; <due> is its scheduled time in open loop, 0 in
+ * closed loop (latency from now). */
+static void start_msg(struct sess *s, uint64_t due)
+{
+	struct thr *t = s->t;
+	struct rb_live *l = &t->live;
+	atomic_fetch_add_explicit(&l->attempted, 1, memory_order_relaxed);
+	s->in_msg = true;
+	s->msg_ok = true;
+	s->on_conn++;
+	s->t_msg = due ? due : now_ns();
+	s->rcpt_left = C.rcpts;
+	s->rcpt_ok = 0;
+	s->rcpt_next = 0;
+	s->use_pipe = C.pipelining && (s->caps & RB_CAP_PIPELINING);
+	if (s->use_pipe)
+		emit(s, C.group, C.group_len);
+	else
+		emit(s, C.group, C.mail_len);
+	wait_for(s, ST_MAIL);
+	flush(s);
+}
+
+static void send_body(struct sess *s)
+{
+	struct thr *t = s->t;
+	if (C.corpus.n) {
+		size_t i = (size_t)(rb_rand(&t->rng) % C.corpus.n);
+		emit(s, C.corpus.data[i], C.corpus.len[i]);
+		s->msg_bytes = C.corpus.len[i];
+	} else {
+		long seq = t->seq++;
+		int h = snprintf(s->hdr, C.hdr_cap,
+		                 "From: <%s>\r\nTo: <%s>\r\nSubject: ringmx-bench %d.%ld\r\n"
+		                 "Message-ID: <%d.%ld.%llu@ringmx-bench.invalid>\r\n\r\n",
+		                 C.from, C.to, t->id, seq, t->id, seq,
+		                 (unsigned long long)(g_t0 / 1000));
+		uint64_t size = rb_size_draw(&C.size, &t->rng);
+		size_t body = size > (uint64_t)h ? (size_t)(size - (uint64_t)h) : 0, prefix;
+		size_t tl = rb_fill_split(body, &prefix, s->tail, sizeof(s->tail));
+		emit(s, s->hdr, (size_t)h);
+		emit(s, C.fill, prefix);
+		emit(s, s->tail, tl);
+		s->msg_bytes = (size_t)h + prefix + tl;
+	}
+	wait_for(s, ST_BODY);
+	flush(s);
+}
+
+/* The session has no command outstanding: give it the next message. */
+static void sess_next(struct sess *s)
+{
+	struct thr *t = s->t;
+	s->st = ST_READY;
+	s->deadline = 0;
+	if (C.per_conn > 0 && s->on_conn >= C.per_conn) {
+		sess_quit(s);
+		return;
+	}
+	if (C.idle) {
+		if (now_ns() >= g_end || atomic_load(&g_stop))
+			sess_quit(s);
+		else
+			ready_push(t, s);
+		return;
+	}
+	if (C.rate > 0) {
+		if (t->due_len > 0) {
+			uint64_t due = t->due[t->due_head];
+			t->due_head = (t->due_head + 1) % t->due_cap;
+			t->due_len--;
+			start_msg(s, due);
+		} else if (more_work()) {
+			ready_push(t, s);
+		} else {
+			sess_quit(s);
+		}
+		return;
+	}
+	if (atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+		sess_quit(s);
+	} else if (C.duration > 0) {
+		if (now_ns() < g_end)
+			start_msg(s, 0);
+		else
+			sess_quit(s);
+	} else if (atomic_fetch_sub(&g_budget, 1) > 0) {
+		start_msg(s, 0);
+	} else {
+		sess_quit(s);
+	}
+}
+
+static void on_reply(struct sess *s, int code)
+{
+	count_reply(s, code);
+	if (code == 421 && s->st != ST_QUIT) { /* the server is going away */
+		unexpected(s, code);
+		s->error = true;
+		sess_kill(s);
+		return;
+	}
+	switch (s->st) {
+	case ST_GREET:
+		if (code != 220) {
+			unexpected(s, code);
+			sess_quit(s);
+			return;
+		}
+		rb_hist_record(&s->t->live.greet_lat, (now_ns() - s->t_start) / 1000);
+		atomic_store_explicit(&g_greeted, 1, memory_order_relaxed);
+		send_ehlo(s);
+		return;
+	case ST_EHLO:
+		if (code != 250) {
+			unexpected(s, code);
+			sess_quit(s);
+			return;
+		}
+		s->caps = s->rep.caps;
+		if (C.tls == TLS_STARTTLS && !s->tls) {
+			if (!(s->caps & RB_CAP_STARTTLS)) {
+				set_abort("%s does not offer STARTTLS", C.server);
+				sess_kill(s);
+				return;
+			}
+			emit(s, "STARTTLS\r\n", 10);
+			wait_for(s, ST_STARTTLS);
+			flush(s);
+			return;
+		}
+		sess_next(s);
+		return;
+	case ST_STARTTLS:
+		if (code != 220) {
+			unexpected(s, code);
+			sess_quit(s);
+			return;
+		}
+		if (s->rlen > 0) { /* CVE-2011-0411 in reverse: nothing may follow */
+			sess_fail(s, RB_ERR_PROTOCOL, "data after the 220 to STARTTLS");
+			return;
+		}
+		start_tls(s);
+		return;
+	case ST_MAIL:
+		if (code / 100 != 2) {
+			unexpected(s, code);
+			s->msg_ok = false;
+		}
+		if (s->use_pipe) {
+			s->st = ST_RCPT;
+			return;
+		}
+		if (!s->msg_ok) {
+			msg_end(s, false);
+			emit(s, "RSET\r\n", 6);
+			wait_for(s, ST_RSET);
+			flush(s);
+			return;
+		}
+		emit(s, C.group + C.rcpt_off[0], C.rcpt_off[1] - C.rcpt_off[0]);
+		s->rcpt_next = 1;
+		wait_for(s, ST_RCPT);
+		flush(s);
+		return;
+	case ST_RCPT:
+		if (code / 100 == 2)
+			s->rcpt_ok++;
+		else if (s->msg_ok) /* after a refused MAIL the 5xx here is no news */
+			unexpected(s, code);
+		if (--s->rcpt_left > 0) {
+			if (!s->use_pipe) {
+				int k = s->rcpt_next++;
+				emit(s, C.group + C.rcpt_off[k], C.rcpt_off[k + 1] - C.rcpt_off[k]);
+				wait_for(s, ST_RCPT);
+				flush(s);
+			}
+			return;
+		}
+		if (s->rcpt_ok == 0)
+			s->msg_ok = false;
+		if (s->use_pipe) {
+			s->st = ST_DATA;
+			return;
+		}
+		if (!s->msg_ok) {
+			msg_end(s, false);
+			emit(s, "RSET\r\n", 6);
+			wait_for(s, ST_RSET);
+			flush(s);
+			return;
+		}
+		emit(s, "DATA\r\n", 6);
+		wait_for(s, ST_DATA);
+		flush(s);
+		return;
+	case ST_DATA:
+		if (code == 354) {
+			if (s->msg_ok) {
+				send_body(s);
+			} else { /* 354 with no valid recipient: end it empty */
+				sess_fail(s, RB_ERR_PROTOCOL,
+				          "354 to DATA without a valid recipient");
+			}
+			return;
+		}
+		if (s->msg_ok)
+			unexpected(s, code);
+		msg_end(s, false);
+		emit(s, "RSET\r\n", 6);
+		wait_for(s, ST_RSET);
+		flush(s);
+		return;
+	case ST_BODY:
+		if (code == 250) {
+			msg_end(s, true);
+		} else {
+			unexpected(s, code);
+			msg_end(s, false);
+		}
+		sess_next(s);
+		return;
+	case ST_RSET:
+		if (code != 250) {
+			unexpected(s, code);
+			sess_quit(s);
+			return;
+		}
+		sess_next(s);
+		return;
+	case ST_QUIT:
+		if (code != 221)
+			unexpected(s, code);
+		sess_kill(s);
+		return;
+	default:
+		sess_fail(s, RB_ERR_PROTOCOL, "unsolicited reply %d %s (%s)", code, s->rep.text,
+		          st_names[s->st]);
+		return;
+	}
+}
+
+/* Moves decrypted bytes into rbuf. Returns false when the session died. */
+static bool tls_pump(struct sess *s)
+{
+	for (;;) {
+		if (s->rlen >= RB_RBUF)
+			return true;
+		ssize_t r = tls_conn_read(s->tls, s->rbuf + s->rlen, RB_RBUF - s->rlen);
+		if (r > 0) {
+			s->rlen += (uint32_t)r;
+			continue;
+		}
+		if (r == 0)
+			break;
+		if (r == -ESHUTDOWN) { /* replies before it are still read */
+			s->tls_eof = true;
+			break;
+		}
+		sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
+		return false;
+	}
+	if (s->st == ST_HANDSHAKE && tls_conn_established(s->tls)) {
+		if (s->tls_up)
+			return true;
+		s->tls_up = true;
+		if (C.tls == TLS_IMPLICIT) {
+			wait_for(s, ST_GREET);
+		} else {
+			s->caps = 0;
+			send_ehlo(s);
+		}
+	}
+	return true;
+}
+
+/* Parses whatever complete reply lines rbuf holds, while no send is in
+ * flight. */
+static void sess_process(struct sess *s)
+{
+	while (!s->dead && !s->send_armed) {
+		if (s->tls && !tls_pump(s))
+			return;
+		if (s->rlen == 0 || s->dead || s->send_armed)
+			break;
+		size_t used;
+		long n = rb_reply_find_line(s->rbuf, s->rlen, &used);
+		if (n == -1 && s->rlen < RB_RBUF)
+			break;
+		if (n < 0) {
+			sess_fail(s, RB_ERR_PROTOCOL, "%s in a reply (%s)",
+			          n == -1 ? "a line too long"
+			                  : "a bare CR or LF, or a line too long",
+			          st_names[s->st]);
+			return;
+		}
+		int r = rb_reply_line(&s->rep, s->rbuf, (size_t)n);
+		memmove(s->rbuf, s->rbuf + used, s->rlen - used);
+		s->rlen -= (uint32_t)used;
+		if (r < 0) {
+			sess_fail(s, RB_ERR_PROTOCOL, "%s (%s)", s->rep.text, st_names[s->st]);
+			return;
+		}
+		if (r == 1)
+			on_reply(s, s->rep.code);
+	}
+	if (s->tls_eof && !s->dead && !s->send_armed) {
+		if (s->st == ST_QUIT)
+			sess_kill(s);
+		else
+			sess_fail(s, RB_ERR_CLOSED, "TLS close_notify from the server (%s)",
+			          st_names[s->st]);
+		return;
+	}
+	if (!s->dead)
+		flush(s);
+	if (!s->dead)
+		arm_recv(s);
+}
+
+/* ---- completions ---- */
+
+static void on_cqe(struct thr *t, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	enum op op = (enum op)(ud & OP_MASK);
+	if (op == OP_CANCEL)
+		return;
+	struct sess *s = (struct sess *)(uintptr_t)(ud & ~OP_MASK);
+	int res = cqe->res;
+	s->inflight--;
+	switch (op) {
+	case OP_CONNECT:
+		if (s->dead)
+			break;
+		if (res < 0) {
+			atomic_fetch_add(&g_conn_fail, 1);
+			sess_fail(s, RB_ERR_CONNECT, "connect to %s: %s", C.server, strerror(-res));
+			break;
+		}
+		atomic_fetch_add_explicit(&t->live.opened, 1, memory_order_relaxed);
+		int64_t o = atomic_fetch_add(&g_open, 1) + 1, p = atomic_load(&g_peak);
+		while (o > p && !atomic_compare_exchange_weak(&g_peak, &p, o))
+			;
+		if (C.tls == TLS_IMPLICIT) {
+			start_tls(s);
+		} else {
+			wait_for(s, ST_GREET);
+		}
+		arm_recv(s);
+		break;
+	case OP_RECV:
+		s->recv_armed = false;
+		if (s->dead)
+			break;
+		if (res <= 0) {
+			if (res == 0 && s->st == ST_QUIT)
+				sess_kill(s);
+			else if (res == 0 || res == -ECONNRESET)
+				sess_fail(s, RB_ERR_CLOSED, "connection %s by the server (%s)",
+				          res ? "reset" : "closed", st_names[s->st]);
+			else
+				sess_fail(s, RB_ERR_IO, "recv: %s (%s)", strerror(-res),
+				          st_names[s->st]);
+			break;
+		}
+		if (s->tls && !s->recv_tls) {
+			/* armed before STARTTLS took over: these are the first
+			   ciphertext bytes, not replies */
+			if (tls_conn_feed(s->tls, s->rbuf + s->rlen, (size_t)res) < 0) {
+				sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
+				break;
+			}
+		} else if (s->tls) {
+			if (tls_conn_feed(s->tls, s->cbuf, (size_t)res) < 0) {
+				sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
+				break;
+			}
+		} else {
+			s->rlen += (uint32_t)res;
+		}
+		sess_process(s);
+		break;
+	case OP_SEND:
+		s->send_armed = false;
+		if (s->dead)
+			break;
+		if (res < 0) {
+			if (res == -EPIPE || res == -ECONNRESET)
+				sess_fail(s, RB_ERR_CLOSED, "connection closed by the server (%s)",
+				          st_names[s->st]);
+			else
+				sess_fail(s, RB_ERR_IO, "send: %s", strerror(-res));
+			break;
+		}
+		{
+			/* a short send: move past what went out and send the rest */
+			size_t left = (size_t)res;
+			struct iovec *v = s->mh.msg_iov;
+			size_t nv = s->mh.msg_iovlen;
+			while (nv > 0 && left >= v->iov_len) {
+				left -= v->iov_len;
+				v++;
+				nv--;
+			}
+			if (nv > 0) {
+				v->iov_base = (char *)v->iov_base + left;
+				v->iov_len -= left;
+				memmove(s->siov, v, nv * sizeof(*v));
+				submit_send(s, s->siov, (int)nv);
+				break;
+			}
+		}
+		if (s->tls)
+			buf_reset(&s->tls_send, 16384);
+		sess_process(s);
+		break;
+	default:
+		break;
+	}
+	sess_settle(s);
+}
+
+/* ---- the sending threads ---- */
+
+static void sweep(struct thr *t, uint64_t now)
+{
+	bool hard = atomic_load(&g_stop) == 2;
+	for (int i = 0; i < t->nsess; i++) {
+		struct sess *s = sess_at(t, i);
+		if (s->st == ST_IDLE || s->dead)
+			continue;
+		if (hard) {
+			s->error = false;
+			sess_kill(s);
+		} else if (s->deadline && now > s->deadline) {
+			sess_fail(s, RB_ERR_TIMEOUT, "no answer to %s within %g s", st_names[s->st],
+			          C.timeout);
+		}
+		sess_settle(s);
+	}
+	if (hard) { /* nothing waiting to connect gets to */
+		t->live_sess -= t->cq_len;
+		t->cq_len = 0;
+	}
+}
+
+static void schedule(struct thr *t, uint64_t now)
+{
+	/* open loop: messages become due on a fixed schedule */
+	if (C.rate > 0) {
+		while (t->next_due <= now && more_work() && t->due_len < t->due_cap) {
+			if (C.duration <= 0 && atomic_fetch_sub(&g_budget, 1) <= 0)
+				break;
+			t->due[(t->due_head + t->due_len) % t->due_cap] = t->next_due;
+			t->due_len++;
+			t->next_due += (uint64_t)(1e9 / t->rate);
+		}
+		struct sess *s;
+		while (t->due_len > 0 && (s = ready_pop(t)))
+			sess_next(s);
+	}
+	/* ready sessions that will get nothing more */
+	if (t->nready > 0 && !more_work() && t->due_len == 0) {
+		struct sess *s;
+		while ((s = ready_pop(t)))
+			sess_quit(s);
+	}
+	/* connections, at --connect-rate */
+	while (t->cq_len > 0) {
+		if (t->connq_at[t->cq_head] > now)
+			break;
+		if (t->conn_rate > 0 && t->next_conn > now)
+			break;
+		int i = t->connq[t->cq_head];
+		t->cq_head = (t->cq_head + 1) % t->nsess;
+		t->cq_len--;
+		if (!more_work() && !(C.idle && !atomic_load(&g_stop) && now < g_end)) {
+			t->live_sess--;
+			continue;
+		}
+		if (t->conn_rate > 0)
+			t->next_conn =
+			    (t->next_conn > now - (uint64_t)(1e9 / t->conn_rate) ? t->next_conn
+			                                                         : now) +
+			    (uint64_t)(1e9 / t->conn_rate);
+		sess_connect(sess_at(t, i));
+	}
+}
+
+static void *thr_main(void *arg)
+{
+	struct thr *t = arg;
+	uint64_t last_sweep = 0;
+	struct io_uring_cqe *cqe;
+	while (t->live_sess > 0) {
+		uint64_t now = now_ns();
+		schedule(t, now);
+		if (now - last_sweep >= RB_SWEEP_NS) {
+			sweep(t, now);
+			last_sweep = now;
+		}
+		if (t->live_sess <= 0)
+			break;
+		uint64_t wait = RB_SWEEP_NS;
+		if (C.rate > 0 && t->next_due > now && t->next_due - now < wait)
+			wait = t->next_due - now;
+		if (t->cq_len > 0) {
+			uint64_t at = t->connq_at[t->cq_head];
+			if (t->conn_rate > 0 && t->next_conn > at)
+				at = t->next_conn;
+			wait = at > now ? (at - now < wait ? at - now : wait) : 0;
+		}
+		if (wait < 100000)
+			wait = 100000;
+		struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000000000ull),
+		                               .tv_nsec = (long long)(wait % 1000000000ull)};
+		int r = io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &ts, NULL);
+		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
+			set_abort("io_uring: %s", strerror(-r));
+		}
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&t->ring, head, cqe)
+		{
+			on_cqe(t, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&t->ring, n);
+	}
+	io_uring_submit(&t->ring);
+	atomic_fetch_add(&g_threads_done, 1);
+	return NULL;
+}
+
+/* ---- setup ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: ringmx-bench [options]\n"
+	    "Sends SMTP load to a server and reports messages/s, latency and errors.\n"
+	    "\n"
+	    "  --server HOST:PORT    the server (default 127.0.0.1:2525; [v6addr]:port)\n"
+	    "  --threads N           sending threads, each with its own io_uring (default:\n"
+	    "                        the number of CPUs, at most --sessions)\n"
+	    "  --sessions N          concurrent SMTP sessions (default 100)\n"
+	    "  --messages M          messages to send in all (default 10000 when no\n"
+	    "                        --duration)\n"
+	    "  --duration S          send for S seconds instead (fractions allowed)\n"
+	    "  --size SPEC           message size in octets, headers included: BYTES,\n"
+	    "                        MIN-MAX (uniform) or exp:MEAN; k and m suffixes\n"
+	    "                        (default 1024)\n"
+	    "  --eml-dir DIR         send the *.eml files of DIR instead, picked at random\n"
+	    "  --rcpts N             recipients per message (default 1)\n"
+	    "  --from ADDR           envelope sender (default bench@ringmx-bench.invalid)\n"
+	    "  --to ADDR             recipient (default bench@example.com); with --rcpts N\n"
+	    "                        the others are LOCAL+i@DOMAIN\n"
+	    "  --helo NAME           EHLO name (default ringmx-bench.invalid)\n"
+	    "  --no-pipelining       one command per round trip (default: pipeline MAIL,\n"
+	    "                        RCPT and DATA when the server offers PIPELINING)\n"
+	    "  --tls MODE            none | starttls | implicit (default none)\n"
+	    "  --sni NAME            TLS server name (default: the host of --server)\n"
+	    "  --msgs-per-conn N     QUIT and reconnect after N messages (default 0: never)\n"
+	    "  --connect-rate N      open at most N connections per second (default: all\n"
+	    "                        at once)\n"
+	    "  --rate N              open loop: N messages per second on a fixed schedule,\n"
+	    "                        latency counted from each message's due time\n"
+	    "  --idle                open the sessions, EHLO, hold them for --duration (default\n"
+	    "                        10 s), QUIT: for memory checks\n"
+	    "  --timeout S           limit on every wait: connect, each reply (default 30)\n"
+	    "  --max-errors N        stop after N errors (default 1000; 0 = never)\n"
+	    "  --json FILE           write the results as JSON (- = stdout)\n"
+	    "  --plot DIR            write plot data and SVG charts (needs gnuplot)\n"
+	    "  --label NAME          name of this run in JSON and plots (default\n"
+	    "                        ringmx-bench)\n"
+	    "  --progress, --no-progress\n"
+	    "                        the live progress line (default: when stderr is a\n"
+	    "                        terminal)\n"
+	    "  -h, --help            this text\n"
+	    "\n"
+	    "Exit status: 0 every message got its 250 and nothing failed; 1 errors (see\n"
+	    "the summary); 2 bad options or the run could not start.\n");
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("ringmx-bench: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (see --help)\n", stderr);
+	va_end(ap);
+	exit(2);
+}
+
+static long num(const char *opt, const char *s, long min, long max)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		die_usage("%s: '%s' is not a number from %ld to %ld", opt, s, min, max);
+	return v;
+}
+
+static double fnum(const char *opt, const char *s, double min, double max)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= min && v <= max))
+		die_usage("%s: '%s' is not a number from %g to %g", opt, s, min, max);
+	return v;
+}
+
+static void resolve(void)
+{
+	const char *s = C.server;
+	const char *colon;
+	char port[16];
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(C.host))
+			die_usage("--server: '%s' is not [ADDR]:PORT", s);
+		memcpy(C.host, s + 1, (size_t)(rb - s - 1));
+		C.host[rb - s - 1] = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= sizeof(C.host))
+			die_usage("--server: '%s' is not HOST:PORT", s);
+		memcpy(C.host, s, (size_t)(colon - s));
+		C.host[colon - s] = '\0';
+	}
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	num("--server port", port, 1, 65535);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+	int r = getaddrinfo(C.host, port, &hints, &ai);
+	if (r != 0) {
+		fprintf(stderr, "ringmx-bench: %s: %s\n", C.host, gai_strerror(r));
+		exit(2);
+	}
+	memcpy(&C.addr, ai->ai_addr, ai->ai_addrlen);
+	C.addrlen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	enum {
+		O_SERVER = 256,
+		O_THREADS,
+		O_SESSIONS,
+		O_MESSAGES,
+		O_DURATION,
+		O_SIZE,
+		O_EML,
+		O_RCPTS,
+		O_FROM,
+		O_TO,
+		O_HELO,
+		O_NOPIPE,
+		O_TLS,
+		O_SNI,
+		O_PERCONN,
+		O_CRATE,
+		O_RATE,
+		O_IDLE,
+		O_TIMEOUT,
+		O_MAXERR,
+		O_JSON,
+		O_PLOT,
+		O_LABEL,
+		O_PROGRESS,
+		O_NOPROGRESS,
+	};
+	static const struct option opts[] = {
+	    {"server", 1, 0, O_SERVER},
+	    {"threads", 1, 0, O_THREADS},
+	    {"sessions", 1, 0, O_SESSIONS},
+	    {"messages", 1, 0, O_MESSAGES},
+	    {"duration", 1, 0, O_DURATION},
+	    {"size", 1, 0, O_SIZE},
+	    {"eml-dir", 1, 0, O_EML},
+	    {"rcpts", 1, 0, O_RCPTS},
+	    {"from", 1, 0, O_FROM},
+	    {"to", 1, 0, O_TO},
+	    {"helo", 1, 0, O_HELO},
+	    {"no-pipelining", 0, 0, O_NOPIPE},
+	    {"tls", 1, 0, O_TLS},
+	    {"sni", 1, 0, O_SNI},
+	    {"msgs-per-conn", 1, 0, O_PERCONN},
+	    {"connect-rate", 1, 0, O_CRATE},
+	    {"rate", 1, 0, O_RATE},
+	    {"idle", 0, 0, O_IDLE},
+	    {"timeout", 1, 0, O_TIMEOUT},
+	    {"max-errors", 1, 0, O_MAXERR},
+	    {"json", 1, 0, O_JSON},
+	    {"plot", 1, 0, O_PLOT},
+	    {"label", 1, 0, O_LABEL},
+	    {"progress", 0, 0, O_PROGRESS},
+	    {"no-progress", 0, 0, O_NOPROGRESS},
+	    {"help", 0, 0, 'h'},
+	    {0, 0, 0, 0},
+	};
+	C.server = "127.0.0.1:2525";
+	C.sessions = 100;
+	C.rcpts = 1;
+	C.timeout = 30;
+	C.max_errors = 1000;
+	C.pipelining = true;
+	C.from = "bench@ringmx-bench.invalid";
+	C.to = "bench@example.com";
+	C.helo = "ringmx-bench.invalid";
+	C.size_arg = "1024";
+	C.label = "ringmx-bench";
+	C.progress = -1;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_SERVER:
+			C.server = optarg;
+			break;
+		case O_THREADS:
+			C.threads = (int)num("--threads", optarg, 1, 256);
+			break;
+		case O_SESSIONS:
+			C.sessions = (int)num("--sessions", optarg, 1, 1000000);
+			break;
+		case O_MESSAGES:
+			C.messages = num("--messages", optarg, 1, 1L << 40);
+			break;
+		case O_DURATION:
+			C.duration = fnum("--duration", optarg, 0.01, 1e7);
+			break;
+		case O_SIZE:
+			C.size_arg = optarg;
+			break;
+		case O_EML:
+			C.eml_dir = optarg;
+			break;
+		case O_RCPTS:
+			C.rcpts = (int)num("--rcpts", optarg, 1, RB_MAX_RCPTS);
+			break;
+		case O_FROM:
+			C.from = optarg;
+			break;
+		case O_TO:
+			C.to = optarg;
+			break;
+		case O_HELO:
+			C.helo = optarg;
+			break;
+		case O_NOPIPE:
+			C.pipelining = false;
+			break;
+		case O_TLS:
+			if (!strcmp(optarg, "none"))
+				C.tls = TLS_NONE;
+			else if (!strcmp(optarg, "starttls"))
+				C.tls = TLS_STARTTLS;
+			else if (!strcmp(optarg, "implicit"))
+				C.tls = TLS_IMPLICIT;
+			else
+				die_usage("--tls: '%s' is not none, starttls or implicit", optarg);
+			break;
+		case O_SNI:
+			C.sni = optarg;
+			break;
+		case O_PERCONN:
+			C.per_conn = num("--msgs-per-conn", optarg, 0, 1L << 40);
+			break;
+		case O_CRATE:
+			C.conn_rate = fnum("--connect-rate", optarg, 0, 1e7);
+			break;
+		case O_RATE:
+			C.rate = fnum("--rate", optarg, 0.001, 1e8);
+			break;
+		case O_IDLE:
+			C.idle = true;
+			break;
+		case O_TIMEOUT:
+			C.timeout = fnum("--timeout", optarg, 0.01, 86400);
+			break;
+		case O_MAXERR:
+			C.max_errors = num("--max-errors", optarg, 0, 1L << 40);
+			break;
+		case O_JSON:
+			C.json = optarg;
+			break;
+		case O_PLOT:
+			C.plot = optarg;
+			break;
+		case O_LABEL:
+			C.label = optarg;
+			break;
+		case O_PROGRESS:
+			C.progress = 1;
+			break;
+		case O_NOPROGRESS:
+			C.progress = 0;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (C.messages && C.duration > 0)
+		die_usage("--messages and --duration exclude each other");
+	if (C.idle && C.messages)
+		die_usage("--idle sends no messages: use --duration");
+	if (C.idle && C.duration <= 0)
+		C.duration = 10;
+	if (!C.messages && C.duration <= 0)
+		C.messages = 10000;
+	if (C.threads == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		C.threads = n > 0 ? (int)n : 1;
+	}
+	if (C.threads > C.sessions)
+		C.threads = C.sessions;
+	for (const char *p = C.from; *p; p++)
+		if (*p == '<' || *p == '>' || *p == '\r' || *p == '\n' || *p == ' ')
+			die_usage("--from: '%s' is not a bare address", C.from);
+	for (const char *p = C.to; *p; p++)
+		if (*p == '<' || *p == '>' || *p == '\r' || *p == '\n' || *p == ' ')
+			die_usage("--to: '%s' is not a bare address", C.to);
+	if (C.rcpts > 1 && !strchr(C.to, '@'))
+		die_usage("--to: '%s' needs a domain for --rcpts > 1", C.to);
+	for (const char *p = C.helo; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f)
+			die_usage("--helo: '%s' is not a name", C.helo);
+	char err[256];
+	if (rb_size_parse(C.size_arg, &C.size, err, sizeof(err)) < 0)
+		die_usage("--size: %s", err);
+	resolve();
+}
+
+/* The pipelined group MAIL, RCPT..., DATA, built once: every message sends
+ * the same bytes, and without pipelining each line is a slice of it. */
+static void build_group(void)
+{
+	struct buf b = BUF_INIT;
+	C.rcpt_off = calloc((size_t)C.rcpts + 2, sizeof(*C.rcpt_off));
+	if (!C.rcpt_off)
+		goto oom;
+	if (buf_printf(&b, "MAIL FROM:<%s>\r\n", C.from) < 0)
+		goto oom;
+	C.mail_len = b.len;
+	const char *at = strchr(C.to, '@');
+	for (int i = 0; i < C.rcpts; i++) {
+		C.rcpt_off[i] = b.len;
+		int r = i == 0 ? buf_printf(&b, "RCPT TO:<%s>\r\n", C.to)
+		               : buf_printf(&b, "RCPT TO:<%.*s+%d%s>\r\n", (int)(at - C.to), C.to,
+		                            i, at);
+		if (r < 0)
+			goto oom;
+	}
+	C.rcpt_off[C.rcpts] = b.len;
+	if (buf_append_str(&b, "DATA\r\n") < 0)
+		goto oom;
+	C.rcpt_off[C.rcpts + 1] = b.len;
+	C.group = b.p;
+	C.group_len = b.len;
+	C.hdr_cap = 256 + strlen(C.from) + strlen(C.to) + strlen(C.helo);
+	return;
+oom:
+	fprintf(stderr, "ringmx-bench: out of memory\n");
+	exit(2);
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)C.sessions + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max < need) {
+		fprintf(stderr,
+		        "ringmx-bench: %d sessions need %lu open files; the hard limit is %lu "
+		        "(raise it: ulimit -Hn, or LimitNOFILE=)\n",
+		        C.sessions, (unsigned long)need, (unsigned long)rl.rlim_max);
+		exit(2);
+	}
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		fprintf(stderr, "ringmx-bench: setrlimit(NOFILE, %lu): %s\n", (unsigned long)need,
+		        strerror(errno));
+		exit(2);
+	}
+}
+
+static void thr_init(struct thr *t, int id, int nsess)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = id;
+	t->nsess = nsess;
+	t->live_sess = nsess;
+	t->stride = (sizeof(struct sess) + C.hdr_cap + 63) & ~(size_t)63;
+	t->mem = aligned_alloc(64, t->stride * (size_t)nsess);
+	t->connq = calloc((size_t)nsess, sizeof(int));
+	t->connq_at = calloc((size_t)nsess, sizeof(uint64_t));
+	t->ready = calloc((size_t)nsess, sizeof(int));
+	t->due_cap = 1 << 16;
+	t->due = C.rate > 0 ? calloc((size_t)t->due_cap, sizeof(uint64_t)) : NULL;
+	if (!t->mem || !t->connq || !t->connq_at || !t->ready || (C.rate > 0 && !t->due)) {
+		fprintf(stderr, "ringmx-bench: out of memory for %d sessions\n", nsess);
+		exit(2);
+	}
+	memset(t->mem, 0, t->stride * (size_t)nsess);
+	for (int i = 0; i < nsess; i++) {
+		struct sess *s = sess_at(t, i);
+		s->t = t;
+		s->fd = -1;
+		connq_push(t, i, 0);
+	}
+	t->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1) ^ now_ns();
+	if (!t->rng)
+		t->rng = 1;
+	t->rate = C.rate / C.threads;
+	t->conn_rate = C.conn_rate / C.threads;
+	struct io_uring_params p = {0};
+	p.flags = IORING_SETUP_CQSIZE;
+	/* a session has at most a connect or a recv, a send and a cancel in
+	   flight; the SQ is flushed whenever it fills */
+	unsigned cq = (unsigned)nsess * 4 + 64;
+	p.cq_entries = cq < 2048 ? 2048 : cq > 65536 ? 65536 : cq;
+	int r = io_uring_queue_init_params(1024, &t->ring, &p);
+	if (r < 0) {
+		fprintf(stderr, "ringmx-bench: io_uring_queue_init: %s\n", strerror(-r));
+		exit(2);
+	}
+}
+
+/* ---- the main thread: progress, series, reports ---- */
+
+static struct rb_result R;
+static struct rb_hist sec_hist;
+static size_t series_cap;
+
+static void collect(bool final, double t)
+{
+	uint64_t msgs = 0, errs = 0, bytes = 0;
+	rb_hist_reset(&sec_hist);
+	for (int i = 0; i < C.threads; i++) {
+		struct rb_live *l = &T[i].live;
+		msgs += atomic_load(&l->messages);
+		errs += atomic_load(&l->errors);
+		bytes += atomic_load(&l->bytes);
+		rb_hist_drain(&l->msg_lat, &sec_hist);
+		rb_hist_drain(&l->greet_lat, &R.greet_lat);
+	}
+	rb_hist_merge(&sec_hist, &R.msg_lat);
+	if (R.nseries == series_cap) {
+		series_cap = series_cap ? series_cap * 2 : 256;
+		struct rb_second *n = realloc(R.series, series_cap * sizeof(*n));
+		if (!n)
+			return;
+		R.series = n;
+	}
+	struct rb_second *sec = &R.series[R.nseries++];
+	sec->t = t;
+	sec->messages = msgs - R.messages;
+	sec->errors = errs - R.errors;
+	sec->bytes = bytes - R.bytes;
+	sec->sessions = atomic_load(&g_open);
+	sec->p50_ms = rb_hist_percentile(&sec_hist, 50) / 1000.0;
+	sec->p99_ms = rb_hist_percentile(&sec_hist, 99) / 1000.0;
+	R.messages = msgs;
+	R.errors = errs;
+	R.bytes = bytes;
+	(void) final;
+}
+
+static void progress_line(double t)
+{
+	const struct rb_second *last = R.nseries ? &R.series[R.nseries - 1] : NULL;
+	double slot = last ? (R.nseries > 1 ? last->t - R.series[R.nseries - 2].t : last->t) : 1;
+	fprintf(stderr,
+	        "\r\033[K%7.1fs  %9.0f msg/s now  %9.0f avg  sessions %6lld  errors %llu  "
+	        "p50 %.2f ms  p99 %.2f ms",
+	        t, last && slot > 0 ? last->messages / slot : 0.0, t > 0 ? R.messages / t : 0.0,
+	        (long long)atomic_load(&g_open), (unsigned long long)R.errors,
+	        last ? last->p50_ms : 0.0, last ? last->p99_ms : 0.0);
+	fflush(stderr);
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	int st = atomic_load(&g_stop);
+	atomic_store(&g_stop, st ? 2 : 1);
+}
+
+int main(int argc, char **argv)
+{
+	parse_args(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	raise_nofile();
+	char err[512];
+	char size_desc[300];
+	if (C.eml_dir) {
+		if (rb_corpus_load(&C.corpus, C.eml_dir, 64u << 20, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ringmx-bench: --eml-dir: %s\n", err);
+			return 2;
+		}
+		snprintf(size_desc, sizeof(size_desc), "eml:%s (%zu files, mean %zu octets)",
+		         C.eml_dir, C.corpus.n, C.corpus.bytes / C.corpus.n);
+	} else {
+		C.fill = rb_fill_new((size_t)rb_size_max(&C.size));
+		if (!C.fill) {
+			fprintf(stderr, "ringmx-bench: out of memory for %s octet messages\n",
+			        C.size_arg);
+			return 2;
+		}
+		snprintf(size_desc, sizeof(size_desc), "%s", C.size_arg);
+	}
+	if (C.tls != TLS_NONE) {
+		if (tls_client_ctx_new(&C.tls_ctx, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ringmx-bench: TLS: %s\n", err);
+			return 2;
+		}
+		if (!C.sni)
+			C.sni = C.host;
+	}
+	build_group();
+	bool progress = C.progress == 1 || (C.progress == -1 && isatty(STDERR_FILENO));
+
+	R.label = C.label;
+	R.server = C.server;
+	R.threads = C.threads;
+	R.sessions = C.sessions;
+	R.rcpts = C.rcpts;
+	R.messages_asked = C.messages;
+	R.duration_asked = C.duration;
+	R.size_desc = size_desc;
+	R.tls = C.tls == TLS_STARTTLS ? "starttls" : C.tls == TLS_IMPLICIT ? "implicit" : "none";
+	R.pipelining = C.pipelining;
+	R.rate_asked = C.rate;
+	R.connect_rate = C.conn_rate;
+
+	atomic_store(&g_budget, C.messages);
+	T = calloc((size_t)C.threads, sizeof(*T));
+	if (!T)
+		return 2;
+	for (int i = 0; i < C.threads; i++)
+		thr_init(&T[i], i, C.sessions / C.threads + (i < C.sessions % C.threads));
+	g_t0 = now_ns();
+	g_end = C.duration > 0 ? g_t0 + (uint64_t)(C.duration * 1e9) : 0;
+	for (int i = 0; i < C.threads; i++) {
+		T[i].next_due = g_t0;
+		T[i].next_conn = g_t0;
+		if (pthread_create(&T[i].tid, NULL, thr_main, &T[i]) != 0) {
+			fprintf(stderr, "ringmx-bench: pthread_create failed\n");
+			return 2;
+		}
+	}
+
+	uint64_t next_sec = g_t0 + 1000000000ull;
+	bool unreachable_checked = false;
+	uint64_t stop_at = 0;
+	while (atomic_load(&g_threads_done) < C.threads) {
+		struct timespec ts = {0, (long)RB_TICK_NS};
+		nanosleep(&ts, NULL);
+		uint64_t now = now_ns();
+		if (now >= next_sec) {
+			collect(false, (double)(next_sec - g_t0) / 1e9);
+			next_sec += 1000000000ull;
+		}
+		/* a server that nobody reaches, or that never greets anyone: say
+		   so instead of retrying until --max-errors */
+		if (!unreachable_checked && !atomic_load(&g_greeted) &&
+		    atomic_load(&g_errors) >= (C.sessions < 20 ? C.sessions : 20)) {
+			unreachable_checked = true;
+			bool refused = atomic_load(&g_conn_fail) > 0;
+			enum rb_err k = refused ? RB_ERR_CONNECT : RB_ERR__N;
+			for (int e = 0; e < RB_ERR__N && k == RB_ERR__N; e++)
+				for (int i = 0; i < C.threads; i++)
+					if (atomic_load(&T[i].live.first_set[e]))
+						k = (enum rb_err)e;
+			char first[160] = "";
+			for (int i = 0; k != RB_ERR__N && i < C.threads; i++)
+				if (atomic_load(&T[i].live.first_set[k])) {
+					snprintf(first, sizeof(first), "%s", T[i].live.first[k]);
+					break;
+				}
+			set_abort("%s: %s",
+			          refused ? "cannot reach the server" : "no session got a greeting",
+			          first);
+		}
+		/* every wait is bounded, but bound the whole too: a stop asked for
+		   (or the end of --duration) drops what is still busy after
+		   --timeout more */
+		if (!stop_at && (atomic_load(&g_stop) || (g_end && now >= g_end)))
+			stop_at = now + (uint64_t)(C.timeout * 1e9) + 1000000000ull;
+		if (stop_at && now >= stop_at && atomic_load(&g_stop) < 2) {
+			set_abort("sessions still busy %g s after the end", C.timeout + 1);
+		}
+		if (progress)
+			progress_line((double)(now - g_t0) / 1e9);
+	}
+	for (int i = 0; i < C.threads; i++)
+		pthread_join(T[i].tid, NULL);
+	uint64_t t_end = now_ns();
+	collect(true, (double)(t_end - g_t0) / 1e9);
+	if (progress)
+		fputs("\r\033[K", stderr);
+
+	R.elapsed_s = (double)(t_end - g_t0) / 1e9;
+	uint64_t last = atomic_load(&g_last_done_ns);
+	R.send_s = last > g_t0 ? (double)(last - g_t0) / 1e9 : R.elapsed_s;
+	for (int i = 0; i < C.threads; i++) {
+		struct rb_live *l = &T[i].live;
+		R.attempted += atomic_load(&l->attempted);
+		R.failed += atomic_load(&l->failed);
+		R.opened += atomic_load(&l->opened);
+		for (int k = 0; k < RB_ERR__N; k++) {
+			R.err[k] += atomic_load(&l->err[k]);
+			if (!R.first[k][0] && atomic_load(&l->first_set[k]))
+				snprintf(R.first[k], sizeof(R.first[k]), "%s", l->first[k]);
+		}
+		for (int c = 0; c < 1000; c++) {
+			R.replies[c] += atomic_load(&l->replies[c]);
+			R.err_code[c] += atomic_load(&l->err_code[c]);
+		}
+	}
+	R.peak_open = (uint64_t)atomic_load(&g_peak);
+	R.aborted = atomic_load(&g_abort);
+	if (!R.aborted && atomic_load(&g_stop))
+		R.aborted = "interrupted";
+
+	rb_report_table(stdout, &R);
+	int rc = 0;
+	if (C.json && rb_report_json(C.json, &R) < 0) {
+		fprintf(stderr, "ringmx-bench: --json %s: %s\n", C.json, strerror(errno));
+		rc = 1;
+	}
+	if (C.plot) {
+		int r = rb_report_plot(C.plot, &R, err, sizeof(err));
+		if (r == -ENOENT)
+			fprintf(stderr,
+			        "ringmx-bench: --plot: gnuplot is not installed (apt-get "
+			        "install gnuplot-nox); the data files are in %s\n",
+			        C.plot);
+		else if (r < 0)
+			fprintf(stderr, "ringmx-bench: --plot: %s\n", err);
+		if (r < 0)
+			rc = 1;
+	}
+	if (R.aborted)
+		fprintf(stderr, "ringmx-bench: %s\n", R.aborted);
+	bool ok = !R.aborted && R.errors == 0 && R.failed == 0 && (C.idle || R.messages > 0);
+	return ok ? rc : 1;
+}

@@ -1,0 +1,423 @@
+"""Integration: ringmx-bench (bench/rb_main.c) against real servers and
+against scripted bad ones.
+
+- Against ringmx and against Postfix's smtp-sink the counts must agree: the
+  messages ringmx-bench reports as 250'd are exactly the messages the server
+  has (ringmx: `ringmx queue --count` and the spool's bodies; smtp-sink: one
+  dump file per message with -d).
+- Against scripted servers (Python sockets on 127.0.0.1) every kind of bad
+  input must end in a clear error and a non-zero exit, quickly: refused
+  connections, garbage, early close, silence, refused recipients, 421, bare
+  LF line ends.
+Every run has a subprocess timeout; every server thread is bounded."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from rmx import Checks, Gateway, free_port, read_spool
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.environ.get("RINGMX_BENCH") or os.path.join(
+    HERE, "..", "..", "build", "bench", "ringmx-bench")
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def bench(*args, timeout=120, env=None):
+    """Runs ringmx-bench; returns (returncode, stdout, stderr, json or None)."""
+    with tempfile.TemporaryDirectory(prefix="rb-it-") as d:
+        jpath = os.path.join(d, "r.json")
+        r = subprocess.run([BENCH, "--json", jpath] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=timeout, env=env)
+        doc = None
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                doc = json.load(f)
+        return r.returncode, r.stdout, r.stderr, doc
+
+
+def check_ok(rc, out, err, doc):
+    assert rc == 0, f"rc {rc}\n{out}\n{err}"
+    assert doc["errors"] == 0 and doc["failed"] == 0, out
+    assert doc["messages"] == doc["attempted"], out
+
+
+def test_counts_agree_with_ringmx_by_duration():
+    with Gateway("--max-sessions", "2000") as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 300,
+                                  "--duration", 3)
+        check_ok(rc, out, err, doc)
+        n = gw.count()
+        print(f"ringmx-bench: {doc['messages']} messages in 3 s "
+              f"({doc['messages_per_s']:.0f}/s), spool count {n}")
+        assert doc["messages"] > 0
+        assert n == doc["messages"], (n, doc["messages"])
+        assert doc["replies"]["250"] == 3 * doc["messages"] + doc["sessions_opened"]
+        assert doc["replies"]["220"] == doc["sessions_opened"] == 300
+        assert doc["series"] and sum(s["messages"] for s in doc["series"]) == n
+        assert "p99" in doc["latency_ms"]["message"]
+
+
+def test_counts_agree_sizes_recipients_no_pipelining_reconnects():
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 40,
+                                  "--messages", 3000, "--rcpts", 3, "--no-pipelining",
+                                  "--size", "200-20k", "--msgs-per-conn", 7)
+        check_ok(rc, out, err, doc)
+        assert doc["messages"] == 3000 and gw.count() == 3000
+        # 3000 / 7 per connection: at least 429 connections, each QUIT answered
+        assert doc["sessions_opened"] >= 429, doc["sessions_opened"]
+        assert doc["replies"]["221"] == doc["sessions_opened"]
+        # one RCPT reply per recipient: 3 each, plus MAIL and end of data
+        assert doc["replies"]["250"] == 5 * 3000 + doc["sessions_opened"]
+        bodies = read_spool(gw.spool)
+        assert len(bodies) == 3000
+        sizes = sorted(len(b) for b in bodies.values())
+        # the spool adds a Received: header; the message itself is 200..20k
+        assert sizes[0] >= 200 and sizes[-1] <= 20 * 1024 + 400, (sizes[0], sizes[-1])
+        assert sizes[-1] - sizes[0] > 10000  # a spread, not one size
+
+
+def test_counts_agree_with_smtp_sink():
+    if not os.path.exists(SMTP_SINK):
+        raise RuntimeError("smtp-sink is not installed (Debian package postfix)")
+    d = tempfile.mkdtemp(prefix="rb-sink-")
+    os.chmod(d, 0o777)
+    port = free_port()
+    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-d", os.path.join(d, "m."),
+                             f"127.0.0.1:{port}", "256"])
+    try:
+        wait_port(port)
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{port}", "--sessions", 50,
+                                  "--messages", 2500, "--rcpts", 2)
+        check_ok(rc, out, err, doc)
+        files = os.listdir(d)
+        assert doc["messages"] == 2500 and len(files) == 2500, (doc["messages"], len(files))
+        with open(os.path.join(d, files[0]), "rb") as f:
+            head = f.read(2000)
+        assert head.count(b"X-Rcpt-Args:") == 2, head
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{port}", "--sessions", 20,
+                                  "--duration", 2)
+        check_ok(rc, out, err, doc)
+        assert len(os.listdir(d)) == 2500 + doc["messages"]
+    finally:
+        sink.kill()
+        sink.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_eml_directory_arrives_intact():
+    """Real messages with dots at line starts and LF line ends: what ringmx
+    spools must be the message, CRLF-normalised, after un-stuffing."""
+    d = tempfile.mkdtemp(prefix="rb-eml-")
+    msgs = {
+        "a.eml": b"Subject: one\n\n.leading dot\n..two dots\n.\nend\n",
+        "b.eml": b"Subject: two\r\n\r\nno final newline",
+        "c.eml": b"Subject: three\r\n\r\n" + b"x" * 70 + b"\r\n" * 3,
+    }
+    for name, body in msgs.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(body)
+    with open(os.path.join(d, "ignored.txt"), "wb") as f:
+        f.write(b"not a message")
+    want = [m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for m in msgs.values()]
+    want = [w if w.endswith(b"\r\n") else w + b"\r\n" for w in want]
+    try:
+        with Gateway() as gw:
+            rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 10,
+                                      "--messages", 300, "--eml-dir", d)
+            check_ok(rc, out, err, doc)
+            bodies = read_spool(gw.spool)
+            assert len(bodies) == 300
+            seen = set()
+            for b in bodies.values():
+                match = [i for i, w in enumerate(want) if b.endswith(w)]
+                assert match, b[-200:]
+                seen.add(match[0])
+            assert seen == {0, 1, 2}, seen
+            assert "3 files" in doc["config"]["size"], doc["config"]["size"]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tls_starttls_and_implicit():
+    d = tempfile.mkdtemp(prefix="rb-tls-")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mx.test", "-days", "2",
+                    "-keyout", key, "-out", cert], capture_output=True, check=True, timeout=60)
+    tport = free_port()
+    try:
+        with Gateway("--tls-cert", cert, "--tls-key", key,
+                     "--listen-tls", f"127.0.0.1:{tport}") as gw:
+            rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 20,
+                                      "--messages", 1000, "--tls", "starttls")
+            check_ok(rc, out, err, doc)
+            assert doc["config"]["tls"] == "starttls"
+            # the 220 to STARTTLS comes on top of each greeting
+            assert doc["replies"]["220"] == 2 * doc["sessions_opened"]
+            rc, out, err, doc = bench("--server", f"127.0.0.1:{tport}", "--sessions", 20,
+                                      "--messages", 1000, "--tls", "implicit",
+                                      "--msgs-per-conn", 10)
+            check_ok(rc, out, err, doc)
+            assert doc["sessions_opened"] >= 100
+            assert gw.count() == 2000
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    with Gateway() as gw:  # no STARTTLS on offer: a clear error, at once
+        t0 = time.time()
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 2,
+                                  "--messages", 10, "--tls", "starttls", timeout=30)
+        assert rc == 1 and "does not offer STARTTLS" in err, err
+        assert time.time() - t0 < 10
+        assert doc["messages"] == 0
+
+
+def test_open_loop_rate():
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 20,
+                                  "--duration", 3, "--rate", 400)
+        check_ok(rc, out, err, doc)
+        # a fixed schedule: 400/s for 3 s is 1200 messages, not "as fast as possible"
+        assert 1150 <= doc["messages"] <= 1210, doc["messages"]
+        assert gw.count() == doc["messages"]
+        assert doc["config"]["rate_asked"] == 400
+
+
+def test_idle_sessions_held():
+    with Gateway() as gw:
+        p = subprocess.Popen([BENCH, "--server", f"127.0.0.1:{gw.port}", "--idle",
+                              "--sessions", "500", "--duration", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        established = 0
+        deadline = time.time() + 10
+        while time.time() < deadline and established < 500:
+            r = subprocess.run(["ss", "-Htn", "state", "established",
+                                f"( sport = :{gw.port} )"], capture_output=True,
+                               text=True, timeout=10)
+            established = len(r.stdout.splitlines())
+            time.sleep(0.1)
+        out, err = p.communicate(timeout=30)
+        assert established == 500, established
+        assert p.returncode == 0, out + err
+        assert "500 opened" in out and gw.count() == 0
+
+
+def test_progress_line_only_when_asked_or_on_a_terminal():
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 5,
+                                  "--duration", 1.2)
+        assert rc == 0 and err == "", repr(err)  # no terminal: quiet until the end
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 5,
+                                  "--duration", 1.6, "--progress")
+        assert rc == 0 and "msg/s now" in err and "\x1b[K" in err, repr(err)
+
+
+def test_plots():
+    if not shutil.which("gnuplot"):
+        raise RuntimeError("gnuplot is not installed (Debian package gnuplot-nox)")
+    d = tempfile.mkdtemp(prefix="rb-plot-")
+    try:
+        with Gateway() as gw:
+            for label in ("first", "second"):
+                rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 10,
+                                          "--duration", 1.5, "--plot", d, "--label", label)
+                check_ok(rc, out, err, doc)
+        for f in ("throughput.svg", "latency.svg"):
+            with open(os.path.join(d, f)) as fh:
+                svg = fh.read()
+            assert "<svg" in svg and "first" in svg and "second" in svg, f
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_bad_options():
+    for args in (["--sessions", "0"], ["--size", "10-5"], ["--tls", "maybe"],
+                 ["--messages", "5", "--duration", "1"], ["--server", "nohostport"],
+                 ["--bogus"], ["--sessions", "30000"]):
+        r = subprocess.run([BENCH] + args, capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert r.stderr.startswith("ringmx-bench:") or "usage" in r.stderr, r.stderr
+
+
+# ---- scripted servers ---------------------------------------------------
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Fake:
+    """A listening socket on 127.0.0.1 whose connections are handled by
+    <handler>(sock) in threads; everything closes on exit."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(512)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.stop = threading.Event()
+        self.socks = []
+        self.t = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            self.socks.append(c)
+            threading.Thread(target=self.run, args=(c,), daemon=True).start()
+
+    def run(self, c):
+        try:
+            self.handler(c)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join(5)
+        for c in self.socks:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.ls.close()
+
+
+def smtp_server(replies):
+    """A minimal SMTP server: <replies> maps a command verb to its reply;
+    DATA content is read to the end and answered with replies['.']."""
+    def handler(c):
+        c.sendall(replies.get("greet", b"220 fake ESMTP\r\n"))
+        buf = b""
+        data = False
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+            while True:
+                if data:
+                    i = buf.find(b"\r\n.\r\n")
+                    if i < 0:
+                        break
+                    buf = buf[i + 5:]
+                    data = False
+                    c.sendall(replies.get(".", b"250 2.0.0 ok\r\n"))
+                    continue
+                i = buf.find(b"\r\n")
+                if i < 0:
+                    break
+                line, buf = buf[:i], buf[i + 2:]
+                verb = line.split(b" ")[0].split(b":")[0].upper().decode()
+                r = replies.get(verb, b"250 2.0.0 ok\r\n")
+                if verb == "EHLO" and verb not in replies:
+                    r = b"250-fake\r\n250 PIPELINING\r\n"
+                if verb == "DATA" and r.startswith(b"354"):
+                    data = True
+                c.sendall(r)
+                if verb == "QUIT" or r.startswith(b"421"):
+                    return
+    return handler
+
+
+def expect_failure(handler, kind, *extra, timeout_s=20):
+    with Fake(handler) as f:
+        t0 = time.time()
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{f.port}", "--sessions", 4,
+                                  "--messages", 40, "--max-errors", 50, *extra,
+                                  timeout=timeout_s + 30)
+        dt = time.time() - t0
+    assert rc == 1, f"rc {rc}\n{out}\n{err}"
+    assert dt < timeout_s, dt
+    assert doc["errors_by_kind"][kind] > 0, (kind, doc["errors_by_kind"], out)
+    assert kind in out, out  # the summary names it
+    return doc, out, err
+
+
+def test_unreachable_server():
+    port = free_port()  # nothing listens there
+    t0 = time.time()
+    rc, out, err, doc = bench("--server", f"127.0.0.1:{port}", "--sessions", 50,
+                              "--messages", 100, timeout=30)
+    assert rc == 1 and "cannot reach the server" in err, err
+    assert "Connection refused" in err, err
+    assert time.time() - t0 < 5
+    assert doc["messages"] == 0 and doc["aborted"]
+
+
+def test_garbage_server():
+    def garbage(c):
+        c.sendall(b"HELLO THERE, I AM NOT SMTP\r\n")
+        while c.recv(4096):
+            pass
+    doc, out, err = expect_failure(garbage, "protocol")
+    assert doc["messages"] == 0 and "not a reply line" in out, out
+
+
+def test_server_closes_early():
+    def close_at_once(c):
+        c.close()
+    expect_failure(close_at_once, "closed")
+
+    def close_after_mail(c):
+        c.sendall(b"220 hi\r\n")
+        c.recv(4096)
+        c.sendall(b"250-hi\r\n250 PIPELINING\r\n")
+        c.recv(4096)
+        c.close()
+    doc, out, err = expect_failure(close_after_mail, "closed")
+    assert doc["failed"] > 0
+
+
+def test_silent_server_times_out():
+    def silent(c):
+        time.sleep(8)
+    doc, out, err = expect_failure(silent, "timeout", "--timeout", "1", timeout_s=5)
+    assert "greeting" in doc["first_error"]["timeout"], doc["first_error"]
+    assert "no session got a greeting" in err, err
+
+
+def test_refused_recipients_counted_by_code():
+    handler = smtp_server({"RCPT": b"550 5.1.1 no such user\r\n",
+                           "DATA": b"554 5.5.1 no valid recipients\r\n"})
+    doc, out, err = expect_failure(handler, "reply")
+    assert doc["messages"] == 0 and doc["failed"] == doc["attempted"] > 0
+    assert doc["errors_by_code"]["550"] == doc["attempted"], doc["errors_by_code"]
+    assert "554" not in doc["errors_by_code"]  # consequence, not news
+
+
+def test_421_and_bare_lf():
+    expect_failure(smtp_server({"MAIL": b"421 4.3.2 going away\r\n"}), "reply")
+    doc, out, err = expect_failure(smtp_server({"greet": b"220 bare lf\n"}), "protocol")
+    assert "bare" in out, out
+    # a reply code changing inside a multi-line reply
+    expect_failure(smtp_server({"EHLO": b"250-one\r\n251 two\r\n"}), "protocol")
+
+
+if __name__ == "__main__":
+    if not os.path.exists(BENCH):
+        print(f"{BENCH} is missing: build it first")
+        raise SystemExit(1)
+    ck = Checks()
+    ck.run_all(globals())
+    ck.finish()
