@@ -208,7 +208,8 @@ char *rb_fill_new(size_t max);
  * exactly <len> octets (len 1 becomes 2: a line needs its CRLF). */
 size_t rb_fill_split(size_t len, size_t *prefix, char *tail, size_t cap);
 
-/* Real messages from a directory: every regular file is read, its line
+/* Real messages from a directory: every regular file named *.eml is read
+ * (symbolic links followed; other entries skipped), its line
  * ends made CRLF, dot-stuffed, and ended with CRLF "." CRLF: data[i] is
  * ready to send after the 354. */
 struct rb_corpus {

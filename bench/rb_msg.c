@@ -184,7 +184,8 @@ static int cmp_names(const void *a, const void *b)
 
 static char *read_file(const char *path, size_t max, size_t *len, int *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO swapped in after the stat() must not hang us */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		*err = errno;
 		return NULL;
@@ -193,6 +194,8 @@ static char *read_file(const char *path, size_t max, size_t *len, int *err)
 	char *p = NULL;
 	if (fstat(fd, &st) < 0) {
 		*err = errno;
+	} else if (!S_ISREG(st.st_mode)) {
+		*err = EINVAL;
 	} else if ((uint64_t)st.st_size > max) {
 		*err = EFBIG;
 	} else if (!(p = malloc((size_t)st.st_size + 1))) {
@@ -256,6 +259,9 @@ int rb_corpus_load(struct rb_corpus *c, const char *dir, size_t max, char *err, 
 		size_t len = 0;
 		int e2 = 0;
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		struct stat st;
+		if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+			continue; /* a directory or a pipe named *.eml: not a message */
 		char *raw = read_file(path, max, &len, &e2);
 		if (!raw) {
 			snprintf(err, errlen, "%s: %s", path, strerror(e2));
@@ -267,6 +273,10 @@ int rb_corpus_load(struct rb_corpus *c, const char *dir, size_t max, char *err, 
 			goto oom;
 		c->bytes += c->len[c->n];
 		c->n++;
+	}
+	if (c->n == 0) {
+		snprintf(err, errlen, "%s: no .eml files", dir);
+		goto out;
 	}
 	rc = 0;
 	goto out;
