@@ -207,6 +207,36 @@ def test_idle_sessions_held():
         assert "500 opened" in out and gw.count() == 0
 
 
+def test_fifteen_thousand_sessions():
+    """The issue's scale: 15,000 concurrent sessions from one process on a
+    machine whose open-file hard limit is 20,000 (ringmx-bench raises its
+    own soft limit)."""
+    with Gateway("--max-sessions", "16000") as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 15000,
+                                  "--messages", 30000, timeout=240)
+        check_ok(rc, out, err, doc)
+        assert doc["sessions_opened"] == 15000, doc["sessions_opened"]
+        assert doc["replies"]["220"] == 15000 and doc["replies"]["221"] == 15000
+        assert gw.count() == 30000
+        print(f"15,000 sessions: peak open {doc['sessions_peak']}, "
+              f"{doc['messages_per_s']:.0f} msg/s")
+
+
+def test_connect_rate_ramps_up():
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 200,
+                                  "--connect-rate", 100, "--duration", 4)
+        check_ok(rc, out, err, doc)
+        assert doc["sessions_opened"] == 200
+        # 100 connections a second: about 100 open after one second, all 200
+        # after two (the series' t=3 slot, before the end at 4 s)
+        open1 = doc["series"][0]["sessions"]
+        assert 80 <= open1 <= 120, open1
+        assert doc["series"][2]["sessions"] == 200, doc["series"]
+        g = doc["latency_ms"]["connect_greeting"]
+        assert g["count"] == 200
+
+
 def test_progress_line_only_when_asked_or_on_a_terminal():
     with Gateway() as gw:
         rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 5,
