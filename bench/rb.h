@@ -80,7 +80,6 @@ struct rb_live {
 	_Atomic uint64_t err[RB_ERR__N];
 	_Atomic uint64_t replies[1000];  /* every reply received, by code */
 	_Atomic uint64_t err_code[1000]; /* unexpected replies, by code */
-	_Atomic int64_t open;            /* sessions connected now */
 	_Atomic uint64_t opened;         /* connections established */
 	struct rb_hist msg_lat;          /* per message: due (open loop) or MAIL
 	                                    sent (closed loop) -> 250 after DATA */

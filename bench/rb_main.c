@@ -421,7 +421,7 @@ static void sess_closed(struct sess *s)
 	s->deadline = 0;
 	s->rlen = 0;
 	s->npiov = 0;
-	if (more_work() && !(C.idle && !failed && now_ns() >= g_end)) {
+	if (more_work()) {
 		connq_push(t, sess_idx(s), failed ? now_ns() + RB_BACKOFF_NS : 0);
 		return;
 	}
@@ -998,15 +998,17 @@ static void schedule(struct thr *t, uint64_t now)
 		int i = t->connq[t->cq_head];
 		t->cq_head = (t->cq_head + 1) % t->nsess;
 		t->cq_len--;
-		if (!more_work() && !(C.idle && !atomic_load(&g_stop) && now < g_end)) {
+		if (!more_work()) {
 			t->live_sess--;
 			continue;
 		}
-		if (t->conn_rate > 0)
-			t->next_conn =
-			    (t->next_conn > now - (uint64_t)(1e9 / t->conn_rate) ? t->next_conn
-			                                                         : now) +
-			    (uint64_t)(1e9 / t->conn_rate);
+		if (t->conn_rate > 0) {
+			/* a pause earns no burst afterwards: at most one slot of credit */
+			uint64_t gap = (uint64_t)(1e9 / t->conn_rate);
+			if (t->next_conn < now - gap)
+				t->next_conn = now - gap;
+			t->next_conn += gap;
+		}
 		sess_connect(sess_at(t, i));
 	}
 }
@@ -1470,7 +1472,7 @@ static struct rb_result R;
 static struct rb_hist sec_hist;
 static size_t series_cap;
 
-static void collect(bool final, double t)
+static void collect(double t)
 {
 	uint64_t msgs = 0, errs = 0, bytes = 0;
 	rb_hist_reset(&sec_hist);
@@ -1501,7 +1503,6 @@ static void collect(bool final, double t)
 	R.messages = msgs;
 	R.errors = errs;
 	R.bytes = bytes;
-	(void) final;
 }
 
 static void progress_line(double t)
@@ -1599,7 +1600,7 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 		uint64_t now = now_ns();
 		if (now >= next_sec) {
-			collect(false, (double)(next_sec - g_t0) / 1e9);
+			collect((double)(next_sec - g_t0) / 1e9);
 			next_sec += 1000000000ull;
 		}
 		/* a server that nobody reaches, or that never greets anyone: say
@@ -1637,7 +1638,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < C.threads; i++)
 		pthread_join(T[i].tid, NULL);
 	uint64_t t_end = now_ns();
-	collect(true, (double)(t_end - g_t0) / 1e9);
+	collect((double)(t_end - g_t0) / 1e9);
 	if (progress)
 		fputs("\r\033[K", stderr);
 
