@@ -223,6 +223,10 @@ int rb_corpus_load(struct rb_corpus *c, const char *dir, size_t max, char *err, 
 /* Transforms one message as rb_corpus_load() does. Returns a malloc'd
  * buffer and its length in *<out_len>, or NULL when out of memory. */
 char *rb_corpus_encode(const char *p, size_t n, size_t *out_len);
+/* Turns one message as rb_corpus_encode() made it back into the content
+ * itself (the dot-stuffing and the final "." line removed), in place, for
+ * BDAT, which sends content as is. Returns the new length. */
+size_t rb_corpus_unstuff(char *p, size_t n);
 void rb_corpus_free(struct rb_corpus *c);
 
 #endif

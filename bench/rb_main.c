@@ -90,7 +90,7 @@ static struct {
 	long per_conn;    /* messages per connection, 0 = no limit */
 	double timeout;
 	long max_errors;
-	bool pipelining, idle;
+	bool pipelining, idle, bdat;
 	enum tls_mode tls;
 	const char *sni;
 	const char *from, *to, *helo;
@@ -146,6 +146,7 @@ struct sess {
 	struct iovec siov[6]; /* in flight */
 	struct msghdr mh;
 	char tail[RB_FILL_LINE + 8];
+	char bdat_cmd[40];
 	char rbuf[RB_RBUF];
 	char hdr[]; /* message header, C.hdr_cap */
 };
@@ -225,6 +226,7 @@ static void sess_kill(struct sess *s);
 static void sess_fail(struct sess *s, enum rb_err k, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void sess_process(struct sess *s);
+static void emit_content(struct sess *s);
 static void sess_next(struct sess *s);
 
 static void arm_recv(struct sess *s)
@@ -535,21 +537,32 @@ static void start_msg(struct sess *s, uint64_t due)
 	s->rcpt_ok = 0;
 	s->rcpt_next = 0;
 	s->use_pipe = C.pipelining && (s->caps & RB_CAP_PIPELINING);
-	if (s->use_pipe)
+	if (s->use_pipe && C.bdat) { /* RFC 3030: BDAT may follow RCPT unanswered */
+		emit(s, C.group, C.rcpt_off[C.rcpts]);
+		emit_content(s);
+	} else if (s->use_pipe) {
 		emit(s, C.group, C.group_len);
-	else
+	} else {
 		emit(s, C.group, C.mail_len);
+	}
 	wait_for(s, ST_MAIL);
 	flush(s);
 }
 
-static void send_body(struct sess *s)
+/* Queues the message content: after the 354 (dot-stuffed, ending with
+ * CRLF.CRLF) or, with --bdat, as one "BDAT n LAST" chunk (as is). */
+static void emit_content(struct sess *s)
 {
 	struct thr *t = s->t;
 	if (C.corpus.n) {
 		size_t i = (size_t)(rb_rand(&t->rng) % C.corpus.n);
-		emit(s, C.corpus.data[i], C.corpus.len[i]);
 		s->msg_bytes = C.corpus.len[i];
+		if (C.bdat) {
+			int n = snprintf(s->bdat_cmd, sizeof(s->bdat_cmd), "BDAT %zu LAST\r\n",
+			                 C.corpus.len[i]);
+			emit(s, s->bdat_cmd, (size_t)n);
+		}
+		emit(s, C.corpus.data[i], C.corpus.len[i]);
 	} else {
 		long seq = t->seq++;
 		int h = snprintf(s->hdr, C.hdr_cap,
@@ -560,11 +573,22 @@ static void send_body(struct sess *s)
 		uint64_t size = rb_size_draw(&C.size, &t->rng);
 		size_t body = size > (uint64_t)h ? (size_t)(size - (uint64_t)h) : 0, prefix;
 		size_t tl = rb_fill_split(body, &prefix, s->tail, sizeof(s->tail));
+		if (C.bdat) { /* a chunk is not dot-terminated */
+			tl -= 3;
+			int n = snprintf(s->bdat_cmd, sizeof(s->bdat_cmd), "BDAT %zu LAST\r\n",
+			                 (size_t)h + prefix + tl);
+			emit(s, s->bdat_cmd, (size_t)n);
+		}
 		emit(s, s->hdr, (size_t)h);
 		emit(s, C.fill, prefix);
 		emit(s, s->tail, tl);
 		s->msg_bytes = (size_t)h + prefix + tl;
 	}
+}
+
+static void send_body(struct sess *s)
+{
+	emit_content(s);
 	wait_for(s, ST_BODY);
 	flush(s);
 }
@@ -651,6 +675,11 @@ static void on_reply(struct sess *s, int code)
 			flush(s);
 			return;
 		}
+		if (C.bdat && !(s->caps & RB_CAP_CHUNKING)) {
+			set_abort("%s does not offer CHUNKING (--bdat)", C.server);
+			sess_kill(s);
+			return;
+		}
 		sess_next(s);
 		return;
 	case ST_STARTTLS:
@@ -703,7 +732,7 @@ static void on_reply(struct sess *s, int code)
 		if (s->rcpt_ok == 0)
 			s->msg_ok = false;
 		if (s->use_pipe) {
-			s->st = ST_DATA;
+			s->st = C.bdat ? ST_BODY : ST_DATA;
 			return;
 		}
 		if (!s->msg_ok) {
@@ -711,6 +740,10 @@ static void on_reply(struct sess *s, int code)
 			emit(s, "RSET\r\n", 6);
 			wait_for(s, ST_RSET);
 			flush(s);
+			return;
+		}
+		if (C.bdat) {
+			send_body(s);
 			return;
 		}
 		emit(s, "DATA\r\n", 6);
@@ -735,11 +768,18 @@ static void on_reply(struct sess *s, int code)
 		flush(s);
 		return;
 	case ST_BODY:
-		if (code == 250) {
+		if (code == 250 && s->msg_ok) {
 			msg_end(s, true);
 		} else {
-			unexpected(s, code);
+			if (s->msg_ok)
+				unexpected(s, code);
 			msg_end(s, false);
+			if (C.bdat) { /* a refused chunk may leave the transaction open */
+				emit(s, "RSET\r\n", 6);
+				wait_for(s, ST_RSET);
+				flush(s);
+				return;
+			}
 		}
 		sess_next(s);
 		return;
@@ -1084,6 +1124,8 @@ static void usage(FILE *f)
 	    "  --helo NAME           EHLO name (default ringmx-bench.invalid)\n"
 	    "  --no-pipelining       one command per round trip (default: pipeline MAIL,\n"
 	    "                        RCPT and DATA when the server offers PIPELINING)\n"
+	    "  --bdat                send the content as one BDAT chunk (RFC 3030 CHUNKING)\n"
+	    "                        instead of DATA, pipelined with MAIL and RCPT\n"
 	    "  --tls MODE            none | starttls | implicit (default none)\n"
 	    "  --sni NAME            TLS server name (default: the host of --server)\n"
 	    "  --msgs-per-conn N     QUIT and reconnect after N messages (default 0: never)\n"
@@ -1193,6 +1235,7 @@ static void parse_args(int argc, char **argv)
 		O_CRATE,
 		O_RATE,
 		O_IDLE,
+		O_BDAT,
 		O_TIMEOUT,
 		O_MAXERR,
 		O_JSON,
@@ -1220,6 +1263,7 @@ static void parse_args(int argc, char **argv)
 	    {"connect-rate", 1, 0, O_CRATE},
 	    {"rate", 1, 0, O_RATE},
 	    {"idle", 0, 0, O_IDLE},
+	    {"bdat", 0, 0, O_BDAT},
 	    {"timeout", 1, 0, O_TIMEOUT},
 	    {"max-errors", 1, 0, O_MAXERR},
 	    {"json", 1, 0, O_JSON},
@@ -1302,6 +1346,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_RATE:
 			C.rate = fnum("--rate", optarg, 0.001, 1e8);
+			break;
+		case O_BDAT:
+			C.bdat = true;
 			break;
 		case O_IDLE:
 			C.idle = true;
@@ -1539,6 +1586,14 @@ int main(int argc, char **argv)
 		if (rb_corpus_load(&C.corpus, C.eml_dir, 64u << 20, err, sizeof(err)) < 0) {
 			fprintf(stderr, "ringmx-bench: --eml-dir: %s\n", err);
 			return 2;
+		}
+		if (C.bdat) {
+			C.corpus.bytes = 0;
+			for (size_t i = 0; i < C.corpus.n; i++) {
+				C.corpus.len[i] =
+				    rb_corpus_unstuff(C.corpus.data[i], C.corpus.len[i]);
+				C.corpus.bytes += C.corpus.len[i];
+			}
 		}
 		snprintf(size_desc, sizeof(size_desc), "eml:%s (%zu files, mean %zu octets)",
 		         C.eml_dir, C.corpus.n, C.corpus.bytes / C.corpus.n);

@@ -177,6 +177,23 @@ char *rb_corpus_encode(const char *p, size_t n, size_t *out_len)
 	return o;
 }
 
+size_t rb_corpus_unstuff(char *p, size_t n)
+{
+	if (n >= 3 && memcmp(p + n - 3, ".\r\n", 3) == 0)
+		n -= 3;
+	size_t j = 0;
+	bool bol = true;
+	for (size_t i = 0; i < n; i++) {
+		if (bol && p[i] == '.') { /* every line starting with a dot was stuffed */
+			bol = false;
+			continue;
+		}
+		bol = p[i] == '\n';
+		p[j++] = p[i];
+	}
+	return j;
+}
+
 static int cmp_names(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);

@@ -144,6 +144,37 @@ def test_eml_directory_arrives_intact():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_bdat():
+    """--bdat: the content as one BDAT LAST chunk (RFC 3030), pipelined after
+    MAIL and RCPT; .eml files go as they are (no dot-stuffing in a chunk)."""
+    d = tempfile.mkdtemp(prefix="rb-bdat-")
+    eml = b"Subject: chunk\r\n\r\n.a dot line\r\n.\r\nlast\r\n"
+    with open(os.path.join(d, "m.eml"), "wb") as f:
+        f.write(eml)
+    try:
+        with Gateway() as gw:
+            rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 20,
+                                      "--messages", 2000, "--bdat", "--size", "100-64k",
+                                      "--rcpts", 2)
+            check_ok(rc, out, err, doc)
+            assert "354" not in doc["replies"], doc["replies"]  # no DATA at all
+            assert doc["replies"]["250"] == 4 * 2000 + doc["sessions_opened"]
+            rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 3,
+                                      "--messages", 30, "--bdat", "--eml-dir", d,
+                                      "--no-pipelining")
+            check_ok(rc, out, err, doc)
+            bodies = read_spool(gw.spool)
+            assert len(bodies) == 2030
+            assert sum(1 for b in bodies.values() if b.endswith(eml)) == 30
+            assert doc["bytes"] == 30 * len(eml), doc["bytes"]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    with Fake(smtp_server({})) as f:  # no CHUNKING on offer: a clear error, at once
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{f.port}", "--sessions", 2,
+                                  "--messages", 10, "--bdat", timeout=30)
+    assert rc == 1 and "does not offer CHUNKING" in err, err
+
+
 def test_tls_starttls_and_implicit():
     d = tempfile.mkdtemp(prefix="rb-tls-")
     cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")

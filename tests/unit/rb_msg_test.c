@@ -588,6 +588,29 @@ Test(rb_msg, encode_round_trips_through_rfc5321_decoding)
 	}
 }
 
+Test(rb_msg, unstuff_gives_back_the_content_for_bdat)
+{
+	static const char alphabet[] = {'a', '.', '\r', '\n'};
+	char in[96];
+
+	for (int k = 0; k < 50000; k++) {
+		size_t n = (size_t)(rnd() % sizeof(in)), enc_len, norm_len;
+
+		for (size_t i = 0; i < n; i++)
+			in[i] = alphabet[rnd() % ARRAY_LEN(alphabet)];
+
+		char *enc = rb_corpus_encode(in, n, &enc_len);
+		char *norm = normalise(in, n, &norm_len);
+		size_t len = rb_corpus_unstuff(enc, enc_len);
+
+		cr_assert_eq(len, norm_len, "'%.*s': %zu octets, want %zu", (int)n, in, len,
+		             norm_len);
+		cr_assert_eq(memcmp(enc, norm, norm_len), 0, "'%.*s'", (int)n, in);
+		free(enc);
+		free(norm);
+	}
+}
+
 Test(rb_msg, encode_worst_case_sizes)
 {
 	/* All dots on their own lines, all bare line ends: the largest output. */
