@@ -484,8 +484,14 @@ static void series_write(FILE *f, const void *arg)
 	fprintf(f, "# t messages_per_s p50_ms p99_ms sessions\n");
 	for (size_t i = 0; i < r->nseries; i++) {
 		const struct rb_second *s = &r->series[i];
-		/* The last slot ends with the run and is usually shorter. */
+		/* The last slot ends with the run and is usually shorter. Under
+		   half a second it holds only the messages still in flight when the
+		   run ended: as a rate that is a cliff, not the server's speed, so
+		   the chart leaves it out (the JSON keeps it). */
 		double dt = s->t - prev;
+
+		if (i > 0 && i + 1 == r->nseries && dt < 0.5)
+			break;
 
 		fprintf(f, "%.3f %.3f %.3f %.3f %" PRId64 "\n", s->t,
 		        dt > 0 ? (double)s->messages / dt : 0.0, s->p50_ms, s->p99_ms, s->sessions);
