@@ -366,11 +366,13 @@ class Fake:
 
 def smtp_server(replies):
     """A minimal SMTP server: <replies> maps a command verb to its reply;
-    DATA content is read to the end and answered with replies['.']."""
+    DATA content is read to the end and answered with replies['.'], a BDAT
+    chunk is read whole and answered with replies['BDAT']."""
     def handler(c):
         c.sendall(replies.get("greet", b"220 fake ESMTP\r\n"))
         buf = b""
         data = False
+        chunk_left = 0
         while True:
             chunk = c.recv(65536)
             if not chunk:
@@ -385,16 +387,30 @@ def smtp_server(replies):
                     data = False
                     c.sendall(replies.get(".", b"250 2.0.0 ok\r\n"))
                     continue
+                if chunk_left:
+                    take = min(chunk_left, len(buf))
+                    buf, chunk_left = buf[take:], chunk_left - take
+                    if chunk_left:
+                        break
+                    c.sendall(replies.get("BDAT", b"250 2.0.0 ok\r\n"))
+                    continue
                 i = buf.find(b"\r\n")
                 if i < 0:
                     break
                 line, buf = buf[:i], buf[i + 2:]
                 verb = line.split(b" ")[0].split(b":")[0].upper().decode()
                 r = replies.get(verb, b"250 2.0.0 ok\r\n")
+                if verb == "QUIT" and verb not in replies:
+                    r = b"221 2.0.0 bye\r\n"
                 if verb == "EHLO" and verb not in replies:
                     r = b"250-fake\r\n250 PIPELINING\r\n"
                 if verb == "DATA" and r.startswith(b"354"):
                     data = True
+                if verb == "BDAT":
+                    chunk_left = int(line.split()[1])
+                    if chunk_left:
+                        continue  # the reply comes after the chunk
+                    r = replies.get("BDAT", r)
                 c.sendall(r)
                 if verb == "QUIT" or r.startswith(b"421"):
                     return
@@ -465,6 +481,30 @@ def test_refused_recipients_counted_by_code():
     assert doc["messages"] == 0 and doc["failed"] == doc["attempted"] > 0
     assert doc["errors_by_code"]["550"] == doc["attempted"], doc["errors_by_code"]
     assert "554" not in doc["errors_by_code"]  # consequence, not news
+
+
+def test_refused_big_chunk_is_counted():
+    """A 554 to a BDAT chunk of megabytes, whose MAIL and RCPT replies
+    arrive while the chunk is still being sent: the 554 must be the reply
+    counted for the message (an early version parsed a stale 250)."""
+    ehlo = b"250-fake\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+    handler = smtp_server({"EHLO": ehlo, "BDAT": b"554 5.7.1 no thanks\r\n"})
+    doc, out, err = expect_failure(handler, "reply", "--bdat", "--size", "8m",
+                                   "--messages", "6", "--sessions", "2")
+    assert doc["messages"] == 0 and doc["failed"] == doc["attempted"] == 6, out
+    assert doc["errors_by_code"] == {"554": 6}, doc["errors_by_code"]
+
+
+def test_open_loop_budget_with_reconnects():
+    """--rate with --messages and --msgs-per-conn 1: every due message is
+    sent even though the budget is all queued long before the end."""
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 10,
+                                  "--rate", 50000, "--messages", 600, "--msgs-per-conn", 1)
+        check_ok(rc, out, err, doc)
+        assert doc["messages"] == 600 and gw.count() == 600
+        # the content as counted: the whole message, without the final "."
+        assert doc["bytes"] == 600 * 1024, doc["bytes"]
 
 
 def test_421_and_bare_lf():
