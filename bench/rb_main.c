@@ -1,5 +1,5 @@
 /* ringmx-bench: an io_uring SMTP load generator (see usage() and
- * docs/operations.md "Load testing").
+ * docs/load-testing.md).
  *
  * Shape: --threads sending threads, each with its own io_uring and its
  * share of the --sessions SMTP client sessions; the main thread only starts
