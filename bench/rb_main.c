@@ -402,7 +402,9 @@ static bool thr_has_work(struct thr *t)
 {
 	if (atomic_load_explicit(&g_stop, memory_order_relaxed))
 		return false;
-	return t->due_len > 0 || more_work();
+	if (t->due_len > 0 || more_work())
+		return true;
+	return C.rate > 0 && C.duration > 0 && t->next_due < g_end; /* not queued yet */
 }
 
 static bool more_work(void)
@@ -1048,8 +1050,12 @@ static void schedule(struct thr *t, uint64_t now)
 {
 	/* open loop: messages become due on a fixed schedule */
 	if (C.rate > 0) {
-		while (t->next_due <= now && more_work() && t->due_len < t->due_cap) {
-			if (C.duration <= 0 && atomic_fetch_sub(&g_budget, 1) <= 0)
+		/* by due time, not by the clock now: a thread that wakes after the
+		   end still owes the messages that fell due before it */
+		while (t->next_due <= now && t->due_len < t->due_cap &&
+		       !atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+			if (C.duration > 0 ? t->next_due >= g_end
+			                   : atomic_fetch_sub(&g_budget, 1) <= 0)
 				break;
 			t->due[(t->due_head + t->due_len) % t->due_cap] = t->next_due;
 			t->due_len++;
