@@ -1224,6 +1224,14 @@ static double fnum(const char *opt, const char *s, double min, double max)
 	return v;
 }
 
+/* An address goes between <> in MAIL/RCPT as given: no brackets, spaces
+ * or line ends that would make it a second command. */
+static void check_addr(const char *opt, const char *a)
+{
+	if (strpbrk(a, "<> \r\n"))
+		die_usage("%s: '%s' is not a bare address", opt, a);
+}
+
 static void resolve(void)
 {
 	const char *s = C.server;
@@ -1440,12 +1448,8 @@ static void parse_args(int argc, char **argv)
 	}
 	if (C.threads > C.sessions)
 		C.threads = C.sessions;
-	for (const char *p = C.from; *p; p++)
-		if (*p == '<' || *p == '>' || *p == '\r' || *p == '\n' || *p == ' ')
-			die_usage("--from: '%s' is not a bare address", C.from);
-	for (const char *p = C.to; *p; p++)
-		if (*p == '<' || *p == '>' || *p == '\r' || *p == '\n' || *p == ' ')
-			die_usage("--to: '%s' is not a bare address", C.to);
+	check_addr("--from", C.from);
+	check_addr("--to", C.to);
 	if (C.rcpts > 1 && !strchr(C.to, '@'))
 		die_usage("--to: '%s' needs a domain for --rcpts > 1", C.to);
 	for (const char *p = C.helo; *p; p++)

@@ -299,7 +299,8 @@ def test_plots():
 def test_bad_options():
     for args in (["--sessions", "0"], ["--size", "10-5"], ["--tls", "maybe"],
                  ["--messages", "5", "--duration", "1"], ["--server", "nohostport"],
-                 ["--bogus"], ["--sessions", "30000"]):
+                 ["--bogus"], ["--sessions", "30000"], ["--to", "x@y>\r\nRSET"],
+                 ["--from", "<a@b>"]):
         r = subprocess.run([BENCH] + args, capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("ringmx-bench:") or "usage" in r.stderr, r.stderr
