@@ -99,6 +99,8 @@ static struct {
 	struct rb_size size;
 	struct rb_corpus corpus;
 	char *fill;
+	char *ehlo; /* "EHLO name" CRLF, the same for every session */
+	size_t ehlo_len;
 	char *group; /* pipelined MAIL + RCPTs + DATA */
 	size_t group_len;
 	size_t mail_len;  /* the MAIL line at the start of group */
@@ -114,10 +116,8 @@ static _Atomic int g_greeted;    /* some session was greeted */
 static _Atomic long g_conn_fail; /* connects that failed */
 static _Atomic long g_errors;
 static _Atomic int64_t g_open, g_peak;
-static _Atomic uint64_t g_last_done_ns; /* when the last message finished */
 static _Atomic int g_threads_done;
-static const char *_Atomic g_abort;
-static char g_abort_buf[256];
+static char g_abort_buf[256]; /* why the run stopped early, once g_abort_set */
 static _Atomic int g_abort_set;
 static uint64_t g_t0, g_end; /* ns; g_end: duration over (0 = none) */
 
@@ -170,6 +170,7 @@ struct thr {
 	uint64_t *due; /* open loop: due times of messages not yet started */
 	int due_head, due_len, due_cap;
 	uint64_t next_due, next_conn;
+	uint64_t last_done; /* when its last message got its 250 */
 	double rate, conn_rate;
 	uint64_t rng;
 	long seq;
@@ -203,7 +204,6 @@ static void set_abort(const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(g_abort_buf, sizeof(g_abort_buf), fmt, ap);
 		va_end(ap);
-		atomic_store(&g_abort, g_abort_buf);
 	}
 	atomic_store(&g_stop, 2);
 }
@@ -350,9 +350,7 @@ static void msg_end(struct sess *s, bool ok)
 		atomic_fetch_add_explicit(&l->messages, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&l->bytes, s->msg_bytes, memory_order_relaxed);
 		rb_hist_record(&l->msg_lat, (now - s->t_msg) / 1000);
-		uint64_t prev = atomic_load_explicit(&g_last_done_ns, memory_order_relaxed);
-		while (prev < now && !atomic_compare_exchange_weak(&g_last_done_ns, &prev, now))
-			;
+		s->t->last_done = now; /* read by main after the join */
 	} else {
 		atomic_fetch_add_explicit(&l->failed, 1, memory_order_relaxed);
 	}
@@ -527,12 +525,7 @@ static void start_tls(struct sess *s)
 
 static void send_ehlo(struct sess *s)
 {
-	char line[300];
-	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", C.helo);
-	/* plaintext output must outlive the send: keep it in the header area,
-	   which no message uses between two transactions */
-	memcpy(s->hdr, line, (size_t)n);
-	emit(s, s->hdr, (size_t)n);
+	emit(s, C.ehlo, C.ehlo_len);
 	wait_for(s, ST_EHLO);
 	flush(s);
 }
@@ -1487,7 +1480,12 @@ static void build_group(void)
 	C.rcpt_off[C.rcpts + 1] = b.len;
 	C.group = b.p;
 	C.group_len = b.len;
-	C.hdr_cap = 256 + strlen(C.from) + strlen(C.to) + strlen(C.helo);
+	C.hdr_cap = 256 + strlen(C.from) + strlen(C.to);
+	struct buf e = BUF_INIT;
+	if (buf_printf(&e, "EHLO %s\r\n", C.helo) < 0)
+		goto oom;
+	C.ehlo = e.p;
+	C.ehlo_len = e.len;
 	return;
 oom:
 	fprintf(stderr, "ringmx-bench: out of memory\n");
@@ -1744,7 +1742,9 @@ int main(int argc, char **argv)
 		fputs("\r\033[K", stderr);
 
 	R.elapsed_s = (double)(t_end - g_t0) / 1e9;
-	uint64_t last = atomic_load(&g_last_done_ns);
+	uint64_t last = 0;
+	for (int i = 0; i < C.threads; i++)
+		last = T[i].last_done > last ? T[i].last_done : last;
 	R.send_s = last > g_t0 ? (double)(last - g_t0) / 1e9 : R.elapsed_s;
 	for (int i = 0; i < C.threads; i++) {
 		struct rb_live *l = &T[i].live;
@@ -1762,7 +1762,7 @@ int main(int argc, char **argv)
 		}
 	}
 	R.peak_open = (uint64_t)atomic_load(&g_peak);
-	R.aborted = atomic_load(&g_abort);
+	R.aborted = atomic_load(&g_abort_set) ? g_abort_buf : NULL; /* threads joined */
 	if (!R.aborted && atomic_load(&g_stop))
 		R.aborted = "interrupted";
 	static char unsent[96];
