@@ -44,17 +44,25 @@ int buf_append(struct buf *b, const void *p, size_t n)
 
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
+	size_t room = b->cap - b->len; /* the NUL's byte included */
 	va_list ap2;
 	int n;
 
+	/* Format once into the room there is; only text that does not fit is
+	   formatted a second time, into the grown buffer. */
 	va_copy(ap2, ap);
-	n = vsnprintf(NULL, 0, fmt, ap2);
+	n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap2);
 	va_end(ap2);
 	if (n < 0)
 		return -EINVAL;
-	if (buf_reserve(b, (size_t)n))
-		return -ENOMEM;
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	if ((size_t)n >= room) {
+		if (buf_reserve(b, (size_t)n)) {
+			if (room)
+				b->p[b->len] = '\0'; /* the content stays as it was */
+			return -ENOMEM;
+		}
+		vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	}
 	b->len += (size_t)n;
 	return 0;
 }

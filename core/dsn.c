@@ -12,6 +12,7 @@
  * dsn_wrap() (folded, no line over 998 octets). Sans-I/O: libc only, the
  * time and the uniqueness token come from the caller. */
 #include "core/dsn.h"
+#include "core/utc.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -250,8 +251,10 @@ int dsn_date(char *out, size_t len, time_t t)
 	int n;
 
 	/* RFC 5322 3.3: a four-digit year at least; the far future is a bug. */
-	if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-	    tm.tm_mon > 11 || tm.tm_year < 0 || tm.tm_year > 9999 - 1900)
+	if (t > (time_t)253402300799) /* after 9999-12-31T23:59:59Z */
+		return -EINVAL;
+	utc_tm(t, &tm);
+	if (tm.tm_year < 0)
 		return -EINVAL;
 	n = snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
 	             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,

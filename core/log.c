@@ -1,5 +1,6 @@
 /* log: stderr logging, one write(2) per line. See log.h. */
 #include "core/log.h"
+#include "core/utc.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -44,7 +45,7 @@ void log_msg(enum log_level l, const char *fmt, ...)
 	if (!log_enabled(l))
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	utc_tm(ts.tv_sec, &tm);
 	k = snprintf(line, sizeof(line),
 	             "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringmx %s: ", tm.tm_year + 1900,
 	             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,

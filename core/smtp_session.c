@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/utc.h"
 
 #define SMTP_BODY_KEEP  (64u * 1024) /* content memory kept across transactions */
 #define SMTP_ENV_KEEP   4096u        /* envelope memory kept across transactions */
@@ -1195,9 +1196,7 @@ int smtp_session_received(const struct smtp_session *s, struct buf *b, const cha
 	struct tm tm;
 	int err;
 
-	if (!gmtime_r(&now, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-	    tm.tm_mon > 11)
-		return -EINVAL;
+	utc_tm(now, &tm);
 	/* RFC 3848 and RFC 6531 3.7.3: "S" for TLS. The registry has no
 	 * keyword for HELO under TLS: "SMTP" then, and the comment says TLS. */
 	if (!(s->flags & SMTP_F_ESMTP))

@@ -181,8 +181,8 @@ static void spool_enqueue(struct worker *w, struct conn *c)
 	c->flags |= C_QUEUED;
 	c->inflight++; /* until batch_answer() */
 	c->batch_next = NULL;
-	if (!w->batch_head)
-		w->batch_since = clock_us();
+	if (!w->batch_head && w->g->conf->commit_window_us)
+		w->batch_since = clock_us(); /* read only with a commit window */
 	if (w->batch_tail)
 		w->batch_tail->batch_next = c;
 	else
@@ -706,7 +706,8 @@ static void batch_answer(struct worker *w, struct conn *c, int err)
 			outbox_add(w, QDESC(w->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)),
 			                    c->rec_off));
 		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
-		     c->rcvd.len + c->s.tx.body.len, buf_cstr(&c->s.tx.from), c->s.tx.nrcpt,
+		     c->rcvd.len + c->s.tx.body.len,
+		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
 		     c->s.peer.addr);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
@@ -849,14 +850,12 @@ static void spool_flush(struct worker *w)
 		if (!w->batch_head)
 			w->batch_tail = NULL;
 		make_qid(w, c->qid, now);
-		buf_reset(&c->rec, OUT_KEEP);
-		buf_reset(&c->rcvd, OUT_KEEP);
 		env = (struct spool_env){
 		    .qid = c->qid,
 		    .arrival = now,
 		    .client = c->s.peer.addr,
 		    .helo = c->s.helo,
-		    .from = buf_cstr(&c->s.tx.from),
+		    .from = c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", /* <> */
 		    .rcpts = c->s.tx.rcpts.p,
 		    .nrcpt = c->s.tx.nrcpt,
 		    .body_8bit = c->s.tx.body_8bit,
