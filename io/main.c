@@ -1,5 +1,5 @@
 /* main: the ringmx program. Parses the command line (core/conf), answers
- * `ringmx queue` from the spool directly, or starts the gateway (io/worker)
+ * `ringmx queue` from the spool directly, or starts the gateway (io/gateway)
  * and returns its exit status. */
 #include <errno.h>
 #include <getopt.h>
@@ -17,58 +17,9 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "io/tls.h"
-#include "io/worker.h"
+#include "io/control.h"
+#include "io/gateway.h"
 #include "queue/spool.h"
-
-/* The running gateway writes its pid into the spool directory; --flush
- * sends it SIGUSR1, on which every worker retries its deferred messages. */
-static int queue_flush(const char *spool)
-{
-	char path[4096], buf[32];
-	FILE *f;
-	long pid;
-
-	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
-	f = fopen(path, "r");
-	if (!f || !fgets(buf, sizeof(buf), f) || (pid = strtol(buf, NULL, 10)) <= 1) {
-		fprintf(stderr, "ringmx queue: no running gateway on %s (%s)\n", spool, path);
-		if (f)
-			fclose(f);
-		return 1;
-	}
-	fclose(f);
-	if (kill((pid_t)pid, SIGUSR1) < 0) {
-		fprintf(stderr, "ringmx queue: gateway pid %ld: %s\n", pid, strerror(errno));
-		return 1;
-	}
-	printf("flush requested from the gateway (pid %ld)\n", pid);
-	return 0;
-}
-
-/* A running gateway may hold the message for delivery: it forgets it on
- * SIGUSR2, reading the queue ids from ringmx.drop. */
-static void queue_tell_gateway(const char *spool, const char *qid)
-{
-	char path[4096], buf[32];
-	FILE *f;
-	long pid;
-
-	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
-	f = fopen(path, "r");
-	if (!f)
-		return; /* not running */
-	pid = fgets(buf, sizeof(buf), f) ? strtol(buf, NULL, 10) : 0;
-	fclose(f);
-	if (pid <= 1)
-		return;
-	snprintf(path, sizeof(path), "%s/ringmx.drop", spool);
-	f = fopen(path, "a");
-	if (!f)
-		return;
-	fprintf(f, "%s\n", qid);
-	fclose(f);
-	kill((pid_t)pid, SIGUSR2);
-}
 
 static int queue_main(int argc, char **argv)
 {
@@ -142,11 +93,11 @@ static int queue_main(int argc, char **argv)
 			return 1;
 		}
 		printf("%s: deleted\n", del);
-		queue_tell_gateway(spool, del);
+		control_request_drop(spool, del);
 		return 0;
 	}
 	if (flush)
-		return queue_flush(spool);
+		return control_request_flush(spool);
 	err = spool_list(spool, (count ? SPOOL_LIST_COUNT : 0) | (all ? SPOOL_LIST_ALL : 0), stdout,
 	                 time(NULL));
 	if (err) {

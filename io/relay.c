@@ -39,6 +39,8 @@
 #include "core/retry.h"
 #include "core/smtp_client.h"
 #include "io/tls.h"
+#include "io/commit.h"
+#include "io/ring.h"
 #include "io/worker-t.h"
 #include "queue/spool.h"
 

@@ -1,5 +1,7 @@
-/* worker-t.h: the types of the worker (HAProxy's -t.h split): the event
- * loop in worker.c and the relay in relay.c share them. io/ only. */
+/* worker-t.h: the types of a worker and of the gateway (HAProxy's -t.h
+ * split): the rooms of io/ (ring, session, commit, route, control, gateway,
+ * the loop in worker.c) share them. Types, constants and flags only: the
+ * functions are declared in each room's own header. io/ only. */
 #ifndef RINGMX_IO_WORKER_T_H
 #define RINGMX_IO_WORKER_T_H
 
@@ -9,10 +11,15 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include <stdatomic.h>
+
 #include "core/buf.h"
+#include "core/conf.h"
 #include "core/smtp_session.h"
-#include "io/worker.h"
+#include "io/relay.h"
 #include "queue/mq.h"
+#include "queue/segreg.h"
+#include "queue/spool.h"
 
 #define RX_BUF_SIZE  16384u /* one provided receive buffer */
 #define RX_BUF_COUNT 512u   /* per worker; a power of two */
@@ -142,11 +149,11 @@ struct worker {
 	bool storage_low;    /* free space under --spool-min-free, or ENOSPC seen */
 
 	/* queue: descriptors of spooled messages go to the worker that owns
-	 * their route; see io/worker.h */
+	 * their route; see io/route.h */
 	int segno;              /* registry number of the current segment */
 	struct mq_item *outbox; /* [nworkers][OUTBOX_MAX], gathered per round */
 	unsigned *outn;         /* [nworkers] */
-	struct buf overflow;    /* struct route: a ring was full; retried each tick */
+	struct buf overflow;    /* struct route_item: a ring was full; retried each tick */
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
 	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
 	unsigned flush_gen;     /* last g->flush_gen acted on */
@@ -168,14 +175,36 @@ struct worker {
 	pthread_cond_t ready_cv;
 };
 
-/* Shared by worker.c and relay.c; worker thread only. */
-struct io_uring_sqe *worker_sqe(struct worker *w);
-const char *worker_rx(struct worker *w, unsigned bid);
-void worker_rx_recycle(struct worker *w, unsigned bid);
-/* Spools a message generated here (a bounce: from the null sender to
- * <rcpt>) in the worker's own segment for local mail, durably, and routes
- * it like any accepted message. Returns 0 or -errno. */
-int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
-                       bool smtputf8);
+/* A descriptor waiting for ring space, and the worker it goes to. */
+struct route_item {
+	unsigned to;
+	struct mq_item it;
+};
+
+struct tls_ctx;
+
+struct gateway {
+	const struct conf *conf;
+	struct tls_ctx *tls;     /* NULL: no certificate, no STARTTLS, no --listen-tls */
+	struct relay_conf relay; /* next hops; relay.nroutes == 0: no delivery */
+	atomic_uint stop;        /* set before the workers are woken to stop */
+	atomic_uint flush_gen;   /* bumped by SIGUSR1: retry deferred messages now */
+	atomic_uint drop_gen;    /* bumped by SIGUSR2: forget the messages in <drop> */
+	pthread_mutex_t drop_mu;
+	struct buf drop; /* queue ids deleted by the operator, NUL-separated */
+	struct smtp_server_conf scf;
+	unsigned nworkers;
+	struct worker **workers;
+	uint64_t start_id; /* unique per start: names this run's segments */
+	int spool_dirfd;
+	int *lfds; /* listening sockets, [worker * nlisten + listener], bound before any drop */
+	atomic_uint nsessions; /* open sessions, all workers */
+	struct mq mq;          /* descriptors between workers: a mesh of SPSC rings */
+	struct seg_registry segs;
+	struct buf recov;        /* struct mq_item of recovered messages, until workers start */
+	unsigned recov_last_seg; /* registry number of the segment recovery is in */
+	struct spool_seg_id recov_seg;
+	_Atomic int ring_fds[256]; /* each worker's ring fd, for IORING_OP_MSG_RING; -1 until up */
+};
 
 #endif

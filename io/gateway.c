@@ -1,0 +1,285 @@
+/* gateway: start-up and shutdown. See gateway.h.
+ *
+ * Order at start: probe every --listen address (a second gateway is
+ * refused), bind one SO_REUSEPORT socket per worker per address, give up
+ * root (--user), open the spool directory, recover it (the messages that
+ * survived a previous run are routed to their owners once the workers
+ * run), start the workers one by one (each sets up its ring and reports),
+ * then wait for signals in io/control. */
+#include "io/gateway.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "io/control.h"
+#include "io/session.h"
+#include "io/worker.h"
+
+static int listen_on(const struct conf_listen *cl)
+{
+	int fd, one = 1;
+
+	fd = socket(cl->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	if (cl->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cl->addr, cl->addrlen) < 0)
+		goto fail;
+	if (listen(fd, 4096) < 0)
+		goto fail;
+	return fd;
+fail:
+	one = -errno;
+	close(fd);
+	return one;
+}
+
+/* SO_REUSEPORT lets any process of the same user bind the port too, and
+ * the kernel would then split connections between the two. Before the
+ * workers bind, a probe without SO_REUSEPORT fails if anything holds the
+ * address already, so a second gateway (or an MTA) is refused at start. */
+static int listen_probe(const struct conf_listen *cl)
+{
+	int fd, one = 1, err = 0;
+
+	fd = socket(cl->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (cl->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cl->addr, cl->addrlen) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* --user: the sockets are bound (a port under 1024 needs root), now give
+ * root up for good: the spool directory is handed to the user, and nothing
+ * the process does afterwards (sessions, spool, relay) runs as root. */
+static int drop_privileges(const char *user, const char *dir)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw) {
+		LOGE("--user %s: no such user", user);
+		return -ENOENT;
+	}
+	if ((mkdir(dir, 0750) < 0 && errno != EEXIST) || chown(dir, pw->pw_uid, pw->pw_gid) < 0) {
+		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(errno));
+		return -errno;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		LOGE("--user %s: %s", user, strerror(errno));
+		return -errno;
+	}
+	if (setuid(0) == 0 || getuid() != pw->pw_uid) {
+		LOGE("--user %s: root could not be given up", user);
+		return -EPERM;
+	}
+	LOGI("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static int spool_prepare(struct gateway *g)
+{
+	const char *dir = g->conf->spool;
+
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	g->spool_dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (g->spool_dirfd < 0)
+		return -errno;
+	return 0;
+}
+
+/* Recovery visitor: a message that survived a previous run, not yet done:
+ * registered and routed to its owner when the workers start. */
+static int on_recovered(void *arg, const struct spool_msg *m)
+{
+	struct gateway *g = arg;
+
+	const char *rcpt = m->nrcpt ? m->rcpts : "";
+	int segno;
+
+	LOGD("recovered %s from %s at %llu", m->qid, m->segment, (unsigned long long)m->offset);
+	if (!g->segs.n || memcmp(&g->recov_seg, &m->seg, sizeof(m->seg)) != 0) {
+		segno = segreg_add(&g->segs, &m->seg);
+		if (segno < 0)
+			return 0; /* stays in the spool; routed after a restart */
+		g->recov_seg = m->seg;
+		g->recov_last_seg = (unsigned)segno;
+	}
+	struct mq_item d = QDESC(g->recov_last_seg, route_hash(rcpt), m->offset);
+	return buf_append(&g->recov, &d, sizeof(d)) ? -ENOMEM : 0;
+}
+
+int gateway_run(struct gateway *g)
+{
+	struct spool_recovery rec;
+	const struct conf *cf = g->conf;
+	struct timespec ts;
+	sigset_t set;
+	int sig, err, rc = 0;
+	unsigned started = 0;
+
+	for (unsigned i = 0; i < cf->nlisten; i++) {
+		/* A gateway killed a moment ago may hold the port for a few
+		 * milliseconds more while its ring is torn down. */
+		for (int tries = 0;
+		     (err = listen_probe(&cf->listen[i])) == -EADDRINUSE && tries < 20; tries++)
+			usleep(50000);
+		if (err) {
+			LOGE("listen on %s: %s%s", cf->listen[i].text, strerror(-err),
+			     err == -EADDRINUSE ? " (another process holds it)" : "");
+			return 1;
+		}
+	}
+	/* Every worker's SO_REUSEPORT socket per address, bound here, before
+	 * root is given up. */
+	g->lfds = calloc((size_t)g->nworkers * cf->nlisten, sizeof(*g->lfds));
+	if (!g->lfds)
+		return 1;
+	for (unsigned i = 0; i < g->nworkers * cf->nlisten; i++) {
+		g->lfds[i] = listen_on(&cf->listen[i % cf->nlisten]);
+		if (g->lfds[i] < 0) {
+			LOGE("listen on %s: %s", cf->listen[i % cf->nlisten].text,
+			     strerror(-g->lfds[i]));
+			return 1;
+		}
+	}
+	if (cf->user) {
+		if (drop_privileges(cf->user, cf->spool))
+			return 1;
+	} else if (geteuid() == 0) {
+		LOGW("running as root: give --user to run the gateway as an unprivileged user");
+	}
+	err = spool_prepare(g);
+	if (err) {
+		LOGE("spool directory %s: %s", cf->spool, strerror(-err));
+		return 1;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	g->start_id = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	segreg_init(&g->segs);
+	for (unsigned i = 0; i < sizeof(g->ring_fds) / sizeof(g->ring_fds[0]); i++)
+		atomic_init(&g->ring_fds[i], -1);
+	err = mq_init(&g->mq, g->nworkers, cf->queue_capacity);
+	if (err) {
+		LOGE("message queue: %s", strerror(-err));
+		return 1;
+	}
+	err = spool_recover(cf->spool, g->start_id, on_recovered, g, &rec);
+	if (err) {
+		LOGE("spool recovery in %s: %s", cf->spool, strerror(-err));
+		return 1;
+	}
+
+	pthread_mutex_init(&g->drop_mu, NULL);
+	control_block_signals(&set);
+
+	g->workers = calloc(g->nworkers, sizeof(*g->workers));
+	for (unsigned i = 0; i < g->nworkers; i++) {
+		struct worker *w = calloc(1, sizeof(*w));
+
+		g->workers[i] = w;
+		w->g = g;
+		w->id = i;
+		w->seg_fd = -1;
+		w->lseg_fd = -1;
+		w->segno = -1;
+		w->qid_ctr = (uint32_t)(ts.tv_nsec / 1000) * 2654435761u;
+		w->wakefd = eventfd(0, EFD_CLOEXEC);
+		w->outbox = calloc((size_t)g->nworkers * OUTBOX_MAX, sizeof(*w->outbox));
+		w->outn = calloc(g->nworkers, sizeof(*w->outn));
+		pthread_mutex_init(&w->ready_mu, NULL);
+		pthread_cond_init(&w->ready_cv, NULL);
+	}
+	/* Recovered messages start in their owner's overflow list: the owner
+	 * pushes them into its own ring as soon as it runs. */
+	for (size_t k = 0; k < g->recov.len / sizeof(struct mq_item); k++) {
+		struct mq_item d = ((struct mq_item *)g->recov.p)[k];
+		struct route_item r = {(uint32_t)d.a % g->nworkers, d};
+
+		buf_append(&g->workers[r.to]->overflow, &r, sizeof(r));
+	}
+	buf_free(&g->recov);
+	for (unsigned i = 0; i < g->nworkers; i++) {
+		struct worker *w = g->workers[i];
+
+		if (pthread_create(&w->thread, NULL, worker_main, w)) {
+			LOGE("cannot start worker %u", i);
+			rc = 1;
+			break;
+		}
+		started++;
+		pthread_mutex_lock(&w->ready_mu);
+		while (w->ready == 0)
+			pthread_cond_wait(&w->ready_cv, &w->ready_mu);
+		pthread_mutex_unlock(&w->ready_mu);
+		if (w->ready < 0) {
+			rc = 1;
+			break;
+		}
+#ifdef __linux__
+		if (g->nworkers > 1 && g->nworkers <= (unsigned)sysconf(_SC_NPROCESSORS_ONLN)) {
+			cpu_set_t cpus;
+
+			CPU_ZERO(&cpus);
+			CPU_SET(i, &cpus);
+			pthread_setaffinity_np(w->thread, sizeof(cpus), &cpus);
+		}
+#endif
+	}
+	if (rc == 0) {
+		for (unsigned i = 0; i < cf->nlisten; i++)
+			LOGI("listening on %s (%u workers)", cf->listen[i].text, g->nworkers);
+		control_pid_write(g); /* for `ringmx queue --flush` */
+		sig = control_wait(g, &set, started);
+		LOGI("signal %d: stopping; transactions in progress get %us", sig, cf->grace);
+	}
+	atomic_store(&g->stop, 1);
+	control_wake(g, started);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(g->workers[i]->thread, NULL);
+	for (unsigned i = 0; i < g->nworkers && g->workers[i]; i++) {
+		close(g->workers[i]->wakefd);
+		free(g->workers[i]->lst);
+		free(g->workers[i]->outbox);
+		free(g->workers[i]->outn);
+		buf_free(&g->workers[i]->overflow);
+		buf_free(&g->workers[i]->held);
+		session_pool_free(g->workers[i]);
+		free(g->workers[i]);
+	}
+	free(g->workers);
+	for (unsigned i = 0; g->lfds && i < g->nworkers * cf->nlisten; i++)
+		if (g->lfds[i] >= 0)
+			close(g->lfds[i]);
+	free(g->lfds);
+	control_pid_remove(g);
+	buf_free(&g->drop);
+	mq_fini(&g->mq);
+	segreg_fini(&g->segs);
+	close(g->spool_dirfd);
+	if (rc == 0)
+		LOGI("stopped");
+	return rc;
+}

@@ -1,0 +1,117 @@
+/* ring: a worker's io_uring plumbing (liburing's examples/io_uring-udp.c
+ * shape): get_sqe that submits when full, one provided buffer ring shared by
+ * the worker's multishot receives (an idle session holds no receive
+ * buffer), and the ring's set-up with SINGLE_ISSUER | DEFER_TASKRUN where the
+ * kernel has them. See ring.h. */
+#include "io/ring.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "core/log.h"
+
+int64_t ring_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ring_clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+struct io_uring_sqe *ring_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	if (!sqe) {
+		/* Cannot happen with SUBMIT_ALL and a large CQ; broken invariant. */
+		LOGE("worker %u: submission queue full", w->id);
+		abort();
+	}
+	return sqe;
+}
+
+const char *ring_rx(struct worker *w, unsigned bid)
+{
+	return w->rx + (size_t)bid * RX_BUF_SIZE;
+}
+
+void ring_rx_recycle(struct worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->br, w->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
+	                      (unsigned short)bid, io_uring_buf_ring_mask(RX_BUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+int ring_setup(struct worker *w)
+{
+	static const unsigned flagsets[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SUBMIT_ALL,
+	    0,
+	};
+	int err = -EINVAL;
+
+	for (unsigned i = 0; i < sizeof(flagsets) / sizeof(flagsets[0]); i++) {
+		struct io_uring_params p = {0};
+
+		p.flags = flagsets[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = RING_ENTRIES * 4;
+		err = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+		if (err == 0) {
+			if (w->id == 0)
+				LOGI("io_uring flags 0x%x%s", p.flags,
+				     i ? " (kernel lacks SINGLE_ISSUER/DEFER_TASKRUN)" : "");
+			return 0;
+		}
+		if (err != -EINVAL)
+			break;
+	}
+	return err;
+}
+
+int ring_bufs_setup(struct worker *w)
+{
+	struct io_uring_buf_reg reg = {0};
+	size_t rsz = RX_BUF_COUNT * sizeof(struct io_uring_buf);
+	int err;
+
+	w->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->br == MAP_FAILED) {
+		w->br = NULL;
+		return -errno;
+	}
+	w->rx = mmap(NULL, (size_t)RX_BUF_COUNT * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
+	             MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->rx == MAP_FAILED) {
+		w->rx = NULL;
+		return -errno;
+	}
+	io_uring_buf_ring_init(w->br);
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = RX_BUF_COUNT;
+	reg.bgid = RX_BGID;
+	err = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (err)
+		return err;
+	for (unsigned i = 0; i < RX_BUF_COUNT; i++)
+		io_uring_buf_ring_add(w->br, w->rx + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
+		                      (unsigned short)i, io_uring_buf_ring_mask(RX_BUF_COUNT),
+		                      (int)i);
+	io_uring_buf_ring_advance(w->br, RX_BUF_COUNT);
+	return 0;
+}

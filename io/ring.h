@@ -1,0 +1,40 @@
+/* ring: a worker's io_uring plumbing: the submission queue, the provided
+ * receive buffers, the clocks and the ring's set-up. Worker thread only,
+ * except set-up, which runs on the worker before its loop. */
+#ifndef RINGMX_IO_RING_H
+#define RINGMX_IO_RING_H
+
+#include <stdint.h>
+
+#include "io/worker-t.h"
+
+/* Milliseconds, CLOCK_MONOTONIC_COARSE: the worker's round clock. */
+int64_t ring_clock_ms(void);
+/* Microseconds, CLOCK_MONOTONIC: the commit window. */
+int64_t ring_clock_us(void);
+/* A free SQE; submits what is queued when the ring is full. Never NULL. */
+struct io_uring_sqe *ring_sqe(struct worker *w);
+/* Receive buffer <bid> of the worker's provided buffer ring. */
+const char *ring_rx(struct worker *w, unsigned bid);
+/* Gives receive buffer <bid> back to the kernel. */
+void ring_rx_recycle(struct worker *w, unsigned bid);
+/* Sets up w->ring with the best flags the kernel has. Returns 0 or -errno. */
+int ring_setup(struct worker *w);
+/* Maps and registers the provided receive buffers. Returns 0 or -errno. */
+int ring_bufs_setup(struct worker *w);
+
+/* The names the relay still uses. */
+static inline struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	return ring_sqe(w);
+}
+static inline const char *worker_rx(struct worker *w, unsigned bid)
+{
+	return ring_rx(w, bid);
+}
+static inline void worker_rx_recycle(struct worker *w, unsigned bid)
+{
+	ring_rx_recycle(w, bid);
+}
+
+#endif

@@ -1,0 +1,21 @@
+/* route: hands descriptors of spooled messages to the worker that owns
+ * their route (route_hash of the first recipient's domain % workers)
+ * through the SPSC mesh of queue/mq: gathered per destination in an outbox
+ * during a round, pushed in batches, with an IORING_OP_MSG_RING wake-up
+ * only when a ring goes from empty to non-empty. Worker thread only. */
+#ifndef RINGMX_IO_ROUTE_H
+#define RINGMX_IO_ROUTE_H
+
+#include "io/worker-t.h"
+
+/* Gathers <it> for its owner; pushes when that outbox is full. */
+void route_outbox_add(struct worker *w, struct mq_item it);
+/* Pushes every gathered outbox. */
+void route_outbox_flush(struct worker *w);
+/* Takes what other workers (and this one) routed here. */
+void route_drain(struct worker *w);
+/* Retries what a full ring refused (and places the messages recovered at
+ * start). */
+void route_overflow_retry(struct worker *w);
+
+#endif

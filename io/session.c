@@ -1,0 +1,567 @@
+/* session: the SMTP server connection on the worker's ring. See session.h.
+ *
+ * Each worker keeps one idle list ordered by last activity (every session
+ * has the same idle timeout, so the list is a timer wheel with one slot:
+ * O(1) updates, expiry from its head). A receive feeds the sans-I/O session
+ * (core/smtp_session), in clear or through TLS (io/tls); what it answers is
+ * flushed once per round with one send. A complete message goes to the
+ * committer (io/commit); its 250 or 4xx is given in session_committed()
+ * once the group commit is done, and the pipelined commands that waited
+ * behind it are fed then. */
+#include "io/session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "io/commit.h"
+#include "io/ring.h"
+#include "io/route.h"
+#include "io/tls.h"
+
+/* ---- lists ---- */
+
+static void live_unlink(struct worker *w, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->live.head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		w->live.tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void live_append(struct worker *w, struct conn *c)
+{
+	c->prev = w->live.tail;
+	c->next = NULL;
+	if (w->live.tail)
+		w->live.tail->next = c;
+	else
+		w->live.head = c;
+	w->live.tail = c;
+}
+
+static void touch(struct worker *w, struct conn *c)
+{
+	c->last_active = w->now;
+	if (w->live.tail != c) {
+		live_unlink(w, c);
+		live_append(w, c);
+	}
+}
+
+void session_mark_dirty(struct worker *w, struct conn *c)
+{
+	if (c->flags & C_DIRTY)
+		return;
+	c->flags |= C_DIRTY;
+	c->dirty_next = w->dirty;
+	w->dirty = c;
+}
+
+/* ---- connections ---- */
+
+static void arm_recv(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RX_BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+	c->flags |= C_RECV;
+	c->inflight++;
+}
+
+static void conn_free(struct worker *w, struct conn *c)
+{
+	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
+	     w->id, c->s.nmsgs, c->s.nerrors);
+	close(c->fd);
+	smtp_session_fini(&c->s);
+	buf_free(&c->sending);
+	buf_free(&c->pending);
+	buf_free(&c->rec);
+	buf_free(&c->rcvd);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	atomic_fetch_sub_explicit(&w->g->nsessions, 1, memory_order_relaxed);
+	w->nconns--;
+	c->batch_next = w->free_conns;
+	w->free_conns = c;
+}
+
+/* A conn still on the greeting or the dirty list is freed when it leaves
+ * it: freed earlier, it could be reused by an accept in the same round
+ * while the list still points at it (a dirty list that loops forever). */
+void session_maybe_free(struct worker *w, struct conn *c)
+{
+	if ((c->flags & C_CLOSING) && c->inflight == 0 && !(c->flags & (C_GREETQ | C_DIRTY)))
+		conn_free(w, c);
+}
+
+/* Starts closing: no more input is read; the conn is freed once its
+ * in-flight operations (receive, send, record write) have completed. */
+void session_close(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->flags & C_CLOSING)
+		return;
+	c->flags |= C_CLOSING;
+	live_unlink(w, c);
+	if (c->flags & C_RECV) {
+		sqe = ring_sqe(w);
+		io_uring_prep_cancel64(sqe, UD(c, UD_RECV), 0);
+		io_uring_sqe_set_data64(sqe, UD_NONE);
+	}
+	session_maybe_free(w, c);
+}
+
+void session_bye(struct worker *w, struct conn *c)
+{
+	if (c->flags & (C_BYE | C_CLOSING) || (c->s.act & SMTP_ACT_CLOSE))
+		return;
+	c->flags |= C_BYE;
+	buf_reset(&c->pending, 0);
+	smtp_session_shutdown(&c->s);
+	session_mark_dirty(w, c);
+}
+
+/* Starts TLS on <c>: at accept on a --listen-tls listener, or after the
+ * STARTTLS 220 (which must still leave in clear: C_CLEAR). */
+static void tls_begin(struct worker *w, struct conn *c)
+{
+	c->tls = tls_conn_new(w->g->tls);
+	if (!c->tls) {
+		LOGW("tls: client=[%s]:%u out of memory", c->s.peer.addr, c->port);
+		c->flags |= C_HANGUP;
+		return;
+	}
+	if (c->s.act & SMTP_ACT_STARTTLS)
+		c->flags |= C_CLEAR;
+	c->flags |= C_TLSHS;
+	c->hs_deadline = w->now + (int64_t)w->g->conf->tls_handshake_timeout * 1000;
+}
+
+static void tls_up(struct worker *w, struct conn *c)
+{
+	const char *sni = tls_conn_sni(c->tls);
+
+	c->flags = (c->flags & ~C_TLSHS) | C_TLSUP;
+	LOGI("tls: client=[%s]:%u %s cipher=%s sni=%s%s", c->s.peer.addr, c->port,
+	     tls_conn_version(c->tls), tls_conn_cipher(c->tls), sni ? sni : "-",
+	     tls_conn_resumed(c->tls) ? " resumed" : "");
+	smtp_session_tls_started(&c->s, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	if (!(c->flags & C_GREETED))
+		session_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
+}
+
+/* Feeds input to the session and acts on what it asks for. Bytes that
+ * follow a complete message wait in c->pending until it is spooled. */
+static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	size_t used;
+
+	if (c->flags & C_CLOSING)
+		return;
+	c->s.storage_low = w->storage_low;
+	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
+		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
+			session_close(w, c);
+			return;
+		}
+		if (c->s.state == SMTP_S_SPOOL)
+			return;
+		/* Replay what waited, then nothing else is left over. */
+		p = NULL;
+		n = 0;
+	}
+	if (c->pending.len) {
+		used = smtp_session_feed(&c->s, c->pending.p, c->pending.len);
+		buf_consume(&c->pending, used);
+	} else {
+		used = smtp_session_feed(&c->s, p, n);
+		if (used < n && (c->s.act & SMTP_ACT_MSG_READY) &&
+		    buf_append(&c->pending, p + used, n - used)) {
+			session_close(w, c);
+			return;
+		}
+	}
+	if (c->s.act & SMTP_ACT_MSG_READY) {
+		c->s.act &= ~SMTP_ACT_MSG_READY;
+		commit_enqueue(w, c);
+	}
+	if (c->s.act & SMTP_ACT_STARTTLS) {
+		/* RFC 3207 / CVE-2011-0411: whatever the client pipelined after
+		 * STARTTLS is dropped, never answered after the handshake. */
+		buf_reset(&c->pending, 0);
+		tls_begin(w, c);
+	}
+	if (c->s.act & SMTP_ACT_CLOSE)
+		buf_reset(&c->pending, 0);
+	else if (w->stopping && !smtp_session_in_tx(&c->s))
+		session_bye(w, c);
+	session_mark_dirty(w, c);
+}
+
+/* Received bytes: clear text to the session, or ciphertext through TLS. */
+static void conn_input(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	char plain[RX_BUF_SIZE];
+	ssize_t r;
+
+	if (c->flags & (C_CLOSING | C_HANGUP))
+		return;
+	if (!c->tls) {
+		if (!(c->flags & C_GREETED))
+			smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
+		else
+			conn_feed(w, c, p, n);
+		return;
+	}
+	r = tls_conn_feed(c->tls, p, n);
+	while (r >= 0) {
+		r = tls_conn_read(c->tls, plain, sizeof(plain));
+		if (!(c->flags & C_TLSUP) && tls_conn_established(c->tls))
+			tls_up(w, c);
+		if (r <= 0)
+			break;
+		conn_feed(w, c, plain, (size_t)r);
+		if (c->flags & C_CLOSING)
+			return;
+	}
+	if (r < 0) {
+		if (r == -ESHUTDOWN)
+			LOGD("tls: client=[%s]:%u closed TLS", c->s.peer.addr, c->port);
+		else
+			LOGI("tls: client=[%s]:%u %s: %s", c->s.peer.addr, c->port,
+			     c->flags & C_TLSHS ? "handshake failed" : "error",
+			     tls_conn_error(c->tls));
+		c->flags |= C_HANGUP; /* send the alert, if any, then close */
+	}
+	session_mark_dirty(w, c);
+}
+
+void session_greet(struct worker *w, struct conn *c)
+{
+	c->flags |= C_GREETED;
+	if (w->stopping)
+		smtp_session_shutdown(&c->s);
+	else
+		smtp_session_greet(&c->s);
+	session_mark_dirty(w, c);
+}
+
+void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe)
+{
+	const struct gateway *g = w->g;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct smtp_peer peer = {0};
+	struct conn *c;
+	unsigned n;
+	int one = 1;
+	int fd = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		l->armed = 0;
+	if (fd < 0) {
+		if (fd != -ECANCELED)
+			LOGW("worker %u: accept on %s: %s", w->id, l->cl->text, strerror(-fd));
+		if (!l->armed && !w->stopping)
+			w->rearm_accept = true; /* at the next tick: no busy loop on EMFILE */
+		return;
+	}
+	if (w->stopping) {
+		close(fd);
+		return;
+	}
+	uint16_t port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &sin->sin_addr, peer.addr, sizeof(peer.addr));
+			port = ntohs(sin->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &s6->sin6_addr, peer.addr, sizeof(peer.addr));
+			port = ntohs(s6->sin6_port);
+		}
+		peer.may_relay = policy_client_may_relay(&g->conf->policy, (struct sockaddr *)&ss);
+	} else {
+		snprintf(peer.addr, sizeof(peer.addr), "unknown");
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c = w->free_conns;
+	if (c)
+		w->free_conns = c->batch_next;
+	else
+		c = malloc(sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	memset(c, 0, sizeof(*c));
+	c->type = OBJ_CONN;
+	c->w = w;
+	c->fd = fd;
+	c->port = port;
+	smtp_session_init(&c->s, &g->scf, &peer);
+	w->nconns++;
+	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
+	c->last_active = w->now;
+	live_append(w, c);
+	LOGI("connect: client=[%s]:%u worker=%u", peer.addr, port, w->id);
+	if (n > g->conf->max_sessions) {
+		LOGW("reject: client=[%s]:%u too many sessions (%u)", peer.addr, port, n - 1);
+		c->flags |= C_GREETED;
+		smtp_session_busy(&c->s);
+		session_mark_dirty(w, c);
+		return;
+	}
+	arm_recv(w, c);
+	if (l->cl->tls) {
+		tls_begin(w, c); /* greeted once the handshake is done */
+		return;
+	}
+	if (g->conf->greet_delay_ms == 0) {
+		session_greet(w, c);
+	} else {
+		c->greet_at = w->now + g->conf->greet_delay_ms;
+		c->flags |= C_GREETQ;
+		if (w->greet_tail)
+			w->greet_tail->greet_next = c;
+		else
+			w->greet_head = c;
+		w->greet_tail = c;
+	}
+}
+
+void session_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->flags &= ~C_RECV;
+		c->inflight--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && !(c->flags & C_CLOSING)) {
+			touch(w, c);
+			conn_input(w, c, w->rx + (size_t)bid * RX_BUF_SIZE, (size_t)res);
+		}
+		ring_rx_recycle(w, bid);
+	}
+	if (c->flags & C_CLOSING) {
+		session_maybe_free(w, c);
+		return;
+	}
+	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+		/* Peer closed or reset; a message being spooled still completes. */
+		if (res < 0 && res != -ECANCELED)
+			LOGD("worker %u: recv from [%s]: %s", w->id, c->s.peer.addr,
+			     strerror(-res));
+		session_close(w, c);
+		return;
+	}
+	if (!(c->flags & C_RECV))
+		arm_recv(w, c); /* ENOBUFS or the kernel ended the multishot */
+}
+
+void session_flush(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+	struct buf t;
+
+	if ((c->flags & C_SEND) || (c->flags & C_CLOSING))
+		return;
+	if (c->tls && !(c->flags & C_CLEAR)) {
+		if (c->s.out.len && !(c->flags & C_HANGUP)) {
+			if (tls_conn_write(c->tls, c->s.out.p, c->s.out.len) < 0)
+				c->flags |= C_HANGUP;
+			buf_reset(&c->s.out, OUT_KEEP);
+		}
+		if ((c->s.act & SMTP_ACT_CLOSE) && !(c->flags & C_HANGUP)) {
+			tls_conn_shutdown(c->tls); /* close_notify after the last reply */
+			c->flags |= C_HANGUP;
+		}
+		if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) > 0) {
+			sqe = ring_sqe(w);
+			io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+			io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+			c->flags |= C_SEND;
+			c->inflight++;
+			return;
+		}
+		if ((c->flags & C_HANGUP) && !(c->flags & (C_WRITE | C_QUEUED)))
+			session_close(w, c);
+		return;
+	}
+	c->flags &= ~C_CLEAR; /* the STARTTLS 220 goes now; what follows is encrypted */
+	if (c->s.out.len) {
+		/* Swap: the session writes its next replies into the other buffer
+		 * while the kernel reads this one. */
+		t = c->sending;
+		c->sending = c->s.out;
+		c->s.out = t;
+		c->s.out.len = 0;
+		sqe = ring_sqe(w);
+		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		c->flags |= C_SEND;
+		c->inflight++;
+		return;
+	}
+	if ((c->s.act & SMTP_ACT_CLOSE || c->flags & C_HANGUP) &&
+	    !(c->flags & (C_WRITE | C_QUEUED)))
+		session_close(w, c);
+}
+
+void session_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+	struct io_uring_sqe *sqe;
+
+	c->inflight--;
+	c->flags &= ~C_SEND;
+	if (c->flags & C_CLOSING) {
+		session_maybe_free(w, c);
+		return;
+	}
+	if (cqe->res < 0) {
+		LOGD("worker %u: send to [%s]: %s", w->id, c->s.peer.addr, strerror(-cqe->res));
+		session_close(w, c);
+		return;
+	}
+	if ((size_t)cqe->res < c->sending.len) {
+		buf_consume(&c->sending, (size_t)cqe->res);
+		sqe = ring_sqe(w);
+		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		c->flags |= C_SEND;
+		c->inflight++;
+		return;
+	}
+	buf_reset(&c->sending, OUT_KEEP);
+	session_flush(w, c);
+}
+
+void session_committed(struct worker *w, struct conn *c, int err)
+{
+	c->flags &= ~(C_WRITE | C_QUEUED);
+	c->inflight--;
+	if (err == 0) {
+		size_t it = 0;
+
+		if (w->segno >= 0)
+			route_outbox_add(w, QDESC(w->segno,
+			                          route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)),
+			                          c->rec_off));
+		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
+		     c->rcvd.len + c->s.tx.body.len,
+		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
+		     c->s.peer.addr);
+	} else {
+		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
+		     strerror(-err));
+	}
+	buf_reset(&c->rec, OUT_KEEP);
+	buf_reset(&c->rcvd, OUT_KEEP);
+	if (c->flags & C_CLOSING) {
+		/* Client gone: the session only needs its transaction reset. */
+		smtp_session_msg_result(&c->s, err, c->qid);
+		session_maybe_free(w, c);
+		return;
+	}
+	smtp_session_msg_result(&c->s, err, c->qid);
+	if (c->pending.len)
+		conn_feed(w, c, NULL, 0); /* pipelined commands that waited */
+	else if (w->stopping && !smtp_session_in_tx(&c->s))
+		session_bye(w, c);
+	session_mark_dirty(w, c);
+}
+
+void session_tick(struct worker *w)
+{
+	int64_t idle_ms = (int64_t)w->g->conf->idle_timeout * 1000;
+	struct conn *c, *next;
+
+	while ((c = w->greet_head) && c->greet_at <= w->now) {
+		w->greet_head = c->greet_next;
+		if (!w->greet_head)
+			w->greet_tail = NULL;
+		c->flags &= ~C_GREETQ;
+		if (c->flags & C_CLOSING)
+			session_maybe_free(w, c);
+		else
+			session_greet(w, c);
+	}
+	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
+		next = c->next;
+		if (c->flags & (C_WRITE | C_QUEUED))
+			continue; /* waiting for the disk, not for the client */
+		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
+		     w->g->conf->idle_timeout);
+		live_unlink(w, c);
+		live_append(w, c);
+		c->last_active = w->now; /* the 421 gets its own idle period */
+		if (c->flags & C_BYE || (c->s.act & SMTP_ACT_CLOSE)) {
+			session_close(w, c);
+			continue;
+		}
+		c->flags |= C_BYE;
+		smtp_session_timeout(&c->s);
+		session_mark_dirty(w, c);
+	}
+	if (w->g->tls) {
+		for (c = w->live.head; c; c = next) {
+			next = c->next;
+			if ((c->flags & C_TLSHS) && c->hs_deadline <= w->now) {
+				LOGI("tls: client=[%s]:%u handshake timeout after %us",
+				     c->s.peer.addr, c->port, w->g->conf->tls_handshake_timeout);
+				session_close(w, c);
+			}
+		}
+	}
+	if (w->stopping && w->now >= w->grace_end) {
+		for (c = w->live.head; c; c = c->next)
+			if (!(c->flags & (C_WRITE | C_QUEUED)))
+				session_bye(w, c);
+	}
+}
+
+void session_stop(struct worker *w)
+{
+	struct conn *c;
+
+	for (c = w->live.head; c; c = c->next) {
+		if (!(c->flags & C_GREETED))
+			continue; /* greeted with 421 by the greeting timer */
+		if (!smtp_session_in_tx(&c->s))
+			session_bye(w, c);
+	}
+}
+
+/* Frees the pooled conns of a stopped worker. */
+void session_pool_free(struct worker *w)
+{
+	while (w->free_conns) {
+		struct conn *c = w->free_conns;
+
+		w->free_conns = c->batch_next;
+		free(c);
+	}
+}

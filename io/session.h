@@ -1,0 +1,39 @@
+/* session: the SMTP server connection on a worker's ring: accept, receive
+ * into the sans-I/O session of core/smtp_session, TLS over memory BIOs,
+ * one send per round, greeting delay, idle and handshake timeouts, and the
+ * answer after the group commit. Worker thread only. */
+#ifndef RINGMX_IO_SESSION_H
+#define RINGMX_IO_SESSION_H
+
+#include "io/worker-t.h"
+
+/* Completions of a listener's multishot accept, a conn's multishot receive
+ * and its send. */
+void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe);
+void session_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void session_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+/* End of a round: sends what the session has for the client (one send per
+ * conn per round), or closes it when it is done. */
+void session_flush(struct worker *w, struct conn *c);
+/* Puts <c> on the worker's list of conns to flush at the end of the round. */
+void session_mark_dirty(struct worker *w, struct conn *c);
+/* Frees a closing conn once nothing is in flight and no list holds it. */
+void session_maybe_free(struct worker *w, struct conn *c);
+/* Starts closing: no more input is read. */
+void session_close(struct worker *w, struct conn *c);
+/* Sends the greeting (or the 421 when stopping). */
+void session_greet(struct worker *w, struct conn *c);
+/* Shutdown: a 421 to a session not in a transaction. */
+void session_bye(struct worker *w, struct conn *c);
+/* The group commit is done for <c>'s message: <err> 0 (durable: 250 and
+ * routed) or -errno (4xx). */
+void session_committed(struct worker *w, struct conn *c, int err);
+/* Once a second (or when a greeting is due): greetings, idle timeouts,
+ * TLS handshake deadlines, the end of the shutdown grace period. */
+void session_tick(struct worker *w);
+/* The gateway is stopping: 421 to every session not in a transaction. */
+void session_stop(struct worker *w);
+/* Frees the pooled conns of a stopped worker. */
+void session_pool_free(struct worker *w);
+
+#endif

@@ -1,0 +1,68 @@
+/* segreg: the segment registry and the route hash. See segreg.h. */
+#include "queue/segreg.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void segreg_init(struct seg_registry *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->mu, NULL);
+}
+
+void segreg_fini(struct seg_registry *r)
+{
+	for (unsigned i = 0; i < SEGREG_CHUNKS && r->chunk[i]; i++) {
+		free(r->chunk[i]);
+		r->chunk[i] = NULL;
+	}
+	pthread_mutex_destroy(&r->mu);
+}
+
+int segreg_add(struct seg_registry *r, const struct spool_seg_id *id)
+{
+	unsigned n, c;
+	int res;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->n;
+	c = n / SEGREG_CHUNK;
+	if (c >= SEGREG_CHUNKS) {
+		res = -ENOSPC;
+		goto out;
+	}
+	if (!r->chunk[c]) {
+		r->chunk[c] = calloc(SEGREG_CHUNK, sizeof(*r->chunk[c]));
+		if (!r->chunk[c]) {
+			res = -ENOMEM;
+			goto out;
+		}
+	}
+	r->chunk[c][n % SEGREG_CHUNK] = *id;
+	r->n = n + 1;
+	res = (int)n;
+out:
+	pthread_mutex_unlock(&r->mu);
+	return res;
+}
+
+const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i)
+{
+	/* Published to the reader by the queue push that carried <i>. */
+	return &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK];
+}
+
+uint32_t route_hash(const char *addr)
+{
+	const char *at = addr ? strrchr(addr, '@') : NULL;
+	const unsigned char *p = (const unsigned char *)(at ? at + 1 : "");
+	uint32_t h = 2166136261u;
+
+	for (; *p; p++) {
+		unsigned char ch = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + 32) : *p;
+
+		h = (h ^ ch) * 16777619u;
+	}
+	return h;
+}

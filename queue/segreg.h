@@ -1,0 +1,42 @@
+/* segreg: the segment registry and the route hash. Segments of this run
+ * and of earlier runs get a small number, so that a queue descriptor
+ * (struct mq_item: 16 bytes) can name one; the route hash of a message's
+ * first recipient picks the worker that delivers it. Any thread. */
+#ifndef RINGMX_QUEUE_SEGREG_H
+#define RINGMX_QUEUE_SEGREG_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "queue/mq.h"
+#include "queue/spool.h"
+
+/* Entries never move once added (chunked), so readers need no lock; adding
+ * takes one (only when a segment is opened or recovered: rare). */
+#define SEGREG_CHUNK  4096u
+#define SEGREG_CHUNKS 1024u
+struct seg_registry {
+	pthread_mutex_t mu;
+	struct spool_seg_id *chunk[SEGREG_CHUNKS];
+	unsigned n;
+};
+
+/* A message descriptor on the queue: a = segment number << 32 | route hash
+ * (the first recipient's domain, which picks the owning worker), b = offset
+ * of the record in its segment. */
+#define QDESC(segno, hash, off)                                                                    \
+	((struct mq_item){((uint64_t)(segno) << 32) | (uint32_t)(hash), (off)})
+#define QDESC_SEGNO(it) ((unsigned)((it).a >> 32))
+
+void segreg_init(struct seg_registry *r);
+/* Frees the chunks. No other thread may use <r> any more. */
+void segreg_fini(struct seg_registry *r);
+/* Adds a segment to the registry; returns its number or -ENOSPC/-ENOMEM.
+ * Any thread. */
+int segreg_add(struct seg_registry *r, const struct spool_seg_id *id);
+/* Segment number <i>: valid once a descriptor naming it was received. */
+const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i);
+/* Route hash of an address's domain (case-insensitive FNV-1a). */
+uint32_t route_hash(const char *addr);
+
+#endif
