@@ -1,11 +1,24 @@
-/* commit: the worker's spool writer and group commit. See commit.h.
+/* commit: the only writer of the spool. See commit.h.
  *
  * Each worker appends to a segment of its own (queue/spool's record
- * format). spool_flush runs once per round, and only when no batch is on
- * the disk: the gathered messages get one writev each, linked in order,
- * and one fdatasync at the end of the chain, so a failed write never leaves
- * a hole that a later, acknowledged record would sit behind; a failed
- * batch sends the next one to a new segment. */
+ * format): the messages its sessions accepted and the bounces its relay
+ * made, in one stream. commit_flush() runs once per round, and only when no
+ * batch is on the disk: the gathered records get one writev each, linked in
+ * order, and one fdatasync at the end of the chain (preceded by an fsync of
+ * the spool directory when the segment is new, so that its name is durable
+ * before a record in it is acknowledged). A failed write never leaves a
+ * hole that a later, acknowledged record would sit behind: the rest of the
+ * chain is cancelled, and the next batch goes to a new segment, whose name
+ * is never reused (O_EXCL, a sequence number per worker).
+ *
+ * Besides the segments it appends the done log (a mark per message whose
+ * delivery is over; synced once a tick: a mark lost in a crash only means
+ * the message is delivered again) and the defer log (informational, for
+ * `ringmx queue`), each with one ring write per round.
+ *
+ * Every write here goes through the worker's ring; the only direct calls
+ * are openat() for a new file and close(). The committer knows no session
+ * or relay: each record carries the callback that answers it. */
 #include "io/commit.h"
 
 #include <errno.h>
@@ -20,167 +33,250 @@
 
 #include "core/log.h"
 #include "io/ring.h"
-#include "io/route.h"
-#include "io/session.h"
+
+void commit_init(struct worker *w, uint32_t qid_seed)
+{
+	struct commit *cm = &w->cm;
+
+	memset(cm, 0, sizeof(*cm));
+	cm->seg_fd = -1;
+	cm->segno = -1;
+	cm->qid_ctr = qid_seed;
+	cm->done = (struct commit_log){.fd = -1, .kind = "done"};
+	cm->defer = (struct commit_log){.fd = -1, .kind = "defer"};
+}
+
+void commit_fini(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+
+	if (cm->seg_fd >= 0)
+		close(cm->seg_fd);
+	cm->seg_fd = -1;
+	for (struct commit_log *l = &cm->done; l; l = l == &cm->done ? &cm->defer : NULL) {
+		if (l->fd >= 0)
+			close(l->fd);
+		l->fd = -1;
+		buf_free(&l->gather);
+		buf_free(&l->flying);
+	}
+}
+
+bool commit_busy(const struct worker *w)
+{
+	const struct commit *cm = &w->cm;
+
+	return cm->flight || cm->head || cm->done.inflight || cm->defer.inflight ||
+	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced;
+}
 
 static int seg_open(struct worker *w)
 {
+	struct commit *cm = &w->cm;
+	struct spool_seg_id id;
 	char name[96];
 	int fd;
 
-	if (w->seg_fd >= 0)
-		close(w->seg_fd);
-	w->seg_fd = -1;
-	spool_seg_name(name, sizeof(name), w->g->start_id, w->id, ++w->seg_seq);
+	if (cm->seg_fd >= 0)
+		close(cm->seg_fd);
+	cm->seg_fd = -1;
+	spool_seg_name(name, sizeof(name), w->g->start_id, w->id, ++cm->seg_seq);
 	fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
-	/* The new name must be durable before a record in it is acknowledged. */
-	if (fsync(w->g->spool_dirfd) < 0) {
-		int err = -errno;
-
-		close(fd);
-		unlinkat(w->g->spool_dirfd, name, 0);
-		return err;
-	}
-	w->seg_fd = fd;
-	w->seg_off = 0;
-	w->seg_broken = false;
-	{
-		struct spool_seg_id id = {w->g->start_id, w->id, w->seg_seq};
-
-		w->segno = segreg_add(&w->g->segs, &id);
-		if (w->segno < 0)
-			LOGE("worker %u: segment registry full: messages are not routed", w->id);
-	}
+	cm->seg_fd = fd;
+	cm->seg_off = 0;
+	cm->seg_broken = false;
+	cm->dir_sync = true; /* the new name must be durable: ahead of the batch */
+	id = (struct spool_seg_id){w->g->start_id, w->id, cm->seg_seq};
+	cm->segno = segreg_add(&w->g->segs, &id);
+	if (cm->segno < 0)
+		LOGE("worker %u: segment registry full: messages are not routed", w->id);
 	LOGD("worker %u: spool segment %s", w->id, name);
 	return 0;
 }
 
-static void make_qid(struct worker *w, char *qid, time_t now)
+void commit_qid(struct worker *w, char *qid, time_t now)
 {
 	/* seconds | worker | counter: unique within a start (the counter starts
 	 * at a random value so restarts in the same second differ). */
 	snprintf(qid, SMTP_QID_MAX + 1, "%08X%02X%06X", (unsigned)now, w->id & 0xffu,
-	         w->qid_ctr++ & 0xffffffu);
+	         w->cm.qid_ctr++ & 0xffffffu);
 }
 
-void commit_enqueue(struct worker *w, struct conn *c)
+void commit_submit(struct worker *w, struct commit_rec *r)
 {
-	c->flags |= C_QUEUED;
-	c->inflight++; /* until session_committed() */
-	c->batch_next = NULL;
-	if (!w->batch_head && w->g->conf->commit_window_us)
-		w->batch_since = ring_clock_us(); /* read only with a commit window */
-	if (w->batch_tail)
-		w->batch_tail->batch_next = c;
+	struct commit *cm = &w->cm;
+
+	r->next = NULL;
+	if (!cm->head && w->g->conf->commit_window_us)
+		cm->batch_since = ring_clock_us(); /* read only with a commit window */
+	if (cm->tail)
+		cm->tail->next = r;
 	else
-		w->batch_head = c;
-	w->batch_tail = c;
+		cm->head = r;
+	cm->tail = r;
 }
 
-/* Bounces go to a segment of their own per worker ("worker" number + 128
- * in its name), written synchronously with their own fdatasync: never
- * interleaved with a group-commit batch, so they can never sit behind a
- * torn record of one. They are rare. */
-int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
-                       bool smtputf8)
+static void answer(struct worker *w, struct commit_rec *r, int err)
 {
-	struct buf rec = BUF_INIT;
-	char qid[SMTP_QID_MAX + 1], name[96];
-	time_t now = time(NULL);
-	struct iovec iov[2];
-	struct spool_env env;
-	ssize_t k;
-	int err;
-
-	if (w->lseg_fd < 0) {
-		struct spool_seg_id id = {w->g->start_id, w->id + 128, 1};
-
-		spool_seg_name(name, sizeof(name), id.start, id.worker, id.seq);
-		w->lseg_fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-		if (w->lseg_fd < 0)
-			return -errno;
-		fsync(w->g->spool_dirfd);
-		w->lsegno = segreg_add(&w->g->segs, &id);
-		w->lseg_off = 0;
-	}
-	if (w->lsegno < 0)
-		return -ENOSPC;
-	make_qid(w, qid, now);
-	env = (struct spool_env){
-	    .qid = qid,
-	    .arrival = now,
-	    .client = "",
-	    .helo = w->g->conf->hostname,
-	    .from = "",
-	    .rcpts = rcpt,
-	    .nrcpt = 1,
-	    .body_8bit = body_8bit,
-	    .smtputf8 = smtputf8,
-	};
-	iov[1] = (struct iovec){(void *)body.p, body.len};
-	err = spool_rec_build(&rec, &env, &iov[1], 1);
-	if (err)
-		goto out;
-	iov[0] = (struct iovec){rec.p, rec.len};
-	k = pwritev(w->lseg_fd, iov, 2, (off_t)w->lseg_off);
-	if (k != (ssize_t)(rec.len + body.len) || fdatasync(w->lseg_fd) < 0) {
-		err = k < 0 ? -errno : -EIO;
-		/* A new file for the next one: nothing behind a torn record. */
-		close(w->lseg_fd);
-		w->lseg_fd = -1;
-		goto out;
-	}
-	LOGI("queued: id=%s size=%zu from=<> nrcpt=1 client=[local] (bounce)", qid, body.len);
-	route_outbox_add(w, QDESC(w->lsegno, route_hash(rcpt), w->lseg_off));
-	route_outbox_flush(w);
-	w->lseg_off += rec.len + body.len;
-out:
-	buf_free(&rec);
-	return err;
+	r->err = err;
+	r->done(w, r, err);
 }
 
-/* Submits the gathered messages: one writev each, linked in order, and one
- * fdatasync at the end of the chain. Runs once per round, and only when no
- * batch is on the disk, so a failed write never leaves a hole that a later,
- * acknowledged record would sit behind. */
-void commit_flush(struct worker *w)
+/* ---- the done and defer logs ---- */
+
+static void log_flush(struct worker *w, struct commit_log *l)
 {
 	struct io_uring_sqe *sqe;
-	struct conn *c, *last = NULL;
-	time_t now;
+	struct buf t;
+
+	if (l->inflight || !l->gather.len)
+		return;
+	if (l->fd < 0) {
+		char name[96];
+
+		if (l == &w->cm.done)
+			spool_done_name(name, sizeof(name), w->g->start_id, w->id);
+		else
+			spool_defer_name(name, sizeof(name), w->g->start_id, w->id);
+		l->fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+		               0640);
+		if (l->fd < 0) {
+			LOGE("worker %u: %s log %s: %s", w->id, l->kind, name, strerror(errno));
+			buf_reset(&l->gather, 0);
+			return;
+		}
+		/* The name is made durable ahead of the first append. */
+		sqe = ring_sqe(w);
+		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_DIRSYNC));
+	}
+	t = l->flying;
+	l->flying = l->gather;
+	l->gather = t;
+	l->gather.len = 0;
+	sqe = ring_sqe(w);
+	io_uring_prep_write(sqe, l->fd, l->flying.p, (unsigned)l->flying.len, 0); /* O_APPEND */
+	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
+	l->inflight = true;
+}
+
+void commit_on_log_dirsync(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct commit_log *l = p;
+
+	if (cqe->res < 0)
+		LOGE("worker %u: %s log: directory fsync: %s", w->id, l->kind, strerror(-cqe->res));
+}
+
+void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct commit_log *l = p;
+	struct io_uring_sqe *sqe;
+
+	if (cqe->res > 0 && (size_t)cqe->res < l->flying.len) {
+		buf_consume(&l->flying, (size_t)cqe->res);
+		sqe = ring_sqe(w);
+		io_uring_prep_write(sqe, l->fd, l->flying.p, (unsigned)l->flying.len, 0);
+		io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
+		return;
+	}
+	if (cqe->res < 0)
+		LOGE("worker %u: %s log write: %s", w->id, l->kind, strerror(-cqe->res));
+	else if (l->sync)
+		l->unsynced = true;
+	l->inflight = false;
+	buf_reset(&l->flying, 4096);
+}
+
+void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct commit_log *l = p;
+
+	if (cqe->res < 0)
+		LOGE("worker %u: %s log fdatasync: %s", w->id, l->kind, strerror(-cqe->res));
+	l->inflight = false;
+}
+
+static void log_sync(struct worker *w, struct commit_log *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->inflight || !l->unsynced)
+		return;
+	l->unsynced = false;
+	l->inflight = true;
+	sqe = ring_sqe(w);
+	io_uring_prep_fsync(sqe, l->fd, IORING_FSYNC_DATASYNC);
+	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_SYNC));
+}
+
+void commit_done_mark(struct worker *w, const struct spool_done *d)
+{
+	struct commit_log *l = &w->cm.done;
+	unsigned char rec[SPOOL_DONE_LEN];
+
+	l->sync = true;
+	if (spool_done_encode(rec, d) == 0 && buf_append(&l->gather, rec, sizeof(rec)))
+		LOGE("worker %u: out of memory for the done log", w->id);
+}
+
+void commit_defer_note(struct worker *w, const char *line, size_t len)
+{
+	if (buf_append(&w->cm.defer.gather, line, len))
+		LOGD("worker %u: defer log: out of memory", w->id);
+}
+
+void commit_tick(struct worker *w)
+{
+	log_sync(w, &w->cm.done);
+}
+
+/* ---- the group commit ---- */
+
+void commit_flush(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+	struct io_uring_sqe *sqe;
+	struct commit_rec *r, *last = NULL;
 	unsigned n = 0, room;
 	int err;
 
-	if (w->flight || !w->batch_head)
+	log_flush(w, &cm->done);
+	log_flush(w, &cm->defer);
+	if (w->stopping)
+		log_sync(w, &cm->done);
+	if (cm->flight || !cm->head)
 		return;
 	if (w->g->conf->commit_window_us && !w->stopping) {
 		/* Group-commit window: give other sessions a moment to finish
 		 * their messages so that one fdatasync covers them too. */
-		int64_t wait = w->batch_since + w->g->conf->commit_window_us - ring_clock_us();
+		int64_t wait = cm->batch_since + w->g->conf->commit_window_us - ring_clock_us();
 
 		if (wait > 0) {
-			if (!w->window_armed) {
+			if (!cm->window_armed) {
 				sqe = ring_sqe(w);
-				w->window_ts.tv_sec = wait / 1000000;
-				w->window_ts.tv_nsec = (wait % 1000000) * 1000;
-				io_uring_prep_timeout(sqe, &w->window_ts, 0, 0);
-				io_uring_sqe_set_data64(sqe, UD(&w->window_ts, UD_TIMER));
-				w->window_armed = true;
+				cm->window_ts.tv_sec = wait / 1000000;
+				cm->window_ts.tv_nsec = (wait % 1000000) * 1000;
+				io_uring_prep_timeout(sqe, &cm->window_ts, 0, 0);
+				io_uring_sqe_set_data64(sqe, UD(cm, UD_WINDOW));
+				cm->window_armed = true;
 			}
 			return;
 		}
 	}
-	if (w->seg_fd < 0 || w->seg_broken || w->seg_off >= w->g->conf->segment_size) {
+	if (cm->seg_fd < 0 || cm->seg_broken || cm->seg_off >= w->g->conf->segment_size) {
 		err = seg_open(w);
 		if (err) {
 			LOGE("worker %u: cannot open a spool segment: %s", w->id, strerror(-err));
-			while ((c = w->batch_head)) {
-				w->batch_head = c->batch_next;
-				session_committed(w, c, err);
+			while ((r = cm->head)) {
+				cm->head = r->next;
+				if (!cm->head)
+					cm->tail = NULL;
+				answer(w, r, err);
 			}
-			w->batch_tail = NULL;
 			return;
 		}
 	}
@@ -189,117 +285,126 @@ void commit_flush(struct worker *w)
 		io_uring_submit(&w->ring);
 		room = io_uring_sq_space_left(&w->ring);
 	}
-	room = room > BATCH_MAX + 1 ? BATCH_MAX + 1 : room;
-	now = time(NULL);
-	while ((c = w->batch_head) && n + 1 < room) {
-		struct spool_env env;
-		struct iovec body[2];
-		size_t total;
+	room = room > BATCH_MAX + 2 ? BATCH_MAX + 2 : room;
+	if (cm->dir_sync) {
+		sqe = ring_sqe(w);
+		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
+		cm->dir_sync = false;
+		room--;
+	}
+	while ((r = cm->head) && n + 1 < room) {
+		size_t total = 0;
 
-		w->batch_head = c->batch_next;
-		if (!w->batch_head)
-			w->batch_tail = NULL;
-		make_qid(w, c->qid, now);
-		env = (struct spool_env){
-		    .qid = c->qid,
-		    .arrival = now,
-		    .client = c->s.peer.addr,
-		    .helo = c->s.helo,
-		    .from = c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", /* <> */
-		    .rcpts = c->s.tx.rcpts.p,
-		    .nrcpt = c->s.tx.nrcpt,
-		    .body_8bit = c->s.tx.body_8bit,
-		    .smtputf8 = c->s.tx.smtputf8,
-		};
-		err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
-		body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
-		body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
-		if (!err)
-			err = spool_rec_build(&c->rec, &env, body, 2);
-		if (err) {
-			session_committed(w, c, err);
+		cm->head = r->next;
+		if (!cm->head)
+			cm->tail = NULL;
+		if (r->err) {
+			answer(w, r, r->err); /* could not be built */
 			continue;
 		}
-		c->rec_off = w->seg_off;
-		c->iov[0] = (struct iovec){c->rec.p, c->rec.len};
-		c->iov[1] = body[0];
-		c->iov[2] = body[1];
-		total = c->rec.len + c->rcvd.len + c->s.tx.body.len;
-		c->spool_err = -ECANCELED;
-		c->flags |= C_WRITE;
+		for (unsigned i = 0; i < r->niov; i++)
+			total += r->iov[i].iov_len;
+		r->segno = cm->segno;
+		r->off = cm->seg_off;
+		r->err = -ECANCELED;
 		sqe = ring_sqe(w);
-		io_uring_prep_writev(sqe, w->seg_fd, c->iov, c->s.tx.body.len ? 3 : 2, w->seg_off);
+		io_uring_prep_writev(sqe, cm->seg_fd, r->iov, r->niov, cm->seg_off);
 		sqe->flags |= IOSQE_IO_LINK;
-		io_uring_sqe_set_data64(sqe, UD(c, UD_WRITE));
-		w->seg_off += total;
-		c->batch_next = NULL;
+		io_uring_sqe_set_data64(sqe, UD(r, UD_REC_WRITE));
+		cm->seg_off += total;
+		r->next = NULL;
 		if (last)
-			last->batch_next = c;
+			last->next = r;
 		else
-			w->flight = c;
-		last = c;
+			cm->flight = r;
+		last = r;
 		n++;
 	}
 	if (!n)
 		return;
-	w->nflight = n;
+	cm->nflight = n;
 	sqe = ring_sqe(w);
 	if (w->g->conf->durability_none)
 		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
 	else
-		io_uring_prep_fsync(sqe, w->seg_fd, IORING_FSYNC_DATASYNC);
-	io_uring_sqe_set_data64(sqe, UD(w, UD_SYNC));
+		io_uring_prep_fsync(sqe, cm->seg_fd, IORING_FSYNC_DATASYNC);
+	io_uring_sqe_set_data64(sqe, UD(cm, UD_SEG_SYNC));
 }
 
-void commit_on_write(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void commit_on_window(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
-	size_t want = c->iov[0].iov_len + c->iov[1].iov_len + c->iov[2].iov_len;
+	w->cm.window_armed = false; /* commit_flush() at the end of the round */
+}
 
+void commit_on_dir_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct commit *cm = p;
+
+	if (cqe->res >= 0)
+		return;
+	/* The writes linked behind it are cancelled: the batch fails with this. */
+	LOGE("worker %u: spool directory fsync: %s", w->id, strerror(-cqe->res));
+	if (!cm->flight_err)
+		cm->flight_err = cqe->res;
+	cm->seg_broken = true;
+}
+
+void commit_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct commit *cm = &w->cm;
+	struct commit_rec *r = p;
+	size_t want = 0;
+
+	for (unsigned i = 0; i < r->niov; i++)
+		want += r->iov[i].iov_len;
 	if (cqe->res >= 0 && (size_t)cqe->res == want) {
-		c->spool_err = 0;
+		r->err = 0;
 		return;
 	}
 	/* A short write means the disk filled up. */
-	c->spool_err = cqe->res < 0 ? cqe->res : -ENOSPC;
-	if (cqe->res != -ECANCELED && !w->flight_err)
-		w->flight_err = c->spool_err;
-	if (c->spool_err == -ENOSPC || c->spool_err == -EDQUOT)
+	r->err = cqe->res < 0 ? cqe->res : -ENOSPC;
+	if (cqe->res != -ECANCELED && !cm->flight_err)
+		cm->flight_err = r->err;
+	if (r->err == -ENOSPC || r->err == -EDQUOT)
 		w->storage_low = true; /* until the next free-space check says otherwise */
 	if (cqe->res != -ECANCELED)
-		LOGW("worker %u: spool write: %s", w->id, strerror(-c->spool_err));
-	w->seg_broken = true;
+		LOGW("worker %u: spool write: %s", w->id, strerror(-r->err));
+	cm->seg_broken = true;
 }
 
-void commit_on_sync(struct worker *w, struct io_uring_cqe *cqe)
+void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
-	struct conn *c, *next;
+	struct commit *cm = &w->cm;
+	struct commit_rec *r, *next;
 	int err = cqe->res;
 
 	if (err < 0) {
 		if (err != -ECANCELED)
 			LOGE("worker %u: spool fdatasync: %s", w->id, strerror(-err));
-		w->seg_broken = true;
+		cm->seg_broken = true;
 	}
-	LOGD("worker %u: group commit of %u messages", w->id, w->nflight);
-	w->stat_commits++;
-	w->stat_msgs += w->nflight;
-	if (w->nflight > w->stat_max_batch)
-		w->stat_max_batch = w->nflight;
-	for (c = w->flight; c; c = next) {
-		int e = c->spool_err;
+	LOGD("worker %u: group commit of %u messages", w->id, cm->nflight);
+	cm->stat_commits++;
+	cm->stat_msgs += cm->nflight;
+	if (cm->nflight > cm->stat_max_batch)
+		cm->stat_max_batch = cm->nflight;
+	r = cm->flight;
+	cm->flight = NULL;
+	cm->nflight = 0;
+	for (; r; r = next) {
+		int e = r->err;
 
-		next = c->batch_next;
+		next = r->next;
 		if (e == 0 && err < 0)
 			e = err; /* written but not known durable */
 		/* A write cancelled behind a failed one failed for the same reason. */
 		if (e == -ECANCELED)
-			e = w->flight_err ? w->flight_err : -EIO;
-		session_committed(w, c, e);
+			e = cm->flight_err ? cm->flight_err : -EIO;
+		answer(w, r, e);
 	}
-	w->flight = NULL;
-	w->nflight = 0;
-	w->flight_err = 0;
-	route_outbox_flush(w);
+	cm->flight_err = 0;
 }
 
 void commit_check_storage(struct worker *w)

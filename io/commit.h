@@ -1,30 +1,54 @@
-/* commit: the worker's spool writer. Messages that completed in one round
- * of completions are written with one writev each into the worker's
- * segment, linked to ONE fdatasync (group commit); their answers are given
- * only when that fdatasync is done. While a batch is on the disk the next
- * one gathers. Worker thread only. */
+/* commit: the worker's spool writer, the only one. Records that completed
+ * in one round of completions (accepted messages, bounces) are written with
+ * one writev each into the worker's segment, linked to ONE fdatasync (group
+ * commit); each is answered through its callback only when that fdatasync
+ * is done. While a batch is on the disk the next one gathers. It also
+ * appends the done and defer logs. It knows no session and no relay.
+ * Worker thread only. */
 #ifndef RINGMX_IO_COMMIT_H
 #define RINGMX_IO_COMMIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
 
-#include "core/sv.h"
 #include "io/worker-t.h"
 
-/* Queues <c>'s complete message for the next group commit. */
-void commit_enqueue(struct worker *w, struct conn *c);
+/* In place, at worker start; <qid_seed> starts the queue-id counter. */
+void commit_init(struct worker *w, uint32_t qid_seed);
+/* Closes the files. Nothing may be in flight (commit_busy() false). */
+void commit_fini(struct worker *w);
+/* True while records or log appends are gathering or on the disk. */
+bool commit_busy(const struct worker *w);
+
+/* A new queue id in <qid> (SMTP_QID_MAX + 1 bytes), unique within a start. */
+void commit_qid(struct worker *w, char *qid, time_t now);
+/* Queues <r> for the next group commit; r->iov, r->niov and r->done set by
+ * the caller, who keeps <r> and what its views point at until r->done is
+ * called (from a later completion: never from inside this call). r->err
+ * non-zero: not written, answered with that error at the next flush. */
+void commit_submit(struct worker *w, struct commit_rec *r);
+/* Appends a done mark (delivery of that record is over). Durable at the
+ * next tick's fdatasync of the done log. */
+void commit_done_mark(struct worker *w, const struct spool_done *d);
+/* Appends <len> bytes of <line> to the defer log (informational). */
+void commit_defer_note(struct worker *w, const char *line, size_t len);
+
 /* End of a round: submits the gathered batch (when none is on the disk and
- * the commit window, if any, has passed). */
+ * the commit window, if any, has passed) and the log appends. */
 void commit_flush(struct worker *w);
-/* Completions: one message's record write, the batch's fdatasync. */
-void commit_on_write(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
-void commit_on_sync(struct worker *w, struct io_uring_cqe *cqe);
+/* Once a second: the done log's fdatasync. */
+void commit_tick(struct worker *w);
 /* Free space against --spool-min-free: sets w->storage_low. */
 void commit_check_storage(struct worker *w);
-/* Spools a message generated here (a bounce: from the null sender to
- * <rcpt>) in the worker's own segment for local mail, durably, and routes
- * it like any accepted message. Returns 0 or -errno. */
-int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
-                       bool smtputf8);
+
+/* Completions (see enum ud_op). */
+void commit_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_dir_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_window(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_log_dirsync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 
 #endif

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "io/commit.h"
 #include "io/control.h"
 #include "io/session.h"
 #include "io/worker.h"
@@ -202,10 +203,7 @@ int gateway_run(struct gateway *g)
 		g->workers[i] = w;
 		w->g = g;
 		w->id = i;
-		w->seg_fd = -1;
-		w->lseg_fd = -1;
-		w->segno = -1;
-		w->qid_ctr = (uint32_t)(ts.tv_nsec / 1000) * 2654435761u;
+		commit_init(w, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);
 		w->wakefd = eventfd(0, EFD_CLOEXEC);
 		w->outbox = calloc((size_t)g->nworkers * OUTBOX_MAX, sizeof(*w->outbox));
 		w->outn = calloc(g->nworkers, sizeof(*w->outn));

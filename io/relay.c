@@ -39,8 +39,8 @@
 #include "core/retry.h"
 #include "core/smtp_client.h"
 #include "io/tls.h"
-#include "io/commit.h"
 #include "io/ring.h"
+#include "io/worker.h"
 #include "io/worker-t.h"
 #include "queue/spool.h"
 
@@ -718,7 +718,7 @@ static void rc_close(struct worker *w, struct relay_conn *c, const char *why)
 	c->flags |= RC_CLOSING;
 	if (c->flags & RC_RECV) {
 		sqe = worker_sqe(w);
-		io_uring_prep_cancel64(sqe, UD(c, UD_RECV), 0);
+		io_uring_prep_cancel64(sqe, UD(c, UD_RELAY_RECV), 0);
 		io_uring_sqe_set_data64(sqe, UD_NONE);
 	}
 	rc_maybe_free(w, c);
@@ -750,7 +750,7 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
 	sqe = worker_sqe(w);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&h->addr, h->addrlen);
-	io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
 }
 
 /* Opens connections for the route's waiting jobs, up to the pool size. */
@@ -878,7 +878,7 @@ static void rc_arm_recv(struct worker *w, struct relay_conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RX_BGID;
-	io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_RECV));
 	c->flags |= RC_RECV;
 	c->inflight++;
 }
@@ -1045,7 +1045,7 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 	if (c->sending.len) {
 		sqe = worker_sqe(w);
 		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
+		io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
 		c->flags |= RC_SEND;
 		c->inflight++;
 		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;

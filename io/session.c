@@ -5,7 +5,7 @@
  * O(1) updates, expiry from its head). A receive feeds the sans-I/O session
  * (core/smtp_session), in clear or through TLS (io/tls); what it answers is
  * flushed once per round with one send. A complete message goes to the
- * committer (io/commit); its 250 or 4xx is given in session_committed()
+ * committer (io/commit); its 250 or 4xx is given in on_committed()
  * once the group commit is done, and the pipelined commands that waited
  * behind it are fed then. */
 #include "io/session.h"
@@ -14,9 +14,11 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -97,7 +99,7 @@ static void conn_free(struct worker *w, struct conn *c)
 	c->tls = NULL;
 	atomic_fetch_sub_explicit(&w->g->nsessions, 1, memory_order_relaxed);
 	w->nconns--;
-	c->batch_next = w->free_conns;
+	c->free_next = w->free_conns;
 	w->free_conns = c;
 }
 
@@ -167,6 +169,45 @@ static void tls_up(struct worker *w, struct conn *c)
 		session_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
 }
 
+static void on_committed(struct worker *w, struct commit_rec *r, int err);
+
+/* The message is complete: its record (envelope, Received: header, the
+ * body as views into the session's buffers) goes to the committer. */
+static void commit_msg(struct worker *w, struct conn *c)
+{
+	time_t now = time(NULL);
+	struct spool_env env;
+	struct iovec body[2];
+	int err;
+
+	c->flags |= C_QUEUED;
+	c->inflight++; /* until on_committed() */
+	commit_qid(w, c->qid, now);
+	env = (struct spool_env){
+	    .qid = c->qid,
+	    .arrival = now,
+	    .client = c->s.peer.addr,
+	    .helo = c->s.helo,
+	    .from = c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", /* <> */
+	    .rcpts = c->s.tx.rcpts.p,
+	    .nrcpt = c->s.tx.nrcpt,
+	    .body_8bit = c->s.tx.body_8bit,
+	    .smtputf8 = c->s.tx.smtputf8,
+	};
+	err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
+	body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
+	body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
+	if (!err)
+		err = spool_rec_build(&c->rec, &env, body, 2);
+	c->cr = (struct commit_rec){
+	    .iov = {{c->rec.p, c->rec.len}, body[0], body[1]},
+	    .niov = c->s.tx.body.len ? 3 : 2,
+	    .err = err,
+	    .done = on_committed,
+	};
+	commit_submit(w, &c->cr);
+}
+
 /* Feeds input to the session and acts on what it asks for. Bytes that
  * follow a complete message wait in c->pending until it is spooled. */
 static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
@@ -200,7 +241,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	}
 	if (c->s.act & SMTP_ACT_MSG_READY) {
 		c->s.act &= ~SMTP_ACT_MSG_READY;
-		commit_enqueue(w, c);
+		commit_msg(w, c);
 	}
 	if (c->s.act & SMTP_ACT_STARTTLS) {
 		/* RFC 3207 / CVE-2011-0411: whatever the client pipelined after
@@ -263,8 +304,9 @@ void session_greet(struct worker *w, struct conn *c)
 	session_mark_dirty(w, c);
 }
 
-void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe)
+void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
+	struct listener *l = p;
 	const struct gateway *g = w->g;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -306,7 +348,7 @@ void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe
 
 	c = w->free_conns;
 	if (c)
-		w->free_conns = c->batch_next;
+		w->free_conns = c->free_next;
 	else
 		c = malloc(sizeof(*c));
 	if (!c) {
@@ -349,8 +391,9 @@ void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe
 	}
 }
 
-void session_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
+	struct conn *c = p;
 	int res = cqe->res;
 
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -407,7 +450,7 @@ void session_flush(struct worker *w, struct conn *c)
 			c->inflight++;
 			return;
 		}
-		if ((c->flags & C_HANGUP) && !(c->flags & (C_WRITE | C_QUEUED)))
+		if ((c->flags & C_HANGUP) && !(c->flags & C_QUEUED))
 			session_close(w, c);
 		return;
 	}
@@ -426,13 +469,13 @@ void session_flush(struct worker *w, struct conn *c)
 		c->inflight++;
 		return;
 	}
-	if ((c->s.act & SMTP_ACT_CLOSE || c->flags & C_HANGUP) &&
-	    !(c->flags & (C_WRITE | C_QUEUED)))
+	if ((c->s.act & SMTP_ACT_CLOSE || c->flags & C_HANGUP) && !(c->flags & C_QUEUED))
 		session_close(w, c);
 }
 
-void session_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+void session_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
+	struct conn *c = p;
 	struct io_uring_sqe *sqe;
 
 	c->inflight--;
@@ -459,17 +502,21 @@ void session_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 	session_flush(w, c);
 }
 
-void session_committed(struct worker *w, struct conn *c, int err)
+/* The committer's answer for <c>'s message: 0 (durable: 250, and routed
+ * to the worker that delivers it) or -errno (4xx). */
+static void on_committed(struct worker *w, struct commit_rec *r, int err)
 {
-	c->flags &= ~(C_WRITE | C_QUEUED);
+	struct conn *c = (struct conn *)((char *)r - offsetof(struct conn, cr));
+
+	c->flags &= ~C_QUEUED;
 	c->inflight--;
 	if (err == 0) {
 		size_t it = 0;
 
-		if (w->segno >= 0)
-			route_outbox_add(w, QDESC(w->segno,
-			                          route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)),
-			                          c->rec_off));
+		if (r->segno >= 0)
+			route_outbox_add(
+			    w,
+			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
 		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
 		     c->rcvd.len + c->s.tx.body.len,
 		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
@@ -511,7 +558,7 @@ void session_tick(struct worker *w)
 	}
 	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
 		next = c->next;
-		if (c->flags & (C_WRITE | C_QUEUED))
+		if (c->flags & C_QUEUED)
 			continue; /* waiting for the disk, not for the client */
 		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
 		     w->g->conf->idle_timeout);
@@ -538,7 +585,7 @@ void session_tick(struct worker *w)
 	}
 	if (w->stopping && w->now >= w->grace_end) {
 		for (c = w->live.head; c; c = c->next)
-			if (!(c->flags & (C_WRITE | C_QUEUED)))
+			if (!(c->flags & C_QUEUED))
 				session_bye(w, c);
 	}
 }
@@ -561,7 +608,7 @@ void session_pool_free(struct worker *w)
 	while (w->free_conns) {
 		struct conn *c = w->free_conns;
 
-		w->free_conns = c->batch_next;
+		w->free_conns = c->free_next;
 		free(c);
 	}
 }

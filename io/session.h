@@ -9,9 +9,9 @@
 
 /* Completions of a listener's multishot accept, a conn's multishot receive
  * and its send. */
-void session_on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe);
-void session_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
-void session_on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe);
+void session_on_accept(struct worker *w, void *listener, struct io_uring_cqe *cqe);
+void session_on_recv(struct worker *w, void *conn, struct io_uring_cqe *cqe);
+void session_on_send(struct worker *w, void *conn, struct io_uring_cqe *cqe);
 /* End of a round: sends what the session has for the client (one send per
  * conn per round), or closes it when it is done. */
 void session_flush(struct worker *w, struct conn *c);
@@ -25,9 +25,6 @@ void session_close(struct worker *w, struct conn *c);
 void session_greet(struct worker *w, struct conn *c);
 /* Shutdown: a 421 to a session not in a transaction. */
 void session_bye(struct worker *w, struct conn *c);
-/* The group commit is done for <c>'s message: <err> 0 (durable: 250 and
- * routed) or -errno (4xx). */
-void session_committed(struct worker *w, struct conn *c, int err);
 /* Once a second (or when a greeting is due): greetings, idle timeouts,
  * TLS handshake deadlines, the end of the shutdown grace period. */
 void session_tick(struct worker *w);

@@ -32,36 +32,100 @@
 #define OUTBOX_MAX   64u        /* descriptors gathered per destination before a push */
 #define POP_MAX      256u       /* descriptors taken per mq_pop() */
 
-/* user_data: a pointer (8-byte aligned) with the completion kind in the
- * low three bits. */
-enum ud_kind {
-	UD_NONE = 0,   /* cancel requests and the like: nothing to do */
-	UD_ACCEPT = 1, /* ptr: struct listener */
-	UD_RECV = 2,   /* ptr: struct conn */
-	UD_SEND = 3,   /* ptr: struct conn */
-	UD_WRITE = 4,  /* ptr: struct conn, its record write */
-	UD_SYNC = 5,   /* ptr: struct worker, the batch's fdatasync */
-	UD_TIMER = 6,  /* ptr: struct worker */
-	UD_WAKE = 7,   /* ptr: struct worker, its eventfd read */
+/* user_data: one operation code per kind of completion in the top byte,
+ * the object it concerns in the low 56 bits (user-space pointers on x86-64
+ * and arm64 fit in 48), as liburing's examples/proxy.c encodes them. The
+ * loop (io/worker.c) dispatches through one handler table indexed by op. */
+enum ud_op {
+	UD_NONE = 0,    /* cancel requests, MSG_RING sends: nothing to do */
+	UD_ACCEPT,      /* struct listener: multishot accept */
+	UD_RECV,        /* struct conn: multishot receive */
+	UD_SEND,        /* struct conn: a send */
+	UD_REC_WRITE,   /* struct commit_rec: a spool record's writev */
+	UD_SEG_SYNC,    /* struct commit: the batch's fdatasync */
+	UD_DIR_SYNC,    /* struct commit: fsync of the spool directory (a new file) */
+	UD_LOG_WRITE,   /* struct commit_log: an append to the done or defer log */
+	UD_LOG_SYNC,    /* struct commit_log: fdatasync of the done log */
+	UD_LOG_DIRSYNC, /* struct commit_log: fsync of the directory (a new log file) */
+	UD_STDERR,      /* struct worker: the log lines of a round (core/log sink) */
+	UD_TICK,        /* struct worker: the once-a-second timer */
+	UD_WINDOW,      /* struct commit: the commit-window timeout */
+	UD_EVENTFD,     /* struct worker: its eventfd (stop, flush, drop) */
+	UD_MSGRING,     /* struct worker: IORING_OP_MSG_RING from a producer */
+	UD_RELAY_RECV,  /* struct relay_conn: multishot receive */
+	UD_RELAY_SEND,  /* struct relay_conn: a send, or the connect */
+	UD_NOPS
 };
-#define UD(p, k)   ((uint64_t)(uintptr_t)(p) | (k))
-#define UD_KIND(u) ((unsigned)((u)&7u))
-#define UD_PTR(u)  ((void *)(uintptr_t)((u) & ~(uint64_t)7u))
+#define UD_SHIFT  56
+#define UD(p, op) ((uint64_t)(uintptr_t)(p) | ((uint64_t)(op) << UD_SHIFT))
+#define UD_OP(u)  ((unsigned)((u) >> UD_SHIFT))
+#define UD_PTR(u) ((void *)(uintptr_t)((u) & ((1ull << UD_SHIFT) - 1)))
 
 /* conn flags */
 #define C_RECV    0x01u   /* multishot receive armed */
 #define C_SEND    0x02u   /* a send is in flight */
-#define C_WRITE   0x04u   /* the message's record is being written/synced */
 #define C_CLOSING 0x08u   /* closing: free once nothing is in flight */
 #define C_GREETED 0x10u   /* greeting (or refusal) queued */
 #define C_DIRTY   0x20u   /* on the worker's dirty list */
-#define C_QUEUED  0x40u   /* on the worker's spool batch list */
+#define C_QUEUED  0x40u   /* its message is at the committer (gathering or on the disk) */
 #define C_BYE     0x80u   /* shutdown 421 already given */
 #define C_GREETQ  0x100u  /* on the worker's greeting list */
 #define C_TLSHS   0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
 #define C_TLSUP   0x400u  /* TLS established; the session was told */
 #define C_CLEAR   0x800u  /* s.out holds the STARTTLS 220: it leaves in clear */
 #define C_HANGUP  0x1000u /* close once the output (a TLS alert) is flushed */
+
+struct worker;
+struct commit_rec;
+
+/* Called once per record when its batch's fdatasync is done (or when it
+ * could not be written): <err> 0 means durable at r->segno, r->off. */
+typedef void commit_done_fn(struct worker *w, struct commit_rec *r, int err);
+
+/* One record for the spool: header + envelope and the body, as views
+ * that must stay valid until <done> is called. The owner embeds it. */
+struct commit_rec {
+	struct commit_rec *next; /* gathering, or in the batch on the disk */
+	struct iovec iov[3];
+	unsigned niov;
+	int err;   /* the write's result; set before commit_submit(): answer with it */
+	int segno; /* where it landed: registry number and offset */
+	uint64_t off;
+	commit_done_fn *done;
+};
+
+/* An append-only log the committer writes besides the segments (done
+ * marks, defer notes): what a round appended leaves in one ring write. */
+struct commit_log {
+	int fd;                    /* -1 until first needed */
+	const char *kind;          /* "done" or "defer", for names and logs */
+	struct buf gather, flying; /* appended this round / on the disk */
+	bool inflight;             /* a write or sync is in flight */
+	bool unsynced;             /* written since the last fdatasync (done log only) */
+	bool sync;                 /* fdatasync it at the tick */
+} __attribute__((aligned(8)));
+
+/* The worker's spool writer (io/commit.c); only it writes the spool. */
+struct commit {
+	int seg_fd;
+	unsigned seg_seq;
+	uint64_t seg_off;
+	int segno;       /* registry number of the current segment */
+	bool seg_broken; /* a write failed: next batch goes to a new segment */
+	bool dir_sync;   /* a file was created: fsync the directory ahead of the batch */
+	struct commit_rec *head, *tail; /* gathering */
+	struct commit_rec *flight;      /* the batch on the disk */
+	unsigned nflight;
+	int flight_err; /* first failed write of the batch on the disk */
+	uint32_t qid_ctr;
+	struct __kernel_timespec window_ts;
+	int64_t batch_since; /* us: when the gathering batch got its first message */
+	bool window_armed;   /* a commit-window timeout is pending */
+	struct commit_log done, defer;
+	uint64_t stat_msgs;    /* records made durable */
+	uint64_t stat_commits; /* group commits (fdatasyncs) */
+	uint64_t stat_max_batch;
+} __attribute__((aligned(8)));
 
 struct listener {
 	int fd;
@@ -86,21 +150,19 @@ struct conn {
 	int fd;
 	unsigned flags;
 	unsigned inflight;        /* SQEs that reference this conn */
-	int spool_err;            /* the record write's result */
 	int64_t last_active;      /* worker clock, ms */
 	int64_t greet_at;         /* ms; when the greeting is due */
 	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
 	struct conn *greet_next;  /* waiting for the greeting */
 	struct conn *dirty_next;  /* has output to flush this round */
-	struct conn *batch_next;  /* waiting for / in a spool batch */
+	struct conn *free_next;   /* the worker's pool of free conns */
 	struct buf sending;       /* bytes handed to the kernel */
 	struct buf pending;       /* input not fed yet (a message is spooling) */
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */
-	struct iovec iov[3];
-	uint64_t rec_off;     /* the record's offset in the worker's segment */
-	struct tls_conn *tls; /* NULL: clear text */
-	int64_t hs_deadline;  /* ms: the TLS handshake must be done by then */
+	struct commit_rec cr;     /* the message's record, while it is committed */
+	struct tls_conn *tls;     /* NULL: clear text */
+	int64_t hs_deadline;      /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 } __attribute__((aligned(8)));
@@ -132,40 +194,18 @@ struct worker {
 	struct conn *free_conns;
 	unsigned nconns;
 
-	/* spool */
-	int seg_fd;
-	unsigned seg_seq;
-	uint64_t seg_off;
-	bool seg_broken;                      /* a write failed: next batch goes to a new segment */
-	struct conn *batch_head, *batch_tail; /* gathering */
-	struct conn *flight;                  /* the batch on the disk */
-	unsigned nflight;
-	int flight_err; /* first failed write of the batch on the disk */
-	uint32_t qid_ctr;
-
-	struct __kernel_timespec window_ts;
-	int64_t batch_since; /* us: when the gathering batch got its first message */
-	bool window_armed;   /* a commit-window timeout is pending */
-	bool storage_low;    /* free space under --spool-min-free, or ENOSPC seen */
+	struct commit cm; /* the spool writer */
+	bool storage_low; /* free space under --spool-min-free, or ENOSPC seen */
 
 	/* queue: descriptors of spooled messages go to the worker that owns
 	 * their route; see io/route.h */
-	int segno;              /* registry number of the current segment */
 	struct mq_item *outbox; /* [nworkers][OUTBOX_MAX], gathered per round */
 	unsigned *outn;         /* [nworkers] */
 	struct buf overflow;    /* struct route_item: a ring was full; retried each tick */
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
-	uint64_t mq_token;      /* user_data target of IORING_OP_MSG_RING wake-ups */
 	unsigned flush_gen;     /* last g->flush_gen acted on */
 	unsigned drop_gen;      /* last g->drop_gen acted on */
-	int lseg_fd;            /* segment for locally made messages (bounces), -1 */
-	int lsegno;
-	uint64_t lseg_off;
 	uint64_t stat_routed, stat_wakes, stat_received;
-
-	uint64_t stat_msgs;    /* messages acknowledged */
-	uint64_t stat_commits; /* group commits (fdatasyncs) */
-	uint64_t stat_max_batch;
 
 	bool stopping;
 	int64_t grace_end;

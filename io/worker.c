@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -37,7 +38,7 @@ static void arm_timer(struct worker *w)
 	w->tick_ts.tv_sec = ms / 1000;
 	w->tick_ts.tv_nsec = (ms % 1000) * 1000000;
 	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, UD_TIMER));
+	io_uring_sqe_set_data64(sqe, UD(w, UD_TICK));
 }
 
 static void arm_accept(struct worker *w)
@@ -55,9 +56,10 @@ static void arm_accept(struct worker *w)
 	}
 }
 
-static void on_timer(struct worker *w)
+static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	commit_check_storage(w);
+	commit_tick(w);
 	route_overflow_retry(w);
 	relay_tick(w);
 	session_tick(w);
@@ -95,69 +97,144 @@ static void arm_wake(struct worker *w)
 	struct io_uring_sqe *sqe = ring_sqe(w);
 
 	io_uring_prep_read(sqe, w->wakefd, &w->wakeval, sizeof(w->wakeval), 0);
-	io_uring_sqe_set_data64(sqe, UD(w, UD_WAKE));
+	io_uring_sqe_set_data64(sqe, UD(w, UD_EVENTFD));
 }
+
+/* The eventfd: stop, or forget dropped messages (SIGUSR2), or flush the
+ * deferred ones (SIGUSR1). */
+static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	if (atomic_load(&w->g->stop)) {
+		begin_stop(w);
+		return;
+	}
+	if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
+		struct buf ids = BUF_INIT;
+
+		w->drop_gen = atomic_load(&w->g->drop_gen);
+		control_drops_copy(w->g, &ids);
+		for (size_t o = 0; o < ids.len; o += strlen(ids.p + o) + 1)
+			relay_drop(w, ids.p + o);
+		buf_free(&ids);
+	}
+	if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
+		w->flush_gen = atomic_load(&w->g->flush_gen);
+		LOGI("worker %u: retrying deferred messages now", w->id);
+		relay_flush(w);
+	}
+	arm_wake(w);
+}
+
+static void on_nothing(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	/* UD_NONE: cancels, MSG_RING sends. UD_MSGRING: a producer's wake-up;
+	 * route_drain() runs at the end of the round anyway. */
+}
+
+typedef void ud_handler_fn(struct worker *w, void *p, struct io_uring_cqe *cqe);
+
+static ud_handler_fn *const ud_handlers[UD_NOPS] = {
+    [UD_NONE] = on_nothing,
+    [UD_ACCEPT] = session_on_accept,
+    [UD_RECV] = session_on_recv,
+    [UD_SEND] = session_on_send,
+    [UD_REC_WRITE] = commit_on_write,
+    [UD_SEG_SYNC] = commit_on_sync,
+    [UD_DIR_SYNC] = commit_on_dir_sync,
+    [UD_LOG_WRITE] = commit_on_log_write,
+    [UD_LOG_SYNC] = commit_on_log_sync,
+    [UD_LOG_DIRSYNC] = commit_on_log_dirsync,
+    [UD_STDERR] = on_nothing,
+    [UD_TICK] = on_tick,
+    [UD_WINDOW] = commit_on_window,
+    [UD_EVENTFD] = on_eventfd,
+    [UD_MSGRING] = on_nothing,
+    [UD_RELAY_RECV] = relay_on_recv,
+    [UD_RELAY_SEND] = relay_on_send,
+};
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	void *p = UD_PTR(ud);
+	unsigned op = UD_OP(ud);
 
-	switch (UD_KIND(ud)) {
-	case UD_NONE:
-		break;
-	case UD_ACCEPT:
-		session_on_accept(w, p, cqe);
-		break;
-	case UD_RECV:
-		if (*(const uint8_t *)p == OBJ_RELAY)
-			relay_on_recv(w, p, cqe);
-		else
-			session_on_recv(w, p, cqe);
-		break;
-	case UD_SEND:
-		if (*(const uint8_t *)p == OBJ_RELAY)
-			relay_on_send(w, p, cqe);
-		else
-			session_on_send(w, p, cqe);
-		break;
-	case UD_WRITE:
-		commit_on_write(w, p, cqe);
-		break;
-	case UD_SYNC:
-		commit_on_sync(w, cqe);
-		break;
-	case UD_TIMER:
-		if (p == &w->window_ts)
-			w->window_armed = false; /* commit_flush() at the end of the round */
-		else
-			on_timer(w);
-		break;
-	case UD_WAKE:
-		if (p == &w->mq_token)
-			break; /* IORING_OP_MSG_RING from a producer; route_drain() runs below */
-		/* The eventfd: stop, or flush the deferred messages (SIGUSR1). */
-		if (atomic_load(&w->g->stop)) {
-			begin_stop(w);
-			break;
-		}
-		if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
-			struct buf ids = BUF_INIT;
-
-			w->drop_gen = atomic_load(&w->g->drop_gen);
-			control_drops_copy(w->g, &ids);
-			for (size_t o = 0; o < ids.len; o += strlen(ids.p + o) + 1)
-				relay_drop(w, ids.p + o);
-			buf_free(&ids);
-		}
-		if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
-			w->flush_gen = atomic_load(&w->g->flush_gen);
-			LOGI("worker %u: retrying deferred messages now", w->id);
-			relay_flush(w);
-		}
-		arm_wake(w);
-		break;
+	if (op >= UD_NOPS || !ud_handlers[op]) {
+		LOGE("worker %u: completion with unknown op %u", w->id, op);
+		abort(); /* broken invariant: every SQE is tagged by this code */
 	}
+	ud_handlers[op](w, UD_PTR(ud), cqe);
+}
+
+/* ---- messages made here (bounces) ---- */
+
+struct local_msg {
+	struct commit_rec cr; /* first: the committer's callback gets it */
+	struct buf rec, body;
+	char qid[SMTP_QID_MAX + 1];
+	uint32_t hash;
+};
+
+static void on_local_committed(struct worker *w, struct commit_rec *r, int err)
+{
+	struct local_msg *m = (struct local_msg *)r;
+
+	if (err == 0) {
+		LOGI("queued: id=%s size=%zu from=<> nrcpt=1 client=[local] (bounce)", m->qid,
+		     m->body.len);
+		if (r->segno >= 0)
+			route_outbox_add(w, QDESC(r->segno, m->hash, r->off));
+	} else {
+		LOGE("spool: id=%s (bounce) not written: %s", m->qid, strerror(-err));
+	}
+	buf_free(&m->rec);
+	buf_free(&m->body);
+	free(m);
+}
+
+/* A bounce from the relay: from the null sender to <rcpt>, written by the
+ * committer into the worker's segment with the next group commit, and
+ * routed like any accepted message once durable. */
+int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
+                       bool smtputf8)
+{
+	struct local_msg *m = calloc(1, sizeof(*m));
+	time_t now = time(NULL);
+	struct spool_env env;
+	struct iovec iov;
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	commit_qid(w, m->qid, now);
+	env = (struct spool_env){
+	    .qid = m->qid,
+	    .arrival = now,
+	    .client = "",
+	    .helo = w->g->conf->hostname,
+	    .from = "",
+	    .rcpts = rcpt,
+	    .nrcpt = 1,
+	    .body_8bit = body_8bit,
+	    .smtputf8 = smtputf8,
+	};
+	err = buf_append(&m->body, body.p, body.len);
+	iov = (struct iovec){m->body.p, m->body.len};
+	if (!err)
+		err = spool_rec_build(&m->rec, &env, &iov, 1);
+	if (err) {
+		buf_free(&m->rec);
+		buf_free(&m->body);
+		free(m);
+		return err;
+	}
+	m->hash = route_hash(rcpt);
+	m->cr = (struct commit_rec){
+	    .iov = {{m->rec.p, m->rec.len}, iov},
+	    .niov = 2,
+	    .done = on_local_committed,
+	};
+	commit_submit(w, &m->cr);
+	return 0;
 }
 
 static void worker_signal_ready(struct worker *w, int res)
@@ -170,7 +247,7 @@ static void worker_signal_ready(struct worker *w, int res)
 
 static bool worker_done(const struct worker *w)
 {
-	if (!w->stopping || w->nconns || w->flight || w->batch_head || relay_busy(w))
+	if (!w->stopping || w->nconns || commit_busy(w) || relay_busy(w))
 		return false;
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].armed)
@@ -243,6 +320,7 @@ void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
+		route_outbox_flush(w); /* what the group commits of this round made durable */
 		route_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		commit_flush(w);
@@ -260,18 +338,15 @@ void *worker_main(void *arg)
 		if (w->lst[i].fd >= 0)
 			close(w->lst[i].fd);
 	relay_fini(w);
-	if (w->seg_fd >= 0)
-		close(w->seg_fd);
-	if (w->lseg_fd >= 0)
-		close(w->lseg_fd);
+	commit_fini(w);
 	io_uring_queue_exit(&w->ring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
 	    "%llu); queue: %llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
 	    "%zu waiting for ring space",
-	    w->id, (unsigned long long)w->stat_msgs, (unsigned long long)w->stat_commits,
-	    w->stat_commits ? (double)w->stat_msgs / (double)w->stat_commits : 0.0,
-	    (unsigned long long)w->stat_max_batch, (unsigned long long)w->stat_routed,
+	    w->id, (unsigned long long)w->cm.stat_msgs, (unsigned long long)w->cm.stat_commits,
+	    w->cm.stat_commits ? (double)w->cm.stat_msgs / (double)w->cm.stat_commits : 0.0,
+	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->stat_routed,
 	    (unsigned long long)w->stat_received,
 	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
 	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item));
