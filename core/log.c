@@ -1,15 +1,44 @@
-/* log: stderr logging, one write(2) per line. See log.h. */
+/* log: stderr logging, one write(2) per line, or into the thread's sink.
+ * See log.h. */
 #include "core/log.h"
 #include "core/utc.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 enum log_level log_threshold = LOG_INFO;
+
+static __thread struct log_sink *log_sink;
+
+void log_sink_set(struct log_sink *s)
+{
+	log_sink = s;
+}
+
+/* Appends to the thread's sink; false when it cannot take the line. */
+static bool sink_put(struct log_sink *s, const char *line, size_t n)
+{
+	if (s->len + n > s->cap) {
+		size_t cap = s->cap ? s->cap : 16384;
+		char *p;
+
+		while (cap < s->len + n)
+			cap *= 2;
+		if (cap > LOG_SINK_MAX || !(p = realloc(s->p, cap)))
+			return false;
+		s->p = p;
+		s->cap = cap;
+	}
+	memcpy(s->p + s->len, line, n);
+	s->len += n;
+	return true;
+}
 
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
@@ -57,7 +86,10 @@ void log_msg(enum log_level l, const char *fmt, ...)
 	if (k > 0)
 		n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
 	line[n++] = '\n';
-	/* One write: lines from different workers never interleave. */
+	if (log_sink && sink_put(log_sink, line, n))
+		return;
+	/* One write: lines from different workers never interleave. (A worker
+	 * comes here only when its sink is full: LOG_SINK_MAX in one round.) */
 	while (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
 		;
 }

@@ -1,8 +1,12 @@
 /* log: one line per event worth an operator's eye, to stderr. Each call is
  * formatted into a stack buffer and leaves in one write(2), so lines from
- * different workers never interleave. Any thread. libc only. */
+ * different workers never interleave; or, on a thread that set a sink (the
+ * workers), it is appended there and the thread writes the sink's lines
+ * out itself (io/ring: one ring write per round). Any thread. libc only. */
 #ifndef RINGMX_CORE_LOG_H
 #define RINGMX_CORE_LOG_H
+
+#include <stddef.h>
 
 enum log_level {
 	LOG_ERR = 0,
@@ -18,6 +22,17 @@ int log_level_parse(const char *s, enum log_level *out);
 const char *log_level_name(enum log_level l);
 
 void log_msg(enum log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Lines gathered instead of written: <p> (malloc'd, grown by log_msg up to
+ * LOG_SINK_MAX; past that a line is written directly) holds <len> bytes of
+ * whole lines. The owner empties it. */
+#define LOG_SINK_MAX ((size_t)1 << 20)
+struct log_sink {
+	char *p;
+	size_t len, cap;
+};
+/* The calling thread's lines go to <s> from now on; NULL: to stderr again. */
+void log_sink_set(struct log_sink *s);
 
 #define log_enabled(l) ((l) <= log_threshold)
 #define LOGE(...)      log_msg(LOG_ERR, __VA_ARGS__)

@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "io/commit.h"
 #include "io/control.h"
+#include "io/ring.h"
 #include "io/session.h"
 #include "io/worker.h"
 
@@ -141,6 +142,7 @@ int gateway_run(struct gateway *g)
 	int sig, err, rc = 0;
 	unsigned started = 0;
 
+	ring_log_prepare();
 	for (unsigned i = 0; i < cf->nlisten; i++) {
 		/* A gateway killed a moment ago may hold the port for a few
 		 * milliseconds more while its ring is torn down. */

@@ -6,9 +6,14 @@
 #include "io/ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -114,4 +119,102 @@ int ring_bufs_setup(struct worker *w)
 		                      (int)i);
 	io_uring_buf_ring_advance(w->br, RX_BUF_COUNT);
 	return 0;
+}
+
+/* ---- log lines ---- */
+
+static bool log_stream; /* stderr is a pipe, a socket or a terminal */
+
+void ring_log_prepare(void)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return;
+	log_stream = !S_ISREG(st.st_mode);
+	fl = fcntl(STDERR_FILENO, F_GETFL);
+	if (!log_stream && fl >= 0 && !(fl & O_APPEND))
+		fcntl(STDERR_FILENO, F_SETFL, fl | O_APPEND);
+}
+
+void ring_log_start(struct worker *w)
+{
+	log_sink_set(&w->log.gather);
+}
+
+static void log_submit(struct worker *w)
+{
+	struct ring_log *l = &w->log;
+	size_t n = l->flying.len - l->off;
+	struct io_uring_sqe *sqe;
+
+	if (log_stream && n > PIPE_BUF) {
+		/* Lines are at most 1 KB: a line end is in the first PIPE_BUF. */
+		const char *p = l->flying.p + l->off;
+
+		n = PIPE_BUF;
+		while (n > 1 && p[n - 1] != '\n')
+			n--;
+	}
+	sqe = ring_sqe(w);
+	io_uring_prep_write(sqe, STDERR_FILENO, l->flying.p + l->off, (unsigned)n, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, UD_STDERR));
+	l->inflight = true;
+}
+
+void ring_log_flush(struct worker *w)
+{
+	struct ring_log *l = &w->log;
+	struct log_sink t;
+
+	if (l->inflight || !l->gather.len)
+		return;
+	t = l->flying;
+	l->flying = l->gather;
+	l->gather = t;
+	l->gather.len = 0;
+	l->off = 0;
+	log_submit(w);
+}
+
+void ring_log_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct ring_log *l = &w->log;
+
+	l->inflight = false;
+	if (cqe->res > 0)
+		l->off += (size_t)cqe->res;
+	else
+		l->off = l->flying.len; /* stderr is gone: nowhere to say so */
+	if (l->off < l->flying.len) {
+		log_submit(w);
+		return;
+	}
+	l->flying.len = 0;
+	l->off = 0;
+}
+
+bool ring_log_busy(const struct worker *w)
+{
+	return w->log.inflight;
+}
+
+void ring_log_stop(struct worker *w)
+{
+	struct ring_log *l = &w->log;
+
+	log_sink_set(NULL);
+	/* The thread's last lines, after its ring is idle: a direct write is
+	 * all there is at this point. */
+	for (size_t o = 0; o < l->gather.len;) {
+		ssize_t k = write(STDERR_FILENO, l->gather.p + o, l->gather.len - o);
+
+		if (k <= 0 && errno != EINTR)
+			break;
+		o += k > 0 ? (size_t)k : 0;
+	}
+	free(l->gather.p);
+	free(l->flying.p);
+	memset(l, 0, sizeof(*l));
 }

@@ -15,6 +15,7 @@
 
 #include "core/buf.h"
 #include "core/conf.h"
+#include "core/log.h"
 #include "core/smtp_session.h"
 #include "io/relay.h"
 #include "queue/mq.h"
@@ -127,6 +128,15 @@ struct commit {
 	uint64_t stat_max_batch;
 } __attribute__((aligned(8)));
 
+/* The worker's log lines (core/log's sink), written by the ring: one
+ * write per round (io/ring.c). */
+struct ring_log {
+	struct log_sink gather; /* this round's lines: the thread's sink */
+	struct log_sink flying; /* on the ring */
+	size_t off;             /* bytes of <flying> written */
+	bool inflight;
+} __attribute__((aligned(8)));
+
 struct listener {
 	int fd;
 	struct worker *w;
@@ -187,6 +197,7 @@ struct worker {
 	uint64_t wakeval;
 	struct __kernel_timespec tick_ts;
 	int64_t now; /* ms, CLOCK_MONOTONIC, refreshed per round */
+	struct ring_log log;
 
 	struct conn_list live; /* every open conn, least recently active first */
 	struct conn *greet_head, *greet_tail;

@@ -144,7 +144,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_LOG_WRITE] = commit_on_log_write,
     [UD_LOG_SYNC] = commit_on_log_sync,
     [UD_LOG_DIRSYNC] = commit_on_log_dirsync,
-    [UD_STDERR] = on_nothing,
+    [UD_STDERR] = ring_log_on_write,
     [UD_TICK] = on_tick,
     [UD_WINDOW] = commit_on_window,
     [UD_EVENTFD] = on_eventfd,
@@ -247,7 +247,7 @@ static void worker_signal_ready(struct worker *w, int res)
 
 static bool worker_done(const struct worker *w)
 {
-	if (!w->stopping || w->nconns || commit_busy(w) || relay_busy(w))
+	if (!w->stopping || w->nconns || commit_busy(w) || relay_busy(w) || ring_log_busy(w))
 		return false;
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].armed)
@@ -261,17 +261,19 @@ void *worker_main(void *arg)
 	const struct conf *cf = w->g->conf;
 	int err;
 
+	ring_log_start(w);
+
 	err = ring_setup(w);
 	if (err) {
 		LOGE("worker %u: io_uring set-up: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
-		return NULL;
+		goto out;
 	}
 	err = ring_bufs_setup(w);
 	if (err) {
 		LOGE("worker %u: provided buffer ring: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
-		return NULL;
+		goto out;
 	}
 	w->nlst = cf->nlisten;
 	w->lst = calloc(w->nlst, sizeof(*w->lst));
@@ -287,7 +289,7 @@ void *worker_main(void *arg)
 	if (err) {
 		LOGE("worker %u: relay: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
-		return NULL;
+		goto out;
 	}
 	arm_accept(w);
 	arm_wake(w);
@@ -333,6 +335,7 @@ void *worker_main(void *arg)
 			else
 				session_flush(w, c);
 		}
+		ring_log_flush(w);
 	}
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].fd >= 0)
@@ -350,5 +353,7 @@ void *worker_main(void *arg)
 	    (unsigned long long)w->stat_received,
 	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
 	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item));
+out:
+	ring_log_stop(w);
 	return NULL;
 }
