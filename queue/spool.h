@@ -20,7 +20,13 @@
  * The relay also appends one text line per deferral to its defer log
  * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
  * reply>\n", not synced; `ringmx queue` shows the last one of each pending
- * message. Formats and rules: docs/spool.md. queue/ may include core/ only. */
+ * message. Formats and rules: docs/spool.md. queue/ may include core/ only.
+ *
+ * The code: queue/spool.c (record format, names, done codec),
+ * queue/spool_read.c (reader window, walker, done and defer sets),
+ * queue/spool_recover.c (spool_recover()), queue/spool_admin.c
+ * (spool_list(), spool_mark(), spool_delete()); queue/spool-int.h is what
+ * they share. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
@@ -32,6 +38,9 @@
 #include <time.h>
 
 #include "core/buf.h"
+/* crc32c()'s prototypes were here before it had a header; users of this
+ * header (tests) still find them through it. */
+#include "queue/crc32c.h"
 
 #define SPOOL_MAGIC    0x52584d52u /* "RMXR" little-endian */
 #define SPOOL_VERSION  1u
@@ -137,16 +146,6 @@ struct spool_recovery {
 	unsigned long defer_logs;    /* defer logs found */
 	unsigned long defer_deleted; /* of them, deleted: no pending message needed one */
 };
-
-/* CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it. <crc> is the
- * running value, 0 to start. Any thread. */
-uint32_t crc32c(uint32_t crc, const void *p, size_t len);
-/* The two paths behind crc32c(), for tests and benchmarks: the portable
- * slicing-by-8 one, and the SSE4.2 one (callable only when
- * crc32c_hw_available(); the portable one on other CPUs). */
-uint32_t crc32c_sw(uint32_t crc, const void *p, size_t len);
-uint32_t crc32c_hw(uint32_t crc, const void *p, size_t len);
-bool crc32c_hw_available(void);
 
 /* Builds the record header and envelope into <out> (appended) for a body
  * given as <nbody> iovecs; computes the crc over all of it. The caller
