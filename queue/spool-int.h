@@ -19,36 +19,6 @@
 
 #include "core/buf.h"
 
-/* Byte offsets of the header fields on disk (little-endian). */
-#define HDR_MAGIC    0
-#define HDR_VERSION  4
-#define HDR_ENV_LEN  8
-#define HDR_CRC      12
-#define HDR_BODY_LEN 16
-#define HDR_RESERVED 24
-
-static inline void put_le32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static inline void put_le64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static inline uint32_t get_le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t get_le64(const unsigned char *p)
-{
-	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 /* queue/spool.c: the format. */
 
 /* Checks the record header at <h> (magic, version, limits; not the crc,

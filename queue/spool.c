@@ -2,12 +2,13 @@
  * records (spool_rec_build()) and done records (spool_done_encode()) for io/,
  * which appends them through its ring and fdatasyncs before the 250 (or
  * before it forgets a delivered message); it checks and parses them back for
- * the readers (hdr_check(), env_parse(), spool_rec_parse(),
- * spool_done_decode()); it names the files of a spool directory (segments,
- * done and defer logs) and tells them apart; and it holds the small I/O
- * helpers the other three share. Nothing here walks a directory: that is
- * queue/spool_read.c (the reader window, the walker, the done and defer
- * sets), queue/spool_recover.c (recovery at start-up) and
+ * the readers (hdr_check(), spool_rec_verify(), env_parse(),
+ * spool_rec_parse(), spool_done_decode()); it names the files of a spool
+ * directory (segments, done and defer logs) and tells them apart; and it
+ * holds the small I/O helpers the other three share. It is the only file
+ * that knows where a field lies on disk. Nothing here walks a directory:
+ * that is queue/spool_read.c (the reader window, the walker, the done and
+ * defer sets), queue/spool_recover.c (recovery at start-up) and
  * queue/spool_admin.c (`ringmx queue`), which share queue/spool-int.h.
  * queue/ includes core/ only. See spool.h and docs/spool.md. */
 #include "queue/spool.h"
@@ -22,6 +23,36 @@
 #include "queue/crc32c.h"
 
 _Static_assert(sizeof(struct spool_rec_hdr) == SPOOL_HDR_LEN, "record header is 32 bytes");
+
+/* Byte offsets of the header fields on disk (little-endian). */
+#define HDR_MAGIC    0
+#define HDR_VERSION  4
+#define HDR_ENV_LEN  8
+#define HDR_CRC      12
+#define HDR_BODY_LEN 16
+#define HDR_RESERVED 24
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
 
 int hdr_check(const unsigned char *h, uint32_t *env_len, uint64_t *body_len)
 {
@@ -404,6 +435,20 @@ int env_parse(char *env, size_t len, char *rcpts, struct spool_msg *m)
 	return 0;
 }
 
+uint32_t spool_rec_crc_start(const void *hdr)
+{
+	unsigned char h[SPOOL_HDR_LEN];
+
+	memcpy(h, hdr, sizeof(h));
+	put_le32(h + HDR_CRC, 0);
+	return crc32c(0, h, sizeof(h));
+}
+
+int spool_rec_verify(const void *hdr, uint32_t crc)
+{
+	return crc == get_le32((const unsigned char *)hdr + HDR_CRC) ? 0 : -EINVAL;
+}
+
 int spool_rec_len(const void *hdr, uint64_t *total)
 {
 	unsigned char h[SPOOL_HDR_LEN];
@@ -433,10 +478,8 @@ int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf
 		return -EINVAL;
 	if (SPOOL_HDR_LEN + env_len + body_len > len)
 		return -EAGAIN;
-	put_le32(h + HDR_CRC, 0);
-	crc = crc32c(0, h, sizeof(h));
-	crc = crc32c(crc, r + SPOOL_HDR_LEN, env_len + (size_t)body_len);
-	if (crc != get_le32(r + HDR_CRC))
+	crc = crc32c(spool_rec_crc_start(h), r + SPOOL_HDR_LEN, env_len + (size_t)body_len);
+	if (spool_rec_verify(h, crc))
 		return -EINVAL;
 
 	/* <rec> is const and its envelope is not NUL-terminated: parse a

@@ -162,6 +162,19 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
  * -EINVAL. Any thread. */
 int spool_rec_len(const void *hdr, uint64_t *total);
 
+/* The one record check, in two steps so that a reader can carry it over a
+ * record it sees in pieces (the walker streams bodies through a window; a
+ * reader on a ring gets chunks): spool_rec_crc_start() returns the crc32c
+ * of the SPOOL_HDR_LEN header bytes at <hdr> (any alignment, left as they
+ * are) with the crc field taken as 0. The reader carries it on with
+ * crc32c(crc, p, n) over every byte after the header, the envelope then the
+ * body, in order and once each; spool_rec_verify() then returns 0 when the
+ * result <crc> equals the header's crc field, else -EINVAL. Checks no
+ * limit: spool_rec_len() first, which also says how many bytes follow.
+ * spool_rec_parse() does all of it for a record held whole. Any thread. */
+uint32_t spool_rec_crc_start(const void *hdr);
+int spool_rec_verify(const void *hdr, uint32_t crc);
+
 /* Reads all <n> bytes at <off> of <fd>, retrying short reads and EINTR.
  * Returns 0, -ENODATA (end of file first) or -errno. Any thread. */
 int spool_pread(int fd, void *p, size_t n, uint64_t off);

@@ -456,7 +456,7 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 	unsigned char h[SPOOL_HDR_LEN];
 	struct spool_rd *rd = &w->rd;
 	uint64_t off = 0, body_len;
-	uint32_t env_len, crc, want;
+	uint32_t env_len, crc;
 	struct spool_msg m;
 	const char *why;
 	int err;
@@ -484,9 +484,7 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 		if (SPOOL_HDR_LEN + env_len + body_len > size - off)
 			goto bad;
 
-		want = get_le32(h + HDR_CRC);
-		put_le32(h + HDR_CRC, 0);
-		crc = crc32c(0, h, sizeof(h));
+		crc = spool_rec_crc_start(h);
 		err = rd_fill(rd, SPOOL_HDR_LEN + env_len);
 		if (err == -ENODATA)
 			goto bad;
@@ -512,7 +510,7 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 		if (err)
 			return err;
 		why = "bad crc";
-		if (crc != want)
+		if (spool_rec_verify(h, crc))
 			goto bad;
 
 		memset(&m, 0, sizeof(m));

@@ -44,7 +44,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 {
 	unsigned char h[SPOOL_HDR_LEN];
 	uint64_t left, pos, body_len;
-	uint32_t env_len, want, crc;
+	uint32_t env_len, crc;
 	size_t k;
 	int err;
 
@@ -55,9 +55,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 		return err == -ENODATA ? 0 : err;
 	if (hdr_check(h, &env_len, &body_len) || SPOOL_HDR_LEN + env_len + body_len > size - at)
 		return 0;
-	want = get_le32(h + HDR_CRC);
-	put_le32(h + HDR_CRC, 0);
-	crc = crc32c(0, h, sizeof(h));
+	crc = spool_rec_crc_start(h);
 	pos = at + SPOOL_HDR_LEN;
 	for (left = env_len + body_len; left; left -= k, pos += k) {
 		k = left < cap ? (size_t)left : cap;
@@ -66,7 +64,7 @@ static int rec_sound_at(int fd, uint64_t at, uint64_t size, unsigned char *buf, 
 			return err == -ENODATA ? 0 : err;
 		crc = crc32c(crc, buf, k);
 	}
-	return crc == want;
+	return !spool_rec_verify(h, crc);
 }
 
 #define SCAN_WIN (1024u * 1024) /* tail scan window */

@@ -1894,6 +1894,33 @@ Test(spool, rec_len_gives_the_record_length_and_refuses_bad_headers)
 	cr_expect_eq(total, 12345); /* untouched on error */
 }
 
+/* spool_rec_crc_start() + crc32c() + spool_rec_verify(): the check a reader
+ * carries over a record it sees in pieces. */
+Test(spool, rec_verify_holds_at_every_split_and_refuses_any_flipped_byte)
+{
+	struct spool_env e = env_n("VERIFY");
+	unsigned char h[SPOOL_HDR_LEN + 1], *rec;
+	uint32_t crc;
+	size_t n;
+
+	rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+	memcpy(h + 1, rec, SPOOL_HDR_LEN); /* unaligned on purpose */
+	for (size_t at = SPOOL_HDR_LEN; at <= n; at++) {
+		crc = crc32c(spool_rec_crc_start(h + 1), rec + SPOOL_HDR_LEN, at - SPOOL_HDR_LEN);
+		crc = crc32c(crc, rec + at, n - at);
+		cr_assert_eq(spool_rec_verify(h + 1, crc), 0, "split at %zu", at);
+	}
+	/* The header is read, never written (the crc field stays). */
+	cr_expect_eq(memcmp(h + 1, rec, SPOOL_HDR_LEN), 0);
+	for (size_t at = 0; at < n; at++) {
+		rec[at] ^= 0x01;
+		crc = crc32c(spool_rec_crc_start(rec), rec + SPOOL_HDR_LEN, n - SPOOL_HDR_LEN);
+		cr_expect_eq(spool_rec_verify(rec, crc), -EINVAL, "flip at %zu", at);
+		rec[at] ^= 0x01;
+	}
+	free(rec);
+}
+
 /* What the io layer does: read the header at a known offset, then the
  * rest, and parse. The same messages come out as from the walker. */
 Test(spool, rec_parse_of_each_record_read_at_its_offset_matches_the_walk)
