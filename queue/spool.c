@@ -168,6 +168,26 @@ int parse_dec(const char **pp, unsigned min, uint64_t max, uint64_t *v)
 	return 0;
 }
 
+/* Reads the 16 lowercase hex digits of a start id, as the file names spell
+ * it, at *<pp>. Returns 0 and moves *<pp> past them, or -EINVAL. */
+static int parse_hex16(const char **pp, uint64_t *v)
+{
+	const char *p = *pp;
+	uint64_t x = 0;
+
+	for (int i = 0; i < 16; i++, p++) {
+		if (*p >= '0' && *p <= '9')
+			x = x << 4 | (uint64_t)(*p - '0');
+		else if (*p >= 'a' && *p <= 'f')
+			x = x << 4 | (uint64_t)(*p - 'a' + 10);
+		else
+			return -EINVAL;
+	}
+	*v = x;
+	*pp = p;
+	return 0;
+}
+
 int spool_seg_parse(const char *name, struct spool_seg_id *id)
 {
 	const char *p = name;
@@ -177,16 +197,8 @@ int spool_seg_parse(const char *name, struct spool_seg_id *id)
 	if (strncmp(p, "seg-", 4))
 		return -EINVAL;
 	p += 4;
-	for (int i = 0; i < 16; i++, p++) {
-		if (*p >= '0' && *p <= '9')
-			start = start << 4 | (uint64_t)(*p - '0');
-		else if (*p >= 'a' && *p <= 'f')
-			start = start << 4 | (uint64_t)(*p - 'a' + 10);
-		else
-			return -EINVAL;
-	}
-	if (*p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) || *p++ != '-' ||
-	    parse_dec(&p, 6, UINT32_MAX, &seq) || strcmp(p, ".rmx"))
+	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) ||
+	    *p++ != '-' || parse_dec(&p, 6, UINT32_MAX, &seq) || strcmp(p, ".rmx"))
 		return -EINVAL;
 	/* Only the spelling spool_seg_name() gives: no extra leading zeros. */
 	spool_seg_name(canon, sizeof(canon), start, (unsigned)worker, (unsigned)seq);
@@ -235,15 +247,8 @@ bool is_defer_name(const char *s)
 
 	if (strncmp(s, "defer-", 6))
 		return false;
-	for (int i = 0; i < 16; i++, p++) {
-		if (*p >= '0' && *p <= '9')
-			start = start << 4 | (uint64_t)(*p - '0');
-		else if (*p >= 'a' && *p <= 'f')
-			start = start << 4 | (uint64_t)(*p - 'a' + 10);
-		else
-			return false;
-	}
-	if (*p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) || strcmp(p, ".log"))
+	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) ||
+	    strcmp(p, ".log"))
 		return false;
 	spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
 	return !strcmp(canon, s);

@@ -34,6 +34,36 @@ static bool seg_id_eq(const struct spool_seg_id *a, const struct spool_seg_id *b
 	return a->start == b->start && a->worker == b->worker && a->seq == b->seq;
 }
 
+/* Open-addressing tables: the done and defer sets. */
+
+/* Puts the entry at <ent>, a slot of an old table, into its slot of the
+ * table <v> of <cap> slots; does nothing when the slot is unused. */
+typedef void set_move_fn(void *v, size_t cap, const void *ent);
+
+/* Makes room for one more entry in the table <v> of *<cap> slots of <size>
+ * bytes, <n> of them used, so that it stays at most half full and a probe
+ * always ends: when it would pass that, a zeroed table of twice the slots
+ * (<first> for the first) replaces it, every old slot goes through <move>,
+ * and <v> is freed. Returns the table to use (<v> when it had room), or NULL
+ * for -ENOMEM with <v> and *<cap> as they were. */
+static void *set_grow(void *v, size_t *cap, size_t n, size_t size, size_t first, set_move_fn *move)
+{
+	size_t ncap;
+	void *nv;
+
+	if ((n + 1) * 2 <= *cap)
+		return v;
+	ncap = *cap ? *cap * 2 : first;
+	nv = calloc(ncap, size);
+	if (!nv)
+		return NULL;
+	for (size_t i = 0; i < *cap; i++)
+		move(nv, ncap, (const char *)v + i * size);
+	free(v);
+	*cap = ncap;
+	return nv;
+}
+
 /* The done set. */
 
 static uint64_t done_hash(const char *qid, const struct spool_seg_id *seg, uint64_t off)
@@ -51,44 +81,41 @@ static uint64_t done_hash(const char *qid, const struct spool_seg_id *seg, uint6
 	return h ^ h >> 31;
 }
 
-/* The slot of (qid, seg, off): its entry, or the free slot it would take.
- * The table is never full (load <= 1/2). */
-static struct done_ent *done_slot(struct done_set *s, const char *qid,
+/* The slot of (qid, seg, off) in table <v> of <cap> slots: its entry, or
+ * the free slot it would take. The table is never full (load <= 1/2). */
+static struct done_ent *done_slot(struct done_ent *v, size_t cap, const char *qid,
                                   const struct spool_seg_id *seg, uint64_t off)
 {
-	size_t i = (size_t)done_hash(qid, seg, off) & (s->cap - 1);
+	size_t i = (size_t)done_hash(qid, seg, off) & (cap - 1);
 	struct done_ent *e;
 
-	for (;; i = (i + 1) & (s->cap - 1)) {
-		e = &s->v[i];
+	for (;; i = (i + 1) & (cap - 1)) {
+		e = &v[i];
 		if (!e->used || (e->d.offset == off && seg_id_eq(&e->d.seg, seg) &&
 		                 !strncmp(e->d.qid, qid, sizeof(e->d.qid))))
 			return e;
 	}
 }
 
+static void done_move(void *v, size_t cap, const void *ent)
+{
+	const struct done_ent *e = ent;
+
+	if (e->used)
+		*done_slot(v, cap, e->d.qid, &e->d.seg, e->d.offset) = *e;
+}
+
 /* Adds <d>; a message already in the set keeps its first result. Returns
  * 0 or -ENOMEM. */
 static int done_add(struct done_set *s, const struct spool_done *d)
 {
-	struct done_ent *e, *old = s->v;
-	size_t oldcap = s->cap;
+	struct done_ent *e, *v;
 
-	if ((s->n + 1) * 2 > s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 256;
-		s->v = calloc(s->cap, sizeof(*s->v));
-		if (!s->v) {
-			s->v = old;
-			s->cap = oldcap;
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < oldcap; i++)
-			if (old[i].used)
-				*done_slot(s, old[i].d.qid, &old[i].d.seg, old[i].d.offset) =
-				    old[i];
-		free(old);
-	}
-	e = done_slot(s, d->qid, &d->seg, d->offset);
+	v = set_grow(s->v, &s->cap, s->n, sizeof(*v), 256, done_move);
+	if (!v)
+		return -ENOMEM;
+	s->v = v;
+	e = done_slot(s->v, s->cap, d->qid, &d->seg, d->offset);
 	if (e->used) {
 		s->dups++;
 		return 0;
@@ -108,7 +135,7 @@ static enum spool_state done_find(struct done_set *s, const struct spool_msg *m)
 
 	if (!s || !s->n)
 		return SPOOL_PENDING;
-	e = done_slot(s, m->qid, &m->seg, m->offset);
+	e = done_slot(s->v, s->cap, m->qid, &m->seg, m->offset);
 	if (!e->used)
 		return SPOOL_PENDING;
 	e->matched = true;
@@ -194,15 +221,23 @@ int done_load(DIR *d, struct done_set *s)
 
 /* The defer logs. */
 
-/* The slot of <qid>: its entry, or the free slot it would take. The table is
- * never full (load <= 1/2). */
-static struct defer_ent *defer_slot(struct defer_set *s, const char *qid)
+/* The slot of <qid> in table <v> of <cap> slots: its entry, or the free
+ * slot it would take. The table is never full (load <= 1/2). */
+static struct defer_ent *defer_slot(struct defer_ent *v, size_t cap, const char *qid)
 {
-	size_t i = crc32c(0, qid, strlen(qid)) & (s->cap - 1);
+	size_t i = crc32c(0, qid, strlen(qid)) & (cap - 1);
 
-	for (;; i = (i + 1) & (s->cap - 1))
-		if (!s->v[i].used || !strcmp(s->v[i].qid, qid))
-			return &s->v[i];
+	for (;; i = (i + 1) & (cap - 1))
+		if (!v[i].used || !strcmp(v[i].qid, qid))
+			return &v[i];
+}
+
+static void defer_move(void *v, size_t cap, const void *ent)
+{
+	const struct defer_ent *e = ent;
+
+	if (e->used)
+		*defer_slot(v, cap, e->qid) = *e;
 }
 
 struct defer_ent *defer_find(struct defer_set *s, const char *qid)
@@ -211,7 +246,7 @@ struct defer_ent *defer_find(struct defer_set *s, const char *qid)
 
 	if (!s || !s->n)
 		return NULL;
-	e = defer_slot(s, qid);
+	e = defer_slot(s->v, s->cap, qid);
 	return e->used ? e : NULL;
 }
 
@@ -219,23 +254,13 @@ struct defer_ent *defer_find(struct defer_set *s, const char *qid)
  * Returns 0 or -ENOMEM. */
 static int defer_put(struct defer_set *s, struct defer_ent *in)
 {
-	struct defer_ent *e, *old = s->v;
-	size_t oldcap = s->cap;
+	struct defer_ent *e, *v;
 
-	if ((s->n + 1) * 2 > s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 64;
-		s->v = calloc(s->cap, sizeof(*s->v));
-		if (!s->v) {
-			s->v = old;
-			s->cap = oldcap;
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < oldcap; i++)
-			if (old[i].used)
-				*defer_slot(s, old[i].qid) = old[i];
-		free(old);
-	}
-	e = defer_slot(s, in->qid);
+	v = set_grow(s->v, &s->cap, s->n, sizeof(*v), 64, defer_move);
+	if (!v)
+		return -ENOMEM;
+	s->v = v;
+	e = defer_slot(s->v, s->cap, in->qid);
 	if (e->used)
 		free(e->reply);
 	else
