@@ -3,8 +3,8 @@
  * style: the SSE4.2 crc32 instruction eight bytes at a time where the CPU has
  * it, and a portable slicing-by-8 table walk everywhere else. The choice is
  * made once, before main(), so crc32c() itself takes no lock and may be
- * called from any thread. libc only. See spool.h. */
-#include "queue/spool.h"
+ * called from any thread. libc only. See crc32c.h. */
+#include "queue/crc32c.h"
 
 #include <string.h>
 

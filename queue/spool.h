@@ -20,7 +20,13 @@
  * The relay also appends one text line per deferral to its defer log
  * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
  * reply>\n", not synced; `ringmx queue` shows the last one of each pending
- * message. Formats and rules: docs/spool.md. queue/ may include core/ only. */
+ * message. Formats and rules: docs/spool.md. queue/ may include core/ only.
+ *
+ * The code: queue/spool.c (record format, names, done codec),
+ * queue/spool_read.c (reader window, walker, done and defer sets),
+ * queue/spool_recover.c (spool_recover()), queue/spool_admin.c
+ * (spool_list(), spool_mark(), spool_delete()); queue/spool-int.h is what
+ * they share. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
@@ -32,6 +38,9 @@
 #include <time.h>
 
 #include "core/buf.h"
+/* crc32c()'s prototypes were here before it had a header; users of this
+ * header (tests) still find them through it. */
+#include "queue/crc32c.h"
 
 #define SPOOL_MAGIC    0x52584d52u /* "RMXR" little-endian */
 #define SPOOL_VERSION  1u
@@ -138,16 +147,6 @@ struct spool_recovery {
 	unsigned long defer_deleted; /* of them, deleted: no pending message needed one */
 };
 
-/* CRC32C (Castagnoli), hardware (SSE4.2) when the CPU has it. <crc> is the
- * running value, 0 to start. Any thread. */
-uint32_t crc32c(uint32_t crc, const void *p, size_t len);
-/* The two paths behind crc32c(), for tests and benchmarks: the portable
- * slicing-by-8 one, and the SSE4.2 one (callable only when
- * crc32c_hw_available(); the portable one on other CPUs). */
-uint32_t crc32c_sw(uint32_t crc, const void *p, size_t len);
-uint32_t crc32c_hw(uint32_t crc, const void *p, size_t len);
-bool crc32c_hw_available(void);
-
 /* Builds the record header and envelope into <out> (appended) for a body
  * given as <nbody> iovecs; computes the crc over all of it. The caller
  * writes <out> followed by the body iovecs, in one writev. Returns 0 or
@@ -162,6 +161,19 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
  * the header at a known offset knows how much more to read. Returns 0 or
  * -EINVAL. Any thread. */
 int spool_rec_len(const void *hdr, uint64_t *total);
+
+/* The one record check, in two steps so that a reader can carry it over a
+ * record it sees in pieces (the walker streams bodies through a window; a
+ * reader on a ring gets chunks): spool_rec_crc_start() returns the crc32c
+ * of the SPOOL_HDR_LEN header bytes at <hdr> (any alignment, left as they
+ * are) with the crc field taken as 0. The reader carries it on with
+ * crc32c(crc, p, n) over every byte after the header, the envelope then the
+ * body, in order and once each; spool_rec_verify() then returns 0 when the
+ * result <crc> equals the header's crc field, else -EINVAL. Checks no
+ * limit: spool_rec_len() first, which also says how many bytes follow.
+ * spool_rec_parse() does all of it for a record held whole. Any thread. */
+uint32_t spool_rec_crc_start(const void *hdr);
+int spool_rec_verify(const void *hdr, uint32_t crc);
 
 /* Reads all <n> bytes at <off> of <fd>, retrying short reads and EINTR.
  * Returns 0, -ENODATA (end of file first) or -errno. Any thread. */

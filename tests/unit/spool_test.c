@@ -1328,6 +1328,51 @@ Test(spool, list_defer_logs_with_many_messages)
 	rm_dir(dir);
 }
 
+/* Enough done records that the done set grows past its first tables: each
+ * still hides exactly its message. */
+Test(spool, many_done_records_hide_exactly_their_messages)
+{
+	char *dir = tmp_dir(), name[64], qid[16], *s, *p;
+	static unsigned char recs[300 * SPOOL_DONE_LEN];
+	struct spool_env e = env_n("");
+	struct spool_done d;
+	off_t off;
+	int fd, ret;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	for (unsigned i = 0; i < 600; i++) {
+		snprintf(qid, sizeof(qid), "D%03u", i);
+		e.qid = qid;
+		off = seg_append(fd, &e, NULL, 0);
+		if (i % 2)
+			continue;
+		d = done_of(qid, name, (uint64_t)off, SPOOL_DELIVERED);
+		cr_assert_eq(spool_done_encode(recs + i / 2 * SPOOL_DONE_LEN, &d), 0);
+	}
+	close(fd);
+	spool_done_name(name, sizeof(name), 1, 0);
+	append_bytes(dir, name, recs, sizeof(recs));
+	s = list(dir, 0, 1700000000, &ret);
+	cr_assert_eq(ret, 0);
+	p = s;
+	for (unsigned i = 1; i < 600; i += 2) {
+		char *nl = strchr(p, '\n');
+
+		cr_assert_not_null(nl);
+		snprintf(qid, sizeof(qid), "D%03u ", i);
+		cr_assert_eq(strncmp(p, qid, 5), 0, "want %s, got %.20s", qid, p);
+		p = nl + 1;
+	}
+	cr_expect_str_eq(p, "");
+	free(s);
+	s = list(dir, SPOOL_LIST_COUNT | SPOOL_LIST_ALL, 1700000000, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "600\n");
+	free(s);
+	rm_dir(dir);
+}
+
 Test(spool, recover_deletes_the_defer_logs_no_pending_message_needs)
 {
 	char *dir = tmp_dir(), name[64], *before, *after;
@@ -1892,6 +1937,33 @@ Test(spool, rec_len_gives_the_record_length_and_refuses_bad_headers)
 	memset(h, 0, sizeof(h)); /* a zero-filled block */
 	cr_expect_eq(spool_rec_len(h + 1, &total), -EINVAL);
 	cr_expect_eq(total, 12345); /* untouched on error */
+}
+
+/* spool_rec_crc_start() + crc32c() + spool_rec_verify(): the check a reader
+ * carries over a record it sees in pieces. */
+Test(spool, rec_verify_holds_at_every_split_and_refuses_any_flipped_byte)
+{
+	struct spool_env e = env_n("VERIFY");
+	unsigned char h[SPOOL_HDR_LEN + 1], *rec;
+	uint32_t crc;
+	size_t n;
+
+	rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+	memcpy(h + 1, rec, SPOOL_HDR_LEN); /* unaligned on purpose */
+	for (size_t at = SPOOL_HDR_LEN; at <= n; at++) {
+		crc = crc32c(spool_rec_crc_start(h + 1), rec + SPOOL_HDR_LEN, at - SPOOL_HDR_LEN);
+		crc = crc32c(crc, rec + at, n - at);
+		cr_assert_eq(spool_rec_verify(h + 1, crc), 0, "split at %zu", at);
+	}
+	/* The header is read, never written (the crc field stays). */
+	cr_expect_eq(memcmp(h + 1, rec, SPOOL_HDR_LEN), 0);
+	for (size_t at = 0; at < n; at++) {
+		rec[at] ^= 0x01;
+		crc = crc32c(spool_rec_crc_start(rec), rec + SPOOL_HDR_LEN, n - SPOOL_HDR_LEN);
+		cr_expect_eq(spool_rec_verify(rec, crc), -EINVAL, "flip at %zu", at);
+		rec[at] ^= 0x01;
+	}
+	free(rec);
 }
 
 /* What the io layer does: read the header at a known offset, then the
