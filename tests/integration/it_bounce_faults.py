@@ -261,8 +261,15 @@ def _bounce_write_failure(mnt):
         # 3. Space comes back; more bounces.
         os.unlink(ballast)
         for i in range(3, 5):
-            code, qid = send_one(gw, f"s{i}@{SENDERS}", f"bad{i}@example.com",
-                                 f"Subject: after {i}\r\n{pad}\r\nbody {i}\r\n")
+            # A failed write keeps MAIL at 452 4.3.1 until the next free-space
+            # check (once a second) sees the room again: retry as a client would.
+            deadline = time.monotonic() + 5
+            while True:
+                code, qid = send_one(gw, f"s{i}@{SENDERS}", f"bad{i}@example.com",
+                                     f"Subject: after {i}\r\n{pad}\r\nbody {i}\r\n")
+                if code != 452 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             assert code == 250, (code, qid)
         assert wait_until(lambda: bounce_count() >= len(first) + 2, 20), \
             "no bounces queued after space came back:\n" + gw.log()[-3000:]
