@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* In place, at worker start; <qid_seed> starts the queue-id counter. */
 void commit_init(struct worker *w, uint32_t qid_seed);

@@ -10,7 +10,7 @@
 #include <signal.h>
 
 #include "core/buf.h"
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* Blocks the control signals in the calling thread (the workers started
  * after this inherit the mask, so only the main thread takes them) and

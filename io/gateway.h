@@ -5,7 +5,7 @@
 #ifndef RINGMX_IO_GATEWAY_H
 #define RINGMX_IO_GATEWAY_H
 
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* Creates the spool directory if needed, starts the workers (they bind
  * and listen before this returns, so the caller may report readiness),

@@ -41,7 +41,7 @@
 #include "io/tls.h"
 #include "io/ring.h"
 #include "io/worker.h"
-#include "io/worker-t.h"
+#include "io/types-t.h"
 #include "queue/spool.h"
 
 /* Recipient states in a message. */

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* Milliseconds, CLOCK_MONOTONIC_COARSE: the worker's round clock. */
 int64_t ring_clock_ms(void);

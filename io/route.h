@@ -6,7 +6,7 @@
 #ifndef RINGMX_IO_ROUTE_H
 #define RINGMX_IO_ROUTE_H
 
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* Gathers <it> for its owner; pushes when that outbox is full. */
 void route_outbox_add(struct worker *w, struct mq_item it);

@@ -5,7 +5,7 @@
 #ifndef RINGMX_IO_SESSION_H
 #define RINGMX_IO_SESSION_H
 
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* Completions of a listener's multishot accept, a conn's multishot receive
  * and its send. */

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 
 #include "core/sv.h"
-#include "io/worker-t.h"
+#include "io/types-t.h"
 
 /* The thread of worker <arg> (struct worker *, set up by io/gateway): sets
  * up its ring, reports through w->ready, runs until the gateway stops and

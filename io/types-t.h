@@ -1,9 +1,9 @@
-/* worker-t.h: the types of a worker and of the gateway (HAProxy's -t.h
+/* types-t.h: the types of a worker and of the gateway (HAProxy's -t.h
  * split): the rooms of io/ (ring, session, commit, route, control, gateway,
  * the loop in worker.c) share them. Types, constants and flags only: the
  * functions are declared in each room's own header. io/ only. */
-#ifndef RINGMX_IO_WORKER_T_H
-#define RINGMX_IO_WORKER_T_H
+#ifndef RINGMX_IO_TYPES_T_H
+#define RINGMX_IO_TYPES_T_H
 
 #include <liburing.h>
 #include <pthread.h>
