@@ -18,16 +18,20 @@
  * null sender, a DSN (core/dsn) is spooled as a new message from <>, which
  * is delivered like any other. Failover: a connection that cannot connect
  * tries the route's next hop; when none answers, the route's queued jobs
- * are deferred. */
+ * are deferred.
+ *
+ * The decisions (grouping by route, per-recipient results, settling,
+ * failover) are queue/delivery's; this file carries them out: connections,
+ * the done log, bounce spooling, the defer log and the log lines. */
 #include "io/relay.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,46 +44,28 @@
 #include "core/smtp_client.h"
 #include "io/tls.h"
 #include "io/ring.h"
-#include "io/worker.h"
 #include "io/types-t.h"
+#include "io/worker.h"
+#include "queue/delivery.h"
 #include "queue/spool.h"
 
-/* Recipient states in a message. */
-enum {
-	R_PENDING = 0, /* not delivered yet (never tried, or deferred) */
-	R_BUSY,        /* in a job on a connection now */
-	R_SENT,        /* the next hop took it */
-	R_FAILED,      /* permanent failure or expired: bounce */
-};
-
+/* A message being delivered: its record, read back from the spool, and
+ * its delivery state (queue/delivery), whose strings point into it. */
 struct rmsg {
+	struct delivery_msg d;
 	struct spool_msg m; /* envelope; strings in <scratch>, body in <rec> */
 	struct buf scratch;
 	char *rec; /* the whole record */
 	size_t rec_len;
 	struct spool_seg_id seg;
 	uint64_t offset;
-	unsigned nrcpt;
-	const char **rcpt; /* into m.rcpts */
-	uint8_t *st;       /* R_* per recipient */
-	char **why;        /* last reply per recipient (malloc), NULL if none */
-	char **mta;        /* next hop that gave it */
-	unsigned *route;   /* route per recipient */
-	unsigned attempts;
-	unsigned jobs;   /* jobs on connections now */
-	time_t next_try; /* when deferred */
-	struct rmsg *next;
+	struct rmsg *next; /* in the deferred list */
 };
 
-struct rjob {
-	struct rmsg *msg;
-	unsigned route;
-	unsigned n;
-	unsigned *idx;      /* recipients of msg in this job */
-	const char **rcpts; /* their addresses, for smtp_client_send() */
-	struct smtp_client_msg cm;
-	struct rjob *next;
-};
+static struct rmsg *rmsg_of(struct delivery_msg *d)
+{
+	return (struct rmsg *)((char *)d - offsetof(struct rmsg, d));
+}
 
 #define RC_RECV    0x1u /* multishot receive armed */
 #define RC_SEND    0x2u /* a send (or the connect) is in flight */
@@ -101,21 +87,24 @@ struct relay_conn {
 	struct buf sending;
 	struct tls_conn *tls; /* after STARTTLS to the next hop */
 	bool tls_told;        /* smtp_client_tls_started() was called */
-	struct rjob *job;
+	struct delivery_job *job;
 	size_t body_off;
 	struct relay_conn *next, *dirty_next;
+	struct relay_conn *route_next; /* in its route's list */
 } __attribute__((aligned(8)));
 
+/* Per route, so that opening connections for one route looks at its own
+ * (at most --relay-pool) connections, not at every connection. */
 struct relay_route_state {
-	struct rjob *head, *tail; /* jobs waiting for a connection */
+	struct relay_conn *conns; /* linked by route_next */
 	unsigned nconns;
-	unsigned failures; /* connections in a row that reached no hop */
 };
 
 struct relay {
 	const struct relay_conf *rc;
 	struct retry_conf retry;
 	struct relay_route_state *rs;
+	struct delivery_queue q; /* per route: the jobs waiting for a connection */
 	struct relay_conn *conns;
 	struct relay_conn *dirty;
 	struct rmsg *deferred;
@@ -129,174 +118,13 @@ struct relay {
 	uint64_t stat_sent, stat_deferred, stat_bounced;
 };
 
-/* ---- configuration ---- */
-
-static int parse_hop(struct relay_hop *h, const char *s, char *err, size_t errlen)
-{
-	char host[256], port[16];
-	const char *p = s, *colon;
-	struct addrinfo hints = {0}, *ai = NULL;
-	size_t hl;
-	int rc;
-
-	memset(h, 0, sizeof(*h));
-	snprintf(h->text, sizeof(h->text), "%s", s);
-	if (strncmp(p, "lmtp:", 5) == 0) {
-		h->lmtp = true;
-		p += 5;
-	} else if (strncmp(p, "smtp:", 5) == 0) {
-		p += 5;
-	}
-	if (*p == '[') {
-		const char *rb = strchr(p, ']');
-
-		if (!rb || rb[1] != ':')
-			goto bad;
-		hl = (size_t)(rb - p - 1);
-		if (hl == 0 || hl >= sizeof(host))
-			goto bad;
-		memcpy(host, p + 1, hl);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(p, ':');
-		if (!colon || colon == p)
-			goto bad;
-		hl = (size_t)(colon - p);
-		if (hl >= sizeof(host))
-			goto bad;
-		memcpy(host, p, hl);
-	}
-	host[hl] = '\0';
-	snprintf(h->host, sizeof(h->host), "%s", host);
-	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof(port) ||
-	    strspn(colon + 1, "0123456789") != strlen(colon + 1))
-		goto bad;
-	snprintf(port, sizeof(port), "%s", colon + 1);
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_family = AF_UNSPEC;
-	rc = getaddrinfo(host, port, &hints, &ai);
-	if (rc != 0 || !ai) {
-		snprintf(err, errlen, "ringmx: next hop '%s': %s", s, gai_strerror(rc));
-		return -EINVAL;
-	}
-	memcpy(&h->addr, ai->ai_addr, ai->ai_addrlen);
-	h->addrlen = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	return 0;
-bad:
-	snprintf(err, errlen, "ringmx: next hop '%s' is not host:port or lmtp:host:port", s);
-	return -EINVAL;
-}
-
-static int parse_hops(struct relay_route *r, const char *list, char *err, size_t errlen)
-{
-	char *copy = strdup(list), *save = NULL, *tok;
-	int rc = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-		struct relay_hop *n = realloc(r->hops, (r->nhops + 1) * sizeof(*n));
-
-		if (!n) {
-			rc = -ENOMEM;
-			break;
-		}
-		r->hops = n;
-		rc = parse_hop(&r->hops[r->nhops], tok, err, errlen);
-		if (rc)
-			break;
-		r->nhops++;
-	}
-	free(copy);
-	if (!rc && r->nhops == 0) {
-		snprintf(err, errlen, "ringmx: empty list of next hops '%s'", list);
-		rc = -EINVAL;
-	}
-	return rc;
-}
-
-int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, size_t errlen)
-{
-	unsigned n = c->nroutes + (c->relay_to ? 1 : 0);
-	int e;
-
-	memset(rc, 0, sizeof(*rc));
-	rc->def = -1;
-	if (!n)
-		return 0;
-	rc->routes = calloc(n, sizeof(*rc->routes));
-	if (!rc->routes)
-		return -ENOMEM;
-	for (unsigned i = 0; i < c->nroutes; i++) {
-		const char *eq = strchr(c->routes[i], '=');
-		struct relay_route *r = &rc->routes[rc->nroutes++];
-
-		r->domain = strndup(c->routes[i], (size_t)(eq - c->routes[i]));
-		if (!r->domain)
-			return -ENOMEM;
-		for (char *d = r->domain; *d; d++)
-			if (*d >= 'A' && *d <= 'Z')
-				*d = (char)(*d + 32);
-		e = parse_hops(r, eq + 1, err, errlen);
-		if (e)
-			return e;
-	}
-	if (c->relay_to) {
-		rc->def = (int)rc->nroutes;
-		e = parse_hops(&rc->routes[rc->nroutes++], c->relay_to, err, errlen);
-		if (e)
-			return e;
-	}
-	if (c->relay_tls != CONF_RELAY_TLS_NONE) {
-		e = tls_client_ctx_new(&rc->tls, err, errlen);
-		if (e)
-			return e;
-		rc->require_tls = c->relay_tls == CONF_RELAY_TLS_ENCRYPT;
-	}
-	return 0;
-}
-
-void relay_conf_free(struct relay_conf *rc)
-{
-	for (unsigned i = 0; i < rc->nroutes; i++) {
-		free(rc->routes[i].domain);
-		free(rc->routes[i].hops);
-	}
-	free(rc->routes);
-	tls_ctx_free(rc->tls);
-	memset(rc, 0, sizeof(*rc));
-	rc->def = -1;
-}
-
-/* The route of <rcpt>: its domain's --route, else the default; -1: none. */
-static int route_of(const struct relay_conf *rc, const char *rcpt)
-{
-	const char *at = strrchr(rcpt, '@');
-
-	if (at) {
-		for (unsigned i = 0; i < rc->nroutes; i++)
-			if (rc->routes[i].domain && strcasecmp(rc->routes[i].domain, at + 1) == 0)
-				return (int)i;
-	}
-	return rc->def;
-}
-
 /* ---- messages ---- */
 
 static void rmsg_free(struct rmsg *m)
 {
 	if (!m)
 		return;
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		free(m->why ? m->why[i] : NULL);
-		free(m->mta ? m->mta[i] : NULL);
-	}
-	free(m->why);
-	free(m->mta);
-	free(m->rcpt);
-	free(m->st);
-	free(m->route);
+	delivery_msg_fini(&m->d);
 	free(m->rec);
 	buf_free(&m->scratch);
 	free(m);
@@ -357,27 +185,25 @@ static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
 		rmsg_free(m);
 		return NULL;
 	}
-	m->nrcpt = m->m.nrcpt;
-	m->rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->rcpt));
-	m->st = calloc(m->nrcpt ? m->nrcpt : 1, 1);
-	m->why = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->why));
-	m->mta = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->mta));
-	m->route = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*m->route));
-	if (!m->rcpt || !m->st || !m->why || !m->mta || !m->route) {
+	if (delivery_msg_init(&m->d, m->m.nrcpt)) {
 		rmsg_free(m);
 		return NULL;
 	}
+	m->d.qid = m->m.qid;
+	m->d.from = m->m.from;
+	m->d.arrival = m->m.arrival;
+	m->d.size = m->m.body_len;
+	m->d.body_8bit = m->m.body_8bit;
+	m->d.smtputf8 = m->m.smtputf8;
 	const char *p = m->m.rcpts;
-	for (unsigned i = 0; i < m->nrcpt; i++, p += strlen(p) + 1) {
-		int rt = route_of(w->relay->rc, p);
+	for (unsigned i = 0; i < m->d.nrcpt; i++, p += strlen(p) + 1) {
+		int rt = relay_conf_route_of(w->relay->rc, p);
 
-		m->rcpt[i] = p;
-		if (rt < 0) {
-			m->st[i] = R_FAILED;
-			m->why[i] = strdup("5.4.4 no route to the recipient's domain");
-		} else {
-			m->route[i] = (unsigned)rt;
-		}
+		m->d.rcpt[i].addr = p;
+		if (rt < 0)
+			delivery_rcpt_fail(&m->d, i, "5.4.4 no route to the recipient's domain");
+		else
+			m->d.rcpt[i].route = (unsigned)rt;
 	}
 	return m;
 }
@@ -385,59 +211,17 @@ static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
 static void conn_kick(struct worker *w, unsigned route);
 static void msg_settle(struct worker *w, struct rmsg *m);
 
+static void conn_kick_cb(void *w, unsigned route)
+{
+	conn_kick(w, route);
+}
+
 /* Queues one job per route for the message's pending recipients. */
 static void msg_dispatch(struct worker *w, struct rmsg *m)
 {
-	struct relay *r = w->relay;
-
-	for (unsigned rt = 0; rt < r->rc->nroutes; rt++) {
-		struct rjob *j;
-		unsigned n = 0;
-
-		for (unsigned i = 0; i < m->nrcpt; i++)
-			n += m->st[i] == R_PENDING && m->route[i] == rt;
-		if (!n)
-			continue;
-		j = calloc(1, sizeof(*j));
-		if (j) {
-			j->idx = calloc(n, sizeof(*j->idx));
-			j->rcpts = calloc(n, sizeof(*j->rcpts));
-		}
-		if (!j || !j->idx || !j->rcpts) {
-			if (j) {
-				free(j->idx);
-				free(j->rcpts);
-				free(j);
-			}
-			LOGE("relay: out of memory for %s", m->m.qid);
-			continue;
-		}
-		j->msg = m;
-		j->route = rt;
-		for (unsigned i = 0; i < m->nrcpt; i++) {
-			if (m->st[i] == R_PENDING && m->route[i] == rt) {
-				j->idx[j->n] = i;
-				j->rcpts[j->n++] = m->rcpt[i];
-				m->st[i] = R_BUSY;
-			}
-		}
-		j->cm = (struct smtp_client_msg){
-		    .from = m->m.from,
-		    .rcpts = j->rcpts,
-		    .nrcpt = j->n,
-		    .size = m->m.body_len,
-		    .body_8bit = m->m.body_8bit,
-		    .smtputf8 = m->m.smtputf8,
-		};
-		m->jobs++;
-		if (r->rs[rt].tail)
-			r->rs[rt].tail->next = j;
-		else
-			r->rs[rt].head = j;
-		r->rs[rt].tail = j;
-		conn_kick(w, rt);
-	}
-	if (!m->jobs)
+	if (delivery_dispatch(&w->relay->q, &m->d, conn_kick_cb, w) < 0)
+		LOGE("relay: out of memory for %s", m->m.qid);
+	if (!m->d.jobs)
 		msg_settle(w, m); /* nothing to send: no route, or all decided */
 }
 
@@ -487,24 +271,13 @@ static void bounce(struct worker *w, struct rmsg *m)
 	struct buf out = BUF_INIT;
 	time_t now = time(NULL);
 	char token[64];
-	unsigned n = 0;
-	int flags;
+	unsigned n;
+	int flags, err;
 
-	dr = calloc(m->nrcpt, sizeof(*dr));
+	dr = calloc(m->d.nrcpt, sizeof(*dr));
 	if (!dr)
 		return;
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		if (m->st[i] != R_FAILED)
-			continue;
-		dr[n++] = (struct dsn_rcpt){
-		    .addr = m->rcpt[i],
-		    .action = DSN_FAILED,
-		    .remote_mta = m->mta[i],
-		    .diag = m->why[i],
-		    .diag_type = m->mta[i] ? NULL : "X-Ringmx",
-		    .last_attempt = now,
-		};
-	}
+	n = delivery_bounce_rcpts(&m->d, dr, now);
 	snprintf(token, sizeof(token), "%s.%lld.%u.%u", m->m.qid, (long long)now, w->id, r->ndsn++);
 	flags = dsn_build(&out, &(struct dsn_msg){
 	                            .hostname = w->g->conf->hostname,
@@ -526,10 +299,10 @@ static void bounce(struct worker *w, struct rmsg *m)
 		buf_free(&out);
 		return;
 	}
-	flags = worker_spool_local(w, m->m.from, buf_sv(&out), (flags & DSN_F_8BIT) != 0,
-	                           (flags & DSN_F_UTF8) != 0);
-	if (flags < 0)
-		LOGE("relay: id=%s cannot spool the bounce: %s", m->m.qid, strerror(-flags));
+	err = worker_spool_local(w, m->m.from, buf_sv(&out), (flags & DSN_F_8BIT) != 0,
+	                         (flags & DSN_F_UTF8) != 0);
+	if (err < 0)
+		LOGE("relay: id=%s cannot spool the bounce: %s", m->m.qid, strerror(-err));
 	buf_free(&out);
 }
 
@@ -550,17 +323,13 @@ static void defer_note(struct worker *w, const struct rmsg *m)
 		if (r->defer_fd < 0)
 			return;
 	}
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		if (m->st[i] == R_PENDING && m->why[i]) {
-			snprintf(why, sizeof(why), "%s", m->why[i]);
-			break;
-		}
-	}
+	if (delivery_defer_why(&m->d))
+		snprintf(why, sizeof(why), "%s", delivery_defer_why(&m->d));
 	for (char *p = why; *p; p++)
 		if (*p == '\t' || *p == '\r' || *p == '\n')
 			*p = ' '; /* tabs and newlines only as separators */
-	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->next_try,
-	             m->attempts, why);
+	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->d.next_try,
+	             m->d.attempts, why);
 	if (n > 0 && (size_t)n < sizeof(line) && write(r->defer_fd, line, (size_t)n) != n)
 		LOGD("relay: defer log write failed");
 }
@@ -569,83 +338,75 @@ static void defer_note(struct worker *w, const struct rmsg *m)
 static void msg_settle(struct worker *w, struct rmsg *m)
 {
 	struct relay *r = w->relay;
-	unsigned pending = 0, failed = 0;
 	time_t now = time(NULL);
-	struct retry_conf rc = r->retry;
+	struct delivery_settlement s = delivery_settle(&m->d, &r->retry, now);
 
-	if (!m->m.from[0])
-		rc = retry_conf_null_sender(&r->retry);
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		if (m->st[i] == R_BUSY)
-			m->st[i] = R_PENDING;
-		pending += m->st[i] == R_PENDING;
-	}
-	if (pending && retry_expired(&rc, m->m.arrival, now)) {
-		for (unsigned i = 0; i < m->nrcpt; i++) {
-			if (m->st[i] != R_PENDING)
-				continue;
-			m->st[i] = R_FAILED;
+	for (unsigned i = 0; s.expired && i < m->d.nrcpt; i++) {
+		const struct delivery_rcpt *dr = &m->d.rcpt[i];
+
+		if (dr->flags & DELIVERY_R_EXPIRED)
 			LOGI("relay: id=%s to=<%s> status=bounced (expired after %llds): %s",
-			     m->m.qid, m->rcpt[i], (long long)(now - m->m.arrival),
-			     m->why[i] ? m->why[i] : "");
-		}
-		pending = 0;
+			     m->m.qid, dr->addr, (long long)(now - m->m.arrival),
+			     dr->why ? dr->why : "");
 	}
-	if (pending) {
-		m->attempts++;
-		m->next_try = retry_next(&rc, m->m.arrival, now, m->attempts);
+	switch (s.outcome) {
+	case DELIVERY_SETTLE_DEFER:
 		m->next = r->deferred;
 		r->deferred = m;
 		defer_note(w, m);
 		return;
-	}
-	for (unsigned i = 0; i < m->nrcpt; i++)
-		failed += m->st[i] == R_FAILED;
-	if (failed)
+	case DELIVERY_SETTLE_BOUNCE:
 		bounce(w, m);
-	done_record(w, m, failed ? SPOOL_BOUNCED : SPOOL_DELIVERED);
+		done_record(w, m, SPOOL_BOUNCED);
+		break;
+	case DELIVERY_SETTLE_DONE:
+		done_record(w, m, SPOOL_DELIVERED);
+		break;
+	}
 	rmsg_free(m);
 }
 
+/* Frees a job that came back; settles its message if it was the last. */
+static void rjob_release(struct worker *w, struct delivery_job *j)
+{
+	struct delivery_msg *d = delivery_job_release(j);
+
+	if (d)
+		msg_settle(w, rmsg_of(d));
+}
+
 /* The results of a job from the client session. */
-static void job_results(struct worker *w, struct relay_conn *c, struct rjob *j)
+static void job_results(struct worker *w, struct relay_conn *c, struct delivery_job *j)
 {
 	struct relay *r = w->relay;
-	struct rmsg *m = j->msg;
+	const struct delivery_msg *m = j->msg;
 	const struct relay_hop *hop = &r->rc->routes[c->route].hops[c->hop];
 	time_t now = time(NULL);
 
 	for (unsigned k = 0; k < j->n; k++) {
 		const struct smtp_client_result *res = smtp_client_result(&c->cl, k);
-		unsigned i = j->idx[k];
 		const char *text = res ? smtp_client_result_text(&c->cl, res) : "4.4.0 no result";
 		const char *st = "deferred";
 
-		free(m->why[i]);
-		m->why[i] = strdup(text);
-		free(m->mta[i]);
-		m->mta[i] = res && res->code ? strdup(hop->text) : NULL;
-		if (res && res->status == SMTPC_OK) {
-			m->st[i] = R_SENT;
+		switch (delivery_job_result(j, k, res ? res->status : SMTPC_PENDING, text,
+		                            res && res->code ? hop->text : NULL)) {
+		case DELIVERY_SENT:
 			st = "sent";
 			r->stat_sent++;
-		} else if (res && res->status == SMTPC_PERM) {
-			m->st[i] = R_FAILED;
+			break;
+		case DELIVERY_FAILED:
 			st = "bounced";
 			r->stat_bounced++;
-		} else {
-			m->st[i] = R_PENDING;
+			break;
+		default:
 			r->stat_deferred++;
+			break;
 		}
-		LOGI("relay: id=%s to=<%s> relay=%s delay=%llds attempt=%u status=%s (%s)",
-		     m->m.qid, m->rcpt[i], hop->text, (long long)(now - m->m.arrival),
-		     m->attempts + 1, st, text);
+		LOGI("relay: id=%s to=<%s> relay=%s delay=%llds attempt=%u status=%s (%s)", m->qid,
+		     j->rcpts[k], hop->text, (long long)(now - m->arrival), m->attempts + 1, st,
+		     text);
 	}
-	free(j->idx);
-	free(j->rcpts);
-	free(j);
-	if (--m->jobs == 0)
-		msg_settle(w, m);
+	rjob_release(w, j);
 }
 
 /* ---- connections ---- */
@@ -670,13 +431,19 @@ static void rc_free(struct worker *w, struct relay_conn *c)
 			break;
 		}
 	}
+	for (pp = &r->rs[c->route].conns; *pp; pp = &(*pp)->route_next) {
+		if (*pp == c) {
+			*pp = c->route_next;
+			break;
+		}
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	r->rs[c->route].nconns--;
 	smtp_client_fini(&c->cl);
 	buf_free(&c->sending);
 	tls_conn_free(c->tls);
-	if (r->rs[c->route].head)
+	if (delivery_waiting(&r->q, c->route))
 		conn_kick(w, c->route); /* jobs queued while it was closing */
 	free(c);
 }
@@ -701,17 +468,8 @@ static void rc_close(struct worker *w, struct relay_conn *c, const char *why)
 			c->cl.act &= ~SMTPC_ACT_DONE;
 			job_results(w, c, c->job);
 		} else {
-			struct rmsg *m = c->job->msg;
-
-			for (unsigned k = 0; k < c->job->n; k++) {
-				free(m->why[c->job->idx[k]]);
-				m->why[c->job->idx[k]] = strdup(why);
-			}
-			free(c->job->idx);
-			free(c->job->rcpts);
-			free(c->job);
-			if (--m->jobs == 0)
-				msg_settle(w, m);
+			delivery_job_why(c->job, why);
+			rjob_release(w, c->job);
 		}
 		c->job = NULL;
 	}
@@ -753,22 +511,24 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
 }
 
-/* Opens connections for the route's waiting jobs, up to the pool size. */
+/* Opens connections for the route's waiting jobs, up to the pool size.
+ * Costs O(1) plus the route's own connections (at most --relay-pool),
+ * however many jobs wait and however many other routes have connections
+ * (bench/delivery_bench.c). */
 static void conn_kick(struct worker *w, unsigned route)
 {
 	struct relay *r = w->relay;
 	struct relay_route_state *rs = &r->rs[route];
-	unsigned waiting = 0;
+	unsigned waiting;
 
 	if (r->stopping)
 		return;
-	for (struct rjob *j = rs->head; j; j = j->next)
-		waiting++;
+	waiting = delivery_waiting(&r->q, route);
 	/* Idle connections pick jobs up at their next READY; open more only
 	 * for what they cannot take. One that is quitting takes nothing. */
-	for (struct relay_conn *c = r->conns; c && waiting; c = c->next)
-		if (c->route == route && !c->job && !(c->flags & RC_CLOSING) &&
-		    c->cl.state != SMTPC_S_QUIT && c->cl.state != SMTPC_S_CLOSED)
+	for (struct relay_conn *c = rs->conns; c && waiting; c = c->route_next)
+		if (!c->job && !(c->flags & RC_CLOSING) && c->cl.state != SMTPC_S_QUIT &&
+		    c->cl.state != SMTPC_S_CLOSED)
 			waiting--;
 	while (waiting && rs->nconns < w->g->conf->relay_pool) {
 		struct relay_conn *c = calloc(1, sizeof(*c));
@@ -783,6 +543,8 @@ static void conn_kick(struct worker *w, unsigned route)
 		smtp_client_init(&c->cl, &c->ccf, "");
 		c->next = r->conns;
 		r->conns = c;
+		c->route_next = rs->conns;
+		rs->conns = c;
 		rs->nconns++;
 		waiting--;
 		rc_connect(w, c);
@@ -792,30 +554,46 @@ static void conn_kick(struct worker *w, unsigned route)
 /* Defers the route's waiting jobs: no next hop answers. */
 static void route_down(struct worker *w, unsigned route, const char *why)
 {
-	struct relay_route_state *rs = &w->relay->rs[route];
-	struct rjob *j;
+	struct relay *r = w->relay;
+	struct delivery_job *j;
 
-	while ((j = rs->head)) {
-		struct rmsg *m = j->msg;
+	while ((j = delivery_take(&r->q, route))) {
+		const struct delivery_msg *m = j->msg;
 
-		rs->head = j->next;
+		delivery_job_why(j, why);
 		for (unsigned k = 0; k < j->n; k++) {
-			free(m->why[j->idx[k]]);
-			m->why[j->idx[k]] = strdup(why);
 			LOGI("relay: id=%s to=<%s> relay=none delay=%llds attempt=%u "
 			     "status=deferred "
 			     "(%s)",
-			     m->m.qid, m->rcpt[j->idx[k]], (long long)(time(NULL) - m->m.arrival),
+			     m->qid, j->rcpts[k], (long long)(time(NULL) - m->arrival),
 			     m->attempts + 1, why);
-			w->relay->stat_deferred++;
+			r->stat_deferred++;
 		}
-		free(j->idx);
-		free(j->rcpts);
-		free(j);
-		if (--m->jobs == 0)
-			msg_settle(w, m);
+		rjob_release(w, j);
 	}
-	rs->tail = NULL;
+}
+
+/* The hop of <c> failed before it took a message (<connect>: the connect
+ * itself): connects to the route's next hop, or closes <c> with
+ * <close_why>, deferring the route's waiting jobs with <down_why> when no
+ * hop answers. */
+static void rc_failover(struct worker *w, struct relay_conn *c, bool connect, const char *down_why,
+                        const char *close_why)
+{
+	struct relay *r = w->relay;
+
+	switch (delivery_failover(&r->q, c->route, &c->hop, r->rc->routes[c->route].nhops,
+	                          r->rs[c->route].nconns, connect)) {
+	case DELIVERY_FO_NEXT_HOP:
+		rc_connect(w, c);
+		return;
+	case DELIVERY_FO_ROUTE_DOWN:
+		route_down(w, c->route, down_why);
+		break;
+	case DELIVERY_FO_CLOSE:
+		break;
+	}
+	rc_close(w, c, close_why);
 }
 
 /* Acts on what the client session asks for. */
@@ -826,7 +604,7 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	if (c->cl.act & SMTPC_ACT_DONE) {
 		c->cl.act &= ~SMTPC_ACT_DONE;
 		if (c->job) {
-			struct rjob *j = c->job;
+			struct delivery_job *j = c->job;
 
 			c->job = NULL;
 			job_results(w, c, j);
@@ -837,7 +615,7 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 		c->body_off = 0;
 	}
 	if (c->cl.state == SMTPC_S_BODY && c->job) {
-		const struct rmsg *m = c->job->msg;
+		const struct rmsg *m = rmsg_of(c->job->msg);
 
 		while (c->body_off < m->m.body_len && c->cl.out.len < c->cl.out_max)
 			c->body_off += smtp_client_body(&c->cl, m->m.body + c->body_off,
@@ -846,16 +624,9 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 			smtp_client_body_end(&c->cl);
 	}
 	if (c->cl.act & SMTPC_ACT_READY) {
-		struct relay_route_state *rs = &r->rs[c->route];
-
 		c->cl.act &= ~SMTPC_ACT_READY;
-		rs->failures = 0;
-		if (rs->head && !r->stopping) {
-			c->job = rs->head;
-			rs->head = c->job->next;
-			if (!rs->head)
-				rs->tail = NULL;
-			c->job->next = NULL;
+		delivery_route_up(&r->q, c->route);
+		if (!r->stopping && (c->job = delivery_take(&r->q, c->route))) {
 			if (smtp_client_send(&c->cl, &c->job->cm) < 0) {
 				smtp_client_fail(&c->cl, "5.6.0 message cannot be sent");
 				rc_act(w, c);
@@ -997,15 +768,8 @@ void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		if (cqe->res < 0) {
 			LOGI("relay: connect to %s: %s", rt->hops[c->hop].text,
 			     strerror(-cqe->res));
-			if (c->hop + 1 < rt->nhops) {
-				c->hop++; /* failover to the next hop */
-				rc_connect(w, c);
-				return;
-			}
-			if (++r->rs[c->route].failures >= r->rs[c->route].nconns)
-				route_down(w, c->route,
-				           "4.4.1 no next hop answers (connection refused)");
-			rc_close(w, c, "4.4.1 connection failed");
+			rc_failover(w, c, true, "4.4.1 no next hop answers (connection refused)",
+			            "4.4.1 connection failed");
 			return;
 		}
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1060,12 +824,8 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 			 * the next hop, or else the waiting jobs are deferred, so
 			 * that no connection is opened again at once. */
 			LOGI("relay: %s: %s", rt->hops[c->hop].text, err);
-			if (c->hop + 1 < rt->nhops) {
-				c->hop++;
-				rc_connect(w, c);
-				return;
-			}
-			route_down(w, c->route, err);
+			rc_failover(w, c, false, err, "4.4.2 connection closed");
+			return;
 		}
 		rc_close(w, c, "4.4.2 connection closed");
 	}
@@ -1109,7 +869,7 @@ void relay_tick(struct worker *w)
 		}
 	}
 	for (pp = &r->deferred; (m = *pp);) {
-		if (m->next_try <= now && !r->stopping) {
+		if (m->d.next_try <= now && !r->stopping) {
 			*pp = m->next;
 			msg_dispatch(w, m);
 		} else {
@@ -1147,7 +907,7 @@ void relay_flush(struct worker *w)
 	if (!r)
 		return;
 	for (struct rmsg *m = r->deferred; m; m = m->next)
-		m->next_try = 0;
+		m->d.next_try = 0;
 	relay_tick(w);
 }
 
@@ -1191,7 +951,8 @@ int relay_init(struct worker *w)
 		return -ENOMEM;
 	r->rc = rc;
 	r->rs = calloc(rc->nroutes, sizeof(*r->rs));
-	if (!r->rs) {
+	if (!r->rs || delivery_queue_init(&r->q, rc->nroutes)) {
+		free(r->rs);
 		free(r);
 		return -ENOMEM;
 	}
@@ -1231,6 +992,7 @@ void relay_fini(struct worker *w)
 	}
 	if (r->defer_fd >= 0)
 		close(r->defer_fd);
+	delivery_queue_fini(&r->q);
 	free(r->rs);
 	free(r);
 	w->relay = NULL;

@@ -9,48 +9,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
-#include "core/conf.h"
+#include "io/relay_conf.h"
 #include "queue/mq.h"
 
 struct io_uring_cqe;
 struct worker;
-
-/* One next hop: an address to connect to. */
-struct relay_hop {
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	bool lmtp;      /* RFC 2033 */
-	char text[96];  /* as configured, for logs: "mx.example:25", "lmtp:[::1]:24" */
-	char host[256]; /* the host part, for TLS SNI */
-};
-
-/* The next hops of one recipient domain (or of all: domain NULL), tried in
- * order: failover. */
-struct relay_route {
-	char *domain; /* lower case; NULL: the default route (--relay-to) */
-	struct relay_hop *hops;
-	unsigned nhops;
-};
-
-/* Built once from the options, before the workers start (host names are
- * resolved here, on the main thread, so that no worker ever blocks on
- * DNS); read-only afterwards. */
-struct tls_ctx;
-
-struct relay_conf {
-	struct relay_route *routes;
-	unsigned nroutes;
-	int def;             /* index of the default route, -1 if there is none */
-	struct tls_ctx *tls; /* client context for STARTTLS; NULL: --relay-tls none */
-	bool require_tls;    /* --relay-tls encrypt */
-};
-
-/* Parses --relay-to and --route. Returns 0 (rc->nroutes == 0: no delivery)
- * or -EINVAL with one line in <err>. Main thread, at start. */
-int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, size_t errlen);
-void relay_conf_free(struct relay_conf *rc);
 
 /* Per-worker delivery state. Worker thread only. */
 int relay_init(struct worker *w);
