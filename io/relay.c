@@ -45,7 +45,6 @@
 #include "io/tls.h"
 #include "io/ring.h"
 #include "io/types-t.h"
-#include "io/worker.h"
 #include "queue/delivery.h"
 #include "queue/spool.h"
 
@@ -110,9 +109,8 @@ struct relay {
 	struct rmsg *deferred;
 	int seg_fd; /* read cache: the last segment opened */
 	int seg_no;
-	int done_fd;
-	int defer_fd; /* defer-<start>-<worker>.log: what `ringmx queue` shows */
-	bool done_unsynced;
+	const struct relay_sink *sink; /* the loop: bounces, done marks, defer notes */
+	unsigned nbouncing;            /* messages waiting for their bounce to be durable */
 	bool stopping;
 	unsigned ndsn;
 	uint64_t stat_sent, stat_deferred, stat_bounced;
@@ -237,34 +235,23 @@ void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
 
 /* ---- done log and bounces ---- */
 
+/* Delivery of <m> is over: a done mark, through the loop, for the committer. */
 static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
 {
-	struct relay *r = w->relay;
-	unsigned char rec[SPOOL_DONE_LEN];
 	struct spool_done d = {0};
 
-	if (r->done_fd < 0) {
-		char name[96];
-
-		spool_done_name(name, sizeof(name), w->g->start_id, w->id);
-		r->done_fd = openat(w->g->spool_dirfd, name,
-		                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		if (r->done_fd < 0) {
-			LOGE("relay: done log %s: %s", name, strerror(errno));
-			return;
-		}
-		fsync(w->g->spool_dirfd);
-	}
 	snprintf(d.qid, sizeof(d.qid), "%s", m->m.qid);
 	d.seg = m->seg;
 	d.offset = m->offset;
 	d.result = st;
-	if (spool_done_encode(rec, &d) == 0 && write(r->done_fd, rec, sizeof(rec)) != sizeof(rec))
-		LOGE("relay: done log write: %s", strerror(errno));
-	r->done_unsynced = true;
+	w->relay->sink->done(w, &d);
 }
 
-static void bounce(struct worker *w, struct rmsg *m)
+/* Builds the DSN for <m>'s failed recipients and hands it to the loop for
+ * the committer. Returns 1 when it was queued (the answer comes through
+ * relay_bounce_done()), 0 when there is none to send (null sender) or
+ * -errno. */
+static int bounce(struct worker *w, struct rmsg *m)
 {
 	struct relay *r = w->relay;
 	struct dsn_rcpt *dr;
@@ -276,7 +263,7 @@ static void bounce(struct worker *w, struct rmsg *m)
 
 	dr = calloc(m->d.nrcpt, sizeof(*dr));
 	if (!dr)
-		return;
+		return -ENOMEM;
 	n = delivery_bounce_rcpts(&m->d, dr, now);
 	snprintf(token, sizeof(token), "%s.%lld.%u.%u", m->m.qid, (long long)now, w->id, r->ndsn++);
 	flags = dsn_build(&out, &(struct dsn_msg){
@@ -293,36 +280,28 @@ static void bounce(struct worker *w, struct rmsg *m)
 	                        });
 	free(dr);
 	if (flags < 0) {
-		if (flags != -EDESTADDRREQ)
-			LOGE("relay: id=%s cannot build the bounce: %s", m->m.qid,
-			     strerror(-flags));
 		buf_free(&out);
-		return;
+		if (flags == -EDESTADDRREQ)
+			return 0; /* the null sender: nobody to tell */
+		LOGE("relay: id=%s cannot build the bounce: %s", m->m.qid, strerror(-flags));
+		return flags;
 	}
-	err = worker_spool_local(w, m->m.from, buf_sv(&out), (flags & DSN_F_8BIT) != 0,
-	                         (flags & DSN_F_UTF8) != 0);
-	if (err < 0)
-		LOGE("relay: id=%s cannot spool the bounce: %s", m->m.qid, strerror(-err));
+	err = r->sink->bounce(w, m->m.from, buf_sv(&out), (flags & DSN_F_8BIT) != 0,
+	                      (flags & DSN_F_UTF8) != 0, m);
 	buf_free(&out);
+	if (err < 0)
+		return err;
+	r->nbouncing++;
+	return 1;
 }
 
 /* One line per deferral for `ringmx queue` (informational: not synced):
  * "<qid>\t<next attempt>\t<attempts>\t<last reply>\n". */
 static void defer_note(struct worker *w, const struct rmsg *m)
 {
-	struct relay *r = w->relay;
 	char why[512] = "", line[640];
 	int n;
 
-	if (r->defer_fd < 0) {
-		char name[96];
-
-		spool_defer_name(name, sizeof(name), w->g->start_id, w->id);
-		r->defer_fd = openat(w->g->spool_dirfd, name,
-		                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		if (r->defer_fd < 0)
-			return;
-	}
 	if (delivery_defer_why(&m->d))
 		snprintf(why, sizeof(why), "%s", delivery_defer_why(&m->d));
 	for (char *p = why; *p; p++)
@@ -330,8 +309,41 @@ static void defer_note(struct worker *w, const struct rmsg *m)
 			*p = ' '; /* tabs and newlines only as separators */
 	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->d.next_try,
 	             m->d.attempts, why);
-	if (n > 0 && (size_t)n < sizeof(line) && write(r->defer_fd, line, (size_t)n) != n)
-		LOGD("relay: defer log write failed");
+	if (n > 0 && (size_t)n < sizeof(line))
+		w->relay->sink->defer(w, line, (size_t)n);
+}
+
+/* Keeps <m> for a later attempt. */
+static void msg_defer(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	m->next = r->deferred;
+	r->deferred = m;
+	defer_note(w, m);
+}
+
+/* The bounce of <m> could not be spooled: <m> stays, and is settled (its
+ * bounce made) again at the first retry. */
+static void bounce_retry(struct worker *w, struct rmsg *m, int err, time_t now)
+{
+	LOGE("relay: id=%s cannot spool the bounce: %s (tried again in %us)", m->m.qid,
+	     strerror(-err), w->relay->retry.min_backoff_s);
+	m->d.next_try = now + w->relay->retry.min_backoff_s;
+	msg_defer(w, m);
+}
+
+void relay_bounce_done(struct worker *w, void *token, int err)
+{
+	struct rmsg *m = token;
+
+	w->relay->nbouncing--;
+	if (err < 0) {
+		bounce_retry(w, m, err, time(NULL));
+		return;
+	}
+	done_record(w, m, SPOOL_BOUNCED);
+	rmsg_free(m);
 }
 
 /* A message whose jobs have all come back: done, or deferred. */
@@ -339,6 +351,7 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 {
 	struct relay *r = w->relay;
 	time_t now = time(NULL);
+	int err;
 	struct delivery_settlement s = delivery_settle(&m->d, &r->retry, now);
 
 	for (unsigned i = 0; s.expired && i < m->d.nrcpt; i++) {
@@ -351,12 +364,17 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 	}
 	switch (s.outcome) {
 	case DELIVERY_SETTLE_DEFER:
-		m->next = r->deferred;
-		r->deferred = m;
-		defer_note(w, m);
+		msg_defer(w, m);
 		return;
 	case DELIVERY_SETTLE_BOUNCE:
-		bounce(w, m);
+		/* The message is done only once its bounce is durable. */
+		err = bounce(w, m);
+		if (err > 0)
+			return; /* relay_bounce_done() finishes it */
+		if (err < 0) {
+			bounce_retry(w, m, err, now);
+			return;
+		}
 		done_record(w, m, SPOOL_BOUNCED);
 		break;
 	case DELIVERY_SETTLE_DONE:
@@ -876,10 +894,6 @@ void relay_tick(struct worker *w)
 			pp = &m->next;
 		}
 	}
-	if (r->done_unsynced && r->done_fd >= 0) {
-		fdatasync(r->done_fd);
-		r->done_unsynced = false;
-	}
 }
 
 void relay_drop(struct worker *w, const char *qid)
@@ -913,7 +927,7 @@ void relay_flush(struct worker *w)
 
 bool relay_busy(const struct worker *w)
 {
-	return w->relay && w->relay->conns;
+	return w->relay && (w->relay->conns || w->relay->nbouncing);
 }
 
 void relay_stop(struct worker *w, bool hard)
@@ -938,7 +952,7 @@ void relay_stop(struct worker *w, bool hard)
 	}
 }
 
-int relay_init(struct worker *w)
+int relay_init(struct worker *w, const struct relay_sink *sink)
 {
 	const struct relay_conf *rc = &w->g->relay;
 	const struct conf *cf = w->g->conf;
@@ -961,7 +975,8 @@ int relay_init(struct worker *w)
 	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
 	r->retry.max_lifetime_s = cf->max_queue_lifetime;
 	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
-	r->seg_fd = r->done_fd = r->defer_fd = -1;
+	r->seg_fd = -1;
+	r->sink = sink;
 	r->seg_no = -1;
 	w->relay = r;
 	return 0;
@@ -986,12 +1001,6 @@ void relay_fini(struct worker *w)
 		rc_free(w, r->conns);
 	if (r->seg_fd >= 0)
 		close(r->seg_fd);
-	if (r->done_fd >= 0) {
-		fdatasync(r->done_fd);
-		close(r->done_fd);
-	}
-	if (r->defer_fd >= 0)
-		close(r->defer_fd);
 	delivery_queue_fini(&r->q);
 	free(r->rs);
 	free(r);

@@ -10,14 +10,33 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/sv.h"
 #include "io/relay_conf.h"
 #include "queue/mq.h"
 
 struct io_uring_cqe;
 struct worker;
 
+/* What the relay hands back to the worker loop, which gives it to the
+ * committer (the relay writes no file itself). Worker thread only.
+ * <bounce>: spool a DSN from <> to <rcpt>; 0 once queued, the answer then
+ *           comes through relay_bounce_done(<token>), or -errno now.
+ * <done>:   a done mark: delivery of that record is over.
+ * <defer>:  a line for the defer log (informational). */
+struct spool_done;
+struct relay_sink {
+	int (*bounce)(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
+	              bool smtputf8, void *token);
+	void (*done)(struct worker *w, const struct spool_done *d);
+	void (*defer)(struct worker *w, const char *line, size_t len);
+};
+/* The bounce queued for <token> is durable (<err> 0: the message is
+ * marked done) or failed (-errno: the message is kept and bounced again at
+ * its next retry). */
+void relay_bounce_done(struct worker *w, void *token, int err);
+
 /* Per-worker delivery state. Worker thread only. */
-int relay_init(struct worker *w);
+int relay_init(struct worker *w, const struct relay_sink *sink);
 void relay_fini(struct worker *w);
 /* Takes descriptors the queue routed to this worker. */
 void relay_take(struct worker *w, const struct mq_item *it, unsigned n);

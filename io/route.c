@@ -25,7 +25,7 @@ static void msg_ring_wake(struct worker *w, unsigned to)
 
 /* Pushes <n> descriptors to worker <to>; what the ring cannot take waits in
  * the overflow list (the messages are safe in the spool meanwhile). */
-static void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigned n)
+void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigned n)
 {
 	bool wake = false;
 	unsigned k = mq_push(&w->g->mq, w->id, to, it, n, &wake);
@@ -60,52 +60,4 @@ void route_outbox_add(struct worker *w, struct mq_item it)
 		route_push(w, to, w->outbox + (size_t)to * OUTBOX_MAX, OUTBOX_MAX);
 		w->outn[to] = 0;
 	}
-}
-
-/* Takes what other workers (and this one) routed here: the relay delivers
- * them; without --relay-to they are only held (they stay in the spool). */
-void route_drain(struct worker *w)
-{
-	struct mq_item it[POP_MAX];
-	unsigned n;
-
-	while ((n = mq_pop(&w->g->mq, w->id, it, POP_MAX))) {
-		w->stat_received += n;
-		if (w->relay)
-			relay_take(w, it, n);
-		else if (buf_append(&w->held, it, n * sizeof(it[0])))
-			LOGE("worker %u: out of memory holding descriptors", w->id);
-	}
-}
-
-/* Retries what a full ring refused (and places the messages recovered at
- * start). Order between messages does not matter to delivery. A full ring
- * to this worker itself is drained on the spot; other full rings keep
- * their share for the next tick. */
-void route_overflow_retry(struct worker *w)
-{
-	struct route_item *r = (struct route_item *)w->overflow.p;
-	size_t n = w->overflow.len / sizeof(*r);
-	struct buf again = BUF_INIT;
-
-	if (!n)
-		return;
-	w->overflow = again;
-	for (size_t i = 0; i < n; i++) {
-		bool wake = false;
-
-		if (r[i].to != w->id) {
-			route_push(w, r[i].to, &r[i].it, 1);
-			continue;
-		}
-		if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
-			route_drain(w);
-			if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
-				route_push(w, w->id, &r[i].it, 1); /* keeps it for later */
-				continue;
-			}
-		}
-		w->stat_routed++;
-	}
-	free(r);
 }

@@ -12,10 +12,8 @@
 void route_outbox_add(struct worker *w, struct mq_item it);
 /* Pushes every gathered outbox. */
 void route_outbox_flush(struct worker *w);
-/* Takes what other workers (and this one) routed here. */
-void route_drain(struct worker *w);
-/* Retries what a full ring refused (and places the messages recovered at
- * start). */
-void route_overflow_retry(struct worker *w);
+/* Pushes <n> descriptors to worker <to> now; what its ring cannot take
+ * waits in w->overflow (the loop retries it each tick). */
+void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigned n);
 
 #endif

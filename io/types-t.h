@@ -17,7 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/smtp_session.h"
-#include "io/relay.h"
+#include "io/relay_conf.h"
 #include "queue/mq.h"
 #include "queue/segreg.h"
 #include "queue/spool.h"

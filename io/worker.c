@@ -20,9 +20,62 @@
 #include "core/log.h"
 #include "io/commit.h"
 #include "io/control.h"
+#include "io/relay.h"
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/session.h"
+
+/* ---- the mesh ---- */
+
+/* Takes what other workers (and this one) routed here: the relay delivers
+ * them; without --relay-to they are only held (they stay in the spool). */
+static void mesh_drain(struct worker *w)
+{
+	struct mq_item it[POP_MAX];
+	unsigned n;
+
+	while ((n = mq_pop(&w->g->mq, w->id, it, POP_MAX))) {
+		w->stat_received += n;
+		if (w->relay)
+			relay_take(w, it, n);
+		else if (buf_append(&w->held, it, n * sizeof(it[0])))
+			LOGE("worker %u: out of memory holding descriptors", w->id);
+	}
+}
+
+/* Retries what a full ring refused (and places the messages recovered at
+ * start). Order between messages does not matter to delivery. A full ring
+ * to this worker itself is drained on the spot; other full rings keep
+ * their share for the next tick. */
+static void overflow_retry(struct worker *w)
+{
+	struct route_item *r = (struct route_item *)w->overflow.p;
+	size_t n = w->overflow.len / sizeof(*r);
+	struct buf again = BUF_INIT;
+
+	if (!n)
+		return;
+	w->overflow = again;
+	for (size_t i = 0; i < n; i++) {
+		bool wake = false;
+
+		if (r[i].to != w->id) {
+			route_push(w, r[i].to, &r[i].it, 1);
+			continue;
+		}
+		if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
+			mesh_drain(w);
+			if (!mq_push(&w->g->mq, w->id, w->id, &r[i].it, 1, &wake)) {
+				route_push(w, w->id, &r[i].it, 1); /* keeps it for later */
+				continue;
+			}
+		}
+		w->stat_routed++;
+	}
+	free(r);
+}
+
+/* ---- timers and shutdown ---- */
 
 static void arm_timer(struct worker *w)
 {
@@ -60,7 +113,7 @@ static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	commit_check_storage(w);
 	commit_tick(w);
-	route_overflow_retry(w);
+	overflow_retry(w);
 	relay_tick(w);
 	session_tick(w);
 	if (w->stopping && w->now >= w->grace_end)
@@ -128,7 +181,7 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 static void on_nothing(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	/* UD_NONE: cancels, MSG_RING sends. UD_MSGRING: a producer's wake-up;
-	 * route_drain() runs at the end of the round anyway. */
+	 * mesh_drain() runs at the end of the round anyway. */
 }
 
 typedef void ud_handler_fn(struct worker *w, void *p, struct io_uring_cqe *cqe);
@@ -172,6 +225,7 @@ struct local_msg {
 	struct buf rec, body;
 	char qid[SMTP_QID_MAX + 1];
 	uint32_t hash;
+	void *token; /* the relay's message this bounces */
 };
 
 static void on_local_committed(struct worker *w, struct commit_rec *r, int err)
@@ -186,6 +240,7 @@ static void on_local_committed(struct worker *w, struct commit_rec *r, int err)
 	} else {
 		LOGE("spool: id=%s (bounce) not written: %s", m->qid, strerror(-err));
 	}
+	relay_bounce_done(w, m->token, err);
 	buf_free(&m->rec);
 	buf_free(&m->body);
 	free(m);
@@ -193,9 +248,10 @@ static void on_local_committed(struct worker *w, struct commit_rec *r, int err)
 
 /* A bounce from the relay: from the null sender to <rcpt>, written by the
  * committer into the worker's segment with the next group commit, and
- * routed like any accepted message once durable. */
-int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
-                       bool smtputf8)
+ * routed like any accepted message once durable; the relay hears of it
+ * then (relay_bounce_done). */
+static int sink_bounce(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
+                       bool smtputf8, void *token)
 {
 	struct local_msg *m = calloc(1, sizeof(*m));
 	time_t now = time(NULL);
@@ -228,6 +284,7 @@ int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool 
 		return err;
 	}
 	m->hash = route_hash(rcpt);
+	m->token = token;
 	m->cr = (struct commit_rec){
 	    .iov = {{m->rec.p, m->rec.len}, iov},
 	    .niov = 2,
@@ -236,6 +293,12 @@ int worker_spool_local(struct worker *w, const char *rcpt, struct sv body, bool 
 	commit_submit(w, &m->cr);
 	return 0;
 }
+
+static const struct relay_sink relay_sink = {
+    .bounce = sink_bounce,
+    .done = commit_done_mark,
+    .defer = commit_defer_note,
+};
 
 static void worker_signal_ready(struct worker *w, int res)
 {
@@ -285,7 +348,7 @@ void *worker_main(void *arg)
 	}
 	w->now = ring_clock_ms();
 	commit_check_storage(w);
-	err = relay_init(w);
+	err = relay_init(w, &relay_sink);
 	if (err) {
 		LOGE("worker %u: relay: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
@@ -298,7 +361,7 @@ void *worker_main(void *arg)
 	worker_signal_ready(w, 1);
 
 	atomic_store_explicit(&w->g->ring_fds[w->id], w->ring.ring_fd, memory_order_release);
-	route_overflow_retry(w); /* messages recovered at start are routed from here */
+	overflow_retry(w); /* messages recovered at start are routed from here */
 	while (!worker_done(w)) {
 		struct io_uring_cqe *cqe;
 		struct conn *c;
@@ -323,7 +386,7 @@ void *worker_main(void *arg)
 		}
 		io_uring_cq_advance(&w->ring, n);
 		route_outbox_flush(w); /* what the group commits of this round made durable */
-		route_drain(w);
+		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		commit_flush(w);
 		relay_round(w);
