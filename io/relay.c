@@ -56,6 +56,10 @@ struct rmsg {
 	struct buf scratch;
 	char *rec; /* the whole record */
 	size_t rec_len;
+	unsigned char hdr[SPOOL_HDR_LEN]; /* read first: it gives rec_len */
+	size_t got;                       /* bytes of hdr, then of rec, read so far */
+	int segno;
+	int fd; /* the segment file of the read in flight */
 	struct spool_seg_id seg;
 	uint64_t offset;
 	struct rmsg *next; /* in the deferred list */
@@ -107,10 +111,11 @@ struct relay {
 	struct relay_conn *conns;
 	struct relay_conn *dirty;
 	struct rmsg *deferred;
-	int seg_fd; /* read cache: the last segment opened */
-	int seg_no;
+	struct seg_file *segf; /* segments open for reads */
+	unsigned nsegf;
 	const struct relay_sink *sink; /* the loop: bounces, done marks, defer notes */
 	unsigned nbouncing;            /* messages waiting for their bounce to be durable */
+	unsigned nloading;             /* records being read back */
 	bool stopping;
 	unsigned ndsn;
 	uint64_t stat_sent, stat_deferred, stat_bounced;
@@ -128,65 +133,91 @@ static void rmsg_free(struct rmsg *m)
 	free(m);
 }
 
-static int seg_fd(struct worker *w, int segno)
+/* An open segment for reads. An SQE names its file by number, and the
+ * number is looked up when the ring submits it, later: a file with reads
+ * prepared or in flight (<refs>) is never closed. */
+struct seg_file {
+	int segno, fd;
+	unsigned refs;
+};
+
+/* The open file of segment <segno>, with one more reference; -errno. */
+static int seg_ref(struct worker *w, int segno)
 {
 	struct relay *r = w->relay;
 	const struct spool_seg_id *id;
+	struct seg_file *f = NULL;
 	char name[96];
 
-	if (r->seg_fd >= 0 && r->seg_no == segno)
-		return r->seg_fd;
-	if (r->seg_fd >= 0)
-		close(r->seg_fd);
-	r->seg_fd = -1;
+	for (unsigned i = 0; i < r->nsegf; i++) {
+		if (r->segf[i].fd >= 0 && r->segf[i].segno == segno) {
+			r->segf[i].refs++;
+			return r->segf[i].fd;
+		}
+		if (!f && r->segf[i].refs == 0)
+			f = &r->segf[i]; /* an idle one to reuse */
+	}
+	if (!f) {
+		struct seg_file *n = realloc(r->segf, (r->nsegf + 1) * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		r->segf = n;
+		f = &r->segf[r->nsegf++];
+		f->fd = -1;
+	}
+	if (f->fd >= 0)
+		close(f->fd);
+	f->refs = 0;
 	id = segreg_get(&w->g->segs, (unsigned)segno);
 	spool_seg_name(name, sizeof(name), id->start, id->worker, id->seq);
-	r->seg_fd = openat(w->g->spool_dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (r->seg_fd < 0)
+	f->fd = openat(w->g->spool_dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (f->fd < 0)
 		return -errno;
-	r->seg_no = segno;
-	return r->seg_fd;
+	f->segno = segno;
+	f->refs = 1;
+	return f->fd;
 }
 
-/* Reads a record back. The segment was written moments ago (or found by
- * recovery): this is a page-cache read on the worker thread. */
-static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
+static void seg_unref(struct worker *w, int fd)
 {
-	unsigned segno = (unsigned)(it->a >> 32);
-	unsigned char hdr[SPOOL_HDR_LEN];
-	uint64_t total;
-	struct rmsg *m;
-	int fd, err;
+	struct relay *r = w->relay;
 
-	fd = seg_fd(w, (int)segno);
+	for (unsigned i = 0; i < r->nsegf; i++)
+		if (r->segf[i].fd == fd && r->segf[i].refs)
+			r->segf[i].refs--;
+}
+
+/* Records are read back through the ring: the header first (it gives the
+ * record's length), then the rest; each read continues where a short one
+ * stopped. The segment was written moments ago (or found by recovery), so
+ * these are page-cache reads, but a cold one no longer stalls the worker's
+ * other sessions. */
+static void rmsg_read(struct worker *w, struct rmsg *m)
+{
+	size_t want = m->rec ? m->rec_len : SPOOL_HDR_LEN;
+	unsigned char *dst = m->rec ? (unsigned char *)m->rec : m->hdr;
+	struct io_uring_sqe *sqe;
+	int fd = seg_ref(w, m->segno);
+
 	if (fd < 0) {
-		LOGE("relay: segment %u: %s", segno, strerror(-fd));
-		return NULL;
-	}
-	err = spool_pread(fd, hdr, sizeof(hdr), it->b);
-	if (!err)
-		err = spool_rec_len(hdr, &total);
-	if (err) {
-		LOGE("relay: record at %llu: %s", (unsigned long long)it->b, strerror(-err));
-		return NULL;
-	}
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return NULL;
-	m->rec_len = (size_t)total;
-	m->rec = malloc(m->rec_len);
-	m->seg = *segreg_get(&w->g->segs, segno);
-	m->offset = it->b;
-	if (!m->rec || spool_pread(fd, m->rec, m->rec_len, it->b) ||
-	    spool_rec_parse(m->rec, m->rec_len, &m->m, &m->scratch)) {
-		LOGE("relay: unreadable record at %llu", (unsigned long long)it->b);
+		LOGE("relay: segment %d: %s", m->segno, strerror(-fd));
+		w->relay->nloading--;
 		rmsg_free(m);
-		return NULL;
+		return;
 	}
-	if (delivery_msg_init(&m->d, m->m.nrcpt)) {
-		rmsg_free(m);
-		return NULL;
-	}
+	sqe = ring_sqe(w);
+	io_uring_prep_read(sqe, fd, dst + m->got, (unsigned)(want - m->got), m->offset + m->got);
+	io_uring_sqe_set_data64(sqe, UD(m, UD_RELAY_READ));
+	m->fd = fd;
+}
+
+/* The record is in: its envelope parsed, its recipients given routes. */
+static int rmsg_parsed(struct worker *w, struct rmsg *m)
+{
+	if (spool_rec_parse(m->rec, m->rec_len, &m->m, &m->scratch) ||
+	    delivery_msg_init(&m->d, m->m.nrcpt))
+		return -EBADMSG;
 	m->d.qid = m->m.qid;
 	m->d.from = m->m.from;
 	m->d.arrival = m->m.arrival;
@@ -203,7 +234,53 @@ static struct rmsg *rmsg_load(struct worker *w, const struct mq_item *it)
 		else
 			m->d.rcpt[i].route = (unsigned)rt;
 	}
-	return m;
+	return 0;
+}
+
+static void msg_dispatch(struct worker *w, struct rmsg *m);
+
+void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct rmsg *m = p;
+	size_t want = m->rec ? m->rec_len : SPOOL_HDR_LEN;
+	uint64_t total;
+	int err = 0;
+
+	seg_unref(w, m->fd);
+	if (cqe->res <= 0) {
+		err = cqe->res < 0 ? cqe->res : -ENODATA; /* the record ends early */
+		goto fail;
+	}
+	m->got += (size_t)cqe->res;
+	if (m->got < want) {
+		rmsg_read(w, m);
+		return;
+	}
+	if (!m->rec) {
+		err = spool_rec_len(m->hdr, &total);
+		if (err)
+			goto fail;
+		m->rec_len = (size_t)total;
+		m->rec = malloc(m->rec_len);
+		if (!m->rec) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		memcpy(m->rec, m->hdr, SPOOL_HDR_LEN);
+		rmsg_read(w, m);
+		return;
+	}
+	err = rmsg_parsed(w, m);
+	if (err)
+		goto fail;
+	w->relay->nloading--;
+	msg_dispatch(w, m);
+	return;
+fail:
+	LOGE("relay: record at %llu in segment %d: %s", (unsigned long long)m->offset, m->segno,
+	     strerror(-err));
+	w->relay->nloading--;
+	rmsg_free(m);
 }
 
 static void conn_kick(struct worker *w, unsigned route);
@@ -226,10 +303,17 @@ static void msg_dispatch(struct worker *w, struct rmsg *m)
 void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
-		struct rmsg *m = rmsg_load(w, &it[i]);
+		struct rmsg *m = calloc(1, sizeof(*m));
 
-		if (m)
-			msg_dispatch(w, m);
+		if (!m) {
+			LOGE("relay: out of memory: a message waits in the spool for a restart");
+			continue;
+		}
+		m->segno = (int)QDESC_SEGNO(it[i]);
+		m->seg = *segreg_get(&w->g->segs, (unsigned)m->segno);
+		m->offset = it[i].b;
+		w->relay->nloading++;
+		rmsg_read(w, m);
 	}
 }
 
@@ -927,7 +1011,7 @@ void relay_flush(struct worker *w)
 
 bool relay_busy(const struct worker *w)
 {
-	return w->relay && (w->relay->conns || w->relay->nbouncing);
+	return w->relay && (w->relay->conns || w->relay->nbouncing || w->relay->nloading);
 }
 
 void relay_stop(struct worker *w, bool hard)
@@ -975,9 +1059,7 @@ int relay_init(struct worker *w, const struct relay_sink *sink)
 	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
 	r->retry.max_lifetime_s = cf->max_queue_lifetime;
 	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
-	r->seg_fd = -1;
 	r->sink = sink;
-	r->seg_no = -1;
 	w->relay = r;
 	return 0;
 }
@@ -999,8 +1081,10 @@ void relay_fini(struct worker *w)
 	}
 	while (r->conns)
 		rc_free(w, r->conns);
-	if (r->seg_fd >= 0)
-		close(r->seg_fd);
+	for (unsigned i = 0; i < r->nsegf; i++)
+		if (r->segf[i].fd >= 0)
+			close(r->segf[i].fd);
+	free(r->segf);
 	delivery_queue_fini(&r->q);
 	free(r->rs);
 	free(r);

@@ -49,6 +49,8 @@ void relay_drop(struct worker *w, const char *qid);
 /* A completion for a relay object (enum obj_type OBJ_RELAY). */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);
+/* A read of a record being loaded for delivery. */
+void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* End of a round: one send per relay connection with output. */
 void relay_round(struct worker *w);
 /* True while the relay still has connections open (shutdown waits). */

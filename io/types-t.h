@@ -55,6 +55,7 @@ enum ud_op {
 	UD_MSGRING,     /* struct worker: IORING_OP_MSG_RING from a producer */
 	UD_RELAY_RECV,  /* struct relay_conn: multishot receive */
 	UD_RELAY_SEND,  /* struct relay_conn: a send, or the connect */
+	UD_RELAY_READ,  /* struct rmsg: a record read back for delivery */
 	UD_NOPS
 };
 #define UD_SHIFT  56
