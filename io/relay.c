@@ -43,6 +43,7 @@
 #include "core/retry.h"
 #include "core/smtp_client.h"
 #include "io/tls.h"
+#include "io/conn.h"
 #include "io/ring.h"
 #include "io/types-t.h"
 #include "queue/delivery.h"
@@ -70,26 +71,19 @@ static struct rmsg *rmsg_of(struct delivery_msg *d)
 	return (struct rmsg *)((char *)d - offsetof(struct rmsg, d));
 }
 
-#define RC_RECV    0x1u /* multishot receive armed */
-#define RC_SEND    0x2u /* a send (or the connect) is in flight */
-#define RC_CONN    0x4u /* connecting */
-#define RC_CLOSING 0x8u
-#define RC_DIRTY   0x10u
+/* relay_conn flags (the connection's own are RCONN_*: io/conn) */
+#define RC_CONN  0x4u  /* connecting: the send completion is the connect's */
+#define RC_DIRTY 0x10u /* on the relay's list of connections to flush */
 
 struct relay_conn {
-	uint8_t type; /* OBJ_RELAY: first, see enum obj_type */
+	struct ring_conn rc; /* first: user_data names both */
 	struct worker *w;
 	unsigned route;
-	unsigned hop; /* index in the route's hops: failover moves it on */
-	int fd;
-	unsigned flags;
-	unsigned inflight;
+	unsigned hop;     /* index in the route's hops: failover moves it on */
+	unsigned flags;   /* RC_* */
 	int64_t deadline; /* ms: connect or the next reply */
 	struct smtp_client cl;
 	struct smtp_client_conf ccf;
-	struct buf sending;
-	struct tls_conn *tls; /* after STARTTLS to the next hop */
-	bool tls_told;        /* smtp_client_tls_started() was called */
 	struct delivery_job *job;
 	size_t body_off;
 	struct relay_conn *next, *dirty_next;
@@ -539,12 +533,9 @@ static void rc_free(struct worker *w, struct relay_conn *c)
 			break;
 		}
 	}
-	if (c->fd >= 0)
-		close(c->fd);
+	conn_fini(&c->rc);
 	r->rs[c->route].nconns--;
 	smtp_client_fini(&c->cl);
-	buf_free(&c->sending);
-	tls_conn_free(c->tls);
 	if (delivery_waiting(&r->q, c->route))
 		conn_kick(w, c->route); /* jobs queued while it was closing */
 	free(c);
@@ -552,16 +543,14 @@ static void rc_free(struct worker *w, struct relay_conn *c)
 
 static void rc_maybe_free(struct worker *w, struct relay_conn *c)
 {
-	if ((c->flags & RC_CLOSING) && !c->inflight && !(c->flags & RC_DIRTY))
+	if ((c->rc.flags & RCONN_CLOSING) && !c->rc.inflight && !(c->flags & RC_DIRTY))
 		rc_free(w, c);
 }
 
 /* Gives the job back (its recipients deferred with <why>) and closes. */
 static void rc_close(struct worker *w, struct relay_conn *c, const char *why)
 {
-	struct io_uring_sqe *sqe;
-
-	if (c->flags & RC_CLOSING)
+	if (c->rc.flags & RCONN_CLOSING)
 		return;
 	if (c->job) {
 		if (c->cl.msg)
@@ -575,12 +564,7 @@ static void rc_close(struct worker *w, struct relay_conn *c, const char *why)
 		}
 		c->job = NULL;
 	}
-	c->flags |= RC_CLOSING;
-	if (c->flags & RC_RECV) {
-		sqe = worker_sqe(w);
-		io_uring_prep_cancel64(sqe, UD(c, UD_RELAY_RECV), 0);
-		io_uring_sqe_set_data64(sqe, UD_NONE);
-	}
+	conn_close(w, &c->rc);
 	rc_maybe_free(w, c);
 }
 
@@ -589,27 +573,30 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	const struct relay_hop *h = &w->relay->rc->routes[c->route].hops[c->hop];
 	struct io_uring_sqe *sqe;
 
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
+	/* Failover reuses the connection: a new socket, clear text again. */
+	if (c->rc.fd >= 0)
+		close(c->rc.fd);
+	c->rc.fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->rc.fd < 0) {
 		rc_close(w, c, "4.3.0 cannot create a socket");
 		return;
 	}
 	smtp_client_fini(&c->cl);
-	tls_conn_free(c->tls);
-	c->tls = NULL;
-	c->tls_told = false;
-	buf_reset(&c->sending, 0);
+	tls_conn_free(c->rc.tls);
+	c->rc.tls = NULL;
+	c->rc.xprt = &conn_xprt_clear;
+	c->rc.flags &= ~(RCONN_TLS_UP | RCONN_HANGUP | RCONN_CLEARONE);
+	buf_reset(&c->rc.sending, 0);
 	c->ccf.lmtp = h->lmtp;
 	c->ccf.starttls = w->relay->rc->tls != NULL;
 	c->ccf.require_tls = w->relay->rc->require_tls;
 	smtp_client_init(&c->cl, &c->ccf, h->text);
-	c->flags |= RC_CONN | RC_SEND;
-	c->inflight++;
+	c->flags |= RC_CONN;
+	c->rc.flags |= RCONN_SEND;
+	c->rc.inflight++;
 	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
-	sqe = worker_sqe(w);
-	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&h->addr, h->addrlen);
+	sqe = ring_sqe(w);
+	io_uring_prep_connect(sqe, c->rc.fd, (const struct sockaddr *)&h->addr, h->addrlen);
 	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
 }
 
@@ -629,7 +616,7 @@ static void conn_kick(struct worker *w, unsigned route)
 	/* Idle connections pick jobs up at their next READY; open more only
 	 * for what they cannot take. One that is quitting takes nothing. */
 	for (struct relay_conn *c = rs->conns; c && waiting; c = c->route_next)
-		if (!c->job && !(c->flags & RC_CLOSING) && c->cl.state != SMTPC_S_QUIT &&
+		if (!c->job && !(c->rc.flags & RCONN_CLOSING) && c->cl.state != SMTPC_S_QUIT &&
 		    c->cl.state != SMTPC_S_CLOSED)
 			waiting--;
 	while (waiting && rs->nconns < w->g->conf->relay_pool) {
@@ -637,10 +624,9 @@ static void conn_kick(struct worker *w, unsigned route)
 
 		if (!c)
 			return;
-		c->type = OBJ_RELAY;
+		conn_init(&c->rc, -1, UD_RELAY_RECV, UD_RELAY_SEND);
 		c->w = w;
 		c->route = route;
-		c->fd = -1;
 		c->ccf.hostname = w->g->conf->hostname;
 		smtp_client_init(&c->cl, &c->ccf, "");
 		c->next = r->conns;
@@ -744,18 +730,6 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 }
 
 /* One multishot receive over the worker's provided buffers. */
-static void rc_arm_recv(struct worker *w, struct relay_conn *c)
-{
-	struct io_uring_sqe *sqe = worker_sqe(w);
-
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = RX_BGID;
-	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_RECV));
-	c->flags |= RC_RECV;
-	c->inflight++;
-}
-
 /* Replies for the client session. After a 220 to STARTTLS nothing more of
  * the clear-text input is read (client-side CVE-2011-0411): TLS starts. */
 static void rc_input(struct worker *w, struct relay_conn *c, const char *data, size_t n)
@@ -768,10 +742,13 @@ static void rc_input(struct worker *w, struct relay_conn *c, const char *data, s
 		off += k;
 		if (c->cl.act & SMTPC_ACT_STARTTLS) {
 			const struct relay_hop *h = &w->relay->rc->routes[c->route].hops[c->hop];
+			struct tls_conn *t = tls_conn_new_client(w->relay->rc->tls, h->host);
 
 			c->cl.act &= ~SMTPC_ACT_STARTTLS;
-			c->tls = tls_conn_new_client(w->relay->rc->tls, h->host);
-			if (!c->tls)
+			if (t)
+				conn_start_tls(&c->rc,
+				               t); /* the ClientHello leaves with the next flush */
+			else
 				smtp_client_fail(&c->cl, "4.3.0 cannot start TLS");
 			rc_act(w, c);
 			return;
@@ -782,91 +759,71 @@ static void rc_input(struct worker *w, struct relay_conn *c, const char *data, s
 	}
 }
 
-static void rc_input_tls(struct worker *w, struct relay_conn *c, const char *data, size_t n)
+/* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
+static bool rc_on_input(void *owner, const char *p, size_t n)
 {
-	char plain[RX_BUF_SIZE];
-	ssize_t r;
+	struct relay_conn *c = owner;
 
-	r = tls_conn_feed(c->tls, data, n);
-	while (r >= 0) {
-		r = tls_conn_read(c->tls, plain, sizeof(plain));
-		if (!c->tls_told && tls_conn_established(c->tls)) {
-			c->tls_told = true;
-			LOGI("relay: %s: %s cipher=%s", c->cl.peer, tls_conn_version(c->tls),
-			     tls_conn_cipher(c->tls));
-			smtp_client_tls_started(&c->cl);
-			rc_act(w, c);
-		}
-		if (r <= 0)
-			break;
-		rc_input(w, c, plain, (size_t)r);
-		if (c->flags & RC_CLOSING)
-			return;
+	if (!p) {
+		LOGI("relay: %s: %s cipher=%s", c->cl.peer, tls_conn_version(c->rc.tls),
+		     tls_conn_cipher(c->rc.tls));
+		smtp_client_tls_started(&c->cl);
+		rc_act(c->w, c);
+	} else {
+		rc_input(c->w, c, p, n);
 	}
-	if (r < 0) {
-		char why[300];
-
-		snprintf(why, sizeof(why), "4.7.5 TLS with the next hop failed: %s",
-		         r == -ESHUTDOWN ? "closed" : tls_conn_error(c->tls));
-		smtp_client_fail(&c->cl, why);
-		rc_act(w, c);
-	}
-	rc_dirty(w->relay, c);
+	return !(c->rc.flags & RCONN_CLOSING);
 }
 
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct relay_conn *c = p;
-	int res = cqe->res;
+	char why[300];
+	int err;
 
-	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		c->flags &= ~RC_RECV;
-		c->inflight--;
-	}
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
-		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-
-		if (res > 0 && !(c->flags & RC_CLOSING)) {
-			c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
-			if (c->tls)
-				rc_input_tls(w, c, worker_rx(w, bid), (size_t)res);
-			else
-				rc_input(w, c, worker_rx(w, bid), (size_t)res);
-		}
-		worker_rx_recycle(w, bid);
-	}
-	if (c->flags & RC_CLOSING) {
+	if (cqe->res > 0 && !(c->rc.flags & RCONN_CLOSING))
+		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+	switch (conn_on_recv(w, &c->rc, cqe, rc_on_input, c, &err)) {
+	case CONN_RX_CLOSING:
 		rc_maybe_free(w, c);
 		return;
-	}
-	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+	case CONN_RX_EOF:
 		if (c->cl.state != SMTPC_S_CLOSED) {
 			smtp_client_fail(&c->cl, "4.4.2 connection closed by the next hop");
 			rc_act(w, c);
 		}
 		rc_close(w, c, "4.4.2 connection closed by the next hop");
 		return;
+	case CONN_RX_XPRT:
+		snprintf(why, sizeof(why), "4.7.5 TLS with the next hop failed: %s",
+		         err == -ESHUTDOWN ? "closed" : tls_conn_error(c->rc.tls));
+		smtp_client_fail(&c->cl, why);
+		rc_act(w, c);
+		return;
+	case CONN_RX_OK:
+		if (c->rc.tls)
+			rc_dirty(w->relay, c); /* the handshake answers on its own */
+		return;
 	}
-	if (!(c->flags & RC_RECV))
-		rc_arm_recv(w, c);
 }
 
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct relay_conn *c = p;
 	struct relay *r = w->relay;
+	int res;
 
-	c->inflight--;
-	c->flags &= ~RC_SEND;
-	if (c->flags & RC_CLOSING) {
-		rc_maybe_free(w, c);
-		return;
-	}
 	if (c->flags & RC_CONN) {
 		const struct relay_route *rt = &r->rc->routes[c->route];
 		int one = 1;
 
 		c->flags &= ~RC_CONN;
+		c->rc.flags &= ~RCONN_SEND;
+		c->rc.inflight--;
+		if (c->rc.flags & RCONN_CLOSING) {
+			rc_maybe_free(w, c);
+			return;
+		}
 		if (cqe->res < 0) {
 			LOGI("relay: connect to %s: %s", rt->hops[c->hop].text,
 			     strerror(-cqe->res));
@@ -874,46 +831,29 @@ void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			            "4.4.1 connection failed");
 			return;
 		}
-		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		rc_arm_recv(w, c);
+		setsockopt(c->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		conn_arm_recv(w, &c->rc);
 		return;
 	}
-	if (cqe->res < 0) {
+	res = conn_on_send(w, &c->rc, cqe);
+	if (res == -ECANCELED) {
+		rc_maybe_free(w, c);
+		return;
+	}
+	if (res < 0) {
 		rc_close(w, c, "4.4.2 send to the next hop failed");
 		return;
 	}
-	buf_consume(&c->sending, (size_t)cqe->res);
 	rc_act(w, c); /* the body may continue */
 }
 
 static void rc_send(struct worker *w, struct relay_conn *c)
 {
-	struct io_uring_sqe *sqe;
-	struct buf t;
-
-	if (c->flags & (RC_SEND | RC_CLOSING))
+	if (c->rc.flags & (RCONN_SEND | RCONN_CLOSING))
 		return;
-	if (c->tls && !c->sending.len) {
-		/* Encrypt only what fits the next send: the body keeps its
-		 * back-pressure (out_max) instead of being encrypted whole. */
-		if (c->cl.out.len && tls_conn_write(c->tls, c->cl.out.p, c->cl.out.len) == 0)
-			buf_reset(&c->cl.out, OUT_KEEP);
-		if (c->cl.state == SMTPC_S_CLOSED)
-			tls_conn_shutdown(c->tls);
-		if (tls_conn_pending(c->tls))
-			tls_conn_take(c->tls, &c->sending);
-	} else if (!c->sending.len && c->cl.out.len) {
-		t = c->sending;
-		c->sending = c->cl.out;
-		c->cl.out = t;
-		c->cl.out.len = 0;
-	}
-	if (c->sending.len) {
-		sqe = worker_sqe(w);
-		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
-		c->flags |= RC_SEND;
-		c->inflight++;
+	/* The client fills its <out> only up to out_max: the body keeps its
+	 * back-pressure, in clear or through TLS. */
+	if (conn_flush(w, &c->rc, &c->cl.out, c->cl.state == SMTPC_S_CLOSED)) {
 		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
 		return;
 	}
@@ -943,7 +883,7 @@ void relay_round(struct worker *w)
 	while ((c = r->dirty)) {
 		r->dirty = c->dirty_next;
 		c->flags &= ~RC_DIRTY;
-		if (c->flags & RC_CLOSING)
+		if (c->rc.flags & RCONN_CLOSING)
 			rc_maybe_free(w, c);
 		else
 			rc_send(w, c);
@@ -960,10 +900,10 @@ void relay_tick(struct worker *w)
 		return;
 	for (struct relay_conn *c = r->conns, *next; c; c = next) {
 		next = c->next;
-		if (!(c->flags & RC_CLOSING) && c->deadline && c->deadline <= w->now) {
+		if (!(c->rc.flags & RCONN_CLOSING) && c->deadline && c->deadline <= w->now) {
 			LOGI("relay: %s: timeout", r->rc->routes[c->route].hops[c->hop].text);
 			if (c->flags & RC_CONN) {
-				shutdown(c->fd,
+				shutdown(c->rc.fd,
 				         SHUT_RDWR); /* the connect completes with an error */
 				continue;
 			}
@@ -1025,7 +965,7 @@ void relay_stop(struct worker *w, bool hard)
 		route_down(w, rt, "4.3.2 gateway shutting down");
 	for (struct relay_conn *c = r->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->flags & RC_CLOSING)
+		if (c->rc.flags & RCONN_CLOSING)
 			continue;
 		if (!c->job && c->cl.state == SMTPC_S_READY && !hard) {
 			smtp_client_quit(&c->cl);

@@ -39,18 +39,4 @@ bool ring_log_busy(const struct worker *w);
 /* Thread end (the ring is idle): what is left is written directly. */
 void ring_log_stop(struct worker *w);
 
-/* The names the relay still uses. */
-static inline struct io_uring_sqe *worker_sqe(struct worker *w)
-{
-	return ring_sqe(w);
-}
-static inline const char *worker_rx(struct worker *w, unsigned bid)
-{
-	return ring_rx(w, bid);
-}
-static inline void worker_rx_recycle(struct worker *w, unsigned bid)
-{
-	ring_rx_recycle(w, bid);
-}
-
 #endif

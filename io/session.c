@@ -23,6 +23,7 @@
 
 #include "core/log.h"
 #include "io/commit.h"
+#include "io/conn.h"
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/tls.h"
@@ -73,30 +74,15 @@ void session_mark_dirty(struct worker *w, struct conn *c)
 
 /* ---- connections ---- */
 
-static void arm_recv(struct worker *w, struct conn *c)
-{
-	struct io_uring_sqe *sqe = ring_sqe(w);
-
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = RX_BGID;
-	io_uring_sqe_set_data64(sqe, UD(c, UD_RECV));
-	c->flags |= C_RECV;
-	c->inflight++;
-}
-
 static void conn_free(struct worker *w, struct conn *c)
 {
 	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
 	     w->id, c->s.nmsgs, c->s.nerrors);
-	close(c->fd);
+	conn_fini(&c->rc);
 	smtp_session_fini(&c->s);
-	buf_free(&c->sending);
 	buf_free(&c->pending);
 	buf_free(&c->rec);
 	buf_free(&c->rcvd);
-	tls_conn_free(c->tls);
-	c->tls = NULL;
 	atomic_fetch_sub_explicit(&w->g->nsessions, 1, memory_order_relaxed);
 	w->nconns--;
 	c->free_next = w->free_conns;
@@ -108,7 +94,8 @@ static void conn_free(struct worker *w, struct conn *c)
  * while the list still points at it (a dirty list that loops forever). */
 void session_maybe_free(struct worker *w, struct conn *c)
 {
-	if ((c->flags & C_CLOSING) && c->inflight == 0 && !(c->flags & (C_GREETQ | C_DIRTY)))
+	if ((c->rc.flags & RCONN_CLOSING) && c->rc.inflight == 0 &&
+	    !(c->flags & (C_GREETQ | C_DIRTY)))
 		conn_free(w, c);
 }
 
@@ -116,23 +103,16 @@ void session_maybe_free(struct worker *w, struct conn *c)
  * in-flight operations (receive, send, record write) have completed. */
 void session_close(struct worker *w, struct conn *c)
 {
-	struct io_uring_sqe *sqe;
-
-	if (c->flags & C_CLOSING)
+	if (c->rc.flags & RCONN_CLOSING)
 		return;
-	c->flags |= C_CLOSING;
+	conn_close(w, &c->rc);
 	live_unlink(w, c);
-	if (c->flags & C_RECV) {
-		sqe = ring_sqe(w);
-		io_uring_prep_cancel64(sqe, UD(c, UD_RECV), 0);
-		io_uring_sqe_set_data64(sqe, UD_NONE);
-	}
 	session_maybe_free(w, c);
 }
 
 void session_bye(struct worker *w, struct conn *c)
 {
-	if (c->flags & (C_BYE | C_CLOSING) || (c->s.act & SMTP_ACT_CLOSE))
+	if (c->flags & C_BYE || c->rc.flags & RCONN_CLOSING || (c->s.act & SMTP_ACT_CLOSE))
 		return;
 	c->flags |= C_BYE;
 	buf_reset(&c->pending, 0);
@@ -141,30 +121,33 @@ void session_bye(struct worker *w, struct conn *c)
 }
 
 /* Starts TLS on <c>: at accept on a --listen-tls listener, or after the
- * STARTTLS 220 (which must still leave in clear: C_CLEAR). */
+ * STARTTLS 220 (which must still leave in clear: RCONN_CLEARONE). */
 static void tls_begin(struct worker *w, struct conn *c)
 {
-	c->tls = tls_conn_new(w->g->tls);
-	if (!c->tls) {
+	struct tls_conn *t = tls_conn_new(w->g->tls);
+
+	if (!t) {
 		LOGW("tls: client=[%s]:%u out of memory", c->s.peer.addr, c->port);
-		c->flags |= C_HANGUP;
+		c->rc.flags |= RCONN_HANGUP;
 		return;
 	}
+	conn_start_tls(&c->rc, t);
 	if (c->s.act & SMTP_ACT_STARTTLS)
-		c->flags |= C_CLEAR;
+		c->rc.flags |= RCONN_CLEARONE;
 	c->flags |= C_TLSHS;
 	c->hs_deadline = w->now + (int64_t)w->g->conf->tls_handshake_timeout * 1000;
 }
 
 static void tls_up(struct worker *w, struct conn *c)
 {
-	const char *sni = tls_conn_sni(c->tls);
+	struct tls_conn *t = c->rc.tls;
+	const char *sni = tls_conn_sni(t);
 
-	c->flags = (c->flags & ~C_TLSHS) | C_TLSUP;
+	c->flags &= ~C_TLSHS;
 	LOGI("tls: client=[%s]:%u %s cipher=%s sni=%s%s", c->s.peer.addr, c->port,
-	     tls_conn_version(c->tls), tls_conn_cipher(c->tls), sni ? sni : "-",
-	     tls_conn_resumed(c->tls) ? " resumed" : "");
-	smtp_session_tls_started(&c->s, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	     tls_conn_version(t), tls_conn_cipher(t), sni ? sni : "-",
+	     tls_conn_resumed(t) ? " resumed" : "");
+	smtp_session_tls_started(&c->s, tls_conn_version(t), tls_conn_cipher(t));
 	if (!(c->flags & C_GREETED))
 		session_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
 }
@@ -181,7 +164,7 @@ static void commit_msg(struct worker *w, struct conn *c)
 	int err;
 
 	c->flags |= C_QUEUED;
-	c->inflight++; /* until on_committed() */
+	c->rc.inflight++; /* until on_committed() */
 	commit_qid(w, c->qid, now);
 	env = (struct spool_env){
 	    .qid = c->qid,
@@ -214,7 +197,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 {
 	size_t used;
 
-	if (c->flags & C_CLOSING)
+	if (c->rc.flags & RCONN_CLOSING)
 		return;
 	c->s.storage_low = w->storage_low;
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
@@ -256,42 +239,18 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	session_mark_dirty(w, c);
 }
 
-/* Received bytes: clear text to the session, or ciphertext through TLS. */
-static void conn_input(struct worker *w, struct conn *c, const char *p, size_t n)
+/* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
+static bool on_input(void *owner, const char *p, size_t n)
 {
-	char plain[RX_BUF_SIZE];
-	ssize_t r;
+	struct conn *c = owner;
 
-	if (c->flags & (C_CLOSING | C_HANGUP))
-		return;
-	if (!c->tls) {
-		if (!(c->flags & C_GREETED))
-			smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
-		else
-			conn_feed(w, c, p, n);
-		return;
-	}
-	r = tls_conn_feed(c->tls, p, n);
-	while (r >= 0) {
-		r = tls_conn_read(c->tls, plain, sizeof(plain));
-		if (!(c->flags & C_TLSUP) && tls_conn_established(c->tls))
-			tls_up(w, c);
-		if (r <= 0)
-			break;
-		conn_feed(w, c, plain, (size_t)r);
-		if (c->flags & C_CLOSING)
-			return;
-	}
-	if (r < 0) {
-		if (r == -ESHUTDOWN)
-			LOGD("tls: client=[%s]:%u closed TLS", c->s.peer.addr, c->port);
-		else
-			LOGI("tls: client=[%s]:%u %s: %s", c->s.peer.addr, c->port,
-			     c->flags & C_TLSHS ? "handshake failed" : "error",
-			     tls_conn_error(c->tls));
-		c->flags |= C_HANGUP; /* send the alert, if any, then close */
-	}
-	session_mark_dirty(w, c);
+	if (!p)
+		tls_up(c->w, c);
+	else if (!(c->flags & C_GREETED))
+		smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
+	else
+		conn_feed(c->w, c, p, n);
+	return !(c->rc.flags & RCONN_CLOSING);
 }
 
 void session_greet(struct worker *w, struct conn *c)
@@ -356,9 +315,8 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		return;
 	}
 	memset(c, 0, sizeof(*c));
-	c->type = OBJ_CONN;
+	conn_init(&c->rc, fd, UD_RECV, UD_SEND);
 	c->w = w;
-	c->fd = fd;
 	c->port = port;
 	smtp_session_init(&c->s, &g->scf, &peer);
 	w->nconns++;
@@ -373,7 +331,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		session_mark_dirty(w, c);
 		return;
 	}
-	arm_recv(w, c);
+	conn_arm_recv(w, &c->rc);
 	if (l->cl->tls) {
 		tls_begin(w, c); /* greeted once the handshake is done */
 		return;
@@ -394,112 +352,65 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct conn *c = p;
-	int res = cqe->res;
+	int err;
 
-	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		c->flags &= ~C_RECV;
-		c->inflight--;
-	}
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
-		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-
-		if (res > 0 && !(c->flags & C_CLOSING)) {
-			touch(w, c);
-			conn_input(w, c, w->rx + (size_t)bid * RX_BUF_SIZE, (size_t)res);
-		}
-		ring_rx_recycle(w, bid);
-	}
-	if (c->flags & C_CLOSING) {
+	if (cqe->res > 0 && !(c->rc.flags & RCONN_CLOSING))
+		touch(w, c);
+	switch (conn_on_recv(w, &c->rc, cqe, on_input, c, &err)) {
+	case CONN_RX_CLOSING:
 		session_maybe_free(w, c);
 		return;
-	}
-	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+	case CONN_RX_EOF:
 		/* Peer closed or reset; a message being spooled still completes. */
-		if (res < 0 && res != -ECANCELED)
+		if (err < 0 && err != -ECANCELED)
 			LOGD("worker %u: recv from [%s]: %s", w->id, c->s.peer.addr,
-			     strerror(-res));
+			     strerror(-err));
 		session_close(w, c);
 		return;
+	case CONN_RX_XPRT:
+		if (err == -ESHUTDOWN)
+			LOGD("tls: client=[%s]:%u closed TLS", c->s.peer.addr, c->port);
+		else
+			LOGI("tls: client=[%s]:%u %s: %s", c->s.peer.addr, c->port,
+			     c->flags & C_TLSHS ? "handshake failed" : "error",
+			     tls_conn_error(c->rc.tls));
+		session_mark_dirty(w, c); /* send the alert, if any, then close */
+		return;
+	case CONN_RX_OK:
+		if (c->rc.tls)
+			session_mark_dirty(w, c); /* the handshake answers on its own */
+		return;
 	}
-	if (!(c->flags & C_RECV))
-		arm_recv(w, c); /* ENOBUFS or the kernel ended the multishot */
 }
 
 void session_flush(struct worker *w, struct conn *c)
 {
-	struct io_uring_sqe *sqe;
-	struct buf t;
+	bool last = (c->s.act & SMTP_ACT_CLOSE) != 0;
 
-	if ((c->flags & C_SEND) || (c->flags & C_CLOSING))
+	if (c->rc.flags & (RCONN_SEND | RCONN_CLOSING))
 		return;
-	if (c->tls && !(c->flags & C_CLEAR)) {
-		if (c->s.out.len && !(c->flags & C_HANGUP)) {
-			if (tls_conn_write(c->tls, c->s.out.p, c->s.out.len) < 0)
-				c->flags |= C_HANGUP;
-			buf_reset(&c->s.out, OUT_KEEP);
-		}
-		if ((c->s.act & SMTP_ACT_CLOSE) && !(c->flags & C_HANGUP)) {
-			tls_conn_shutdown(c->tls); /* close_notify after the last reply */
-			c->flags |= C_HANGUP;
-		}
-		if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) > 0) {
-			sqe = ring_sqe(w);
-			io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
-			io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
-			c->flags |= C_SEND;
-			c->inflight++;
-			return;
-		}
-		if ((c->flags & C_HANGUP) && !(c->flags & C_QUEUED))
-			session_close(w, c);
+	if (conn_flush(w, &c->rc, &c->s.out, last))
 		return;
-	}
-	c->flags &= ~C_CLEAR; /* the STARTTLS 220 goes now; what follows is encrypted */
-	if (c->s.out.len) {
-		/* Swap: the session writes its next replies into the other buffer
-		 * while the kernel reads this one. */
-		t = c->sending;
-		c->sending = c->s.out;
-		c->s.out = t;
-		c->s.out.len = 0;
-		sqe = ring_sqe(w);
-		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
-		c->flags |= C_SEND;
-		c->inflight++;
-		return;
-	}
-	if ((c->s.act & SMTP_ACT_CLOSE || c->flags & C_HANGUP) && !(c->flags & C_QUEUED))
+	if ((last || c->rc.flags & RCONN_HANGUP) && !(c->flags & C_QUEUED))
 		session_close(w, c);
 }
 
 void session_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct conn *c = p;
-	struct io_uring_sqe *sqe;
+	int res = conn_on_send(w, &c->rc, cqe);
 
-	c->inflight--;
-	c->flags &= ~C_SEND;
-	if (c->flags & C_CLOSING) {
+	if (res == -ECANCELED) {
 		session_maybe_free(w, c);
 		return;
 	}
-	if (cqe->res < 0) {
-		LOGD("worker %u: send to [%s]: %s", w->id, c->s.peer.addr, strerror(-cqe->res));
+	if (res < 0) {
+		LOGD("worker %u: send to [%s]: %s", w->id, c->s.peer.addr, strerror(-res));
 		session_close(w, c);
 		return;
 	}
-	if ((size_t)cqe->res < c->sending.len) {
-		buf_consume(&c->sending, (size_t)cqe->res);
-		sqe = ring_sqe(w);
-		io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, UD(c, UD_SEND));
-		c->flags |= C_SEND;
-		c->inflight++;
-		return;
-	}
-	buf_reset(&c->sending, OUT_KEEP);
-	session_flush(w, c);
+	if (res == 0)
+		session_flush(w, c);
 }
 
 /* The committer's answer for <c>'s message: 0 (durable: 250, and routed
@@ -509,7 +420,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	struct conn *c = (struct conn *)((char *)r - offsetof(struct conn, cr));
 
 	c->flags &= ~C_QUEUED;
-	c->inflight--;
+	c->rc.inflight--;
 	if (err == 0) {
 		size_t it = 0;
 
@@ -527,7 +438,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	}
 	buf_reset(&c->rec, OUT_KEEP);
 	buf_reset(&c->rcvd, OUT_KEEP);
-	if (c->flags & C_CLOSING) {
+	if (c->rc.flags & RCONN_CLOSING) {
 		/* Client gone: the session only needs its transaction reset. */
 		smtp_session_msg_result(&c->s, err, c->qid);
 		session_maybe_free(w, c);
@@ -551,7 +462,7 @@ void session_tick(struct worker *w)
 		if (!w->greet_head)
 			w->greet_tail = NULL;
 		c->flags &= ~C_GREETQ;
-		if (c->flags & C_CLOSING)
+		if (c->rc.flags & RCONN_CLOSING)
 			session_maybe_free(w, c);
 		else
 			session_greet(w, c);

@@ -63,19 +63,13 @@ enum ud_op {
 #define UD_OP(u)  ((unsigned)((u) >> UD_SHIFT))
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ((1ull << UD_SHIFT) - 1)))
 
-/* conn flags */
-#define C_RECV    0x01u   /* multishot receive armed */
-#define C_SEND    0x02u   /* a send is in flight */
-#define C_CLOSING 0x08u   /* closing: free once nothing is in flight */
-#define C_GREETED 0x10u   /* greeting (or refusal) queued */
-#define C_DIRTY   0x20u   /* on the worker's dirty list */
-#define C_QUEUED  0x40u   /* its message is at the committer (gathering or on the disk) */
-#define C_BYE     0x80u   /* shutdown 421 already given */
-#define C_GREETQ  0x100u  /* on the worker's greeting list */
-#define C_TLSHS   0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
-#define C_TLSUP   0x400u  /* TLS established; the session was told */
-#define C_CLEAR   0x800u  /* s.out holds the STARTTLS 220: it leaves in clear */
-#define C_HANGUP  0x1000u /* close once the output (a TLS alert) is flushed */
+/* conn flags (the connection's own are RCONN_*, below) */
+#define C_GREETED 0x10u  /* greeting (or refusal) queued */
+#define C_DIRTY   0x20u  /* on the worker's dirty list */
+#define C_QUEUED  0x40u  /* its message is at the committer (gathering or on the disk) */
+#define C_BYE     0x80u  /* shutdown 421 already given */
+#define C_GREETQ  0x100u /* on the worker's greeting list */
+#define C_TLSHS   0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
 
 struct worker;
 struct commit_rec;
@@ -129,6 +123,29 @@ struct commit {
 	uint64_t stat_max_batch;
 } __attribute__((aligned(8)));
 
+/* A connection on the worker's ring (io/conn.c): what the server session
+ * and the relay's connections to next hops share. The owner embeds it
+ * FIRST, so that user_data naming the owner names it too. */
+#define RCONN_RECV     0x1u  /* multishot receive armed */
+#define RCONN_SEND     0x2u  /* a send (or the relay's connect) is in flight */
+#define RCONN_CLOSING  0x4u  /* closing: no more input; freed once nothing is in flight */
+#define RCONN_TLS_UP   0x8u  /* TLS established and the owner was told */
+#define RCONN_CLEARONE 0x10u /* the next send leaves in clear (the STARTTLS 220) */
+#define RCONN_HANGUP   0x20u /* TLS failed or closed: flush the alert, then close */
+
+struct conn_xprt;
+struct tls_conn;
+
+struct ring_conn {
+	int fd;
+	unsigned flags;           /* RCONN_* */
+	unsigned inflight;        /* SQEs (and records at the committer) that name the owner */
+	uint8_t op_recv, op_send; /* the owner's enum ud_op for its receive and send */
+	struct buf sending;       /* bytes handed to the kernel */
+	struct tls_conn *tls;     /* set with xprt = &conn_xprt_tls */
+	const struct conn_xprt *xprt;
+};
+
 /* The worker's log lines (core/log's sink), written by the ring: one
  * write per round (io/ring.c). */
 struct ring_log {
@@ -145,29 +162,19 @@ struct listener {
 	int armed;
 } __attribute__((aligned(8)));
 
-/* Every object a completion can point at starts with its type, so that one
- * user_data kind (receive, send, ...) can serve server sessions and relay
- * connections alike. */
-enum obj_type {
-	OBJ_CONN = 1,  /* struct conn: an SMTP server session */
-	OBJ_RELAY = 2, /* struct relay_conn: a connection to a next hop */
-	OBJ_RMSG = 3,  /* struct rmsg: a message being read back for delivery */
-};
-
+/* An SMTP server session: the ring connection (first: user_data names
+ * both), the sans-I/O session, and its place on the worker's lists. */
 struct conn {
-	uint8_t type; /* OBJ_CONN: first, see enum obj_type */
+	struct ring_conn rc;
 	struct smtp_session s;
 	struct worker *w;
-	int fd;
-	unsigned flags;
-	unsigned inflight;        /* SQEs that reference this conn */
+	unsigned flags;           /* C_* */
 	int64_t last_active;      /* worker clock, ms */
 	int64_t greet_at;         /* ms; when the greeting is due */
 	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
 	struct conn *greet_next;  /* waiting for the greeting */
 	struct conn *dirty_next;  /* has output to flush this round */
 	struct conn *free_next;   /* the worker's pool of free conns */
-	struct buf sending;       /* bytes handed to the kernel */
 	struct buf pending;       /* input not fed yet (a message is spooling) */
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */

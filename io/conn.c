@@ -1,0 +1,212 @@
+/* conn: connection plumbing on the worker's ring and the two transports.
+ * See conn.h.
+ *
+ * The receive is one multishot recv over the worker's provided buffer ring
+ * (an idle connection holds no receive buffer); the kernel may end it
+ * (ENOBUFS when the buffers ran out, or at its own choice), and it is armed
+ * again here. Output is double-buffered: the owner writes its next bytes
+ * into its own buffer while the kernel reads c->sending; a partial send is
+ * continued from here, so the owner sees one completion per flush. */
+#include "io/conn.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io/ring.h"
+#include "io/tls.h"
+
+/* ---- transports ---- */
+
+static int clear_recv(struct ring_conn *c, const char *p, size_t n, conn_input_fn *in, void *owner)
+{
+	in(owner, p, n);
+	return 0;
+}
+
+static int clear_send(struct ring_conn *c, struct buf *out, bool last)
+{
+	struct buf t;
+
+	if (!out->len)
+		return 0;
+	/* Swap: the owner writes its next bytes into the other buffer while
+	 * the kernel reads this one (c->sending is empty: no send in flight). */
+	t = c->sending;
+	c->sending = *out;
+	*out = t;
+	out->len = 0;
+	return 0;
+}
+
+static int tls_recv(struct ring_conn *c, const char *p, size_t n, conn_input_fn *in, void *owner)
+{
+	char plain[RX_BUF_SIZE];
+	ssize_t r = tls_conn_feed(c->tls, p, n);
+
+	while (r >= 0) {
+		r = tls_conn_read(c->tls, plain, sizeof(plain));
+		if (!(c->flags & RCONN_TLS_UP) && tls_conn_established(c->tls)) {
+			c->flags |= RCONN_TLS_UP;
+			if (!in(owner, NULL, 0))
+				return 0;
+		}
+		if (r <= 0)
+			break;
+		if (!in(owner, plain, (size_t)r))
+			return 0;
+	}
+	return r < 0 ? (int)r : 0;
+}
+
+static int tls_send(struct ring_conn *c, struct buf *out, bool last)
+{
+	int err = 0;
+
+	if (out->len && !(c->flags & RCONN_HANGUP) && tls_conn_write(c->tls, out->p, out->len) < 0)
+		err = -EPROTO;
+	buf_reset(out, OUT_KEEP);
+	if (last && !(c->flags & RCONN_HANGUP)) {
+		tls_conn_shutdown(c->tls); /* close_notify after the last bytes */
+		c->flags |= RCONN_HANGUP;
+	}
+	/* The handshake writes on its own (ServerHello, tickets, alerts). */
+	if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) < 0 && !err)
+		err = -ENOMEM;
+	return err;
+}
+
+const struct conn_xprt conn_xprt_clear = {"clear", clear_recv, clear_send};
+const struct conn_xprt conn_xprt_tls = {"tls", tls_recv, tls_send};
+
+/* ---- the connection ---- */
+
+void conn_init(struct ring_conn *c, int fd, unsigned op_recv, unsigned op_send)
+{
+	*c = (struct ring_conn){
+	    .fd = fd,
+	    .op_recv = (uint8_t)op_recv,
+	    .op_send = (uint8_t)op_send,
+	    .xprt = &conn_xprt_clear,
+	};
+}
+
+void conn_fini(struct ring_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	buf_free(&c->sending);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	c->xprt = &conn_xprt_clear;
+}
+
+void conn_start_tls(struct ring_conn *c, struct tls_conn *t)
+{
+	c->tls = t;
+	c->xprt = &conn_xprt_tls;
+}
+
+void conn_arm_recv(struct worker *w, struct ring_conn *c)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = RX_BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, c->op_recv));
+	c->flags |= RCONN_RECV;
+	c->inflight++;
+}
+
+void conn_close(struct worker *w, struct ring_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	c->flags |= RCONN_CLOSING;
+	if (c->flags & RCONN_RECV) {
+		sqe = ring_sqe(w);
+		io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
+		io_uring_sqe_set_data64(sqe, UD_NONE);
+	}
+}
+
+enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe,
+                          conn_input_fn *in, void *owner, int *err)
+{
+	int res = cqe->res, xerr = 0;
+
+	*err = 0;
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->flags &= ~RCONN_RECV;
+		c->inflight--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && !(c->flags & (RCONN_CLOSING | RCONN_HANGUP)))
+			xerr = c->xprt->recv(c, ring_rx(w, bid), (size_t)res, in, owner);
+		ring_rx_recycle(w, bid);
+	}
+	if (c->flags & RCONN_CLOSING)
+		return CONN_RX_CLOSING;
+	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
+		*err = res; /* peer closed or reset */
+		return CONN_RX_EOF;
+	}
+	if (!(c->flags & RCONN_RECV))
+		conn_arm_recv(w, c); /* ENOBUFS, or the kernel ended the multishot */
+	if (xerr < 0) {
+		c->flags |= RCONN_HANGUP;
+		*err = xerr;
+		return CONN_RX_XPRT;
+	}
+	return CONN_RX_OK;
+}
+
+static void submit_send(struct worker *w, struct ring_conn *c)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(c, c->op_send));
+	c->flags |= RCONN_SEND;
+	c->inflight++;
+}
+
+bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool last)
+{
+	const struct conn_xprt *x = c->xprt;
+
+	if (c->flags & (RCONN_SEND | RCONN_CLOSING))
+		return false;
+	if (c->flags & RCONN_CLEARONE) {
+		x = &conn_xprt_clear; /* the STARTTLS 220; what follows is encrypted */
+		c->flags &= ~RCONN_CLEARONE;
+	}
+	if (x->send(c, out, last) < 0)
+		c->flags |= RCONN_HANGUP;
+	if (!c->sending.len)
+		return false;
+	submit_send(w, c);
+	return true;
+}
+
+int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe)
+{
+	c->inflight--;
+	c->flags &= ~RCONN_SEND;
+	if (c->flags & RCONN_CLOSING)
+		return -ECANCELED;
+	if (cqe->res < 0)
+		return cqe->res;
+	if ((size_t)cqe->res < c->sending.len) {
+		buf_consume(&c->sending, (size_t)cqe->res);
+		submit_send(w, c);
+		return 1;
+	}
+	buf_reset(&c->sending, OUT_KEEP);
+	return 0;
+}

@@ -1,0 +1,63 @@
+/* conn: the plumbing every connection on a worker's ring shares, the
+ * server session (io/session) and the relay's connections to next hops
+ * (io/relay) alike: one multishot receive over the worker's provided
+ * buffers, one send at a time with the output double-buffered and partial
+ * sends continued, and the transport, clear text or TLS over memory BIOs
+ * (io/tls), behind a table of two functions (HAProxy's xprt_ops, Redis's
+ * ConnectionType), so that the owner never branches on TLS to move bytes.
+ * Worker thread only. */
+#ifndef RINGMX_IO_CONN_H
+#define RINGMX_IO_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "io/types-t.h"
+
+/* Plaintext for the owner. p == NULL, n == 0: the TLS handshake is done
+ * (once). Returns false to stop taking input (the owner is closing). */
+typedef bool conn_input_fn(void *owner, const char *p, size_t n);
+
+struct conn_xprt {
+	const char *name;
+	/* <n> received bytes at <p>: their plaintext goes to <in>. Returns 0,
+	 * or -errno: the transport failed (-ESHUTDOWN: the peer closed TLS). */
+	int (*recv)(struct ring_conn *c, const char *p, size_t n, conn_input_fn *in, void *owner);
+	/* Moves the owner's output <out> (emptied) into c->sending, ready for
+	 * the kernel; <last>: nothing follows (TLS: close_notify). Returns 0 or
+	 * -errno. Called only while no send is in flight. */
+	int (*send)(struct ring_conn *c, struct buf *out, bool last);
+};
+extern const struct conn_xprt conn_xprt_clear, conn_xprt_tls;
+
+/* In place: <fd> (owned from now on), the owner's ops, clear text. */
+void conn_init(struct ring_conn *c, int fd, unsigned op_recv, unsigned op_send);
+/* Closes the socket, frees the buffers and the TLS state. */
+void conn_fini(struct ring_conn *c);
+/* From now on the bytes go through TLS session <t> (owned). */
+void conn_start_tls(struct ring_conn *c, struct tls_conn *t);
+
+void conn_arm_recv(struct worker *w, struct ring_conn *c);
+/* Marks <c> closing and cancels its receive. */
+void conn_close(struct worker *w, struct ring_conn *c);
+/* What a receive completion came to. */
+enum conn_rx {
+	CONN_RX_OK,      /* input taken (or none); the receive stays armed */
+	CONN_RX_CLOSING, /* <c> is closing: the owner frees it once nothing is in flight */
+	CONN_RX_EOF,     /* the peer closed (*err 0) or the receive failed (*err -errno) */
+	CONN_RX_XPRT,    /* the transport failed (*err -errno; -ESHUTDOWN: TLS closed by the
+	                  * peer); RCONN_HANGUP is set: flush the alert, then close */
+};
+/* A receive completion: the bytes go through the transport to <in> (none
+ * once closing or hanging up), the buffer goes back to the kernel, and the
+ * receive is armed again if the kernel ended it. */
+enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe,
+                          conn_input_fn *in, void *owner, int *err);
+/* Sends what the transport makes of <out>, unless a send is in flight or
+ * <c> is closing. Returns true when a send was submitted. */
+bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool last);
+/* A send completion. Returns 0 (all sent), 1 (partly: the rest is on its
+ * way) or -errno. */
+int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe);
+
+#endif
