@@ -74,6 +74,15 @@ void session_mark_dirty(struct worker *w, struct conn *c)
 
 /* ---- connections ---- */
 
+static const char *const conn_state_names[] = {"new", "open", "bye", "closing"};
+
+static void conn_set_state(struct conn *c, enum conn_state st)
+{
+	LOGD("session: client=[%s]:%u state %s -> %s", c->s.peer.addr, c->port,
+	     conn_state_names[c->state], conn_state_names[st]);
+	c->state = st;
+}
+
 static void conn_free(struct worker *w, struct conn *c)
 {
 	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
@@ -94,8 +103,7 @@ static void conn_free(struct worker *w, struct conn *c)
  * while the list still points at it (a dirty list that loops forever). */
 void session_maybe_free(struct worker *w, struct conn *c)
 {
-	if ((c->rc.flags & RCONN_CLOSING) && c->rc.inflight == 0 &&
-	    !(c->flags & (C_GREETQ | C_DIRTY)))
+	if (c->state == CONN_S_CLOSING && c->rc.inflight == 0 && !(c->flags & (C_GREETQ | C_DIRTY)))
 		conn_free(w, c);
 }
 
@@ -103,8 +111,9 @@ void session_maybe_free(struct worker *w, struct conn *c)
  * in-flight operations (receive, send, record write) have completed. */
 void session_close(struct worker *w, struct conn *c)
 {
-	if (c->rc.flags & RCONN_CLOSING)
+	if (c->state == CONN_S_CLOSING)
 		return;
+	conn_set_state(c, CONN_S_CLOSING);
 	conn_close(w, &c->rc);
 	live_unlink(w, c);
 	session_maybe_free(w, c);
@@ -112,9 +121,9 @@ void session_close(struct worker *w, struct conn *c)
 
 void session_bye(struct worker *w, struct conn *c)
 {
-	if (c->flags & C_BYE || c->rc.flags & RCONN_CLOSING || (c->s.act & SMTP_ACT_CLOSE))
+	if (c->state >= CONN_S_BYE || (c->s.act & SMTP_ACT_CLOSE))
 		return;
-	c->flags |= C_BYE;
+	conn_set_state(c, CONN_S_BYE);
 	buf_reset(&c->pending, 0);
 	smtp_session_shutdown(&c->s);
 	session_mark_dirty(w, c);
@@ -148,7 +157,7 @@ static void tls_up(struct worker *w, struct conn *c)
 	     tls_conn_version(t), tls_conn_cipher(t), sni ? sni : "-",
 	     tls_conn_resumed(t) ? " resumed" : "");
 	smtp_session_tls_started(&c->s, tls_conn_version(t), tls_conn_cipher(t));
-	if (!(c->flags & C_GREETED))
+	if (c->state == CONN_S_NEW)
 		session_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
 }
 
@@ -197,7 +206,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 {
 	size_t used;
 
-	if (c->rc.flags & RCONN_CLOSING)
+	if (c->state == CONN_S_CLOSING)
 		return;
 	c->s.storage_low = w->storage_low;
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
@@ -246,16 +255,17 @@ static bool on_input(void *owner, const char *p, size_t n)
 
 	if (!p)
 		tls_up(c->w, c);
-	else if (!(c->flags & C_GREETED))
+	else if (c->state == CONN_S_NEW)
 		smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
 	else
 		conn_feed(c->w, c, p, n);
-	return !(c->rc.flags & RCONN_CLOSING);
+	return c->state != CONN_S_CLOSING;
 }
 
 void session_greet(struct worker *w, struct conn *c)
 {
-	c->flags |= C_GREETED;
+	if (c->state == CONN_S_NEW)
+		conn_set_state(c, CONN_S_OPEN);
 	if (w->stopping)
 		smtp_session_shutdown(&c->s);
 	else
@@ -326,7 +336,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	LOGI("connect: client=[%s]:%u worker=%u", peer.addr, port, w->id);
 	if (n > g->conf->max_sessions) {
 		LOGW("reject: client=[%s]:%u too many sessions (%u)", peer.addr, port, n - 1);
-		c->flags |= C_GREETED;
+		conn_set_state(c, CONN_S_OPEN);
 		smtp_session_busy(&c->s);
 		session_mark_dirty(w, c);
 		return;
@@ -354,7 +364,7 @@ void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct conn *c = p;
 	int err;
 
-	if (cqe->res > 0 && !(c->rc.flags & RCONN_CLOSING))
+	if (cqe->res > 0 && c->state != CONN_S_CLOSING)
 		touch(w, c);
 	switch (conn_on_recv(w, &c->rc, cqe, on_input, c, &err)) {
 	case CONN_RX_CLOSING:
@@ -387,7 +397,7 @@ void session_flush(struct worker *w, struct conn *c)
 {
 	bool last = (c->s.act & SMTP_ACT_CLOSE) != 0;
 
-	if (c->rc.flags & (RCONN_SEND | RCONN_CLOSING))
+	if ((c->rc.flags & RCONN_SEND) || c->state == CONN_S_CLOSING)
 		return;
 	if (conn_flush(w, &c->rc, &c->s.out, last))
 		return;
@@ -438,7 +448,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	}
 	buf_reset(&c->rec, OUT_KEEP);
 	buf_reset(&c->rcvd, OUT_KEEP);
-	if (c->rc.flags & RCONN_CLOSING) {
+	if (c->state == CONN_S_CLOSING) {
 		/* Client gone: the session only needs its transaction reset. */
 		smtp_session_msg_result(&c->s, err, c->qid);
 		session_maybe_free(w, c);
@@ -462,7 +472,7 @@ void session_tick(struct worker *w)
 		if (!w->greet_head)
 			w->greet_tail = NULL;
 		c->flags &= ~C_GREETQ;
-		if (c->rc.flags & RCONN_CLOSING)
+		if (c->state == CONN_S_CLOSING)
 			session_maybe_free(w, c);
 		else
 			session_greet(w, c);
@@ -476,11 +486,11 @@ void session_tick(struct worker *w)
 		live_unlink(w, c);
 		live_append(w, c);
 		c->last_active = w->now; /* the 421 gets its own idle period */
-		if (c->flags & C_BYE || (c->s.act & SMTP_ACT_CLOSE)) {
+		if (c->state == CONN_S_BYE || (c->s.act & SMTP_ACT_CLOSE)) {
 			session_close(w, c);
 			continue;
 		}
-		c->flags |= C_BYE;
+		conn_set_state(c, CONN_S_BYE);
 		smtp_session_timeout(&c->s);
 		session_mark_dirty(w, c);
 	}
@@ -506,7 +516,7 @@ void session_stop(struct worker *w)
 	struct conn *c;
 
 	for (c = w->live.head; c; c = c->next) {
-		if (!(c->flags & C_GREETED))
+		if (c->state == CONN_S_NEW)
 			continue; /* greeted with 421 by the greeting timer */
 		if (!smtp_session_in_tx(&c->s))
 			session_bye(w, c);

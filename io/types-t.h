@@ -64,12 +64,19 @@ enum ud_op {
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ((1ull << UD_SHIFT) - 1)))
 
 /* conn flags (the connection's own are RCONN_*, below) */
-#define C_GREETED 0x10u  /* greeting (or refusal) queued */
-#define C_DIRTY   0x20u  /* on the worker's dirty list */
-#define C_QUEUED  0x40u  /* its message is at the committer (gathering or on the disk) */
-#define C_BYE     0x80u  /* shutdown 421 already given */
-#define C_GREETQ  0x100u /* on the worker's greeting list */
-#define C_TLSHS   0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
+#define C_DIRTY  0x20u  /* on the worker's dirty list */
+#define C_QUEUED 0x40u  /* its message is at the committer (gathering or on the disk) */
+#define C_GREETQ 0x100u /* on the worker's greeting list */
+#define C_TLSHS  0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
+
+/* Where a server session is. Every change goes through conn_set_state() in
+ * io/session.c, traced at --log-level debug, as core/ traces its own. */
+enum conn_state {
+	CONN_S_NEW = 0, /* accepted: the greeting waits (--greet-delay, implicit TLS) */
+	CONN_S_OPEN,    /* greeted (or refused as busy): commands flow */
+	CONN_S_BYE,     /* a 421 was given (shutdown, idle timeout): it closes after it */
+	CONN_S_CLOSING, /* closing: no more input; freed once nothing is in flight */
+};
 
 struct worker;
 struct commit_rec;
@@ -168,6 +175,7 @@ struct conn {
 	struct ring_conn rc;
 	struct smtp_session s;
 	struct worker *w;
+	enum conn_state state;
 	unsigned flags;           /* C_* */
 	int64_t last_active;      /* worker clock, ms */
 	int64_t greet_at;         /* ms; when the greeting is due */

@@ -394,7 +394,7 @@ void *worker_main(void *arg)
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
 			c->flags &= ~C_DIRTY;
-			if (c->rc.flags & RCONN_CLOSING)
+			if (c->state == CONN_S_CLOSING)
 				session_maybe_free(w, c);
 			else
 				session_flush(w, c);
