@@ -17,8 +17,9 @@
  * `ringmx queue`), each with one ring write per round.
  *
  * Every write here goes through the worker's ring; the only direct calls
- * are openat() for a new file and close(). The committer knows no session
- * or relay: each record carries the callback that answers it. */
+ * are openat() for a new file, close(), and fstatvfs() for the free-space
+ * check once a tick. The committer knows no session or relay: each record
+ * carries the callback that answers it. */
 #include "io/commit.h"
 
 #include <errno.h>
@@ -286,15 +287,7 @@ void commit_flush(struct worker *w)
 		room = io_uring_sq_space_left(&w->ring);
 	}
 	room = room > BATCH_MAX + 2 ? BATCH_MAX + 2 : room;
-	if (cm->dir_sync) {
-		sqe = ring_sqe(w);
-		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
-		sqe->flags |= IOSQE_IO_LINK;
-		io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
-		cm->dir_sync = false;
-		room--;
-	}
-	while ((r = cm->head) && n + 1 < room) {
+	while ((r = cm->head) && n + 2 < room) {
 		size_t total = 0;
 
 		cm->head = r->next;
@@ -303,6 +296,15 @@ void commit_flush(struct worker *w)
 		if (r->err) {
 			answer(w, r, r->err); /* could not be built */
 			continue;
+		}
+		if (cm->dir_sync) {
+			/* Only ahead of a write: a link with nothing behind it would
+			 * tie the next SQE prepared, whatever it is, to this fsync. */
+			sqe = ring_sqe(w);
+			io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
+			sqe->flags |= IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
+			cm->dir_sync = false;
 		}
 		for (unsigned i = 0; i < r->niov; i++)
 			total += r->iov[i].iov_len;

@@ -33,6 +33,7 @@ void control_pid_write(struct gateway *g)
 	if (pfd >= 0) {
 		int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 
+		/* Main thread, at start: a direct write. */
 		if (write(pfd, pid, (size_t)n) != n)
 			LOGW("cannot write %s/ringmx.pid", g->conf->spool);
 		close(pfd);
@@ -65,6 +66,8 @@ static void drops_read(struct gateway *g)
 	atomic_fetch_add(&g->drop_gen, 1);
 }
 
+/* Main thread, which has no ring of its own: a write to each worker's
+ * eventfd, which the worker's ring reads. */
 void control_wake(struct gateway *g, unsigned started)
 {
 	for (unsigned i = 0; i < started; i++) {

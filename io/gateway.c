@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -133,16 +134,25 @@ static int on_recovered(void *arg, const struct spool_msg *m)
 	return buf_append(&g->recov, &d, sizeof(d)) ? -ENOMEM : 0;
 }
 
-int gateway_run(struct gateway *g)
+/* Closes the listening sockets the workers did not take over. */
+static void listen_close(struct gateway *g)
 {
-	struct spool_recovery rec;
-	const struct conf *cf = g->conf;
-	struct timespec ts;
-	sigset_t set;
-	int sig, err, rc = 0;
-	unsigned started = 0;
+	for (unsigned i = 0; g->lfds && i < g->nworkers * g->conf->nlisten; i++)
+		if (g->lfds[i] >= 0)
+			close(g->lfds[i]);
+	free(g->lfds);
+	g->lfds = NULL;
+}
 
-	ring_log_prepare();
+/* Probes every --listen address (a second gateway is refused), then binds
+ * one SO_REUSEPORT socket per worker per address, before root is given up.
+ * Returns 0, or -1 with what it opened closed again (g->lfds NULL). */
+static int listen_all(struct gateway *g)
+{
+	const struct conf *cf = g->conf;
+	unsigned n = g->nworkers * cf->nlisten;
+	int err;
+
 	for (unsigned i = 0; i < cf->nlisten; i++) {
 		/* A gateway killed a moment ago may hold the port for a few
 		 * milliseconds more while its ring is torn down. */
@@ -152,65 +162,48 @@ int gateway_run(struct gateway *g)
 		if (err) {
 			LOGE("listen on %s: %s%s", cf->listen[i].text, strerror(-err),
 			     err == -EADDRINUSE ? " (another process holds it)" : "");
-			return 1;
+			return -1;
 		}
 	}
-	/* Every worker's SO_REUSEPORT socket per address, bound here, before
-	 * root is given up. */
-	g->lfds = calloc((size_t)g->nworkers * cf->nlisten, sizeof(*g->lfds));
+	g->lfds = calloc(n, sizeof(*g->lfds));
 	if (!g->lfds)
-		return 1;
-	for (unsigned i = 0; i < g->nworkers * cf->nlisten; i++) {
+		return -1;
+	for (unsigned i = 0; i < n; i++)
+		g->lfds[i] = -1;
+	for (unsigned i = 0; i < n; i++) {
 		g->lfds[i] = listen_on(&cf->listen[i % cf->nlisten]);
 		if (g->lfds[i] < 0) {
 			LOGE("listen on %s: %s", cf->listen[i % cf->nlisten].text,
 			     strerror(-g->lfds[i]));
-			return 1;
+			listen_close(g);
+			return -1;
 		}
 	}
-	if (cf->user) {
-		if (drop_privileges(cf->user, cf->spool))
-			return 1;
-	} else if (geteuid() == 0) {
-		LOGW("running as root: give --user to run the gateway as an unprivileged user");
-	}
-	err = spool_prepare(g);
-	if (err) {
-		LOGE("spool directory %s: %s", cf->spool, strerror(-err));
-		return 1;
-	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	g->start_id = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	segreg_init(&g->segs);
-	for (unsigned i = 0; i < sizeof(g->ring_fds) / sizeof(g->ring_fds[0]); i++)
-		atomic_init(&g->ring_fds[i], -1);
-	err = mq_init(&g->mq, g->nworkers, cf->queue_capacity);
-	if (err) {
-		LOGE("message queue: %s", strerror(-err));
-		return 1;
-	}
-	err = spool_recover(cf->spool, g->start_id, on_recovered, g, &rec);
-	if (err) {
-		LOGE("spool recovery in %s: %s", cf->spool, strerror(-err));
-		return 1;
-	}
+	return 0;
+}
 
-	pthread_mutex_init(&g->drop_mu, NULL);
-	control_block_signals(&set);
-
+/* The workers' state, before their threads start. 0 or -ENOMEM. */
+static int workers_new(struct gateway *g, uint32_t qid_seed)
+{
 	g->workers = calloc(g->nworkers, sizeof(*g->workers));
+	if (!g->workers)
+		return -ENOMEM;
 	for (unsigned i = 0; i < g->nworkers; i++) {
 		struct worker *w = calloc(1, sizeof(*w));
 
+		if (!w)
+			return -ENOMEM;
 		g->workers[i] = w;
 		w->g = g;
 		w->id = i;
-		commit_init(w, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);
+		commit_init(w, qid_seed);
 		w->wakefd = eventfd(0, EFD_CLOEXEC);
 		w->outbox = calloc((size_t)g->nworkers * OUTBOX_MAX, sizeof(*w->outbox));
 		w->outn = calloc(g->nworkers, sizeof(*w->outn));
 		pthread_mutex_init(&w->ready_mu, NULL);
 		pthread_cond_init(&w->ready_cv, NULL);
+		if (w->wakefd < 0 || !w->outbox || !w->outn)
+			return -ENOMEM;
 	}
 	/* Recovered messages start in their owner's overflow list: the owner
 	 * pushes them into its own ring as soon as it runs. */
@@ -218,15 +211,44 @@ int gateway_run(struct gateway *g)
 		struct mq_item d = ((struct mq_item *)g->recov.p)[k];
 		struct route_item r = {(uint32_t)d.a % g->nworkers, d};
 
-		buf_append(&g->workers[r.to]->overflow, &r, sizeof(r));
+		if (buf_append(&g->workers[r.to]->overflow, &r, sizeof(r)))
+			return -ENOMEM;
 	}
-	buf_free(&g->recov);
+	return 0;
+}
+
+static void workers_free(struct gateway *g)
+{
+	for (unsigned i = 0; g->workers && i < g->nworkers && g->workers[i]; i++) {
+		struct worker *w = g->workers[i];
+
+		if (w->wakefd >= 0)
+			close(w->wakefd);
+		free(w->lst);
+		free(w->outbox);
+		free(w->outn);
+		buf_free(&w->overflow);
+		buf_free(&w->held);
+		session_pool_free(w);
+		free(w);
+	}
+	free(g->workers);
+	g->workers = NULL;
+}
+
+/* Starts the worker threads one by one, each reporting its set-up. Returns
+ * how many were started; *<ok> false when one could not start. */
+static unsigned workers_start(struct gateway *g, bool *ok)
+{
+	unsigned started = 0;
+
+	*ok = true;
 	for (unsigned i = 0; i < g->nworkers; i++) {
 		struct worker *w = g->workers[i];
 
 		if (pthread_create(&w->thread, NULL, worker_main, w)) {
 			LOGE("cannot start worker %u", i);
-			rc = 1;
+			*ok = false;
 			break;
 		}
 		started++;
@@ -235,7 +257,7 @@ int gateway_run(struct gateway *g)
 			pthread_cond_wait(&w->ready_cv, &w->ready_mu);
 		pthread_mutex_unlock(&w->ready_mu);
 		if (w->ready < 0) {
-			rc = 1;
+			*ok = false;
 			break;
 		}
 #ifdef __linux__
@@ -248,37 +270,82 @@ int gateway_run(struct gateway *g)
 		}
 #endif
 	}
-	if (rc == 0) {
+	return started;
+}
+
+int gateway_run(struct gateway *g)
+{
+	struct spool_recovery rec;
+	const struct conf *cf = g->conf;
+	struct timespec ts;
+	sigset_t set;
+	unsigned started;
+	int sig, err, rc = 1;
+	bool ok;
+
+	ring_log_prepare();
+	if (listen_all(g))
+		return 1;
+	if (cf->user) {
+		if (drop_privileges(cf->user, cf->spool))
+			goto out_listen;
+	} else if (geteuid() == 0) {
+		LOGW("running as root: give --user to run the gateway as an unprivileged user");
+	}
+	err = spool_prepare(g);
+	if (err) {
+		LOGE("spool directory %s: %s", cf->spool, strerror(-err));
+		goto out_listen;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	g->start_id = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	segreg_init(&g->segs);
+	for (unsigned i = 0; i < sizeof(g->ring_fds) / sizeof(g->ring_fds[0]); i++)
+		atomic_init(&g->ring_fds[i], -1);
+	err = mq_init(&g->mq, g->nworkers, cf->queue_capacity);
+	if (err) {
+		LOGE("message queue: %s", strerror(-err));
+		goto out_spool;
+	}
+	err = spool_recover(cf->spool, g->start_id, on_recovered, g, &rec);
+	if (err) {
+		LOGE("spool recovery in %s: %s", cf->spool, strerror(-err));
+		goto out_recov;
+	}
+	pthread_mutex_init(&g->drop_mu, NULL);
+	control_block_signals(&set);
+	err = workers_new(g, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);
+	buf_free(&g->recov);
+	if (err) {
+		LOGE("workers: %s", strerror(-err));
+		goto out_workers;
+	}
+	started = workers_start(g, &ok);
+	if (ok) {
 		for (unsigned i = 0; i < cf->nlisten; i++)
 			LOGI("listening on %s (%u workers)", cf->listen[i].text, g->nworkers);
 		control_pid_write(g); /* for `ringmx queue --flush` */
 		sig = control_wait(g, &set, started);
 		LOGI("signal %d: stopping; transactions in progress get %us", sig, cf->grace);
+		rc = 0;
 	}
 	atomic_store(&g->stop, 1);
 	control_wake(g, started);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(g->workers[i]->thread, NULL);
-	for (unsigned i = 0; i < g->nworkers && g->workers[i]; i++) {
-		close(g->workers[i]->wakefd);
-		free(g->workers[i]->lst);
-		free(g->workers[i]->outbox);
-		free(g->workers[i]->outn);
-		buf_free(&g->workers[i]->overflow);
-		buf_free(&g->workers[i]->held);
-		session_pool_free(g->workers[i]);
-		free(g->workers[i]);
-	}
-	free(g->workers);
-	for (unsigned i = 0; g->lfds && i < g->nworkers * cf->nlisten; i++)
-		if (g->lfds[i] >= 0)
-			close(g->lfds[i]);
-	free(g->lfds);
-	control_pid_remove(g);
+	if (ok)
+		control_pid_remove(g);
+out_workers:
+	workers_free(g);
 	buf_free(&g->drop);
+out_recov:
+	buf_free(&g->recov);
 	mq_fini(&g->mq);
+out_spool:
 	segreg_fini(&g->segs);
 	close(g->spool_dirfd);
+out_listen:
+	listen_close(g);
 	if (rc == 0)
 		LOGI("stopped");
 	return rc;

@@ -72,7 +72,7 @@ static struct rmsg *rmsg_of(struct delivery_msg *d)
 }
 
 /* relay_conn flags (the connection's own are RCONN_*: io/conn) */
-#define RC_CONN  0x4u  /* connecting: the send completion is the connect's */
+#define RC_CONN  0x4u  /* connecting (RCONN_SEND is set for the connect too) */
 #define RC_DIRTY 0x10u /* on the relay's list of connections to flush */
 
 struct relay_conn {
@@ -597,7 +597,7 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
 	sqe = ring_sqe(w);
 	io_uring_prep_connect(sqe, c->rc.fd, (const struct sockaddr *)&h->addr, h->addrlen);
-	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_SEND));
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_CONNECT));
 }
 
 /* Opens connections for the route's waiting jobs, up to the pool size.
@@ -807,34 +807,34 @@ void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	}
 }
 
+void relay_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct relay_conn *c = p;
+	const struct relay_route *rt = &w->relay->rc->routes[c->route];
+	int one = 1;
+
+	c->flags &= ~RC_CONN;
+	c->rc.flags &= ~RCONN_SEND;
+	c->rc.inflight--;
+	if (c->rc.flags & RCONN_CLOSING) {
+		rc_maybe_free(w, c);
+		return;
+	}
+	if (cqe->res < 0) {
+		LOGI("relay: connect to %s: %s", rt->hops[c->hop].text, strerror(-cqe->res));
+		rc_failover(w, c, true, "4.4.1 no next hop answers (connection refused)",
+		            "4.4.1 connection failed");
+		return;
+	}
+	setsockopt(c->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn_arm_recv(w, &c->rc);
+}
+
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct relay_conn *c = p;
-	struct relay *r = w->relay;
 	int res;
 
-	if (c->flags & RC_CONN) {
-		const struct relay_route *rt = &r->rc->routes[c->route];
-		int one = 1;
-
-		c->flags &= ~RC_CONN;
-		c->rc.flags &= ~RCONN_SEND;
-		c->rc.inflight--;
-		if (c->rc.flags & RCONN_CLOSING) {
-			rc_maybe_free(w, c);
-			return;
-		}
-		if (cqe->res < 0) {
-			LOGI("relay: connect to %s: %s", rt->hops[c->hop].text,
-			     strerror(-cqe->res));
-			rc_failover(w, c, true, "4.4.1 no next hop answers (connection refused)",
-			            "4.4.1 connection failed");
-			return;
-		}
-		setsockopt(c->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		conn_arm_recv(w, &c->rc);
-		return;
-	}
 	res = conn_on_send(w, &c->rc, cqe);
 	if (res == -ECANCELED) {
 		rc_maybe_free(w, c);

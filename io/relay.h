@@ -1,9 +1,10 @@
 /* relay: delivery of spooled messages to the next hops (SMTP or LMTP),
  * driven by each worker's ring: connections from a bounded pool per next
  * hop, the sans-I/O client session of core/smtp_client, retries with
- * exponential backoff, failover between next hops, bounces (RFC 3464) and
- * the done log. A worker delivers the messages that the queue routed to it.
- * io/ only. */
+ * exponential backoff, failover between next hops, bounces (RFC 3464). It
+ * writes no file: bounces, done marks and defer notes go back to the loop
+ * through struct relay_sink, which gives them to the committer. A worker
+ * delivers the messages that the queue routed to it. io/ only. */
 #ifndef RINGMX_IO_RELAY_H
 #define RINGMX_IO_RELAY_H
 
@@ -46,9 +47,10 @@ void relay_tick(struct worker *w);
 void relay_flush(struct worker *w);
 /* Forgets the deferred message <qid> (ringmx queue --delete marked it done). */
 void relay_drop(struct worker *w, const char *qid);
-/* A completion for a relay object (enum obj_type OBJ_RELAY). */
+/* Completions of a relay connection's receive, send and connect. */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void relay_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* A read of a record being loaded for delivery. */
 void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* End of a round: one send per relay connection with output. */

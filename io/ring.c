@@ -124,6 +124,7 @@ int ring_bufs_setup(struct worker *w)
 /* ---- log lines ---- */
 
 static bool log_stream; /* stderr is a pipe, a socket or a terminal */
+static bool log_ring;   /* the workers' lines go through their rings */
 
 void ring_log_prepare(void)
 {
@@ -131,16 +132,20 @@ void ring_log_prepare(void)
 	int fl;
 
 	if (fstat(STDERR_FILENO, &st) != 0)
-		return;
+		return; /* log_ring stays false: every line is written directly */
 	log_stream = !S_ISREG(st.st_mode);
 	fl = fcntl(STDERR_FILENO, F_GETFL);
-	if (!log_stream && fl >= 0 && !(fl & O_APPEND))
-		fcntl(STDERR_FILENO, F_SETFL, fl | O_APPEND);
+	if (fl < 0)
+		return;
+	if (!log_stream && !(fl & O_APPEND) && fcntl(STDERR_FILENO, F_SETFL, fl | O_APPEND) < 0)
+		return; /* a ring write at offset 0 would overwrite the file's start */
+	log_ring = true;
 }
 
 void ring_log_start(struct worker *w)
 {
-	log_sink_set(&w->log.gather);
+	if (log_ring)
+		log_sink_set(&w->log.gather);
 }
 
 static void log_submit(struct worker *w)

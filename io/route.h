@@ -2,7 +2,8 @@
  * their route (route_hash of the first recipient's domain % workers)
  * through the SPSC mesh of queue/mq: gathered per destination in an outbox
  * during a round, pushed in batches, with an IORING_OP_MSG_RING wake-up
- * only when a ring goes from empty to non-empty. Worker thread only. */
+ * only when the consumer announced that it is going to sleep (mq_push()'s
+ * <wake>). Worker thread only. */
 #ifndef RINGMX_IO_ROUTE_H
 #define RINGMX_IO_ROUTE_H
 

@@ -38,24 +38,25 @@
  * and arm64 fit in 48), as liburing's examples/proxy.c encodes them. The
  * loop (io/worker.c) dispatches through one handler table indexed by op. */
 enum ud_op {
-	UD_NONE = 0,    /* cancel requests, MSG_RING sends: nothing to do */
-	UD_ACCEPT,      /* struct listener: multishot accept */
-	UD_RECV,        /* struct conn: multishot receive */
-	UD_SEND,        /* struct conn: a send */
-	UD_REC_WRITE,   /* struct commit_rec: a spool record's writev */
-	UD_SEG_SYNC,    /* struct commit: the batch's fdatasync */
-	UD_DIR_SYNC,    /* struct commit: fsync of the spool directory (a new file) */
-	UD_LOG_WRITE,   /* struct commit_log: an append to the done or defer log */
-	UD_LOG_SYNC,    /* struct commit_log: fdatasync of the done log */
-	UD_LOG_DIRSYNC, /* struct commit_log: fsync of the directory (a new log file) */
-	UD_STDERR,      /* struct worker: the log lines of a round (core/log sink) */
-	UD_TICK,        /* struct worker: the once-a-second timer */
-	UD_WINDOW,      /* struct commit: the commit-window timeout */
-	UD_EVENTFD,     /* struct worker: its eventfd (stop, flush, drop) */
-	UD_MSGRING,     /* struct worker: IORING_OP_MSG_RING from a producer */
-	UD_RELAY_RECV,  /* struct relay_conn: multishot receive */
-	UD_RELAY_SEND,  /* struct relay_conn: a send, or the connect */
-	UD_RELAY_READ,  /* struct rmsg: a record read back for delivery */
+	UD_NONE = 0,      /* cancel requests, MSG_RING sends: nothing to do */
+	UD_ACCEPT,        /* struct listener: multishot accept */
+	UD_RECV,          /* struct conn: multishot receive */
+	UD_SEND,          /* struct conn: a send */
+	UD_REC_WRITE,     /* struct commit_rec: a spool record's writev */
+	UD_SEG_SYNC,      /* struct commit: the batch's fdatasync */
+	UD_DIR_SYNC,      /* struct commit: fsync of the spool directory (a new file) */
+	UD_LOG_WRITE,     /* struct commit_log: an append to the done or defer log */
+	UD_LOG_SYNC,      /* struct commit_log: fdatasync of the done log */
+	UD_LOG_DIRSYNC,   /* struct commit_log: fsync of the directory (a new log file) */
+	UD_STDERR,        /* struct worker: the log lines of a round (core/log sink) */
+	UD_TICK,          /* struct worker: the once-a-second timer */
+	UD_WINDOW,        /* struct commit: the commit-window timeout */
+	UD_EVENTFD,       /* struct worker: its eventfd (stop, flush, drop) */
+	UD_MSGRING,       /* struct worker: IORING_OP_MSG_RING from a producer */
+	UD_RELAY_RECV,    /* struct relay_conn: multishot receive */
+	UD_RELAY_SEND,    /* struct relay_conn: a send */
+	UD_RELAY_CONNECT, /* struct relay_conn: its connect */
+	UD_RELAY_READ,    /* struct rmsg: a record read back for delivery */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -187,7 +188,6 @@ struct conn {
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */
 	struct commit_rec cr;     /* the message's record, while it is committed */
-	struct tls_conn *tls;     /* NULL: clear text */
 	int64_t hs_deadline;      /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;

@@ -204,6 +204,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_MSGRING] = on_nothing,
     [UD_RELAY_RECV] = relay_on_recv,
     [UD_RELAY_SEND] = relay_on_send,
+    [UD_RELAY_CONNECT] = relay_on_connect,
     [UD_RELAY_READ] = relay_on_read,
 };
 

@@ -5,10 +5,10 @@
  * connection, their count, and the failures that decide when a route is
  * down. Results come in and verdicts go out (delivered, deferred until a
  * time, bounce these recipients, try the next hop); io/relay.c runs the
- * connections and carries the verdicts out (done log, bounce spooling,
- * defer log). No sockets, no clocks (the caller passes <now>), no logging.
- * Every call is for the one worker thread that owns the state. core/ and
- * libc only. */
+ * connections and carries the verdicts out (done marks, bounces and defer
+ * notes, handed to the committer through the worker loop). No sockets, no clocks (the caller passes
+ * <now>), no logging. Every call is for the one worker thread that owns the state. core/ and libc
+ * only. */
 #ifndef RINGMX_QUEUE_DELIVERY_H
 #define RINGMX_QUEUE_DELIVERY_H
 

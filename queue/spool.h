@@ -17,7 +17,8 @@
  * done log ("done-<start>-<worker>.rmx"); readers hide done messages, and
  * spool_recover() deletes segments whose records are all done.
  *
- * The relay also appends one text line per deferral to its defer log
+ * The committer (io/commit) also appends one text line per deferral to the
+ * worker's defer log
  * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
  * reply>\n", not synced; `ringmx queue` shows the last one of each pending
  * message. Formats and rules: docs/spool.md. queue/ may include core/ only.

@@ -1,5 +1,5 @@
 /* spool_recover: recovery at start-up, the one writer of a spool directory
- * besides io/ and the `ringmx queue` tool. The gateway (io/worker.c) calls
+ * besides io/ and the `ringmx queue` tool. The gateway (io/gateway.c) calls
  * spool_recover() from the main thread before any worker starts. It walks
  * every segment with the walker of queue/spool_read.c, cuts torn tails, sets
  * damaged ones aside (a bad record with a sound one after it: never destroy

@@ -318,8 +318,9 @@ def test_threads_200_bounce_segments_distinct():
         assert f"{nthreads} workers" in gw.log(), gw.log()[-2000:]
         hop.reject_rcpt = lambda a: a.lower().startswith("bad")  # 550: bounce
         hop.defer_rcpt = lambda a: True  # everything else 451: stays queued
-        # Recipient domains owned by workers 0..71: their bounces are written
-        # by workers whose id + 128 is a live worker too.
+        # Recipient domains owned by workers 0..71: before the committer wrote
+        # bounces, they went to a segment named with worker id + 128, which
+        # is a live worker's segment name too.
         bounce_workers = list(range(0, nthreads - 128))
         doms = {k: domain_for_worker(k, nthreads, "b") for k in bounce_workers}
 
