@@ -177,7 +177,9 @@ uint32_t spool_rec_crc_start(const void *hdr);
 int spool_rec_verify(const void *hdr, uint32_t crc);
 
 /* Reads all <n> bytes at <off> of <fd>, retrying short reads and EINTR.
- * Returns 0, -ENODATA (end of file first) or -errno. Any thread. */
+ * Returns 0, -ENODATA (end of file first) or -errno. Blocking: for
+ * recovery at start-up, the `ringmx queue` tool and tests, never a worker
+ * (the relay reads records back through its ring). */
 int spool_pread(int fd, void *p, size_t n, uint64_t off);
 
 /* Parses the one complete record at <rec> (<len> bytes from its header
@@ -228,8 +230,9 @@ int spool_done_decode(const void *buf, struct spool_done *d);
 
 /* Appends <d> to the done log open at <fd> (O_WRONLY | O_APPEND) and
  * fdatasyncs it: the message is done once this returns 0. Returns 0 or
- * -errno (-EIO for a short write; readers skip the torn piece). For
- * synchronous writers: tools, tests. Any thread. */
+ * -errno (-EIO for a short write; readers skip the torn piece). Blocking:
+ * for the `ringmx queue` tool and tests, never a worker (a worker's done
+ * marks go through io/commit). */
 int spool_done_append_fd(int fd, const struct spool_done *d);
 
 typedef int (*spool_visit_fn)(void *arg, const struct spool_msg *m);

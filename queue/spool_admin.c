@@ -2,7 +2,8 @@
  * io/main.c: spool_list() prints the queue through the walker and the defer
  * set of queue/spool_read.c; spool_mark() and spool_delete() take messages
  * out of it by appending done records to the tool's own done log (never a
- * gateway's), made durable before they return. All of it is safe while a
+ * gateway's), made durable before they return, with blocking calls: this
+ * is a command-line tool, never a worker. All of it is safe while a
  * gateway runs on the same directory. queue/ includes core/ only. See
  * spool.h and docs/spool.md. */
 #include "queue/spool.h"

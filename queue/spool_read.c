@@ -1,6 +1,7 @@
 /* spool_read: reading a spool directory back, for recovery
  * (queue/spool_recover.c) and `ringmx queue` (queue/spool_admin.c), on top of
- * the record format of queue/spool.c. Readers here use plain read(2): they
+ * the record format of queue/spool.c. Readers here use plain read(2) and
+ * pread(2): they
  * run at start-up or from the CLI, never on a worker. A segment is read front
  * to back through one window buffer; bodies are streamed through it for
  * their CRC unless the caller wants them. The first record that fails a

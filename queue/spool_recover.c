@@ -1,6 +1,7 @@
 /* spool_recover: recovery at start-up, the one writer of a spool directory
  * besides io/ and the `ringmx queue` tool. The gateway (io/gateway.c) calls
- * spool_recover() from the main thread before any worker starts. It walks
+ * spool_recover() from the main thread before any worker starts, so its
+ * blocking reads, writes and fsyncs stall nobody. It walks
  * every segment with the walker of queue/spool_read.c, cuts torn tails, sets
  * damaged ones aside (a bad record with a sound one after it: never destroy
  * what may be data), deletes finished segments, compacts the done logs and
