@@ -1,15 +1,15 @@
 /* spool_read: reading a spool directory back, for recovery
- * (queue/spool_recover.c) and `ringmx queue` (queue/spool_admin.c), on top of
- * the record format of queue/spool.c. Readers here use plain read(2) and
+ * (queue/spool_recover.c) and `ringmx queue` (queue/spool_admin.c), on top
+ * of the record format of queue/spool.c. Readers here use plain read(2) and
  * pread(2): they run at start-up or from the CLI, never on a worker. A
  * segment is read front to back through one window buffer; bodies are
- * streamed through it for their CRC unless the caller wants them. The first record that fails a
- * check ends its segment: a torn tail from a crash and an append in progress
- * look the same. Done records are loaded into a hash set first, and hide the
- * messages they name. The workers' defer logs (text, one line per deferral)
- * are loaded the same way for `ringmx queue`, which shows the last deferral
- * of each pending message. queue/ includes core/ only. See spool.h and
- * docs/spool.md. */
+ * streamed through it for their CRC unless the caller wants them. The first
+ * record that fails a check ends its segment: a torn tail from a crash and
+ * an append in progress look the same. Done records are loaded into a hash
+ * set first, and hide the messages they name. The workers' defer logs
+ * (text, one line per deferral) are loaded the same way for `ringmx queue`,
+ * which shows the last deferral of each pending message. queue/ includes
+ * core/ only. See spool.h and docs/spool.md. */
 #include "queue/spool.h"
 #include "queue/spool-int.h"
 
