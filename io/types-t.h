@@ -56,6 +56,7 @@ enum ud_op {
 	UD_RELAY_RECV,  /* struct relay_conn: multishot receive */
 	UD_RELAY_SEND,  /* struct relay_conn: a send, or the connect */
 	UD_RELAY_READ,  /* struct rmsg: a record read back for delivery */
+	UD_RELAY_BODY,  /* struct relay_conn: the next chunk of the body it sends */
 	UD_NOPS
 };
 #define UD_SHIFT  56
