@@ -1,14 +1,16 @@
 /* relay: delivery to the next hops. See relay.h.
  *
  * A worker delivers the messages whose descriptors the queue routed to it.
- * For each it reads the record back from its spool segment, splits the
- * recipients by route (--route domain, else --relay-to), and queues one
- * job per route. Each route has a pool of at most --relay-pool connections
- * per worker; a connection runs the sans-I/O client (core/smtp_client) and
- * takes the route's jobs one after the other (connection reuse), then
- * QUITs when none is left. Connection I/O goes through the worker's ring:
- * IORING_OP_CONNECT, a multishot receive over the worker's provided
- * buffers, one send per round.
+ * For each it reads the record's header and envelope back from its spool
+ * segment, splits the recipients by route (--route domain, else
+ * --relay-to), and queues one job per route; the body stays on the disk
+ * until a connection sends it, in 64 KB chunks checked against the
+ * record's crc before the final dot. Each route has a pool of at most
+ * --relay-pool connections per worker; a connection runs the sans-I/O
+ * client (core/smtp_client) and takes the route's jobs one after the other
+ * (connection reuse), then QUITs when none is left. Connection I/O goes
+ * through the worker's ring: IORING_OP_CONNECT, a multishot receive over
+ * the worker's provided buffers, one send per round.
  *
  * Per recipient: 2xx = delivered; 4xx, a timeout or a connection failure =
  * deferred, retried with exponential backoff (--retry-min doubling up to
@@ -46,19 +48,35 @@
 #include "io/conn.h"
 #include "io/ring.h"
 #include "io/types-t.h"
+#include "queue/crc32c.h"
 #include "queue/delivery.h"
 #include "queue/spool.h"
 
-/* A message being delivered: its record, read back from the spool, and
- * its delivery state (queue/delivery), whose strings point into it. */
+/* What an rmsg is reading back (see "Records are read back through the
+ * ring" below). */
+enum rmsg_phase {
+	RM_HDR = 0, /* the header, into <hdr> */
+	RM_ENV,     /* header and envelope, into <rd> */
+	RM_LOADED,  /* nothing: being delivered, or deferred */
+	RM_DSN,     /* the body's first bytes, into <rd>, for the bounce */
+};
+
+/* A message being delivered: its record's header and envelope, read back
+ * from the spool, and its delivery state (queue/delivery), whose strings
+ * point into them. The body stays on the disk: each connection sending it
+ * streams it in chunks of its own (struct relay_conn), so that memory does
+ * not grow with the size of the messages in the queue. */
 struct rmsg {
 	struct delivery_msg d;
-	struct spool_msg m; /* envelope; strings in <scratch>, body in <rec> */
+	struct spool_msg m; /* envelope; strings in <scratch>; body NULL, body_len set */
 	struct buf scratch;
-	char *rec; /* the whole record */
-	size_t rec_len;
-	unsigned char hdr[SPOOL_HDR_LEN]; /* read first: it gives rec_len */
-	size_t got;                       /* bytes of hdr, then of rec, read so far */
+	unsigned char hdr[SPOOL_HDR_LEN]; /* read first; kept: its crc checks every sending */
+	uint32_t env_crc; /* crc32c of header and envelope: where a sending starts */
+	uint64_t body_at; /* the body's offset in the record */
+	enum rmsg_phase phase;
+	unsigned char *rd; /* RM_ENV, RM_DSN: the read's buffer (<rd_len> bytes), else NULL */
+	size_t rd_len;
+	size_t got; /* bytes of the phase's read done so far (short reads continue) */
 	int segno;
 	int fd; /* the segment file of the read in flight */
 	struct spool_seg_id seg;
@@ -74,6 +92,11 @@ static struct rmsg *rmsg_of(struct delivery_msg *d)
 /* relay_conn flags (the connection's own are RCONN_*: io/conn) */
 #define RC_CONN  0x4u  /* connecting (RCONN_SEND is set for the connect too) */
 #define RC_DIRTY 0x10u /* on the relay's list of connections to flush */
+#define RC_BODY  0x20u /* a body chunk read is in flight (UD_RELAY_BODY) */
+
+/* Body bytes a connection holds at a time: read from the spool, then given
+ * to the client, which stops at its own out_max (SMTPC_OUT_MAX, 64 KB). */
+#define RELAY_CHUNK (64u * 1024)
 
 struct relay_conn {
 	struct ring_conn rc; /* first: user_data names both */
@@ -85,9 +108,19 @@ struct relay_conn {
 	struct smtp_client cl;
 	struct smtp_client_conf ccf;
 	struct delivery_job *job;
-	size_t body_off;
 	struct relay_conn *next, *dirty_next;
 	struct relay_conn *route_next; /* in its route's list */
+	/* The job's body, streamed from the spool (body_feed()): */
+	uint64_t body_read;          /* body bytes read so far */
+	uint32_t body_crc;           /* crc32c of the record up to there */
+	unsigned body_seq;           /* bumped per body: a read for an earlier one is stale */
+	unsigned read_seq;           /* <body_seq> when the read in flight was prepared */
+	int read_fd;                 /* the segment file of the read in flight */
+	size_t chunk_len, chunk_pos; /* bytes in <chunk>; of them, given to the client */
+	/* Embedded rather than allocated per body, so that closing and
+	 * freeing a connection (rc_close(), rc_free()) need not know of it;
+	 * a connection lives only while its route has work. */
+	unsigned char chunk[RELAY_CHUNK];
 } __attribute__((aligned(8)));
 
 /* Per route, so that opening connections for one route looks at its own
@@ -122,7 +155,7 @@ static void rmsg_free(struct rmsg *m)
 	if (!m)
 		return;
 	delivery_msg_fini(&m->d);
-	free(m->rec);
+	free(m->rd);
 	buf_free(&m->scratch);
 	free(m);
 }
@@ -183,33 +216,45 @@ static void seg_unref(struct worker *w, int fd)
 }
 
 /* Records are read back through the ring: the header first (it gives the
- * record's length), then the rest; each read continues where a short one
- * stopped. The segment was written moments ago (or found by recovery), so
- * these are page-cache reads, but a cold one no longer stalls the worker's
- * other sessions. */
+ * envelope's length), then the header and envelope, never the body: each
+ * connection sending the message streams the body in chunks of at most
+ * RELAY_CHUNK (body_feed()), and a bounce reads the body's first bytes,
+ * all the DSN returns (msg_bounce()). Each read continues where a short
+ * one stopped. The segment was written moments ago (or found by
+ * recovery), so these are page-cache reads, but a cold one no longer
+ * stalls the worker's other sessions. The crc covers the body, so the
+ * record is checked while it is sent: the envelope is trusted for routing
+ * before that, but no transaction is completed until the crc holds. */
+static size_t rmsg_want(const struct rmsg *m)
+{
+	return m->phase == RM_HDR ? SPOOL_HDR_LEN : m->rd_len;
+}
+
+static void rmsg_read_failed(struct worker *w, struct rmsg *m, int err);
+
 static void rmsg_read(struct worker *w, struct rmsg *m)
 {
-	size_t want = m->rec ? m->rec_len : SPOOL_HDR_LEN;
-	unsigned char *dst = m->rec ? (unsigned char *)m->rec : m->hdr;
+	unsigned char *dst = m->phase == RM_HDR ? m->hdr : m->rd;
+	uint64_t at = m->offset + (m->phase == RM_DSN ? m->body_at : 0) + m->got;
 	struct io_uring_sqe *sqe;
 	int fd = seg_ref(w, m->segno);
 
 	if (fd < 0) {
 		LOGE("relay: segment %d: %s", m->segno, strerror(-fd));
-		w->relay->nloading--;
-		rmsg_free(m);
+		rmsg_read_failed(w, m, fd);
 		return;
 	}
 	sqe = ring_sqe(w);
-	io_uring_prep_read(sqe, fd, dst + m->got, (unsigned)(want - m->got), m->offset + m->got);
+	io_uring_prep_read(sqe, fd, dst + m->got, (unsigned)(rmsg_want(m) - m->got), at);
 	io_uring_sqe_set_data64(sqe, UD(m, UD_RELAY_READ));
 	m->fd = fd;
 }
 
-/* The record is in: its envelope parsed, its recipients given routes. */
+/* The header and envelope are in: the envelope parsed, the recipients
+ * given routes. */
 static int rmsg_parsed(struct worker *w, struct rmsg *m)
 {
-	if (spool_rec_parse(m->rec, m->rec_len, &m->m, &m->scratch) ||
+	if (spool_rec_parse_env(m->rd, m->rd_len, &m->m, &m->scratch, &m->env_crc) ||
 	    delivery_msg_init(&m->d, m->m.nrcpt))
 		return -EBADMSG;
 	m->d.qid = m->m.qid;
@@ -232,12 +277,26 @@ static int rmsg_parsed(struct worker *w, struct rmsg *m)
 }
 
 static void msg_dispatch(struct worker *w, struct rmsg *m);
+static void msg_bounce_read(struct worker *w, struct rmsg *m);
+
+/* A read of <m> failed (<err>, logged by the caller): a record being
+ * loaded is forgotten (it stays in the spool for a restart); a bounce goes
+ * without the original's header section rather than not at all. */
+static void rmsg_read_failed(struct worker *w, struct rmsg *m, int err)
+{
+	if (m->phase == RM_DSN) {
+		LOGE("relay: id=%s the bounce returns no headers: %s", m->m.qid, strerror(-err));
+		m->rd_len = 0;
+		msg_bounce_read(w, m);
+		return;
+	}
+	w->relay->nloading--;
+	rmsg_free(m);
+}
 
 void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct rmsg *m = p;
-	size_t want = m->rec ? m->rec_len : SPOOL_HDR_LEN;
-	uint64_t total;
 	int err = 0;
 
 	seg_unref(w, m->fd);
@@ -246,35 +305,50 @@ void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		goto fail;
 	}
 	m->got += (size_t)cqe->res;
-	if (m->got < want) {
+	if (m->got < rmsg_want(m)) {
 		rmsg_read(w, m);
 		return;
 	}
-	if (!m->rec) {
-		err = spool_rec_len(m->hdr, &total);
+	switch (m->phase) {
+	case RM_HDR:
+		err = spool_rec_env_end(m->hdr, &m->body_at);
 		if (err)
 			goto fail;
-		m->rec_len = (size_t)total;
-		m->rec = malloc(m->rec_len);
-		if (!m->rec) {
+		m->rd_len = (size_t)m->body_at;
+		m->rd = malloc(m->rd_len);
+		if (!m->rd) {
 			err = -ENOMEM;
 			goto fail;
 		}
-		memcpy(m->rec, m->hdr, SPOOL_HDR_LEN);
+		memcpy(m->rd, m->hdr, SPOOL_HDR_LEN);
+		m->phase = RM_ENV;
+		if (m->got == m->rd_len) {
+			err = -EBADMSG; /* an empty envelope: no id, no sender */
+			goto fail;
+		}
 		rmsg_read(w, m);
 		return;
+	case RM_ENV:
+		err = rmsg_parsed(w, m);
+		free(m->rd);
+		m->rd = NULL;
+		if (err)
+			goto fail;
+		m->phase = RM_LOADED;
+		w->relay->nloading--;
+		msg_dispatch(w, m);
+		return;
+	case RM_DSN:
+		msg_bounce_read(w, m);
+		return;
+	case RM_LOADED:
+		break;
 	}
-	err = rmsg_parsed(w, m);
-	if (err)
-		goto fail;
-	w->relay->nloading--;
-	msg_dispatch(w, m);
-	return;
+	abort(); /* broken invariant: no read is in flight for a loaded message */
 fail:
 	LOGE("relay: record at %llu in segment %d: %s", (unsigned long long)m->offset, m->segno,
 	     strerror(-err));
-	w->relay->nloading--;
-	rmsg_free(m);
+	rmsg_read_failed(w, m, err);
 }
 
 static void conn_kick(struct worker *w, unsigned route);
@@ -325,7 +399,8 @@ static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
 	w->relay->sink->done(w, &d);
 }
 
-/* Builds the DSN for <m>'s failed recipients and hands it to the loop for
+/* Builds the DSN for <m>'s failed recipients, returning the <m->rd_len>
+ * first body bytes at <m->rd> (msg_bounce()), and hands it to the loop for
  * the committer. Returns 1 when it was queued (the answer comes through
  * relay_bounce_done()), 0 when there is none to send (null sender) or
  * -errno. */
@@ -353,8 +428,8 @@ static int bounce(struct worker *w, struct rmsg *m)
 	                            .token = token,
 	                            .rcpts = dr,
 	                            .nrcpt = n,
-	                            .content = m->m.body,
-	                            .content_len = m->m.body_len,
+	                            .content = (const char *)m->rd,
+	                            .content_len = m->rd_len,
 	                        });
 	free(dr);
 	if (flags < 0) {
@@ -424,12 +499,63 @@ void relay_bounce_done(struct worker *w, void *token, int err)
 	rmsg_free(m);
 }
 
+/* The body's first bytes are in <m->rd> (<m->rd_len>, 0 when they could
+ * not be read): the bounce is built. The message is done only once its
+ * bounce is durable. */
+static void msg_bounce_read(struct worker *w, struct rmsg *m)
+{
+	int err;
+
+	if (m->phase == RM_DSN) {
+		m->phase = RM_LOADED;
+		w->relay->nloading--;
+	}
+	err = bounce(w, m);
+	/* Built or not, the copy is not kept: a bounce tried again later
+	 * reads it again, and a deferred message holds no body bytes. */
+	free(m->rd);
+	m->rd = NULL;
+	m->rd_len = 0;
+	if (err > 0)
+		return; /* relay_bounce_done() finishes it */
+	if (err < 0) {
+		bounce_retry(w, m, err, time(NULL));
+		return;
+	}
+	done_record(w, m, SPOOL_BOUNCED);
+	rmsg_free(m);
+}
+
+/* <m> bounces. The DSN returns the original's header section within
+ * DSN_RETURN_MAX octets (dsn_build() with return_max 0 and no
+ * return_full), and dsn_copy() writes at least as many octets as it reads,
+ * so the body's first DSN_RETURN_MAX bytes give the same DSN as the whole
+ * body: those are read back first, through the ring. */
+static void msg_bounce(struct worker *w, struct rmsg *m)
+{
+	size_t n = m->m.body_len < DSN_RETURN_MAX ? (size_t)m->m.body_len : DSN_RETURN_MAX;
+
+	if (n && *m->m.from) { /* the null sender gets no DSN: nothing to read */
+		m->rd = malloc(n);
+		if (m->rd) {
+			m->phase = RM_DSN;
+			m->rd_len = n;
+			m->got = 0;
+			w->relay->nloading++;
+			rmsg_read(w, m);
+			return;
+		}
+		LOGE("relay: id=%s out of memory: the bounce returns no headers", m->m.qid);
+	}
+	m->rd_len = 0;
+	msg_bounce_read(w, m);
+}
+
 /* A message whose jobs have all come back: done, or deferred. */
 static void msg_settle(struct worker *w, struct rmsg *m)
 {
 	struct relay *r = w->relay;
 	time_t now = time(NULL);
-	int err;
 	struct delivery_settlement s = delivery_settle(&m->d, &r->retry, now);
 
 	for (unsigned i = 0; s.expired && i < m->d.nrcpt; i++) {
@@ -445,16 +571,8 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 		msg_defer(w, m);
 		return;
 	case DELIVERY_SETTLE_BOUNCE:
-		/* The message is done only once its bounce is durable. */
-		err = bounce(w, m);
-		if (err > 0)
-			return; /* relay_bounce_done() finishes it */
-		if (err < 0) {
-			bounce_retry(w, m, err, now);
-			return;
-		}
-		done_record(w, m, SPOOL_BOUNCED);
-		break;
+		msg_bounce(w, m);
+		return;
 	case DELIVERY_SETTLE_DONE:
 		done_record(w, m, SPOOL_DELIVERED);
 		break;
@@ -684,6 +802,130 @@ static void rc_failover(struct worker *w, struct relay_conn *c, bool connect, co
 	rc_close(w, c, close_why);
 }
 
+/* ---- bodies, streamed from the spool ---- */
+
+static void rc_act(struct worker *w, struct relay_conn *c);
+
+/* A new body for <c> (354 came): from its first byte, and the crc from
+ * the envelope's, so that a job retried, or a second route's job, reads
+ * and checks the record again from the start. */
+static void body_start(struct relay_conn *c, const struct rmsg *m)
+{
+	c->body_seq++;
+	c->body_read = 0;
+	c->chunk_len = c->chunk_pos = 0;
+	c->body_crc = m->env_crc;
+}
+
+/* The record of <c>'s job cannot be sent (<why>): the job is deferred and
+ * the connection closed, in the middle of the data, so that the next hop
+ * never sees the end of it. <c> is kept on the dirty list first: it is
+ * freed by relay_round(), never under the caller. */
+static void body_abort(struct worker *w, struct relay_conn *c, const char *why)
+{
+	rc_dirty(w->relay, c);
+	rc_close(w, c, why);
+}
+
+/* Reads the next chunk of the body into <c->chunk>, at most RELAY_CHUNK
+ * bytes from where the last read stopped. Returns 0, or -1 when it could
+ * not and <c> is closed. */
+static int body_read_next(struct worker *w, struct relay_conn *c, const struct rmsg *m)
+{
+	uint64_t left = m->m.body_len - c->body_read;
+	size_t n = left < RELAY_CHUNK ? (size_t)left : RELAY_CHUNK;
+	struct io_uring_sqe *sqe;
+	int fd = seg_ref(w, m->segno);
+
+	if (fd < 0) {
+		LOGE("relay: id=%s segment %d: %s", m->m.qid, m->segno, strerror(-fd));
+		body_abort(w, c, "4.3.0 cannot read the spool record");
+		return -1;
+	}
+	c->chunk_len = c->chunk_pos = 0;
+	sqe = ring_sqe(w);
+	io_uring_prep_read(sqe, fd, c->chunk, (unsigned)n, m->offset + m->body_at + c->body_read);
+	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_BODY));
+	c->read_fd = fd;
+	c->read_seq = c->body_seq;
+	c->flags |= RC_BODY;
+	c->rc.inflight++; /* <c> is not freed under the read */
+	return 0;
+}
+
+/* State BODY: gives the client what <c->chunk> holds while its output has
+ * room (out_max), reads the next chunk once it is all given, and ends the
+ * data once the whole body is given and the record's crc holds. Called
+ * again as <out> drains (relay_on_send()) and as chunks come in
+ * (relay_on_body()). Returns 0, or -1 when <c> was closed. */
+static int body_feed(struct worker *w, struct relay_conn *c)
+{
+	const struct rmsg *m = rmsg_of(c->job->msg);
+
+	while (c->chunk_pos < c->chunk_len) {
+		size_t k = smtp_client_body(&c->cl, (const char *)c->chunk + c->chunk_pos,
+		                            c->chunk_len - c->chunk_pos);
+
+		/* 0: <out> is full, or has one octet of room where a stuffed
+		 * dot needs two (out.len < out_max then: looping on that
+		 * test alone would spin). */
+		if (!k)
+			break;
+		c->chunk_pos += k;
+	}
+	if (c->chunk_pos < c->chunk_len || (c->flags & RC_BODY))
+		return 0; /* <out> drains first, or a read is on its way */
+	if (c->body_read < m->m.body_len)
+		return body_read_next(w, c, m);
+	if (spool_rec_verify(m->hdr, c->body_crc)) {
+		/* No final dot: the next hop must not take a damaged message
+		 * for complete. The record stays in the spool and the job is
+		 * deferred like a 4xx: tried again (the damage may have been
+		 * in the reading) until --max-queue-lifetime. */
+		LOGE("relay: id=%s record at %llu in segment %d damaged (crc): not sent", m->m.qid,
+		     (unsigned long long)m->offset, m->segno);
+		body_abort(w, c, "4.3.0 spool record damaged");
+		return -1;
+	}
+	smtp_client_body_end(&c->cl);
+	return 0;
+}
+
+void relay_on_body(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct relay_conn *c = p;
+	const struct rmsg *m;
+
+	seg_unref(w, c->read_fd);
+	c->rc.inflight--;
+	c->flags &= ~RC_BODY;
+	if (c->rc.flags & RCONN_CLOSING) {
+		rc_maybe_free(w, c);
+		return;
+	}
+	if (!c->job || c->read_seq != c->body_seq || c->cl.state != SMTPC_S_BODY) {
+		/* The body it was for is over (its transaction failed while
+		 * the read was in flight): the bytes are dropped, and a body
+		 * begun meanwhile gets its first read now. */
+		rc_act(w, c);
+		return;
+	}
+	m = rmsg_of(c->job->msg);
+	if (cqe->res <= 0) {
+		LOGE("relay: id=%s record at %llu in segment %d: body at %llu: %s", m->m.qid,
+		     (unsigned long long)m->offset, m->segno, (unsigned long long)c->body_read,
+		     cqe->res < 0 ? strerror(-cqe->res) : "the record ends early");
+		body_abort(w, c, "4.3.0 cannot read the spool record");
+		return;
+	}
+	/* In order and once each: reads are one at a time, each where the
+	 * last (short or not) stopped. */
+	c->body_crc = crc32c(c->body_crc, c->chunk, (size_t)cqe->res);
+	c->chunk_len = (size_t)cqe->res;
+	c->body_read += (uint64_t)cqe->res;
+	rc_act(w, c);
+}
+
 /* Acts on what the client session asks for. */
 static void rc_act(struct worker *w, struct relay_conn *c)
 {
@@ -700,17 +942,11 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	}
 	if (c->cl.act & SMTPC_ACT_BODY) {
 		c->cl.act &= ~SMTPC_ACT_BODY;
-		c->body_off = 0;
+		if (c->job)
+			body_start(c, rmsg_of(c->job->msg));
 	}
-	if (c->cl.state == SMTPC_S_BODY && c->job) {
-		const struct rmsg *m = rmsg_of(c->job->msg);
-
-		while (c->body_off < m->m.body_len && c->cl.out.len < c->cl.out_max)
-			c->body_off += smtp_client_body(&c->cl, m->m.body + c->body_off,
-			                                m->m.body_len - c->body_off);
-		if (c->body_off == m->m.body_len)
-			smtp_client_body_end(&c->cl);
-	}
+	if (c->cl.state == SMTPC_S_BODY && c->job && body_feed(w, c) < 0)
+		return; /* closed */
 	if (c->cl.act & SMTPC_ACT_READY) {
 		c->cl.act &= ~SMTPC_ACT_READY;
 		delivery_route_up(&r->q, c->route);

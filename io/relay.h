@@ -51,8 +51,12 @@ void relay_drop(struct worker *w, const char *qid);
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe);
-/* A read of a record being loaded for delivery. */
+/* A read of a record being loaded for delivery (struct rmsg), or of the
+ * first body bytes a bounce returns. */
 void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe);
+/* A read of the next body chunk of a relay connection's message (struct
+ * relay_conn, UD_RELAY_BODY). */
+void relay_on_body(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* End of a round: one send per relay connection with output. */
 void relay_round(struct worker *w);
 /* True while the relay still has connections open (shutdown waits). */

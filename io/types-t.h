@@ -57,6 +57,7 @@ enum ud_op {
 	UD_RELAY_SEND,    /* struct relay_conn: a send */
 	UD_RELAY_CONNECT, /* struct relay_conn: its connect */
 	UD_RELAY_READ,    /* struct rmsg: a record read back for delivery */
+	UD_RELAY_BODY,    /* struct relay_conn: the next chunk of the body it sends */
 	UD_NOPS
 };
 #define UD_SHIFT  56

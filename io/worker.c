@@ -206,6 +206,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_RELAY_SEND] = relay_on_send,
     [UD_RELAY_CONNECT] = relay_on_connect,
     [UD_RELAY_READ] = relay_on_read,
+    [UD_RELAY_BODY] = relay_on_body,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)

@@ -3,7 +3,7 @@
  * which appends them through its ring and fdatasyncs before the 250 (or
  * before it forgets a delivered message); it checks and parses them back for
  * the readers (hdr_check(), spool_rec_verify(), env_parse(),
- * spool_rec_parse(), spool_done_decode()); it names the files of a spool
+ * spool_rec_parse(), spool_rec_parse_env(), spool_done_decode()); it names the files of a spool
  * directory (segments, done and defer logs) and tells them apart; and it
  * holds the small I/O helpers the other three share. It is the only file
  * that knows where a field lies on disk. Nothing here walks a directory:
@@ -467,13 +467,54 @@ int spool_rec_len(const void *hdr, uint64_t *total)
 	return 0;
 }
 
+int spool_rec_env_end(const void *hdr, uint64_t *body_at)
+{
+	unsigned char h[SPOOL_HDR_LEN];
+	uint64_t body_len;
+	uint32_t env_len;
+
+	memcpy(h, hdr, sizeof(h));
+	if (hdr_check(h, &env_len, &body_len))
+		return -EINVAL;
+	*body_at = SPOOL_HDR_LEN + (uint64_t)env_len;
+	return 0;
+}
+
+/* Parses the <env_len> envelope bytes at <env> of the record whose checked
+ * header gave <env_len> and <body_len>: the part spool_rec_parse() and
+ * spool_rec_parse_env() share. The body fields are left to the caller. */
+static int env_load(const unsigned char *env, uint32_t env_len, uint64_t body_len,
+                    struct spool_msg *m, struct buf *scratch)
+{
+	char *copy;
+	int err;
+
+	/* <env> is const and not NUL-terminated: parse a copy, the
+	 * recipients right after it. */
+	scratch->len = 0;
+	if (buf_reserve(scratch, 2 * (size_t)env_len + 1))
+		return -ENOMEM;
+	copy = scratch->p;
+	memcpy(copy, env, env_len);
+	copy[env_len] = '\0';
+	scratch->len = 2 * (size_t)env_len + 1;
+	scratch->p[scratch->len] = '\0';
+	memset(m, 0, sizeof(*m));
+	err = env_parse(copy, env_len, copy + env_len + 1, m);
+	if (err)
+		return err;
+	m->body_len = body_len;
+	m->rec_len = SPOOL_HDR_LEN + env_len + body_len;
+	m->state = SPOOL_PENDING;
+	return 0;
+}
+
 int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch)
 {
 	const unsigned char *r = rec;
 	unsigned char h[SPOOL_HDR_LEN];
 	uint64_t body_len;
 	uint32_t env_len, crc;
-	char *env;
 	int err;
 
 	if (len < SPOOL_HDR_LEN)
@@ -486,24 +527,32 @@ int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf
 	crc = crc32c(spool_rec_crc_start(h), r + SPOOL_HDR_LEN, env_len + (size_t)body_len);
 	if (spool_rec_verify(h, crc))
 		return -EINVAL;
-
-	/* <rec> is const and its envelope is not NUL-terminated: parse a
-	 * copy, the recipients right after it. */
-	scratch->len = 0;
-	if (buf_reserve(scratch, 2 * (size_t)env_len + 1))
-		return -ENOMEM;
-	env = scratch->p;
-	memcpy(env, r + SPOOL_HDR_LEN, env_len);
-	env[env_len] = '\0';
-	scratch->len = 2 * (size_t)env_len + 1;
-	scratch->p[scratch->len] = '\0';
-	memset(m, 0, sizeof(*m));
-	err = env_parse(env, env_len, env + env_len + 1, m);
+	err = env_load(r + SPOOL_HDR_LEN, env_len, body_len, m, scratch);
 	if (err)
 		return err;
 	m->body = (const char *)r + SPOOL_HDR_LEN + env_len;
-	m->body_len = body_len;
-	m->rec_len = SPOOL_HDR_LEN + env_len + body_len;
-	m->state = SPOOL_PENDING;
+	return 0;
+}
+
+int spool_rec_parse_env(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch,
+                        uint32_t *crc)
+{
+	const unsigned char *r = rec;
+	unsigned char h[SPOOL_HDR_LEN];
+	uint64_t body_len;
+	uint32_t env_len;
+	int err;
+
+	if (len < SPOOL_HDR_LEN)
+		return -EAGAIN;
+	memcpy(h, r, sizeof(h));
+	if (hdr_check(h, &env_len, &body_len))
+		return -EINVAL;
+	if (SPOOL_HDR_LEN + (size_t)env_len > len)
+		return -EAGAIN;
+	err = env_load(r + SPOOL_HDR_LEN, env_len, body_len, m, scratch);
+	if (err)
+		return err;
+	*crc = crc32c(spool_rec_crc_start(h), r + SPOOL_HDR_LEN, env_len);
 	return 0;
 }

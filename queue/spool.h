@@ -201,6 +201,33 @@ int spool_pread(int fd, void *p, size_t n, uint64_t off);
  * undefined after an error. Never reads past <rec> + <len>. Any thread. */
 int spool_rec_parse(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch);
 
+/* Checks the SPOOL_HDR_LEN header bytes at <hdr> (any alignment) as
+ * spool_rec_len() does and sets *<body_at> to where the body starts in the
+ * record: the header and envelope are its first *<body_at> bytes, which is
+ * what spool_rec_parse_env() needs. Returns 0 or -EINVAL (*<body_at>
+ * untouched). Any thread. */
+int spool_rec_env_end(const void *hdr, uint64_t *body_at);
+
+/* Parses the header and envelope of a record whose body is not in memory:
+ * <rec> holds <len> bytes from the header on, at least the first
+ * spool_rec_env_end() bytes; whatever follows them is ignored (the body
+ * need not be there). For a reader that streams the body in chunks
+ * (io/relay.c) instead of holding the record whole. Checks the header as
+ * spool_rec_len() does, but the crc, which covers the body, cannot be
+ * checked yet: *<crc> is set to the crc32c of the header (crc field as 0)
+ * and the envelope, which the caller carries on with crc32c(crc, p, n) over
+ * every body byte in order and checks with spool_rec_verify() before it
+ * takes the record for sound (until then the envelope may be damaged too).
+ * Fills *<m> as spool_rec_parse() does, with the strings in <scratch>
+ * (same rules), except that body is NULL: the body is the body_len bytes
+ * at offset rec_len - body_len of the record. Returns 0; -EAGAIN when
+ * <len> is shorter than the header or the header and envelope (read
+ * spool_rec_env_end() bytes and call again); -EINVAL for a bad header or
+ * an envelope that does not parse; -ENOMEM. *<m> and *<crc> are undefined
+ * after an error. Never reads past <rec> + <len>. Any thread. */
+int spool_rec_parse_env(const void *rec, size_t len, struct spool_msg *m, struct buf *scratch,
+                        uint32_t *crc);
+
 /* Segment file name for <start_id> (unique per gateway start), <worker> and
  * <seq>, written into <name> (at least 64 bytes). */
 void spool_seg_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq);

@@ -2011,6 +2011,170 @@ Test(spool, rec_parse_of_each_record_read_at_its_offset_matches_the_walk)
 	rm_dir(dir);
 }
 
+/* spool_rec_env_end() + spool_rec_parse_env(): what io/relay.c does, which
+ * streams the body in chunks and never holds it whole. */
+
+Test(spool, rec_env_end_says_where_the_body_starts_and_refuses_bad_headers)
+{
+	struct spool_env e = env_n("ENVEND");
+	unsigned char h[SPOOL_HDR_LEN + 1], *rec;
+	uint64_t at = 777, total;
+	size_t n;
+
+	rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+	memcpy(h + 1, rec, SPOOL_HDR_LEN); /* unaligned on purpose */
+	cr_assert_eq(spool_rec_env_end(h + 1, &at), 0);
+	cr_assert_eq(spool_rec_len(h + 1, &total), 0);
+	cr_expect_eq(at, n - (sizeof(body1) - 1));
+	cr_expect_eq(total - at, sizeof(body1) - 1);
+	cr_expect_eq(memcmp(rec + at, body1, sizeof(body1) - 1), 0);
+	free(rec);
+	at = 777;
+	h[1] ^= 0x01; /* magic */
+	cr_expect_eq(spool_rec_env_end(h + 1, &at), -EINVAL);
+	h[1] ^= 0x01;
+	set_le32(h + 1 + 8, SPOOL_ENV_MAX + 1);
+	cr_expect_eq(spool_rec_env_end(h + 1, &at), -EINVAL);
+	cr_expect_eq(at, 777); /* untouched on error */
+}
+
+Test(spool, rec_parse_env_matches_rec_parse_from_the_envelope_alone)
+{
+	static const struct spool_env envs[] = {
+	    {
+	        .qid = "ENV1",
+	        .arrival = 1700000000,
+	        .client = "192.0.2.7",
+	        .helo = "mx.example.net",
+	        .from = "alice@example.net",
+	        .rcpts = "bob@example.org\0carol@example.org",
+	        .nrcpt = 2,
+	        .body_8bit = true,
+	    },
+	    {
+	        .qid = "ENV2",
+	        .arrival = -5,
+	        .from = "",
+	        .rcpts = "j\xc3\xb6rg@b\xc3\xbc cher.example",
+	        .nrcpt = 1,
+	        .smtputf8 = true,
+	    },
+	};
+	static const char *const bodies[] = {body1, ""};
+	struct buf scratch = BUF_INIT, sc2 = BUF_INIT;
+	struct spool_msg m, whole;
+
+	for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
+		size_t n, blen = strlen(bodies[i]);
+		unsigned char *rec = rec_of(&envs[i], bodies[i], blen, &n);
+		uint64_t at;
+		uint32_t crc;
+
+		cr_assert_eq(spool_rec_env_end(rec, &at), 0);
+		/* Only the header and envelope, against the guard page: the
+		 * body is never looked at. */
+		struct guard g = guarded(rec, (size_t)at);
+
+		memset(&m, 0xa5, sizeof(m));
+		cr_assert_eq(spool_rec_parse_env(g.p, (size_t)at, &m, &scratch, &crc), 0, "rec %zu",
+		             i);
+		cr_assert_eq(spool_rec_parse(rec, n, &whole, &sc2), 0);
+		cr_expect_str_eq(m.qid, whole.qid);
+		cr_expect_eq(m.arrival, whole.arrival);
+		cr_expect_str_eq(m.client, whole.client);
+		cr_expect_str_eq(m.helo, whole.helo);
+		cr_expect_str_eq(m.from, whole.from);
+		cr_expect_eq(m.nrcpt, whole.nrcpt);
+		cr_expect_eq(memcmp(m.rcpts, whole.rcpts, strlen(whole.rcpts) + 1), 0);
+		cr_expect_eq(m.body_8bit, whole.body_8bit);
+		cr_expect_eq(m.smtputf8, whole.smtputf8);
+		cr_expect_null(m.body);
+		cr_expect_eq(m.body_len, blen);
+		cr_expect_eq(m.rec_len, n);
+		cr_expect_eq(m.rec_len - m.body_len, at);
+		cr_expect_eq(m.state, SPOOL_PENDING);
+		cr_expect_null(m.segment);
+		cr_expect(m.from >= scratch.p && m.from < scratch.p + scratch.len);
+		/* The crc so far, carried over the body, is the record's. */
+		cr_expect_eq(spool_rec_verify(rec, crc32c(crc, rec + at, blen)), 0);
+		unguard(&g);
+		/* Bytes after the envelope (the body, or anything) are ignored. */
+		cr_assert_eq(spool_rec_parse_env(rec, n, &m, &scratch, &crc), 0);
+		cr_expect_null(m.body);
+		free(rec);
+	}
+	buf_free(&scratch);
+	buf_free(&sc2);
+}
+
+Test(spool, rec_parse_env_every_short_length_is_eagain)
+{
+	struct spool_env e = env_n("ENVSHORT");
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+	uint64_t at;
+	uint32_t crc;
+	size_t n;
+	unsigned char *rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+
+	cr_assert_eq(spool_rec_env_end(rec, &at), 0);
+	for (size_t len = 0; len < at; len++) {
+		struct guard g = guarded(rec, len);
+
+		cr_assert_eq(spool_rec_parse_env(g.p, len, &m, &scratch, &crc), -EAGAIN, "len %zu",
+		             len);
+		unguard(&g);
+	}
+	free(rec);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_parse_env_leaves_body_damage_to_the_streamed_crc)
+{
+	struct spool_env e = env_n("ENVFLIP");
+	struct buf scratch = BUF_INIT;
+	struct spool_msg m;
+	uint64_t at;
+	uint32_t crc;
+	size_t n;
+	unsigned char *rec = rec_of(&e, body1, sizeof(body1) - 1, &n);
+
+	cr_assert_eq(spool_rec_env_end(rec, &at), 0);
+	/* A flip anywhere after the header: the envelope may still parse,
+	 * but the crc carried over the rest refuses the record, whichever
+	 * way the body is split into chunks. */
+	for (size_t k = SPOOL_HDR_LEN; k < n; k++) {
+		rec[k] ^= 0x20;
+		if (spool_rec_parse_env(rec, (size_t)at, &m, &scratch, &crc) == 0) {
+			size_t half = (size_t)(n - at) / 2;
+
+			crc = crc32c(crc, rec + at, half);
+			crc = crc32c(crc, rec + at + half, n - at - half);
+			cr_expect_eq(spool_rec_verify(rec, crc), -EINVAL, "flip at %zu", k);
+		}
+		rec[k] ^= 0x20;
+	}
+	/* A sound frame whose envelope does not parse. */
+	{
+		unsigned char *id = memmem(rec, n, "id ENVFLIP\n", 11);
+
+		cr_assert_not_null(id);
+		id[0] = 'x';
+		fix_crc(rec, n);
+		cr_expect_eq(spool_rec_parse_env(rec, (size_t)at, &m, &scratch, &crc), -EINVAL);
+		id[0] = 'i';
+		fix_crc(rec, n);
+	}
+	/* A bad header. */
+	rec[0] ^= 0x01;
+	cr_expect_eq(spool_rec_parse_env(rec, (size_t)at, &m, &scratch, &crc), -EINVAL);
+	rec[0] ^= 0x01;
+	cr_assert_eq(spool_rec_parse_env(rec, (size_t)at, &m, &scratch, &crc), 0);
+	cr_expect_eq(spool_rec_verify(rec, crc32c(crc, rec + at, n - at)), 0);
+	free(rec);
+	buf_free(&scratch);
+}
+
 /* Deleting from the CLI: spool_delete(), spool_mark(). */
 
 Test(spool, delete_hides_the_message_and_a_second_delete_is_enoent)
