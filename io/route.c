@@ -44,6 +44,9 @@ void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigne
 
 void route_outbox_flush(struct worker *w)
 {
+	if (!w->outbox_used)
+		return; /* the loop calls this every round */
+	w->outbox_used = 0;
 	for (unsigned to = 0; to < w->g->nworkers; to++) {
 		if (w->outn[to])
 			route_push(w, to, w->outbox + (size_t)to * OUTBOX_MAX, w->outn[to]);
@@ -56,6 +59,7 @@ void route_outbox_add(struct worker *w, struct mq_item it)
 	unsigned to = (uint32_t)it.a % w->g->nworkers;
 
 	w->outbox[(size_t)to * OUTBOX_MAX + w->outn[to]++] = it;
+	w->outbox_used++;
 	if (w->outn[to] == OUTBOX_MAX) {
 		route_push(w, to, w->outbox + (size_t)to * OUTBOX_MAX, OUTBOX_MAX);
 		w->outn[to] = 0;

@@ -229,6 +229,7 @@ struct worker {
 	 * their route; see io/route.h */
 	struct mq_item *outbox; /* [nworkers][OUTBOX_MAX], gathered per round */
 	unsigned *outn;         /* [nworkers] */
+	unsigned outbox_used;   /* descriptors added since the last flush: 0, nothing to do */
 	struct buf overflow;    /* struct route_item: a ring was full; retried each tick */
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
 	unsigned flush_gen;     /* last g->flush_gen acted on */
