@@ -9,6 +9,7 @@
 #error "include io/relay.h before io/relay-int.h"
 #endif
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,7 @@ struct rmsg {
 	struct spool_seg_id seg;
 	uint64_t offset;
 	struct rmsg *next; /* in the deferred list */
+	bool dispatching;  /* in msg_dispatch(): a job released meanwhile does not settle it */
 };
 
 static inline struct rmsg *rmsg_of(struct delivery_msg *d)

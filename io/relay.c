@@ -243,10 +243,16 @@ static void conn_kick_cb(void *w, unsigned route)
 /* Queues one job per route for the message's pending recipients. */
 static void msg_dispatch(struct worker *w, struct rmsg *m)
 {
+	/* A kick may give a job back at once (no socket could be made: the
+	 * route's jobs are deferred). The message is settled once, here,
+	 * after the dispatch: settled from inside it too, it would be put on
+	 * the deferred list twice (a list that loops on itself). */
+	m->dispatching = true;
 	if (delivery_dispatch(&w->relay->q, &m->d, conn_kick_cb, w) < 0)
 		LOGE("relay: out of memory for %s", m->m.qid);
+	m->dispatching = false;
 	if (!m->d.jobs)
-		msg_settle(w, m); /* nothing to send: no route, or all decided */
+		msg_settle(w, m); /* nothing to send (no route, all decided), or given back */
 }
 
 void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
@@ -466,7 +472,7 @@ void relay_job_release(struct worker *w, struct delivery_job *j)
 {
 	struct delivery_msg *d = delivery_job_release(j);
 
-	if (d)
+	if (d && !rmsg_of(d)->dispatching)
 		msg_settle(w, rmsg_of(d));
 }
 

@@ -102,7 +102,17 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 		close(c->rc.fd);
 	c->rc.fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->rc.fd < 0) {
-		relay_conn_close(w, c, "4.3.0 cannot create a socket");
+		char why[128];
+
+		/* Out of descriptors (EMFILE) or memory here, not a next hop's
+		 * fault: the route's waiting jobs are deferred first, so that
+		 * freeing this connection does not open another one for them
+		 * at once (which failed the same way, one level deeper each
+		 * time, until the stack ran out). */
+		snprintf(why, sizeof(why), "4.3.0 cannot create a socket: %s", strerror(errno));
+		LOGW("relay: %s: %s", h->text, why + 6);
+		relay_conn_route_down(w, c->route, why);
+		relay_conn_close(w, c, why);
 		return;
 	}
 	smtp_client_fini(&c->cl);

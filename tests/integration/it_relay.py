@@ -650,6 +650,44 @@ def test_relay_pool_bounds_connections():
         assert wait_count(gw, 0) == 0
 
 
+def test_out_of_descriptors_defers():
+    """With every descriptor in use (EMFILE), a delivery that cannot make
+    its socket is deferred with 4.3.0, the gateway keeps running, and the
+    message goes once descriptors are free again. (Each failed socket used
+    to free its connection and open the next one from inside the free,
+    recursing until the stack ran out.)"""
+    with NextHop() as hop:
+        gw = Gateway("--relay-to", hop.spec, *FAST, threads=1)
+        gw.argv = ["prlimit", "--nofile=32:32", "--"] + gw.argv
+        with gw:
+            a = smtplib.SMTP(gw.host, gw.port, timeout=20)
+            send_on(a, "a@sender.test", ["e1@example.com"], b"X-Token: e-1\r\n\r\none\r\n")
+            assert hop.wait(lambda ms: "e-1" in by_token(ms)), gw.log()[-2000:]
+            time.sleep(0.5)  # the relay connection QUITs once idle
+            # Take every descriptor the gateway has left with idle clients.
+            idle = []
+            deadline = time.time() + 20
+            while "Too many open files" not in gw.log() and time.time() < deadline:
+                s = socket.create_connection((gw.host, gw.port), timeout=5)
+                idle.append(s)
+                time.sleep(0.02)
+            assert "Too many open files" in gw.log(), gw.log()[-2000:]
+            send_on(a, "a@sender.test", ["e2@example.com"], b"X-Token: e-2\r\n\r\ntwo\r\n")
+            deadline = time.time() + 20
+            while "cannot create a socket" not in gw.log() and time.time() < deadline:
+                time.sleep(0.05)
+            log = gw.log()
+            assert "cannot create a socket" in log, log[-2000:]
+            assert gw.proc.poll() is None, "the gateway died:\n" + log[-2000:]
+            assert "e-2" not in by_token(hop.messages())
+            for s in idle:
+                s.close()
+            assert hop.wait(lambda ms: "e-2" in by_token(ms)), gw.log()[-2000:]
+            a.quit()
+            assert wait_count(gw, 0) == 0
+            print(f"EMFILE after {len(idle)} idle clients: deferred, then delivered")
+
+
 def test_kill_mid_delivery():
     rng = random.Random(66)
     with NextHop() as hop, Gateway("--relay-to", hop.spec, "--relay-pool", "1", *FAST) as gw:
