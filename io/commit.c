@@ -61,6 +61,10 @@ void commit_fini(struct worker *w)
 		buf_free(&l->gather);
 		buf_free(&l->flying);
 	}
+	buf_free(&cm->rel_gather);
+	buf_free(&cm->rel_flying);
+	buf_free(&cm->rel_written);
+	buf_free(&cm->rel_syncing);
 }
 
 bool commit_busy(const struct worker *w)
@@ -68,7 +72,78 @@ bool commit_busy(const struct worker *w)
 	const struct commit *cm = &w->cm;
 
 	return cm->flight || cm->head || cm->done.inflight || cm->defer.inflight ||
-	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced;
+	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced || cm->nunlink ||
+	       cm->dir_syncing;
+}
+
+/* ---- reclaiming finished segments ---- */
+
+struct seg_unlink {
+	char name[96];
+	int segno;
+};
+
+/* Segment <segno> is sealed and every record in it is done, with its done
+ * record durable: it goes. Its name may come back after a power loss
+ * until the directory fsync at the next tick; recovery then finds every
+ * record in it done and deletes it again. */
+static void seg_unlink(struct worker *w, int segno)
+{
+	const struct spool_seg_id *id = segreg_get(&w->g->segs, (unsigned)segno);
+	struct seg_unlink *u = malloc(sizeof(*u));
+	struct io_uring_sqe *sqe;
+
+	if (!u) {
+		LOGW("worker %u: out of memory: a finished segment stays until a restart", w->id);
+		return;
+	}
+	u->segno = segno;
+	spool_seg_name(u->name, sizeof(u->name), id->start, id->worker, id->seq);
+	sqe = ring_sqe(w);
+	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
+	io_uring_sqe_set_data64(sqe, UD(u, UD_SEG_UNLINK));
+	w->cm.nunlink++;
+}
+
+void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct seg_unlink *u = p;
+
+	w->cm.nunlink--;
+	if (cqe->res < 0 && cqe->res != -ENOENT)
+		LOGW("worker %u: spool segment %s: unlink: %s (it goes at the next start)", w->id,
+		     u->name, strerror(-cqe->res));
+	else {
+		LOGD("worker %u: spool segment %s finished: unlinked", w->id, u->name);
+		w->cm.stat_unlinked++;
+		w->cm.dir_dirty = true;
+	}
+	free(u);
+}
+
+void commit_on_unlink_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	w->cm.dir_syncing = false;
+	if (cqe->res < 0)
+		LOGW("worker %u: spool directory fsync after unlinks: %s", w->id,
+		     strerror(-cqe->res));
+}
+
+void commit_release(struct worker *w, int segno)
+{
+	if (segno >= 0 && segreg_release(&w->g->segs, (unsigned)segno))
+		seg_unlink(w, segno);
+}
+
+/* The done marks in <rel> are durable: their records leave their
+ * segments' live counts. */
+static void release_all(struct worker *w, struct buf *rel)
+{
+	const unsigned *v = (const unsigned *)rel->p;
+
+	for (size_t i = 0; i < rel->len / sizeof(*v); i++)
+		commit_release(w, (int)v[i]);
+	rel->len = 0;
 }
 
 static int seg_open(struct worker *w)
@@ -81,6 +156,11 @@ static int seg_open(struct worker *w)
 	if (cm->seg_fd >= 0)
 		close(cm->seg_fd);
 	cm->seg_fd = -1;
+	/* No batch is on the disk (commit_flush() waits for it): every record
+	 * of the old segment is answered and held, and none comes after. */
+	if (cm->segno >= 0 && segreg_seal(&w->g->segs, (unsigned)cm->segno))
+		seg_unlink(w, cm->segno);
+	cm->segno = -1;
 	spool_seg_name(name, sizeof(name), w->g->start_id, w->id, ++cm->seg_seq);
 	fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -158,6 +238,12 @@ static void log_flush(struct worker *w, struct commit_log *l)
 	l->flying = l->gather;
 	l->gather = t;
 	l->gather.len = 0;
+	if (l == &w->cm.done) {
+		t = w->cm.rel_flying;
+		w->cm.rel_flying = w->cm.rel_gather;
+		w->cm.rel_gather = t;
+		w->cm.rel_gather.len = 0;
+	}
 	sqe = ring_sqe(w);
 	io_uring_prep_write(sqe, l->fd, l->flying.p, (unsigned)l->flying.len, 0); /* O_APPEND */
 	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
@@ -184,10 +270,19 @@ void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
 		return;
 	}
-	if (cqe->res < 0)
+	if (cqe->res < 0) {
+		/* The marks are lost: those messages are delivered again after a
+		 * restart, and their segments stay until then. */
 		LOGE("worker %u: %s log write: %s", w->id, l->kind, strerror(-cqe->res));
-	else if (l->sync)
+		if (l == &w->cm.done)
+			w->cm.rel_flying.len = 0;
+	} else if (l->sync) {
 		l->unsynced = true;
+		if (buf_append(&w->cm.rel_written, w->cm.rel_flying.p, w->cm.rel_flying.len))
+			LOGW("worker %u: out of memory: finished segments stay until a restart",
+			     w->id);
+		w->cm.rel_flying.len = 0;
+	}
 	l->inflight = false;
 	buf_reset(&l->flying, 4096);
 }
@@ -196,9 +291,18 @@ void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct commit_log *l = p;
 
-	if (cqe->res < 0)
-		LOGE("worker %u: %s log fdatasync: %s", w->id, l->kind, strerror(-cqe->res));
 	l->inflight = false;
+	if (cqe->res < 0) {
+		/* Tried again at the next tick, with what it covered. */
+		LOGE("worker %u: %s log fdatasync: %s", w->id, l->kind, strerror(-cqe->res));
+		l->unsynced = true;
+		if (buf_append(&w->cm.rel_written, w->cm.rel_syncing.p, w->cm.rel_syncing.len))
+			LOGW("worker %u: out of memory: finished segments stay until a restart",
+			     w->id);
+		w->cm.rel_syncing.len = 0;
+		return;
+	}
+	release_all(w, &w->cm.rel_syncing);
 }
 
 static void log_sync(struct worker *w, struct commit_log *l)
@@ -209,19 +313,28 @@ static void log_sync(struct worker *w, struct commit_log *l)
 		return;
 	l->unsynced = false;
 	l->inflight = true;
+	/* What this sync covers: the marks written so far. */
+	if (buf_append(&w->cm.rel_syncing, w->cm.rel_written.p, w->cm.rel_written.len))
+		LOGW("worker %u: out of memory: finished segments stay until a restart", w->id);
+	w->cm.rel_written.len = 0;
 	sqe = ring_sqe(w);
 	io_uring_prep_fsync(sqe, l->fd, IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_SYNC));
 }
 
-void commit_done_mark(struct worker *w, const struct spool_done *d)
+void commit_done_mark(struct worker *w, const struct spool_done *d, int segno)
 {
 	struct commit_log *l = &w->cm.done;
 	unsigned char rec[SPOOL_DONE_LEN];
+	unsigned u = (unsigned)segno;
 
 	l->sync = true;
-	if (spool_done_encode(rec, d) == 0 && buf_append(&l->gather, rec, sizeof(rec)))
+	if (spool_done_encode(rec, d) || buf_append(&l->gather, rec, sizeof(rec))) {
 		LOGE("worker %u: out of memory for the done log", w->id);
+		return;
+	}
+	if (segno >= 0 && buf_append(&w->cm.rel_gather, &u, sizeof(u)))
+		LOGW("worker %u: out of memory: a finished segment stays until a restart", w->id);
 }
 
 void commit_defer_note(struct worker *w, const char *line, size_t len)
@@ -232,7 +345,16 @@ void commit_defer_note(struct worker *w, const char *line, size_t len)
 
 void commit_tick(struct worker *w)
 {
+	struct io_uring_sqe *sqe;
+
 	log_sync(w, &w->cm.done);
+	if (w->cm.dir_dirty && !w->cm.dir_syncing) {
+		w->cm.dir_dirty = false;
+		w->cm.dir_syncing = true;
+		sqe = ring_sqe(w);
+		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
+		io_uring_sqe_set_data64(sqe, UD(&w->cm, UD_UNLINK_SYNC));
+	}
 }
 
 /* ---- the group commit ---- */
@@ -404,6 +526,10 @@ void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		/* A write cancelled behind a failed one failed for the same reason. */
 		if (e == -ECANCELED)
 			e = cm->flight_err ? cm->flight_err : -EIO;
+		/* Held before it is routed: the worker that delivers it may
+		 * release it at once. */
+		if (e == 0 && r->segno >= 0)
+			segreg_hold(&w->g->segs, (unsigned)r->segno);
 		answer(w, r, e);
 	}
 	cm->flight_err = 0;

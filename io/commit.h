@@ -28,9 +28,14 @@ void commit_qid(struct worker *w, char *qid, time_t now);
  * called (from a later completion: never from inside this call). r->err
  * non-zero: not written, answered with that error at the next flush. */
 void commit_submit(struct worker *w, struct commit_rec *r);
-/* Appends a done mark (delivery of that record is over). Durable at the
- * next tick's fdatasync of the done log. */
-void commit_done_mark(struct worker *w, const struct spool_done *d);
+/* Appends a done mark (delivery of that record, in registry segment
+ * <segno>, is over). Durable at the next tick's fdatasync of the done
+ * log; then the record leaves its segment's live count, and a sealed
+ * segment left with none is unlinked. */
+void commit_done_mark(struct worker *w, const struct spool_done *d, int segno);
+/* A record of segment <segno> whose done record is durable already (the
+ * `ringmx queue --delete` tool wrote it) leaves the live count now. */
+void commit_release(struct worker *w, int segno);
 /* Appends <len> bytes of <line> to the defer log (informational). */
 void commit_defer_note(struct worker *w, const char *line, size_t len);
 
@@ -50,5 +55,7 @@ void commit_on_window(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_log_dirsync(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_unlink_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 
 #endif

@@ -131,6 +131,7 @@ static int on_recovered(void *arg, const struct spool_msg *m)
 		g->recov_last_seg = (unsigned)segno;
 	}
 	struct mq_item d = QDESC(g->recov_last_seg, route_hash(rcpt), m->offset);
+	segreg_hold(&g->segs, g->recov_last_seg); /* released when it is delivered */
 	return buf_append(&g->recov, &d, sizeof(d)) ? -ENOMEM : 0;
 }
 
@@ -312,6 +313,10 @@ int gateway_run(struct gateway *g)
 		LOGE("spool recovery in %s: %s", cf->spool, strerror(-err));
 		goto out_recov;
 	}
+	/* Recovered segments take no more records: once their messages are
+	 * delivered they are unlinked while running. */
+	for (unsigned i = 0; i < g->segs.n; i++)
+		segreg_seal(&g->segs, i);
 	pthread_mutex_init(&g->drop_mu, NULL);
 	control_block_signals(&set);
 	err = workers_new(g, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);

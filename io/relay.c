@@ -283,7 +283,7 @@ static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
 	d.seg = m->seg;
 	d.offset = m->offset;
 	d.result = st;
-	w->relay->sink->done(w, &d);
+	w->relay->sink->done(w, &d, m->segno);
 }
 
 /* Builds the DSN for <m>'s failed recipients, returning the <m->rd_len>
@@ -530,6 +530,16 @@ void relay_tick(struct worker *w)
 			relay_conn_close(w, c, "4.4.2 timeout talking to the next hop");
 		}
 	}
+	/* Finished segments' files are closed once no read needs them: an
+	 * unlinked segment gives its space back only when nobody holds it
+	 * open. The others stay open for the next message in them. */
+	for (unsigned i = 0; i < r->nsegf; i++) {
+		if (r->segf[i].fd >= 0 && r->segf[i].refs == 0 &&
+		    segreg_finished(&w->g->segs, (unsigned)r->segf[i].segno)) {
+			close(r->segf[i].fd);
+			r->segf[i].fd = -1;
+		}
+	}
 	for (pp = &r->deferred; (m = *pp);) {
 		if (m->d.next_try <= now && !r->stopping) {
 			*pp = m->next;
@@ -551,6 +561,7 @@ void relay_drop(struct worker *w, const char *qid)
 		if (strcmp(m->m.qid, qid) == 0) {
 			*pp = m->next;
 			LOGI("relay: id=%s deleted by the operator", qid);
+			r->sink->release(w, m->segno);
 			rmsg_free(m);
 		} else {
 			pp = &m->next;

@@ -22,13 +22,17 @@ struct worker;
  * committer (the relay writes no file itself). Worker thread only.
  * <bounce>: spool a DSN from <> to <rcpt>; 0 once queued, the answer then
  *           comes through relay_bounce_done(<token>), or -errno now.
- * <done>:   a done mark: delivery of that record is over.
+ * <done>:   a done mark: delivery of that record (in registry segment
+ *           <segno>) is over.
+ * <release>: a record of <segno> whose done record is durable already
+ *           (`ringmx queue --delete` wrote it) is forgotten.
  * <defer>:  a line for the defer log (informational). */
 struct spool_done;
 struct relay_sink {
 	int (*bounce)(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
 	              bool smtputf8, void *token);
-	void (*done)(struct worker *w, const struct spool_done *d);
+	void (*done)(struct worker *w, const struct spool_done *d, int segno);
+	void (*release)(struct worker *w, int segno);
 	void (*defer)(struct worker *w, const char *line, size_t len);
 };
 /* The bounce queued for <token> is durable (<err> 0: the message is

@@ -48,6 +48,8 @@ enum ud_op {
 	UD_LOG_WRITE,     /* struct commit_log: an append to the done or defer log */
 	UD_LOG_SYNC,      /* struct commit_log: fdatasync of the done log */
 	UD_LOG_DIRSYNC,   /* struct commit_log: fsync of the directory (a new log file) */
+	UD_SEG_UNLINK,    /* struct seg_unlink (io/commit.c): a finished segment's unlink */
+	UD_UNLINK_SYNC,   /* struct commit: fsync of the directory after unlinks */
 	UD_STDERR,        /* struct worker: the log lines of a round (core/log sink) */
 	UD_TICK,          /* struct worker: the once-a-second timer */
 	UD_WINDOW,        /* struct commit: the commit-window timeout */
@@ -127,6 +129,15 @@ struct commit {
 	int64_t batch_since; /* us: when the gathering batch got its first message */
 	bool window_armed;   /* a commit-window timeout is pending */
 	struct commit_log done, defer;
+	/* Reclaiming (queue/segreg's live counts): the segment numbers whose
+	 * records' done marks are gathering / being written / written but not
+	 * synced / in the sync in flight (unsigned each); released once the
+	 * done log's fdatasync holds them. */
+	struct buf rel_gather, rel_flying, rel_written, rel_syncing;
+	unsigned nunlink; /* finished segments being unlinked */
+	bool dir_dirty;   /* unlinked since the last directory fsync */
+	bool dir_syncing; /* that fsync is in flight */
+	uint64_t stat_unlinked;
 	uint64_t stat_msgs;    /* records made durable */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */
 	uint64_t stat_max_batch;

@@ -197,6 +197,8 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_LOG_WRITE] = commit_on_log_write,
     [UD_LOG_SYNC] = commit_on_log_sync,
     [UD_LOG_DIRSYNC] = commit_on_log_dirsync,
+    [UD_SEG_UNLINK] = commit_on_unlink,
+    [UD_UNLINK_SYNC] = commit_on_unlink_sync,
     [UD_STDERR] = ring_log_on_write,
     [UD_TICK] = on_tick,
     [UD_WINDOW] = commit_on_window,
@@ -300,6 +302,7 @@ static int sink_bounce(struct worker *w, const char *rcpt, struct sv body, bool 
 static const struct relay_sink relay_sink = {
     .bounce = sink_bounce,
     .done = commit_done_mark,
+    .release = commit_release,
     .defer = commit_defer_note,
 };
 

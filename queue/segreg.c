@@ -39,7 +39,8 @@ int segreg_add(struct seg_registry *r, const struct spool_seg_id *id)
 			goto out;
 		}
 	}
-	r->chunk[c][n % SEGREG_CHUNK] = *id;
+	r->chunk[c][n % SEGREG_CHUNK].id = *id;
+	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].live, 0);
 	r->n = n + 1;
 	res = (int)n;
 out:
@@ -50,7 +51,36 @@ out:
 const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i)
 {
 	/* Published to the reader by the queue push that carried <i>. */
-	return &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK];
+	return &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].id;
+}
+
+static _Atomic uint32_t *live_of(struct seg_registry *r, unsigned i)
+{
+	return &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].live;
+}
+
+/* Relaxed is enough for the count: what the unlinker needs to have seen
+ * (the done records, durable) it learnt from its own completions, and the
+ * read-modify-writes on one word are totally ordered. */
+void segreg_hold(struct seg_registry *r, unsigned i)
+{
+	atomic_fetch_add_explicit(live_of(r, i), 1, memory_order_relaxed);
+}
+
+bool segreg_release(struct seg_registry *r, unsigned i)
+{
+	return atomic_fetch_sub_explicit(live_of(r, i), 1, memory_order_relaxed) ==
+	       (SEGREG_SEALED | 1u);
+}
+
+bool segreg_finished(struct seg_registry *r, unsigned i)
+{
+	return atomic_load_explicit(live_of(r, i), memory_order_relaxed) == SEGREG_SEALED;
+}
+
+bool segreg_seal(struct seg_registry *r, unsigned i)
+{
+	return atomic_fetch_or_explicit(live_of(r, i), SEGREG_SEALED, memory_order_relaxed) == 0;
 }
 
 uint32_t route_hash(const char *addr)

@@ -6,6 +6,8 @@
 #define RINGMX_QUEUE_SEGREG_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "queue/mq.h"
@@ -15,9 +17,17 @@
  * takes one (only when a segment is opened or recovered: rare). */
 #define SEGREG_CHUNK  4096u
 #define SEGREG_CHUNKS 1024u
+/* The SEALED bit of <live>: nothing more is appended to the segment. */
+#define SEGREG_SEALED 0x80000000u
+struct segreg_ent {
+	struct spool_seg_id id;
+	/* Records of the segment still to be delivered (made durable and not
+	 * yet done), plus SEGREG_SEALED: a sealed segment at 0 is finished. */
+	_Atomic uint32_t live;
+};
 struct seg_registry {
 	pthread_mutex_t mu;
-	struct spool_seg_id *chunk[SEGREG_CHUNKS];
+	struct segreg_ent *chunk[SEGREG_CHUNKS];
 	unsigned n;
 };
 
@@ -36,6 +46,21 @@ void segreg_fini(struct seg_registry *r);
 int segreg_add(struct seg_registry *r, const struct spool_seg_id *id);
 /* Segment number <i>: valid once a descriptor naming it was received. */
 const struct spool_seg_id *segreg_get(const struct seg_registry *r, unsigned i);
+/* Live accounting, for reclaiming finished segments while running. The
+ * one who sees a segment become sealed with nothing live (exactly one
+ * caller does, whichever comes last) unlinks it. Any thread, lock-free.
+ * segreg_hold(): a record of segment <i> is durable and will be delivered.
+ * segreg_release(): its delivery is over and its done record durable;
+ * true when that made the sealed segment finished.
+ * segreg_seal(): the segment takes no more records; true when it is
+ * finished already. */
+void segreg_hold(struct seg_registry *r, unsigned i);
+bool segreg_release(struct seg_registry *r, unsigned i);
+bool segreg_seal(struct seg_registry *r, unsigned i);
+/* True when segment <i> is sealed and has nothing live (it is, or is about
+ * to be, unlinked). */
+bool segreg_finished(struct seg_registry *r, unsigned i);
+
 /* Route hash of an address's domain (case-insensitive FNV-1a). */
 uint32_t route_hash(const char *addr);
 
