@@ -33,7 +33,8 @@ import sys
 import tempfile
 import time
 
-from rmx import RINGMX, Checks, Gateway, QUEUED
+from rmx import RINGMX, SEG_MAGIC, Checks, Gateway, QUEUED, seg_records
+from it_relay import wait_until
 from nexthop import HAVE_AIOSMTPD, NextHop, reserve_port
 
 FAST = ("--retry-min", "1", "--retry-max", "2")
@@ -43,14 +44,6 @@ SKIPPED = []  # why a test could not run here
 
 
 # ---------------------------------------------------------------- helpers
-def wait_until(fn, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
-
 
 def logged_queued(log):
     """(client ids, bounce ids) from the gateway's "queued: id=..." lines, in order."""
@@ -97,23 +90,15 @@ def frame_walk(spool):
             continue
         with open(path, "rb") as f:
             data = f.read()
-        if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != 0x52584d52:
+        if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != SEG_MAGIC:
             continue
-        off, n = 0, 0
-        while off + 32 <= len(data):
-            magic, version, env_len, _crc, body_len, _res = struct.unpack_from("<IIIIQQ", data, off)
-            if magic != 0x52584d52 or version != 1:
-                break
-            end = off + 32 + env_len + body_len
-            if end > len(data):
-                break
-            env = data[off + 32:off + 32 + env_len].decode("utf-8", "replace")
-            for line in env.split("\n"):
-                if line.startswith("id "):
-                    qids.append(line[3:])
+        n, end = 0, 0
+        for off, env_len, body_len, qid in seg_records(data):
+            if qid:
+                qids.append(qid)
             n += 1
-            off = end
-        files[name] = (n, off, len(data))
+            end = off + 32 + env_len + body_len
+        files[name] = (n, end, len(data))
     return files, qids
 
 

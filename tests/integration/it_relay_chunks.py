@@ -15,10 +15,9 @@ Every wait is bounded. Exit 77 (skipped) only if aiosmtpd cannot be imported."""
 import os
 import random
 import smtplib
-import struct
 import sys
 
-from rmx import QUEUED, Checks, Gateway, read_spool
+from rmx import QUEUED, Checks, Gateway, read_spool, seg_records
 from nexthop import HAVE_AIOSMTPD, NextHop
 from it_relay import FAST, send_on, states, strip_received, wait_count, wait_until
 
@@ -66,15 +65,8 @@ def spool_records(spool):
         path = os.path.join(spool, name)
         with open(path, "rb") as f:
             data = f.read()
-        off = 0
-        while off + 32 <= len(data):
-            magic, version, env_len, _crc, body_len, _res = struct.unpack_from("<IIIIQQ", data, off)
-            if magic != 0x52584d52 or version != 1:
-                break
-            env = data[off + 32:off + 32 + env_len].decode("utf-8", "replace")
-            qid = next((ln[3:] for ln in env.split("\n") if ln.startswith("id ")), None)
+        for off, env_len, body_len, qid in seg_records(data):
             out.append((path, off, env_len, body_len, qid))
-            off += 32 + env_len + body_len
     return out
 
 

@@ -183,33 +183,38 @@ class Checks:
         print("all passed")
 
 
-def read_spool(spool):
-    """Parses the spool's segment files (format: queue/spool.h) and returns
-    {qid: body bytes} for every record whose header and lengths hold up.
-    The CRC is checked by `ringmx queue`; callers cross-check with it."""
+SEG_MAGIC = 0x52584d52  # "RMXR": queue/spool.h
+
+
+def seg_records(data):
+    """Yields (offset, env_len, body_len, qid or None) for each record of a
+    segment file's bytes (format: queue/spool.h) whose header and lengths
+    hold up, front to back, stopping at the first that does not. The CRC is
+    checked by `ringmx queue`; callers cross-check with it."""
     import struct
+    off = 0
+    while off + 32 <= len(data):
+        magic, version, env_len, _crc, body_len, _res = struct.unpack_from("<IIIIQQ", data, off)
+        if magic != SEG_MAGIC or version != 1 or off + 32 + env_len + body_len > len(data):
+            return
+        env = data[off + 32:off + 32 + env_len].decode("utf-8", "replace")
+        qid = next((ln[3:] for ln in env.split("\n") if ln.startswith("id ")), None)
+        yield off, env_len, body_len, qid
+        off += 32 + env_len + body_len
+
+
+def read_spool(spool):
+    """{qid: body bytes} of every record of the spool's segment files whose
+    header and lengths hold up (seg_records())."""
     out = {}
     for name in sorted(os.listdir(spool)):
         if not (name.startswith("seg-") and name.endswith(".rmx")):
             continue
         with open(os.path.join(spool, name), "rb") as f:
             data = f.read()
-        off = 0
-        while off + 32 <= len(data):
-            magic, version, env_len, _crc, body_len, _res = struct.unpack_from("<IIIIQQ", data, off)
-            if magic != 0x52584d52 or version != 1:
-                break
-            end = off + 32 + env_len + body_len
-            if end > len(data):
-                break
-            env = data[off + 32:off + 32 + env_len].decode("utf-8", "replace")
-            qid = None
-            for line in env.split("\n"):
-                if line.startswith("id "):
-                    qid = line[3:]
+        for off, env_len, body_len, qid in seg_records(data):
             if qid:
-                out[qid] = data[off + 32 + env_len:end]
-            off = end
+                out[qid] = data[off + 32 + env_len:off + 32 + env_len + body_len]
     return out
 
 
