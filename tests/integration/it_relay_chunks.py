@@ -220,6 +220,8 @@ def test_refused_after_the_data_is_sent_again_whole():
         assert hop.wait_messages(1, timeout=30), gw.log()[-2000:]
         ms = hop.messages()
         assert len(ms) == 1 and strip_received(ms[0].content) == content
+        # The hop has the message before the gateway has read its 250.
+        wait_until(lambda: "status=sent" in gw.log(), 10)
         log = gw.log()
         assert "status=deferred" in log and "status=sent" in log, log[-2000:]
         assert "damaged (crc)" not in log
