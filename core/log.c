@@ -21,6 +21,20 @@ void log_sink_set(struct log_sink *s)
 	log_sink = s;
 }
 
+static void write_all(const char *p, size_t n)
+{
+	while (n) {
+		ssize_t k = write(STDERR_FILENO, p, n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return; /* stderr is gone: nowhere to say so */
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
 /* Appends to the thread's sink; false when it cannot take the line. */
 static bool sink_put(struct log_sink *s, const char *line, size_t n)
 {
@@ -86,10 +100,16 @@ void log_msg(enum log_level l, const char *fmt, ...)
 	if (k > 0)
 		n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
 	line[n++] = '\n';
-	if (log_sink && sink_put(log_sink, line, n))
+	if (log_sink && l != LOG_ERR && sink_put(log_sink, line, n))
 		return;
-	/* One write: lines from different workers never interleave. (A worker
-	 * comes here only when its sink is full: LOG_SINK_MAX in one round.) */
-	while (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
-		;
+	if (log_sink && log_sink->len) {
+		/* An error may come right before an abort() (a broken invariant):
+		 * it and the lines gathered since the last ring write leave now,
+		 * directly (that write, if still in flight, may land after them).
+		 * Errors are rare; so is a full sink (LOG_SINK_MAX in a round). */
+		write_all(log_sink->p, log_sink->len);
+		log_sink->len = 0;
+	}
+	/* One write: lines from different workers never interleave. */
+	write_all(line, n);
 }

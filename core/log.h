@@ -2,7 +2,9 @@
  * formatted into a stack buffer and leaves in one write(2), so lines from
  * different workers never interleave; or, on a thread that set a sink (the
  * workers), it is appended there and the thread writes the sink's lines
- * out itself (io/ring: one ring write per round). Any thread. libc only. */
+ * out itself (io/ring: one ring write per round). An error line is written
+ * at once, after what the sink holds: it may precede an abort(). Any
+ * thread. libc only. */
 #ifndef RINGMX_CORE_LOG_H
 #define RINGMX_CORE_LOG_H
 
