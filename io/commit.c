@@ -79,8 +79,7 @@ bool commit_busy(const struct worker *w)
 /* ---- reclaiming finished segments ---- */
 
 struct seg_unlink {
-	char name[96];
-	int segno;
+	char name[96]; /* the unlinkat's path: valid until it completes */
 };
 
 /* Segment <segno> is sealed and every record in it is done, with its done
@@ -97,7 +96,6 @@ static void seg_unlink(struct worker *w, int segno)
 		LOGW("worker %u: out of memory: a finished segment stays until a restart", w->id);
 		return;
 	}
-	u->segno = segno;
 	spool_seg_name(u->name, sizeof(u->name), id->start, id->worker, id->seq);
 	sqe = ring_sqe(w);
 	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
@@ -224,8 +222,11 @@ static void log_flush(struct worker *w, struct commit_log *l)
 		l->fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 		               0640);
 		if (l->fd < 0) {
+			/* Dropped as a failed write drops them (commit_on_log_write). */
 			LOGE("worker %u: %s log %s: %s", w->id, l->kind, name, strerror(errno));
 			buf_reset(&l->gather, 0);
+			if (l == &w->cm.done)
+				w->cm.rel_gather.len = 0;
 			return;
 		}
 		/* The name is made durable ahead of the first append. */
@@ -276,7 +277,7 @@ void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		LOGE("worker %u: %s log write: %s", w->id, l->kind, strerror(-cqe->res));
 		if (l == &w->cm.done)
 			w->cm.rel_flying.len = 0;
-	} else if (l->sync) {
+	} else if (l == &w->cm.done) { /* the defer log is never synced */
 		l->unsynced = true;
 		if (buf_append(&w->cm.rel_written, w->cm.rel_flying.p, w->cm.rel_flying.len))
 			LOGW("worker %u: out of memory: finished segments stay until a restart",
@@ -328,7 +329,6 @@ void commit_done_mark(struct worker *w, const struct spool_done *d, int segno)
 	unsigned char rec[SPOOL_DONE_LEN];
 	unsigned u = (unsigned)segno;
 
-	l->sync = true;
 	if (spool_done_encode(rec, d) || buf_append(&l->gather, rec, sizeof(rec))) {
 		LOGE("worker %u: out of memory for the done log", w->id);
 		return;

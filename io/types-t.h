@@ -109,7 +109,6 @@ struct commit_log {
 	struct buf gather, flying; /* appended this round / on the disk */
 	bool inflight;             /* a write or sync is in flight */
 	bool unsynced;             /* written since the last fdatasync (done log only) */
-	bool sync;                 /* fdatasync it at the tick */
 } __attribute__((aligned(8)));
 
 /* The worker's spool writer (io/commit.c); only it writes the spool. */
