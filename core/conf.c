@@ -50,6 +50,8 @@ enum conf_opt {
 	OPT_LOG_LEVEL,
 	OPT_CHECK,
 	OPT_SEGMENT_SIZE,
+	OPT_DATA_BUFFER,
+	OPT_DATA_MEMORY,
 	OPT_COMMIT_WINDOW,
 	OPT_DURABILITY,
 	OPT_QUEUE_CAPACITY,
@@ -91,6 +93,8 @@ static const struct option conf_longopts[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
     {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
+    {"data-buffer", required_argument, NULL, OPT_DATA_BUFFER},
+    {"data-memory", required_argument, NULL, OPT_DATA_MEMORY},
     {"commit-window", required_argument, NULL, OPT_COMMIT_WINDOW},
     {"durability", required_argument, NULL, OPT_DURABILITY},
     {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
@@ -160,6 +164,8 @@ static void conf_defaults(struct conf *c)
 	c->log_level = LOG_INFO;
 	c->check = false;
 	c->segment_size = CONF_DEF_SEGMENT_SIZE;
+	c->data_buffer = CONF_DEF_DATA_BUFFER;
+	c->data_memory = CONF_DEF_DATA_MEMORY;
 	c->commit_window_us = CONF_DEF_COMMIT_WINDOW_US;
 	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
 	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
@@ -216,6 +222,10 @@ void conf_usage(FILE *out)
 	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
 	OPT("--segment-size BYTES",
 	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
+	OPT("--data-buffer BYTES", "content a session holds before it streams to the spool "
+	                           "(default: " CONF_DEF_DATA_BUFFER_STR ")");
+	OPT("--data-memory BYTES", "content in memory, all sessions; past it input waits "
+	                           "(default: " CONF_DEF_DATA_MEMORY_STR ")");
 	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",
@@ -591,6 +601,12 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 	case OPT_SEGMENT_SIZE:
 		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false,
 		                arg, err, errlen);
+	case OPT_DATA_BUFFER:
+		return set_size("--data-buffer", &c->data_buffer, 16u << 10, 1ull << 30, false, arg,
+		                err, errlen);
+	case OPT_DATA_MEMORY:
+		return set_size("--data-memory", &c->data_memory, 1u << 20, 1ull << 50, false, arg,
+		                err, errlen);
 	case OPT_MIN_FREE:
 		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,
 		                err, errlen);

@@ -161,6 +161,8 @@ static void smtp_tx_reset(struct smtp_session *s)
 	buf_reset(&tx->from, SMTP_ENV_KEEP);
 	buf_reset(&tx->rcpts, SMTP_ENV_KEEP);
 	buf_reset(&tx->body, SMTP_BODY_KEEP);
+	tx->body_taken = 0;
+	tx->serial++;
 	tx->nrcpt = 0;
 	tx->size_decl = 0;
 	tx->body_8bit = false;
@@ -1171,6 +1173,27 @@ void smtp_session_shutdown(struct smtp_session *s)
 void smtp_session_busy(struct smtp_session *s)
 {
 	smtp_goodbye(s, "4.3.2", "Too many connections, try again later");
+}
+
+bool smtp_session_in_content(const struct smtp_session *s)
+{
+	return s->state == SMTP_S_DATA || (s->state == SMTP_S_RCPT && (s->tx.flags & SMTP_TX_BDAT));
+}
+
+void smtp_session_body_take(struct smtp_session *s, struct buf *into)
+{
+	struct buf t = *into;
+
+	*into = s->tx.body;
+	s->tx.body = t;
+	s->tx.body.len = 0;
+	s->tx.body_taken += into->len;
+}
+
+void smtp_session_body_fail(struct smtp_session *s)
+{
+	s->tx.flags |= SMTP_TX_NOMEM;
+	buf_reset(&s->tx.body, SMTP_BODY_KEEP);
 }
 
 bool smtp_session_in_tx(const struct smtp_session *s)

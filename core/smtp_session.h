@@ -24,8 +24,8 @@ struct smtp_server_conf {
 	const struct policy *policy;
 	uint64_t max_message_size; /* SIZE advertised and enforced; 0 = none */
 	unsigned max_recipients;
-	unsigned max_errors;  /* errors before 421 and close */
-	unsigned max_line;    /* DATA text line limit, CRLF included */
+	unsigned max_errors; /* errors before 421 and close */
+	unsigned max_line;   /* DATA text line limit, CRLF included */
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
 	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */
@@ -33,8 +33,8 @@ struct smtp_server_conf {
 
 /* What the connection knows about the peer; copied into the session. */
 struct smtp_peer {
-	char addr[64];   /* "192.0.2.1" or "2001:db8::1" (no brackets, no port) */
-	bool may_relay;  /* client is inside --relay-networks */
+	char addr[64];  /* "192.0.2.1" or "2001:db8::1" (no brackets, no port) */
+	bool may_relay; /* client is inside --relay-networks */
 };
 
 enum smtp_state {
@@ -73,13 +73,15 @@ enum smtp_state {
 /* The transaction (RFC 5321 3.3): MAIL, RCPT..., DATA. Reset by RSET, a new
  * EHLO/HELO and the end of each message. Memory is kept for reuse. */
 struct smtp_tx {
-	struct buf from;    /* reverse-path without <>, "" for the null sender */
-	struct buf rcpts;   /* forward-paths without <>, each followed by a NUL */
+	struct buf from;  /* reverse-path without <>, "" for the null sender */
+	struct buf rcpts; /* forward-paths without <>, each followed by a NUL */
 	unsigned nrcpt;
-	uint64_t size_decl; /* SIZE= from MAIL, 0 if absent */
-	bool body_8bit;     /* BODY=8BITMIME */
-	bool smtputf8;      /* SMTPUTF8 */
-	struct buf body;    /* message content, dot-stuffing removed */
+	uint64_t size_decl;    /* SIZE= from MAIL, 0 if absent */
+	bool body_8bit;        /* BODY=8BITMIME */
+	bool smtputf8;         /* SMTPUTF8 */
+	struct buf body;       /* message content, dot-stuffing removed (what is not taken yet) */
+	uint64_t body_taken;   /* content octets moved out by smtp_session_body_take() */
+	uint32_t serial;       /* bumped each time a transaction ends or is reset */
 	struct smtp_data data; /* DATA parser state; for BDAT only its counters and flags */
 	unsigned flags;        /* SMTP_TX_* */
 	uint64_t chunk_len;    /* BDAT: octets announced for the current chunk */
@@ -90,22 +92,22 @@ struct smtp_session {
 	const struct smtp_server_conf *cf;
 	struct smtp_peer peer;
 	enum smtp_state state;
-	unsigned flags;     /* SMTP_F_* */
-	unsigned act;       /* SMTP_ACT_* pending for the caller */
-	unsigned nerrors;   /* protocol errors so far */
-	unsigned nmsgs;     /* messages accepted in this session */
-	bool storage_low;   /* set by the caller: the spool is short of space, MAIL gets 452 */
-	char helo[256];     /* EHLO/HELO argument, truncated; "" before it */
+	unsigned flags;       /* SMTP_F_* */
+	unsigned act;         /* SMTP_ACT_* pending for the caller */
+	unsigned nerrors;     /* protocol errors so far */
+	unsigned nmsgs;       /* messages accepted in this session */
+	bool storage_low;     /* set by the caller: the spool is short of space, MAIL gets 452 */
+	char helo[256];       /* EHLO/HELO argument, truncated; "" before it */
 	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */
 	char tls_cipher[64];  /* "TLS_AES_256_GCM_SHA384" likewise */
-	struct buf line;    /* partial command line carried between feeds */
-	struct buf out;     /* replies waiting to be sent; the caller drains it */
+	struct buf line;      /* partial command line carried between feeds */
+	struct buf out;       /* replies waiting to be sent; the caller drains it */
 	struct smtp_tx tx;
 };
 
 /* Prepares <s>. <cf> must outlive it. No allocation until bytes arrive. */
 void smtp_session_init(struct smtp_session *s, const struct smtp_server_conf *cf,
-		       const struct smtp_peer *peer);
+                       const struct smtp_peer *peer);
 /* Frees what the session allocated. */
 void smtp_session_fini(struct smtp_session *s);
 
@@ -155,8 +157,28 @@ bool smtp_session_in_tx(const struct smtp_session *s);
  * <cipher>)] by <hostname> with SMTP / ESMTP / UTF8SMTP, + "S" for EHLO
  * under TLS (RFC 3848, 6531) id <qid> for <rcpt if one>; <date> (RFC 5322
  * date of <now>, UTC). Returns 0 or -ENOMEM. */
-int smtp_session_received(const struct smtp_session *s, struct buf *b, const char *qid,
-			  time_t now);
+int smtp_session_received(const struct smtp_session *s, struct buf *b, const char *qid, time_t now);
+
+/* True while the message content is arriving: in DATA, or between and
+ * inside the BDAT chunks of an accepted transaction. */
+bool smtp_session_in_content(const struct smtp_session *s);
+
+/* The content as a stream (io/ writes a large message to the disk while it
+ * arrives; a content filter can be fed the same chunks): the octets the
+ * transaction holds in memory are s->tx.body, in order, dot-stuffing
+ * removed. This moves them into <into>, which must be empty: the two
+ * buffers are swapped, so nothing is copied and the session goes on
+ * storing into <into>'s old memory. The octets are counted in
+ * s->tx.body_taken. The whole content of the message is then everything
+ * taken, in order, followed by what s->tx.body holds at its end
+ * (SMTP_ACT_MSG_READY). s->tx.serial tells the taker whether the
+ * transaction it took from is still the current one. */
+void smtp_session_body_take(struct smtp_session *s, struct buf *into);
+
+/* The taker could not store the content (io/ could not create its file):
+ * the rest is read and dropped, and the message gets 452 4.3.1 at its
+ * end, as when memory ran out. */
+void smtp_session_body_fail(struct smtp_session *s);
 
 /* Iterates recipients: start with *<it> = 0; returns NULL at the end. */
 const char *smtp_tx_rcpt_next(const struct smtp_tx *tx, size_t *it);

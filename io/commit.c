@@ -71,7 +71,7 @@ bool commit_busy(const struct worker *w)
 {
 	const struct commit *cm = &w->cm;
 
-	return cm->flight || cm->head || cm->done.inflight || cm->defer.inflight ||
+	return cm->flight || cm->head || cm->nspill || cm->done.inflight || cm->defer.inflight ||
 	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced || cm->nunlink ||
 	       cm->dir_syncing;
 }
@@ -82,6 +82,22 @@ struct seg_unlink {
 	char name[96]; /* the unlinkat's path: valid until it completes */
 };
 
+void commit_unlink(struct worker *w, const char *name)
+{
+	struct seg_unlink *u = malloc(sizeof(*u));
+	struct io_uring_sqe *sqe;
+
+	if (!u) {
+		LOGW("worker %u: out of memory: spool file %s stays until a restart", w->id, name);
+		return;
+	}
+	snprintf(u->name, sizeof(u->name), "%s", name);
+	sqe = ring_sqe(w);
+	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
+	io_uring_sqe_set_data64(sqe, UD(u, UD_SEG_UNLINK));
+	w->cm.nunlink++;
+}
+
 /* Segment <segno> is sealed and every record in it is done, with its done
  * record durable: it goes. Its name may come back after a power loss
  * until the directory fsync at the next tick; recovery then finds every
@@ -89,18 +105,10 @@ struct seg_unlink {
 static void seg_unlink(struct worker *w, int segno)
 {
 	const struct spool_seg_id *id = segreg_get(&w->g->segs, (unsigned)segno);
-	struct seg_unlink *u = malloc(sizeof(*u));
-	struct io_uring_sqe *sqe;
+	char name[96];
 
-	if (!u) {
-		LOGW("worker %u: out of memory: a finished segment stays until a restart", w->id);
-		return;
-	}
-	spool_seg_name(u->name, sizeof(u->name), id->start, id->worker, id->seq);
-	sqe = ring_sqe(w);
-	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
-	io_uring_sqe_set_data64(sqe, UD(u, UD_SEG_UNLINK));
-	w->cm.nunlink++;
+	spool_seg_name(name, sizeof(name), id->start, id->worker, id->seq);
+	commit_unlink(w, name);
 }
 
 void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -169,8 +177,18 @@ static int seg_open(struct worker *w)
 	cm->dir_sync = true; /* the new name must be durable: ahead of the batch */
 	id = (struct spool_seg_id){w->g->start_id, w->id, cm->seg_seq};
 	cm->segno = segreg_add(&w->g->segs, &id);
-	if (cm->segno < 0)
-		LOGE("worker %u: segment registry full: messages are not routed", w->id);
+	if (cm->segno < 0) {
+		/* A record the registry cannot name could not be routed: 452
+		 * instead of a 250 for a message nobody would deliver. */
+		LOGE("worker %u: segment registry full (%u segments this run): messages get 452 "
+		     "until a restart",
+		     w->id, SEGREG_CHUNK * SEGREG_CHUNKS);
+		close(fd);
+		cm->seg_fd = -1;
+		cm->segno = -1;
+		commit_unlink(w, name);
+		return -ENOSPC;
+	}
 	LOGD("worker %u: spool segment %s", w->id, name);
 	return 0;
 }

@@ -36,6 +36,10 @@ void commit_done_mark(struct worker *w, const struct spool_done *d, int segno);
 /* A record of segment <segno> whose done record is durable already (the
  * `ringmx queue --delete` tool wrote it) leaves the live count now. */
 void commit_release(struct worker *w, int segno);
+/* Unlinks spool file <name> through the ring (a finished segment, or a
+ * message abandoned while it streamed: io/spill); the spool directory is
+ * fsync'd at the next tick. */
+void commit_unlink(struct worker *w, const char *name);
 /* Appends <len> bytes of <line> to the defer log (informational). */
 void commit_defer_note(struct worker *w, const char *line, size_t len);
 

@@ -113,12 +113,64 @@ void conn_arm_recv(struct worker *w, struct ring_conn *c)
 {
 	struct io_uring_sqe *sqe = ring_sqe(w);
 
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	if (c->flags & RCONN_ONESHOT) {
+		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+		c->flags &= ~RCONN_MULTI;
+	} else {
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		c->flags |= RCONN_MULTI;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RX_BGID;
 	io_uring_sqe_set_data64(sqe, UD(c, c->op_recv));
 	c->flags |= RCONN_RECV;
 	c->inflight++;
+}
+
+/* Ends the multishot receive armed, if any; conn_on_recv() re-arms. */
+static void cancel_multi(struct worker *w, struct ring_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if ((c->flags & (RCONN_RECV | RCONN_MULTI)) != (RCONN_RECV | RCONN_MULTI) ||
+	    (c->flags & RCONN_CANCEL))
+		return;
+	c->flags |= RCONN_CANCEL;
+	sqe = ring_sqe(w);
+	io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
+	io_uring_sqe_set_data64(sqe, UD_NONE);
+}
+
+void conn_pause(struct worker *w, struct ring_conn *c)
+{
+	if (c->flags & (RCONN_PAUSED | RCONN_CLOSING))
+		return;
+	c->flags |= RCONN_PAUSED;
+	cancel_multi(w, c); /* a single receive in flight brings one buffer: let it */
+}
+
+void conn_meter(struct worker *w, struct ring_conn *c, bool on)
+{
+	if (on == !!(c->flags & RCONN_ONESHOT))
+		return;
+	if (!on) {
+		c->flags &= ~RCONN_ONESHOT; /* the next receive armed is a multishot one */
+		return;
+	}
+	c->flags |= RCONN_ONESHOT;
+	if (!(c->flags & RCONN_CLOSING))
+		cancel_multi(w, c);
+}
+
+void conn_resume(struct worker *w, struct ring_conn *c)
+{
+	if (!(c->flags & RCONN_PAUSED))
+		return;
+	c->flags &= ~RCONN_PAUSED;
+	/* A receive still armed (its cancel not yet completed) is re-armed
+	 * when its last completion comes. */
+	if (!(c->flags & (RCONN_RECV | RCONN_CLOSING)))
+		conn_arm_recv(w, c);
 }
 
 void conn_close(struct worker *w, struct ring_conn *c)
@@ -152,12 +204,17 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 	}
 	if (c->flags & RCONN_CLOSING)
 		return CONN_RX_CLOSING;
+	if (!(c->flags & RCONN_RECV) && (c->flags & RCONN_CANCEL)) {
+		c->flags &= ~RCONN_CANCEL;
+		if (res == -ECANCELED)
+			res = -ENOBUFS; /* our own pause: not the peer's doing */
+	}
 	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
 		*err = res; /* peer closed or reset */
 		return CONN_RX_EOF;
 	}
-	if (!(c->flags & RCONN_RECV))
-		conn_arm_recv(w, c); /* ENOBUFS, or the kernel ended the multishot */
+	if (!(c->flags & (RCONN_RECV | RCONN_PAUSED)))
+		conn_arm_recv(w, c); /* ENOBUFS, the kernel ended the multishot, a resume */
 	if (xerr < 0) {
 		c->flags |= RCONN_HANGUP;
 		*err = xerr;

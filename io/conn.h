@@ -38,6 +38,19 @@ void conn_fini(struct ring_conn *c);
 void conn_start_tls(struct ring_conn *c, struct tls_conn *t);
 
 void conn_arm_recv(struct worker *w, struct ring_conn *c);
+/* Back-pressure: conn_pause() stops reading (the receive is cancelled;
+ * bytes already on their way still arrive, a few buffers at most), so the
+ * kernel's socket buffer fills and TCP's window closes on the sender;
+ * conn_resume() reads again. Idempotent. */
+void conn_pause(struct worker *w, struct ring_conn *c);
+void conn_resume(struct worker *w, struct ring_conn *c);
+/* <on>: receive one buffer at a time (one receive per completion) instead
+ * of the multishot receive, which takes as many buffers as the kernel has
+ * data for: for an owner that takes much input and must be able to stop
+ * it at once (a large message), so that what arrives after a pause is one
+ * buffer, not a burst. A multishot receive armed is cancelled and the
+ * next one is single. */
+void conn_meter(struct worker *w, struct ring_conn *c, bool on);
 /* Marks <c> closing and cancels its receive. */
 void conn_close(struct worker *w, struct ring_conn *c);
 /* What a receive completion came to. */

@@ -197,6 +197,9 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 		g->workers[i] = w;
 		w->g = g;
 		w->id = i;
+		/* Each worker's share of --data-memory: sessions spread over the
+		 * workers (SO_REUSEPORT), and no counter is shared. */
+		w->data_cap = g->conf->data_memory / g->nworkers;
 		commit_init(w, qid_seed);
 		w->wakefd = eventfd(0, EFD_CLOEXEC);
 		w->outbox = calloc((size_t)g->nworkers * OUTBOX_MAX, sizeof(*w->outbox));

@@ -26,6 +26,7 @@
 #include "io/conn.h"
 #include "io/ring.h"
 #include "io/route.h"
+#include "io/spill.h"
 #include "io/tls.h"
 
 /* ---- lists ---- */
@@ -72,6 +73,195 @@ void session_mark_dirty(struct worker *w, struct conn *c)
 	w->dirty = c;
 }
 
+/* ---- message content in memory: streaming and back-pressure ----
+ *
+ * A message's content is held in the session's memory (tx.body) until its
+ * end, unless it grows past --data-buffer: then it streams into a segment
+ * of its own (io/spill) in chunks of about --data-buffer, one write on the
+ * disk at a time while the next chunk gathers. What the worker's sessions
+ * hold of content not on the disk, and of input waiting behind a message
+ * being committed, is counted in w->data_held against the worker's share of
+ * --data-memory. Input is paused (io/conn: the receive is cancelled, so
+ * TCP's window closes on the sender), never refused, when
+ * - the session's next chunk is ready while its last one is still on the
+ *   disk;
+ * - it pipelined more than PENDING_PAUSE behind a message being committed;
+ * - the worker is over its share: then every session receiving content
+ *   pauses, and each one holding content sends it to the disk, so that
+ *   what is held drains by itself (writes and commits always complete).
+ * Paused sessions are looked at again when their own write completes and,
+ * while the worker is under its share, at the end of each round. */
+
+#define PENDING_PAUSE (64u << 10)
+
+static void held_update(struct worker *w, struct conn *c)
+{
+	size_t now = c->s.tx.body.len + spill_held(&c->sp) + c->pending.len;
+
+	w->data_held = w->data_held - c->held + now;
+	c->held = now;
+	if (w->data_held > w->stat_held_peak)
+		w->stat_held_peak = w->data_held;
+}
+
+static void input_pause(struct worker *w, struct conn *c)
+{
+	if (c->flags & C_PAUSED)
+		return;
+	c->flags |= C_PAUSED;
+	c->pause_next = NULL;
+	c->pause_prev = w->paused.tail;
+	if (w->paused.tail)
+		w->paused.tail->pause_next = c;
+	else
+		w->paused.head = c;
+	w->paused.tail = c;
+	w->stat_paused++;
+	conn_pause(w, &c->rc);
+	LOGD("session: client=[%s]:%u input paused (%zu bytes held, worker %llu of %llu)",
+	     c->s.peer.addr, c->port, c->held, (unsigned long long)w->data_held,
+	     (unsigned long long)w->data_cap);
+}
+
+static void input_resume(struct worker *w, struct conn *c)
+{
+	if (!(c->flags & C_PAUSED))
+		return;
+	c->flags &= ~C_PAUSED;
+	if (c->pause_prev)
+		c->pause_prev->pause_next = c->pause_next;
+	else
+		w->paused.head = c->pause_next;
+	if (c->pause_next)
+		c->pause_next->pause_prev = c->pause_prev;
+	else
+		w->paused.tail = c->pause_prev;
+	c->pause_prev = c->pause_next = NULL;
+	if (c->state != CONN_S_CLOSING)
+		conn_resume(w, &c->rc);
+}
+
+/* The streamed message's transaction is gone without a message. */
+static void stream_abort(struct worker *w, struct conn *c)
+{
+	if (!spill_active(&c->sp))
+		return;
+	LOGI("reject: id=%s client=[%s] message cut off after %llu bytes: not queued", c->qid,
+	     c->s.peer.addr, (unsigned long long)c->sp.content);
+	spill_abort(w, &c->sp);
+	buf_reset(&c->rec, OUT_KEEP);
+	buf_reset(&c->rcvd, OUT_KEEP);
+}
+
+/* The content outgrew memory: the message gets its queue id, envelope and
+ * Received: header now, and a segment of its own. */
+static int stream_open(struct worker *w, struct conn *c)
+{
+	time_t now = time(NULL);
+	struct spool_env env;
+	int err;
+
+	commit_qid(w, c->qid, now);
+	env = (struct spool_env){
+	    .qid = c->qid,
+	    .arrival = now,
+	    .client = c->s.peer.addr,
+	    .helo = c->s.helo,
+	    .from = c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "",
+	    .rcpts = c->s.tx.rcpts.p,
+	    .nrcpt = c->s.tx.nrcpt,
+	    .body_8bit = c->s.tx.body_8bit,
+	    .smtputf8 = c->s.tx.smtputf8,
+	};
+	buf_reset(&c->rec, OUT_KEEP);
+	buf_reset(&c->rcvd, OUT_KEEP);
+	err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
+	if (!err)
+		err = spool_rec_open(&c->rec, &env);
+	if (!err)
+		err = spill_open(w, &c->sp, &c->rec, &c->rcvd);
+	if (err) {
+		LOGW("spool: id=%s client=[%s] cannot stream a large message: %s: 452 at its end",
+		     c->qid, c->s.peer.addr, strerror(-err));
+		buf_reset(&c->rec, OUT_KEEP);
+		buf_reset(&c->rcvd, OUT_KEEP);
+		return err;
+	}
+	c->sp_serial = c->s.tx.serial;
+	return 0;
+}
+
+/* Content is taken in chunks just under --data-buffer, so that the
+ * session's buffer, grown by doubling, stays at --data-buffer (a power of
+ * two by default) while a receive buffer more arrives. */
+static size_t chunk_size(const struct conf *cf)
+{
+	return cf->data_buffer >= 2 * RX_BUF_SIZE ? cf->data_buffer - RX_BUF_SIZE - 1
+	                                          : cf->data_buffer;
+}
+
+/* After input or a completion: streams what should go to the disk, then
+ * pauses or resumes <c>'s input. */
+static void content_flow(struct worker *w, struct conn *c)
+{
+	const struct conf *cf = w->g->conf;
+	struct smtp_tx *tx = &c->s.tx;
+	bool in = c->state != CONN_S_CLOSING && smtp_session_in_content(&c->s);
+	bool over = w->data_held > w->data_cap;
+	bool pause = false;
+	struct buf *b;
+
+	if (spill_active(&c->sp) && c->sp_serial != tx->serial)
+		stream_abort(w, c); /* refused (too big, bare LF...), reset, or a new one */
+	if (in && tx->body.len && (tx->body.len >= chunk_size(cf) || over) &&
+	    (!spill_active(&c->sp) || spill_buf(&c->sp))) {
+		if (!spill_active(&c->sp) && stream_open(w, c) < 0) {
+			smtp_session_body_fail(&c->s);
+		} else {
+			b = spill_buf(&c->sp);
+			smtp_session_body_take(&c->s, b);
+			spill_write(w, &c->sp, b);
+		}
+	}
+	held_update(w, c);
+	if (c->state == CONN_S_CLOSING)
+		return;
+	/* Content is read one receive buffer at a time (commands keep the
+	 * multishot receive), so that a pause stops it at once instead of
+	 * after the burst a multishot receive brings. */
+	if (in)
+		conn_meter(w, &c->rc, true);
+	else if (c->s.state != SMTP_S_SPOOL)
+		conn_meter(w, &c->rc, false);
+	if (c->s.state == SMTP_S_SPOOL)
+		pause = c->pending.len >= PENDING_PAUSE;
+	else if (in)
+		pause = tx->body.len >= chunk_size(cf) || w->data_held > w->data_cap;
+	if (pause)
+		input_pause(w, c);
+	else
+		input_resume(w, c);
+}
+
+/* A streamed write of <sp>'s session completed: its memory is free. */
+static void on_spill_written(struct worker *w, struct spill *sp)
+{
+	struct conn *c = (struct conn *)((char *)sp - offsetof(struct conn, sp));
+
+	content_flow(w, c);
+	session_maybe_free(w, c);
+}
+
+void session_resume_some(struct worker *w)
+{
+	struct conn *c, *next;
+
+	for (c = w->paused.head; c && w->data_held <= w->data_cap; c = next) {
+		next = c->pause_next;
+		content_flow(w, c);
+	}
+}
+
 /* ---- connections ---- */
 
 static const char *const conn_state_names[] = {"new", "open", "bye", "closing"};
@@ -87,8 +277,11 @@ static void conn_free(struct worker *w, struct conn *c)
 {
 	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
 	     w->id, c->s.nmsgs, c->s.nerrors);
+	input_resume(w, c); /* off the pause list */
+	w->data_held -= c->held;
 	conn_fini(&c->rc);
 	smtp_session_fini(&c->s);
+	spill_fini(&c->sp);
 	buf_free(&c->pending);
 	buf_free(&c->rec);
 	buf_free(&c->rcvd);
@@ -103,7 +296,8 @@ static void conn_free(struct worker *w, struct conn *c)
  * while the list still points at it (a dirty list that loops forever). */
 void session_maybe_free(struct worker *w, struct conn *c)
 {
-	if (c->state == CONN_S_CLOSING && c->rc.inflight == 0 && !(c->flags & (C_GREETQ | C_DIRTY)))
+	if (c->state == CONN_S_CLOSING && c->rc.inflight == 0 && spill_idle(&c->sp) &&
+	    !(c->flags & (C_GREETQ | C_DIRTY)))
 		conn_free(w, c);
 }
 
@@ -116,6 +310,7 @@ void session_close(struct worker *w, struct conn *c)
 	conn_set_state(c, CONN_S_CLOSING);
 	conn_close(w, &c->rc);
 	live_unlink(w, c);
+	stream_abort(w, c); /* a message cut off in its content never exists */
 	session_maybe_free(w, c);
 }
 
@@ -164,7 +359,9 @@ static void tls_up(struct worker *w, struct conn *c)
 static void on_committed(struct worker *w, struct commit_rec *r, int err);
 
 /* The message is complete: its record (envelope, Received: header, the
- * body as views into the session's buffers) goes to the committer. */
+ * body as views into the session's buffers) goes to the committer; or,
+ * when it streamed, its last content goes to its own segment (io/spill),
+ * which seals it. */
 static void commit_msg(struct worker *w, struct conn *c)
 {
 	time_t now = time(NULL);
@@ -174,6 +371,16 @@ static void commit_msg(struct worker *w, struct conn *c)
 
 	c->flags |= C_QUEUED;
 	c->rc.inflight++; /* until on_committed() */
+	if (spill_active(&c->sp)) {
+		c->msg_size = c->rcvd.len + c->s.tx.body_taken + c->s.tx.body.len;
+		c->cr = (struct commit_rec){
+		    .iov = {{c->rec.p, c->rec.len}, {c->rcvd.p, c->rcvd.len}},
+		    .niov = 2,
+		    .done = on_committed,
+		};
+		spill_finish(w, &c->sp, &c->s.tx.body, &c->cr);
+		return;
+	}
 	commit_qid(w, c->qid, now);
 	env = (struct spool_env){
 	    .qid = c->qid,
@@ -189,6 +396,7 @@ static void commit_msg(struct worker *w, struct conn *c)
 	err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
 	body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
 	body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
+	c->msg_size = c->rcvd.len + c->s.tx.body.len;
 	if (!err)
 		err = spool_rec_build(&c->rec, &env, body, 2);
 	c->cr = (struct commit_rec){
@@ -214,8 +422,10 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 			session_close(w, c);
 			return;
 		}
-		if (c->s.state == SMTP_S_SPOOL)
+		if (c->s.state == SMTP_S_SPOOL) {
+			content_flow(w, c); /* pauses a client that pipelines too far ahead */
 			return;
+		}
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
 		n = 0;
@@ -245,6 +455,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		buf_reset(&c->pending, 0);
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
 		session_bye(w, c);
+	content_flow(w, c);
 	session_mark_dirty(w, c);
 }
 
@@ -326,6 +537,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	}
 	memset(c, 0, sizeof(*c));
 	conn_init(&c->rc, fd, UD_RECV, UD_SEND);
+	spill_init(&c->sp, on_spill_written, g->conf->data_buffer);
 	c->w = w;
 	c->port = port;
 	smtp_session_init(&c->s, &g->scf, &peer);
@@ -438,8 +650,8 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
-		LOGI("queued: id=%s size=%zu from=<%s> nrcpt=%u client=[%s]", c->qid,
-		     c->rcvd.len + c->s.tx.body.len,
+		LOGI("queued: id=%s size=%llu from=<%s> nrcpt=%u client=[%s]", c->qid,
+		     (unsigned long long)c->msg_size,
 		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
 		     c->s.peer.addr);
 	} else {
@@ -451,14 +663,18 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	if (c->state == CONN_S_CLOSING) {
 		/* Client gone: the session only needs its transaction reset. */
 		smtp_session_msg_result(&c->s, err, c->qid);
+		held_update(w, c);
 		session_maybe_free(w, c);
 		return;
 	}
 	smtp_session_msg_result(&c->s, err, c->qid);
-	if (c->pending.len)
+	if (c->pending.len) {
 		conn_feed(w, c, NULL, 0); /* pipelined commands that waited */
-	else if (w->stopping && !smtp_session_in_tx(&c->s))
-		session_bye(w, c);
+	} else {
+		if (w->stopping && !smtp_session_in_tx(&c->s))
+			session_bye(w, c);
+		content_flow(w, c);
+	}
 	session_mark_dirty(w, c);
 }
 
@@ -479,8 +695,8 @@ void session_tick(struct worker *w)
 	}
 	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
 		next = c->next;
-		if (c->flags & C_QUEUED)
-			continue; /* waiting for the disk, not for the client */
+		if (c->flags & (C_QUEUED | C_PAUSED))
+			continue; /* waiting for the disk or memory, not for the client */
 		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
 		     w->g->conf->idle_timeout);
 		live_unlink(w, c);

@@ -28,6 +28,9 @@ void session_bye(struct worker *w, struct conn *c);
 /* Once a second (or when a greeting is due): greetings, idle timeouts,
  * TLS handshake deadlines, the end of the shutdown grace period. */
 void session_tick(struct worker *w);
+/* End of a round, while sessions are paused: those whose reason to wait
+ * is gone read again (the worker is under its share of --data-memory). */
+void session_resume_some(struct worker *w);
 /* The gateway is stopping: 421 to every session not in a transaction. */
 void session_stop(struct worker *w);
 /* Frees the pooled conns of a stopped worker. */

@@ -60,6 +60,8 @@ enum ud_op {
 	UD_RELAY_CONNECT, /* struct relay_conn: its connect */
 	UD_RELAY_READ,    /* struct rmsg: a record read back for delivery */
 	UD_RELAY_BODY,    /* struct relay_conn: the next chunk of the body it sends */
+	UD_SPILL_WRITE,   /* struct spill: content of a streamed message, to its segment */
+	UD_SPILL_FIN, /* struct spill: one step of its end: tail, header, fdatasync, dir fsync */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -72,6 +74,7 @@ enum ud_op {
 #define C_QUEUED 0x40u  /* its message is at the committer (gathering or on the disk) */
 #define C_GREETQ 0x100u /* on the worker's greeting list */
 #define C_TLSHS  0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
+#define C_PAUSED 0x400u /* input paused (memory): on the worker's pause list */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -99,6 +102,37 @@ struct commit_rec {
 	int segno; /* where it landed: registry number and offset */
 	uint64_t off;
 	commit_done_fn *done;
+};
+
+/* A message too large to hold in memory, streamed into a segment of its
+ * own while it arrives (io/spill.c). The owner embeds it and keeps it
+ * until spill_idle(). */
+#define SPILL_WRITES 2 /* content writes of one message on the disk at once */
+struct spill;
+typedef void spill_fn(struct worker *w, struct spill *sp);
+struct spill_buf {
+	struct spill *sp;
+	struct buf b; /* content on its way to the disk; its memory is kept for the next */
+	uint64_t at;  /* file offset it goes to */
+	bool busy;    /* its write is in flight */
+};
+struct spill {
+	int fd;            /* the segment; -1: no message is streaming */
+	unsigned seq;      /* its sequence number (the worker's, shared with io/commit) */
+	uint64_t at;       /* file offset of the next content byte */
+	uint64_t content;  /* content bytes written or on their way */
+	uint32_t crc;      /* crc32c(0, envelope) carried over Received: and the content */
+	int err;           /* first failure: the message is refused at its end */
+	unsigned inflight; /* SQEs in flight that name it */
+	unsigned nwriting; /* of them, content writes */
+	unsigned fin_left; /* of them, steps of the end still to complete */
+	unsigned fin_step; /* steps of the end completed (they complete in order) */
+	bool aborted;      /* the transaction is gone: close and unlink once idle */
+	struct spill_buf wb[SPILL_WRITES];
+	struct commit_rec *fin; /* set by spill_finish(): answered at the end */
+	struct buf *tail;       /* the owner's last content, until it moves into wb[0] */
+	spill_fn *written;      /* a content write completed (owner: go on) */
+	size_t keep;            /* memory a write buffer keeps between chunks */
 };
 
 /* An append-only log the committer writes besides the segments (done
@@ -134,10 +168,12 @@ struct commit {
 	 * done log's fdatasync holds them. */
 	struct buf rel_gather, rel_flying, rel_written, rel_syncing;
 	unsigned nunlink; /* finished segments being unlinked */
+	unsigned nspill;  /* operations of streamed messages in flight (io/spill.c) */
 	bool dir_dirty;   /* unlinked since the last directory fsync */
 	bool dir_syncing; /* that fsync is in flight */
 	uint64_t stat_unlinked;
 	uint64_t stat_msgs;    /* records made durable */
+	uint64_t stat_spilled; /* of them, messages streamed into a segment of their own */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */
 	uint64_t stat_max_batch;
 } __attribute__((aligned(8)));
@@ -145,12 +181,16 @@ struct commit {
 /* A connection on the worker's ring (io/conn.c): what the server session
  * and the relay's connections to next hops share. The owner embeds it
  * FIRST, so that user_data naming the owner names it too. */
-#define RCONN_RECV     0x1u  /* multishot receive armed */
-#define RCONN_SEND     0x2u  /* a send (or the relay's connect) is in flight */
-#define RCONN_CLOSING  0x4u  /* closing: no more input; freed once nothing is in flight */
-#define RCONN_TLS_UP   0x8u  /* TLS established and the owner was told */
-#define RCONN_CLEARONE 0x10u /* the next send leaves in clear (the STARTTLS 220) */
-#define RCONN_HANGUP   0x20u /* TLS failed or closed: flush the alert, then close */
+#define RCONN_RECV     0x1u   /* multishot receive armed */
+#define RCONN_SEND     0x2u   /* a send (or the relay's connect) is in flight */
+#define RCONN_CLOSING  0x4u   /* closing: no more input; freed once nothing is in flight */
+#define RCONN_TLS_UP   0x8u   /* TLS established and the owner was told */
+#define RCONN_CLEARONE 0x10u  /* the next send leaves in clear (the STARTTLS 220) */
+#define RCONN_HANGUP   0x20u  /* TLS failed or closed: flush the alert, then close */
+#define RCONN_PAUSED   0x40u  /* input paused by the owner: the receive is not re-armed */
+#define RCONN_CANCEL   0x80u  /* the receive is being cancelled (a pause, a change of mode) */
+#define RCONN_ONESHOT  0x100u /* receive one buffer at a time: the owner meters its input */
+#define RCONN_MULTI    0x200u /* the receive armed is a multishot one */
 
 struct conn_xprt;
 struct tls_conn;
@@ -199,7 +239,12 @@ struct conn {
 	struct buf rec;           /* record header + envelope */
 	struct buf rcvd;          /* Received: header */
 	struct commit_rec cr;     /* the message's record, while it is committed */
-	int64_t hs_deadline;      /* ms: the TLS handshake must be done by then */
+	struct spill sp;          /* the message, when it streams to the disk as it comes */
+	size_t held;              /* content bytes counted in the worker's data_held */
+	uint32_t sp_serial;       /* tx.serial of the transaction <sp> streams */
+	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
+	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
+	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 } __attribute__((aligned(8)));
@@ -233,7 +278,14 @@ struct worker {
 	unsigned nconns;
 
 	struct commit cm; /* the spool writer */
-	bool storage_low; /* free space under --spool-min-free, or ENOSPC seen */
+	/* Message content in memory (io/session.c): what the sessions hold
+	 * that is not on the disk yet, against this worker's share of
+	 * --data-memory; over it, sessions receiving content pause. */
+	uint64_t data_held, data_cap;
+	struct conn_list paused;
+	uint64_t stat_paused;    /* times a session's input was paused */
+	uint64_t stat_held_peak; /* most content bytes held at once */
+	bool storage_low;        /* free space under --spool-min-free, or ENOSPC seen */
 
 	/* queue: descriptors of spooled messages go to the worker that owns
 	 * their route; see io/route.h */

@@ -24,6 +24,7 @@
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/session.h"
+#include "io/spill.h"
 
 /* ---- the mesh ---- */
 
@@ -209,6 +210,8 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_RELAY_CONNECT] = relay_on_connect,
     [UD_RELAY_READ] = relay_on_read,
     [UD_RELAY_BODY] = relay_on_body,
+    [UD_SPILL_WRITE] = spill_on_write,
+    [UD_SPILL_FIN] = spill_on_fin,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -394,6 +397,8 @@ void *worker_main(void *arg)
 		route_outbox_flush(w); /* what the group commits of this round made durable */
 		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
+		if (w->paused.head)
+			session_resume_some(w);
 		commit_flush(w);
 		relay_round(w);
 		while ((c = w->dirty)) {
@@ -415,13 +420,16 @@ void *worker_main(void *arg)
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
 	    "%llu); queue: %llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
-	    "%zu waiting for ring space",
+	    "%zu waiting for ring space; %llu messages streamed to a segment of their own, input "
+	    "paused %llu times, at most %llu bytes of content held",
 	    w->id, (unsigned long long)w->cm.stat_msgs, (unsigned long long)w->cm.stat_commits,
 	    w->cm.stat_commits ? (double)w->cm.stat_msgs / (double)w->cm.stat_commits : 0.0,
 	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->stat_routed,
 	    (unsigned long long)w->stat_received,
 	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
-	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item));
+	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item),
+	    (unsigned long long)w->cm.stat_spilled, (unsigned long long)w->stat_paused,
+	    (unsigned long long)w->stat_held_peak);
 out:
 	ring_log_stop(w);
 	return NULL;

@@ -137,3 +137,39 @@ uint32_t crc32c(uint32_t crc, const void *p, size_t len)
 		return crc32c_hw(crc, p, len);
 	return crc32c_sw(crc, p, len);
 }
+
+/* ---- combining two crcs ----
+ *
+ * A CRC is a remainder modulo the polynomial P over GF(2), so the crc of
+ * A followed by B is crc(A) carried over len(B) zero octets, plus crc(B)
+ * (the pre- and post-inversion cancel out in that sum). Carrying over n
+ * octets multiplies by x^(8n) mod P, computed from the powers x^(2^k) by
+ * square-and-multiply: O(log n) small products instead of n table steps.
+ * Polynomials are bit-reflected, as the crc itself: bit 31 is x^0. */
+
+/* a * b mod P. */
+static uint32_t gf2_mulmod(uint32_t a, uint32_t b)
+{
+	uint32_t prod = 0;
+
+	for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+		if (a & bit)
+			prod ^= b;
+		b = (b >> 1) ^ (CRC32C_POLY & (0u - (b & 1))); /* b *= x */
+	}
+	return prod;
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+	uint32_t pow = 1u << 30;   /* x^1, squared up to x^(2^k) as k grows */
+	uint32_t shift = 1u << 31; /* x^0 */
+	uint64_t bits = len_b * 8;
+
+	for (; bits; bits >>= 1) {
+		if (bits & 1)
+			shift = gf2_mulmod(shift, pow);
+		pow = gf2_mulmod(pow, pow);
+	}
+	return gf2_mulmod(shift, crc_a) ^ crc_b;
+}

@@ -75,15 +75,11 @@ static int env_line(struct buf *out, const char *key, const char *v)
 	return buf_printf(out, "%s %s\n", key, v ? v : "");
 }
 
-int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iovec *body,
-                    unsigned nbody)
+int spool_rec_open(struct buf *out, const struct spool_env *e)
 {
 	static const unsigned char zero[SPOOL_HDR_LEN];
-	size_t start = out->len, env_len;
-	uint64_t body_len = 0;
+	size_t start = out->len;
 	const char *r;
-	unsigned char *h;
-	uint32_t crc;
 	int err;
 
 	if (!e->qid || !*e->qid || strlen(e->qid) > SPOOL_QID_MAX || !env_value_ok(e->qid) ||
@@ -94,11 +90,6 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
 	for (unsigned i = 0; i < e->nrcpt; i++, r += strlen(r) + 1)
 		if (!env_value_ok(r))
 			return -EINVAL;
-	for (unsigned i = 0; i < nbody; i++) {
-		if (body[i].iov_len > SPOOL_BODY_MAX - body_len)
-			return -EINVAL;
-		body_len += body[i].iov_len;
-	}
 
 	err = buf_append(out, zero, sizeof(zero));
 	if (err)
@@ -116,14 +107,53 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
 	if (!err)
 		err = buf_printf(out, "body %s\nsmtputf8 %d\n", e->body_8bit ? "8BITMIME" : "7BIT",
 		                 e->smtputf8 ? 1 : 0);
-	if (err)
-		goto fail;
-	env_len = out->len - start - SPOOL_HDR_LEN;
-	if (env_len > SPOOL_ENV_MAX) {
+	if (!err && out->len - start - SPOOL_HDR_LEN > SPOOL_ENV_MAX)
 		err = -EINVAL;
-		goto fail;
-	}
+	if (!err)
+		return 0;
+fail:
+	/* Leave <out> as it came: the caller may have other records in it. */
+	out->len = start;
+	if (out->p)
+		out->p[start] = '\0';
+	return err;
+}
 
+int spool_rec_seal(void *rec, size_t env_len, uint64_t body_len, uint32_t crc_rest)
+{
+	unsigned char *h = rec;
+
+	if (env_len > SPOOL_ENV_MAX || body_len > SPOOL_BODY_MAX)
+		return -EINVAL;
+	put_le32(h + HDR_MAGIC, SPOOL_MAGIC);
+	put_le32(h + HDR_VERSION, SPOOL_VERSION);
+	put_le32(h + HDR_ENV_LEN, (uint32_t)env_len);
+	put_le32(h + HDR_CRC, 0);
+	put_le64(h + HDR_BODY_LEN, body_len);
+	put_le64(h + HDR_RESERVED, 0);
+	put_le32(h + HDR_CRC, crc32c_combine(crc32c(0, h, SPOOL_HDR_LEN), crc_rest,
+	                                     (uint64_t)env_len + body_len));
+	return 0;
+}
+
+int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iovec *body,
+                    unsigned nbody)
+{
+	size_t start = out->len, env_len;
+	uint64_t body_len = 0;
+	unsigned char *h;
+	uint32_t crc;
+	int err;
+
+	for (unsigned i = 0; i < nbody; i++) {
+		if (body[i].iov_len > SPOOL_BODY_MAX - body_len)
+			return -EINVAL;
+		body_len += body[i].iov_len;
+	}
+	err = spool_rec_open(out, e);
+	if (err)
+		return err;
+	env_len = out->len - start - SPOOL_HDR_LEN;
 	h = (unsigned char *)out->p + start;
 	put_le32(h + HDR_MAGIC, SPOOL_MAGIC);
 	put_le32(h + HDR_VERSION, SPOOL_VERSION);
@@ -136,12 +166,6 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
 		crc = crc32c(crc, body[i].iov_base, body[i].iov_len);
 	put_le32(h + HDR_CRC, crc);
 	return 0;
-fail:
-	/* Leave <out> as it came: the caller may have other records in it. */
-	out->len = start;
-	if (out->p)
-		out->p[start] = '\0';
-	return err;
 }
 
 /* Names. */

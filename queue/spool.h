@@ -155,6 +155,19 @@ struct spool_recovery {
 int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iovec *body,
                     unsigned nbody);
 
+/* The same record in two steps, for a writer that streams the body to the
+ * disk before it knows its length (io/spill.c): spool_rec_open() appends
+ * a header of zeros and the envelope to <out> (the envelope is
+ * out->len - SPOOL_HDR_LEN bytes after the header when <out> came empty).
+ * Returns 0 or -ENOMEM / -EINVAL (<out> as it came). The writer computes
+ * <crc_rest> = crc32c(0, envelope) carried on over every body byte, then
+ * spool_rec_seal() fills the SPOOL_HDR_LEN header bytes at <rec> (body
+ * length, crc over all of it, by crc32c_combine()), making it the header
+ * spool_rec_build() would have written. Returns 0 or -EINVAL (a limit).
+ * Any thread. */
+int spool_rec_open(struct buf *out, const struct spool_env *e);
+int spool_rec_seal(void *rec, size_t env_len, uint64_t body_len, uint32_t crc_rest);
+
 /* Checks the SPOOL_HDR_LEN bytes of a record header at <hdr> (any
  * alignment): magic, version, envelope and body limits; the crc needs the
  * whole record (spool_rec_parse()). Sets *<total> to the length of the

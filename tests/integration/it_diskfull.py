@@ -89,9 +89,29 @@ def test_disk_full():
                     assert time.time() < deadline, "no recovery after space was freed"
                     time.sleep(0.5)
                 assert len(queue_listing(gw)) == len(acked) + 1
+                # 4. A message that streams to the disk as it arrives (past
+                # --data-buffer) and meets a full disk: 452 4.3.1 at its
+                # end, and nothing of it stays in the spool.
+                try:
+                    with open(ballast, "wb") as f:  # as much as fits: the disk is full
+                        for _ in range(MB // 4096):
+                            f.write(b"\0" * 4096)
+                            f.flush()
+                except OSError:
+                    pass
+                segs = {n for n in os.listdir(spool) if n.startswith("seg-")}
+                code, text = send(c, body_of(1000, 3 * MB))
+                assert code == 452 and "4.3.1" in text, (code, text)
+                assert len(queue_listing(gw)) == len(acked) + 1
+                deadline = time.time() + 10
+                while {n for n in os.listdir(spool) if n.startswith("seg-")} - segs:
+                    assert time.time() < deadline, os.listdir(spool)
+                    time.sleep(0.1)
+                os.unlink(ballast)
                 print(f"{len(acked)} accepted until the disk filled, {refused} refused with "
                       f"452 4.3.1, all accepted ones intact; accepting again once space "
-                      f"was freed")
+                      f"was freed; a streamed message that met the full disk got 452 and "
+                      f"left nothing")
         finally:
             subprocess.run(["umount", "-l", mnt])
 

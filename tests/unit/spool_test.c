@@ -64,6 +64,32 @@ Test(spool, crc32c_known_vectors)
 	}
 }
 
+Test(spool, crc32c_combine_matches_the_whole)
+{
+	static unsigned char b[70000];
+	uint32_t whole;
+	/* Every split of a short buffer, and splits of a long one (lengths
+	 * with many bits set exercise the square-and-multiply). */
+	static const size_t long_splits[] = {0, 1, 32, 4095, 32768, 65535, 69999, 70000};
+
+	for (size_t i = 0; i < sizeof(b); i++)
+		b[i] = (unsigned char)(i * 131 + (i >> 8));
+	whole = crc32c(0, b, 100);
+	for (size_t k = 0; k <= 100; k++)
+		cr_assert_eq(crc32c_combine(crc32c(0, b, k), crc32c(0, b + k, 100 - k), 100 - k),
+		             whole, "split %zu", k);
+	whole = crc32c(0, b, sizeof(b));
+	for (size_t i = 0; i < sizeof(long_splits) / sizeof(long_splits[0]); i++) {
+		size_t k = long_splits[i];
+
+		cr_assert_eq(
+		    crc32c_combine(crc32c(0, b, k), crc32c(0, b + k, sizeof(b) - k), sizeof(b) - k),
+		    whole, "split %zu", k);
+	}
+	/* Nothing after A leaves crc(A). */
+	cr_assert_eq(crc32c_combine(0x12345678u, 0, 0), 0x12345678u);
+}
+
 Test(spool, crc32c_chains_at_every_split)
 {
 	unsigned char b[100];
@@ -282,6 +308,49 @@ Test(spool, rec_header_is_little_endian_on_disk)
 	    (uint32_t)h[12] | (uint32_t)h[13] << 8 | (uint32_t)h[14] << 16 | (uint32_t)h[15] << 24;
 	memset(rec.p + 12, 0, 4);
 	cr_assert_eq(crc32c(crc32c(0, rec.p, rec.len), body1, sizeof(body1) - 1), crc);
+	buf_free(&rec);
+}
+
+Test(spool, rec_open_then_seal_writes_what_build_writes)
+{
+	struct spool_env e = env_n("Q7");
+	struct iovec body = {(void *)body1, sizeof(body1) - 1};
+	struct buf whole = BUF_INIT, rec = BUF_INIT;
+	struct spool_msg m;
+	struct buf scratch = BUF_INIT;
+	uint32_t crc;
+	size_t env_len;
+
+	cr_assert_eq(spool_rec_build(&whole, &e, &body, 1), 0);
+	cr_assert_eq(spool_rec_open(&rec, &e), 0);
+	env_len = rec.len - SPOOL_HDR_LEN;
+	cr_assert_eq(rec.len, whole.len);
+	for (size_t i = 0; i < SPOOL_HDR_LEN; i++)
+		cr_assert_eq(rec.p[i], 0, "header byte %zu before the seal", i);
+	/* The body in two pieces, as a streaming writer sees it. */
+	crc = crc32c(0, rec.p + SPOOL_HDR_LEN, env_len);
+	crc = crc32c(crc, body1, 10);
+	crc = crc32c(crc, body1 + 10, sizeof(body1) - 1 - 10);
+	cr_assert_eq(spool_rec_seal(rec.p, env_len, sizeof(body1) - 1, crc), 0);
+	cr_assert_eq(memcmp(rec.p, whole.p, whole.len), 0);
+	cr_assert_eq(buf_append(&rec, body1, sizeof(body1) - 1), 0);
+	cr_assert_eq(spool_rec_parse(rec.p, rec.len, &m, &scratch), 0);
+	cr_assert_str_eq(m.qid, "Q7");
+	cr_assert_eq(spool_rec_seal(rec.p, SPOOL_ENV_MAX + 1, 0, 0), -EINVAL);
+	buf_free(&whole);
+	buf_free(&rec);
+	buf_free(&scratch);
+}
+
+Test(spool, rec_open_refuses_what_build_refuses)
+{
+	struct spool_env e = env_n("Q\n1");
+	struct buf rec = BUF_INIT;
+
+	cr_assert_eq(spool_rec_open(&rec, &e), -EINVAL);
+	cr_assert_eq(rec.len, 0);
+	e = env_n("");
+	cr_assert_eq(spool_rec_open(&rec, &e), -EINVAL);
 	buf_free(&rec);
 }
 
