@@ -21,6 +21,16 @@ MB = 1 << 20
 # the TLS and log buffers (measured: 37 MiB at the peak of test_backpressure
 # with --data-memory 1m). The figure asserted is a bound, not a target.
 OVERHEAD = 48 * MB
+# Under ASan the allocator's quarantine and shadow memory are most of the
+# RSS: there the gateway's own count of content held is checked, not RSS.
+SANITIZED = "ASAN_OPTIONS" in os.environ
+
+
+def check_rss(peak, limit):
+    if SANITIZED:
+        print(f"(sanitized build: peak RSS {peak / MB:.0f} MiB not checked)")
+        return
+    assert peak < limit + OVERHEAD, f"peak RSS {peak / MB:.0f} MiB"
 
 
 def content_of(i, size):
@@ -130,7 +140,8 @@ def test_fifty_large_messages_in_bounded_memory():
               f"{peak / MB:.0f} MiB (--data-memory 64m), {streamed} streamed, "
               f"most content held by a worker {held / MB:.1f} MiB")
         assert streamed == 50, streamed
-        assert peak < limit + OVERHEAD, f"peak RSS {peak / MB:.0f} MiB"
+        assert held <= limit // 2 + 25 * 3 * 256 * 1024, held
+        check_rss(peak, limit)
 
 
 def test_bdat_large_messages():
@@ -162,7 +173,7 @@ def test_backpressure_slows_senders_never_refuses():
         # Each worker's share is 2 MiB; a paused session may still take the
         # one receive buffer (16 KiB) in flight, and chunks on the disk count.
         assert held < 2 * MB + 10 * 3 * 256 * 1024, held
-        assert peak < limit + OVERHEAD, f"peak RSS {peak / MB:.0f} MiB"
+        check_rss(peak, limit)
 
 
 def seg_files(spool):
