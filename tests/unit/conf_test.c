@@ -561,6 +561,25 @@ Test(conf, spool_options)
 	cr_assert(strstr(err, "--spool-min-free"), "%s", err);
 }
 
+Test(conf, data_memory_options)
+{
+	cr_assert_eq(PARSE("--data-buffer", "1m", "--data-memory", "32m"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.data_buffer, 1u << 20);
+	cr_assert_eq(conf.data_memory, 32u << 20);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.data_buffer, 256u << 10);
+	cr_assert_eq(conf.data_memory, 256u << 20);
+	conf_fini(&conf);
+
+	cr_assert_eq(PARSE("--data-buffer", "1k"), CONF_ERR);
+	cr_assert(strstr(err, "--data-buffer") && strstr(err, "too small"), "%s", err);
+	cr_assert_eq(PARSE("--data-memory", "100k"), CONF_ERR);
+	cr_assert(strstr(err, "--data-memory") && strstr(err, "too small"), "%s", err);
+	cr_assert_eq(PARSE("--data-memory", "lots"), CONF_ERR);
+	cr_assert(strstr(err, "--data-memory"), "%s", err);
+}
+
 Test(conf, spool_defaults)
 {
 	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
