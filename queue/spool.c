@@ -227,11 +227,57 @@ void done_recovered_name(char *name, size_t len, uint64_t start_id)
 	snprintf(name, len, "done-%016llx-recovered.rmx", (unsigned long long)start_id);
 }
 
+void spool_done_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq)
+{
+	snprintf(name, len, "done-%016llx-%02u-%06u.rmx", (unsigned long long)start_id, worker,
+	         seq);
+}
+
+int spool_done_parse(const char *name, struct spool_done_id *id)
+{
+	const char *p = name;
+	struct spool_done_id v = {0};
+	uint64_t worker, seq;
+	char canon[64];
+
+	if (strncmp(p, "done-", 5))
+		return -EINVAL;
+	p += 5;
+	if (parse_hex16(&p, &v.start) || *p++ != '-')
+		return -EINVAL;
+	if (!strcmp(p, "recovered.rmx")) {
+		v.recovered = true;
+		*id = v;
+		return 0;
+	}
+	if (parse_dec(&p, 2, 0xffff, &worker))
+		return -EINVAL;
+	v.worker = (uint32_t)worker;
+	if (*p == '-') {
+		p++;
+		if (parse_dec(&p, 6, UINT32_MAX, &seq))
+			return -EINVAL;
+		v.seq = (uint32_t)seq;
+		v.rotated = true;
+	}
+	if (strcmp(p, ".rmx"))
+		return -EINVAL;
+	/* Only the spellings the naming functions give: no extra zeros. */
+	if (v.rotated)
+		spool_done_log_name(canon, sizeof(canon), v.start, v.worker, v.seq);
+	else
+		spool_done_name(canon, sizeof(canon), v.start, v.worker);
+	if (strcmp(canon, name))
+		return -EINVAL;
+	*id = v;
+	return 0;
+}
+
 bool is_done_name(const char *s)
 {
-	size_t n = strlen(s);
+	struct spool_done_id id;
 
-	return n > 9 && !strncmp(s, "done-", 5) && !strcmp(s + n - 4, ".rmx");
+	return !spool_done_parse(s, &id);
 }
 
 void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker)
