@@ -50,6 +50,7 @@ enum conf_opt {
 	OPT_LOG_LEVEL,
 	OPT_CHECK,
 	OPT_SEGMENT_SIZE,
+	OPT_DONE_LOG_SIZE,
 	OPT_COMMIT_WINDOW,
 	OPT_DURABILITY,
 	OPT_QUEUE_CAPACITY,
@@ -91,6 +92,7 @@ static const struct option conf_longopts[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
     {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
+    {"done-log-size", required_argument, NULL, OPT_DONE_LOG_SIZE},
     {"commit-window", required_argument, NULL, OPT_COMMIT_WINDOW},
     {"durability", required_argument, NULL, OPT_DURABILITY},
     {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
@@ -160,6 +162,7 @@ static void conf_defaults(struct conf *c)
 	c->log_level = LOG_INFO;
 	c->check = false;
 	c->segment_size = CONF_DEF_SEGMENT_SIZE;
+	c->done_log_size = CONF_DEF_DONE_LOG_SIZE;
 	c->commit_window_us = CONF_DEF_COMMIT_WINDOW_US;
 	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
 	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
@@ -216,6 +219,8 @@ void conf_usage(FILE *out)
 	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
 	OPT("--segment-size BYTES",
 	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
+	OPT("--done-log-size BYTES",
+	    "start a new done log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR ")");
 	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",
@@ -590,6 +595,9 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		                arg, err, errlen);
 	case OPT_SEGMENT_SIZE:
 		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false,
+		                arg, err, errlen);
+	case OPT_DONE_LOG_SIZE:
+		return set_size("--done-log-size", &c->done_log_size, 4u << 10, 1ull << 40, false,
 		                arg, err, errlen);
 	case OPT_MIN_FREE:
 		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,

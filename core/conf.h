@@ -44,6 +44,8 @@ struct conf_tls_cert {
 #define CONF_DEF_MAX_LINE_LENGTH  1000u         /* RFC 5321 4.5.3.1.6 text line, CRLF included */
 #define CONF_DEF_SEGMENT_SIZE     (64ull << 20) /* spool segment rotation */
 #define CONF_DEF_SEGMENT_SIZE_STR "64m"
+#define CONF_DEF_DONE_LOG_SIZE    (1ull << 20) /* done log rotation: 16384 marks */
+#define CONF_DEF_DONE_LOG_STR     "1m"
 #define CONF_DEF_COMMIT_WINDOW_US 200u  /* a group commit waits this long for company */
 #define CONF_DEF_QUEUE_CAPACITY   4096u /* per worker-to-worker ring */
 #define CONF_DEF_SPOOL_MIN_FREE                                                                    \
@@ -83,6 +85,7 @@ struct conf {
 	enum log_level log_level;
 	bool check;                /* --check: validate and exit */
 	uint64_t segment_size;     /* bytes; a worker starts a new segment past it */
+	uint64_t done_log_size;    /* bytes; a worker starts a new done log past it */
 	unsigned commit_window_us; /* group commit: wait for more messages, microseconds */
 	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
 	uint64_t spool_min_free;   /* free bytes under which MAIL gets 452 4.3.1 */
