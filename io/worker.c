@@ -199,6 +199,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_LOG_DIRSYNC] = commit_on_log_dirsync,
     [UD_SEG_UNLINK] = commit_on_unlink,
     [UD_UNLINK_SYNC] = commit_on_unlink_sync,
+    [UD_DONE_UNLINK] = commit_on_done_unlink,
     [UD_STDERR] = ring_log_on_write,
     [UD_TICK] = on_tick,
     [UD_WINDOW] = commit_on_window,
