@@ -415,11 +415,14 @@ void *worker_main(void *arg)
 	io_uring_queue_exit(&w->ring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
-	    "%llu); queue: %llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
+	    "%llu); %llu finished segments unlinked; %llu done logs rotated, %llu unlinked; queue: "
+	    "%llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
 	    "%zu waiting for ring space",
 	    w->id, (unsigned long long)w->cm.stat_msgs, (unsigned long long)w->cm.stat_commits,
 	    w->cm.stat_commits ? (double)w->cm.stat_msgs / (double)w->cm.stat_commits : 0.0,
-	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->stat_routed,
+	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->cm.stat_unlinked,
+	    (unsigned long long)w->cm.stat_done_rotated,
+	    (unsigned long long)w->cm.stat_done_unlinked, (unsigned long long)w->stat_routed,
 	    (unsigned long long)w->stat_received,
 	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
 	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item));
