@@ -285,18 +285,35 @@ void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker
 	snprintf(name, len, "defer-%016llx-%02u.log", (unsigned long long)start_id, worker);
 }
 
+void spool_defer_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq)
+{
+	snprintf(name, len, "defer-%016llx-%02u-%06u.log", (unsigned long long)start_id, worker,
+	         seq);
+}
+
 bool is_defer_name(const char *s)
 {
 	const char *p = s + 6;
-	uint64_t start = 0, worker;
+	uint64_t start = 0, worker, seq = 0;
+	bool rotated = false;
 	char canon[64];
 
 	if (strncmp(s, "defer-", 6))
 		return false;
-	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) ||
-	    strcmp(p, ".log"))
+	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker))
 		return false;
-	spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
+	if (*p == '-') {
+		p++;
+		if (parse_dec(&p, 6, UINT32_MAX, &seq))
+			return false;
+		rotated = true;
+	}
+	if (strcmp(p, ".log"))
+		return false;
+	if (rotated)
+		spool_defer_log_name(canon, sizeof(canon), start, (unsigned)worker, (unsigned)seq);
+	else
+		spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
 	return !strcmp(canon, s);
 }
 

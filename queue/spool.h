@@ -267,6 +267,13 @@ int spool_done_parse(const char *name, struct spool_done_id *id);
  * least 64 bytes): "defer-<start>-<worker>.log". */
 void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker);
 
+/* The defer log of a running gateway's worker, "defer-<start>-<worker>-<seq>.log"
+ * into <name> (at least 64 bytes): like the done log, it is rotated past
+ * --done-log-size; an old one is deleted once older than
+ * --max-queue-lifetime plus --retry-max (docs/spool.md, "Defer logs").
+ * Readers take both spellings, in name order. */
+void spool_defer_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq);
+
 /* Encodes <d> into the SPOOL_DONE_LEN bytes at <buf> (any alignment), for
  * io/ to write through its ring. Returns 0 or -EINVAL (empty or long qid,
  * bad result, worker >= 65536). Any thread. */

@@ -1304,6 +1304,38 @@ Test(spool, list_shows_deferred_messages_from_the_defer_logs)
 	rm_dir(dir);
 }
 
+static void append_str(const char *dir, const char *name, const char *text)
+{
+	append_bytes(dir, name, text, strlen(text));
+}
+
+Test(spool, rotated_defer_logs_are_read_in_order_and_a_later_one_wins)
+{
+	char *dir = tmp_dir(), name[64], *s;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	spool_defer_log_name(name, sizeof(name), 0x1234, 3, 42);
+	cr_expect_str_eq(name, "defer-0000000000001234-03-000042.log");
+	close(three_and_one(dir, off, &len));
+	spool_defer_log_name(name, sizeof(name), 5, 0, 0);
+	append_str(dir, name, "R0\t1700000400\t1\told\nR1\t1700000400\t1\tonly\n");
+	spool_defer_log_name(name, sizeof(name), 5, 0, 1);
+	append_str(dir, name, "R0\t1700000500\t2\tnew\n");
+	/* Not spelled as the naming functions write them: not read. */
+	append_str(dir, "defer-0000000000000005-00-2.log", "R2\t1700000500\t9\tx\n");
+	append_str(dir, "defer-0000000000000005-00-000003.log.tmp", "R2\t1700000500\t9\tx\n");
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "R0" RCPTS " deferred next=7m attempts=2 last=\"new\"\n"
+	                    "R1" RCPTS " deferred next=5m attempts=1 last=\"only\"\n"
+	                    "R2" RCPTS " active\n"
+	                    "NEXT" RCPTS " active\n");
+	free(s);
+	rm_dir(dir);
+}
+
 Test(spool, list_next_attempt_reads_like_an_age)
 {
 	static const struct {
