@@ -220,7 +220,8 @@ void conf_usage(FILE *out)
 	OPT("--segment-size BYTES",
 	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
 	OPT("--done-log-size BYTES",
-	    "start a new done log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR ")");
+	    "start a new done (and defer) log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR
+	    ")");
 	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",

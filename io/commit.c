@@ -39,11 +39,14 @@
 #include "core/log.h"
 #include "io/ring.h"
 
-/* A done log rotated out: closed, every mark in it durable. It goes once
- * every segment in <segs> is gone (segreg_gone()). */
-struct done_old {
-	struct done_old *next;
-	struct buf segs; /* registry numbers (unsigned each), sorted, not yet seen gone */
+/* A log rotated out: closed, with nothing in flight on it. A done log
+ * (every mark in it durable) goes once every segment in <segs> is gone
+ * (segreg_gone()); a defer log once the worker's clock passes <expires>. */
+struct log_old {
+	struct log_old *next;
+	struct buf segs; /* done log: registry numbers (unsigned each), sorted, not seen gone */
+	int64_t expires; /* defer log: ms, worker clock (w->now) */
+	bool defer;      /* on the list of old defer logs, else of old done logs */
 	bool unlinking;  /* its unlinkat is in flight */
 	char name[64];   /* the unlinkat's path: valid until it completes */
 };
@@ -81,13 +84,17 @@ void commit_fini(struct worker *w)
 	buf_free(&cm->gone_wait);
 	buf_free(&cm->gone_syncing);
 	buf_free(&cm->done_segs);
-	/* What is left goes at the next start: recovery drops its marks. */
-	while (cm->done_old) {
-		struct done_old *o = cm->done_old;
+	/* What is left goes at the next start: recovery drops the marks and
+	 * the defer lines nobody needs. */
+	for (struct log_old **list = &cm->done_old; list;
+	     list = list == &cm->done_old ? &cm->defer_old : NULL) {
+		while (*list) {
+			struct log_old *o = *list;
 
-		cm->done_old = o->next;
-		buf_free(&o->segs);
-		free(o);
+			*list = o->next;
+			buf_free(&o->segs);
+			free(o);
+		}
 	}
 }
 
@@ -97,7 +104,7 @@ bool commit_busy(const struct worker *w)
 
 	return cm->flight || cm->head || cm->done.inflight || cm->defer.inflight ||
 	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced || cm->nunlink ||
-	       cm->dir_syncing || cm->ndone_unlink;
+	       cm->dir_syncing || cm->nlog_unlink;
 }
 
 /* ---- reclaiming finished segments ---- */
@@ -267,15 +274,22 @@ static int cmp_unsigned(const void *pa, const void *pb)
  * every mark in it durable (so every one of them has left its segment's
  * live count): it is closed, and the next append opens the next one. It
  * waits on the list of old logs until every segment its marks name is
- * gone (done_reap()). One holding a mark for no registered segment, or
+ * gone (log_reap()). One holding a mark for no registered segment, or
  * whose list could not be kept, stays until a restart, whose recovery
  * drops the marks nobody needs. */
+static void log_old_add(struct log_old **list, struct log_old *o)
+{
+	while (*list)
+		list = &(*list)->next;
+	*list = o;
+}
+
 static void done_rotate(struct worker *w)
 {
 	struct commit *cm = &w->cm;
 	unsigned *v = (unsigned *)cm->done_segs.p;
 	size_t n = cm->done_segs.len / sizeof(*v), k = 0;
-	struct done_old *o, **pp;
+	struct log_old *o;
 
 	close(cm->done.fd); /* directly, as it was opened: nothing is in flight on it */
 	cm->done.fd = -1;
@@ -290,9 +304,7 @@ static void done_rotate(struct worker *w)
 		o->segs = cm->done_segs;
 		cm->done_segs = (struct buf)BUF_INIT;
 		spool_done_log_name(o->name, sizeof(o->name), w->g->start_id, w->id, cm->done_seq);
-		for (pp = &cm->done_old; *pp; pp = &(*pp)->next)
-			;
-		*pp = o;
+		log_old_add(&cm->done_old, o);
 	} else {
 		char name[64];
 
@@ -308,15 +320,60 @@ static void done_rotate(struct worker *w)
 	cm->stat_done_rotated++;
 }
 
-/* At the tick: an old done log every segment of which is gone (its unlink
- * durable, segreg_gone()) holds no mark anybody needs, now or after a
- * crash: it is unlinked through the ring. */
-static void done_reap(struct worker *w)
+static void log_old_unlink(struct worker *w, struct log_old *o)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, o->name, 0);
+	io_uring_sqe_set_data64(sqe, UD(o, UD_LOG_UNLINK));
+	o->unlinking = true;
+	w->cm.nlog_unlink++;
+}
+
+/* The defer log is past --done-log-size (nothing in flight on it): it is
+ * closed, and the next line opens the next one. Its lines name messages
+ * that arrived before it was closed, each of which is done once
+ * --max-queue-lifetime from its arrival is over: its last try is due then
+ * at the latest (retry_next() caps it there) and bounces it; --retry-max
+ * more is the margin for that try. Past that time from now no line in it
+ * can be the one the listing shows for a pending message, and it goes. (A
+ * try held up longer, all connections busy, may outlive it: the listing
+ * then shows that message active, which is all a defer line informs.) */
+static void defer_rotate(struct worker *w)
 {
 	struct commit *cm = &w->cm;
-	struct io_uring_sqe *sqe;
+	const struct conf *cf = w->g->conf;
+	struct log_old *o;
 
-	for (struct done_old *o = cm->done_old; o; o = o->next) {
+	close(cm->defer.fd); /* directly, as it was opened: nothing is in flight on it */
+	cm->defer.fd = -1;
+	o = calloc(1, sizeof(*o));
+	if (o) {
+		o->defer = true;
+		o->expires =
+		    w->now + ((int64_t)cf->max_queue_lifetime + (int64_t)cf->retry_max) * 1000;
+		spool_defer_log_name(o->name, sizeof(o->name), w->g->start_id, w->id,
+		                     cm->defer_seq);
+		log_old_add(&cm->defer_old, o);
+	} else {
+		LOGW("worker %u: out of memory: a defer log stays until the next start", w->id);
+	}
+	cm->defer_size = 0;
+	cm->defer_seq++;
+}
+
+/* At the tick: an old done log every segment of which is gone (its unlink
+ * durable, segreg_gone()) holds no mark anybody needs, now or after a
+ * crash, and an old defer log past its time no line the listing would
+ * show: they are unlinked through the ring. */
+static void log_reap(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+
+	for (struct log_old *o = cm->defer_old; o && w->now >= o->expires; o = o->next)
+		if (!o->unlinking)
+			log_old_unlink(w, o); /* oldest first: the first not due ends it */
+	for (struct log_old *o = cm->done_old; o; o = o->next) {
 		unsigned *v = (unsigned *)o->segs.p;
 		size_t n = o->segs.len / sizeof(*v), k = 0;
 
@@ -327,32 +384,28 @@ static void done_reap(struct worker *w)
 			if (!segreg_gone(&w->g->segs, v[i]))
 				v[k++] = v[i];
 		o->segs.len = k * sizeof(*v);
-		if (k)
-			continue;
-		sqe = ring_sqe(w);
-		io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, o->name, 0);
-		io_uring_sqe_set_data64(sqe, UD(o, UD_DONE_UNLINK));
-		o->unlinking = true;
-		cm->ndone_unlink++;
+		if (!k)
+			log_old_unlink(w, o);
 	}
 }
 
-void commit_on_done_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
+void commit_on_log_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
-	struct done_old *o = p, **pp;
+	struct log_old *o = p, **pp;
+	const char *kind = o->defer ? "defer" : "done";
 
-	w->cm.ndone_unlink--;
-	for (pp = &w->cm.done_old; *pp != o; pp = &(*pp)->next)
+	w->cm.nlog_unlink--;
+	for (pp = o->defer ? &w->cm.defer_old : &w->cm.done_old; *pp != o; pp = &(*pp)->next)
 		;
 	*pp = o->next;
 	if (cqe->res < 0 && cqe->res != -ENOENT) {
-		LOGW("worker %u: done log %s: unlink: %s (it goes at the next start)", w->id,
+		LOGW("worker %u: %s log %s: unlink: %s (it goes at the next start)", w->id, kind,
 		     o->name, strerror(-cqe->res));
 	} else {
-		LOGD("worker %u: done log %s: every segment it names is gone: unlinked", w->id,
-		     o->name);
-		w->cm.stat_done_unlinked++;
-		w->cm.dir_dirty = true; /* not needed for safety: its marks name nothing */
+		LOGD("worker %u: old %s log %s unlinked", w->id, kind, o->name);
+		if (!o->defer)
+			w->cm.stat_done_unlinked++;
+		w->cm.dir_dirty = true; /* not needed for safety: nothing needs it any more */
 	}
 	buf_free(&o->segs);
 	free(o);
@@ -395,6 +448,8 @@ static void log_flush(struct worker *w, struct commit_log *l)
 			return;
 		}
 		done_rotate(w);
+	} else if (l == &cm->defer && l->fd >= 0 && cm->defer_size >= w->g->conf->done_log_size) {
+		defer_rotate(w); /* never synced: nothing to wait for */
 	}
 	if (!l->gather.len)
 		return;
@@ -405,7 +460,8 @@ static void log_flush(struct worker *w, struct commit_log *l)
 			spool_done_log_name(name, sizeof(name), w->g->start_id, w->id,
 			                    cm->done_seq);
 		else
-			spool_defer_name(name, sizeof(name), w->g->start_id, w->id);
+			spool_defer_log_name(name, sizeof(name), w->g->start_id, w->id,
+			                     cm->defer_seq);
 		l->fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 		               0640);
 		if (l->fd < 0) {
@@ -454,8 +510,8 @@ void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct commit_log *l = p;
 	struct io_uring_sqe *sqe;
 
-	if (cqe->res > 0 && l == &w->cm.done)
-		w->cm.done_size += (uint64_t)cqe->res;
+	if (cqe->res > 0)
+		*(l == &w->cm.done ? &w->cm.done_size : &w->cm.defer_size) += (uint64_t)cqe->res;
 	if (cqe->res > 0 && (size_t)cqe->res < l->flying.len) {
 		buf_consume(&l->flying, (size_t)cqe->res);
 		sqe = ring_sqe(w);
@@ -548,7 +604,7 @@ void commit_tick(struct worker *w)
 	struct buf t;
 
 	log_sync(w, &w->cm.done);
-	done_reap(w);
+	log_reap(w);
 	if (w->cm.dir_dirty && !w->cm.dir_syncing) {
 		/* What this fsync makes durable: the unlinks completed so far. */
 		t = w->cm.gone_syncing;

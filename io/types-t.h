@@ -50,7 +50,7 @@ enum ud_op {
 	UD_LOG_DIRSYNC,   /* struct commit_log: fsync of the directory (a new log file) */
 	UD_SEG_UNLINK,    /* struct seg_unlink (io/commit.c): a finished segment's unlink */
 	UD_UNLINK_SYNC,   /* struct commit: fsync of the directory after unlinks */
-	UD_DONE_UNLINK,   /* struct done_old (io/commit.c): an old done log's unlink */
+	UD_LOG_UNLINK,    /* struct log_old (io/commit.c): an old done or defer log's unlink */
 	UD_STDERR,        /* struct worker: the log lines of a round (core/log sink) */
 	UD_TICK,          /* struct worker: the once-a-second timer */
 	UD_WINDOW,        /* struct commit: the commit-window timeout */
@@ -85,7 +85,7 @@ enum conn_state {
 
 struct worker;
 struct commit_rec;
-struct done_old;
+struct log_old;
 
 /* Called once per record when its batch's fdatasync is done (or when it
  * could not be written): <err> 0 means durable at r->segno, r->off. */
@@ -153,8 +153,13 @@ struct commit {
 	struct buf done_segs;
 	bool done_keep, done_keep_gather;
 	bool done_sync_err; /* the last fdatasync of the done log failed: retried at the tick */
-	struct done_old *done_old;
-	unsigned ndone_unlink; /* old done logs being unlinked */
+	struct log_old *done_old;
+	/* The defer log's rotation: the same sizes; an old one is deleted once
+	 * older than --max-queue-lifetime plus --retry-max. */
+	unsigned defer_seq;
+	uint64_t defer_size;
+	struct log_old *defer_old;
+	unsigned nlog_unlink; /* old done and defer logs being unlinked */
 	uint64_t stat_unlinked;
 	uint64_t stat_done_rotated, stat_done_unlinked;
 	uint64_t stat_msgs;    /* records made durable */

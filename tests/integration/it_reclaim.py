@@ -181,6 +181,47 @@ def test_kill_while_done_logs_rotate():
               f"{len(segments(gw))} segments")
 
 
+def defer_logs(gw):
+    return sorted(glob.glob(os.path.join(gw.spool, "defer-*.log")))
+
+
+def test_defer_logs_rotate_and_go():
+    """4 KB defer logs (about 80 lines) and a 3-second queue lifetime: 150
+    messages deferred again and again, then bounced, fill several defer
+    logs; once the lifetime plus --retry-max has passed since a log was
+    rotated out it is unlinked, and what is left is the current log."""
+    if not SmtpSink.available():
+        print("skip: smtp-sink not installed (Debian package postfix)")
+        return
+    with SmtpSink(backlog=1000) as sink, \
+            held_gateway(sink, "--done-log-size", "4k", "--max-queue-lifetime", "3") as gw:
+        held = send_held(gw, 150, "d")
+        most, sizes = [0], {}
+
+        def drained():
+            logs = defer_logs(gw)
+            most[0] = max(most[0], len(logs))
+            for p in logs:
+                try:
+                    sizes[os.path.basename(p)] = os.path.getsize(p)
+                except FileNotFoundError:
+                    pass
+            return gw.count() == 0
+        assert wait_until(drained, 60, 0.2), gw.queue()
+        assert len(sizes) >= 3, (sizes, defer_logs(gw))
+        # Every log past the size is rotated out and goes; the one worker
+        # that delivers held.test may keep a current log under it.
+        full = [n for n, size in sizes.items() if size >= 4096]
+
+        def gone():
+            left = [os.path.basename(p) for p in defer_logs(gw)]
+            return len(left) <= 1 and not set(left) & set(full)
+        assert wait_until(gone, 20), (defer_logs(gw), sizes)
+        print(f"{len(held)} messages deferred then bounced: {len(sizes)} defer logs "
+              f"({sum(sizes.values())} bytes), at most {most[0]} at once; left: "
+              f"{[os.path.basename(p) for p in defer_logs(gw)]}")
+
+
 def test_deferred_message_keeps_its_segment():
     if not HAVE_AIOSMTPD:
         print("skip: aiosmtpd not installed (Debian package python3-aiosmtpd)")
