@@ -19,10 +19,10 @@
  * spool_recover() deletes segments whose records are all done.
  *
  * The committer (io/commit) also appends one text line per deferral to the
- * worker's defer log
- * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
- * reply>\n", not synced; `ringmx queue` shows the last one of each pending
- * message. Formats and rules: docs/spool.md. queue/ may include core/ only.
+ * worker's defer log ("defer-<start>-<worker>-<seq>.log"): "<qid>\t<next
+ * attempt>\t<attempts>\t<last reply>\n", not synced; `ringmx queue` shows
+ * the last one of each pending message. Formats and rules: docs/spool.md.
+ * queue/ may include core/ only.
  *
  * The code: queue/spool.c (record format, names, done codec),
  * queue/spool_read.c (reader window, walker, done and defer sets),
