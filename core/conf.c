@@ -52,6 +52,7 @@ enum conf_opt {
 	OPT_SEGMENT_SIZE,
 	OPT_DATA_BUFFER,
 	OPT_DATA_MEMORY,
+	OPT_DONE_LOG_SIZE,
 	OPT_COMMIT_WINDOW,
 	OPT_DURABILITY,
 	OPT_QUEUE_CAPACITY,
@@ -95,6 +96,7 @@ static const struct option conf_longopts[] = {
     {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
     {"data-buffer", required_argument, NULL, OPT_DATA_BUFFER},
     {"data-memory", required_argument, NULL, OPT_DATA_MEMORY},
+    {"done-log-size", required_argument, NULL, OPT_DONE_LOG_SIZE},
     {"commit-window", required_argument, NULL, OPT_COMMIT_WINDOW},
     {"durability", required_argument, NULL, OPT_DURABILITY},
     {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
@@ -166,6 +168,7 @@ static void conf_defaults(struct conf *c)
 	c->segment_size = CONF_DEF_SEGMENT_SIZE;
 	c->data_buffer = CONF_DEF_DATA_BUFFER;
 	c->data_memory = CONF_DEF_DATA_MEMORY;
+	c->done_log_size = CONF_DEF_DONE_LOG_SIZE;
 	c->commit_window_us = CONF_DEF_COMMIT_WINDOW_US;
 	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
 	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
@@ -226,6 +229,9 @@ void conf_usage(FILE *out)
 	                           "(default: " CONF_DEF_DATA_BUFFER_STR ")");
 	OPT("--data-memory BYTES", "content in memory, all sessions; past it input waits "
 	                           "(default: " CONF_DEF_DATA_MEMORY_STR ")");
+	OPT("--done-log-size BYTES",
+	    "start a new done (and defer) log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR
+	    ")");
 	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",
@@ -607,6 +613,9 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 	case OPT_DATA_MEMORY:
 		return set_size("--data-memory", &c->data_memory, 1u << 20, 1ull << 50, false, arg,
 		                err, errlen);
+	case OPT_DONE_LOG_SIZE:
+		return set_size("--done-log-size", &c->done_log_size, 4u << 10, 1ull << 40, false,
+		                arg, err, errlen);
 	case OPT_MIN_FREE:
 		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,
 		                err, errlen);

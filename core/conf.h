@@ -48,6 +48,8 @@ struct conf_tls_cert {
 #define CONF_DEF_DATA_BUFFER_STR  "256k"
 #define CONF_DEF_DATA_MEMORY      (256ull << 20) /* content in memory, all sessions */
 #define CONF_DEF_DATA_MEMORY_STR  "256m"
+#define CONF_DEF_DONE_LOG_SIZE    (1ull << 20) /* done log rotation: 16384 marks */
+#define CONF_DEF_DONE_LOG_STR     "1m"
 #define CONF_DEF_COMMIT_WINDOW_US 200u  /* a group commit waits this long for company */
 #define CONF_DEF_QUEUE_CAPACITY   4096u /* per worker-to-worker ring */
 #define CONF_DEF_SPOOL_MIN_FREE                                                                    \
@@ -85,10 +87,11 @@ struct conf {
 	enum smtp_data_bare bare_policy;      /* bare CR / LF in DATA */
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
 	enum log_level log_level;
-	bool check;            /* --check: validate and exit */
-	uint64_t segment_size; /* bytes; a worker starts a new segment past it */
-	uint64_t data_buffer;  /* bytes of a message held before it goes to the disk as it comes */
-	uint64_t data_memory;  /* bytes of content in memory, all sessions together */
+	bool check;             /* --check: validate and exit */
+	uint64_t segment_size;  /* bytes; a worker starts a new segment past it */
+	uint64_t done_log_size; /* bytes; a worker starts a new done log past it */
+	uint64_t data_buffer;   /* bytes of a message held before it goes to the disk as it comes */
+	uint64_t data_memory;   /* bytes of content in memory, all sessions together */
 	unsigned commit_window_us; /* group commit: wait for more messages, microseconds */
 	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
 	uint64_t spool_min_free;   /* free bytes under which MAIL gets 452 4.3.1 */

@@ -14,12 +14,16 @@
  * Besides the segments it appends the done log (a mark per message whose
  * delivery is over; synced once a tick: a mark lost in a crash only means
  * the message is delivered again) and the defer log (informational, for
- * `ringmx queue`), each with one ring write per round.
+ * `ringmx queue`), each with one ring write per round. The done log is
+ * rotated past --done-log-size, and an old one is unlinked once every
+ * segment its marks name is gone for good (unlinked, and that unlink made
+ * durable by a directory fsync): docs/spool.md, "The life of a done log".
  *
  * Every write here goes through the worker's ring; the only direct calls
- * are openat() for a new file, close(), and fstatvfs() for the free-space
- * check once a tick. The committer knows no session or relay: each record
- * carries the callback that answers it. */
+ * are openat() for a new file, close() (of a segment left, a done log
+ * rotated out: files with nothing in flight), and fstatvfs() for the
+ * free-space check once a tick. The committer knows no session or relay:
+ * each record carries the callback that answers it. */
 #include "io/commit.h"
 
 #include <errno.h>
@@ -34,6 +38,18 @@
 
 #include "core/log.h"
 #include "io/ring.h"
+
+/* A log rotated out: closed, with nothing in flight on it. A done log
+ * (every mark in it durable) goes once every segment in <segs> is gone
+ * (segreg_gone()); a defer log once the worker's clock passes <expires>. */
+struct log_old {
+	struct log_old *next;
+	struct buf segs; /* done log: registry numbers (unsigned each), sorted, not seen gone */
+	int64_t expires; /* defer log: ms, worker clock (w->now) */
+	bool defer;      /* on the list of old defer logs, else of old done logs */
+	bool unlinking;  /* its unlinkat is in flight */
+	char name[64];   /* the unlinkat's path: valid until it completes */
+};
 
 void commit_init(struct worker *w, uint32_t qid_seed)
 {
@@ -65,6 +81,21 @@ void commit_fini(struct worker *w)
 	buf_free(&cm->rel_flying);
 	buf_free(&cm->rel_written);
 	buf_free(&cm->rel_syncing);
+	buf_free(&cm->gone_wait);
+	buf_free(&cm->gone_syncing);
+	buf_free(&cm->done_segs);
+	/* What is left goes at the next start: recovery drops the marks and
+	 * the defer lines nobody needs. */
+	for (struct log_old **list = &cm->done_old; list;
+	     list = list == &cm->done_old ? &cm->defer_old : NULL) {
+		while (*list) {
+			struct log_old *o = *list;
+
+			*list = o->next;
+			buf_free(&o->segs);
+			free(o);
+		}
+	}
 }
 
 bool commit_busy(const struct worker *w)
@@ -73,16 +104,19 @@ bool commit_busy(const struct worker *w)
 
 	return cm->flight || cm->head || cm->nspill || cm->done.inflight || cm->defer.inflight ||
 	       cm->done.gather.len || cm->defer.gather.len || cm->done.unsynced || cm->nunlink ||
-	       cm->dir_syncing;
+	       cm->dir_syncing || cm->nlog_unlink;
 }
 
 /* ---- reclaiming finished segments ---- */
 
 struct seg_unlink {
+	int segno;
 	char name[96]; /* the unlinkat's path: valid until it completes */
 };
 
-void commit_unlink(struct worker *w, const char *name)
+/* <segno>: the registry number of the segment, gone once the unlink is
+ * durable; -1 for a file no done mark names (never registered). */
+static void unlink_file(struct worker *w, const char *name, int segno)
 {
 	struct seg_unlink *u = malloc(sizeof(*u));
 	struct io_uring_sqe *sqe;
@@ -91,11 +125,17 @@ void commit_unlink(struct worker *w, const char *name)
 		LOGW("worker %u: out of memory: spool file %s stays until a restart", w->id, name);
 		return;
 	}
+	u->segno = segno;
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	sqe = ring_sqe(w);
 	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
 	io_uring_sqe_set_data64(sqe, UD(u, UD_SEG_UNLINK));
 	w->cm.nunlink++;
+}
+
+void commit_unlink(struct worker *w, const char *name)
+{
+	unlink_file(w, name, -1);
 }
 
 /* Segment <segno> is sealed and every record in it is done, with its done
@@ -108,7 +148,7 @@ static void seg_unlink(struct worker *w, int segno)
 	char name[96];
 
 	spool_seg_name(name, sizeof(name), id->start, id->worker, id->seq);
-	commit_unlink(w, name);
+	unlink_file(w, name, segno);
 }
 
 void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -120,19 +160,47 @@ void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		LOGW("worker %u: spool segment %s: unlink: %s (it goes at the next start)", w->id,
 		     u->name, strerror(-cqe->res));
 	else {
-		LOGD("worker %u: spool segment %s finished: unlinked", w->id, u->name);
-		w->cm.stat_unlinked++;
+		unsigned segno = (unsigned)u->segno;
+
+		LOGD("worker %u: spool segment %s %s: unlinked", w->id, u->name,
+		     u->segno >= 0 ? "finished" : "abandoned");
 		w->cm.dir_dirty = true;
+		if (u->segno < 0) {
+			free(u); /* never registered: no done mark names it */
+			return;
+		}
+		w->cm.stat_unlinked++;
+		/* Gone once the directory fsync after this is done. */
+		if (buf_append(&w->cm.gone_wait, &segno, sizeof(segno)))
+			LOGW("worker %u: out of memory: the done logs naming %s stay until a "
+			     "restart",
+			     w->id, u->name);
 	}
 	free(u);
 }
 
 void commit_on_unlink_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
-	w->cm.dir_syncing = false;
-	if (cqe->res < 0)
+	struct commit *cm = &w->cm;
+	const unsigned *v = (const unsigned *)cm->gone_syncing.p;
+
+	cm->dir_syncing = false;
+	if (cqe->res < 0) {
+		/* Tried again at the next tick, with what it covered. */
 		LOGW("worker %u: spool directory fsync after unlinks: %s", w->id,
 		     strerror(-cqe->res));
+		cm->dir_dirty = true;
+		if (buf_append(&cm->gone_wait, cm->gone_syncing.p, cm->gone_syncing.len))
+			LOGW("worker %u: out of memory: some done logs stay until a restart",
+			     w->id);
+		cm->gone_syncing.len = 0;
+		return;
+	}
+	/* The unlinks this fsync covered are durable: no crash brings those
+	 * segments back, so no done mark naming them is needed any more. */
+	for (size_t i = 0; i < cm->gone_syncing.len / sizeof(*v); i++)
+		segreg_set_gone(&w->g->segs, v[i]);
+	cm->gone_syncing.len = 0;
 }
 
 void commit_release(struct worker *w, int segno)
@@ -223,28 +291,217 @@ static void answer(struct worker *w, struct commit_rec *r, int err)
 
 /* ---- the done and defer logs ---- */
 
+static void log_sync(struct worker *w, struct commit_log *l);
+
+static int cmp_unsigned(const void *pa, const void *pb)
+{
+	unsigned a = *(const unsigned *)pa, b = *(const unsigned *)pb;
+
+	return a < b ? -1 : a > b;
+}
+
+/* The done log is past --done-log-size, with nothing in flight on it and
+ * every mark in it durable (so every one of them has left its segment's
+ * live count): it is closed, and the next append opens the next one. It
+ * waits on the list of old logs until every segment its marks name is
+ * gone (log_reap()). One holding a mark for no registered segment, or
+ * whose list could not be kept, stays until a restart, whose recovery
+ * drops the marks nobody needs. */
+static void log_old_add(struct log_old **list, struct log_old *o)
+{
+	while (*list)
+		list = &(*list)->next;
+	*list = o;
+}
+
+static void done_rotate(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+	unsigned *v = (unsigned *)cm->done_segs.p;
+	size_t n = cm->done_segs.len / sizeof(*v), k = 0;
+	struct log_old *o;
+
+	close(cm->done.fd); /* directly, as it was opened: nothing is in flight on it */
+	cm->done.fd = -1;
+	o = cm->done_keep ? NULL : calloc(1, sizeof(*o));
+	if (o) {
+		if (n)
+			qsort(v, n, sizeof(*v), cmp_unsigned);
+		for (size_t i = 0; i < n; i++)
+			if (!k || v[k - 1] != v[i])
+				v[k++] = v[i];
+		cm->done_segs.len = k * sizeof(*v);
+		o->segs = cm->done_segs;
+		cm->done_segs = (struct buf)BUF_INIT;
+		spool_done_log_name(o->name, sizeof(o->name), w->g->start_id, w->id, cm->done_seq);
+		log_old_add(&cm->done_old, o);
+	} else {
+		char name[64];
+
+		spool_done_log_name(name, sizeof(name), w->g->start_id, w->id, cm->done_seq);
+		LOGW("worker %u: done log %s stays until the next start: %s", w->id, name,
+		     cm->done_keep ? "a mark in it names an unregistered segment"
+		                   : "out of memory");
+		cm->done_segs.len = 0;
+	}
+	cm->done_keep = false;
+	cm->done_size = 0;
+	cm->done_seq++;
+	cm->stat_done_rotated++;
+}
+
+static void log_old_unlink(struct worker *w, struct log_old *o)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, o->name, 0);
+	io_uring_sqe_set_data64(sqe, UD(o, UD_LOG_UNLINK));
+	o->unlinking = true;
+	w->cm.nlog_unlink++;
+}
+
+/* The defer log is past --done-log-size (nothing in flight on it): it is
+ * closed, and the next line opens the next one. Its lines name messages
+ * that arrived before it was closed, each of which is done once
+ * --max-queue-lifetime from its arrival is over: its last try is due then
+ * at the latest (retry_next() caps it there) and bounces it; --retry-max
+ * more is the margin for that try. Past that time from now no line in it
+ * can be the one the listing shows for a pending message, and it goes. (A
+ * try held up longer, all connections busy, may outlive it: the listing
+ * then shows that message active, which is all a defer line informs.) */
+static void defer_rotate(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+	const struct conf *cf = w->g->conf;
+	struct log_old *o;
+
+	close(cm->defer.fd); /* directly, as it was opened: nothing is in flight on it */
+	cm->defer.fd = -1;
+	o = calloc(1, sizeof(*o));
+	if (o) {
+		o->defer = true;
+		o->expires =
+		    w->now + ((int64_t)cf->max_queue_lifetime + (int64_t)cf->retry_max) * 1000;
+		spool_defer_log_name(o->name, sizeof(o->name), w->g->start_id, w->id,
+		                     cm->defer_seq);
+		log_old_add(&cm->defer_old, o);
+	} else {
+		LOGW("worker %u: out of memory: a defer log stays until the next start", w->id);
+	}
+	cm->defer_size = 0;
+	cm->defer_seq++;
+}
+
+/* At the tick: an old done log every segment of which is gone (its unlink
+ * durable, segreg_gone()) holds no mark anybody needs, now or after a
+ * crash, and an old defer log past its time no line the listing would
+ * show: they are unlinked through the ring. */
+static void log_reap(struct worker *w)
+{
+	struct commit *cm = &w->cm;
+
+	for (struct log_old *o = cm->defer_old; o && w->now >= o->expires; o = o->next)
+		if (!o->unlinking)
+			log_old_unlink(w, o); /* oldest first: the first not due ends it */
+	for (struct log_old *o = cm->done_old; o; o = o->next) {
+		unsigned *v = (unsigned *)o->segs.p;
+		size_t n = o->segs.len / sizeof(*v), k = 0;
+
+		if (o->unlinking)
+			continue;
+		/* Gone is for good: those are not looked at again. */
+		for (size_t i = 0; i < n; i++)
+			if (!segreg_gone(&w->g->segs, v[i]))
+				v[k++] = v[i];
+		o->segs.len = k * sizeof(*v);
+		if (!k)
+			log_old_unlink(w, o);
+	}
+}
+
+void commit_on_log_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	struct log_old *o = p, **pp;
+	const char *kind = o->defer ? "defer" : "done";
+
+	w->cm.nlog_unlink--;
+	for (pp = o->defer ? &w->cm.defer_old : &w->cm.done_old; *pp != o; pp = &(*pp)->next)
+		;
+	*pp = o->next;
+	if (cqe->res < 0 && cqe->res != -ENOENT) {
+		LOGW("worker %u: %s log %s: unlink: %s (it goes at the next start)", w->id, kind,
+		     o->name, strerror(-cqe->res));
+	} else {
+		LOGD("worker %u: old %s log %s unlinked", w->id, kind, o->name);
+		if (!o->defer)
+			w->cm.stat_done_unlinked++;
+		w->cm.dir_dirty = true; /* not needed for safety: nothing needs it any more */
+	}
+	buf_free(&o->segs);
+	free(o);
+}
+
+/* The segments the gathered done marks name now belong to the current
+ * done log, which they are about to be written to. */
+static void done_note_segs(struct commit *cm)
+{
+	const unsigned *v = (const unsigned *)cm->rel_gather.p;
+
+	for (size_t i = 0; i < cm->rel_gather.len / sizeof(*v) && !cm->done_keep; i++) {
+		size_t n = cm->done_segs.len / sizeof(*v);
+
+		if (n && ((const unsigned *)cm->done_segs.p)[n - 1] == v[i])
+			continue; /* runs of one segment are common: sorted at rotation */
+		if (buf_append(&cm->done_segs, &v[i], sizeof(v[i])))
+			cm->done_keep = true; /* a log we cannot account for stays */
+	}
+	if (cm->done_keep_gather)
+		cm->done_keep = true;
+	cm->done_keep_gather = false;
+}
+
 static void log_flush(struct worker *w, struct commit_log *l)
 {
+	struct commit *cm = &w->cm;
 	struct io_uring_sqe *sqe;
 	struct buf t;
 
-	if (l->inflight || !l->gather.len)
+	if (l->inflight)
+		return;
+	if (l == &cm->done && l->fd >= 0 && cm->done_size >= w->g->conf->done_log_size) {
+		/* Past its size: synced now rather than at the tick (unless that
+		 * just failed), rotated out once that is done; what gathered
+		 * meanwhile goes to the next log. */
+		if (l->unsynced) {
+			if (!cm->done_sync_err)
+				log_sync(w, l);
+			return;
+		}
+		done_rotate(w);
+	} else if (l == &cm->defer && l->fd >= 0 && cm->defer_size >= w->g->conf->done_log_size) {
+		defer_rotate(w); /* never synced: nothing to wait for */
+	}
+	if (!l->gather.len)
 		return;
 	if (l->fd < 0) {
 		char name[96];
 
-		if (l == &w->cm.done)
-			spool_done_name(name, sizeof(name), w->g->start_id, w->id);
+		if (l == &cm->done)
+			spool_done_log_name(name, sizeof(name), w->g->start_id, w->id,
+			                    cm->done_seq);
 		else
-			spool_defer_name(name, sizeof(name), w->g->start_id, w->id);
+			spool_defer_log_name(name, sizeof(name), w->g->start_id, w->id,
+			                     cm->defer_seq);
 		l->fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 		               0640);
 		if (l->fd < 0) {
 			/* Dropped as a failed write drops them (commit_on_log_write). */
 			LOGE("worker %u: %s log %s: %s", w->id, l->kind, name, strerror(errno));
 			buf_reset(&l->gather, 0);
-			if (l == &w->cm.done)
-				w->cm.rel_gather.len = 0;
+			if (l == &cm->done) {
+				cm->rel_gather.len = 0;
+				cm->done_keep_gather = false;
+			}
 			return;
 		}
 		/* The name is made durable ahead of the first append. */
@@ -258,6 +515,7 @@ static void log_flush(struct worker *w, struct commit_log *l)
 	l->gather = t;
 	l->gather.len = 0;
 	if (l == &w->cm.done) {
+		done_note_segs(cm);
 		t = w->cm.rel_flying;
 		w->cm.rel_flying = w->cm.rel_gather;
 		w->cm.rel_gather = t;
@@ -282,6 +540,8 @@ void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct commit_log *l = p;
 	struct io_uring_sqe *sqe;
 
+	if (cqe->res > 0)
+		*(l == &w->cm.done ? &w->cm.done_size : &w->cm.defer_size) += (uint64_t)cqe->res;
 	if (cqe->res > 0 && (size_t)cqe->res < l->flying.len) {
 		buf_consume(&l->flying, (size_t)cqe->res);
 		sqe = ring_sqe(w);
@@ -311,6 +571,7 @@ void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct commit_log *l = p;
 
 	l->inflight = false;
+	w->cm.done_sync_err = cqe->res < 0;
 	if (cqe->res < 0) {
 		/* Tried again at the next tick, with what it covered. */
 		LOGE("worker %u: %s log fdatasync: %s", w->id, l->kind, strerror(-cqe->res));
@@ -351,8 +612,14 @@ void commit_done_mark(struct worker *w, const struct spool_done *d, int segno)
 		LOGE("worker %u: out of memory for the done log", w->id);
 		return;
 	}
-	if (segno >= 0 && buf_append(&w->cm.rel_gather, &u, sizeof(u)))
+	/* A mark whose segment the done log cannot name keeps its log until a
+	 * restart (done_rotate()). */
+	if (segno < 0) {
+		w->cm.done_keep_gather = true;
+	} else if (buf_append(&w->cm.rel_gather, &u, sizeof(u))) {
 		LOGW("worker %u: out of memory: a finished segment stays until a restart", w->id);
+		w->cm.done_keep_gather = true;
+	}
 }
 
 void commit_defer_note(struct worker *w, const char *line, size_t len)
@@ -364,9 +631,16 @@ void commit_defer_note(struct worker *w, const char *line, size_t len)
 void commit_tick(struct worker *w)
 {
 	struct io_uring_sqe *sqe;
+	struct buf t;
 
 	log_sync(w, &w->cm.done);
+	log_reap(w);
 	if (w->cm.dir_dirty && !w->cm.dir_syncing) {
+		/* What this fsync makes durable: the unlinks completed so far. */
+		t = w->cm.gone_syncing;
+		w->cm.gone_syncing = w->cm.gone_wait;
+		w->cm.gone_wait = t;
+		w->cm.gone_wait.len = 0;
 		w->cm.dir_dirty = false;
 		w->cm.dir_syncing = true;
 		sqe = ring_sqe(w);

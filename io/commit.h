@@ -31,7 +31,8 @@ void commit_submit(struct worker *w, struct commit_rec *r);
 /* Appends a done mark (delivery of that record, in registry segment
  * <segno>, is over). Durable at the next tick's fdatasync of the done
  * log; then the record leaves its segment's live count, and a sealed
- * segment left with none is unlinked. */
+ * segment left with none is unlinked. The done log it lands in is deleted
+ * once that segment is gone (<segno> < 0: it stays until a restart). */
 void commit_done_mark(struct worker *w, const struct spool_done *d, int segno);
 /* A record of segment <segno> whose done record is durable already (the
  * `ringmx queue --delete` tool wrote it) leaves the live count now. */
@@ -40,13 +41,17 @@ void commit_release(struct worker *w, int segno);
  * message abandoned while it streamed: io/spill); the spool directory is
  * fsync'd at the next tick. */
 void commit_unlink(struct worker *w, const char *name);
-/* Appends <len> bytes of <line> to the defer log (informational). */
+/* Appends <len> bytes of <line> to the defer log (informational; rotated
+ * as the done log is, an old one deleted once older than
+ * --max-queue-lifetime plus --retry-max). */
 void commit_defer_note(struct worker *w, const char *line, size_t len);
 
 /* End of a round: submits the gathered batch (when none is on the disk and
  * the commit window, if any, has passed) and the log appends. */
 void commit_flush(struct worker *w);
-/* Once a second: the done log's fdatasync. */
+/* Once a second: the done log's fdatasync, the unlinks of old done logs
+ * whose segments are all gone and of old defer logs past their time, the
+ * directory fsync after unlinks. */
 void commit_tick(struct worker *w);
 /* Free space against --spool-min-free: sets w->storage_low. */
 void commit_check_storage(struct worker *w);
@@ -61,5 +66,6 @@ void commit_on_log_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_log_dirsync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_unlink_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void commit_on_log_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe);
 
 #endif

@@ -50,6 +50,7 @@ enum ud_op {
 	UD_LOG_DIRSYNC,   /* struct commit_log: fsync of the directory (a new log file) */
 	UD_SEG_UNLINK,    /* struct seg_unlink (io/commit.c): a finished segment's unlink */
 	UD_UNLINK_SYNC,   /* struct commit: fsync of the directory after unlinks */
+	UD_LOG_UNLINK,    /* struct log_old (io/commit.c): an old done or defer log's unlink */
 	UD_STDERR,        /* struct worker: the log lines of a round (core/log sink) */
 	UD_TICK,          /* struct worker: the once-a-second timer */
 	UD_WINDOW,        /* struct commit: the commit-window timeout */
@@ -87,6 +88,7 @@ enum conn_state {
 
 struct worker;
 struct commit_rec;
+struct log_old;
 
 /* Called once per record when its batch's fdatasync is done (or when it
  * could not be written): <err> 0 means durable at r->segno, r->off. */
@@ -171,7 +173,30 @@ struct commit {
 	unsigned nspill;  /* operations of streamed messages in flight (io/spill.c) */
 	bool dir_dirty;   /* unlinked since the last directory fsync */
 	bool dir_syncing; /* that fsync is in flight */
+	/* Registry numbers (unsigned each) of the segments whose unlink
+	 * completed: waiting for a directory fsync / covered by the one in
+	 * flight; gone (segreg_set_gone()) once it is done. */
+	struct buf gone_wait, gone_syncing;
+	/* The done log's rotation (docs/spool.md, "The life of a done log"):
+	 * the current log's number and bytes written; the registry numbers its
+	 * marks name (unsigned each); <done_keep>: a mark in it names no
+	 * registered segment, so it stays until a restart; <done_keep_gather>:
+	 * the same for a gathered mark. The logs rotated out, oldest first,
+	 * each deleted once every segment it names is gone. */
+	unsigned done_seq;
+	uint64_t done_size;
+	struct buf done_segs;
+	bool done_keep, done_keep_gather;
+	bool done_sync_err; /* the last fdatasync of the done log failed: retried at the tick */
+	struct log_old *done_old;
+	/* The defer log's rotation: the same sizes; an old one is deleted once
+	 * older than --max-queue-lifetime plus --retry-max. */
+	unsigned defer_seq;
+	uint64_t defer_size;
+	struct log_old *defer_old;
+	unsigned nlog_unlink; /* old done and defer logs being unlinked */
 	uint64_t stat_unlinked;
+	uint64_t stat_done_rotated, stat_done_unlinked;
 	uint64_t stat_msgs;    /* records made durable */
 	uint64_t stat_spilled; /* of them, messages streamed into a segment of their own */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */

@@ -200,6 +200,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_LOG_DIRSYNC] = commit_on_log_dirsync,
     [UD_SEG_UNLINK] = commit_on_unlink,
     [UD_UNLINK_SYNC] = commit_on_unlink_sync,
+    [UD_LOG_UNLINK] = commit_on_log_unlink,
     [UD_STDERR] = ring_log_on_write,
     [UD_TICK] = on_tick,
     [UD_WINDOW] = commit_on_window,
@@ -419,12 +420,15 @@ void *worker_main(void *arg)
 	io_uring_queue_exit(&w->ring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
-	    "%llu); queue: %llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
+	    "%llu); %llu finished segments unlinked; %llu done logs rotated, %llu unlinked; queue: "
+	    "%llu routed, %llu received, %llu held for delivery, %llu wake-ups sent, "
 	    "%zu waiting for ring space; %llu messages streamed to a segment of their own, input "
 	    "paused %llu times, at most %llu bytes of content held",
 	    w->id, (unsigned long long)w->cm.stat_msgs, (unsigned long long)w->cm.stat_commits,
 	    w->cm.stat_commits ? (double)w->cm.stat_msgs / (double)w->cm.stat_commits : 0.0,
-	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->stat_routed,
+	    (unsigned long long)w->cm.stat_max_batch, (unsigned long long)w->cm.stat_unlinked,
+	    (unsigned long long)w->cm.stat_done_rotated,
+	    (unsigned long long)w->cm.stat_done_unlinked, (unsigned long long)w->stat_routed,
 	    (unsigned long long)w->stat_received,
 	    (unsigned long long)(w->held.len / sizeof(struct mq_item)),
 	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item),

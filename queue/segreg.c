@@ -41,6 +41,7 @@ int segreg_add(struct seg_registry *r, const struct spool_seg_id *id)
 	}
 	r->chunk[c][n % SEGREG_CHUNK].id = *id;
 	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].live, 0);
+	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].gone, false);
 	r->n = n + 1;
 	res = (int)n;
 out:
@@ -81,6 +82,21 @@ bool segreg_finished(struct seg_registry *r, unsigned i)
 bool segreg_seal(struct seg_registry *r, unsigned i)
 {
 	return atomic_fetch_or_explicit(live_of(r, i), SEGREG_SEALED, memory_order_relaxed) == 0;
+}
+
+/* Release/acquire: whoever sees <gone> also sees what its setter did
+ * before (the kernel has the unlink and the fsync already: they completed
+ * before the store). */
+void segreg_set_gone(struct seg_registry *r, unsigned i)
+{
+	atomic_store_explicit(&r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].gone, true,
+	                      memory_order_release);
+}
+
+bool segreg_gone(struct seg_registry *r, unsigned i)
+{
+	return atomic_load_explicit(&r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].gone,
+	                            memory_order_acquire);
 }
 
 uint32_t route_hash(const char *addr)

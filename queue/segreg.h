@@ -24,6 +24,9 @@ struct segreg_ent {
 	/* Records of the segment still to be delivered (made durable and not
 	 * yet done), plus SEGREG_SEALED: a sealed segment at 0 is finished. */
 	_Atomic uint32_t live;
+	/* Set once the segment's unlink is durable (the unlinking worker's
+	 * directory fsync after it completed): never cleared. */
+	_Atomic bool gone;
 };
 struct seg_registry {
 	pthread_mutex_t mu;
@@ -60,6 +63,13 @@ bool segreg_seal(struct seg_registry *r, unsigned i);
 /* True when segment <i> is sealed and has nothing live (it is, or is about
  * to be, unlinked). */
 bool segreg_finished(struct seg_registry *r, unsigned i);
+/* segreg_set_gone(): finished segment <i> is out of the directory for good
+ * (its unlink completed and a directory fsync after it did too). Only the
+ * worker that unlinked it calls it, once. segreg_gone(): whether that
+ * happened; a done mark naming a gone segment is needed by nobody, and the
+ * done log holding it may go (io/commit.c). Any thread, lock-free. */
+void segreg_set_gone(struct seg_registry *r, unsigned i);
+bool segreg_gone(struct seg_registry *r, unsigned i);
 
 /* Route hash of an address's domain (case-insensitive FNV-1a). */
 uint32_t route_hash(const char *addr);

@@ -42,8 +42,8 @@ int env_parse(char *env, size_t len, char *rcpts, struct spool_msg *m);
 int parse_dec(const char **pp, unsigned min, uint64_t max, uint64_t *v);
 
 /* Whether <s> names a segment (spool_seg_parse() takes it), a done log
- * ("done-*.rmx": a gateway's, a tool's or a recovered one) or a defer log
- * (exactly as spool_defer_name() writes it). */
+ * (spool_done_parse() takes it: a gateway's, a tool's or a recovered one)
+ * or a defer log (exactly as spool_defer_name() writes it). */
 bool is_seg_name(const char *s);
 bool is_done_name(const char *s);
 bool is_defer_name(const char *s);

@@ -251,11 +251,57 @@ void done_recovered_name(char *name, size_t len, uint64_t start_id)
 	snprintf(name, len, "done-%016llx-recovered.rmx", (unsigned long long)start_id);
 }
 
+void spool_done_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq)
+{
+	snprintf(name, len, "done-%016llx-%02u-%06u.rmx", (unsigned long long)start_id, worker,
+	         seq);
+}
+
+int spool_done_parse(const char *name, struct spool_done_id *id)
+{
+	const char *p = name;
+	struct spool_done_id v = {0};
+	uint64_t worker, seq;
+	char canon[64];
+
+	if (strncmp(p, "done-", 5))
+		return -EINVAL;
+	p += 5;
+	if (parse_hex16(&p, &v.start) || *p++ != '-')
+		return -EINVAL;
+	if (!strcmp(p, "recovered.rmx")) {
+		v.recovered = true;
+		*id = v;
+		return 0;
+	}
+	if (parse_dec(&p, 2, 0xffff, &worker))
+		return -EINVAL;
+	v.worker = (uint32_t)worker;
+	if (*p == '-') {
+		p++;
+		if (parse_dec(&p, 6, UINT32_MAX, &seq))
+			return -EINVAL;
+		v.seq = (uint32_t)seq;
+		v.rotated = true;
+	}
+	if (strcmp(p, ".rmx"))
+		return -EINVAL;
+	/* Only the spellings the naming functions give: no extra zeros. */
+	if (v.rotated)
+		spool_done_log_name(canon, sizeof(canon), v.start, v.worker, v.seq);
+	else
+		spool_done_name(canon, sizeof(canon), v.start, v.worker);
+	if (strcmp(canon, name))
+		return -EINVAL;
+	*id = v;
+	return 0;
+}
+
 bool is_done_name(const char *s)
 {
-	size_t n = strlen(s);
+	struct spool_done_id id;
 
-	return n > 9 && !strncmp(s, "done-", 5) && !strcmp(s + n - 4, ".rmx");
+	return !spool_done_parse(s, &id);
 }
 
 void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker)
@@ -263,18 +309,35 @@ void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker
 	snprintf(name, len, "defer-%016llx-%02u.log", (unsigned long long)start_id, worker);
 }
 
+void spool_defer_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq)
+{
+	snprintf(name, len, "defer-%016llx-%02u-%06u.log", (unsigned long long)start_id, worker,
+	         seq);
+}
+
 bool is_defer_name(const char *s)
 {
 	const char *p = s + 6;
-	uint64_t start = 0, worker;
+	uint64_t start = 0, worker, seq = 0;
+	bool rotated = false;
 	char canon[64];
 
 	if (strncmp(s, "defer-", 6))
 		return false;
-	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker) ||
-	    strcmp(p, ".log"))
+	if (parse_hex16(&p, &start) || *p++ != '-' || parse_dec(&p, 2, 0xffff, &worker))
 		return false;
-	spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
+	if (*p == '-') {
+		p++;
+		if (parse_dec(&p, 6, UINT32_MAX, &seq))
+			return false;
+		rotated = true;
+	}
+	if (strcmp(p, ".log"))
+		return false;
+	if (rotated)
+		spool_defer_log_name(canon, sizeof(canon), start, (unsigned)worker, (unsigned)seq);
+	else
+		spool_defer_name(canon, sizeof(canon), start, (unsigned)worker);
 	return !strcmp(canon, s);
 }
 

@@ -14,14 +14,15 @@
  * message. Readers stop at the first bad record of a segment (a torn tail).
  *
  * A message leaves the queue by a done record (64 bytes, fixed size) in a
- * done log ("done-<start>-<worker>.rmx"); readers hide done messages, and
+ * done log ("done-<start>-<worker>-<seq>.rmx" while the gateway runs; older
+ * ones "done-<start>-<worker>.rmx"); readers hide done messages, and
  * spool_recover() deletes segments whose records are all done.
  *
  * The committer (io/commit) also appends one text line per deferral to the
- * worker's defer log
- * ("defer-<start>-<worker>.log"): "<qid>\t<next attempt>\t<attempts>\t<last
- * reply>\n", not synced; `ringmx queue` shows the last one of each pending
- * message. Formats and rules: docs/spool.md. queue/ may include core/ only.
+ * worker's defer log ("defer-<start>-<worker>-<seq>.log"): "<qid>\t<next
+ * attempt>\t<attempts>\t<last reply>\n", not synced; `ringmx queue` shows
+ * the last one of each pending message. Formats and rules: docs/spool.md.
+ * queue/ may include core/ only.
  *
  * The code: queue/spool.c (record format, names, done codec),
  * queue/spool_read.c (reader window, walker, done and defer sets),
@@ -255,9 +256,36 @@ int spool_seg_parse(const char *name, struct spool_seg_id *id);
  * it never shares a file with a gateway. */
 void spool_done_name(char *name, size_t len, uint64_t start_id, unsigned worker);
 
+/* The done log of a running gateway's worker: "done-<start>-<worker>-<seq>.rmx"
+ * into <name> (at least 64 bytes), <seq> (6 digits at least) counting the
+ * worker's done logs of that start: the committer begins a new one past
+ * --done-log-size (docs/spool.md, "The life of a done log"). */
+void spool_done_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq);
+
+/* What a done log's name says. */
+struct spool_done_id {
+	uint64_t start;
+	uint32_t worker; /* 0 for a recovered log */
+	uint32_t seq;    /* with <rotated> only */
+	bool rotated;    /* "done-<start>-<worker>-<seq>.rmx" (spool_done_log_name()) */
+	bool recovered;  /* "done-<start>-recovered.rmx" (recovery's compacted log) */
+};
+
+/* Parses a done log's name, spelled exactly as spool_done_name(),
+ * spool_done_log_name() or recovery write it (any other spelling is not a
+ * done log: readers and recovery leave it alone). Returns 0 or -EINVAL. */
+int spool_done_parse(const char *name, struct spool_done_id *id);
+
 /* Defer log file name for <start_id> and <worker>, written into <name> (at
  * least 64 bytes): "defer-<start>-<worker>.log". */
 void spool_defer_name(char *name, size_t len, uint64_t start_id, unsigned worker);
+
+/* The defer log of a running gateway's worker, "defer-<start>-<worker>-<seq>.log"
+ * into <name> (at least 64 bytes): like the done log, it is rotated past
+ * --done-log-size; an old one is deleted once older than
+ * --max-queue-lifetime plus --retry-max (docs/spool.md, "Defer logs").
+ * Readers take both spellings, in name order. */
+void spool_defer_log_name(char *name, size_t len, uint64_t start_id, unsigned worker, unsigned seq);
 
 /* Encodes <d> into the SPOOL_DONE_LEN bytes at <buf> (any alignment), for
  * io/ to write through its ring. Returns 0 or -EINVAL (empty or long qid,

@@ -13,11 +13,12 @@ from rmx import RINGMX, Checks
 OPTIONS = ["--listen", "--threads", "--spool", "--hostname", "--domains", "--domains-file",
            "--relay-networks", "--max-message-size", "--max-recipients", "--max-sessions",
            "--idle-timeout", "--log-level", "--check", "--help", "--version", "--bare-lf",
-           "--max-errors", "--grace", "--greet-delay", "--segment-size", "--commit-window",
-           "--durability", "--queue-capacity", "--spool-min-free", "--max-line-length",
-           "--long-lines", "--listen-tls", "--tls-cert", "--tls-key", "--tls-ciphers",
-           "--tls-handshake-timeout", "--relay-to", "--route", "--relay-pool", "--retry-min",
-           "--retry-max", "--max-queue-lifetime", "--relay-timeout", "--relay-tls", "--user"]
+           "--max-errors", "--grace", "--greet-delay", "--segment-size", "--done-log-size",
+           "--commit-window", "--durability", "--queue-capacity", "--spool-min-free",
+           "--max-line-length", "--long-lines", "--listen-tls", "--tls-cert", "--tls-key",
+           "--tls-ciphers", "--tls-handshake-timeout", "--relay-to", "--route", "--relay-pool",
+           "--retry-min", "--retry-max", "--max-queue-lifetime", "--relay-timeout", "--relay-tls",
+           "--user"]
 
 
 def run(*args, cwd=None):

@@ -1,7 +1,10 @@
 """Spool reclamation while running: a segment is unlinked once it is sealed
 (the worker moved on to a new one) and every record in it is delivered with
 its done record durable. A segment holding a deferred message stays until
-that message is delivered. Nothing acknowledged is lost across a restart."""
+that message is delivered. A done log is rotated past --done-log-size and
+unlinked once every segment its marks name is gone, so the done logs stay
+bounded whatever the number of messages. Nothing acknowledged is lost, and
+nothing done comes back, across a restart."""
 import glob
 import os
 import smtplib
@@ -9,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from rmx import Checks, Gateway
-from nexthop import HAVE_AIOSMTPD, NextHop, SmtpSink
+from rmx import Checks, Gateway, queue_listing
+from nexthop import HAVE_AIOSMTPD, NextHop, SmtpSink, reserve_port
 import random
 import signal
 
@@ -24,6 +27,24 @@ def segments(gw):
 
 def seg_bytes(gw):
     return sum(os.path.getsize(p) for p in segments(gw))
+
+
+def done_logs(gw):
+    return sorted(glob.glob(os.path.join(gw.spool, "done-*.rmx")))
+
+
+def done_bytes(gw):
+    total = 0
+    for p in done_logs(gw):
+        try:
+            total += os.path.getsize(p)
+        except FileNotFoundError:  # unlinked meanwhile
+            pass
+    return total
+
+
+def recovered_line(gw):
+    return [ln for ln in gw.log().splitlines() if "spool: recovered" in ln][-1]
 
 
 def source(gw, n, sessions=20):
@@ -61,6 +82,146 @@ def test_finished_segments_are_unlinked():
         assert " 0 messages pending" in rec, rec
 
 
+DONE_LOG_SIZE = 16 * 1024  # 256 marks a log
+
+
+def held_gateway(sink, *args):
+    """A gateway relaying example.com to <sink> and held.test to a port
+    nobody listens on: a message to held.test stays pending (deferred,
+    retried every second or two) in whatever segment it landed in."""
+    return Gateway("--relay-to", sink.spec, "--segment-size", "64k", "--domains", "held.test",
+                   "--route", f"held.test=127.0.0.1:{reserve_port()}", *args, *FAST)
+
+
+def send_held(gw, n, tag):
+    with smtplib.SMTP(gw.host, gw.port, timeout=20) as c:
+        return [send_on(c, "a@sender.test", [f"{tag}{i}@held.test"],
+                        b"Subject: held\r\n\r\nheld\r\n") for i in range(n)]
+
+
+def test_done_logs_stay_bounded():
+    """30,000 messages through 64 KB segments and 16 KB done logs: once they
+    are delivered, what is left of the done logs is the same after 10,000
+    messages and after 30,000 (the logs naming the workers' current
+    segments and the segments of the few messages held pending), not 64
+    bytes a message. A SIGKILL then loses no pending message and brings
+    back no done one: every mark a remaining segment needs is still there."""
+    if not (SmtpSink.available() and os.path.exists(SMTP_SOURCE)):
+        print("skip: smtp-sink/smtp-source not installed (Debian package postfix)")
+        return
+    with SmtpSink(backlog=1000) as sink, \
+            held_gateway(sink, "--done-log-size", str(DONE_LOG_SIZE)) as gw:
+        seen, held = [], []
+        for n in (10000, 20000):
+            held += send_held(gw, 3, f"h{n}-")
+            source(gw, n)
+            assert wait_count(gw, len(held), timeout=120) == len(held), gw.queue()
+            # Old logs go at the tick after their last segment's unlink is
+            # durable (a directory fsync at the tick after the unlink).
+            assert wait_until(lambda: len(done_logs(gw)) <= 10, 15), \
+                (len(done_logs(gw)), done_logs(gw), gw.log()[-2000:])
+            time.sleep(3)  # what can go has gone: the sizes are settled
+            seen.append((len(done_logs(gw)), done_bytes(gw), len(segments(gw)), seg_bytes(gw)))
+        print(f"after 10,000 and 30,000 messages, {len(held)} held: (done logs, their bytes, "
+              f"segments, their bytes) = {seen}")
+        # Without rotation: 64 bytes a message, 1.9 MB after 30,000.
+        for logs, size, _segs, _sbytes in seen:
+            assert logs <= 10 and size <= 10 * (DONE_LOG_SIZE + 16 * 1024), seen
+        log = gw.log()
+        assert "unlink:" not in log and "stays until the next start" not in log, log[-2000:]
+        gw.stop(signal.SIGKILL)
+        wait_port_free(gw.port)
+        gw.start()
+        rec = recovered_line(gw)
+        assert f" {len(held)} messages pending" in rec, (rec, held)
+        assert sorted(queue_listing(gw)) == sorted(held), (queue_listing(gw), held)
+        gw.stop()
+        stops = [ln for ln in gw.log().splitlines() if "stopped;" in ln]
+        assert stops and all("finished segments unlinked" in ln for ln in stops), stops
+
+
+def max_done_seq(gw):
+    seqs = [int(os.path.basename(p)[:-4].split("-")[3]) for p in done_logs(gw)
+            if os.path.basename(p).count("-") == 3]
+    return max(seqs, default=-1)
+
+
+def test_kill_while_done_logs_rotate():
+    """SIGKILL, three times, while messages are delivered, segments unlinked
+    and done logs rotated and unlinked (4 KB done logs: 64 marks each): the
+    held messages are pending after each restart (none lost), and at the end
+    everything else is delivered and the done logs are bounded again."""
+    if not (SmtpSink.available() and os.path.exists(SMTP_SOURCE)):
+        print("skip: smtp-sink/smtp-source not installed (Debian package postfix)")
+        return
+    import threading
+    with SmtpSink(backlog=1000) as sink, held_gateway(sink, "--done-log-size", "4k") as gw:
+        held = []
+        for rnd in range(3):
+            held += send_held(gw, 2, f"k{rnd}-")
+            t = threading.Thread(target=lambda: subprocess.run(
+                [SMTP_SOURCE, "-d", "-s", "10", "-m", "4000", "-l", "1024",
+                 "-f", "src@source.test", "-t", "dst@example.com", f"127.0.0.1:{gw.port}"],
+                capture_output=True, timeout=180))
+            t.start()
+            # Killed once several done logs have been rotated out.
+            wait_until(lambda: max_done_seq(gw) >= 5 + 10 * rnd or not t.is_alive(), 60)
+            gw.stop(signal.SIGKILL)
+            t.join(200)
+            wait_port_free(gw.port)
+            gw.start()
+            rec = recovered_line(gw)
+            print(f"kill {rnd}: recovery: {rec.split(': ', 1)[1]}")
+            listing = queue_listing(gw)
+            assert all(q in listing for q in held), (held, rec)
+        assert wait_count(gw, len(held), timeout=120) == len(held), gw.queue()
+        assert sorted(queue_listing(gw)) == sorted(held)
+        assert wait_until(lambda: len(done_logs(gw)) <= 10, 15), done_logs(gw)
+        print(f"end: {len(done_logs(gw))} done logs, {done_bytes(gw)} bytes; "
+              f"{len(segments(gw))} segments")
+
+
+def defer_logs(gw):
+    return sorted(glob.glob(os.path.join(gw.spool, "defer-*.log")))
+
+
+def test_defer_logs_rotate_and_go():
+    """4 KB defer logs (about 80 lines) and a 3-second queue lifetime: 150
+    messages deferred again and again, then bounced, fill several defer
+    logs; once the lifetime plus --retry-max has passed since a log was
+    rotated out it is unlinked, and what is left is the current log."""
+    if not SmtpSink.available():
+        print("skip: smtp-sink not installed (Debian package postfix)")
+        return
+    with SmtpSink(backlog=1000) as sink, \
+            held_gateway(sink, "--done-log-size", "4k", "--max-queue-lifetime", "3") as gw:
+        held = send_held(gw, 150, "d")
+        most, sizes = [0], {}
+
+        def drained():
+            logs = defer_logs(gw)
+            most[0] = max(most[0], len(logs))
+            for p in logs:
+                try:
+                    sizes[os.path.basename(p)] = os.path.getsize(p)
+                except FileNotFoundError:
+                    pass
+            return gw.count() == 0
+        assert wait_until(drained, 60, 0.2), gw.queue()
+        assert len(sizes) >= 3, (sizes, defer_logs(gw))
+        # Every log past the size is rotated out and goes; the one worker
+        # that delivers held.test may keep a current log under it.
+        full = [n for n, size in sizes.items() if size >= 4096]
+
+        def gone():
+            left = [os.path.basename(p) for p in defer_logs(gw)]
+            return len(left) <= 1 and not set(left) & set(full)
+        assert wait_until(gone, 20), (defer_logs(gw), sizes)
+        print(f"{len(held)} messages deferred then bounced: {len(sizes)} defer logs "
+              f"({sum(sizes.values())} bytes), at most {most[0]} at once; left: "
+              f"{[os.path.basename(p) for p in defer_logs(gw)]}")
+
+
 def test_deferred_message_keeps_its_segment():
     if not HAVE_AIOSMTPD:
         print("skip: aiosmtpd not installed (Debian package python3-aiosmtpd)")
@@ -95,7 +256,8 @@ def test_deferred_message_keeps_its_segment():
 
 def test_kill_while_segments_are_reclaimed():
     """SIGKILL, three times, while messages are delivered and their segments
-    unlinked (64 KB segments: one goes every ~40 messages): after the last
+    unlinked (64 KB segments: one goes every ~40 messages) and done logs
+    rotated and unlinked (4 KB: 64 marks each): after the last
     restart every acknowledged message has arrived, byte for byte, and
     nothing is left in the spool."""
     if not HAVE_AIOSMTPD:
@@ -104,7 +266,7 @@ def test_kill_while_segments_are_reclaimed():
     rng = random.Random(2026)
     with NextHop() as hop, \
             Gateway("--relay-to", hop.spec, "--segment-size", "64k", "--relay-pool", "1",
-                    *FAST) as gw:
+                    "--done-log-size", "4k", *FAST) as gw:
         hop.delay = 0.03  # one connection: ~30 messages a second
         sent, pending = {}, []
         for rnd in range(3):

@@ -553,6 +553,11 @@ Test(conf, spool_options)
 
 	cr_assert_eq(PARSE("--segment-size", "1k"), CONF_ERR);
 	cr_assert(strstr(err, "--segment-size") && strstr(err, "too small"), "%s", err);
+	cr_assert_eq(PARSE("--done-log-size", "16k"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.done_log_size, 16u << 10);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--done-log-size", "1k"), CONF_ERR);
+	cr_assert(strstr(err, "--done-log-size") && strstr(err, "too small"), "%s", err);
 	cr_assert_eq(PARSE("--durability", "maybe"), CONF_ERR);
 	cr_assert(strstr(err, "--durability"), "%s", err);
 	cr_assert_eq(PARSE("--commit-window", "2000000"), CONF_ERR);
@@ -584,6 +589,7 @@ Test(conf, spool_defaults)
 {
 	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
 	cr_assert_eq(conf.segment_size, CONF_DEF_SEGMENT_SIZE);
+	cr_assert_eq(conf.done_log_size, CONF_DEF_DONE_LOG_SIZE);
 	cr_assert_eq(conf.commit_window_us, CONF_DEF_COMMIT_WINDOW_US);
 	cr_assert_not(conf.durability_none);
 	cr_assert_eq(conf.spool_min_free, CONF_DEF_SPOOL_MIN_FREE);

@@ -886,6 +886,55 @@ Test(spool, seg_parse_accepts_only_the_seg_name_spelling)
 		cr_expect_eq(spool_seg_parse(bad[i], &id), -EINVAL, "%s", bad[i]);
 }
 
+Test(spool, done_parse_accepts_exactly_the_done_log_spellings)
+{
+	static const char *const bad[] = {
+	    "done-0000000000001234-3.rmx",          /* worker too short */
+	    "done-0000000000001234-003.rmx",        /* not canonical */
+	    "done-0000000000001234-03-42.rmx",      /* seq too short */
+	    "done-0000000000001234-03-0000042.rmx", /* not canonical */
+	    "done-000000000000123-03.rmx",          /* start too short */
+	    "done-000000000000ABCD-03.rmx",         /* upper case */
+	    "done-0000000000001234-65536.rmx",      /* worker over 16 bits */
+	    "done-0000000000001234-03-4294967296.rmx",
+	    "done-0000000000001234-03-000042.rmx.tmp", /* a compaction in progress */
+	    "done-0000000000001234-recovered.rmx.tmp",
+	    "done-0000000000001234-Recovered.rmx",
+	    "done-0000000000001234-03-.rmx",
+	    "done-0000000000001234-03.log",
+	    "done-x.rmx",
+	    "done-.rmx",
+	    "seg-0000000000001234-03-000042.rmx",
+	    "",
+	};
+	struct spool_done_id id;
+	char name[64];
+
+	spool_done_log_name(name, sizeof(name), 0x1234, 3, 42);
+	cr_assert_str_eq(name, "done-0000000000001234-03-000042.rmx");
+	cr_assert_eq(spool_done_parse(name, &id), 0);
+	cr_expect(id.rotated && !id.recovered);
+	cr_expect_eq(id.start, 0x1234);
+	cr_expect_eq(id.worker, 3);
+	cr_expect_eq(id.seq, 42);
+	spool_done_log_name(name, sizeof(name), 0xfedcba9876543210ull, 65535, 4294967295u);
+	cr_assert_eq(spool_done_parse(name, &id), 0, "%s", name);
+	cr_expect_eq(id.start, 0xfedcba9876543210ull);
+	cr_expect_eq(id.worker, 65535);
+	cr_expect_eq(id.seq, 4294967295u);
+	/* The names before rotation, a tool's, and recovery's. */
+	spool_done_name(name, sizeof(name), 0x1234, 3);
+	cr_assert_eq(spool_done_parse(name, &id), 0);
+	cr_expect(!id.rotated && !id.recovered);
+	cr_expect_eq(id.worker, 3);
+	cr_assert_eq(spool_done_parse("done-0000000000001234-00.rmx", &id), 0);
+	cr_assert_eq(spool_done_parse("done-0000000000001234-recovered.rmx", &id), 0);
+	cr_expect(id.recovered && !id.rotated);
+	cr_expect_eq(id.start, 0x1234);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect_eq(spool_done_parse(bad[i], &id), -EINVAL, "%s", bad[i]);
+}
+
 static struct spool_done done_of(const char *qid, const char *seg, uint64_t off,
                                  enum spool_state result)
 {
@@ -1324,6 +1373,38 @@ Test(spool, list_shows_deferred_messages_from_the_defer_logs)
 	rm_dir(dir);
 }
 
+static void append_str(const char *dir, const char *name, const char *text)
+{
+	append_bytes(dir, name, text, strlen(text));
+}
+
+Test(spool, rotated_defer_logs_are_read_in_order_and_a_later_one_wins)
+{
+	char *dir = tmp_dir(), name[64], *s;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	spool_defer_log_name(name, sizeof(name), 0x1234, 3, 42);
+	cr_expect_str_eq(name, "defer-0000000000001234-03-000042.log");
+	close(three_and_one(dir, off, &len));
+	spool_defer_log_name(name, sizeof(name), 5, 0, 0);
+	append_str(dir, name, "R0\t1700000400\t1\told\nR1\t1700000400\t1\tonly\n");
+	spool_defer_log_name(name, sizeof(name), 5, 0, 1);
+	append_str(dir, name, "R0\t1700000500\t2\tnew\n");
+	/* Not spelled as the naming functions write them: not read. */
+	append_str(dir, "defer-0000000000000005-00-2.log", "R2\t1700000500\t9\tx\n");
+	append_str(dir, "defer-0000000000000005-00-000003.log.tmp", "R2\t1700000500\t9\tx\n");
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "R0" RCPTS " deferred next=7m attempts=2 last=\"new\"\n"
+	                    "R1" RCPTS " deferred next=5m attempts=1 last=\"only\"\n"
+	                    "R2" RCPTS " active\n"
+	                    "NEXT" RCPTS " active\n");
+	free(s);
+	rm_dir(dir);
+}
+
 Test(spool, list_next_attempt_reads_like_an_age)
 {
 	static const struct {
@@ -1548,6 +1629,68 @@ Test(spool, recover_deletes_segments_whose_records_are_all_done)
 	cr_expect_eq(r.done_dropped, 3);
 	cr_expect_eq(l.n, 0);
 	cr_expect_eq(count_files(dir, ""), 2); /* "." and ".." */
+	rm_dir(dir);
+}
+
+/* Appends a done record to the rotated done log <seq> of (<start>,
+ * <worker>) in <dir>, as a running gateway's committer names them. */
+static void mark_done_rotated(const char *dir, uint64_t start, unsigned worker, unsigned seq,
+                              const char *qid, const char *seg, uint64_t off)
+{
+	struct spool_done d = done_of(qid, seg, off, SPOOL_DELIVERED);
+	char name[64];
+	int fd;
+
+	spool_done_log_name(name, sizeof(name), start, worker, seq);
+	fd = seg_open(dir, name);
+	cr_assert_eq(spool_done_append_fd(fd, &d), 0);
+	close(fd);
+}
+
+Test(spool, rotated_done_logs_are_read_and_compacted_with_the_others)
+{
+	char *dir = tmp_dir(), *s;
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+	time_t now = 1700000000 + 60;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	/* One message in each kind of name, and a stray name that is no done
+	 * log: its record is not read. */
+	mark_done_rotated(dir, 5, 1, 0, "R0", SEG0, (uint64_t)off[0]);
+	mark_done_rotated(dir, 5, 1, 7, "R1", SEG0, (uint64_t)off[1]);
+	mark_done(dir, 4, 0, "NEXT", SEG1, 0, SPOOL_DELIVERED);
+	{
+		struct spool_done d = done_of("R2", SEG0, (uint64_t)off[2], SPOOL_DELIVERED);
+		int fd = seg_open(dir, "done-0000000000000005-01-7.rmx");
+
+		cr_assert_eq(spool_done_append_fd(fd, &d), 0);
+		close(fd);
+	}
+	s = list(dir, SPOOL_LIST_COUNT, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(s, "1\n");
+	free(s);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 1);
+	cr_expect_str_eq(l.v[0].qid, "R2");
+	got_free(&l);
+
+	cr_assert_eq(spool_recover(dir, 9, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.done_logs, 3);
+	cr_expect_eq(r.done, 3);
+	cr_expect_eq(r.pending, 1);
+	cr_expect_eq(r.deleted, 1); /* SEG1 */
+	cr_expect(r.compacted);
+	got_free(&l);
+	/* The rotated logs went into the compacted one; the stray name stays. */
+	cr_expect_eq(count_files(dir, "done-"), 2);
+	cr_expect_eq(fsize(dir, "done-0000000000000009-recovered.rmx"), 2 * SPOOL_DONE_LEN);
+	cr_expect_eq(fsize(dir, "done-0000000000000005-01-000000.rmx"), -1);
+	cr_expect_eq(fsize(dir, "done-0000000000000005-01-000007.rmx"), -1);
+	cr_expect_eq(fsize(dir, "done-0000000000000005-01-7.rmx"), SPOOL_DONE_LEN);
 	rm_dir(dir);
 }
 
