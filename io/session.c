@@ -76,21 +76,24 @@ void session_mark_dirty(struct worker *w, struct conn *c)
 /* ---- message content in memory: streaming and back-pressure ----
  *
  * A message's content is held in the session's memory (tx.body) until its
- * end, unless it grows past --data-buffer: then it streams into a segment
- * of its own (io/spill) in chunks of about --data-buffer, one write on the
- * disk at a time while the next chunk gathers. What the worker's sessions
- * hold of content not on the disk, and of input waiting behind a message
- * being committed, is counted in w->data_held against the worker's share of
- * --data-memory. Input is paused (io/conn: the receive is cancelled, so
- * TCP's window closes on the sender), never refused, when
- * - the session's next chunk is ready while its last one is still on the
- *   disk;
+ * end, unless it grows past about --data-buffer: then it streams into a
+ * segment of its own (io/spill) in chunks of about --data-buffer, at most
+ * SPILL_WRITES of them on the disk while the next one gathers. Content is
+ * read one receive buffer at a time (conn_meter()), so that a pause takes
+ * effect at once. What the worker's sessions hold of content not on the
+ * disk, and of input waiting behind a message being committed, is counted
+ * in w->data_held against the worker's share of --data-memory. Input is
+ * paused (io/conn: no receive is armed, so TCP's window closes on the
+ * sender), never refused, when
+ * - the session's next chunk is ready while its write buffers are all on
+ *   the disk;
  * - it pipelined more than PENDING_PAUSE behind a message being committed;
  * - the worker is over its share: then every session receiving content
  *   pauses, and each one holding content sends it to the disk, so that
  *   what is held drains by itself (writes and commits always complete).
  * Paused sessions are looked at again when their own write completes and,
- * while the worker is under its share, at the end of each round. */
+ * while the worker is under its share, at the end of each round; the idle
+ * timeout spares them (they wait for the gateway, not for the client). */
 
 #define PENDING_PAUSE (64u << 10)
 

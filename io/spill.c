@@ -3,9 +3,9 @@
  *
  * Every write goes through the worker's ring; the direct calls are the
  * openat() that creates the segment and the close() at the end, as in
- * io/commit.c. The content writes of one message go one at a time (the
- * owner gathers the next --data-buffer while one is on the disk), each at
- * its final offset; the end is one linked chain, so the header can only be
+ * io/commit.c. The content writes of one message, at most SPILL_WRITES
+ * on the disk at once (the owner gathers the next chunk meanwhile), each
+ * go at their final offset; the end is one linked chain, so the header can only be
  * on the disk after all of the content, and the owner hears of the
  * message only once the chain's last step, the directory fsync, is done. */
 #include "io/spill.h"

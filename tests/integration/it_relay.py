@@ -321,7 +321,11 @@ def test_relay_smtp_content_and_envelope():
         n = wait_count(gw, 0)
         assert n == 0, gw.queue()
         st = states(gw)
-        bad = {q: st.get(q) for q, *_ in sent.values() if st.get(q) != "delivered"}
+        # A message past --data-buffer (256k) streamed into a segment of its
+        # own, which goes once it is delivered: `--all` no longer lists it.
+        bad = {q: st.get(q) for q, _s, _r, content, _o in sent.values()
+               if st.get(q) != "delivered" and not (st.get(q) is None and
+                                                    len(content) > 200 * 1024)}
         assert not bad, bad
         log = gw.log()
         sent_lines = relay_lines(log, "sent")
