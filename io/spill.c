@@ -173,6 +173,10 @@ static void fin_submit(struct worker *w, struct spill *sp)
 		fail(w, sp, err);
 		goto refuse;
 	}
+	/* The chain must leave in one submission: a link whose rest went in
+	 * a later one would let the fdatasync run ahead of the header. */
+	if (io_uring_sq_space_left(&w->ring) < 4)
+		io_uring_submit(&w->ring);
 	if (tail->len) {
 		sqe = ring_sqe(w);
 		io_uring_prep_write(sqe, sp->fd, tail->p, (unsigned)tail->len, sp->at);

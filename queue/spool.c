@@ -119,18 +119,24 @@ fail:
 	return err;
 }
 
-int spool_rec_seal(void *rec, size_t env_len, uint64_t body_len, uint32_t crc_rest)
+/* The header's fields, its crc field 0. */
+static void hdr_fill(unsigned char *h, size_t env_len, uint64_t body_len)
 {
-	unsigned char *h = rec;
-
-	if (env_len > SPOOL_ENV_MAX || body_len > SPOOL_BODY_MAX)
-		return -EINVAL;
 	put_le32(h + HDR_MAGIC, SPOOL_MAGIC);
 	put_le32(h + HDR_VERSION, SPOOL_VERSION);
 	put_le32(h + HDR_ENV_LEN, (uint32_t)env_len);
 	put_le32(h + HDR_CRC, 0);
 	put_le64(h + HDR_BODY_LEN, body_len);
 	put_le64(h + HDR_RESERVED, 0);
+}
+
+int spool_rec_seal(void *rec, size_t env_len, uint64_t body_len, uint32_t crc_rest)
+{
+	unsigned char *h = rec;
+
+	if (env_len > SPOOL_ENV_MAX || body_len > SPOOL_BODY_MAX)
+		return -EINVAL;
+	hdr_fill(h, env_len, body_len);
 	put_le32(h + HDR_CRC, crc32c_combine(crc32c(0, h, SPOOL_HDR_LEN), crc_rest,
 	                                     (uint64_t)env_len + body_len));
 	return 0;
@@ -155,12 +161,7 @@ int spool_rec_build(struct buf *out, const struct spool_env *e, const struct iov
 		return err;
 	env_len = out->len - start - SPOOL_HDR_LEN;
 	h = (unsigned char *)out->p + start;
-	put_le32(h + HDR_MAGIC, SPOOL_MAGIC);
-	put_le32(h + HDR_VERSION, SPOOL_VERSION);
-	put_le32(h + HDR_ENV_LEN, (uint32_t)env_len);
-	put_le32(h + HDR_CRC, 0);
-	put_le64(h + HDR_BODY_LEN, body_len);
-	put_le64(h + HDR_RESERVED, 0);
+	hdr_fill(h, env_len, body_len);
 	crc = crc32c(0, h, SPOOL_HDR_LEN + env_len);
 	for (unsigned i = 0; i < nbody; i++)
 		crc = crc32c(crc, body[i].iov_base, body[i].iov_len);
