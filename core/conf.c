@@ -201,7 +201,7 @@ void conf_usage(FILE *out)
 	             "Options:\n");
 	OPT("--listen ADDR:PORT", "address to listen on (default: " CONF_DEF_LISTEN ")");
 	MORE("1.2.3.4:25, [::1]:25 or *:25 (all IPv4); repeatable, up to " CONF_MAX_LISTEN_STR);
-	OPT("--threads N", "worker threads, 0-256, 0 = one per core (default: 0)");
+	OPT("--threads N", "worker threads, 0-256, 0 = one per core, at most 256 (default: 0)");
 	OPT("--spool DIR", "spool directory (default: " CONF_DEF_SPOOL ")");
 	OPT("--hostname NAME", "name in the greeting and Received: (default: the host name)");
 	OPT("--domains LIST",

@@ -142,6 +142,12 @@ int main(int argc, char **argv)
 	if (conf.threads == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		conf.threads = ncpu > 0 ? (unsigned)ncpu : 1;
+		/* As --threads allows: the ring table and the queue id's worker
+		 * byte hold 256 workers at most. */
+		if (conf.threads > 256) {
+			LOGW("%u cores: starting 256 workers, the most there can be", conf.threads);
+			conf.threads = 256;
+		}
 	}
 	if (!conf.hostname) {
 		if (gethostname(host, sizeof(host)) != 0 || !host[0])
