@@ -1,7 +1,8 @@
 /* conn: the plumbing every connection on a worker's ring shares, the
  * server session (io/session) and the relay's connections to next hops
  * (io/relay) alike: one multishot receive over the worker's provided
- * buffers, one send at a time with the output double-buffered and partial
+ * buffers (or one buffer at a time while the owner meters its input, and
+ * none while it pauses it: back-pressure), one send at a time with the output double-buffered and partial
  * sends continued, and the transport, clear text or TLS over memory BIOs
  * (io/tls), behind a table of two functions (HAProxy's xprt_ops, Redis's
  * ConnectionType), so that the owner never branches on TLS to move bytes.
