@@ -373,17 +373,22 @@ static void bounce_retry(struct worker *w, struct rmsg *m, int err, time_t now)
 	msg_defer(w, m);
 }
 
-void relay_bounce_done(struct worker *w, void *token, int err)
+/* <m>'s bounce is durable, or there was none to send (err 0): <m> is
+ * done; or it failed (-errno): <m> stays for its next retry. */
+static void bounce_settled(struct worker *w, struct rmsg *m, int err)
 {
-	struct rmsg *m = token;
-
-	w->relay->nbouncing--;
 	if (err < 0) {
 		bounce_retry(w, m, err, time(NULL));
 		return;
 	}
 	done_record(w, m, SPOOL_BOUNCED);
 	rmsg_free(m);
+}
+
+void relay_bounce_done(struct worker *w, void *token, int err)
+{
+	w->relay->nbouncing--;
+	bounce_settled(w, token, err);
 }
 
 /* The body's first bytes are in <m->rd> (<m->rd_len>, 0 when they could
@@ -405,12 +410,7 @@ static void msg_bounce_read(struct worker *w, struct rmsg *m)
 	m->rd_len = 0;
 	if (err > 0)
 		return; /* relay_bounce_done() finishes it */
-	if (err < 0) {
-		bounce_retry(w, m, err, time(NULL));
-		return;
-	}
-	done_record(w, m, SPOOL_BOUNCED);
-	rmsg_free(m);
+	bounce_settled(w, m, err);
 }
 
 /* <m> bounces. The DSN returns the original's header section within

@@ -113,6 +113,15 @@ static void submit(struct worker *w, struct spill *sp, struct io_uring_sqe *sqe,
 	w->cm.nspill++;
 }
 
+/* A content write is in flight. */
+static bool writing(const struct spill *sp)
+{
+	for (unsigned i = 0; i < SPILL_WRITES; i++)
+		if (sp->wb[i].busy)
+			return true;
+	return false;
+}
+
 struct buf *spill_buf(struct spill *sp)
 {
 	for (unsigned i = 0; i < SPILL_WRITES; i++)
@@ -138,7 +147,6 @@ void spill_write(struct worker *w, struct spill *sp, struct buf *b)
 	sqe = ring_sqe(w);
 	io_uring_prep_write(sqe, sp->fd, b->p, (unsigned)b->len, wb->at);
 	submit(w, sp, sqe, wb, UD_SPILL_WRITE);
-	sp->nwriting++;
 	sp->at += b->len;
 	sp->content += b->len;
 }
@@ -219,7 +227,7 @@ void spill_finish(struct worker *w, struct spill *sp, struct buf *tail, struct c
 {
 	sp->fin = r;
 	sp->tail = tail;
-	if (!sp->nwriting)
+	if (!writing(sp))
 		fin_submit(w, sp);
 	/* else: when the last write in flight completes (spill_on_write()) */
 }
@@ -259,12 +267,11 @@ void spill_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	/* Memory kept for the next chunk, up to one chunk's worth: a burst that
 	 * grew the buffer gives the rest back. */
 	buf_reset(&wb->b, sp->keep);
-	sp->nwriting--;
 	if (sp->aborted) {
 		if (!sp->inflight)
 			discard(w, sp);
 	} else if (sp->fin) {
-		if (!sp->nwriting)
+		if (!writing(sp))
 			fin_submit(w, sp);
 		return; /* the owner hears at the end */
 	}

@@ -126,7 +126,6 @@ struct spill {
 	uint32_t crc;      /* crc32c(0, envelope) carried over Received: and the content */
 	int err;           /* first failure: the message is refused at its end */
 	unsigned inflight; /* SQEs in flight that name it */
-	unsigned nwriting; /* of them, content writes */
 	unsigned fin_left; /* of them, steps of the end still to complete */
 	unsigned fin_step; /* steps of the end completed (they complete in order) */
 	bool aborted;      /* the transaction is gone: close and unlink once idle */

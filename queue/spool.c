@@ -542,14 +542,21 @@ int spool_rec_verify(const void *hdr, uint32_t crc)
 	return crc == get_le32((const unsigned char *)hdr + HDR_CRC) ? 0 : -EINVAL;
 }
 
-int spool_rec_len(const void *hdr, uint64_t *total)
+/* hdr_check() of a header at any alignment. */
+static int hdr_check_any(const void *hdr, uint32_t *env_len, uint64_t *body_len)
 {
 	unsigned char h[SPOOL_HDR_LEN];
+
+	memcpy(h, hdr, sizeof(h));
+	return hdr_check(h, env_len, body_len);
+}
+
+int spool_rec_len(const void *hdr, uint64_t *total)
+{
 	uint64_t body_len;
 	uint32_t env_len;
 
-	memcpy(h, hdr, sizeof(h));
-	if (hdr_check(h, &env_len, &body_len))
+	if (hdr_check_any(hdr, &env_len, &body_len))
 		return -EINVAL;
 	*total = SPOOL_HDR_LEN + (uint64_t)env_len + body_len;
 	return 0;
@@ -557,12 +564,10 @@ int spool_rec_len(const void *hdr, uint64_t *total)
 
 int spool_rec_env_end(const void *hdr, uint64_t *body_at)
 {
-	unsigned char h[SPOOL_HDR_LEN];
 	uint64_t body_len;
 	uint32_t env_len;
 
-	memcpy(h, hdr, sizeof(h));
-	if (hdr_check(h, &env_len, &body_len))
+	if (hdr_check_any(hdr, &env_len, &body_len))
 		return -EINVAL;
 	*body_at = SPOOL_HDR_LEN + (uint64_t)env_len;
 	return 0;
