@@ -37,6 +37,7 @@ enum conf_opt {
 	OPT_DOMAINS,
 	OPT_DOMAINS_FILE,
 	OPT_RELAY_NETWORKS,
+	OPT_ALLOW_UNTRUSTED_ROUTING,
 	OPT_MAX_MESSAGE_SIZE,
 	OPT_MAX_RECIPIENTS,
 	OPT_MAX_SESSIONS,
@@ -81,6 +82,7 @@ static const struct option conf_longopts[] = {
     {"domains", required_argument, NULL, OPT_DOMAINS},
     {"domains-file", required_argument, NULL, OPT_DOMAINS_FILE},
     {"relay-networks", required_argument, NULL, OPT_RELAY_NETWORKS},
+    {"allow-untrusted-routing", no_argument, NULL, OPT_ALLOW_UNTRUSTED_ROUTING},
     {"max-message-size", required_argument, NULL, OPT_MAX_MESSAGE_SIZE},
     {"max-recipients", required_argument, NULL, OPT_MAX_RECIPIENTS},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
@@ -210,6 +212,9 @@ void conf_usage(FILE *out)
 	MORE("both repeatable; the first one replaces the default");
 	OPT("--relay-networks CIDRS", "clients that may relay to any domain (default: none)");
 	MORE("as 10.0.0.0/8, 192.0.2.1, [2001:db8::]/32; repeatable");
+	OPT("--allow-untrusted-routing",
+	    "let other clients name routes (user%host@, host!user@, \"a@b\"@, @a:b@c)");
+	MORE("to accepted domains; default: refused 554 5.7.1, as Postfix does");
 	NUM("--max-message-size BYTES", "largest message, k/m/g = x1024, 0 = no limit",
 	    CONF_DEF_MAX_MESSAGE_SIZE);
 	NUM("--max-recipients N", "recipients per message, 1-1000000", CONF_DEF_MAX_RECIPIENTS);
@@ -688,6 +693,9 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 	}
 	case OPT_CHECK:
 		c->check = true;
+		return CONF_OK;
+	case OPT_ALLOW_UNTRUSTED_ROUTING:
+		c->allow_untrusted_routing = true;
 		return CONF_OK;
 	}
 	return conf_err(err, errlen, "internal error: option %d has no handler", opt);

@@ -87,11 +87,12 @@ struct conf {
 	enum smtp_data_bare bare_policy;      /* bare CR / LF in DATA */
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
 	enum log_level log_level;
-	bool check;             /* --check: validate and exit */
-	uint64_t segment_size;  /* bytes; a worker starts a new segment past it */
-	uint64_t done_log_size; /* bytes; a worker starts a new done log past it */
-	uint64_t data_buffer;   /* bytes of a message held before it goes to the disk as it comes */
-	uint64_t data_memory;   /* bytes of content in memory, all sessions together */
+	bool check;                   /* --check: validate and exit */
+	bool allow_untrusted_routing; /* --allow-untrusted-routing */
+	uint64_t segment_size;        /* bytes; a worker starts a new segment past it */
+	uint64_t done_log_size;       /* bytes; a worker starts a new done log past it */
+	uint64_t data_buffer; /* bytes of a message held before it goes to the disk as it comes */
+	uint64_t data_memory; /* bytes of content in memory, all sessions together */
 	unsigned commit_window_us; /* group commit: wait for more messages, microseconds */
 	unsigned queue_capacity;   /* mq ring capacity (rounded up to a power of two) */
 	uint64_t spool_min_free;   /* free bytes under which MAIL gets 452 4.3.1 */

@@ -190,10 +190,13 @@ enum {
 };
 
 struct smtp_addr {
+	struct sv path;    /* between the brackets, as written */
 	struct sv mailbox; /* source route stripped; empty for "<>" */
 	struct sv local;   /* before the last '@' (all of it without '@') */
 	struct sv domain;  /* after it; empty without '@' */
 	bool nonascii;     /* an octet >= 0x80 somewhere (needs SMTPUTF8) */
+	bool routed;       /* names a further route: a source route, or '%', '!' or
+	                    * '@' in the local part (quoted or escaped too) */
 };
 
 static bool smtp_is_ctl(unsigned char c)
@@ -332,13 +335,14 @@ static int smtp_parse_path(struct sv a, struct smtp_addr *ad, struct sv *rest)
 		return SMTP_ADDR_BAD;
 	if (in.len == 0)
 		return SMTP_ADDR_OK; /* the null path */
-	mb = in;
+	ad->path = mb = in;
 	if (in.p[0] == '@') {
 		const char *colon = memchr(in.p, ':', in.len);
 
 		if (!colon || !smtp_route_valid(sv_make(in.p, (size_t)(colon - in.p))))
 			return SMTP_ADDR_BAD;
 		mb = sv_skip(in, (size_t)(colon - in.p) + 1);
+		ad->routed = true;
 	}
 	/* The domain follows the last '@' outside a quoted local part. */
 	quoted = false;
@@ -361,6 +365,9 @@ static int smtp_parse_path(struct sv a, struct smtp_addr *ad, struct sv *rest)
 	}
 	if (!smtp_local_valid(ad->local))
 		return SMTP_ADDR_BAD;
+	for (i = 0; i < ad->local.len; i++)
+		if (strchr("%!@", ad->local.p[i]) && ad->local.p[i] != '\0')
+			ad->routed = true;
 	return SMTP_ADDR_OK;
 }
 
@@ -564,11 +571,15 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		return;
 	}
 	/* Never an open relay: only relay clients reach foreign domains and
-	 * address literals. */
+	 * address literals, or name a route on through an accepted domain
+	 * ("user%other@", "other!user@", "\"user@other\"@", "@a:user@"),
+	 * which a next hop honouring the percent hack would follow (Postfix's
+	 * allow_untrusted_routing = no). */
 	if (a.domain.len && !s->peer.may_relay &&
-	    (a.domain.p[0] == '[' || !pol || !policy_domain_accepted(pol, a.domain))) {
+	    (a.domain.p[0] == '[' || !pol || !policy_domain_accepted(pol, a.domain) ||
+	     (a.routed && !s->cf->allow_untrusted_routing))) {
 		smtp_reply(s, c, SMTP_R_ERR, "554 5.7.1 <%.*s>: Relay access denied",
-		           (int)a.mailbox.len, a.mailbox.p);
+		           (int)a.path.len, a.path.p);
 		return;
 	}
 	if (buf_append_sv(&s->tx.rcpts, a.mailbox) || buf_append(&s->tx.rcpts, "", 1)) {

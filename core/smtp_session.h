@@ -29,6 +29,11 @@ struct smtp_server_conf {
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
 	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */
+	/* Recipients naming a further route (a source route, or '%', '!' or
+	 * '@' in the local part) are taken from any client, not only from
+	 * relay networks. Off by default: a next hop that honours the percent
+	 * hack would make the pair an open relay. */
+	bool allow_untrusted_routing;
 };
 
 /* What the connection knows about the peer; copied into the session. */

@@ -216,6 +216,7 @@ int main(int argc, char **argv)
 	    .bare_policy = conf.bare_policy,
 	    .long_line_policy = conf.long_line_policy,
 	    .tls_available = gw.tls != NULL,
+	    .allow_untrusted_routing = conf.allow_untrusted_routing,
 	};
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());

@@ -61,6 +61,39 @@ def test_relay_denied_and_relay_network():
         assert gw.count() == 1
 
 
+ROUTED = ["user%other.test@example.com", "other.test!user@example.com",
+          '"user@other.test"@example.com', '"user%other.test"@example.com',
+          "@other.test:user@example.com", "USER%Other.Test@EXAMPLE.COM."]
+
+
+def test_untrusted_routing_refused():
+    """user%other@accepted and its kin are never taken from an outside
+    client: a next hop honouring the percent hack would relay them on."""
+    with Gateway() as gw:
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            c.ehlo("x.test")
+            c.mail("a@sender.test")
+            for rcpt in ROUTED:  # as written: smtplib's rcpt() reparses
+                code, msg = c.docmd(f"RCPT TO:<{rcpt}>")
+                assert code == 554 and msg.startswith(b"5.7.1 <" + rcpt.encode() + b">: Relay "
+                                                      b"access denied"), (rcpt, code, msg)
+            code, msg = c.docmd("DATA")
+            assert code == 554 and b"no valid recipients" in msg, (code, msg)
+        assert gw.count() == 0
+    for flags in (("--relay-networks", "127.0.0.1"), ("--allow-untrusted-routing",)):
+        with Gateway(*flags) as gw:
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                c.ehlo("x.test")
+                c.mail("a@sender.test")
+                for rcpt in ROUTED:
+                    code, msg = c.docmd(f"RCPT TO:<{rcpt}>")
+                    assert code == 250, (flags, rcpt, code, msg)
+                assert c.data(BODY)[0] == 250
+            assert gw.count() == 1, flags
+            out = gw.queue()
+            assert "user%other.test@example.com" in out, out
+
+
 def test_size_limits():
     with Gateway("--max-message-size", "2000") as gw:
         c = gw.connect()

@@ -79,6 +79,7 @@ enum cfv {
 	CF_NORMALIZE,   /* bare CR/LF become CRLF */
 	CF_LONGREJ,     /* text lines of 20 octets at most, rejected beyond */
 	CF_TLS,         /* a certificate is configured: STARTTLS offered */
+	CF_ROUTING,     /* --allow-untrusted-routing */
 };
 
 struct tcase {
@@ -155,6 +156,9 @@ static void conf_for(enum cfv v, struct smtp_server_conf *cf)
 		break;
 	case CF_TLS:
 		cf->tls_available = true;
+		break;
+	case CF_ROUTING:
+		cf->allow_untrusted_routing = true;
 		break;
 	}
 }
@@ -502,7 +506,42 @@ static const struct tcase rcpt_cases[] = {
     {"space_after_colon", MENV "RCPT TO: <b@example.com>\r\n", .want = MENV_R RCPT_OK},
     {"params_unsupported", MENV "RCPT TO:<b@example.com> NOTIFY=NEVER\r\n",
      .want = MENV_R UNSUPP("NOTIFY=NEVER")},
-    {"source_route", MENV "RCPT TO:<@relay.example.org:b@example.com>\r\n", .want = MENV_R RCPT_OK},
+    {"source_route_refused", MENV "RCPT TO:<@relay.example.org:b@example.com>\r\n",
+     .want = MENV_R DENIED("@relay.example.org:b@example.com")},
+    {"source_route_for_relay_client", MENV "RCPT TO:<@relay.example.org:b@example.com>\r\n",
+     .relay = true, .want = MENV_R RCPT_OK},
+    /* Sender-specified routing through an accepted domain (Postfix's
+     * allow_untrusted_routing = no): a next hop with the percent hack or
+     * bang paths would relay these on. */
+    {"percent_hack", MENV "RCPT TO:<user%other.example@example.com>\r\n",
+     .want = MENV_R DENIED("user%other.example@example.com")},
+    {"bang_path", MENV "RCPT TO:<other.example!user@example.com>\r\n",
+     .want = MENV_R DENIED("other.example!user@example.com")},
+    {"quoted_at", MENV "RCPT TO:<\"user@other.example\"@example.com>\r\n",
+     .want = MENV_R DENIED("\"user@other.example\"@example.com")},
+    {"quoted_percent", MENV "RCPT TO:<\"user%other.example\"@example.com>\r\n",
+     .want = MENV_R DENIED("\"user%other.example\"@example.com")},
+    {"quoted_escaped_at", MENV "RCPT TO:<\"user\\@other.example\"@example.com>\r\n",
+     .want = MENV_R DENIED("\"user\\@other.example\"@example.com")},
+    {"routing_case_and_trailing_dot",
+     MENV "RCPT TO:<USER%Other.Example@EXAMPLE.Com.>\r\nRCPT TO:<a!b@localhost.>\r\n",
+     .want = MENV_R DENIED("USER%Other.Example@EXAMPLE.Com.") DENIED("a!b@localhost.")},
+    {"routing_then_plain_recipient",
+     MENV "RCPT TO:<u%o@example.com>\r\nRCPT TO:<u@example.com>\r\n",
+     .want = MENV_R DENIED("u%o@example.com") RCPT_OK},
+    {"routing_for_relay_client",
+     MENV "RCPT TO:<user%other.example@example.com>\r\nRCPT TO:<o!u@example.com>\r\n",
+     .relay = true, .want = MENV_R RCPT_OK RCPT_OK},
+    {"routing_allowed",
+     MENV "RCPT TO:<user%other.example@example.com>\r\nRCPT TO:<o!u@example.com>\r\n"
+          "RCPT TO:<\"u@o\"@example.com>\r\nRCPT TO:<@r.example:u@example.com>\r\n",
+     .cf = CF_ROUTING, .want = MENV_R RCPT_OK RCPT_OK RCPT_OK RCPT_OK},
+    {"routing_allowed_still_no_foreign_domain", MENV "RCPT TO:<u%example.com@other.example>\r\n",
+     .cf = CF_ROUTING, .want = MENV_R DENIED("u%example.com@other.example")},
+    {"special_local_parts_are_not_routes",
+     MENV "RCPT TO:<a+tag@example.com>\r\nRCPT TO:<o'brien@example.com>\r\n"
+          "RCPT TO:<\"a b\"@example.com>\r\nRCPT TO:<x=y#z@example.com>\r\n",
+     .want = MENV_R RCPT_OK RCPT_OK RCPT_OK RCPT_OK},
     {"non_ascii", MENV "RCPT TO:<j\xc3\xb6rg@example.com>\r\n", .want = MENV_R NONASCII},
     {"non_ascii_with_smtputf8",
      "EHLO c\r\nMAIL FROM:<a@example.org> SMTPUTF8\r\nRCPT TO:<j\xc3\xb6rg@example.com>\r\n",
