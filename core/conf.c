@@ -68,6 +68,7 @@ enum conf_opt {
 	OPT_RELAY_POOL,
 	OPT_RETRY_MIN,
 	OPT_RETRY_MAX,
+	OPT_SPOOL_COMPACT_AGE,
 	OPT_MAX_QUEUE_LIFETIME,
 	OPT_RELAY_TIMEOUT,
 	OPT_RELAY_TLS,
@@ -113,6 +114,7 @@ static const struct option conf_longopts[] = {
     {"relay-pool", required_argument, NULL, OPT_RELAY_POOL},
     {"retry-min", required_argument, NULL, OPT_RETRY_MIN},
     {"retry-max", required_argument, NULL, OPT_RETRY_MAX},
+    {"spool-compact-age", required_argument, NULL, OPT_SPOOL_COMPACT_AGE},
     {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
     {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
     {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
@@ -144,6 +146,7 @@ static const struct conf_num {
     {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
     {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
     {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
+    {OPT_SPOOL_COMPACT_AGE, offsetof(struct conf, spool_compact_age), 0, 86400 * 365},
     {OPT_MAX_QUEUE_LIFETIME, offsetof(struct conf, max_queue_lifetime), 1, 86400 * 365},
     {OPT_RELAY_TIMEOUT, offsetof(struct conf, relay_timeout), 1, 3600},
 };
@@ -182,6 +185,7 @@ static void conf_defaults(struct conf *c)
 	c->relay_pool = CONF_DEF_RELAY_POOL;
 	c->retry_min = CONF_DEF_RETRY_MIN;
 	c->retry_max = CONF_DEF_RETRY_MAX;
+	c->spool_compact_age = CONF_DEF_SPOOL_COMPACT_AGE;
 	c->max_queue_lifetime = CONF_DEF_MAX_QUEUE_LIFETIME;
 	c->relay_timeout = CONF_DEF_RELAY_TIMEOUT;
 	c->relay_tls = CONF_RELAY_TLS_MAY;
@@ -265,6 +269,9 @@ void conf_usage(FILE *out)
 	NUM("--relay-pool N", "connections per next hop and worker, 1-1000", CONF_DEF_RELAY_POOL);
 	NUM("--retry-min SECONDS", "first retry of a deferred message", CONF_DEF_RETRY_MIN);
 	NUM("--retry-max SECONDS", "longest wait between retries", CONF_DEF_RETRY_MAX);
+	NUM("--spool-compact-age SECONDS", "deferred this long: moved out of a dying segment",
+	    CONF_DEF_SPOOL_COMPACT_AGE);
+	MORE("(docs/spool.md); 0 = never");
 	NUM("--max-queue-lifetime SECONDS", "then a deferred message bounces",
 	    CONF_DEF_MAX_QUEUE_LIFETIME);
 	NUM("--relay-timeout SECONDS", "connect and reply timeout to a next hop",

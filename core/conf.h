@@ -58,6 +58,7 @@ struct conf_tls_cert {
 #define CONF_DEF_RELAY_POOL            4u      /* connections per next hop per worker */
 #define CONF_DEF_RETRY_MIN             300u    /* Postfix minimal_backoff_time */
 #define CONF_DEF_RETRY_MAX             4000u   /* Postfix maximal_backoff_time */
+#define CONF_DEF_SPOOL_COMPACT_AGE     3600u   /* seconds */
 #define CONF_DEF_MAX_QUEUE_LIFETIME    432000u /* 5 days: Postfix maximal_queue_lifetime */
 #define CONF_DEF_RELAY_TIMEOUT         300u    /* Postfix smtp_*_timeout order */
 #define CONF_MAX_ROUTES                64u
@@ -108,6 +109,7 @@ struct conf {
 	unsigned nroutes;
 	unsigned relay_pool;           /* connections per next hop per worker */
 	unsigned retry_min, retry_max; /* seconds, exponential backoff between them */
+	unsigned spool_compact_age;    /* seconds; 0: deferred messages never move */
 	unsigned max_queue_lifetime;   /* seconds; then deferred recipients bounce */
 	unsigned relay_timeout;        /* seconds: connect and each reply */
 	enum conf_relay_tls relay_tls;

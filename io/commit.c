@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "io/fault.h"
 #include "io/ring.h"
 
 /* A log rotated out: closed, with nothing in flight on it. A done log
@@ -170,6 +171,8 @@ void commit_on_unlink(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			return;
 		}
 		w->cm.stat_unlinked++;
+		if (fault_at("seg-unlinked"))
+			fault_kill("seg-unlinked");
 		/* Gone once the directory fsync after this is done. */
 		if (buf_append(&w->cm.gone_wait, &segno, sizeof(segno)))
 			LOGW("worker %u: out of memory: the done logs naming %s stay until a "

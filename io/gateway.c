@@ -318,8 +318,10 @@ int gateway_run(struct gateway *g)
 	}
 	/* Recovered segments take no more records: once their messages are
 	 * delivered they are unlinked while running. */
-	for (unsigned i = 0; i < g->segs.n; i++)
+	for (unsigned i = 0; i < g->segs.n; i++) {
 		segreg_seal(&g->segs, i);
+		segreg_recovered(&g->segs, i);
+	}
 	pthread_mutex_init(&g->drop_mu, NULL);
 	control_block_signals(&set);
 	err = workers_new(g, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);

@@ -26,6 +26,7 @@ enum rmsg_phase {
 	RM_ENV,     /* header and envelope, into <rd> */
 	RM_LOADED,  /* nothing: being delivered, or deferred */
 	RM_DSN,     /* the body's first bytes, into <rd>, for the bounce */
+	RM_MOVE,    /* the whole record, into <rd>, to copy it forward */
 };
 
 /* A message being delivered: its record's header and envelope, read back
@@ -48,8 +49,10 @@ struct rmsg {
 	int fd; /* the segment file of the read in flight */
 	struct spool_seg_id seg;
 	uint64_t offset;
-	struct rmsg *next; /* in the deferred list */
+	struct rmsg *next; /* in the deferred list, or the moving one */
 	bool dispatching;  /* in msg_dispatch(): a job released meanwhile does not settle it */
+	bool dropped;      /* deleted by the operator while it moved */
+	time_t move_try;   /* no move before this (one failed) */
 };
 
 static inline struct rmsg *rmsg_of(struct delivery_msg *d)
@@ -106,6 +109,9 @@ struct relay {
 	struct relay_conn *conns;
 	struct relay_conn *dirty;
 	struct rmsg *deferred;
+	struct rmsg *moving; /* being copied forward (see msg_move()) */
+	unsigned nmoving;
+	size_t moving_bytes;
 	struct seg_file *segf; /* segments open for reads */
 	unsigned nsegf;
 	const struct relay_sink *sink; /* the loop: bounces, done marks, defer notes */
@@ -113,7 +119,7 @@ struct relay {
 	unsigned nloading;             /* records being read back */
 	bool stopping;
 	unsigned ndsn;
-	uint64_t stat_sent, stat_deferred, stat_bounced;
+	uint64_t stat_sent, stat_deferred, stat_bounced, stat_moved;
 };
 
 /* An open segment for reads. An SQE names its file by number, and the

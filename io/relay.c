@@ -31,6 +31,7 @@
 
 #include "core/dsn.h"
 #include "core/log.h"
+#include "io/fault.h"
 #include "io/ring.h"
 #include "io/relay-int.h"
 #include "io/types-t.h"
@@ -160,12 +161,20 @@ static int rmsg_parsed(struct worker *w, struct rmsg *m)
 
 static void msg_dispatch(struct worker *w, struct rmsg *m);
 static void msg_bounce_read(struct worker *w, struct rmsg *m);
+static void msg_move_read(struct worker *w, struct rmsg *m);
+static void msg_move_failed(struct worker *w, struct rmsg *m, const char *why);
 
 /* A read of <m> failed (<err>, logged by the caller): a record being
  * loaded is forgotten (it stays in the spool for a restart); a bounce goes
- * without the original's header section rather than not at all. */
+ * without the original's header section rather than not at all; a move is
+ * given up (the message stays where it was). */
+
 static void rmsg_read_failed(struct worker *w, struct rmsg *m, int err)
 {
+	if (m->phase == RM_MOVE) {
+		msg_move_failed(w, m, strerror(-err));
+		return;
+	}
 	if (m->phase == RM_DSN) {
 		LOGE("relay: id=%s the bounce returns no headers: %s", m->m.qid, strerror(-err));
 		m->rd_len = 0;
@@ -222,6 +231,9 @@ void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		return;
 	case RM_DSN:
 		msg_bounce_read(w, m);
+		return;
+	case RM_MOVE:
+		msg_move_read(w, m);
 		return;
 	case RM_LOADED:
 		break;
@@ -510,6 +522,151 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 	relay_job_release(w, j);
 }
 
+/* ---- moving long-deferred messages forward ---- */
+
+/* A deferred message keeps its whole segment on the disk (a segment goes
+ * only when nothing in it is live). Once it is older than
+ * --spool-compact-age and its segment is sealed with at most one record in
+ * MOVE_RATIO live, it is copied, verbatim, into the current segment through
+ * the committer, and only once the copy is durable is the old record
+ * marked SPOOL_MOVED (releasing the old segment). A crash between the two
+ * leaves two pending records with the same id and crc: readers and
+ * recovery take one (queue/spool_read.c), so nothing is sent twice. The
+ * copy is read back whole, so at most MOVE_INFLIGHT messages and
+ * MOVE_BYTES are moving per worker at a time, and records past
+ * --data-buffer (alone in a segment of their own) never move. */
+#define MOVE_RATIO    4u
+#define MOVE_INFLIGHT 16u
+#define MOVE_BYTES    (16u * 1024 * 1024)
+
+static void moving_remove(struct relay *r, struct rmsg *m)
+{
+	for (struct rmsg **pp = &r->moving; *pp; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			break;
+		}
+	r->nmoving--;
+	r->moving_bytes -= m->rd_len;
+}
+
+/* The move of <m> is over (done or not): back among the deferred, or
+ * forgotten when the operator deleted it meanwhile. */
+static void msg_move_end(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	moving_remove(r, m);
+	free(m->rd);
+	m->rd = NULL;
+	m->rd_len = 0;
+	m->phase = RM_LOADED;
+	if (m->dropped) {
+		rmsg_free(m);
+		return;
+	}
+	m->next = r->deferred;
+	r->deferred = m;
+}
+
+static void msg_move_failed(struct worker *w, struct rmsg *m, const char *why)
+{
+	LOGE("relay: id=%s cannot be moved out of segment %d (tried again in %us): %s", m->m.qid,
+	     m->segno, w->g->conf->spool_compact_age, why);
+	m->move_try = time(NULL) + w->g->conf->spool_compact_age;
+	if (m->dropped)
+		done_record(w, m, SPOOL_DELETED); /* as relay_drop() does */
+	msg_move_end(w, m);
+}
+
+static void msg_move(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	m->rd_len = (size_t)(m->body_at + m->m.body_len);
+	m->rd = malloc(m->rd_len);
+	m->next = r->moving;
+	r->moving = m;
+	r->nmoving++;
+	r->moving_bytes += m->rd_len;
+	m->phase = RM_MOVE;
+	m->got = 0;
+	if (!m->rd) {
+		msg_move_failed(w, m, "out of memory");
+		return;
+	}
+	rmsg_read(w, m);
+}
+
+/* The whole record is in <m->rd>: checked against the header read at
+ * first and its crc, then handed to the committer. */
+static void msg_move_read(struct worker *w, struct rmsg *m)
+{
+	uint32_t crc = spool_rec_crc_start(m->rd);
+	int err;
+
+	crc = crc32c(crc, m->rd + SPOOL_HDR_LEN, m->rd_len - SPOOL_HDR_LEN);
+	if (memcmp(m->rd, m->hdr, SPOOL_HDR_LEN) || spool_rec_verify(m->rd, crc)) {
+		msg_move_failed(w, m, "the record does not read back as it was (crc)");
+		return;
+	}
+	err = w->relay->sink->move(w, sv_make((const char *)m->rd, m->rd_len), m);
+	if (err < 0)
+		msg_move_failed(w, m, strerror(-err));
+}
+
+void relay_move_done(struct worker *w, void *token, int err, int segno, uint64_t off)
+{
+	struct rmsg *m = token;
+	const struct spool_seg_id *from = &m->seg;
+
+	if (!err && segno < 0)
+		err = -EIO; /* written nowhere the registry knows */
+	if (err) {
+		msg_move_failed(w, m, strerror(-err));
+		return;
+	}
+	if (fault_at("move-copied"))
+		fault_kill("move-copied");
+	LOGI("relay: id=%s moved forward from seg-%llu-%u-%u to seg-%llu-%u-%u", m->m.qid,
+	     (unsigned long long)from->start, from->worker, from->seq,
+	     (unsigned long long)segreg_get(&w->g->segs, (unsigned)segno)->start,
+	     segreg_get(&w->g->segs, (unsigned)segno)->worker,
+	     segreg_get(&w->g->segs, (unsigned)segno)->seq);
+	w->relay->stat_moved++;
+	done_record(w, m, SPOOL_MOVED); /* releases the old segment once durable */
+	m->segno = segno;
+	m->seg = *segreg_get(&w->g->segs, (unsigned)segno);
+	m->offset = off;
+	if (m->dropped)
+		done_record(w, m, SPOOL_DELETED); /* the tool knew only the old one */
+	msg_move_end(w, m);
+}
+
+/* Starts moving the deferred messages that qualify, within the bounds. */
+static void msg_moves(struct worker *w, time_t now)
+{
+	struct relay *r = w->relay;
+	const struct conf *cf = w->g->conf;
+	struct rmsg **pp, *m;
+
+	if (!cf->spool_compact_age || r->stopping)
+		return;
+	for (pp = &r->deferred; (m = *pp) && r->nmoving < MOVE_INFLIGHT;) {
+		uint64_t len = m->body_at + m->m.body_len;
+
+		if (m->move_try <= now && now - m->m.arrival >= (time_t)cf->spool_compact_age &&
+		    len <= cf->data_buffer &&
+		    (r->nmoving == 0 || r->moving_bytes + len <= MOVE_BYTES) &&
+		    segreg_mostly_dead(&w->g->segs, (unsigned)m->segno, MOVE_RATIO)) {
+			*pp = m->next;
+			msg_move(w, m);
+		} else {
+			pp = &m->next;
+		}
+	}
+}
+
 void relay_tick(struct worker *w)
 {
 	struct relay *r = w->relay;
@@ -548,6 +705,7 @@ void relay_tick(struct worker *w)
 			pp = &m->next;
 		}
 	}
+	msg_moves(w, now);
 }
 
 void relay_drop(struct worker *w, const char *qid)
@@ -561,12 +719,20 @@ void relay_drop(struct worker *w, const char *qid)
 		if (strcmp(m->m.qid, qid) == 0) {
 			*pp = m->next;
 			LOGI("relay: id=%s deleted by the operator", qid);
-			r->sink->release(w, m->segno);
+			/* The tool's mark names the record it found; this one
+			 * names where the message is now (moved meanwhile?).
+			 * Twice the same is harmless. */
+			done_record(w, m, SPOOL_DELETED);
 			rmsg_free(m);
 		} else {
 			pp = &m->next;
 		}
 	}
+	for (m = r->moving; m; m = m->next)
+		if (strcmp(m->m.qid, qid) == 0 && !m->dropped) {
+			LOGI("relay: id=%s deleted by the operator (while it moved)", qid);
+			m->dropped = true; /* relay_move_done() finishes it */
+		}
 }
 
 void relay_flush(struct worker *w)
@@ -582,7 +748,8 @@ void relay_flush(struct worker *w)
 
 bool relay_busy(const struct worker *w)
 {
-	return w->relay && (w->relay->conns || w->relay->nbouncing || w->relay->nloading);
+	return w->relay &&
+	       (w->relay->conns || w->relay->nbouncing || w->relay->nloading || w->relay->nmoving);
 }
 
 void relay_stop(struct worker *w, bool hard)
@@ -642,9 +809,9 @@ void relay_fini(struct worker *w)
 
 	if (!r)
 		return;
-	LOGI("relay: worker %u: %llu sent, %llu deferred, %llu bounced attempts; %s", w->id,
-	     (unsigned long long)r->stat_sent, (unsigned long long)r->stat_deferred,
-	     (unsigned long long)r->stat_bounced,
+	LOGI("relay: worker %u: %llu sent, %llu deferred, %llu bounced attempts, %llu moved; %s",
+	     w->id, (unsigned long long)r->stat_sent, (unsigned long long)r->stat_deferred,
+	     (unsigned long long)r->stat_bounced, (unsigned long long)r->stat_moved,
 	     r->deferred ? "deferred messages stay in the spool" : "nothing deferred");
 	while ((m = r->deferred)) {
 		r->deferred = m->next;

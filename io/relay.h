@@ -24,21 +24,26 @@ struct worker;
  *           comes through relay_bounce_done(<token>), or -errno now.
  * <done>:   a done mark: delivery of that record (in registry segment
  *           <segno>) is over.
- * <release>: a record of <segno> whose done record is durable already
- *           (`ringmx queue --delete` wrote it) is forgotten.
- * <defer>:  a line for the defer log (informational). */
+ * <defer>:  a line for the defer log (informational).
+ * <move>:   write the record <rec> (read back whole) again, verbatim, into
+ *           the current segment; 0 once queued, the answer then comes
+ *           through relay_move_done(<token>), or -errno now. */
 struct spool_done;
 struct relay_sink {
 	int (*bounce)(struct worker *w, const char *rcpt, struct sv body, bool body_8bit,
 	              bool smtputf8, void *token);
 	void (*done)(struct worker *w, const struct spool_done *d, int segno);
-	void (*release)(struct worker *w, int segno);
 	void (*defer)(struct worker *w, const char *line, size_t len);
+	int (*move)(struct worker *w, struct sv rec, void *token);
 };
 /* The bounce queued for <token> is durable (<err> 0: the message is
  * marked done) or failed (-errno: the message is kept and bounced again at
  * its next retry). */
 void relay_bounce_done(struct worker *w, void *token, int err);
+
+/* The copy queued for <token> is durable in registry segment <segno> at
+ * <off> (<err> 0), or failed (-errno: the message stays where it was). */
+void relay_move_done(struct worker *w, void *token, int err, int segno, uint64_t off);
 
 /* Per-worker delivery state. Worker thread only. */
 int relay_init(struct worker *w, const struct relay_sink *sink);

@@ -303,10 +303,42 @@ static int sink_bounce(struct worker *w, const char *rcpt, struct sv body, bool 
 	return 0;
 }
 
+/* A record the relay moves forward (a long-deferred message), written
+ * verbatim by the committer with the next group commit; not routed: the
+ * relay keeps the message and hears where the copy is (relay_move_done). */
+struct moved_rec {
+	struct commit_rec cr; /* first: the committer's callback gets it */
+	void *token;
+};
+
+static void on_moved(struct worker *w, struct commit_rec *r, int err)
+{
+	struct moved_rec *mv = (struct moved_rec *)r;
+
+	relay_move_done(w, mv->token, err, r->segno, r->off);
+	free(mv);
+}
+
+static int sink_move(struct worker *w, struct sv rec, void *token)
+{
+	struct moved_rec *mv = calloc(1, sizeof(*mv));
+
+	if (!mv)
+		return -ENOMEM;
+	mv->token = token;
+	mv->cr = (struct commit_rec){
+	    .iov = {{(void *)rec.p, rec.len}},
+	    .niov = 1,
+	    .done = on_moved,
+	};
+	commit_submit(w, &mv->cr);
+	return 0;
+}
+
 static const struct relay_sink relay_sink = {
     .bounce = sink_bounce,
     .done = commit_done_mark,
-    .release = commit_release,
+    .move = sink_move,
     .defer = commit_defer_note,
 };
 

@@ -41,6 +41,7 @@ int segreg_add(struct seg_registry *r, const struct spool_seg_id *id)
 	}
 	r->chunk[c][n % SEGREG_CHUNK].id = *id;
 	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].live, 0);
+	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].held, 0);
 	atomic_init(&r->chunk[c][n % SEGREG_CHUNK].gone, false);
 	r->n = n + 1;
 	res = (int)n;
@@ -66,6 +67,10 @@ static _Atomic uint32_t *live_of(struct seg_registry *r, unsigned i)
 void segreg_hold(struct seg_registry *r, unsigned i)
 {
 	atomic_fetch_add_explicit(live_of(r, i), 1, memory_order_relaxed);
+	_Atomic uint32_t *held = &r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].held;
+
+	if (atomic_load_explicit(held, memory_order_relaxed) != UINT32_MAX)
+		atomic_fetch_add_explicit(held, 1, memory_order_relaxed);
 }
 
 bool segreg_release(struct seg_registry *r, unsigned i)
@@ -77,6 +82,24 @@ bool segreg_release(struct seg_registry *r, unsigned i)
 bool segreg_finished(struct seg_registry *r, unsigned i)
 {
 	return atomic_load_explicit(live_of(r, i), memory_order_relaxed) == SEGREG_SEALED;
+}
+
+bool segreg_mostly_dead(struct seg_registry *r, unsigned i, unsigned ratio)
+{
+	uint32_t live = atomic_load_explicit(live_of(r, i), memory_order_relaxed);
+	uint32_t held = atomic_load_explicit(&r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].held,
+	                                     memory_order_relaxed);
+
+	if (!(live & SEGREG_SEALED))
+		return false;
+	live &= ~SEGREG_SEALED;
+	return live && (uint64_t)live * ratio <= held;
+}
+
+void segreg_recovered(struct seg_registry *r, unsigned i)
+{
+	atomic_store_explicit(&r->chunk[i / SEGREG_CHUNK][i % SEGREG_CHUNK].held, UINT32_MAX,
+	                      memory_order_relaxed);
 }
 
 bool segreg_seal(struct seg_registry *r, unsigned i)

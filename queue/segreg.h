@@ -24,6 +24,8 @@ struct segreg_ent {
 	/* Records of the segment still to be delivered (made durable and not
 	 * yet done), plus SEGREG_SEALED: a sealed segment at 0 is finished. */
 	_Atomic uint32_t live;
+	/* Records ever held (segreg_hold()): with <live>, how dead it is. */
+	_Atomic uint32_t held;
 	/* Set once the segment's unlink is durable (the unlinking worker's
 	 * directory fsync after it completed): never cleared. */
 	_Atomic bool gone;
@@ -63,6 +65,14 @@ bool segreg_seal(struct seg_registry *r, unsigned i);
 /* True when segment <i> is sealed and has nothing live (it is, or is about
  * to be, unlinked). */
 bool segreg_finished(struct seg_registry *r, unsigned i);
+/* True when segment <i> is sealed and at most one in <ratio> of the
+ * records it ever held is still live (but at least one is): a long-deferred
+ * survivor in it is worth moving forward (io/relay). */
+bool segreg_mostly_dead(struct seg_registry *r, unsigned i, unsigned ratio);
+/* Segment <i> came from an earlier run (recovery): how many records it held
+ * then is not known, only its pending ones are, so it counts as mostly dead
+ * whatever is live in it. Before the workers start. */
+void segreg_recovered(struct seg_registry *r, unsigned i);
 /* segreg_set_gone(): finished segment <i> is out of the directory for good
  * (its unlink completed and a directory fsync after it did too). Only the
  * worker that unlinked it calls it, once. segreg_gone(): whether that

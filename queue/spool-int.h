@@ -132,8 +132,32 @@ struct spool_rd {
 
 /* State of one walk, reused from record to record so that a walk allocates
  * only when a record is larger than any before it. */
+/* Pending records seen in a walk, by queue id and crc: a second pending
+ * record with both equal is a copy of the first (a move, SPOOL_MOVED, whose
+ * mark a crash kept from becoming durable). */
+struct copy_ent {
+	char qid[32];
+	uint32_t crc;
+	bool used;
+};
+struct copy_set {
+	struct copy_ent *v;
+	size_t cap; /* a power of two, or 0 */
+	size_t n;
+};
+
 struct spool_walker {
 	bool with_body;
+	/* A pending record that is a copy of an earlier pending one counts as
+	 * SPOOL_MOVED (done), so no message is listed or delivered twice.
+	 * Not for `ringmx queue --delete`, which marks every copy. */
+	bool dedup;
+	/* With <dedup>: such a copy also gets a SPOOL_MOVED mark in <done>,
+	 * matched, for recovery's compacted done log (so that it stays done
+	 * once the first is delivered). */
+	bool mark_copies;
+	unsigned long ncopies; /* copies found, all segments walked */
+	struct copy_set copies;
 	bool all;   /* visit done records too (m->state says which) */
 	bool quiet; /* the caller reports bad tails itself (recovery) */
 	spool_visit_fn fn;

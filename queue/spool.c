@@ -359,7 +359,7 @@ _Static_assert(DONE_QID + 32 == SPOOL_DONE_LEN, "done record is 64 bytes");
 
 static bool state_ok(enum spool_state s)
 {
-	return s == SPOOL_DELIVERED || s == SPOOL_BOUNCED || s == SPOOL_DELETED;
+	return s == SPOOL_DELIVERED || s == SPOOL_BOUNCED || s == SPOOL_DELETED || s == SPOOL_MOVED;
 }
 
 int spool_done_encode(void *buf, const struct spool_done *d)

@@ -61,6 +61,12 @@ enum spool_state {
 	SPOOL_DELIVERED = 1, /* accepted by the next hop */
 	SPOOL_BOUNCED = 2,   /* failed for good; a DSN went out (or none was due) */
 	SPOOL_DELETED = 3,   /* removed by an operator */
+	/* Copied verbatim into a newer segment (a long-deferred survivor moved
+	 * forward so that its old segment can go, docs/spool.md); the copy,
+	 * same queue id and crc, is the pending one. Readers that find both
+	 * pending (a crash between the copy and this mark) take the first and
+	 * count the later as this state. */
+	SPOOL_MOVED = 4,
 };
 
 /* spool_list() flags. */
@@ -126,7 +132,7 @@ struct spool_done {
 	char qid[32]; /* NUL-terminated, at most SPOOL_QID_MAX characters */
 	struct spool_seg_id seg;
 	uint64_t offset;
-	enum spool_state result; /* SPOOL_DELIVERED, SPOOL_BOUNCED or SPOOL_DELETED */
+	enum spool_state result; /* SPOOL_DELIVERED, SPOOL_BOUNCED, SPOOL_DELETED or SPOOL_MOVED */
 };
 
 /* What spool_recover() found and did. */

@@ -89,6 +89,8 @@ static const char *state_name(enum spool_state s)
 		return "bounced";
 	case SPOOL_DELETED:
 		return "deleted";
+	case SPOOL_MOVED:
+		return "moved";
 	}
 	return "unknown";
 }
@@ -123,6 +125,7 @@ int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
 	struct spool_lister l = {.out = out, .now = now, .flags = flags};
 	struct spool_walker w = {
 	    .all = flags & SPOOL_LIST_ALL,
+	    .dedup = true,
 	    .fn = list_one,
 	    .arg = &l,
 	};

@@ -127,6 +127,50 @@ static int done_add(struct done_set *s, const struct spool_done *d)
 	return 0;
 }
 
+/* The copy set. */
+
+static size_t copy_hash(const char *qid, uint32_t crc)
+{
+	return (size_t)(crc32c(crc, qid, strnlen(qid, 32)) * 0x9e3779b97f4a7c15ull >> 16);
+}
+
+static struct copy_ent *copy_slot(struct copy_ent *v, size_t cap, const char *qid, uint32_t crc)
+{
+	size_t i = copy_hash(qid, crc) & (cap - 1);
+
+	for (;; i = (i + 1) & (cap - 1))
+		if (!v[i].used || (v[i].crc == crc && !strncmp(v[i].qid, qid, sizeof(v[i].qid))))
+			return &v[i];
+}
+
+static void copy_move(void *v, size_t cap, const void *ent)
+{
+	const struct copy_ent *e = ent;
+
+	if (e->used)
+		*copy_slot(v, cap, e->qid, e->crc) = *e;
+}
+
+/* Returns 1 when a pending record with <qid> and <crc> was seen before,
+ * else records it and returns 0; -ENOMEM. */
+static int copy_seen(struct copy_set *s, const char *qid, uint32_t crc)
+{
+	struct copy_ent *e, *v;
+
+	v = set_grow(s->v, &s->cap, s->n, sizeof(*v), 256, copy_move);
+	if (!v)
+		return -ENOMEM;
+	s->v = v;
+	e = copy_slot(s->v, s->cap, qid, crc);
+	if (e->used)
+		return 1;
+	snprintf(e->qid, sizeof(e->qid), "%s", qid);
+	e->crc = crc;
+	e->used = true;
+	s->n++;
+	return 0;
+}
+
 /* The state of message <m> (SPOOL_PENDING when no done record names it);
  * marks its done record as still needed. */
 static enum spool_state done_find(struct done_set *s, const struct spool_msg *m)
@@ -557,6 +601,29 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 		}
 		w->nrec++;
 		m.state = done_find(w->done, &m);
+		if (m.state == SPOOL_PENDING && w->dedup) {
+			err = copy_seen(&w->copies, m.qid, crc);
+			if (err < 0)
+				return err;
+			if (err) {
+				m.state = SPOOL_MOVED;
+				w->ncopies++;
+				LOGI("spool: %s: offset %" PRIu64 ": id=%s is a copy of a pending "
+				     "record seen before: counted as moved",
+				     name, m.offset, m.qid);
+				if (w->mark_copies && w->done) {
+					struct spool_done d = {.seg = m.seg,
+					                       .offset = m.offset,
+					                       .result = SPOOL_MOVED};
+
+					snprintf(d.qid, sizeof(d.qid), "%s", m.qid);
+					err = done_add(w->done, &d);
+					if (err)
+						return err;
+					done_find(w->done, &m); /* matched: kept */
+				}
+			}
+		}
 		if (m.state != SPOOL_PENDING) {
 			w->ndone++;
 			if (!w->all)
@@ -660,6 +727,8 @@ void walker_fini(struct spool_walker *w)
 	buf_free(&w->env);
 	buf_free(&w->rcpts);
 	buf_free(&w->body);
+	free(w->copies.v);
+	w->copies = (struct copy_set){0};
 }
 
 int walk_dir(const char *dir, struct spool_walker *w)
@@ -706,7 +775,7 @@ int walk_dir(const char *dir, struct spool_walker *w)
 
 int spool_walk(const char *dir, bool with_body, spool_visit_fn fn, void *arg)
 {
-	struct spool_walker w = {.with_body = with_body, .fn = fn, .arg = arg};
+	struct spool_walker w = {.with_body = with_body, .dedup = true, .fn = fn, .arg = arg};
 
 	return walk_dir(dir, &w);
 }

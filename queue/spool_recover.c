@@ -296,8 +296,8 @@ static int done_compact(struct recovery *rc, uint64_t start_id)
 	rc->r.done_logs = s->nlogs;
 	rc->r.done_kept = kept;
 	rc->r.done_dropped = (unsigned long)(s->n - kept) + s->dups;
-	if (!rc->r.done_dropped && !s->bad_bytes && s->nlogs <= 1)
-		return 0;
+	if (!rc->r.done_dropped && !s->bad_bytes && s->nlogs <= 1 && !rc->w.ncopies)
+		return 0; /* (a copy's new mark must reach the disk) */
 
 	done_recovered_name(name, sizeof(name), start_id);
 	if (kept) {
@@ -398,7 +398,8 @@ static bool is_stale_tmp(const char *s)
 int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *arg,
                   struct spool_recovery *out)
 {
-	struct recovery rc = {.w = {.fn = fn, .arg = arg, .quiet = true}};
+	struct recovery rc = {
+	    .w = {.fn = fn, .arg = arg, .quiet = true, .dedup = true, .mark_copies = true}};
 	char **names = NULL;
 	int n = 0, i, err;
 

@@ -24,7 +24,7 @@ def free_port(family=socket.AF_INET, host="127.0.0.1"):
 class Gateway:
     """A running ringmx. Use as a context manager."""
 
-    def __init__(self, *args, threads=2, spool=None, port=None, host="127.0.0.1"):
+    def __init__(self, *args, threads=2, spool=None, port=None, host="127.0.0.1", env=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="ringmx-it-")
         self.spool = spool or os.path.join(self.tmp.name, "spool")
         self.host = host
@@ -36,10 +36,12 @@ class Gateway:
                      "--threads", str(threads), "--hostname", "mx.test",
                      "--domains", "example.com,localhost"] + list(args)
         self.proc = None
+        self.env = dict(env or {})  # added to the environment at each start
 
     def start(self, timeout=10):
         self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **self.env))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

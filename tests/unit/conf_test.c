@@ -97,6 +97,8 @@ Test(conf, defaults)
 	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_ACCEPT);
 	cr_assert_eq(conf.log_level, LOG_INFO);
 	cr_assert_not(conf.check);
+	cr_assert_not(conf.allow_untrusted_routing);
+	cr_assert_eq(conf.spool_compact_age, CONF_DEF_SPOOL_COMPACT_AGE);
 	cr_assert_eq(outlen, 0);
 }
 
@@ -108,7 +110,8 @@ Test(conf, every_option_valid)
 	                   "--max-recipients", "50", "--max-sessions", "20", "--idle-timeout", "60",
 	                   "--max-errors", "0", "--grace", "5", "--greet-delay", "1500",
 	                   "--max-line-length", "998", "--bare-lf", "normalize", "--long-lines",
-	                   "reject", "--log-level", "debug", "--check"),
+	                   "reject", "--log-level", "debug", "--allow-untrusted-routing",
+	                   "--spool-compact-age", "600", "--check"),
 	             CONF_OK, "%s", err);
 	cr_assert_eq(conf.nlisten, 1);
 	cr_assert_str_eq(conf.listen[0].text, "10.1.2.3:25");
@@ -129,6 +132,8 @@ Test(conf, every_option_valid)
 	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_NORMALIZE);
 	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_REJECT);
 	cr_assert_eq(conf.log_level, LOG_DEBUG);
+	cr_assert(conf.allow_untrusted_routing);
+	cr_assert_eq(conf.spool_compact_age, 600);
 	cr_assert(conf.check);
 }
 
@@ -450,6 +455,9 @@ Test(conf, help_prints_every_option)
 	    "(default: localhost)",
 	    "  --domains-file FILE ",
 	    "  --relay-networks CIDRS ",
+	    "  --allow-untrusted-routing ",
+	    "  --spool-compact-age SECONDS ",
+	    "(default: 3600)",
 	    "  --max-message-size BYTES ",
 	    "(default: 10240000)",
 	    "  --max-recipients N          recipients per message, 1-1000000 (default: 1000)\n",

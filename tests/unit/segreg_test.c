@@ -66,6 +66,35 @@ Test(segreg, the_last_of_seal_and_release_sees_the_segment_finish)
 	cr_expect(segreg_finished(&reg, b));
 }
 
+Test(segreg, mostly_dead_needs_sealed_and_few_live)
+{
+	unsigned a = add(1, 0, 1), b = add(1, 0, 2), c = add(1, 0, 3);
+
+	for (int i = 0; i < 8; i++)
+		segreg_hold(&reg, a);
+	cr_expect_not(segreg_mostly_dead(&reg, a, 4)); /* not sealed */
+	segreg_seal(&reg, a);
+	cr_expect_not(segreg_mostly_dead(&reg, a, 4)); /* 8 of 8 live */
+	for (int i = 0; i < 6; i++)
+		segreg_release(&reg, a);
+	cr_expect(segreg_mostly_dead(&reg, a, 4)); /* 2 of 8 */
+	cr_expect_not(segreg_mostly_dead(&reg, a, 5));
+	segreg_release(&reg, a);
+	segreg_release(&reg, a);
+	cr_expect_not(segreg_mostly_dead(&reg, a, 4)); /* finished: nothing to move */
+	/* A segment of one record (a large message's) never is. */
+	segreg_hold(&reg, b);
+	segreg_seal(&reg, b);
+	cr_expect_not(segreg_mostly_dead(&reg, b, 4));
+	/* A recovered one always is, while something in it is live. */
+	segreg_hold(&reg, c);
+	segreg_hold(&reg, c);
+	segreg_seal(&reg, c);
+	segreg_recovered(&reg, c);
+	segreg_hold(&reg, c);
+	cr_expect(segreg_mostly_dead(&reg, c, 4));
+}
+
 Test(segreg, gone_is_set_once_for_good_and_leaves_the_count_alone)
 {
 	unsigned a = add(1, 0, 1), b = add(1, 1, 1);

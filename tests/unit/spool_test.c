@@ -551,8 +551,14 @@ Test(spool, visitor_return_value_stops_the_walk)
 
 	spool_seg_name(name, sizeof(name), 1, 0, 0);
 	fd = seg_open(dir, name);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 5; i++) {
+		char qid[8];
+
+		/* Distinct ids: equal id and crc would be copies of one. */
+		snprintf(qid, sizeof(qid), "S%d", i);
+		e.qid = qid;
 		seg_append(fd, &e, NULL, 0);
+	}
 	close(fd);
 	cr_assert_eq(spool_walk(dir, false, collect, &l), 42);
 	cr_assert_eq(l.n, 2);
@@ -973,7 +979,7 @@ Test(spool, done_record_roundtrips_and_any_flipped_bit_is_refused)
 
 	d.result = SPOOL_PENDING;
 	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
-	d.result = 4;
+	d.result = SPOOL_MOVED + 1;
 	cr_expect_eq(spool_done_encode(r, &d), -EINVAL);
 	d.result = SPOOL_DELETED;
 	d.seg.worker = 65536;
@@ -1629,6 +1635,114 @@ Test(spool, recover_deletes_segments_whose_records_are_all_done)
 	cr_expect_eq(r.done_dropped, 3);
 	cr_expect_eq(l.n, 0);
 	cr_expect_eq(count_files(dir, ""), 2); /* "." and ".." */
+	rm_dir(dir);
+}
+
+/* A moved message (io/relay): its record copied verbatim into a later
+ * segment; SEG0's R1 copied to the end of SEG1. */
+static off_t copy_r1(const char *dir, const off_t off[3])
+{
+	unsigned char rec[4096];
+	size_t n = (size_t)(off[2] - off[1]);
+	char path[512];
+	off_t at;
+	int fd;
+
+	cr_assert_leq(n, sizeof(rec));
+	read_bytes(dir, SEG0, rec, n, off[1]);
+	snprintf(path, sizeof(path), "%s/%s", dir, SEG1);
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	at = lseek(fd, 0, SEEK_END);
+	cr_assert_eq(write(fd, rec, n), (ssize_t)n);
+	close(fd);
+	return at;
+}
+
+Test(spool, a_moved_record_is_pending_once_whether_or_not_its_mark_is_durable)
+{
+	char *dir = tmp_dir(), *s;
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	copy_r1(dir, off);
+
+	/* The crash came before the SPOOL_MOVED mark: two pending records
+	 * with R1's id and crc. The listing shows one, the first. */
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 4);
+	cr_expect_str_eq(l.v[1].qid, "R1");
+	cr_expect_str_eq(l.v[1].segment, SEG0);
+	cr_expect_str_eq(l.v[3].qid, "NEXT");
+	got_free(&l);
+	s = list(dir, SPOOL_LIST_COUNT, 1700000060, &ret);
+	cr_expect_str_eq(s, "4\n");
+	free(s);
+	s = list(dir, SPOOL_LIST_ALL, 1700000060, &ret);
+	cr_expect(strstr(s, "R1 53 alice@example.net 1m bob@example.org,carol@example.org moved\n"),
+	          "%s", s);
+	free(s);
+
+	/* Recovery hands R1 over once and marks the copy moved, durably. */
+	cr_assert_eq(spool_recover(dir, 7, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.pending, 4);
+	cr_expect_eq(r.done, 1);
+	cr_expect(r.compacted);
+	cr_assert_eq(l.n, 4);
+	cr_expect_eq(l.v[1].offset, (uint64_t)off[1]);
+	got_free(&l);
+	/* R1 delivered from SEG0: the copy stays done, nothing comes back. */
+	mark_done(dir, 8, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	cr_assert_eq(spool_recover(dir, 9, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.pending, 3);
+	for (size_t i = 0; i < l.n; i++)
+		cr_expect_str_neq(l.v[i].qid, "R1");
+	got_free(&l);
+	rm_dir(dir);
+}
+
+Test(spool, a_moved_record_with_its_mark_is_pending_at_the_copy)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	struct spool_recovery r;
+	off_t off[3], len, at;
+
+	close(three_and_one(dir, off, &len));
+	at = copy_r1(dir, off);
+	mark_done(dir, 5, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_MOVED);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 4);
+	cr_expect_str_eq(l.v[3].qid, "R1");
+	cr_expect_str_eq(l.v[3].segment, SEG1);
+	cr_expect_eq(l.v[3].offset, (uint64_t)at);
+	got_free(&l);
+	cr_assert_eq(spool_recover(dir, 7, collect_pending, &l, &r), 0);
+	cr_expect_eq(r.pending, 4);
+	cr_expect_eq(r.done, 1);
+	got_free(&l);
+	rm_dir(dir);
+}
+
+/* `ringmx queue --delete` marks every pending copy: with one left
+ * unmarked, it would come back once the other is done. */
+Test(spool, delete_marks_both_copies_of_a_moved_record)
+{
+	char *dir = tmp_dir();
+	struct got_list l = {0};
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	copy_r1(dir, off);
+	cr_assert_eq(spool_delete(dir, "R1", 0x50), 0);
+	cr_assert_eq(spool_walk(dir, false, collect, &l), 0);
+	cr_assert_eq(l.n, 3);
+	for (size_t i = 0; i < l.n; i++)
+		cr_expect_str_neq(l.v[i].qid, "R1");
+	got_free(&l);
 	rm_dir(dir);
 }
 
