@@ -41,13 +41,19 @@
 
 #include "core/policy.h"
 
-#define RCPT_DOMAIN_MAX 253u   /* RFC 1035 2.3.4, the root dot not counted */
-#define RCPT_DOM_HDR    3u     /* u16 len, u8 flags */
-#define RCPT_ADDR_HDR   6u     /* u32 dom, u16 len */
-#define RCPT_F_CATCHALL 0x1u   /* domain record: an "@domain" line was read */
-#define RCPT_READ_CHUNK 65536u /* octets read from a file at a time */
-#define RCPT_MIN_SLOTS  16u    /* an index's smallest size */
+#define RCPT_DOMAIN_MAX 253u /* RFC 1035 2.3.4, the root dot not counted */
+#define RCPT_DOM_HDR    3u   /* u16 len, u8 flags */
+#define RCPT_ADDR_HDR   6u   /* u32 dom, u16 len */
+#define RCPT_F_CATCHALL 0x1u /* domain record: an "@domain" line was read */
+#define RCPT_MIN_SLOTS  16u  /* an index's smallest size */
 #define RCPT_NO_CUT     SIZE_MAX
+
+/* Octets read from a file at a time; the fuzzer builds with fewer, so that
+ * lines straddle reads. A line and its CR must fit. */
+#ifndef RCPT_READ_CHUNK
+#define RCPT_READ_CHUNK 65536u
+#endif
+_Static_assert(RCPT_READ_CHUNK > RECIPIENTS_LINE_MAX + 2, "read buffer shorter than a line");
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 #define FNV_PRIME  0x100000001b3ull
@@ -648,9 +654,10 @@ size_t recipients_domains(const struct recipients *r)
 }
 
 /* Postfix split_addr(): local parts that are never cut at a delimiter. */
-static bool never_cut(const struct recipients *r, const unsigned char *l, size_t len)
+static bool never_cut(const struct recipients *r, struct sv local)
 {
-	const char *s = (const char *)l;
+	const char *s = local.p;
+	size_t len = local.len;
 
 	if ((len == 10 && strncasecmp(s, "postmaster", 10) == 0) ||
 	    (len == 13 && strncasecmp(s, "mailer-daemon", 13) == 0))
@@ -668,6 +675,7 @@ enum recipients_result recipients_lookup(const struct recipients *r, struct sv l
 	uint64_t hdom, h, hcut = 0;
 	const struct recipients_slot *s;
 	uint32_t dom;
+	size_t n;
 
 	if (!r)
 		return RECIPIENTS_NO_TABLE;
@@ -689,15 +697,12 @@ enum recipients_result recipients_lookup(const struct recipients *r, struct sv l
 	 * any earlier hit: the answer is KNOWN whatever the local part. */
 	if (r->arena[dom + 2] & RCPT_F_CATCHALL)
 		return RECIPIENTS_KNOWN;
-	/* No address record has an empty local part ("@domain" is the flag),
-	 * nor one longer than a line. */
-	if (local.len == 0 || local.len > RECIPIENTS_LINE_MAX)
-		return RECIPIENTS_UNKNOWN;
-	/* One pass folds, hashes the whole local part and keeps the hash
-	 * state at the first delimiter, which is the hash of the part before
-	 * it. */
+	/* One pass folds, hashes the local part and keeps the hash state at
+	 * the first delimiter, which is the hash of the part before it. No
+	 * record is longer than a line: past that only the cut can match. */
+	n = local.len < RECIPIENTS_LINE_MAX ? local.len : RECIPIENTS_LINE_MAX;
 	h = addr_seed(hdom);
-	for (size_t i = 0; i < local.len; i++) {
+	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)local.p[i];
 
 		l[i] = r->exact ? c : lower(c);
@@ -708,7 +713,7 @@ enum recipients_result recipients_lookup(const struct recipients *r, struct sv l
 		h = (h ^ l[i]) * FNV_PRIME;
 	}
 	h = fmix64(h);
-	if (cut == 0 || (cut != RCPT_NO_CUT && never_cut(r, l, local.len)))
+	if (cut == 0 || (cut != RCPT_NO_CUT && never_cut(r, local)))
 		cut = RCPT_NO_CUT;
 	/* At a million entries each slot is a cache miss: load the base
 	 * address's slot while the full address's is probed. */
@@ -716,7 +721,8 @@ enum recipients_result recipients_lookup(const struct recipients *r, struct sv l
 		hcut = fmix64(hcut);
 		__builtin_prefetch(&r->addr[(size_t)hcut & r->addr_mask]);
 	}
-	if (addr_probe(r->addr, r->addr_mask, r->arena, h, dom, l, local.len)->off)
+	/* An empty local part has no record ("@domain" is the flag). */
+	if (n == local.len && n && addr_probe(r->addr, r->addr_mask, r->arena, h, dom, l, n)->off)
 		return RECIPIENTS_KNOWN;
 	if (cut != RCPT_NO_CUT &&
 	    addr_probe(r->addr, r->addr_mask, r->arena, hcut, dom, l, cut)->off)

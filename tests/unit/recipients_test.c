@@ -277,6 +277,23 @@ Test(recipients, extension_cut_at_default_delimiter)
 	CHECK(cases);
 }
 
+Test(recipients, extension_longer_than_a_line_still_cut)
+{
+	char l[3000];
+
+	build_from("user@example.com\n");
+	memset(l, 'x', sizeof(l));
+	memcpy(l, "USER+", 5);
+	cr_assert_eq(recipients_lookup(snap, sv_make(l, sizeof(l)), SV("example.com")),
+	             RECIPIENTS_KNOWN);
+	l[4] = 'x'; /* no delimiter: nothing to cut */
+	cr_assert_eq(recipients_lookup(snap, sv_make(l, sizeof(l)), SV("example.com")),
+	             RECIPIENTS_UNKNOWN);
+	memcpy(l + 1500, "+", 1); /* the first delimiter lies past a line */
+	cr_assert_eq(recipients_lookup(snap, sv_make(l, sizeof(l)), SV("example.com")),
+	             RECIPIENTS_UNKNOWN);
+}
+
 Test(recipients, extension_with_several_delimiters)
 {
 	static const struct recipients_opts o = {.delimiters = "+-="};
