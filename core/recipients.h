@@ -43,14 +43,19 @@ struct recipients_slot {
 	uint32_t off;
 };
 
+/* Records back to back (recipients.c). Private to recipients.c. */
+struct recipients_arena {
+	char *p; /* owned */
+	size_t len, cap;
+};
+
 /* The builder holds what the adds read until recipients_build() indexes it.
  * Its fields are private to recipients.c. */
 struct recipients_builder {
-	char *arena; /* domain and address records (recipients.c); owned */
-	size_t arena_len, arena_cap;
-	struct recipients_slot *dom; /* index of the domain records; owned */
-	size_t dom_cap, ndom;        /* dom_cap: a power of two, or 0 */
-	uint32_t *addr;              /* offsets of the address records, duplicates too */
+	struct recipients_arena doms, addrs; /* domain and address records */
+	struct recipients_slot *dom;         /* index of the domain records; owned */
+	size_t dom_cap, ndom;                /* dom_cap: a power of two, or 0 */
+	uint32_t *addr;                      /* offsets of the address records, duplicates too */
 	size_t naddr, addr_cap;
 	size_t ncatchall;             /* domains with a catch-all line */
 	uint64_t delim[4];            /* the delimiters as a bitmap over octets */
@@ -98,6 +103,8 @@ void recipients_unref(struct recipients *r);
  * table, for "recipient tables: N entries, M domains". Any thread. */
 size_t recipients_entries(const struct recipients *r);
 size_t recipients_domains(const struct recipients *r);
+/* Octets of memory the snapshot holds (records and indexes). Any thread. */
+size_t recipients_memory(const struct recipients *r);
 
 /* Looks up <local>@<domain> (the local part as written, quotes included;
  * the domain without brackets). The domain is compared ASCII

@@ -126,6 +126,8 @@ Test(recipients, empty_snapshot_has_no_tables)
 	cr_assert_eq(recipients_lookup(NULL, SV("user"), SV("example.com")), RECIPIENTS_NO_TABLE);
 	cr_assert_eq(recipients_entries(NULL), 0);
 	cr_assert_eq(recipients_domains(NULL), 0);
+	cr_assert_gt(recipients_memory(snap), 0);
+	cr_assert_eq(recipients_memory(NULL), 0);
 	recipients_unref(NULL);
 }
 
@@ -556,7 +558,7 @@ Test(recipients, ten_megabyte_line_refused_cleanly)
 	cr_assert_eq(recipients_builder_add_file(&bld, path, err, sizeof(err)), -EINVAL);
 	cr_assert_str_eq(err, want);
 	/* What was kept of the file: its first line, not the long one. */
-	cr_assert_lt(bld.arena_cap, 1u << 20, "arena %zu", bld.arena_cap);
+	cr_assert_lt(bld.addrs.cap, 1u << 20, "arena %zu", bld.addrs.cap);
 
 	reinit(NULL);
 	p = malloc(len);
@@ -689,6 +691,8 @@ Test(recipients, file_larger_than_read_buffer)
 		cr_assert_not_null(snap, "%s", err);
 		cr_assert_eq(recipients_entries(snap), N);
 		cr_assert_eq(recipients_domains(snap), 97);
+		cr_assert_lt(recipients_memory(snap), (size_t)N * 64, "%zu",
+		             recipients_memory(snap));
 		for (int i = 0; i < N; i++) {
 			snprintf(line, sizeof(line), "user%d+x@d%d.example", i, i % 97);
 			cr_assert_eq(look(line), RECIPIENTS_KNOWN, "pad %zu %s", pad, line);
