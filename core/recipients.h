@@ -36,7 +36,7 @@ struct recipients_opts {
 	                         * letters compared case-insensitively) */
 };
 
-/* An index slot: <off> of a record in the arena (0: empty), <tag> the upper
+/* An index slot: <off> of a record in its arena (0: empty), <tag> the upper
  * half of the record's hash. Private to recipients.c. */
 struct recipients_slot {
 	uint32_t tag;
