@@ -1,7 +1,10 @@
 #!/bin/sh
-# Builds the DATA parser fuzzer (tests/fuzz/data_fuzz.c) with clang and runs
-# it for SECONDS (default 60) on a copy of tests/fuzz/corpus, which runs never
-# modify. Exits non-zero on a crash or a disagreement, leaving the work
+# Builds the fuzzers with clang and runs them for SECONDS in all (default
+# 60), split between them: the DATA parser (tests/fuzz/data_fuzz.c, on a
+# copy of tests/fuzz/corpus) gets the larger half, the recipient table
+# parser (tests/fuzz/recipients_fuzz.c, on a copy of
+# tests/fuzz/corpus-recipients) the rest; runs never modify the corpora.
+# Exits non-zero on a crash or a disagreement, leaving that fuzzer's work
 # directory (with the crashing input) in place and printing its path.
 # CLANG overrides the compiler; FUZZ_JOBS=n runs n workers (default: one, in
 # process).
@@ -9,29 +12,46 @@ set -eu
 
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/data_fuzz.XXXXXX")
 cd "$root"
 
-${CLANG:-clang} -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-std=gnu11 -D_GNU_SOURCE -I. core/smtp_data.c tests/fuzz/data_fuzz.c \
-	-o "$work/data_fuzz"
-mkdir "$work/corpus"
-cp tests/fuzz/corpus/* "$work/corpus/"
+# Each fuzzer gets at least a second: -max_total_time=0 would run forever.
+rsecs=$((secs / 2))
+[ "$rsecs" -ge 1 ] || rsecs=1
+dsecs=$((secs - rsecs))
+[ "$dsecs" -ge 1 ] || dsecs=1
 
-# From the work directory: libFuzzer writes its fuzz-N.log files there.
-cd "$work"
-jobs=
-if [ -n "${FUZZ_JOBS:-}" ]; then
-	jobs="-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS"
-fi
-rc=0
-# shellcheck disable=SC2086
-./data_fuzz -max_total_time="$secs" -max_len=4096 -print_final_stats=1 $jobs \
-	-artifact_prefix="$work/" corpus >log 2>&1 || rc=$?
-tail -n 8 "$work/log"
-if [ "$rc" -ne 0 ]; then
-	echo "data_fuzz: FAILED (exit $rc); input and log in $work" >&2
-	exit "$rc"
-fi
-cd "$root"
-rm -rf "$work"
+# fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES...
+fuzz() {
+	name=$1 corpus=$2 fsecs=$3 maxlen=$4 cflags=$5
+	shift 5
+	work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+	# shellcheck disable=SC2086
+	${CLANG:-clang} -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=gnu11 -D_GNU_SOURCE $cflags -I. "$@" -o "$work/$name"
+	mkdir "$work/corpus"
+	cp "$corpus"/* "$work/corpus/"
+
+	# From the work directory: libFuzzer writes its fuzz-N.log files there.
+	cd "$work"
+	jobs=
+	if [ -n "${FUZZ_JOBS:-}" ]; then
+		jobs="-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS"
+	fi
+	rc=0
+	# shellcheck disable=SC2086
+	"./$name" -max_total_time="$fsecs" -max_len="$maxlen" -print_final_stats=1 $jobs \
+		-artifact_prefix="$work/" corpus >log 2>&1 || rc=$?
+	tail -n 8 "$work/log"
+	if [ "$rc" -ne 0 ]; then
+		echo "$name: FAILED (exit $rc); input and log in $work" >&2
+		exit "$rc"
+	fi
+	cd "$root"
+	rm -rf "$work"
+}
+
+fuzz data_fuzz tests/fuzz/corpus "$dsecs" 4096 "" core/smtp_data.c tests/fuzz/data_fuzz.c
+# A small read buffer, so that a table's lines straddle reads.
+echo "recipients_fuzz (${rsecs}s):"
+fuzz recipients_fuzz tests/fuzz/corpus-recipients "$rsecs" 8192 -DRCPT_READ_CHUNK=1100 \
+	core/recipients.c core/policy.c tests/fuzz/recipients_fuzz.c
