@@ -38,6 +38,11 @@ enum conf_opt {
 	OPT_DOMAINS_FILE,
 	OPT_RELAY_NETWORKS,
 	OPT_ALLOW_UNTRUSTED_ROUTING,
+	OPT_RECIPIENTS_FILE,
+	OPT_RECIPIENT_DELIMITER,
+	OPT_RECIPIENTS_EXACT_CASE,
+	OPT_MAX_UNKNOWN_RCPTS,
+	OPT_UNKNOWN_RCPT_DELAY,
 	OPT_MAX_MESSAGE_SIZE,
 	OPT_MAX_RECIPIENTS,
 	OPT_MAX_SESSIONS,
@@ -84,6 +89,11 @@ static const struct option conf_longopts[] = {
     {"domains-file", required_argument, NULL, OPT_DOMAINS_FILE},
     {"relay-networks", required_argument, NULL, OPT_RELAY_NETWORKS},
     {"allow-untrusted-routing", no_argument, NULL, OPT_ALLOW_UNTRUSTED_ROUTING},
+    {"recipients-file", required_argument, NULL, OPT_RECIPIENTS_FILE},
+    {"recipient-delimiter", required_argument, NULL, OPT_RECIPIENT_DELIMITER},
+    {"recipients-exact-case", no_argument, NULL, OPT_RECIPIENTS_EXACT_CASE},
+    {"max-unknown-recipients", required_argument, NULL, OPT_MAX_UNKNOWN_RCPTS},
+    {"unknown-recipient-delay", required_argument, NULL, OPT_UNKNOWN_RCPT_DELAY},
     {"max-message-size", required_argument, NULL, OPT_MAX_MESSAGE_SIZE},
     {"max-recipients", required_argument, NULL, OPT_MAX_RECIPIENTS},
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
@@ -138,6 +148,8 @@ static const struct conf_num {
     {OPT_MAX_ERRORS, offsetof(struct conf, max_errors), 0, 1000000},
     {OPT_GRACE, offsetof(struct conf, grace), 0, 86400},
     {OPT_GREET_DELAY, offsetof(struct conf, greet_delay_ms), 0, 60000},
+    {OPT_MAX_UNKNOWN_RCPTS, offsetof(struct conf, max_unknown_recipients), 0, 1000000},
+    {OPT_UNKNOWN_RCPT_DELAY, offsetof(struct conf, unknown_recipient_delay_ms), 0, 60000},
     /* 3: the shortest line is "." CRLF. */
     {OPT_MAX_LINE_LENGTH, offsetof(struct conf, max_line_length), 3, 1000000},
     {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
@@ -165,6 +177,9 @@ static void conf_defaults(struct conf *c)
 	c->max_errors = CONF_DEF_MAX_ERRORS;
 	c->grace = CONF_DEF_GRACE;
 	c->greet_delay_ms = CONF_DEF_GREET_DELAY_MS;
+	c->recipient_delimiter = CONF_DEF_RECIPIENT_DELIMITER;
+	c->max_unknown_recipients = CONF_DEF_MAX_UNKNOWN_RCPTS;
+	c->unknown_recipient_delay_ms = CONF_DEF_UNKNOWN_RCPT_DELAY_MS;
 	c->max_line_length = CONF_DEF_MAX_LINE_LENGTH;
 	c->bare_policy = SMTP_DATA_BARE_REJECT;
 	c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
@@ -200,6 +215,7 @@ void conf_usage(FILE *out)
 #define NUM(arg, text, def) fprintf(out, "  %-26s  %s (default: %u)\n", arg, text, def)
 	fprintf(out, "Usage: ringmx [OPTIONS]\n"
 	             "       ringmx queue --spool DIR [--count] [--all]\n"
+	             "       ringmx reload --spool DIR\n"
 	             "\n"
 	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
 	             "from relay networks, stores it in the spool and relays it to the next hops.\n"
@@ -219,6 +235,16 @@ void conf_usage(FILE *out)
 	OPT("--allow-untrusted-routing",
 	    "let other clients name routes (user%host@, host!user@, \"a@b\"@, @a:b@c)");
 	MORE("to accepted domains; default: refused 554 5.7.1, as Postfix does");
+	OPT("--recipients-file FILE", "the users of a domain, one address a line, @domain for any");
+	MORE("(default: none); repeatable; other users of a domain listed: 550 5.1.1");
+	OPT("--recipient-delimiter CHARS", "address extensions: user+ext@ looked up as user@ "
+	                                   "(default: " CONF_DEF_RECIPIENT_DELIMITER ")");
+	OPT("--recipients-exact-case",
+	    "local parts compared as written (default: ASCII case folded)");
+	NUM("--max-unknown-recipients N", "unknown users in a session, then 421 (0: no limit)",
+	    CONF_DEF_MAX_UNKNOWN_RCPTS);
+	NUM("--unknown-recipient-delay MS", "wait before each 550 5.1.1, 0-60000",
+	    CONF_DEF_UNKNOWN_RCPT_DELAY_MS);
 	NUM("--max-message-size BYTES", "largest message, k/m/g = x1024, 0 = no limit",
 	    CONF_DEF_MAX_MESSAGE_SIZE);
 	NUM("--max-recipients N", "recipients per message, 1-1000000", CONF_DEF_MAX_RECIPIENTS);
@@ -552,6 +578,10 @@ static int set_domains(struct conf *c, bool file, const char *arg, char *err, si
 	char why[512];
 	int rc;
 
+	if (c->ndomain_srcs == CONF_MAX_DOMAIN_SRCS)
+		return conf_err(err, errlen, "--%s: more than %u --domains and --domains-file",
+		                file ? "domains-file" : "domains", CONF_MAX_DOMAIN_SRCS);
+	c->domain_srcs[c->ndomain_srcs++] = (struct conf_domain_src){arg, file};
 	if (file)
 		rc = policy_load_domains_file(&c->policy, arg, why, sizeof(why));
 	else
@@ -703,6 +733,26 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		return CONF_OK;
 	case OPT_ALLOW_UNTRUSTED_ROUTING:
 		c->allow_untrusted_routing = true;
+		return CONF_OK;
+	case OPT_RECIPIENTS_FILE:
+		if (!arg[0])
+			return conf_err(err, errlen, "--recipients-file: the file name is empty");
+		if (c->nrecipients_files == CONF_MAX_RECIPIENTS_FILES)
+			return conf_err(err, errlen, "--recipients-file: more than %u files",
+			                CONF_MAX_RECIPIENTS_FILES);
+		c->recipients_files[c->nrecipients_files++] = arg;
+		return CONF_OK;
+	case OPT_RECIPIENT_DELIMITER:
+		for (const char *p = arg; *p; p++)
+			if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '@')
+				return conf_err(err, errlen,
+				                "--recipient-delimiter: '%.*s': printable ASCII "
+				                "other than '@' only",
+				                CONF_SHOW_MAX, arg);
+		c->recipient_delimiter = arg;
+		return CONF_OK;
+	case OPT_RECIPIENTS_EXACT_CASE:
+		c->recipients_exact_case = true;
 		return CONF_OK;
 	}
 	return conf_err(err, errlen, "internal error: option %d has no handler", opt);

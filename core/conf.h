@@ -22,6 +22,12 @@ struct conf_listen {
 	bool tls;      /* --listen-tls: implicit TLS (RFC 8314), handshake before the greeting */
 };
 
+/* One --domains list or --domains-file, as given: read again at a reload. */
+struct conf_domain_src {
+	const char *arg;
+	bool file;
+};
+
 /* One --tls-cert and the --tls-key given in the same position. The files
  * are not read here (core/ knows no OpenSSL): main() loads them, also for
  * --check. */
@@ -62,6 +68,11 @@ struct conf_tls_cert {
 #define CONF_DEF_MAX_QUEUE_LIFETIME    432000u /* 5 days: Postfix maximal_queue_lifetime */
 #define CONF_DEF_RELAY_TIMEOUT         300u    /* Postfix smtp_*_timeout order */
 #define CONF_MAX_ROUTES                64u
+#define CONF_MAX_DOMAIN_SRCS           64u /* --domains and --domains-file together */
+#define CONF_MAX_RECIPIENTS_FILES      64u
+#define CONF_DEF_RECIPIENT_DELIMITER   "+" /* Postfix recipient_delimiter, as commonly set */
+#define CONF_DEF_MAX_UNKNOWN_RCPTS     20u /* then 421 4.7.0 and close */
+#define CONF_DEF_UNKNOWN_RCPT_DELAY_MS 0u
 
 /* --relay-tls, as Postfix's smtp_tls_security_level */
 enum conf_relay_tls {
@@ -77,6 +88,14 @@ struct conf {
 	const char *spool;    /* points into argv or a literal */
 	const char *hostname; /* NULL = gethostname(), resolved by the caller */
 	struct policy policy; /* accepted domains and relay networks */
+	struct conf_domain_src domain_srcs[CONF_MAX_DOMAIN_SRCS]; /* in order; the default too */
+	unsigned ndomain_srcs;
+	const char *recipients_files[CONF_MAX_RECIPIENTS_FILES]; /* --recipients-file, in order */
+	unsigned nrecipients_files;
+	const char *recipient_delimiter;     /* address extension characters; "" none */
+	bool recipients_exact_case;          /* --recipients-exact-case */
+	unsigned max_unknown_recipients;     /* per session, then 421; 0 = no limit */
+	unsigned unknown_recipient_delay_ms; /* before each 550 5.1.1 */
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_sessions;

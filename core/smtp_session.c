@@ -14,6 +14,7 @@
  * every state change through smtp_set_state().
  * Sans-I/O: libc only, no sockets, clocks or threads. */
 #include "core/smtp_session.h"
+#include "core/tables.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -538,7 +539,9 @@ unsupported:
 
 static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv arg)
 {
-	const struct policy *pol = s->cf->policy;
+	const struct smtp_server_conf *cf = s->cf;
+	const struct tables *t = s->tables;
+	const struct policy *pol = t ? &t->domains : cf->policy;
 	struct smtp_addr a;
 	struct sv rest, tok;
 
@@ -565,6 +568,15 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, SMTP_R_ERR, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
 		return;
 	}
+	if (cf->max_unknown && s->counts.unknown >= cf->max_unknown) {
+		LOGI("reject: client=[%s] RCPT: 421 4.7.0 %s Error: too many unknown recipients "
+		     "(%u)",
+		     s->peer.addr, cf->hostname, s->counts.unknown);
+		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many unknown recipients",
+		           cf->hostname);
+		smtp_close(s);
+		return;
+	}
 	if (s->cf->max_recipients && s->tx.nrcpt >= s->cf->max_recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, and the client sends the rest later. */
 		smtp_reply(s, c, 0, "452 4.5.3 Error: too many recipients");
@@ -577,9 +589,28 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	 * allow_untrusted_routing = no). */
 	if (a.domain.len && !s->peer.may_relay &&
 	    (a.domain.p[0] == '[' || !pol || !policy_domain_accepted(pol, a.domain) ||
-	     (a.routed && !s->cf->allow_untrusted_routing))) {
+	     (a.routed && !cf->allow_untrusted_routing))) {
+		s->counts.relay_denied++;
+		if (a.routed && a.domain.p[0] != '[' && pol &&
+		    policy_domain_accepted(pol, a.domain))
+			s->counts.routing++;
 		smtp_reply(s, c, SMTP_R_ERR, "554 5.7.1 <%.*s>: Relay access denied",
 		           (int)a.path.len, a.path.p);
+		return;
+	}
+	/* Users that do not exist are refused here, not bounced later
+	 * (backscatter): a domain with a recipient table takes only its
+	 * users (Postfix relay_recipient_maps). A dictionary attack meets a
+	 * delay before each refusal and, past a count, the door. */
+	if (t && t->recipients && a.domain.len && a.domain.p[0] != '[' &&
+	    recipients_lookup(t->recipients, a.local, a.domain) == RECIPIENTS_UNKNOWN) {
+		s->counts.unknown++;
+		smtp_reply(s, c, 0, "550 5.1.1 <%.*s>: Recipient address rejected: User unknown",
+		           (int)a.path.len, a.path.p);
+		if (cf->unknown_delay_ms) {
+			s->act |= SMTP_ACT_DELAY;
+			s->delay_ms = cf->unknown_delay_ms;
+		}
 		return;
 	}
 	if (buf_append_sv(&s->tx.rcpts, a.mailbox) || buf_append(&s->tx.rcpts, "", 1)) {
@@ -1090,7 +1121,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
 	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
-	       !(s->act & SMTP_ACT_STARTTLS)) {
+	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY))) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
@@ -1098,11 +1129,17 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 		else
 			n = smtp_line_feed(s, p + off, len - off);
 		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
-		    !(s->act & SMTP_ACT_STARTTLS))
+		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY)))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
 	return off;
+}
+
+void smtp_session_delay_done(struct smtp_session *s)
+{
+	s->act &= ~SMTP_ACT_DELAY;
+	s->delay_ms = 0;
 }
 
 void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)

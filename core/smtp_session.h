@@ -34,6 +34,8 @@ struct smtp_server_conf {
 	 * relay networks. Off by default: a next hop that honours the percent
 	 * hack would make the pair an open relay. */
 	bool allow_untrusted_routing;
+	unsigned max_unknown;      /* recipients refused as unknown users, then 421; 0: no limit */
+	unsigned unknown_delay_ms; /* before each 550 5.1.1 is sent (SMTP_ACT_DELAY) */
 };
 
 /* What the connection knows about the peer; copied into the session. */
@@ -60,6 +62,11 @@ enum smtp_state {
  * after the STARTTLS line, run the TLS handshake, then tell the session with
  * smtp_session_tls_started() (which clears this bit). */
 #define SMTP_ACT_STARTTLS 0x4u
+/* The replies so far are held back s->delay_ms (a tarpit: an unknown
+ * recipient with --unknown-recipient-delay): send nothing, feed nothing
+ * (keep the rest of the input) until then, then call
+ * smtp_session_delay_done() (which clears this bit). */
+#define SMTP_ACT_DELAY 0x8u
 
 /* Session flags (s->flags). */
 #define SMTP_F_ESMTP    0x1u /* client said EHLO (not HELO) */
@@ -93,14 +100,27 @@ struct smtp_tx {
 	uint64_t chunk_left;   /* BDAT: octets of that chunk still to come */
 };
 
+struct tables; /* core/tables.h */
+
 struct smtp_session {
 	const struct smtp_server_conf *cf;
 	struct smtp_peer peer;
 	enum smtp_state state;
-	unsigned flags;       /* SMTP_F_* */
-	unsigned act;         /* SMTP_ACT_* pending for the caller */
-	unsigned nerrors;     /* protocol errors so far */
-	unsigned nmsgs;       /* messages accepted in this session */
+	unsigned flags;    /* SMTP_F_* */
+	unsigned act;      /* SMTP_ACT_* pending for the caller */
+	unsigned nerrors;  /* protocol errors so far */
+	unsigned nmsgs;    /* messages accepted in this session */
+	unsigned delay_ms; /* with SMTP_ACT_DELAY: how long */
+	/* What the recipients are checked against, set by the caller outside a
+	 * transaction (smtp_session_in_tx() false) and held by it: the
+	 * snapshot a transaction started with stays until it ends. NULL: the
+	 * domains of cf->policy, no recipient tables. */
+	struct tables *tables;
+	struct smtp_counts {
+		unsigned unknown;      /* RCPT: 550 5.1.1 user unknown */
+		unsigned relay_denied; /* RCPT: 554 5.7.1 relay access denied (routing too) */
+		unsigned routing;      /* of them, a route through an accepted domain */
+	} counts;
 	bool storage_low;     /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];       /* EHLO/HELO argument, truncated; "" before it */
 	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */
@@ -132,6 +152,10 @@ void smtp_session_greet(struct smtp_session *s);
  * Appends replies to s->out. Before smtp_session_greet() it only notes
  * SMTP_F_PREGREET and consumes. */
 size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len);
+
+/* The delay of SMTP_ACT_DELAY is over: the held replies may go, and the
+ * input kept back is fed again. */
+void smtp_session_delay_done(struct smtp_session *s);
 
 /* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =

@@ -2,11 +2,10 @@
  * server session (io/session) and the relay's connections to next hops
  * (io/relay) alike: one multishot receive over the worker's provided
  * buffers (or one buffer at a time while the owner meters its input, and
- * none while it pauses it: back-pressure), one send at a time with the output double-buffered and partial
- * sends continued, and the transport, clear text or TLS over memory BIOs
- * (io/tls), behind a table of two functions (HAProxy's xprt_ops, Redis's
- * ConnectionType), so that the owner never branches on TLS to move bytes.
- * Worker thread only. */
+ * none while it pauses it: back-pressure), one send at a time with the output double-buffered and
+ * partial sends continued, and the transport, clear text or TLS over memory BIOs (io/tls), behind a
+ * table of two functions (HAProxy's xprt_ops, Redis's ConnectionType), so that the owner never
+ * branches on TLS to move bytes. Worker thread only. */
 #ifndef RINGMX_IO_CONN_H
 #define RINGMX_IO_CONN_H
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tables.h"
 
 void control_block_signals(sigset_t *set)
 {
@@ -79,6 +80,40 @@ void control_wake(struct gateway *g, unsigned started)
 	}
 }
 
+static size_t entries_of(const struct tables *t)
+{
+	return t && t->recipients ? recipients_entries(t->recipients) : 0;
+}
+
+static size_t rdomains_of(const struct tables *t)
+{
+	return t && t->recipients ? recipients_domains(t->recipients) : 0;
+}
+
+/* SIGHUP: the domains and recipient files read again into a new snapshot,
+ * handed to each worker (which drops its old one); sessions move over
+ * between transactions. A file that fails keeps the old snapshot. */
+static void control_reload(struct gateway *g, unsigned started)
+{
+	struct tables *t, *old = g->tables;
+	char err[640];
+	int rc = tables_load(g->conf, &t, err, sizeof(err));
+
+	if (rc) {
+		LOGE("reload failed, the old tables stay: %s", err);
+		return;
+	}
+	LOGI("reload: accepted domains %zu (were %zu), recipient tables %zu entries in %zu "
+	     "domains (were %zu in %zu)",
+	     t->domains.ndomains, old ? old->domains.ndomains : 0, entries_of(t), rdomains_of(t),
+	     entries_of(old), rdomains_of(old));
+	for (unsigned i = 0; i < started; i++)
+		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
+	g->tables = t;
+	tables_unref(old);
+	control_wake(g, started);
+}
+
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 {
 	int sig;
@@ -87,7 +122,7 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 		if (sigwait(set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			LOGI("SIGHUP ignored (no reloadable configuration yet)");
+			control_reload(g, started);
 			continue;
 		}
 		if (sig == SIGUSR2)
@@ -109,9 +144,10 @@ void control_drops_copy(struct gateway *g, struct buf *out)
 	pthread_mutex_unlock(&g->drop_mu);
 }
 
-/* The running gateway writes its pid into the spool directory; --flush
- * sends it SIGUSR1, on which every worker retries its deferred messages. */
-int control_request_flush(const char *spool)
+/* Sends <sig> to the gateway whose pid is in <spool>/ringmx.pid; <tool>
+ * names the command in errors, <what> the request. Returns the exit
+ * status (1: none running). */
+static int request_signal(const char *spool, int sig, const char *tool, const char *what)
 {
 	char path[4096], buf[32];
 	FILE *f;
@@ -120,18 +156,32 @@ int control_request_flush(const char *spool)
 	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
 	f = fopen(path, "r");
 	if (!f || !fgets(buf, sizeof(buf), f) || (pid = strtol(buf, NULL, 10)) <= 1) {
-		fprintf(stderr, "ringmx queue: no running gateway on %s (%s)\n", spool, path);
+		fprintf(stderr, "%s: no running gateway on %s (%s)\n", tool, spool, path);
 		if (f)
 			fclose(f);
 		return 1;
 	}
 	fclose(f);
-	if (kill((pid_t)pid, SIGUSR1) < 0) {
-		fprintf(stderr, "ringmx queue: gateway pid %ld: %s\n", pid, strerror(errno));
+	if (kill((pid_t)pid, sig) < 0) {
+		fprintf(stderr, "%s: gateway pid %ld: %s\n", tool, pid, strerror(errno));
 		return 1;
 	}
-	printf("flush requested from the gateway (pid %ld)\n", pid);
+	printf("%s requested from the gateway (pid %ld)\n", what, pid);
 	return 0;
+}
+
+/* The running gateway writes its pid into the spool directory; --flush
+ * sends it SIGUSR1, on which every worker retries its deferred messages. */
+int control_request_flush(const char *spool)
+{
+	return request_signal(spool, SIGUSR1, "ringmx queue", "flush");
+}
+
+/* `ringmx reload`: SIGHUP, on which the gateway reads its domains and
+ * recipient files again (its log says how it went). */
+int control_request_reload(const char *spool)
+{
+	return request_signal(spool, SIGHUP, "ringmx reload", "reload");
 }
 
 /* A running gateway may hold the message for delivery: it forgets it on

@@ -2,8 +2,9 @@
  * room. The gateway writes its pid to <spool>/ringmx.pid; `ringmx queue
  * --flush` sends it SIGUSR1 (every worker retries its deferred messages
  * now), `ringmx queue --delete` appends queue ids to <spool>/ringmx.drop
- * and sends SIGUSR2 (the workers forget them). SIGTERM and SIGINT stop it;
- * SIGHUP is ignored until there is a configuration to reload. */
+ * and sends SIGUSR2 (the workers forget them); `ringmx reload` sends SIGHUP
+ * (the domains and recipient files are read again, core/tables). SIGTERM
+ * and SIGINT stop it. */
 #ifndef RINGMX_IO_CONTROL_H
 #define RINGMX_IO_CONTROL_H
 
@@ -20,9 +21,9 @@ void control_block_signals(sigset_t *set);
 void control_pid_write(struct gateway *g);
 /* Removes it. Main thread, at the end. */
 void control_pid_remove(struct gateway *g);
-/* Takes the signals in <set>: SIGUSR1 and SIGUSR2 are passed to the first
- * <started> workers through their eventfds; returns the signal that stops
- * the gateway. Main thread. */
+/* Takes the signals in <set>: SIGHUP reloads the tables, SIGUSR1 and
+ * SIGUSR2 are passed to the first <started> workers through their eventfds; returns the signal that
+ * stops the gateway. Main thread. */
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started);
 /* Wakes the first <started> workers' eventfds (stop, flush, drop). */
 void control_wake(struct gateway *g, unsigned started);
@@ -33,6 +34,9 @@ void control_drops_copy(struct gateway *g, struct buf *out);
 /* The `ringmx queue` side. Asks the gateway running on <spool> to retry its
  * deferred messages now; returns the tool's exit status (1: none running). */
 int control_request_flush(const char *spool);
+/* Asks the gateway running on <spool> to reload its tables (SIGHUP);
+ * returns the tool's exit status (1: none running). */
+int control_request_reload(const char *spool);
 /* Tells the gateway running on <spool>, if any, to forget <qid>. */
 void control_request_drop(const char *spool, const char *qid);
 

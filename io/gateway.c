@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/ring.h"
@@ -197,6 +198,8 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 		g->workers[i] = w;
 		w->g = g;
 		w->id = i;
+		w->tables = g->tables ? tables_ref(g->tables) : NULL;
+		atomic_init(&w->tables_next, NULL);
 		/* Each worker's share of --data-memory: sessions spread over the
 		 * workers (SO_REUSEPORT), and no counter is shared. */
 		w->data_cap = g->conf->data_memory / g->nworkers;
@@ -228,6 +231,13 @@ static void workers_free(struct gateway *g)
 
 		if (w->wakefd >= 0)
 			close(w->wakefd);
+		tables_unref(w->tables);
+		tables_unref(atomic_exchange(&w->tables_next, NULL));
+		if (w->rejected.unknown || w->rejected.relay_denied)
+			LOGI("worker %u: recipients refused: %u unknown users, %u relay access "
+			     "denied "
+			     "(%u of them routes through an accepted domain)",
+			     i, w->rejected.unknown, w->rejected.relay_denied, w->rejected.routing);
 		free(w->lst);
 		free(w->outbox);
 		free(w->outn);

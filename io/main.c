@@ -16,6 +16,7 @@
 
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/tables.h"
 #include "io/tls.h"
 #include "io/control.h"
 #include "io/gateway.h"
@@ -107,6 +108,32 @@ static int queue_main(int argc, char **argv)
 	return 0;
 }
 
+/* `ringmx reload [--spool DIR]`: SIGHUP to the gateway running there. */
+static int reload_main(int argc, char **argv)
+{
+	const char *spool = CONF_DEF_SPOOL;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--spool") && i + 1 < argc) {
+			spool = argv[++i];
+		} else if (!strncmp(argv[i], "--spool=", 8)) {
+			spool = argv[i] + 8;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			printf(
+			    "Usage: ringmx reload [--spool DIR]\n"
+			    "Asks the gateway running on the spool DIR to read its --domains-file\n"
+			    "and --recipients-file files again (SIGHUP). Sessions keep the tables\n"
+			    "their transaction started with; a file that fails to load leaves\n"
+			    "the old tables in place (the gateway's log says which).\n");
+			return 0;
+		} else {
+			fprintf(stderr, "ringmx reload: unexpected argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	return control_request_reload(spool);
+}
+
 static const char *allocator_name(void)
 {
 	static char name[64];
@@ -130,6 +157,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
 		return queue_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "reload") == 0)
+		return reload_main(argc - 1, argv + 1);
 
 	rc = conf_parse(&conf, argc, argv, stdout, err, sizeof(err));
 	if (rc == CONF_EXIT)
@@ -184,11 +213,23 @@ int main(int argc, char **argv)
 		conf_fini(&conf);
 		return 2;
 	}
+	if (tables_load(&conf, &gw.tables, err, sizeof(err))) {
+		fprintf(stderr, "ringmx: %s\n", err);
+		relay_conf_free(&gw.relay);
+		tls_ctx_free(gw.tls);
+		conf_fini(&conf);
+		return 2;
+	}
 	if (conf.check) {
 		printf("ringmx: configuration OK: %u listener(s), %u thread(s), spool %s, "
-		       "%zu accepted domain(s), %zu relay network(s)\n",
+		       "%zu accepted domain(s), %zu relay network(s), %zu recipient(s) in %zu "
+		       "domain table(s)\n",
 		       conf.nlisten, conf.threads, conf.spool, conf.policy.ndomains,
-		       conf.policy.nnets);
+		       conf.policy.nnets,
+		       gw.tables->recipients ? recipients_entries(gw.tables->recipients) : 0,
+		       gw.tables->recipients ? recipients_domains(gw.tables->recipients) : 0);
+		tables_unref(gw.tables);
+		relay_conf_free(&gw.relay);
 		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 0;
@@ -217,6 +258,8 @@ int main(int argc, char **argv)
 	    .long_line_policy = conf.long_line_policy,
 	    .tls_available = gw.tls != NULL,
 	    .allow_untrusted_routing = conf.allow_untrusted_routing,
+	    .max_unknown = conf.max_unknown_recipients,
+	    .unknown_delay_ms = conf.unknown_recipient_delay_ms,
 	};
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());
@@ -232,7 +275,13 @@ int main(int argc, char **argv)
 				     k + 1, gw.relay.routes[i].hops[k].text);
 	else
 		LOGI("no --relay-to: accepted mail stays in the spool");
+	if (gw.tables->recipients)
+		LOGI("recipient tables: %zu entries in %zu domains, %zu KB",
+		     recipients_entries(gw.tables->recipients),
+		     recipients_domains(gw.tables->recipients),
+		     recipients_memory(gw.tables->recipients) / 1024);
 	rc = gateway_run(&gw);
+	tables_unref(gw.tables);
 	relay_conf_free(&gw.relay);
 	tls_ctx_free(gw.tls);
 	conf_fini(&conf);

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tables.h"
 #include "io/commit.h"
 #include "io/conn.h"
 #include "io/ring.h"
@@ -280,6 +282,10 @@ static void conn_free(struct worker *w, struct conn *c)
 {
 	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
 	     w->id, c->s.nmsgs, c->s.nerrors);
+	w->rejected.unknown += c->s.counts.unknown;
+	w->rejected.relay_denied += c->s.counts.relay_denied;
+	w->rejected.routing += c->s.counts.routing;
+	tables_unref(c->s.tables);
 	input_resume(w, c); /* off the pause list */
 	w->data_held -= c->held;
 	conn_fini(&c->rc);
@@ -300,7 +306,7 @@ static void conn_free(struct worker *w, struct conn *c)
 void session_maybe_free(struct worker *w, struct conn *c)
 {
 	if (c->state == CONN_S_CLOSING && c->rc.inflight == 0 && spill_idle(&c->sp) &&
-	    !(c->flags & (C_GREETQ | C_DIRTY)))
+	    !(c->flags & (C_GREETQ | C_DELAYQ | C_DIRTY)))
 		conn_free(w, c);
 }
 
@@ -411,6 +417,75 @@ static void commit_msg(struct worker *w, struct conn *c)
 	commit_submit(w, &c->cr);
 }
 
+/* ---- the tarpit ----
+ *
+ * A refusal the session wants delayed (SMTP_ACT_DELAY: an unknown
+ * recipient with --unknown-recipient-delay) holds the session's replies
+ * and its further input, which waits in c->pending, on the worker's delay
+ * list: nothing blocks, other sessions go on, and the replies keep their
+ * PIPELINING order. The delay is the same for all, so the list is in order
+ * of due time; the tick timer is armed for its head (io/worker). */
+static void delay_arm(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+	int64_t ms;
+
+	if (w->delay_armed || !w->delay_head)
+		return;
+	ms = w->delay_head->delay_at - w->now;
+	if (ms < 1)
+		ms = 1;
+	w->delay_ts.tv_sec = ms / 1000;
+	w->delay_ts.tv_nsec = (ms % 1000) * 1000000;
+	sqe = ring_sqe(w);
+	io_uring_prep_timeout(sqe, &w->delay_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, UD_DELAY));
+	w->delay_armed = true;
+}
+
+static void delay_start(struct worker *w, struct conn *c)
+{
+	c->flags |= C_DELAYQ;
+	c->delay_at = w->now + c->s.delay_ms;
+	c->delay_next = NULL;
+	if (w->delay_tail)
+		w->delay_tail->delay_next = c;
+	else
+		w->delay_head = c;
+	w->delay_tail = c;
+	delay_arm(w);
+}
+
+static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n);
+
+static void delay_tick(struct worker *w)
+{
+	struct conn *c;
+
+	while ((c = w->delay_head) && c->delay_at <= w->now) {
+		w->delay_head = c->delay_next;
+		if (!w->delay_head)
+			w->delay_tail = NULL;
+		c->flags &= ~C_DELAYQ;
+		if (c->state == CONN_S_CLOSING) {
+			session_maybe_free(w, c);
+			continue;
+		}
+		smtp_session_delay_done(&c->s);
+		c->last_active = w->now;
+		if (c->pending.len)
+			conn_feed(w, c, NULL, 0); /* what came meanwhile */
+		session_mark_dirty(w, c);
+	}
+	delay_arm(w);
+}
+
+void session_on_delay(struct worker *w, void *p, struct io_uring_cqe *cqe)
+{
+	w->delay_armed = false;
+	delay_tick(w);
+}
+
 /* Feeds input to the session and acts on what it asks for. Bytes that
  * follow a complete message wait in c->pending until it is spooled. */
 static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
@@ -420,7 +495,12 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	if (c->state == CONN_S_CLOSING)
 		return;
 	c->s.storage_low = w->storage_low;
-	if (c->s.state == SMTP_S_SPOOL || c->pending.len) {
+	if (c->s.tables != w->tables && !smtp_session_in_tx(&c->s)) {
+		/* Reloaded: the next transaction checks against the new tables. */
+		tables_unref(c->s.tables);
+		c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
+	}
+	if (c->s.state == SMTP_S_SPOOL || c->pending.len || (c->s.act & SMTP_ACT_DELAY)) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			session_close(w, c);
 			return;
@@ -429,6 +509,8 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 			content_flow(w, c); /* pauses a client that pipelines too far ahead */
 			return;
 		}
+		if (c->s.act & SMTP_ACT_DELAY)
+			return; /* fed when the delay is over */
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
 		n = 0;
@@ -438,7 +520,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		buf_consume(&c->pending, used);
 	} else {
 		used = smtp_session_feed(&c->s, p, n);
-		if (used < n && (c->s.act & SMTP_ACT_MSG_READY) &&
+		if (used < n && (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY)) &&
 		    buf_append(&c->pending, p + used, n - used)) {
 			session_close(w, c);
 			return;
@@ -454,6 +536,8 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		buf_reset(&c->pending, 0);
 		tls_begin(w, c);
 	}
+	if ((c->s.act & SMTP_ACT_DELAY) && !(c->flags & C_DELAYQ))
+		delay_start(w, c);
 	if (c->s.act & SMTP_ACT_CLOSE)
 		buf_reset(&c->pending, 0);
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
@@ -544,6 +628,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	c->w = w;
 	c->port = port;
 	smtp_session_init(&c->s, &g->scf, &peer);
+	c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
 	w->nconns++;
 	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
 	c->last_active = w->now;
@@ -612,8 +697,8 @@ void session_flush(struct worker *w, struct conn *c)
 {
 	bool last = (c->s.act & SMTP_ACT_CLOSE) != 0;
 
-	if ((c->rc.flags & RCONN_SEND) || c->state == CONN_S_CLOSING)
-		return;
+	if ((c->rc.flags & RCONN_SEND) || c->state == CONN_S_CLOSING || (c->flags & C_DELAYQ))
+		return; /* (held: the tarpit) */
 	if (conn_flush(w, &c->rc, &c->s.out, last))
 		return;
 	if ((last || c->rc.flags & RCONN_HANGUP) && !(c->flags & C_QUEUED))
@@ -686,6 +771,7 @@ void session_tick(struct worker *w)
 	int64_t idle_ms = (int64_t)w->g->conf->idle_timeout * 1000;
 	struct conn *c, *next;
 
+	delay_tick(w);
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;
 		if (!w->greet_head)
@@ -698,8 +784,8 @@ void session_tick(struct worker *w)
 	}
 	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
 		next = c->next;
-		if (c->flags & (C_QUEUED | C_PAUSED))
-			continue; /* waiting for the disk or memory, not for the client */
+		if (c->flags & (C_QUEUED | C_PAUSED | C_DELAYQ))
+			continue; /* waiting for the disk, memory or the tarpit, not the client */
 		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
 		     w->g->conf->idle_timeout);
 		live_unlink(w, c);

@@ -28,6 +28,8 @@ void session_bye(struct worker *w, struct conn *c);
 /* Once a second (or when a greeting is due): greetings, idle timeouts,
  * TLS handshake deadlines, the end of the shutdown grace period. */
 void session_tick(struct worker *w);
+/* The tarpit's timer (UD_DELAY): held replies whose time has come go. */
+void session_on_delay(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* End of a round, while sessions are paused: those whose reason to wait
  * is gone read again (the worker is under its share of --data-memory). */
 void session_resume_some(struct worker *w);

@@ -53,6 +53,7 @@ enum ud_op {
 	UD_LOG_UNLINK,    /* struct log_old (io/commit.c): an old done or defer log's unlink */
 	UD_STDERR,        /* struct worker: the log lines of a round (core/log sink) */
 	UD_TICK,          /* struct worker: the once-a-second timer */
+	UD_DELAY,         /* struct worker: the tarpit's timer (io/session) */
 	UD_WINDOW,        /* struct commit: the commit-window timeout */
 	UD_EVENTFD,       /* struct worker: its eventfd (stop, flush, drop) */
 	UD_MSGRING,       /* struct worker: IORING_OP_MSG_RING from a producer */
@@ -76,6 +77,7 @@ enum ud_op {
 #define C_GREETQ 0x100u /* on the worker's greeting list */
 #define C_TLSHS  0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
 #define C_PAUSED 0x400u /* input paused (memory): on the worker's pause list */
+#define C_DELAYQ 0x800u /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -257,6 +259,8 @@ struct conn {
 	int64_t greet_at;         /* ms; when the greeting is due */
 	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
 	struct conn *greet_next;  /* waiting for the greeting */
+	int64_t delay_at;         /* ms; when held replies may go (C_DELAYQ) */
+	struct conn *delay_next;  /* on the delay list */
 	struct conn *dirty_next;  /* has output to flush this round */
 	struct conn *free_next;   /* the worker's pool of free conns */
 	struct buf pending;       /* input not fed yet (a message is spooling) */
@@ -292,11 +296,16 @@ struct worker {
 	int wakefd;
 	uint64_t wakeval;
 	struct __kernel_timespec tick_ts;
+	struct __kernel_timespec delay_ts; /* the delay list's timer, armed: <delay_armed> */
+	bool delay_armed;
 	int64_t now; /* ms, CLOCK_MONOTONIC, refreshed per round */
 	struct ring_log log;
 
 	struct conn_list live; /* every open conn, least recently active first */
 	struct conn *greet_head, *greet_tail;
+	/* Sessions whose replies are held (tarpit): one delay for all, so in
+	 * order of due time, as the greeting list. */
+	struct conn *delay_head, *delay_tail;
 	struct conn *dirty;
 	struct conn *free_conns;
 	unsigned nconns;
@@ -321,6 +330,13 @@ struct worker {
 	unsigned flush_gen;     /* last g->flush_gen acted on */
 	unsigned drop_gen;      /* last g->drop_gen acted on */
 	uint64_t stat_routed, stat_wakes, stat_received;
+	/* Recipient tables and domains (core/tables): the worker holds one
+	 * reference to <tables>, each session one to the snapshot it uses. A
+	 * reload puts the next one, referenced, in <tables_next> and wakes
+	 * the worker, which takes it from there. */
+	struct tables *tables;
+	_Atomic(struct tables *) tables_next;
+	struct smtp_counts rejected; /* RCPT refusals of the sessions ended */
 
 	bool stopping;
 	int64_t grace_end;
@@ -348,6 +364,7 @@ struct gateway {
 	pthread_mutex_t drop_mu;
 	struct buf drop; /* queue ids deleted by the operator, NUL-separated */
 	struct smtp_server_conf scf;
+	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/relay.h"
@@ -89,6 +90,7 @@ static void arm_timer(struct worker *w)
 		if (d < ms)
 			ms = d < 1 ? 1 : d;
 	}
+
 	w->tick_ts.tv_sec = ms / 1000;
 	w->tick_ts.tv_nsec = (ms % 1000) * 1000000;
 	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
@@ -162,6 +164,13 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		begin_stop(w);
 		return;
 	}
+	struct tables *t = atomic_exchange(&w->tables_next, NULL);
+
+	if (t) {
+		/* A reload: sessions move over between transactions (io/session). */
+		tables_unref(w->tables);
+		w->tables = t;
+	}
 	if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
 		struct buf ids = BUF_INIT;
 
@@ -203,6 +212,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_LOG_UNLINK] = commit_on_log_unlink,
     [UD_STDERR] = ring_log_on_write,
     [UD_TICK] = on_tick,
+    [UD_DELAY] = session_on_delay,
     [UD_WINDOW] = commit_on_window,
     [UD_EVENTFD] = on_eventfd,
     [UD_MSGRING] = on_nothing,

@@ -275,6 +275,11 @@ Test(conf, invalid_options)
 	    {{"--grace", "-1"}, "--grace"},
 	    {{"--grace", "86401"}, "--grace"},
 	    {{"--greet-delay", "60001"}, "--greet-delay"},
+	    {{"--recipients-file", ""}, "--recipients-file: the file name is empty"},
+	    {{"--recipient-delimiter", "+@"}, "--recipient-delimiter: '+@'"},
+	    {{"--recipient-delimiter", "a b"}, "--recipient-delimiter"},
+	    {{"--max-unknown-recipients", "x"}, "--max-unknown-recipients"},
+	    {{"--unknown-recipient-delay", "60001"}, "--unknown-recipient-delay"},
 	    {{"--max-line-length", "2"}, "--max-line-length"},
 	    {{"--max-line-length", "1000001"}, "--max-line-length"},
 	    {{"--bare-lf", "maybe"}, "--bare-lf: 'maybe'"},
@@ -430,6 +435,43 @@ Test(conf, domains_file_error_names_file_and_line)
 	unlink(path);
 }
 
+Test(conf, recipient_options)
+{
+	cr_assert_eq(conf.nrecipients_files, 0);
+	cr_assert_eq(PARSE("--recipients-file", "/a", "--recipients-file=/b",
+	                   "--recipient-delimiter", "+-", "--recipients-exact-case",
+	                   "--max-unknown-recipients", "0", "--unknown-recipient-delay", "250"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.nrecipients_files, 2);
+	cr_assert_str_eq(conf.recipients_files[0], "/a");
+	cr_assert_str_eq(conf.recipients_files[1], "/b");
+	cr_assert_str_eq(conf.recipient_delimiter, "+-");
+	cr_assert(conf.recipients_exact_case);
+	cr_assert_eq(conf.max_unknown_recipients, 0);
+	cr_assert_eq(conf.unknown_recipient_delay_ms, 250);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--recipient-delimiter", ""), CONF_OK, "%s", err);
+	cr_assert_str_eq(conf.recipient_delimiter, "");
+	cr_assert_eq(conf.max_unknown_recipients, CONF_DEF_MAX_UNKNOWN_RCPTS);
+	cr_assert_not(conf.recipients_exact_case);
+}
+
+Test(conf, domain_sources_kept_in_order_for_reload)
+{
+	cr_assert_eq(
+	    PARSE("--domains", "a.example", "--domains-file", "/etc/x", "--domains", "b.example"),
+	    CONF_ERR);
+	cr_assert_eq(PARSE("--domains", "a.example", "--domains", "b.example c.example"), CONF_OK,
+	             "%s", err);
+	cr_assert_eq(conf.ndomain_srcs, 2);
+	cr_assert_str_eq(conf.domain_srcs[1].arg, "b.example c.example");
+	cr_assert_not(conf.domain_srcs[1].file);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--check"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.ndomain_srcs, 1); /* the default */
+	cr_assert_str_eq(conf.domain_srcs[0].arg, CONF_DEF_DOMAINS);
+}
+
 Test(conf, relay_networks_repeatable)
 {
 	cr_assert_eq(PARSE("--relay-networks", "10.0.0.0/8", "--relay-networks",
@@ -456,6 +498,11 @@ Test(conf, help_prints_every_option)
 	    "  --domains-file FILE ",
 	    "  --relay-networks CIDRS ",
 	    "  --allow-untrusted-routing ",
+	    "  --recipients-file FILE ",
+	    "  --recipient-delimiter CHARS ",
+	    "  --recipients-exact-case ",
+	    "  --max-unknown-recipients N ",
+	    "  --unknown-recipient-delay MS ",
 	    "  --spool-compact-age SECONDS ",
 	    "(default: 3600)",
 	    "  --max-message-size BYTES ",

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/tables.h"
 #include "tests/unit/testutil.h"
 
 #define HOST      "mx.example.net"
@@ -80,6 +81,8 @@ enum cfv {
 	CF_LONGREJ,     /* text lines of 20 octets at most, rejected beyond */
 	CF_TLS,         /* a certificate is configured: STARTTLS offered */
 	CF_ROUTING,     /* --allow-untrusted-routing */
+	CF_TABLES,      /* recipient tables (test_tables), 3 unknown users, then 421 */
+	CF_TARPIT,      /* those tables, 100 ms before each 550 5.1.1, no limit */
 };
 
 struct tcase {
@@ -92,6 +95,7 @@ struct tcase {
 	enum cfv cf;
 	bool relay;         /* the peer may relay */
 	bool closed;        /* SMTP_ACT_CLOSE at the end */
+	unsigned delays;    /* SMTP_ACT_DELAY raised this many times */
 	size_t clear;       /* STARTTLS accepted after this many bytes of <in>; 0: never */
 	const char *tls_in; /* client bytes once TLS is up (only with <clear>) */
 };
@@ -104,6 +108,7 @@ struct result {
 	bool closed;
 	unsigned nmsgs;
 	size_t clear; /* bytes of <in> consumed when STARTTLS was accepted; 0: it was not */
+	unsigned delays;
 };
 
 static struct policy test_policy;
@@ -160,7 +165,47 @@ static void conf_for(enum cfv v, struct smtp_server_conf *cf)
 	case CF_ROUTING:
 		cf->allow_untrusted_routing = true;
 		break;
+	case CF_TABLES:
+		cf->max_unknown = 3;
+		break;
+	case CF_TARPIT:
+		cf->unknown_delay_ms = 100;
+		break;
 	}
+}
+
+/* example.com has a table (its users, a+ extensions, "q u"); localhost
+ * has none. */
+static struct tables test_tables;
+static bool test_tables_ready;
+
+static struct tables *tables_for(enum cfv v)
+{
+	static const char table[] =
+	    "bob@example.com\nAlice@Example.COM\tthe boss\n"
+	    "\"q u\"@example.com\n# postmaster too\npostmaster@example.com\n";
+	struct recipients_builder b;
+	char err[256];
+
+	if (v != CF_TABLES && v != CF_TARPIT)
+		return NULL;
+	if (!test_tables_ready) {
+		atomic_init(&test_tables.refs, 1);
+		policy_init(&test_tables.domains);
+		cr_assert_eq(policy_add_domains(&test_tables.domains, "example.com,localhost", err,
+		                                sizeof(err)),
+		             0);
+		policy_finish(&test_tables.domains);
+		recipients_builder_init(&b, NULL);
+		cr_assert_eq(recipients_builder_add_buffer(&b, "t", table, sizeof(table) - 1, err,
+		                                           sizeof(err)),
+		             0, "%s", err);
+		test_tables.recipients = recipients_build(&b, err, sizeof(err));
+		cr_assert_not_null(test_tables.recipients, "%s", err);
+		recipients_builder_fini(&b);
+		test_tables_ready = true;
+	}
+	return &test_tables;
 }
 
 static void peer_for(bool relay, struct smtp_peer *peer)
@@ -194,6 +239,18 @@ static size_t feed_piece(struct smtp_session *s, const char *p, size_t len, size
 				    0);
 			smtp_session_msg_result(s, 0, "QID1");
 			cr_assert_eq(s->act & SMTP_ACT_MSG_READY, 0);
+			continue;
+		}
+		if (s->act & SMTP_ACT_DELAY) {
+			/* Held: nothing is consumed until the delay is over. */
+			cr_assert_gt(s->delay_ms, 0);
+			if (off < len)
+				cr_assert_eq(
+				    smtp_session_feed(s, guarded(0, p + off, len - off), len - off),
+				    0);
+			r->delays++;
+			smtp_session_delay_done(s);
+			cr_assert_eq(s->act & SMTP_ACT_DELAY, 0);
 			continue;
 		}
 		if (!(s->act & (SMTP_ACT_CLOSE | SMTP_ACT_STARTTLS)))
@@ -236,6 +293,7 @@ static void run(const struct tcase *c, size_t split, size_t step, struct result 
 	conf_for(c->cf, &cf);
 	peer_for(c->relay, &peer);
 	smtp_session_init(&s, &cf, &peer);
+	s.tables = tables_for(c->cf);
 	if (c->pre) {
 		size_t plen = strlen(c->pre);
 
@@ -254,6 +312,8 @@ static void run(const struct tcase *c, size_t split, size_t step, struct result 
 	buf_append(&r->out, s.out.p, s.out.len);
 	r->closed = s.act & SMTP_ACT_CLOSE;
 	r->nmsgs = s.nmsgs;
+	if (c->cf == CF_TARPIT) /* one delay for each unknown user */
+		cr_assert_eq(s.counts.unknown, r->delays, "%s", c->name);
 	if (!r->closed && s.state != SMTP_S_DATA && !(s.flags & SMTP_F_DISCARD))
 		cr_assert_null(s.line.p, "%s: line memory kept between lines", c->name);
 	smtp_session_fini(&s);
@@ -281,6 +341,7 @@ static void check_case(const struct tcase *c)
 	cr_assert_str_eq(buf_cstr(&whole.out), want, "%s (one piece): got\n%s\nwant\n%s", c->name,
 	                 buf_cstr(&whole.out), want);
 	cr_assert_eq(whole.closed, c->closed, "%s: closed %d", c->name, whole.closed);
+	cr_assert_eq(whole.delays, c->delays, "%s: %u delays", c->name, whole.delays);
 	cr_assert_eq(whole.clear, c->clear, "%s: STARTTLS after %zu bytes, want %zu", c->name,
 	             whole.clear, c->clear);
 	if (c->bodies)
@@ -294,6 +355,7 @@ static void check_case(const struct tcase *c)
 	                 "%s (byte by byte): bodies %zu %zu\n%s\nwant\n%s", c->name, r.bodies.len,
 	                 whole.bodies.len, buf_cstr(&r.bodies), buf_cstr(&whole.bodies));
 	cr_assert_eq(r.closed, c->closed);
+	cr_assert_eq(r.delays, c->delays, "%s (byte by byte): %u delays", c->name, r.delays);
 	cr_assert_eq(r.clear, c->clear, "%s (byte by byte): STARTTLS after %zu", c->name, r.clear);
 	result_free(&r);
 
@@ -325,6 +387,11 @@ static void suite_fini(void)
 	if (test_policy_ready)
 		policy_fini(&test_policy);
 	test_policy_ready = false;
+	if (test_tables_ready) {
+		recipients_unref(test_tables.recipients);
+		policy_fini(&test_tables.domains);
+	}
+	test_tables_ready = false;
 }
 
 static void suite_init(void)
@@ -557,6 +624,47 @@ static const struct tcase rcpt_cases[] = {
 Test(smtp_session, rcpt_to)
 {
 	CHECK_CASES(rcpt_cases);
+}
+
+#define UNKNOWN_USER(a)  "550 5.1.1 <" a ">: Recipient address rejected: User unknown\r\n"
+#define TOO_MANY_UNKNOWN "421 4.7.0 " HOST " Error: too many unknown recipients\r\n"
+
+static const struct tcase table_cases[] = {
+    {"known_and_unknown",
+     MENV "RCPT TO:<bob@example.com>\r\nRCPT TO:<eve@example.com>\r\n"
+          "RCPT TO:<BOB@EXAMPLE.COM.>\r\nRCPT TO:<alice+news@example.com>\r\n"
+          "RCPT TO:<\"q u\"@example.com>\r\n",
+     .cf = CF_TABLES,
+     .want = MENV_R RCPT_OK UNKNOWN_USER("eve@example.com") RCPT_OK RCPT_OK RCPT_OK},
+    {"domain_without_table_takes_anyone", MENV "RCPT TO:<anyone@localhost>\r\n", .cf = CF_TABLES,
+     .want = MENV_R RCPT_OK},
+    {"relay_denied_before_the_table", MENV "RCPT TO:<x@elsewhere.example>\r\n", .cf = CF_TABLES,
+     .want = MENV_R DENIED("x@elsewhere.example")},
+    {"unknown_then_data_needs_a_valid_one",
+     MENV "RCPT TO:<eve@example.com>\r\nDATA\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n.\r\n",
+     .cf = CF_TABLES, .want = MENV_R UNKNOWN_USER("eve@example.com") NORCPT RCPT_OK GO QUEUED,
+     .bodies = EOM},
+    /* A dictionary attack: after 3 unknown users, the next RCPT gets 421. */
+    {"dictionary_attack_brake",
+     MENV "RCPT TO:<u1@example.com>\r\nRCPT TO:<u2@example.com>\r\n"
+          "RCPT TO:<bob@example.com>\r\nRCPT TO:<u3@example.com>\r\n"
+          "RCPT TO:<bob@example.com>\r\nNOOP\r\n",
+     .cf = CF_TABLES,
+     .want = MENV_R UNKNOWN_USER("u1@example.com") UNKNOWN_USER("u2@example.com")
+         RCPT_OK UNKNOWN_USER("u3@example.com") TOO_MANY_UNKNOWN,
+     .closed = true},
+    /* The tarpit: each 550 5.1.1 raises SMTP_ACT_DELAY; the rest waits. */
+    {"tarpit_delays_each_unknown",
+     MENV "RCPT TO:<u1@example.com>\r\nRCPT TO:<bob@example.com>\r\n"
+          "RCPT TO:<u2@example.com>\r\nNOOP\r\n",
+     .cf = CF_TARPIT,
+     .want = MENV_R UNKNOWN_USER("u1@example.com") RCPT_OK UNKNOWN_USER("u2@example.com") OK,
+     .delays = 2},
+};
+
+Test(smtp_session, recipient_tables)
+{
+	CHECK_CASES(table_cases);
 }
 
 /* ---- DATA ---- */
