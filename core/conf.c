@@ -52,6 +52,7 @@ enum conf_opt {
 	OPT_GREET_DELAY,
 	OPT_MAX_LINE_LENGTH,
 	OPT_BARE_LF,
+	OPT_NUL,
 	OPT_LONG_LINES,
 	OPT_LOG_LEVEL,
 	OPT_CHECK,
@@ -103,6 +104,7 @@ static const struct option conf_longopts[] = {
     {"greet-delay", required_argument, NULL, OPT_GREET_DELAY},
     {"max-line-length", required_argument, NULL, OPT_MAX_LINE_LENGTH},
     {"bare-lf", required_argument, NULL, OPT_BARE_LF},
+    {"nul", required_argument, NULL, OPT_NUL},
     {"long-lines", required_argument, NULL, OPT_LONG_LINES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"check", no_argument, NULL, OPT_CHECK},
@@ -257,6 +259,8 @@ void conf_usage(FILE *out)
 	    CONF_DEF_MAX_LINE_LENGTH);
 	OPT("--bare-lf reject|normalize",
 	    "bare CR or LF in a message: refuse, or store as CRLF (default: reject)");
+	OPT("--nul reject|strip", "NUL octets in a message: refuse 550 5.6.0, or drop them "
+	                          "(default: reject)");
 	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
 	OPT("--segment-size BYTES",
 	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
@@ -677,6 +681,15 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			c->bare_policy = SMTP_DATA_BARE_NORMALIZE;
 		else
 			return conf_err(err, errlen, "--bare-lf: '%.*s' is not reject or normalize",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_NUL:
+		if (strcmp(arg, "reject") == 0)
+			c->nul_strip = false;
+		else if (strcmp(arg, "strip") == 0)
+			c->nul_strip = true;
+		else
+			return conf_err(err, errlen, "--nul: '%.*s' is not reject or strip",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
 	case OPT_LONG_LINES:

@@ -106,6 +106,7 @@ struct conf {
 	unsigned max_line_length;             /* DATA text line limit */
 	enum smtp_data_bare bare_policy;      /* bare CR / LF in DATA */
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
+	bool nul_strip;                       /* --nul strip (default reject) */
 	enum log_level log_level;
 	bool check;                   /* --check: validate and exit */
 	bool allow_untrusted_routing; /* --allow-untrusted-routing */

@@ -798,10 +798,30 @@ static void smtp_body_store(struct smtp_session *s, const void *p, size_t n)
 	}
 	if (n == 0 || (tx->flags & SMTP_TX_NOMEM))
 		return;
-	if (buf_append(&tx->body, p, n)) {
-		tx->flags |= SMTP_TX_NOMEM;
-		buf_reset(&tx->body, 0);
+	const char *z = memchr(p, '\0', n);
+
+	if (z) {
+		tx->flags |= SMTP_TX_NUL;
+		if (!s->cf->nul_strip)
+			return; /* refused at the end: nothing to keep */
+		/* Stripped: the runs between NULs, as one would have sent them. */
+		const char *q = p, *end = (const char *)p + n;
+
+		do {
+			if (z > q && buf_append(&tx->body, q, (size_t)(z - q)))
+				goto nomem;
+			q = z + 1;
+		} while (q < end && (z = memchr(q, '\0', (size_t)(end - q))));
+		if (q < end && buf_append(&tx->body, q, (size_t)(end - q)))
+			goto nomem;
+		return;
 	}
+	if (buf_append(&tx->body, p, n))
+		goto nomem;
+	return;
+nomem:
+	tx->flags |= SMTP_TX_NOMEM;
+	buf_reset(&tx->body, 0);
 }
 
 /* Counts and keeps <n> octets of BDAT content. */
@@ -831,6 +851,10 @@ static void smtp_content_end(struct smtp_session *s, const struct smtp_cmd_def *
 		 * end the data early at a less careful MTA downstream. */
 		smtp_reply(s, c, 0,
 		           "550 5.6.0 Message contains bare CR or bare LF (RFC 5321 2.3.8)");
+	} else if ((s->tx.flags & SMTP_TX_NUL) && !cf->nul_strip) {
+		/* SMTP smuggling too: "\r\n\0.\r\n" is an end of data to a next
+		 * hop that drops NULs. */
+		smtp_reply(s, c, 0, "550 5.6.0 Message contains NUL octets (RFC 5321 2.3.8)");
 	} else if ((f & SMTP_DATA_F_LONG_LINE) && cf->long_line_policy == SMTP_DATA_LONG_REJECT) {
 		smtp_reply(s, c, 0, "550 5.6.0 Message contains a line longer than %u octets",
 		           cf->max_line);

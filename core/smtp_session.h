@@ -29,6 +29,11 @@ struct smtp_server_conf {
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
 	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */
+	/* NUL octets in content (RFC 5321 2.3.8 and RFC 6152 allow none): a
+	 * next hop that drops them could see an end of data in
+	 * "\r\n\0.\r\n" (smuggling). Refused with 550 5.6.0, or with
+	 * <nul_strip> removed before the message is stored. */
+	bool nul_strip;
 	/* Recipients naming a further route (a source route, or '%', '!' or
 	 * '@' in the local part) are taken from any client, not only from
 	 * relay networks. Off by default: a next hop that honours the percent
@@ -81,6 +86,7 @@ enum smtp_state {
 #define SMTP_TX_DROP  0x8u  /* that chunk is refused: read and discard it, then reply */
 #define SMTP_TX_CR    0x10u /* the last BDAT octet was a CR: its LF may open the next chunk */
 #define SMTP_TX_NOMEM 0x20u /* storing the content failed: 452 4.3.1 at its end */
+#define SMTP_TX_NUL   0x40u /* the content held a NUL octet (550 5.6.0 unless nul_strip) */
 
 /* The transaction (RFC 5321 3.3): MAIL, RCPT..., DATA. Reset by RSET, a new
  * EHLO/HELO and the end of each message. Memory is kept for reuse. */

@@ -256,6 +256,7 @@ int main(int argc, char **argv)
 	    .max_line = conf.max_line_length,
 	    .bare_policy = conf.bare_policy,
 	    .long_line_policy = conf.long_line_policy,
+	    .nul_strip = conf.nul_strip,
 	    .tls_available = gw.tls != NULL,
 	    .allow_untrusted_routing = conf.allow_untrusted_routing,
 	    .max_unknown = conf.max_unknown_recipients,

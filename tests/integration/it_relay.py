@@ -404,6 +404,52 @@ def test_smtp_sink_thousand():
             {s: list(st.values()).count(s) for s in set(st.values())}
 
 
+NUL_SMUGGLE = (b"EHLO evil.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@example.com>\r\n"
+               b"DATA\r\nSubject: nul\r\n\r\nhello\r\n\x00.\r\nMAIL FROM:<evil@sender.test>\r\n"
+               b"RCPT TO:<victim@example.com>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n")
+
+
+def smuggle_nul(gw):
+    s = socket.create_connection((gw.host, gw.port), timeout=10)
+    s.sendall(NUL_SMUGGLE)
+    data = b""
+    while b"221 " not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+def test_nul_octets_never_reach_the_next_hop():
+    """A NUL before a '.' line is an end of data to a next hop that drops
+    NULs: refused by default (nothing spooled, nothing relayed); with --nul
+    strip the message goes without its NULs, the '.' line dot-stuffed, so
+    the next hop sees one message whose body holds the forged commands."""
+    if not HAVE_AIOSMTPD:
+        print("skip: aiosmtpd not installed (Debian package python3-aiosmtpd)")
+        return
+    with NextHop() as hop, Gateway("--relay-to", hop.spec, *FAST) as gw:
+        out = smuggle_nul(gw)
+        assert b"550 5.6.0 Message contains NUL octets" in out, out
+        # The rest of the content (the forged transaction) was content, so
+        # the next command the server saw is QUIT.
+        assert out.count(b"354 ") == 1 and b"221 " in out, out
+        assert gw.count() == 0
+        time.sleep(0.5)
+        assert hop.messages() == [], hop.messages()
+    with NextHop() as hop, Gateway("--relay-to", hop.spec, "--nul", "strip", *FAST) as gw:
+        out = smuggle_nul(gw)
+        assert b"250 2.0.0 Ok: queued as" in out, out
+        assert hop.wait(lambda ms: len(ms) >= 1), gw.log()[-2000:]
+        time.sleep(0.5)
+        ms = hop.messages()
+        assert len(ms) == 1 and ms[0].rcpt_tos == ["u@example.com"], ms
+        assert b"\x00" not in ms[0].content, ms[0].content
+        assert b"hello\r\n.\r\nMAIL FROM:<evil@sender.test>\r\n" in ms[0].content, ms[0].content
+
+
 def test_ringmx_to_ringmx():
     rng = random.Random(44)
     with Gateway("--hostname", "b.test") as b, \

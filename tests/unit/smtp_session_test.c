@@ -83,6 +83,7 @@ enum cfv {
 	CF_ROUTING,     /* --allow-untrusted-routing */
 	CF_TABLES,      /* recipient tables (test_tables), 3 unknown users, then 421 */
 	CF_TARPIT,      /* those tables, 100 ms before each 550 5.1.1, no limit */
+	CF_NULSTRIP,    /* --nul strip */
 };
 
 struct tcase {
@@ -170,6 +171,9 @@ static void conf_for(enum cfv v, struct smtp_server_conf *cf)
 		break;
 	case CF_TARPIT:
 		cf->unknown_delay_ms = 100;
+		break;
+	case CF_NULSTRIP:
+		cf->nul_strip = true;
 		break;
 	}
 }
@@ -747,6 +751,29 @@ Test(smtp_session, data_bare_cr_lf_smuggling)
 }
 
 /* ---- BDAT (RFC 3030) ---- */
+
+/* NUL octets: refused (a next hop that drops them would read
+ * "\r\n\0.\r\n" as the end of data), or with --nul strip dropped. */
+#define NUL550 "550 5.6.0 Message contains NUL octets (RFC 5321 2.3.8)\r\n"
+static const struct tcase nul_cases[] = {
+    {"nul_in_data_refused", BIN(ENV "DATA\r\na\0b\r\n.\r\nNOOP\r\n"), .want = ENV_R GO NUL550 OK,
+     .bodies = ""},
+    {"nul_dot_is_not_the_end", BIN(ENV "DATA\r\nx\r\n\0.\r\nMAIL FROM:<>\r\n.\r\nNOOP\r\n"),
+     .want = ENV_R GO NUL550 OK, .bodies = ""},
+    {"nul_in_bdat_refused", BIN(ENV "BDAT 3\r\na\0bBDAT 2 LAST\r\ncd"),
+     .want = ENV_R OCTETS(3) NUL550, .bodies = ""},
+    {"nul_stripped", BIN(ENV "DATA\r\n\0a\0\0b\r\n\0.\r\n.\r\n"), .cf = CF_NULSTRIP,
+     .want = ENV_R GO QUEUED, .bodies = "ab\r\n.\r\n" EOM},
+    {"nul_stripped_in_bdat", BIN(ENV "BDAT 4 LAST\r\n\0a\0b"), .cf = CF_NULSTRIP,
+     .want = ENV_R QUEUED, .bodies = "ab" EOM},
+    {"nul_only_message_stripped", BIN(ENV "DATA\r\n\0\0\0\r\n.\r\n"), .cf = CF_NULSTRIP,
+     .want = ENV_R GO QUEUED, .bodies = "\r\n" EOM},
+};
+
+Test(smtp_session, nul_octets)
+{
+	CHECK_CASES(nul_cases);
+}
 
 static const struct tcase bdat_cases[] = {
     {"two_chunks", ENV "BDAT 5\r\nhelloBDAT 0 LAST\r\n", .want = ENV_R OCTETS(5) QUEUED,
