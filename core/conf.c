@@ -259,8 +259,8 @@ void conf_usage(FILE *out)
 	    CONF_DEF_MAX_LINE_LENGTH);
 	OPT("--bare-lf reject|normalize",
 	    "bare CR or LF in a message: refuse, or store as CRLF (default: reject)");
-	OPT("--nul reject|strip", "NUL octets in a message: refuse 550 5.6.0, or drop them "
-	                          "(default: reject)");
+	OPT("--nul reject|strip",
+	    "NUL octets in a message: refuse, or drop them (default: reject)");
 	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
 	OPT("--segment-size BYTES",
 	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");

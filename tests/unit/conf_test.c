@@ -98,6 +98,7 @@ Test(conf, defaults)
 	cr_assert_eq(conf.log_level, LOG_INFO);
 	cr_assert_not(conf.check);
 	cr_assert_not(conf.allow_untrusted_routing);
+	cr_assert_not(conf.nul_strip);
 	cr_assert_eq(conf.spool_compact_age, CONF_DEF_SPOOL_COMPACT_AGE);
 	cr_assert_eq(outlen, 0);
 }
@@ -111,7 +112,7 @@ Test(conf, every_option_valid)
 	                   "--max-errors", "0", "--grace", "5", "--greet-delay", "1500",
 	                   "--max-line-length", "998", "--bare-lf", "normalize", "--long-lines",
 	                   "reject", "--log-level", "debug", "--allow-untrusted-routing",
-	                   "--spool-compact-age", "600", "--check"),
+	                   "--spool-compact-age", "600", "--nul", "strip", "--check"),
 	             CONF_OK, "%s", err);
 	cr_assert_eq(conf.nlisten, 1);
 	cr_assert_str_eq(conf.listen[0].text, "10.1.2.3:25");
@@ -134,6 +135,7 @@ Test(conf, every_option_valid)
 	cr_assert_eq(conf.log_level, LOG_DEBUG);
 	cr_assert(conf.allow_untrusted_routing);
 	cr_assert_eq(conf.spool_compact_age, 600);
+	cr_assert(conf.nul_strip);
 	cr_assert(conf.check);
 }
 
@@ -284,6 +286,7 @@ Test(conf, invalid_options)
 	    {{"--max-line-length", "1000001"}, "--max-line-length"},
 	    {{"--bare-lf", "maybe"}, "--bare-lf: 'maybe'"},
 	    {{"--bare-lf", "REJECT"}, "--bare-lf"},
+	    {{"--nul", "keep"}, "--nul: 'keep' is not reject or strip"},
 	    {{"--long-lines", "maybe"}, "--long-lines: 'maybe'"},
 	    {{"--log-level", "loud"}, "--log-level: 'loud'"},
 	    {{"--check=yes"}, "option '--check' takes no argument"},
@@ -499,6 +502,7 @@ Test(conf, help_prints_every_option)
 	    "  --relay-networks CIDRS ",
 	    "  --allow-untrusted-routing ",
 	    "  --recipients-file FILE ",
+	    "  --nul reject|strip ",
 	    "  --recipient-delimiter CHARS ",
 	    "  --recipients-exact-case ",
 	    "  --max-unknown-recipients N ",
