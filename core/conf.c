@@ -48,6 +48,7 @@ enum conf_opt {
 	OPT_MAX_SESSIONS,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_ERRORS,
+	OPT_ERROR_DELAY,
 	OPT_GRACE,
 	OPT_GREET_DELAY,
 	OPT_MAX_LINE_LENGTH,
@@ -100,6 +101,7 @@ static const struct option conf_longopts[] = {
     {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
+    {"error-delay", required_argument, NULL, OPT_ERROR_DELAY},
     {"grace", required_argument, NULL, OPT_GRACE},
     {"greet-delay", required_argument, NULL, OPT_GREET_DELAY},
     {"max-line-length", required_argument, NULL, OPT_MAX_LINE_LENGTH},
@@ -148,6 +150,7 @@ static const struct conf_num {
     {OPT_MAX_SESSIONS, offsetof(struct conf, max_sessions), 1, 1000000},
     {OPT_IDLE_TIMEOUT, offsetof(struct conf, idle_timeout), 1, 86400},
     {OPT_MAX_ERRORS, offsetof(struct conf, max_errors), 0, 1000000},
+    {OPT_ERROR_DELAY, offsetof(struct conf, error_delay_ms), 0, 60000},
     {OPT_GRACE, offsetof(struct conf, grace), 0, 86400},
     {OPT_GREET_DELAY, offsetof(struct conf, greet_delay_ms), 0, 60000},
     {OPT_MAX_UNKNOWN_RCPTS, offsetof(struct conf, max_unknown_recipients), 0, 1000000},
@@ -177,6 +180,7 @@ static void conf_defaults(struct conf *c)
 	c->max_sessions = CONF_DEF_MAX_SESSIONS;
 	c->idle_timeout = CONF_DEF_IDLE_TIMEOUT;
 	c->max_errors = CONF_DEF_MAX_ERRORS;
+	c->error_delay_ms = CONF_DEF_ERROR_DELAY_MS;
 	c->grace = CONF_DEF_GRACE;
 	c->greet_delay_ms = CONF_DEF_GREET_DELAY_MS;
 	c->recipient_delimiter = CONF_DEF_RECIPIENT_DELIMITER;
@@ -253,6 +257,8 @@ void conf_usage(FILE *out)
 	NUM("--max-sessions N", "concurrent sessions, 1-1000000", CONF_DEF_MAX_SESSIONS);
 	NUM("--idle-timeout SECONDS", "close a silent session, 1-86400", CONF_DEF_IDLE_TIMEOUT);
 	NUM("--max-errors N", "errors before closing a session, 0 = no limit", CONF_DEF_MAX_ERRORS);
+	NUM("--error-delay MS", "wait before each error reply after the third, 0-60000",
+	    CONF_DEF_ERROR_DELAY_MS);
 	NUM("--grace SECONDS", "time left to open transactions at shutdown", CONF_DEF_GRACE);
 	NUM("--greet-delay MS", "pause before the greeting, 0-60000", CONF_DEF_GREET_DELAY_MS);
 	NUM("--max-line-length N", "longest message line, CRLF included, 3-1000000",

@@ -40,11 +40,13 @@ struct conf_tls_cert {
 #define CONF_DEF_LISTEN           "127.0.0.1:2525"
 #define CONF_DEF_SPOOL            "./spool"
 #define CONF_DEF_DOMAINS          "localhost"
-#define CONF_DEF_MAX_MESSAGE_SIZE 10240000u     /* Postfix message_size_limit */
-#define CONF_DEF_MAX_RECIPIENTS   1000u         /* Postfix smtpd_recipient_limit */
-#define CONF_DEF_MAX_SESSIONS     10000u        /* per gateway, shared by the workers */
-#define CONF_DEF_IDLE_TIMEOUT     300u          /* seconds; Postfix smtpd_timeout */
-#define CONF_DEF_MAX_ERRORS       20u           /* Postfix smtpd_hard_error_limit */
+#define CONF_DEF_MAX_MESSAGE_SIZE 10240000u /* Postfix message_size_limit */
+#define CONF_DEF_MAX_RECIPIENTS   1000u     /* Postfix smtpd_recipient_limit */
+#define CONF_DEF_MAX_SESSIONS     10000u    /* per gateway, shared by the workers */
+#define CONF_DEF_IDLE_TIMEOUT     300u      /* seconds; Postfix smtpd_timeout */
+#define CONF_DEF_MAX_ERRORS       10u       /* errors, then 421 */
+#define CONF_DEF_ERROR_DELAY_MS                                                                    \
+	1000u /* each error reply after the third (Postfix smtpd_error_sleep_time) */
 #define CONF_DEF_GRACE            30u           /* seconds a transaction may finish at shutdown */
 #define CONF_DEF_GREET_DELAY_MS   0u            /* pause before 220 to catch pre-greeting talk */
 #define CONF_DEF_MAX_LINE_LENGTH  1000u         /* RFC 5321 4.5.3.1.6 text line, CRLF included */
@@ -101,6 +103,7 @@ struct conf {
 	unsigned max_sessions;
 	unsigned idle_timeout;                /* seconds */
 	unsigned max_errors;                  /* errors in one session before 421 and close */
+	unsigned error_delay_ms;              /* before each error reply after the third */
 	unsigned grace;                       /* seconds, shutdown grace for transactions */
 	unsigned greet_delay_ms;              /* 0 = greet at once */
 	unsigned max_line_length;             /* DATA text line limit */

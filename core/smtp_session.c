@@ -39,8 +39,9 @@
 #define SMTP_IN_CMDS      (SMTP_IN(GREET) | SMTP_IN(READY) | SMTP_IN(MAIL) | SMTP_IN(RCPT))
 
 /* How a reply counts (smtp_reply() <how>). */
-#define SMTP_R_MORE 0x1u /* continuation line of a multi-line reply: "250-" */
-#define SMTP_R_ERR  0x2u /* the client's fault: counts towards cf->max_errors */
+#define SMTP_R_MORE      0x1u /* continuation line of a multi-line reply: "250-" */
+#define SMTP_R_ERR       0x2u /* the client's fault: counts towards cf->max_errors */
+#define SMTP_ERRORS_FREE 3u   /* errors answered at once; later ones wait cf->error_delay_ms */
 
 /* Command flags (struct smtp_cmd_def). */
 #define SMTP_C_LOG      0x1u /* log its 4xx/5xx replies ("reject: ...") */
@@ -143,6 +144,13 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	if (!(how & SMTP_R_ERR))
 		return;
 	s->nerrors++;
+	/* A client that keeps erring is slowed down, then shown the door
+	 * (Postfix's soft and hard error limits). */
+	if (s->cf->error_delay_ms && s->nerrors > SMTP_ERRORS_FREE) {
+		s->act |= SMTP_ACT_DELAY;
+		if (s->delay_ms < s->cf->error_delay_ms)
+			s->delay_ms = s->cf->error_delay_ms;
+	}
 	if (s->cf->max_errors && s->nerrors >= s->cf->max_errors) {
 		if (!c)
 			c = &smtp_cmds[SMTP_CMD_UNKNOWN];

@@ -25,7 +25,9 @@ struct smtp_server_conf {
 	uint64_t max_message_size; /* SIZE advertised and enforced; 0 = none */
 	unsigned max_recipients;
 	unsigned max_errors; /* errors before 421 and close */
-	unsigned max_line;   /* DATA text line limit, CRLF included */
+	unsigned
+	    error_delay_ms; /* each error reply after the third waits this long (SMTP_ACT_DELAY) */
+	unsigned max_line;  /* DATA text line limit, CRLF included */
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
 	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */

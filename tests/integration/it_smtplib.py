@@ -203,6 +203,27 @@ def test_errors_and_limits():
         assert c.closed()
 
 
+def test_error_replies_slowed_after_the_third():
+    """--error-delay: the 4th and 5th error replies wait 0.4 s each, on the
+    ring: a second client on the same worker is answered meanwhile."""
+    with Gateway("--error-delay", "400", threads=1) as gw:
+        s = socket.create_connection((gw.host, gw.port), timeout=10)
+        f = s.makefile("rb")
+        f.readline()
+        t0 = time.time()
+        s.sendall(b"FOO\r\n" * 5 + b"QUIT\r\n")
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            t1 = time.time()
+            assert c.noop()[0] == 250
+            other = time.time() - t1
+        codes = [f.readline()[:3] for _ in range(6)]
+        took = time.time() - t0
+        assert codes == [b"500"] * 5 + [b"221"], codes
+        assert 0.8 <= took < 3, took
+        assert other < 0.3, other
+        s.close()
+
+
 def test_pregreet_refused():
     with Gateway("--greet-delay", "300") as gw:
         c = gw.connect()

@@ -84,6 +84,7 @@ enum cfv {
 	CF_TABLES,      /* recipient tables (test_tables), 3 unknown users, then 421 */
 	CF_TARPIT,      /* those tables, 100 ms before each 550 5.1.1, no limit */
 	CF_NULSTRIP,    /* --nul strip */
+	CF_ERRDELAY,    /* 6 errors, each after the third delayed */
 };
 
 struct tcase {
@@ -174,6 +175,10 @@ static void conf_for(enum cfv v, struct smtp_server_conf *cf)
 		break;
 	case CF_NULSTRIP:
 		cf->nul_strip = true;
+		break;
+	case CF_ERRDELAY:
+		cf->max_errors = 6;
+		cf->error_delay_ms = 50;
 		break;
 	}
 }
@@ -769,6 +774,22 @@ static const struct tcase nul_cases[] = {
     {"nul_only_message_stripped", BIN(ENV "DATA\r\n\0\0\0\r\n.\r\n"), .cf = CF_NULSTRIP,
      .want = ENV_R GO QUEUED, .bodies = "\r\n" EOM},
 };
+
+/* Errors after the third are held (SMTP_ACT_DELAY), the last one too. */
+static const struct tcase errdelay_cases[] = {
+    {"errors_slowed_then_closed", "FOO\r\nFOO\r\nFOO\r\nNOOP\r\nFOO\r\nFOO\r\nFOO\r\nNOOP\r\n",
+     .cf = CF_ERRDELAY,
+     .want = UNKNOWN UNKNOWN UNKNOWN OK UNKNOWN UNKNOWN UNKNOWN "421 4.7.0 " HOST
+                                                                " Error: too many errors\r\n",
+     .closed = true, .delays = 3},
+    {"three_errors_are_free", "FOO\r\nFOO\r\nFOO\r\nNOOP\r\n", .cf = CF_ERRDELAY,
+     .want = UNKNOWN UNKNOWN UNKNOWN OK},
+};
+
+Test(smtp_session, error_delay)
+{
+	CHECK_CASES(errdelay_cases);
+}
 
 Test(smtp_session, nul_octets)
 {
