@@ -296,16 +296,20 @@ struct worker {
 	int wakefd;
 	uint64_t wakeval;
 	struct __kernel_timespec tick_ts;
-	struct __kernel_timespec delay_ts; /* the delay list's timer, armed: <delay_armed> */
-	bool delay_armed;
-	int64_t now; /* ms, CLOCK_MONOTONIC, refreshed per round */
+	struct __kernel_timespec delay_ts; /* the delay lists' timer */
+	int64_t delay_armed_at;            /* ms the last one armed fires at; 0: none known */
+	int64_t now;                       /* ms, CLOCK_MONOTONIC, refreshed per round */
 	struct ring_log log;
 
 	struct conn_list live; /* every open conn, least recently active first */
 	struct conn *greet_head, *greet_tail;
-	/* Sessions whose replies are held (tarpit): one delay for all, so in
+	/* Sessions whose replies are held (io/session's tarpit): one FIFO per
+	 * delay length (an unknown recipient's, an error's), so each is in
 	 * order of due time, as the greeting list. */
-	struct conn *delay_head, *delay_tail;
+	struct delay_queue {
+		unsigned ms; /* the delay of its sessions; any while empty */
+		struct conn *head, *tail;
+	} delayq[2];
 	struct conn *dirty;
 	struct conn *free_conns;
 	unsigned nconns;

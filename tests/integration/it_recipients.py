@@ -238,6 +238,29 @@ def test_tarpit_delays_the_attacker_only():
         s.close()
 
 
+def test_two_delay_lengths_keep_their_own_time():
+    """A session held 1.5 s (unknown user) does not hold back one held 0.2 s
+    (an error after the third) that started after it on the same worker."""
+    gw, _ = with_table("bob@example.com\n", "--unknown-recipient-delay", "1500",
+                       "--error-delay", "200", threads=1)
+    with gw:
+        a = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        a.makefile("rb").readline()
+        a.sendall(b"EHLO a.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<x@example.com>\r\n")
+        time.sleep(0.1)
+        b = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        fb = b.makefile("rb")
+        fb.readline()
+        t0 = time.time()
+        b.sendall(b"FOO\r\n" * 4 + b"QUIT\r\n")
+        codes = [fb.readline()[:3] for _ in range(5)]
+        took = time.time() - t0
+        assert codes == [b"500"] * 4 + [b"221"], codes
+        assert 0.2 <= took < 1.0, took
+        a.close()
+        b.close()
+
+
 if __name__ == "__main__":
     ck = Checks()
     ck.run_all(globals())
