@@ -66,6 +66,10 @@ enum conf_opt {
 	OPT_QUEUE_CAPACITY,
 	OPT_MIN_FREE,
 	OPT_LISTEN_TLS,
+	OPT_LISTEN_PROXY,
+	OPT_LISTEN_TLS_PROXY,
+	OPT_PROXY_NETWORKS,
+	OPT_PROXY_TIMEOUT,
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS_CIPHERS,
@@ -119,6 +123,10 @@ static const struct option conf_longopts[] = {
     {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
     {"spool-min-free", required_argument, NULL, OPT_MIN_FREE},
     {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
+    {"listen-proxy", required_argument, NULL, OPT_LISTEN_PROXY},
+    {"listen-tls-proxy", required_argument, NULL, OPT_LISTEN_TLS_PROXY},
+    {"proxy-networks", required_argument, NULL, OPT_PROXY_NETWORKS},
+    {"proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
@@ -160,6 +168,7 @@ static const struct conf_num {
     {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
     {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
     {OPT_TLS_HANDSHAKE_TIMEOUT, offsetof(struct conf, tls_handshake_timeout), 1, 3600},
+    {OPT_PROXY_TIMEOUT, offsetof(struct conf, proxy_timeout), 1, 3600},
     {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
     {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
     {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
@@ -172,6 +181,7 @@ static void conf_defaults(struct conf *c)
 {
 	memset(c, 0, sizeof(*c));
 	policy_init(&c->policy);
+	policy_init(&c->proxy_nets);
 	c->threads = 0;
 	c->spool = CONF_DEF_SPOOL;
 	c->hostname = NULL;
@@ -203,6 +213,7 @@ static void conf_defaults(struct conf *c)
 	c->ntls_keys = 0;
 	c->tls_ciphers = NULL;
 	c->tls_handshake_timeout = CONF_DEF_TLS_HANDSHAKE_TIMEOUT;
+	c->proxy_timeout = CONF_DEF_PROXY_TIMEOUT;
 	c->relay_pool = CONF_DEF_RELAY_POOL;
 	c->retry_min = CONF_DEF_RETRY_MIN;
 	c->retry_max = CONF_DEF_RETRY_MAX;
@@ -287,6 +298,13 @@ void conf_usage(FILE *out)
 	    "MAIL gets 452 below this free space, k/m/g (default: 2x max size)");
 	OPT("--listen-tls ADDR:PORT", "implicit TLS listener, as on port 465 (default: none)");
 	MORE("repeatable; needs --tls-cert; alone, no cleartext default listener");
+	OPT("--listen-proxy ADDR:PORT", "listener behind a TCP balancer: a PROXY v1/v2 header");
+	MORE("first, naming the client; repeatable (default: none)");
+	OPT("--listen-tls-proxy ADDR:PORT", "the same with implicit TLS after the header");
+	OPT("--proxy-networks CIDRS", "balancers whose PROXY header is believed; others are");
+	MORE("closed without a greeting (needed with --listen-proxy)");
+	NUM("--proxy-timeout SECONDS", "time the PROXY header may take, 1-3600",
+	    CONF_DEF_PROXY_TIMEOUT);
 	OPT("--tls-cert FILE",
 	    "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
 	OPT("--tls-key FILE",
@@ -506,9 +524,11 @@ int conf_parse_listen(struct conf_listen *l, const char *s)
 
 /* --listen and --listen-tls (<tls>) share one array and one limit; an
  * address may appear only once across both. */
-static int add_listen(struct conf *c, const char *arg, bool tls, char *err, size_t errlen)
+static int add_listen(struct conf *c, const char *arg, bool tls, bool proxy, char *err,
+                      size_t errlen)
 {
-	const char *opt = tls ? "--listen-tls" : "--listen";
+	const char *opt = proxy ? (tls ? "--listen-tls-proxy" : "--listen-proxy")
+	                        : (tls ? "--listen-tls" : "--listen");
 	struct conf_listen *l;
 
 	if (c->nlisten == CONF_MAX_LISTEN)
@@ -520,6 +540,7 @@ static int add_listen(struct conf *c, const char *arg, bool tls, char *err, size
 		                "*:25; port 1-65535)",
 		                opt, CONF_SHOW_MAX, arg);
 	l->tls = tls;
+	l->proxy = proxy;
 	for (unsigned i = 0; i < c->nlisten; i++) {
 		if (c->listen[i].addrlen == l->addrlen &&
 		    memcmp(&c->listen[i].addr, &l->addr, l->addrlen) == 0)
@@ -619,7 +640,15 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		return CONF_EXIT;
 	case OPT_LISTEN:
 	case OPT_LISTEN_TLS:
-		return add_listen(c, arg, opt == OPT_LISTEN_TLS, err, errlen);
+	case OPT_LISTEN_PROXY:
+	case OPT_LISTEN_TLS_PROXY:
+		return add_listen(c, arg, opt == OPT_LISTEN_TLS || opt == OPT_LISTEN_TLS_PROXY,
+		                  opt == OPT_LISTEN_PROXY || opt == OPT_LISTEN_TLS_PROXY, err,
+		                  errlen);
+	case OPT_PROXY_NETWORKS:
+		if (policy_add_networks(&c->proxy_nets, arg, why, sizeof(why)) < 0)
+			return conf_err(err, errlen, "--proxy-networks: %s", why);
+		return CONF_OK;
 	case OPT_TLS_CERT:
 	case OPT_TLS_KEY:
 		return add_tls_file(c, opt == OPT_TLS_KEY, arg, err, errlen);
@@ -812,7 +841,15 @@ int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size
 	}
 	for (unsigned i = 0; i < c->nlisten; i++) {
 		if (c->listen[i].tls && c->ntls_certs == 0) {
-			rc = conf_err(err, errlen, "--listen-tls needs --tls-cert and --tls-key");
+			rc = conf_err(err, errlen, "--listen-tls%s needs --tls-cert and --tls-key",
+			              c->listen[i].proxy ? "-proxy" : "");
+			goto fail;
+		}
+		if (c->listen[i].proxy && c->proxy_nets.nnets == 0) {
+			rc = conf_err(err, errlen,
+			              "--listen%s-proxy %s needs --proxy-networks (the balancers "
+			              "whose header is believed)",
+			              c->listen[i].tls ? "-tls" : "", c->listen[i].text);
 			goto fail;
 		}
 	}
@@ -832,10 +869,12 @@ int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size
 fail:
 	/* Nothing is kept on CONF_EXIT or CONF_ERR; conf_fini() stays safe. */
 	policy_fini(&c->policy);
+	policy_fini(&c->proxy_nets);
 	return rc;
 }
 
 void conf_fini(struct conf *c)
 {
 	policy_fini(&c->policy);
+	policy_fini(&c->proxy_nets);
 }

@@ -20,6 +20,7 @@ struct conf_listen {
 	socklen_t addrlen;
 	char text[80]; /* as given, for logs: "127.0.0.1:2525", "[::1]:25" */
 	bool tls;      /* --listen-tls: implicit TLS (RFC 8314), handshake before the greeting */
+	bool proxy;    /* --listen-proxy: a PROXY protocol header comes first (core/proxy) */
 };
 
 /* One --domains list or --domains-file, as given: read again at a reload. */
@@ -63,6 +64,7 @@ struct conf_tls_cert {
 #define CONF_DEF_SPOOL_MIN_FREE                                                                    \
 	UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
 #define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u     /* seconds a TLS handshake may take */
+#define CONF_DEF_PROXY_TIMEOUT         5u      /* seconds the PROXY header may take */
 #define CONF_DEF_RELAY_POOL            4u      /* connections per next hop per worker */
 #define CONF_DEF_RETRY_MIN             300u    /* Postfix minimal_backoff_time */
 #define CONF_DEF_RETRY_MAX             4000u   /* Postfix maximal_backoff_time */
@@ -127,6 +129,8 @@ struct conf {
 	unsigned ntls_keys;                  /* --tls-key seen; equals ntls_certs after CONF_OK */
 	const char *tls_ciphers;             /* TLS 1.2 cipher list; NULL = io/tls.h's default */
 	unsigned tls_handshake_timeout;      /* seconds */
+	struct policy proxy_nets;            /* --proxy-networks (networks only) */
+	unsigned proxy_timeout;              /* seconds */
 	const char *relay_to;                /* --relay-to list as given; NULL: no delivery */
 	const char *routes[CONF_MAX_ROUTES]; /* "domain=hosts" as given */
 	unsigned nroutes;

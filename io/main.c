@@ -246,6 +246,8 @@ int main(int argc, char **argv)
 		     (unsigned long long)rl.rlim_cur, conf.max_sessions);
 
 	gw.conf = &conf;
+	for (unsigned i = 0; i < conf.nlisten; i++)
+		gw.nproxy += conf.listen[i].proxy;
 	gw.nworkers = conf.threads;
 	gw.scf = (struct smtp_server_conf){
 	    .hostname = conf.hostname,

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/proxy.h"
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/conn.h"
@@ -570,12 +571,112 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	session_mark_dirty(w, c);
 }
 
+static bool on_input(void *owner, const char *p, size_t n);
+static void session_start(struct worker *w, struct conn *c);
+
+/* ---- PROXY protocol (--listen-proxy) ----
+ *
+ * A connection from a --proxy-networks balancer sends a PROXY header
+ * first (core/proxy); until it is complete nothing else happens: no
+ * greeting, no TLS. Then the client it names is the session's peer (for
+ * the logs, Received:, --relay-networks), and the connection starts as
+ * one accepted directly would, the bytes after the header being the
+ * client's first ones (a TLS ClientHello on --listen-tls-proxy). A
+ * malformed header, one that does not come within --proxy-timeout, or
+ * a connection from elsewhere is closed without a word. */
+
+static void sockaddr_of(const struct proxy_hdr *h, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (h->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, h->src, 4);
+		sin->sin_port = htons(h->src_port);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, h->src, 16);
+		s6->sin6_port = htons(h->src_port);
+	}
+}
+
+static void proxy_apply(struct worker *w, struct conn *c, const struct proxy_hdr *h)
+{
+	struct smtp_peer peer = c->s.peer;
+	struct sockaddr_storage ss;
+	char via[64];
+
+	snprintf(via, sizeof(via), "%s", c->s.peer.addr);
+	if (h->family == AF_UNSPEC) {
+		/* A health check, or a client the balancer does not name: the
+		 * balancer's address stands, but it is nobody's relay client. */
+		peer.may_relay = false;
+		LOGD("proxy: client=[%s]:%u header names no client (v%d)", via, c->port,
+		     h->version);
+	} else {
+		sockaddr_of(h, &ss);
+		inet_ntop(h->family, h->src, peer.addr, sizeof(peer.addr));
+		peer.may_relay =
+		    policy_client_may_relay(&w->g->conf->policy, (const struct sockaddr *)&ss);
+		LOGI("proxy: client=[%s]:%u via [%s]:%u (v%d)", peer.addr, h->src_port, via,
+		     c->port, h->version);
+		c->port = h->src_port;
+	}
+	c->s.peer = peer;
+}
+
+static void proxy_input(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	struct proxy_hdr h;
+	struct buf rest = BUF_INIT;
+	int r;
+
+	if (buf_append(&c->pending, p, n)) {
+		session_close(w, c);
+		return;
+	}
+	r = proxy_parse(c->pending.p, c->pending.len, &h);
+	if (r == PROXY_AGAIN)
+		return;
+	if (r == PROXY_BAD) {
+		LOGI("proxy: client=[%s]:%u bad PROXY header: closed", c->s.peer.addr, c->port);
+		session_close(w, c);
+		return;
+	}
+	c->flags &= ~C_PROXYH;
+	proxy_apply(w, c, &h);
+	/* What followed the header is the client's: kept aside while the
+	 * session starts, then fed as if it had just arrived. */
+	if (c->pending.len > (size_t)r && buf_append(&rest, c->pending.p + r, c->pending.len - r)) {
+		session_close(w, c);
+		return;
+	}
+	buf_reset(&c->pending, 0);
+	session_start(w, c);
+	if (rest.len && c->state != CONN_S_CLOSING) {
+		if (c->rc.tls) {
+			if (c->rc.xprt->recv(&c->rc, rest.p, rest.len, on_input, c) < 0) {
+				c->rc.flags |= RCONN_HANGUP;
+				session_mark_dirty(w, c);
+			}
+		} else {
+			on_input(c, rest.p, rest.len);
+		}
+	}
+	buf_free(&rest);
+}
+
 /* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
 static bool on_input(void *owner, const char *p, size_t n)
 {
 	struct conn *c = owner;
 
-	if (!p)
+	if (c->flags & C_PROXYH)
+		proxy_input(c->w, c, p, n);
+	else if (!p)
 		tls_up(c->w, c);
 	else if (c->state == CONN_S_NEW)
 		smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
@@ -599,7 +700,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct listener *l = p;
 	const struct gateway *g = w->g;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {0};
 	socklen_t sl = sizeof(ss);
 	struct smtp_peer peer = {0};
 	struct conn *c;
@@ -620,6 +721,21 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		close(fd);
 		return;
 	}
+	if (l->cl->proxy &&
+	    (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+	     !policy_client_may_relay(&g->conf->proxy_nets, (struct sockaddr *)&ss))) {
+		char a[64] = "unknown";
+
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof(a));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof(a));
+		LOGW("proxy: connection from [%s] on %s, not in --proxy-networks: closed", a,
+		     l->cl->text);
+		close(fd);
+		return;
+	}
+	sl = sizeof(ss);
 	uint16_t port = 0;
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET) {
@@ -666,7 +782,23 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		return;
 	}
 	conn_arm_recv(w, &c->rc);
-	if (l->cl->tls) {
+	if (l->cl->tls)
+		c->flags |= C_ITLS;
+	if (l->cl->proxy) {
+		c->flags |= C_PROXYH; /* session_start() once the header is in */
+		c->proxy_deadline = w->now + (int64_t)g->conf->proxy_timeout * 1000;
+		return;
+	}
+	session_start(w, c);
+}
+
+/* The connection is ready for SMTP: the TLS handshake of an implicit-TLS
+ * listener, else the greeting (after --greet-delay). */
+static void session_start(struct worker *w, struct conn *c)
+{
+	const struct gateway *g = w->g;
+
+	if (c->flags & C_ITLS) {
 		tls_begin(w, c); /* greeted once the handshake is done */
 		return;
 	}
@@ -822,6 +954,16 @@ void session_tick(struct worker *w)
 		conn_set_state(c, CONN_S_BYE);
 		smtp_session_timeout(&c->s);
 		session_mark_dirty(w, c);
+	}
+	if (w->g->nproxy) {
+		for (c = w->live.head; c; c = next) {
+			next = c->next;
+			if ((c->flags & C_PROXYH) && c->proxy_deadline <= w->now) {
+				LOGI("proxy: client=[%s]:%u no PROXY header in %us: closed",
+				     c->s.peer.addr, c->port, w->g->conf->proxy_timeout);
+				session_close(w, c);
+			}
+		}
 	}
 	if (w->g->tls) {
 		for (c = w->live.head; c; c = next) {

@@ -72,12 +72,14 @@ enum ud_op {
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ((1ull << UD_SHIFT) - 1)))
 
 /* conn flags (the connection's own are RCONN_*, below) */
-#define C_DIRTY  0x20u  /* on the worker's dirty list */
-#define C_QUEUED 0x40u  /* its message is at the committer (gathering or on the disk) */
-#define C_GREETQ 0x100u /* on the worker's greeting list */
-#define C_TLSHS  0x200u /* TLS handshake running (implicit TLS or after STARTTLS) */
-#define C_PAUSED 0x400u /* input paused (memory): on the worker's pause list */
-#define C_DELAYQ 0x800u /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
+#define C_DIRTY  0x20u   /* on the worker's dirty list */
+#define C_QUEUED 0x40u   /* its message is at the committer (gathering or on the disk) */
+#define C_GREETQ 0x100u  /* on the worker's greeting list */
+#define C_TLSHS  0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
+#define C_PAUSED 0x400u  /* input paused (memory): on the worker's pause list */
+#define C_DELAYQ 0x800u  /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
+#define C_PROXYH 0x1000u /* a --listen-proxy connection waiting for its PROXY header */
+#define C_ITLS   0x2000u /* accepted on an implicit-TLS listener */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -260,6 +262,7 @@ struct conn {
 	struct conn *prev, *next; /* the worker's list of live conns, oldest activity first */
 	struct conn *greet_next;  /* waiting for the greeting */
 	int64_t delay_at;         /* ms; when held replies may go (C_DELAYQ) */
+	int64_t proxy_deadline;   /* ms; the PROXY header must be in by then (C_PROXYH) */
 	struct conn *delay_next;  /* on the delay list */
 	struct conn *dirty_next;  /* has output to flush this round */
 	struct conn *free_next;   /* the worker's pool of free conns */
@@ -369,6 +372,7 @@ struct gateway {
 	struct buf drop; /* queue ids deleted by the operator, NUL-separated */
 	struct smtp_server_conf scf;
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
+	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

@@ -3,7 +3,9 @@
 # 60), split between them: the DATA parser (tests/fuzz/data_fuzz.c, on a
 # copy of tests/fuzz/corpus) gets the larger half, the recipient table
 # parser (tests/fuzz/recipients_fuzz.c, on a copy of
-# tests/fuzz/corpus-recipients) the rest; runs never modify the corpora.
+# tests/fuzz/corpus-recipients) and the PROXY header parser
+# (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy) a quarter each; runs
+# never modify the corpora.
 # Exits non-zero on a crash or a disagreement, leaving that fuzzer's work
 # directory (with the crashing input) in place and printing its path.
 # CLANG overrides the compiler; FUZZ_JOBS=n runs n workers (default: one, in
@@ -15,9 +17,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 # Each fuzzer gets at least a second: -max_total_time=0 would run forever.
-rsecs=$((secs / 2))
+rsecs=$((secs / 4))
 [ "$rsecs" -ge 1 ] || rsecs=1
-dsecs=$((secs - rsecs))
+psecs=$rsecs
+dsecs=$((secs - rsecs - psecs))
 [ "$dsecs" -ge 1 ] || dsecs=1
 
 # fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES...
@@ -55,3 +58,5 @@ fuzz data_fuzz tests/fuzz/corpus "$dsecs" 4096 "" core/smtp_data.c tests/fuzz/da
 echo "recipients_fuzz (${rsecs}s):"
 fuzz recipients_fuzz tests/fuzz/corpus-recipients "$rsecs" 8192 -DRCPT_READ_CHUNK=1100 \
 	core/recipients.c core/policy.c tests/fuzz/recipients_fuzz.c
+echo "proxy_fuzz (${psecs}s):"
+fuzz proxy_fuzz tests/fuzz/corpus-proxy "$psecs" 8192 "" core/proxy.c tests/fuzz/proxy_fuzz.c

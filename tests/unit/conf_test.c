@@ -287,6 +287,12 @@ Test(conf, invalid_options)
 	    {{"--bare-lf", "maybe"}, "--bare-lf: 'maybe'"},
 	    {{"--bare-lf", "REJECT"}, "--bare-lf"},
 	    {{"--error-delay", "60001"}, "--error-delay"},
+	    {{"--listen-proxy", "127.0.0.1:2526"},
+	     "--listen-proxy 127.0.0.1:2526 needs --proxy-networks"},
+	    {{"--listen-tls-proxy", "127.0.0.1:465", "--proxy-networks", "10.0.0.1"},
+	     "--listen-tls-proxy needs --tls-cert"},
+	    {{"--proxy-networks", "10.0.0.0/40"}, "--proxy-networks: bad network"},
+	    {{"--proxy-timeout", "0"}, "--proxy-timeout"},
 	    {{"--nul", "keep"}, "--nul: 'keep' is not reject or strip"},
 	    {{"--long-lines", "maybe"}, "--long-lines: 'maybe'"},
 	    {{"--log-level", "loud"}, "--log-level: 'loud'"},
@@ -476,6 +482,20 @@ Test(conf, domain_sources_kept_in_order_for_reload)
 	cr_assert_str_eq(conf.domain_srcs[0].arg, CONF_DEF_DOMAINS);
 }
 
+Test(conf, proxy_listeners)
+{
+	cr_assert_eq(PARSE("--listen-proxy", "127.0.0.1:2526", "--listen", "127.0.0.1:2525",
+	                   "--proxy-networks", "10.0.0.0/8, ::1", "--proxy-timeout", "2"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.nlisten, 2);
+	cr_assert(conf.listen[0].proxy);
+	cr_assert_not(conf.listen[0].tls);
+	cr_assert_not(conf.listen[1].proxy);
+	cr_assert_eq(conf.proxy_nets.nnets, 2);
+	cr_assert_eq(conf.proxy_timeout, 2);
+	cr_assert_eq(conf.policy.nnets, 0); /* balancers are not relay clients */
+}
+
 Test(conf, relay_networks_repeatable)
 {
 	cr_assert_eq(PARSE("--relay-networks", "10.0.0.0/8", "--relay-networks",
@@ -503,6 +523,10 @@ Test(conf, help_prints_every_option)
 	    "  --relay-networks CIDRS ",
 	    "  --allow-untrusted-routing ",
 	    "  --recipients-file FILE ",
+	    "  --listen-proxy ADDR:PORT ",
+	    "  --listen-tls-proxy ADDR:PORT ",
+	    "  --proxy-networks CIDRS ",
+	    "  --proxy-timeout SECONDS ",
 	    "  --error-delay MS ",
 	    "  --nul reject|strip ",
 	    "  --recipient-delimiter CHARS ",
