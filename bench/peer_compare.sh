@@ -31,7 +31,7 @@ trap cleanup EXIT INT TERM
 $SINK -u nobody 127.0.0.1:$SINK_PORT 1024 &
 SINKPID=$!
 $RINGMX --listen 127.0.0.1:$RMX_PORT --spool "$TMP/spool" --log-level warn \
-	--domains example.com 2>"$TMP/ringmx.log" &
+	--domains example.com --client-max-sessions 0 2>"$TMP/ringmx.log" &
 RMXPID=$!
 if [ "${NO_POSTFIX:-0}" != 1 ]; then
 	PF=$("$HERE/postfix_peer.sh" start 2>/dev/null)

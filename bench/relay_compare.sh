@@ -21,7 +21,7 @@ trap 'kill $SINKPID $RMXPID 2>/dev/null; "$HERE/postfix_peer.sh" stop >/dev/null
 /usr/sbin/smtp-sink -u nobody 127.0.0.1:$SINK 1024 &
 SINKPID=$!
 $RINGMX --listen 127.0.0.1:$RMX --spool "$TMP/spool" --domains example.com \
-	--relay-to 127.0.0.1:$SINK --log-level warn 2>"$TMP/ringmx.log" &
+	--relay-to 127.0.0.1:$SINK --client-max-sessions 0 --log-level warn 2>"$TMP/ringmx.log" &
 RMXPID=$!
 POSTFIX_RELAY=127.0.0.1:$SINK "$HERE/postfix_peer.sh" start >/dev/null 2>&1
 PFDIR=$(sed -n 1p /tmp/ringmx-postfix.current)

@@ -22,7 +22,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=m
 	-days 2 -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 $RINGMX --listen 127.0.0.1:$P --listen-tls 127.0.0.1:$((P + 1)) --spool "$TMP/spool" \
 	--tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" --domains example.com \
-	--log-level warn 2>"$TMP/ringmx.log" &
+	--client-max-sessions 0 --log-level warn 2>"$TMP/ringmx.log" &
 RMXPID=$!
 POSTFIX_TLS_CERT="$TMP/cert.pem" POSTFIX_TLS_KEY="$TMP/key.pem" POSTFIX_TLS_PORT=2628 \
 	"$HERE/postfix_peer.sh" start >/dev/null 2>&1

@@ -70,6 +70,14 @@ enum conf_opt {
 	OPT_LISTEN_TLS_PROXY,
 	OPT_PROXY_NETWORKS,
 	OPT_PROXY_TIMEOUT,
+	OPT_CLIENT_PREFIX4,
+	OPT_CLIENT_PREFIX6,
+	OPT_CLIENT_MAX_SESSIONS,
+	OPT_CLIENT_CONN_RATE,
+	OPT_CLIENT_MSG_RATE,
+	OPT_CLIENT_RCPT_RATE,
+	OPT_CLIENT_TABLE_SIZE,
+	OPT_LIMITS_EXEMPT,
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS_CIPHERS,
@@ -127,6 +135,14 @@ static const struct option conf_longopts[] = {
     {"listen-tls-proxy", required_argument, NULL, OPT_LISTEN_TLS_PROXY},
     {"proxy-networks", required_argument, NULL, OPT_PROXY_NETWORKS},
     {"proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT},
+    {"client-prefix4", required_argument, NULL, OPT_CLIENT_PREFIX4},
+    {"client-prefix6", required_argument, NULL, OPT_CLIENT_PREFIX6},
+    {"client-max-sessions", required_argument, NULL, OPT_CLIENT_MAX_SESSIONS},
+    {"client-connection-rate", required_argument, NULL, OPT_CLIENT_CONN_RATE},
+    {"client-message-rate", required_argument, NULL, OPT_CLIENT_MSG_RATE},
+    {"client-recipient-rate", required_argument, NULL, OPT_CLIENT_RCPT_RATE},
+    {"client-table-size", required_argument, NULL, OPT_CLIENT_TABLE_SIZE},
+    {"limits-exempt", required_argument, NULL, OPT_LIMITS_EXEMPT},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
@@ -169,6 +185,10 @@ static const struct conf_num {
     {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
     {OPT_TLS_HANDSHAKE_TIMEOUT, offsetof(struct conf, tls_handshake_timeout), 1, 3600},
     {OPT_PROXY_TIMEOUT, offsetof(struct conf, proxy_timeout), 1, 3600},
+    {OPT_CLIENT_PREFIX4, offsetof(struct conf, client_prefix4), 8, 32},
+    {OPT_CLIENT_PREFIX6, offsetof(struct conf, client_prefix6), 16, 128},
+    {OPT_CLIENT_MAX_SESSIONS, offsetof(struct conf, client_max_sessions), 0, 1000000},
+    {OPT_CLIENT_TABLE_SIZE, offsetof(struct conf, client_table_size), 1000, 100000000},
     {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
     {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
     {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
@@ -182,6 +202,7 @@ static void conf_defaults(struct conf *c)
 	memset(c, 0, sizeof(*c));
 	policy_init(&c->policy);
 	policy_init(&c->proxy_nets);
+	policy_init(&c->limits_exempt);
 	c->threads = 0;
 	c->spool = CONF_DEF_SPOOL;
 	c->hostname = NULL;
@@ -214,6 +235,10 @@ static void conf_defaults(struct conf *c)
 	c->tls_ciphers = NULL;
 	c->tls_handshake_timeout = CONF_DEF_TLS_HANDSHAKE_TIMEOUT;
 	c->proxy_timeout = CONF_DEF_PROXY_TIMEOUT;
+	c->client_prefix4 = 32;
+	c->client_prefix6 = 64;
+	c->client_max_sessions = CONF_DEF_CLIENT_MAX_SESSIONS;
+	c->client_table_size = CONF_DEF_CLIENT_TABLE;
 	c->relay_pool = CONF_DEF_RELAY_POOL;
 	c->retry_min = CONF_DEF_RETRY_MIN;
 	c->retry_max = CONF_DEF_RETRY_MAX;
@@ -305,6 +330,17 @@ void conf_usage(FILE *out)
 	MORE("closed without a greeting (needed with --listen-proxy)");
 	NUM("--proxy-timeout SECONDS", "time the PROXY header may take, 1-3600",
 	    CONF_DEF_PROXY_TIMEOUT);
+	NUM("--client-max-sessions N", "sessions open per client address, then 421 (0: none)",
+	    CONF_DEF_CLIENT_MAX_SESSIONS);
+	OPT("--client-connection-rate N/PERIOD",
+	    "per client, as 60/1m; beyond: 421 (default: off)");
+	OPT("--client-message-rate N/PERIOD", "per client; beyond: MAIL gets 452 (default: off)");
+	OPT("--client-recipient-rate N/PERIOD", "per client; beyond: RCPT gets 452 (default: off)");
+	NUM("--client-prefix4 BITS", "a client is its IPv4 address cut to this, 8-32", 32);
+	NUM("--client-prefix6 BITS", "and its IPv6 address to this, 16-128", 64);
+	NUM("--client-table-size N", "clients tracked at once", CONF_DEF_CLIENT_TABLE);
+	OPT("--limits-exempt CIDRS", "clients no per-client limit applies to (default: none,");
+	MORE("loopback and --relay-networks included)");
 	OPT("--tls-cert FILE",
 	    "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
 	OPT("--tls-key FILE",
@@ -645,6 +681,32 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		return add_listen(c, arg, opt == OPT_LISTEN_TLS || opt == OPT_LISTEN_TLS_PROXY,
 		                  opt == OPT_LISTEN_PROXY || opt == OPT_LISTEN_TLS_PROXY, err,
 		                  errlen);
+	case OPT_CLIENT_CONN_RATE:
+	case OPT_CLIENT_MSG_RATE:
+	case OPT_CLIENT_RCPT_RATE: {
+		struct anvil_rate *r = opt == OPT_CLIENT_CONN_RATE  ? &c->client_conn_rate
+		                       : opt == OPT_CLIENT_MSG_RATE ? &c->client_msg_rate
+		                                                    : &c->client_rcpt_rate;
+		const char *name = opt == OPT_CLIENT_CONN_RATE  ? "--client-connection-rate"
+		                   : opt == OPT_CLIENT_MSG_RATE ? "--client-message-rate"
+		                                                : "--client-recipient-rate";
+
+		if (!strcmp(arg, "off")) {
+			*r = (struct anvil_rate){0};
+			return CONF_OK;
+		}
+		if (anvil_rate_parse(arg, r) < 0)
+			return conf_err(
+			    err, errlen,
+			    "%s: '%.*s' is not N/PERIOD (60/1m, 1000/1h; s m h d, a week at "
+			    "most) or off",
+			    name, CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	}
+	case OPT_LIMITS_EXEMPT:
+		if (policy_add_networks(&c->limits_exempt, arg, why, sizeof(why)) < 0)
+			return conf_err(err, errlen, "--limits-exempt: %s", why);
+		return CONF_OK;
 	case OPT_PROXY_NETWORKS:
 		if (policy_add_networks(&c->proxy_nets, arg, why, sizeof(why)) < 0)
 			return conf_err(err, errlen, "--proxy-networks: %s", why);
@@ -870,6 +932,7 @@ fail:
 	/* Nothing is kept on CONF_EXIT or CONF_ERR; conf_fini() stays safe. */
 	policy_fini(&c->policy);
 	policy_fini(&c->proxy_nets);
+	policy_fini(&c->limits_exempt);
 	return rc;
 }
 
@@ -877,4 +940,5 @@ void conf_fini(struct conf *c)
 {
 	policy_fini(&c->policy);
 	policy_fini(&c->proxy_nets);
+	policy_fini(&c->limits_exempt);
 }

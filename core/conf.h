@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "core/anvil.h"
 #include "core/log.h"
 #include "core/policy.h"
 #include "core/smtp_data.h"
@@ -65,6 +66,8 @@ struct conf_tls_cert {
 	UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
 #define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u     /* seconds a TLS handshake may take */
 #define CONF_DEF_PROXY_TIMEOUT         5u      /* seconds the PROXY header may take */
+#define CONF_DEF_CLIENT_MAX_SESSIONS   50u     /* Postfix smtpd_client_connection_count_limit */
+#define CONF_DEF_CLIENT_TABLE          50000u  /* clients tracked at once */
 #define CONF_DEF_RELAY_POOL            4u      /* connections per next hop per worker */
 #define CONF_DEF_RETRY_MIN             300u    /* Postfix minimal_backoff_time */
 #define CONF_DEF_RETRY_MAX             4000u   /* Postfix maximal_backoff_time */
@@ -125,12 +128,18 @@ struct conf {
 	bool durability_none;      /* --durability none: no fdatasync (benchmarks only) */
 	/* TLS: pairs in command-line order; [0] serves clients without SNI. */
 	struct conf_tls_cert tls_certs[CONF_MAX_TLS_CERTS];
-	unsigned ntls_certs;                 /* 0 = no TLS: no STARTTLS, no --listen-tls */
-	unsigned ntls_keys;                  /* --tls-key seen; equals ntls_certs after CONF_OK */
-	const char *tls_ciphers;             /* TLS 1.2 cipher list; NULL = io/tls.h's default */
-	unsigned tls_handshake_timeout;      /* seconds */
-	struct policy proxy_nets;            /* --proxy-networks (networks only) */
-	unsigned proxy_timeout;              /* seconds */
+	unsigned ntls_certs;            /* 0 = no TLS: no STARTTLS, no --listen-tls */
+	unsigned ntls_keys;             /* --tls-key seen; equals ntls_certs after CONF_OK */
+	const char *tls_ciphers;        /* TLS 1.2 cipher list; NULL = io/tls.h's default */
+	unsigned tls_handshake_timeout; /* seconds */
+	struct policy proxy_nets;       /* --proxy-networks (networks only) */
+	unsigned proxy_timeout;         /* seconds */
+	/* Per-client limits (core/anvil). */
+	unsigned client_prefix4, client_prefix6;
+	unsigned client_max_sessions;                                          /* 0: no limit */
+	struct anvil_rate client_conn_rate, client_msg_rate, client_rcpt_rate; /* n 0: none */
+	unsigned client_table_size;
+	struct policy limits_exempt;         /* --limits-exempt (networks only) */
 	const char *relay_to;                /* --relay-to list as given; NULL: no delivery */
 	const char *routes[CONF_MAX_ROUTES]; /* "domain=hosts" as given */
 	unsigned nroutes;

@@ -524,6 +524,13 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
 		return;
 	}
+	if (s->cf->anvil && s->peer.limited &&
+	    !anvil_message(s->cf->anvil, &s->peer.key, s->now_ms)) {
+		smtp_reply(s, c, 0,
+		           "452 4.7.0 Error: too many messages from your address, try again "
+		           "later");
+		return;
+	}
 	smtp_tx_reset(s);
 	if (buf_append_sv(&s->tx.from, a.mailbox)) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
@@ -574,6 +581,12 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	}
 	if (a.nonascii && !s->tx.smtputf8) {
 		smtp_reply(s, c, SMTP_R_ERR, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
+		return;
+	}
+	if (cf->anvil && s->peer.limited && !anvil_recipient(cf->anvil, &s->peer.key, s->now_ms)) {
+		smtp_reply(s, c, 0,
+		           "452 4.7.0 Error: too many recipients from your address, try "
+		           "again later");
 		return;
 	}
 	if (cf->max_unknown && s->counts.unknown >= cf->max_unknown) {
@@ -1253,6 +1266,13 @@ void smtp_session_shutdown(struct smtp_session *s)
 void smtp_session_busy(struct smtp_session *s)
 {
 	smtp_goodbye(s, "4.3.2", "Too many connections, try again later");
+}
+
+void smtp_session_limited(struct smtp_session *s, bool rate)
+{
+	smtp_goodbye(s, "4.7.0",
+	             rate ? "Too many connections from your address, try again later"
+	                  : "Too many connections from your address");
 }
 
 bool smtp_session_in_content(const struct smtp_session *s)

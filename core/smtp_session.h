@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "core/anvil.h"
 #include "core/buf.h"
 #include "core/policy.h"
 #include "core/smtp_data.h"
@@ -36,6 +37,9 @@ struct smtp_server_conf {
 	 * "\r\n\0.\r\n" (smuggling). Refused with 550 5.6.0, or with
 	 * <nul_strip> removed before the message is stored. */
 	bool nul_strip;
+	/* Per-client message and recipient rates (NULL: none): beyond them
+	 * MAIL and RCPT get 452 4.7.0 (temporary: nothing is lost). */
+	struct anvil *anvil;
 	/* Recipients naming a further route (a source route, or '%', '!' or
 	 * '@' in the local part) are taken from any client, not only from
 	 * relay networks. Off by default: a next hop that honours the percent
@@ -49,6 +53,8 @@ struct smtp_server_conf {
 struct smtp_peer {
 	char addr[64];  /* "192.0.2.1" or "2001:db8::1" (no brackets, no port) */
 	bool may_relay; /* client is inside --relay-networks */
+	bool limited;   /* its messages and recipients count in cf->anvil (<key>) */
+	struct anvil_key key;
 };
 
 enum smtp_state {
@@ -119,6 +125,7 @@ struct smtp_session {
 	unsigned nerrors;  /* protocol errors so far */
 	unsigned nmsgs;    /* messages accepted in this session */
 	unsigned delay_ms; /* with SMTP_ACT_DELAY: how long */
+	int64_t now_ms;    /* set by the caller before each feed: the clock for rates */
 	/* What the recipients are checked against, set by the caller outside a
 	 * transaction (smtp_session_in_tx() false) and held by it: the
 	 * snapshot a transaction started with stays until it ends. NULL: the
@@ -186,6 +193,10 @@ void smtp_session_timeout(struct smtp_session *s);
 void smtp_session_shutdown(struct smtp_session *s);
 /* 421 4.3.2 and close: too many sessions. Use instead of the greeting. */
 void smtp_session_busy(struct smtp_session *s);
+/* 421 4.7.0 and close: too many sessions (<rate> false) or connections
+ * (<rate> true) from the client's address (core/anvil). Instead of the
+ * greeting. */
+void smtp_session_limited(struct smtp_session *s, bool rate);
 /* True between MAIL and the end of the message's spooling. */
 bool smtp_session_in_tx(const struct smtp_session *s);
 

@@ -199,6 +199,9 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 		w->g = g;
 		w->id = i;
 		w->tables = g->tables ? tables_ref(g->tables) : NULL;
+		if (g->anvil) /* the workers start their sweeps apart */
+			w->anvil_next =
+			    (unsigned)((uint64_t)i * anvil_shards(g->anvil) / g->nworkers);
 		atomic_init(&w->tables_next, NULL);
 		/* Each worker's share of --data-memory: sessions spread over the
 		 * workers (SO_REUSEPORT), and no counter is shared. */
@@ -233,6 +236,9 @@ static void workers_free(struct gateway *g)
 			close(w->wakefd);
 		tables_unref(w->tables);
 		tables_unref(atomic_exchange(&w->tables_next, NULL));
+		if (w->stat_limited)
+			LOGI("worker %u: %llu connections refused by per-client limits", i,
+			     (unsigned long long)w->stat_limited);
 		if (w->rejected.unknown || w->rejected.relay_denied)
 			LOGI("worker %u: recipients refused: %u unknown users, %u relay access "
 			     "denied "

@@ -246,6 +246,22 @@ int main(int argc, char **argv)
 		     (unsigned long long)rl.rlim_cur, conf.max_sessions);
 
 	gw.conf = &conf;
+	if (conf.client_max_sessions || conf.client_conn_rate.n || conf.client_msg_rate.n ||
+	    conf.client_rcpt_rate.n) {
+		gw.anvil = anvil_new(&(struct anvil_conf){
+		    .prefix4 = conf.client_prefix4,
+		    .prefix6 = conf.client_prefix6,
+		    .max_sessions = conf.client_max_sessions,
+		    .conn = conf.client_conn_rate,
+		    .msg = conf.client_msg_rate,
+		    .rcpt = conf.client_rcpt_rate,
+		    .max_entries = conf.client_table_size,
+		});
+		if (!gw.anvil) {
+			fprintf(stderr, "ringmx: out of memory for the per-client table\n");
+			return 2;
+		}
+	}
 	for (unsigned i = 0; i < conf.nlisten; i++)
 		gw.nproxy += conf.listen[i].proxy;
 	gw.nworkers = conf.threads;
@@ -260,6 +276,7 @@ int main(int argc, char **argv)
 	    .bare_policy = conf.bare_policy,
 	    .long_line_policy = conf.long_line_policy,
 	    .nul_strip = conf.nul_strip,
+	    .anvil = conf.client_msg_rate.n || conf.client_rcpt_rate.n ? gw.anvil : NULL,
 	    .tls_available = gw.tls != NULL,
 	    .allow_untrusted_routing = conf.allow_untrusted_routing,
 	    .max_unknown = conf.max_unknown_recipients,
@@ -285,6 +302,7 @@ int main(int argc, char **argv)
 		     recipients_domains(gw.tables->recipients),
 		     recipients_memory(gw.tables->recipients) / 1024);
 	rc = gateway_run(&gw);
+	anvil_free(gw.anvil);
 	tables_unref(gw.tables);
 	relay_conf_free(&gw.relay);
 	tls_ctx_free(gw.tls);

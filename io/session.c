@@ -286,6 +286,8 @@ static void conn_free(struct worker *w, struct conn *c)
 	w->rejected.unknown += c->s.counts.unknown;
 	w->rejected.relay_denied += c->s.counts.relay_denied;
 	w->rejected.routing += c->s.counts.routing;
+	if (c->flags & C_ANVIL)
+		anvil_disconnect(w->g->anvil, &c->s.peer.key, w->now);
 	tables_unref(c->s.tables);
 	input_resume(w, c); /* off the pause list */
 	w->data_held -= c->held;
@@ -520,6 +522,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	if (c->state == CONN_S_CLOSING)
 		return;
 	c->s.storage_low = w->storage_low;
+	c->s.now_ms = w->now;
 	if (c->s.tables != w->tables && !smtp_session_in_tx(&c->s)) {
 		/* Reloaded: the next transaction checks against the new tables. */
 		tables_unref(c->s.tables);
@@ -585,6 +588,13 @@ static void session_start(struct worker *w, struct conn *c);
  * malformed header, one that does not come within --proxy-timeout, or
  * a connection from elsewhere is closed without a word. */
 
+/* Whether the client at <sa> is under the per-client limits, with its key. */
+static void limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
+{
+	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
+	                !policy_client_may_relay(&g->conf->limits_exempt, sa);
+}
+
 static void sockaddr_of(const struct proxy_hdr *h, struct sockaddr_storage *ss)
 {
 	memset(ss, 0, sizeof(*ss));
@@ -614,6 +624,7 @@ static void proxy_apply(struct worker *w, struct conn *c, const struct proxy_hdr
 		/* A health check, or a client the balancer does not name: the
 		 * balancer's address stands, but it is nobody's relay client. */
 		peer.may_relay = false;
+		peer.limited = false; /* the balancer itself, checking */
 		LOGD("proxy: client=[%s]:%u header names no client (v%d)", via, c->port,
 		     h->version);
 	} else {
@@ -621,6 +632,7 @@ static void proxy_apply(struct worker *w, struct conn *c, const struct proxy_hdr
 		inet_ntop(h->family, h->src, peer.addr, sizeof(peer.addr));
 		peer.may_relay =
 		    policy_client_may_relay(&w->g->conf->policy, (const struct sockaddr *)&ss);
+		limits_for(w->g, (const struct sockaddr *)&ss, &peer);
 		LOGI("proxy: client=[%s]:%u via [%s]:%u (v%d)", peer.addr, h->src_port, via,
 		     c->port, h->version);
 		c->port = h->src_port;
@@ -748,6 +760,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			port = ntohs(s6->sin6_port);
 		}
 		peer.may_relay = policy_client_may_relay(&g->conf->policy, (struct sockaddr *)&ss);
+		limits_for(g, (struct sockaddr *)&ss, &peer);
 	} else {
 		snprintf(peer.addr, sizeof(peer.addr), "unknown");
 	}
@@ -797,6 +810,25 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 static void session_start(struct worker *w, struct conn *c)
 {
 	const struct gateway *g = w->g;
+
+	if (c->s.peer.limited) {
+		enum anvil_verdict v = anvil_connect(g->anvil, &c->s.peer.key, w->now);
+
+		if (v != ANVIL_OK) {
+			w->stat_limited++;
+			LOGI("reject: client=[%s]:%u too many %s from its address", c->s.peer.addr,
+			     c->port, v == ANVIL_RATE ? "connections per period" : "sessions");
+			if (c->flags & C_ITLS) {
+				session_close(w, c); /* a 421 in clear means nothing to TLS */
+				return;
+			}
+			conn_set_state(c, CONN_S_OPEN);
+			smtp_session_limited(&c->s, v == ANVIL_RATE);
+			session_mark_dirty(w, c);
+			return;
+		}
+		c->flags |= C_ANVIL;
+	}
 
 	if (c->flags & C_ITLS) {
 		tls_begin(w, c); /* greeted once the handshake is done */
@@ -928,6 +960,14 @@ void session_tick(struct worker *w)
 	struct conn *c, *next;
 
 	delay_tick(w);
+	if (w->g->anvil) {
+		/* The workers share the sweep of idle clients: all of the table
+		 * in about 8 ticks. */
+		unsigned n = anvil_shards(w->g->anvil) / (8 * w->g->nworkers) + 1;
+
+		anvil_sweep(w->g->anvil, w->anvil_next, n, w->now);
+		w->anvil_next = (w->anvil_next + n * w->g->nworkers) % anvil_shards(w->g->anvil);
+	}
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;
 		if (!w->greet_head)

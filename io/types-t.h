@@ -80,6 +80,7 @@ enum ud_op {
 #define C_DELAYQ 0x800u  /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
 #define C_PROXYH 0x1000u /* a --listen-proxy connection waiting for its PROXY header */
 #define C_ITLS   0x2000u /* accepted on an implicit-TLS listener */
+#define C_ANVIL  0x4000u /* counted as a session of its client (core/anvil) */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -344,6 +345,8 @@ struct worker {
 	struct tables *tables;
 	_Atomic(struct tables *) tables_next;
 	struct smtp_counts rejected; /* RCPT refusals of the sessions ended */
+	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
+	uint64_t stat_limited;       /* connections refused by a per-client limit */
 
 	bool stopping;
 	int64_t grace_end;
@@ -373,6 +376,7 @@ struct gateway {
 	struct smtp_server_conf scf;
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */
+	struct anvil *anvil;   /* per-client limits; NULL: none configured */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

@@ -27,6 +27,10 @@ BENCH = os.environ.get("RINGMX_BENCH") or os.path.join(
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
+# The bench opens all its sessions from 127.0.0.1: one client to the
+# gateway's per-client limits (--client-max-sessions, default 50).
+ONE_CLIENT = ("--client-max-sessions", "0")
+
 def bench(*args, timeout=120, env=None):
     """Runs ringmx-bench; returns (returncode, stdout, stderr, json or None)."""
     with tempfile.TemporaryDirectory(prefix="rb-it-") as d:
@@ -47,7 +51,7 @@ def check_ok(rc, out, err, doc):
 
 
 def test_counts_agree_with_ringmx_by_duration():
-    with Gateway("--max-sessions", "2000") as gw:
+    with Gateway("--max-sessions", "2000", *ONE_CLIENT) as gw:
         rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 300,
                                   "--duration", 3)
         check_ok(rc, out, err, doc)
@@ -220,7 +224,7 @@ def test_open_loop_rate():
 
 
 def test_idle_sessions_held():
-    with Gateway() as gw:
+    with Gateway(*ONE_CLIENT) as gw:
         p = subprocess.Popen([BENCH, "--server", f"127.0.0.1:{gw.port}", "--idle",
                               "--sessions", "500", "--duration", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -246,7 +250,7 @@ def test_fifteen_thousand_sessions():
     # all before the last of 15,000 had connected (a connect whose SYN met a
     # full backlog is retried a second later), and the run ended with some
     # never opened.
-    with Gateway("--max-sessions", "16000") as gw:
+    with Gateway("--max-sessions", "16000", *ONE_CLIENT) as gw:
         rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 15000,
                                   "--messages", 150000, timeout=240)
         check_ok(rc, out, err, doc)
@@ -258,7 +262,7 @@ def test_fifteen_thousand_sessions():
 
 
 def test_connect_rate_ramps_up():
-    with Gateway() as gw:
+    with Gateway(*ONE_CLIENT) as gw:
         rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 200,
                                   "--connect-rate", 100, "--duration", 4)
         check_ok(rc, out, err, doc)
