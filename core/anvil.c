@@ -6,6 +6,7 @@
 #include "core/anvil.h"
 
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,12 +171,28 @@ int anvil_key_of(const struct anvil *a, const struct sockaddr *sa, struct anvil_
 	return 0;
 }
 
+/* A spinlock that yields: held for a few dozen instructions, but its
+ * holder may lose its CPU (more threads than cores), and spinning out a
+ * whole time slice behind it would cost milliseconds. */
+static void shard_acquire(struct anvil_shard *sh)
+{
+	for (unsigned spins = 0; atomic_flag_test_and_set_explicit(&sh->lock, memory_order_acquire);
+	     spins++) {
+		if (spins >= 64) {
+			sched_yield();
+			spins = 0;
+		}
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+}
+
 static struct anvil_shard *shard_lock(struct anvil *a, uint64_t h)
 {
 	struct anvil_shard *sh = &a->s[(h >> 56) % a->nshards];
 
-	while (atomic_flag_test_and_set_explicit(&sh->lock, memory_order_acquire))
-		;
+	shard_acquire(sh);
 	return sh;
 }
 
@@ -357,8 +374,7 @@ size_t anvil_sweep(struct anvil *a, unsigned from, unsigned n, int64_t now_ms)
 	for (unsigned k = 0; k < n && k < a->nshards; k++) {
 		struct anvil_shard *sh = &a->s[(from + k) % a->nshards];
 
-		while (atomic_flag_test_and_set_explicit(&sh->lock, memory_order_acquire))
-			;
+		shard_acquire(sh);
 		for (size_t i = 0; i <= sh->mask;) {
 			if (sh->v[i].used && ent_idle(&sh->v[i], now_ms)) {
 				slot_delete(sh, i); /* slot <i> may hold a moved entry now */
