@@ -78,6 +78,9 @@ enum conf_opt {
 	OPT_CLIENT_RCPT_RATE,
 	OPT_CLIENT_TABLE_SIZE,
 	OPT_LIMITS_EXEMPT,
+	OPT_OVERLOAD_THRESHOLD,
+	OPT_OVERLOAD_IDLE,
+	OPT_OVERLOAD_MAX_ERRORS,
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS_CIPHERS,
@@ -143,6 +146,9 @@ static const struct option conf_longopts[] = {
     {"client-recipient-rate", required_argument, NULL, OPT_CLIENT_RCPT_RATE},
     {"client-table-size", required_argument, NULL, OPT_CLIENT_TABLE_SIZE},
     {"limits-exempt", required_argument, NULL, OPT_LIMITS_EXEMPT},
+    {"overload-threshold", required_argument, NULL, OPT_OVERLOAD_THRESHOLD},
+    {"overload-idle-timeout", required_argument, NULL, OPT_OVERLOAD_IDLE},
+    {"overload-max-errors", required_argument, NULL, OPT_OVERLOAD_MAX_ERRORS},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
@@ -189,6 +195,9 @@ static const struct conf_num {
     {OPT_CLIENT_PREFIX6, offsetof(struct conf, client_prefix6), 16, 128},
     {OPT_CLIENT_MAX_SESSIONS, offsetof(struct conf, client_max_sessions), 0, 1000000},
     {OPT_CLIENT_TABLE_SIZE, offsetof(struct conf, client_table_size), 1000, 100000000},
+    {OPT_OVERLOAD_THRESHOLD, offsetof(struct conf, overload_threshold), 0, 100},
+    {OPT_OVERLOAD_IDLE, offsetof(struct conf, overload_idle_timeout), 1, 86400},
+    {OPT_OVERLOAD_MAX_ERRORS, offsetof(struct conf, overload_max_errors), 1, 1000000},
     {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
     {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
     {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
@@ -239,6 +248,9 @@ static void conf_defaults(struct conf *c)
 	c->client_prefix6 = 64;
 	c->client_max_sessions = CONF_DEF_CLIENT_MAX_SESSIONS;
 	c->client_table_size = CONF_DEF_CLIENT_TABLE;
+	c->overload_threshold = CONF_DEF_OVERLOAD_THRESHOLD;
+	c->overload_idle_timeout = CONF_DEF_OVERLOAD_IDLE;
+	c->overload_max_errors = CONF_DEF_OVERLOAD_MAX_ERRORS;
 	c->relay_pool = CONF_DEF_RELAY_POOL;
 	c->retry_min = CONF_DEF_RETRY_MIN;
 	c->retry_max = CONF_DEF_RETRY_MAX;
@@ -341,6 +353,13 @@ void conf_usage(FILE *out)
 	NUM("--client-table-size N", "clients tracked at once", CONF_DEF_CLIENT_TABLE);
 	OPT("--limits-exempt CIDRS", "clients no per-client limit applies to (default: none,");
 	MORE("loopback and --relay-networks included)");
+	NUM("--overload-threshold PERCENT", "sessions over this share of --max-sessions: overload",
+	    CONF_DEF_OVERLOAD_THRESHOLD);
+	MORE("mode, where these apply instead (0: never)");
+	NUM("--overload-idle-timeout SECONDS", "idle timeout in overload mode",
+	    CONF_DEF_OVERLOAD_IDLE);
+	NUM("--overload-max-errors N", "errors before closing in overload mode",
+	    CONF_DEF_OVERLOAD_MAX_ERRORS);
 	OPT("--tls-cert FILE",
 	    "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
 	OPT("--tls-key FILE",

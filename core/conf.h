@@ -64,10 +64,13 @@ struct conf_tls_cert {
 #define CONF_DEF_QUEUE_CAPACITY   4096u /* per worker-to-worker ring */
 #define CONF_DEF_SPOOL_MIN_FREE                                                                    \
 	UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */
-#define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u     /* seconds a TLS handshake may take */
-#define CONF_DEF_PROXY_TIMEOUT         5u      /* seconds the PROXY header may take */
-#define CONF_DEF_CLIENT_MAX_SESSIONS   50u     /* Postfix smtpd_client_connection_count_limit */
-#define CONF_DEF_CLIENT_TABLE          50000u  /* clients tracked at once */
+#define CONF_DEF_TLS_HANDSHAKE_TIMEOUT 10u    /* seconds a TLS handshake may take */
+#define CONF_DEF_PROXY_TIMEOUT         5u     /* seconds the PROXY header may take */
+#define CONF_DEF_CLIENT_MAX_SESSIONS   50u    /* Postfix smtpd_client_connection_count_limit */
+#define CONF_DEF_CLIENT_TABLE          50000u /* clients tracked at once */
+#define CONF_DEF_OVERLOAD_THRESHOLD    80u    /* percent of --max-sessions: overload mode */
+#define CONF_DEF_OVERLOAD_IDLE         10u    /* seconds, Postfix stress mode's smtpd_timeout */
+#define CONF_DEF_OVERLOAD_MAX_ERRORS   2u
 #define CONF_DEF_RELAY_POOL            4u      /* connections per next hop per worker */
 #define CONF_DEF_RETRY_MIN             300u    /* Postfix minimal_backoff_time */
 #define CONF_DEF_RETRY_MAX             4000u   /* Postfix maximal_backoff_time */
@@ -140,6 +143,9 @@ struct conf {
 	struct anvil_rate client_conn_rate, client_msg_rate, client_rcpt_rate; /* n 0: none */
 	unsigned client_table_size;
 	struct policy limits_exempt;         /* --limits-exempt (networks only) */
+	unsigned overload_threshold;         /* percent of max_sessions; 0: never */
+	unsigned overload_idle_timeout;      /* seconds, in overload mode */
+	unsigned overload_max_errors;        /* in overload mode */
 	const char *relay_to;                /* --relay-to list as given; NULL: no delivery */
 	const char *routes[CONF_MAX_ROUTES]; /* "domain=hosts" as given */
 	unsigned nroutes;

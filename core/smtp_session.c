@@ -151,7 +151,13 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 		if (s->delay_ms < s->cf->error_delay_ms)
 			s->delay_ms = s->cf->error_delay_ms;
 	}
-	if (s->cf->max_errors && s->nerrors >= s->cf->max_errors) {
+	unsigned max =
+	    s->overload && s->cf->overload_max_errors &&
+	            (!s->cf->max_errors || s->cf->overload_max_errors < s->cf->max_errors)
+	        ? s->cf->overload_max_errors
+	        : s->cf->max_errors;
+
+	if (max && s->nerrors >= max) {
 		if (!c)
 			c = &smtp_cmds[SMTP_CMD_UNKNOWN];
 		LOGI("reject: client=[%s] %.*s: 421 4.7.0 %s Error: too many errors", s->peer.addr,

@@ -28,7 +28,8 @@ struct smtp_server_conf {
 	unsigned max_errors; /* errors before 421 and close */
 	unsigned
 	    error_delay_ms; /* each error reply after the third waits this long (SMTP_ACT_DELAY) */
-	unsigned max_line;  /* DATA text line limit, CRLF included */
+	unsigned overload_max_errors; /* max_errors while the caller says overloaded */
+	unsigned max_line;            /* DATA text line limit, CRLF included */
 	enum smtp_data_bare bare_policy;
 	enum smtp_data_long long_line_policy;
 	bool tls_available; /* a certificate is configured: EHLO offers STARTTLS (RFC 3207) */
@@ -126,6 +127,7 @@ struct smtp_session {
 	unsigned nmsgs;    /* messages accepted in this session */
 	unsigned delay_ms; /* with SMTP_ACT_DELAY: how long */
 	int64_t now_ms;    /* set by the caller before each feed: the clock for rates */
+	bool overload;     /* set by the caller: the gateway is in overload mode */
 	/* What the recipients are checked against, set by the caller outside a
 	 * transaction (smtp_session_in_tx() false) and held by it: the
 	 * snapshot a transaction started with stays until it ends. NULL: the

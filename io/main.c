@@ -272,6 +272,7 @@ int main(int argc, char **argv)
 	    .max_recipients = conf.max_recipients,
 	    .max_errors = conf.max_errors,
 	    .error_delay_ms = conf.error_delay_ms,
+	    .overload_max_errors = conf.overload_max_errors,
 	    .max_line = conf.max_line_length,
 	    .bare_policy = conf.bare_policy,
 	    .long_line_policy = conf.long_line_policy,

@@ -523,6 +523,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		return;
 	c->s.storage_low = w->storage_low;
 	c->s.now_ms = w->now;
+	c->s.overload = atomic_load_explicit(&w->g->overload, memory_order_relaxed);
 	if (c->s.tables != w->tables && !smtp_session_in_tx(&c->s)) {
 		/* Reloaded: the next transaction checks against the new tables. */
 		tables_unref(c->s.tables);
@@ -954,9 +955,33 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	session_mark_dirty(w, c);
 }
 
+/* Overload mode (Postfix's stress mode): past --overload-threshold percent
+ * of --max-sessions, idle sessions get --overload-idle-timeout and errors
+ * --overload-max-errors, so that slow or clumsy clients make room. Any
+ * worker notices the crossing at its tick; the one that flips the flag
+ * logs it. */
+static bool overload_check(struct worker *w)
+{
+	struct gateway *g = w->g;
+	const struct conf *cf = g->conf;
+	unsigned n = atomic_load_explicit(&g->nsessions, memory_order_relaxed);
+	bool on = cf->overload_threshold &&
+	          (uint64_t)n * 100 > (uint64_t)cf->overload_threshold * cf->max_sessions;
+	bool was = atomic_load_explicit(&g->overload, memory_order_relaxed);
+
+	if (on != was && atomic_compare_exchange_strong(&g->overload, &was, on))
+		LOGW("overload: %u sessions, %s --overload-threshold %u%% of %u: %s", n,
+		     on ? "over" : "back under", cf->overload_threshold, cf->max_sessions,
+		     on ? "idle timeout and error limit tightened" : "normal limits again");
+	return on;
+}
+
 void session_tick(struct worker *w)
 {
-	int64_t idle_ms = (int64_t)w->g->conf->idle_timeout * 1000;
+	bool overload = overload_check(w);
+	int64_t idle_ms =
+	    (int64_t)(overload ? w->g->conf->overload_idle_timeout : w->g->conf->idle_timeout) *
+	    1000;
 	struct conn *c, *next;
 
 	delay_tick(w);
@@ -982,8 +1007,8 @@ void session_tick(struct worker *w)
 		next = c->next;
 		if (c->flags & (C_QUEUED | C_PAUSED | C_DELAYQ))
 			continue; /* waiting for the disk, memory or the tarpit, not the client */
-		LOGI("timeout: client=[%s]:%u after %us idle", c->s.peer.addr, c->port,
-		     w->g->conf->idle_timeout);
+		LOGI("timeout: client=[%s]:%u after %llds idle%s", c->s.peer.addr, c->port,
+		     (long long)(idle_ms / 1000), overload ? " (overload)" : "");
 		live_unlink(w, c);
 		live_append(w, c);
 		c->last_active = w->now; /* the 421 gets its own idle period */

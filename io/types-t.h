@@ -377,6 +377,7 @@ struct gateway {
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */
 	struct anvil *anvil;   /* per-client limits; NULL: none configured */
+	atomic_bool overload;  /* sessions over --overload-threshold (io/session) */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

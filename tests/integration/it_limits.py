@@ -105,6 +105,37 @@ def test_the_client_behind_a_proxy_is_limited():
             s.close()
 
 
+def test_overload_mode_entered_and_left():
+    """Past --overload-threshold percent of --max-sessions idle sessions
+    get --overload-idle-timeout instead of --idle-timeout (300 s), then
+    the gateway says it is back to normal."""
+    with Gateway("--max-sessions", "10", "--overload-threshold", "50",
+                 "--overload-idle-timeout", "1", "--client-max-sessions", "0") as gw:
+        held = [greet("127.0.0.1", gw.port) for _ in range(6)]
+        assert all(line.startswith(b"220 ") for _, line in held)
+        t0 = time.time()
+        for s, _ in held:
+            s.settimeout(10)
+            data = s.recv(4096)
+            assert data.startswith(b"421 4.4.2"), data  # timed out, not after 300 s
+        assert time.time() - t0 < 5, time.time() - t0
+        assert wait_until(lambda: "overload: " in gw.log() and "over --overload-threshold 50%"
+                          in gw.log(), 5), gw.log()
+        for s, _ in held:
+            s.close()
+        assert wait_until(lambda: "back under --overload-threshold" in gw.log(), 5), gw.log()
+        assert "(overload)" in gw.log()
+        # Under the threshold a session idles on as before.
+        s, line = greet("127.0.0.1", gw.port)
+        s.settimeout(2.5)
+        try:
+            data = s.recv(4096)
+        except socket.timeout:
+            data = None
+        assert data is None, data
+        s.close()
+
+
 if __name__ == "__main__":
     ck = Checks()
     ck.run_all(globals())
