@@ -578,6 +578,13 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 static bool on_input(void *owner, const char *p, size_t n);
 static void session_start(struct worker *w, struct conn *c);
 
+/* Whether the client at <sa> is under the per-client limits, with its key. */
+static void limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
+{
+	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
+	                !policy_client_may_relay(&g->conf->limits_exempt, sa);
+}
+
 /* ---- PROXY protocol (--listen-proxy) ----
  *
  * A connection from a --proxy-networks balancer sends a PROXY header
@@ -588,13 +595,6 @@ static void session_start(struct worker *w, struct conn *c);
  * client's first ones (a TLS ClientHello on --listen-tls-proxy). A
  * malformed header, one that does not come within --proxy-timeout, or
  * a connection from elsewhere is closed without a word. */
-
-/* Whether the client at <sa> is under the per-client limits, with its key. */
-static void limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
-{
-	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
-	                !policy_client_may_relay(&g->conf->limits_exempt, sa);
-}
 
 static void sockaddr_of(const struct proxy_hdr *h, struct sockaddr_storage *ss)
 {
