@@ -109,9 +109,9 @@ void conn_start_tls(struct ring_conn *c, struct tls_conn *t)
 	c->xprt = &conn_xprt_tls;
 }
 
-void conn_arm_recv(struct worker *w, struct ring_conn *c)
+void conn_arm_recv(struct ring *r, struct ring_conn *c)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(r);
 
 	if (c->flags & RCONN_ONESHOT) {
 		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
@@ -128,7 +128,7 @@ void conn_arm_recv(struct worker *w, struct ring_conn *c)
 }
 
 /* Ends the multishot receive armed, if any; conn_on_recv() re-arms. */
-static void cancel_multi(struct worker *w, struct ring_conn *c)
+static void cancel_multi(struct ring *r, struct ring_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
@@ -136,20 +136,20 @@ static void cancel_multi(struct worker *w, struct ring_conn *c)
 	    (c->flags & RCONN_CANCEL))
 		return;
 	c->flags |= RCONN_CANCEL;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(r);
 	io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
 	io_uring_sqe_set_data64(sqe, UD_NONE);
 }
 
-void conn_pause(struct worker *w, struct ring_conn *c)
+void conn_pause(struct ring *r, struct ring_conn *c)
 {
 	if (c->flags & (RCONN_PAUSED | RCONN_CLOSING))
 		return;
 	c->flags |= RCONN_PAUSED;
-	cancel_multi(w, c); /* a single receive in flight brings one buffer: let it */
+	cancel_multi(r, c); /* a single receive in flight brings one buffer: let it */
 }
 
-void conn_meter(struct worker *w, struct ring_conn *c, bool on)
+void conn_meter(struct ring *r, struct ring_conn *c, bool on)
 {
 	if (on == !!(c->flags & RCONN_ONESHOT))
 		return;
@@ -159,10 +159,10 @@ void conn_meter(struct worker *w, struct ring_conn *c, bool on)
 	}
 	c->flags |= RCONN_ONESHOT;
 	if (!(c->flags & RCONN_CLOSING))
-		cancel_multi(w, c);
+		cancel_multi(r, c);
 }
 
-void conn_resume(struct worker *w, struct ring_conn *c)
+void conn_resume(struct ring *r, struct ring_conn *c)
 {
 	if (!(c->flags & RCONN_PAUSED))
 		return;
@@ -170,22 +170,22 @@ void conn_resume(struct worker *w, struct ring_conn *c)
 	/* A receive still armed (its cancel not yet completed) is re-armed
 	 * when its last completion comes. */
 	if (!(c->flags & (RCONN_RECV | RCONN_CLOSING)))
-		conn_arm_recv(w, c);
+		conn_arm_recv(r, c);
 }
 
-void conn_close(struct worker *w, struct ring_conn *c)
+void conn_close(struct ring *r, struct ring_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
 	c->flags |= RCONN_CLOSING;
 	if (c->flags & RCONN_RECV) {
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(r);
 		io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
 		io_uring_sqe_set_data64(sqe, UD_NONE);
 	}
 }
 
-enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe,
+enum conn_rx conn_on_recv(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe,
                           conn_input_fn *in, void *owner, int *err)
 {
 	int res = cqe->res, xerr = 0;
@@ -199,8 +199,8 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
 		if (res > 0 && !(c->flags & (RCONN_CLOSING | RCONN_HANGUP)))
-			xerr = c->xprt->recv(c, ring_rx(w, bid), (size_t)res, in, owner);
-		ring_rx_recycle(w, bid);
+			xerr = c->xprt->recv(c, ring_rx(r, bid), (size_t)res, in, owner);
+		ring_rx_recycle(r, bid);
 	}
 	if (c->flags & RCONN_CLOSING)
 		return CONN_RX_CLOSING;
@@ -214,7 +214,7 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 		return CONN_RX_EOF;
 	}
 	if (!(c->flags & (RCONN_RECV | RCONN_PAUSED)))
-		conn_arm_recv(w, c); /* ENOBUFS, the kernel ended the multishot, a resume */
+		conn_arm_recv(r, c); /* ENOBUFS, the kernel ended the multishot, a resume */
 	if (xerr < 0) {
 		c->flags |= RCONN_HANGUP;
 		*err = xerr;
@@ -223,9 +223,9 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 	return CONN_RX_OK;
 }
 
-static void submit_send(struct worker *w, struct ring_conn *c)
+static void submit_send(struct ring *r, struct ring_conn *c)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(r);
 
 	io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, UD(c, c->op_send));
@@ -233,7 +233,7 @@ static void submit_send(struct worker *w, struct ring_conn *c)
 	c->inflight++;
 }
 
-bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool last)
+bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last)
 {
 	const struct conn_xprt *x = c->xprt;
 
@@ -247,11 +247,11 @@ bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool las
 		c->flags |= RCONN_HANGUP;
 	if (!c->sending.len)
 		return false;
-	submit_send(w, c);
+	submit_send(r, c);
 	return true;
 }
 
-int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe)
+int conn_on_send(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe)
 {
 	c->inflight--;
 	c->flags &= ~RCONN_SEND;
@@ -261,7 +261,7 @@ int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe
 		return cqe->res;
 	if ((size_t)cqe->res < c->sending.len) {
 		buf_consume(&c->sending, (size_t)cqe->res);
-		submit_send(w, c);
+		submit_send(r, c);
 		return 1;
 	}
 	buf_reset(&c->sending, OUT_KEEP);

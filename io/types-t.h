@@ -204,6 +204,16 @@ struct commit {
 	uint64_t stat_max_batch;
 } __attribute__((aligned(8)));
 
+/* A ring (io/ring.c): the io_uring and the provided receive buffers its
+ * connections' receives take from (an idle connection holds none). A
+ * worker embeds one; so does each sending thread of ringmx-bench, which
+ * runs its client sessions over io/conn too. */
+struct ring {
+	struct io_uring uring;
+	struct io_uring_buf_ring *br; /* RX_BUF_COUNT entries, buffer group RX_BGID */
+	char *rx;                     /* RX_BUF_COUNT buffers of RX_BUF_SIZE bytes */
+};
+
 /* A connection on the worker's ring (io/conn.c): what the server session
  * and the relay's connections to next hops share. The owner embeds it
  * FIRST, so that user_data naming the owner names it too. */
@@ -288,9 +298,7 @@ struct worker {
 	struct relay *relay; /* delivery to the next hops; NULL without --relay-to */
 	unsigned id;
 	pthread_t thread;
-	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *rx;
+	struct ring ring; /* its io_uring and provided receive buffers */
 	struct listener *lst;
 	unsigned nlst;
 	int wakefd;
