@@ -6,7 +6,9 @@
  * (ENOBUFS when the buffers ran out, or at its own choice), and it is armed
  * again here. Output is double-buffered: the owner writes its next bytes
  * into its own buffer while the kernel reads c->sending; a partial send is
- * continued from here, so the owner sees one completion per flush. */
+ * continued from here, so the owner sees one completion per flush. Or the
+ * owner's iovecs leave as they are (conn_send_iov(): bytes it keeps
+ * untouched until the send is done), continued the same way. */
 #include "io/conn.h"
 
 #include <errno.h>
@@ -77,8 +79,28 @@ static int tls_send(struct ring_conn *c, struct buf *out, bool last)
 	return err;
 }
 
-const struct conn_xprt conn_xprt_clear = {"clear", clear_recv, clear_send};
-const struct conn_xprt conn_xprt_tls = {"tls", tls_recv, tls_send};
+static int clear_sendv(struct ring_conn *c, struct msghdr *mh)
+{
+	if (mh->msg_iovlen)
+		c->mh = mh; /* pointed at, not copied: conn_send_iov() */
+	return 0;
+}
+
+static int tls_sendv(struct ring_conn *c, struct msghdr *mh)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < mh->msg_iovlen && !err && !(c->flags & RCONN_HANGUP); i++)
+		if (mh->msg_iov[i].iov_len &&
+		    tls_conn_write(c->tls, mh->msg_iov[i].iov_base, mh->msg_iov[i].iov_len) < 0)
+			err = -EPROTO;
+	if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) < 0 && !err)
+		err = -ENOMEM;
+	return err;
+}
+
+const struct conn_xprt conn_xprt_clear = {"clear", clear_recv, clear_send, clear_sendv};
+const struct conn_xprt conn_xprt_tls = {"tls", tls_recv, tls_send, tls_sendv};
 
 /* ---- the connection ---- */
 
@@ -98,6 +120,7 @@ void conn_fini(struct ring_conn *c)
 		close(c->fd);
 	c->fd = -1;
 	buf_free(&c->sending);
+	c->mh = NULL;
 	tls_conn_free(c->tls);
 	c->tls = NULL;
 	c->xprt = &conn_xprt_clear;
@@ -233,17 +256,31 @@ static void submit_send(struct ring *r, struct ring_conn *c)
 	c->inflight++;
 }
 
+static void submit_sendmsg(struct ring *r, struct ring_conn *c)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_sendmsg(sqe, c->fd, c->mh, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(c, c->op_send));
+	c->flags |= RCONN_SEND;
+	c->inflight++;
+}
+
+/* The transport of the next send. */
+static const struct conn_xprt *xprt_next(struct ring_conn *c)
+{
+	if (c->flags & RCONN_CLEARONE) {
+		c->flags &= ~RCONN_CLEARONE;
+		return &conn_xprt_clear; /* the STARTTLS 220; what follows is encrypted */
+	}
+	return c->xprt;
+}
+
 bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last)
 {
-	const struct conn_xprt *x = c->xprt;
-
 	if (c->flags & (RCONN_SEND | RCONN_CLOSING))
 		return false;
-	if (c->flags & RCONN_CLEARONE) {
-		x = &conn_xprt_clear; /* the STARTTLS 220; what follows is encrypted */
-		c->flags &= ~RCONN_CLEARONE;
-	}
-	if (x->send(c, out, last) < 0)
+	if (xprt_next(c)->send(c, out, last) < 0)
 		c->flags |= RCONN_HANGUP;
 	if (!c->sending.len)
 		return false;
@@ -251,14 +288,61 @@ bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last)
 	return true;
 }
 
+bool conn_send_iov(struct ring *r, struct ring_conn *c, struct msghdr *mh)
+{
+	if (c->flags & (RCONN_SEND | RCONN_CLOSING))
+		return false;
+	if (xprt_next(c)->sendv(c, mh) < 0)
+		c->flags |= RCONN_HANGUP;
+	if (c->mh) {
+		submit_sendmsg(r, c);
+		return true;
+	}
+	if (!c->sending.len)
+		return false;
+	submit_send(r, c);
+	return true;
+}
+
+/* <n> bytes of c->mh went out: true when some are left, and c->mh then
+ * names them. */
+static bool iov_advance(struct msghdr *mh, size_t n)
+{
+	struct iovec *v = mh->msg_iov;
+	size_t nv = mh->msg_iovlen;
+
+	while (nv && n >= v->iov_len) {
+		n -= v->iov_len;
+		v++;
+		nv--;
+	}
+	if (nv) {
+		v->iov_base = (char *)v->iov_base + n;
+		v->iov_len -= n;
+	}
+	mh->msg_iov = v;
+	mh->msg_iovlen = nv;
+	return nv > 0;
+}
+
 int conn_on_send(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe)
 {
+	struct msghdr *mh = c->mh;
+
 	c->inflight--;
 	c->flags &= ~RCONN_SEND;
+	c->mh = NULL;
 	if (c->flags & RCONN_CLOSING)
 		return -ECANCELED;
 	if (cqe->res < 0)
 		return cqe->res;
+	if (mh) {
+		if (!iov_advance(mh, (size_t)cqe->res))
+			return 0;
+		c->mh = mh; /* a short send: the rest, as conn_flush()'s below */
+		submit_sendmsg(r, c);
+		return 1;
+	}
 	if ((size_t)cqe->res < c->sending.len) {
 		buf_consume(&c->sending, (size_t)cqe->res);
 		submit_send(r, c);

@@ -5,7 +5,7 @@
  * input, and none while it pauses it: back-pressure), one send at a time
  * with the output double-buffered and partial sends continued, and the
  * transport, clear text or TLS over memory BIOs (io/tls), behind a table
- * of two functions (HAProxy's xprt_ops, Redis's ConnectionType), so that
+ * of three functions (HAProxy's xprt_ops, Redis's ConnectionType), so that
  * the owner never branches on TLS to move bytes. It knows rings, not
  * workers. The ring's thread only. */
 #ifndef RINGMX_IO_CONN_H
@@ -29,6 +29,11 @@ struct conn_xprt {
 	 * the kernel; <last>: nothing follows (TLS: close_notify). Returns 0 or
 	 * -errno. Called only while no send is in flight. */
 	int (*send)(struct ring_conn *c, struct buf *out, bool last);
+	/* The owner's iovecs <mh> (conn_send_iov()): clear text keeps <mh>
+	 * in c->mh, to be sent as it is; TLS copies the bytes through the
+	 * record layer into c->sending. Returns 0 or -errno. Called only
+	 * while no send is in flight. */
+	int (*sendv)(struct ring_conn *c, struct msghdr *mh);
 };
 extern const struct conn_xprt conn_xprt_clear, conn_xprt_tls;
 
@@ -71,8 +76,18 @@ enum conn_rx conn_on_recv(struct ring *r, struct ring_conn *c, struct io_uring_c
 /* Sends what the transport makes of <out>, unless a send is in flight or
  * <c> is closing. Returns true when a send was submitted. */
 bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last);
-/* A send completion. Returns 0 (all sent), 1 (partly: the rest is on its
- * way) or -errno. */
+/* Sends the owner's bytes without copying them (ringmx-bench's message
+ * content, which points into one shared, read-only buffer): <mh>'s
+ * msg_iov and msg_iovlen name them (its other fields zero). In clear
+ * text they leave in one sendmsg, and <mh>, its iovecs and the bytes
+ * must stay valid and untouched until conn_on_send() returns 0 or an
+ * error: a partial send moves mh->msg_iov and the iovecs forward and
+ * sends the rest. Through TLS the bytes are copied into records at once.
+ * Unless a send is in flight or <c> is closing; the transport's failure
+ * sets RCONN_HANGUP. Returns true when a send was submitted. */
+bool conn_send_iov(struct ring *r, struct ring_conn *c, struct msghdr *mh);
+/* A send completion (of conn_flush() or conn_send_iov()). Returns 0 (all
+ * sent), 1 (partly: the rest is on its way) or -errno. */
 int conn_on_send(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe);
 
 #endif

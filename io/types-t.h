@@ -230,6 +230,7 @@ struct ring {
 
 struct conn_xprt;
 struct tls_conn;
+struct msghdr;
 
 struct ring_conn {
 	int fd;
@@ -237,6 +238,7 @@ struct ring_conn {
 	unsigned inflight;        /* SQEs (and records at the committer) that name the owner */
 	uint8_t op_recv, op_send; /* the owner's enum ud_op for its receive and send */
 	struct buf sending;       /* bytes handed to the kernel */
+	struct msghdr *mh;        /* or the owner's iovecs in flight (conn_send_iov()) */
 	struct tls_conn *tls;     /* set with xprt = &conn_xprt_tls */
 	const struct conn_xprt *xprt;
 };
