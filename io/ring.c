@@ -59,7 +59,7 @@ const char *ring_rx(struct ring *r, unsigned bid)
 void ring_rx_recycle(struct ring *r, unsigned bid)
 {
 	io_uring_buf_ring_add(r->br, r->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
-	                      (unsigned short)bid, io_uring_buf_ring_mask(RX_BUF_COUNT), 0);
+	                      (unsigned short)bid, io_uring_buf_ring_mask(r->nbufs), 0);
 	io_uring_buf_ring_advance(r->br, 1);
 }
 
@@ -85,10 +85,10 @@ int ring_setup(struct ring *r, unsigned entries, unsigned cq_entries, bool one_t
 	return err;
 }
 
-int ring_bufs_setup(struct ring *r)
+int ring_bufs_setup(struct ring *r, unsigned nbufs)
 {
 	struct io_uring_buf_reg reg = {0};
-	size_t rsz = RX_BUF_COUNT * sizeof(struct io_uring_buf);
+	size_t rsz = nbufs * sizeof(struct io_uring_buf);
 	int err;
 
 	r->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -96,24 +96,24 @@ int ring_bufs_setup(struct ring *r)
 		r->br = NULL;
 		return -errno;
 	}
-	r->rx = mmap(NULL, (size_t)RX_BUF_COUNT * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
+	r->rx = mmap(NULL, (size_t)nbufs * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
 	             MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (r->rx == MAP_FAILED) {
 		r->rx = NULL;
 		return -errno;
 	}
+	r->nbufs = nbufs;
 	io_uring_buf_ring_init(r->br);
 	reg.ring_addr = (uint64_t)(uintptr_t)r->br;
-	reg.ring_entries = RX_BUF_COUNT;
+	reg.ring_entries = nbufs;
 	reg.bgid = RX_BGID;
 	err = io_uring_register_buf_ring(&r->uring, &reg, 0);
 	if (err)
 		return err;
-	for (unsigned i = 0; i < RX_BUF_COUNT; i++)
+	for (unsigned i = 0; i < nbufs; i++)
 		io_uring_buf_ring_add(r->br, r->rx + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
-		                      (unsigned short)i, io_uring_buf_ring_mask(RX_BUF_COUNT),
-		                      (int)i);
-	io_uring_buf_ring_advance(r->br, RX_BUF_COUNT);
+		                      (unsigned short)i, io_uring_buf_ring_mask(nbufs), (int)i);
+	io_uring_buf_ring_advance(r->br, (int)nbufs);
 	return 0;
 }
 

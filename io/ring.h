@@ -27,9 +27,10 @@ void ring_rx_recycle(struct ring *r, unsigned bid);
  * submit to it or reap it: a worker) SINGLE_ISSUER and DEFER_TASKRUN.
  * Returns 0 or -errno. */
 int ring_setup(struct ring *r, unsigned entries, unsigned cq_entries, bool one_thread);
-/* Maps and registers <r>'s provided receive buffers (RX_BUF_COUNT of
- * RX_BUF_SIZE, group RX_BGID). Returns 0 or -errno. */
-int ring_bufs_setup(struct ring *r);
+/* Maps and registers <r>'s provided receive buffers: <nbufs> (a power of
+ * two, at most 32768) of RX_BUF_SIZE bytes, group RX_BGID. The memory is
+ * touched only as receives use it. Returns 0 or -errno. */
+int ring_bufs_setup(struct ring *r, unsigned nbufs);
 
 /* Main thread, before the workers start: a regular file as stderr gets
  * O_APPEND, so that the workers' ring writes (which carry no shared file

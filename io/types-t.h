@@ -210,8 +210,9 @@ struct commit {
  * runs its client sessions over io/conn too. */
 struct ring {
 	struct io_uring uring;
-	struct io_uring_buf_ring *br; /* RX_BUF_COUNT entries, buffer group RX_BGID */
-	char *rx;                     /* RX_BUF_COUNT buffers of RX_BUF_SIZE bytes */
+	struct io_uring_buf_ring *br; /* <nbufs> entries, buffer group RX_BGID */
+	char *rx;                     /* <nbufs> buffers of RX_BUF_SIZE bytes */
+	unsigned nbufs;               /* a power of two: RX_BUF_COUNT for a worker */
 };
 
 /* A connection on the worker's ring (io/conn.c): what the server session

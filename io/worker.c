@@ -389,7 +389,7 @@ void *worker_main(void *arg)
 		     w->ring.uring.flags & IORING_SETUP_DEFER_TASKRUN
 		         ? ""
 		         : " (kernel lacks SINGLE_ISSUER/DEFER_TASKRUN)");
-	err = ring_bufs_setup(&w->ring);
+	err = ring_bufs_setup(&w->ring, RX_BUF_COUNT);
 	if (err) {
 		LOGE("worker %u: provided buffer ring: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);

@@ -30,7 +30,7 @@ static void setup(void)
 	if (err == -ENOSYS || err == -EPERM)
 		cr_skip_test("no io_uring here: %s", strerror(-err));
 	cr_assert_eq(err, 0, "ring_setup: %s", strerror(-err));
-	cr_assert_eq(ring_bufs_setup(&r), 0);
+	cr_assert_eq(ring_bufs_setup(&r, 16), 0);
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
