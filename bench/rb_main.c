@@ -5,10 +5,14 @@
  * share of the --sessions SMTP client sessions; the main thread only starts
  * them, draws the live progress line and the per-second series, and writes
  * the reports. A session is a state machine driven by completions: one
- * connect, one receive always armed while connected (so a server that
- * closes or talks out of turn is seen at once), at most one send in flight.
- * Replies are parsed only while no send is in flight, so a reply can never
- * make us reuse a buffer the kernel is still reading.
+ * connect (its own), then io/conn, as the gateway's sessions and relay
+ * connections: one multishot receive over the thread's provided buffers,
+ * always armed while connected (so a server that closes or talks out of
+ * turn is seen at once), at most one send in flight, clear text or TLS
+ * behind io/conn's transport table. Plaintext sends are iovecs pointing at
+ * shared, read-only buffers (conn_send_iov(): never copied). Replies are
+ * parsed only while no send is in flight, so a reply can never make us
+ * reuse a buffer the kernel is still reading.
  *
  * Work: closed loop takes messages from one shared budget (--messages) or
  * until --duration is over; open loop (--rate) gives each message a due
@@ -38,17 +42,21 @@
 
 #include "bench/rb.h"
 #include "core/buf.h"
+#include "io/conn.h"
+#include "io/ring.h"
 #include "io/tls.h"
 
-#define RB_RBUF       (RB_REPLY_LINE_MAX + 2) /* plaintext replies, per session */
-#define RB_CBUF       4096                    /* TLS ciphertext receive, per session */
+#define RB_RBUF       (RB_REPLY_LINE_MAX + 2) /* a reply line is looked for in this much */
+#define RB_IN_MAX     (64u * 1024)            /* replies held during a send: then pause */
+#define RB_RX_BUFS    4096u                   /* provided receive buffers per thread, at most */
 #define RB_SWEEP_NS   (50 * 1000000ull)       /* deadline sweep period */
 #define RB_TICK_NS    (250 * 1000000ull)      /* progress line / series tick */
 #define RB_BACKOFF_NS (50 * 1000000ull)       /* reconnect after a failed session */
 #define RB_MAX_RCPTS  1000
 
-enum op { OP_CONNECT = 1, OP_RECV, OP_SEND, OP_CANCEL };
-#define OP_MASK 7ull
+/* user_data: UD(session, op) (io/types-t.h's encoding); the receive and
+ * the send are io/conn's, tagged with these ops; cancels carry OP_NONE. */
+enum op { OP_NONE = UD_NONE, OP_CONNECT, OP_RECV, OP_SEND, OP__N };
 
 enum st {
 	ST_IDLE, /* no connection: waiting in the connect queue, or done */
@@ -123,40 +131,40 @@ static uint64_t g_t0, g_end; /* ns; g_end: duration over (0 = none) */
 
 struct thr;
 
+/* A client session. The connection (io/conn) comes first, so that the
+ * user_data naming the session names it too; its fd, its operations in
+ * flight (rc.inflight, the connect included), its TLS and its send slot
+ * (RCONN_SEND) are io/conn's. */
 struct sess {
+	struct ring_conn rc;
 	struct thr *t;
-	int fd;
 	uint8_t st;
-	uint8_t inflight; /* ops in flight */
-	bool recv_armed, recv_tls, send_armed, dead, error, tls_up, in_msg, msg_ok, use_pipe;
-	bool on_ready; /* has an entry in its thread's ready stack */
-	bool tls_eof;  /* the server sent close_notify */
+	bool dead, error, in_msg, msg_ok, use_pipe;
+	bool connecting; /* its connect is in flight */
+	bool on_ready;   /* has an entry in its thread's ready stack */
+	bool tls_eof;    /* the server sent close_notify */
 	bool close_after_send;
 	unsigned caps;
-	uint32_t rlen;
-	uint32_t roff; /* where the receive in flight writes, in rbuf */
 	int rcpt_left, rcpt_ok, rcpt_next;
 	long on_conn;
 	uint64_t t_start, t_msg, deadline;
 	uint64_t msg_bytes;
 	struct rb_reply rep;
-	struct tls_conn *tls;
-	struct buf tls_out, tls_send;
-	char *cbuf;
-	struct iovec piov[6]; /* plain output waiting for the send slot */
+	struct buf in; /* plaintext from the server: replies, parsed from <in_off> */
+	size_t in_off;
+	struct iovec piov[6]; /* output waiting for the send slot */
 	int npiov;
-	struct iovec siov[6]; /* in flight */
+	struct iovec siov[6]; /* in flight (clear text: io/conn moves them on) */
 	struct msghdr mh;
 	char tail[RB_FILL_LINE + 8];
 	char bdat_cmd[40];
-	char rbuf[RB_RBUF];
 	char hdr[]; /* message header, C.hdr_cap */
 };
 
 struct thr {
 	int id;
 	pthread_t tid;
-	struct io_uring ring;
+	struct ring ring; /* its io_uring and provided receive buffers (io/ring) */
 	struct rb_live live;
 	int nsess;
 	char *mem; /* the sessions, stride bytes apart */
@@ -208,21 +216,7 @@ static void set_abort(const char *fmt, ...)
 	atomic_store(&g_stop, 2);
 }
 
-/* ---- io_uring plumbing ---- */
-
-static struct io_uring_sqe *get_sqe(struct thr *t)
-{
-	struct io_uring_sqe *sqe;
-	while (!(sqe = io_uring_get_sqe(&t->ring)))
-		io_uring_submit(&t->ring);
-	return sqe;
-}
-
-static void sqe_tag(struct io_uring_sqe *sqe, struct sess *s, enum op op)
-{
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | op);
-	s->inflight++;
-}
+/* ---- output (io/conn) ---- */
 
 static void sess_kill(struct sess *s);
 static void sess_fail(struct sess *s, enum rb_err k, const char *fmt, ...)
@@ -231,80 +225,51 @@ static void sess_process(struct sess *s);
 static void emit_content(struct sess *s);
 static void sess_next(struct sess *s);
 
-static void arm_recv(struct sess *s)
+static bool sending(const struct sess *s)
 {
-	if (s->recv_armed || s->dead || s->fd < 0)
-		return;
-	struct io_uring_sqe *sqe = get_sqe(s->t);
-	if (s->tls) {
-		io_uring_prep_recv(sqe, s->fd, s->cbuf, RB_CBUF, 0);
-		s->recv_tls = true;
-	} else {
-		if (s->rlen >= RB_RBUF)
-			return; /* sess_process() reports the overlong line */
-		io_uring_prep_recv(sqe, s->fd, s->rbuf + s->rlen, RB_RBUF - s->rlen, 0);
-		s->recv_tls = false;
-		s->roff = s->rlen; /* rlen may shrink before it completes */
-	}
-	sqe_tag(sqe, s, OP_RECV);
-	s->recv_armed = true;
+	return s->rc.flags & RCONN_SEND;
 }
 
-static void submit_send(struct sess *s, struct iovec *iov, int n)
+/* Bytes of <in> not parsed yet. */
+static size_t in_left(const struct sess *s)
 {
-	memset(&s->mh, 0, sizeof(s->mh));
-	s->mh.msg_iov = iov;
-	s->mh.msg_iovlen = (size_t)n;
-	struct io_uring_sqe *sqe = get_sqe(s->t);
-	io_uring_prep_sendmsg(sqe, s->fd, &s->mh, MSG_NOSIGNAL);
-	sqe_tag(sqe, s, OP_SEND);
-	s->send_armed = true;
+	return s->in.len - s->in_off;
 }
 
-/* Sends what is waiting, if the send slot is free. */
+/* Sends what is waiting, if the send slot is free: the pieces as they are
+ * (clear text: one sendmsg pointing at them; TLS: copied into records),
+ * or what TLS has to say on its own (the handshake). */
 static void flush(struct sess *s)
 {
-	if (s->send_armed || s->dead)
+	struct ring *r = &s->t->ring;
+
+	if (sending(s) || s->dead)
 		return;
-	if (s->tls) {
-		if (s->tls_out.len == 0 && tls_conn_pending(s->tls) == 0)
-			return;
-		if (tls_conn_take(s->tls, &s->tls_out) < 0) {
-			set_abort("out of memory");
-			return;
-		}
-		struct buf x = s->tls_send;
-		s->tls_send = s->tls_out;
-		s->tls_out = x;
-		buf_reset(&s->tls_out, 16384);
-		s->siov[0] = (struct iovec){s->tls_send.p, s->tls_send.len};
-		submit_send(s, s->siov, 1);
-		return;
+	if (s->npiov > 0) {
+		memcpy(s->siov, s->piov, sizeof(s->piov[0]) * (size_t)s->npiov);
+		s->mh = (struct msghdr){.msg_iov = s->siov, .msg_iovlen = (size_t)s->npiov};
+		s->npiov = 0;
+		conn_send_iov(r, &s->rc, &s->mh);
+	} else if (s->rc.tls) {
+		struct buf none = BUF_INIT;
+
+		conn_flush(r, &s->rc, &none, false);
 	}
-	if (s->npiov == 0)
-		return;
-	memcpy(s->siov, s->piov, sizeof(s->piov[0]) * (size_t)s->npiov);
-	int n = s->npiov;
-	s->npiov = 0;
-	submit_send(s, s->siov, n);
+	if ((s->rc.flags & RCONN_HANGUP) && !s->tls_eof)
+		sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->rc.tls));
 }
 
-/* Queues output; plaintext is only pointed at (the buffers stay untouched
- * until the send completes), TLS copies it into the record layer. */
+/* Queues output. It is only pointed at until flush(), and in clear text
+ * until the send completes: the buffers stay untouched until then. */
 static void emit(struct sess *s, const void *p, size_t n)
 {
 	if (n == 0 || s->dead)
 		return;
-	if (s->tls) {
-		if (tls_conn_write(s->tls, p, n) < 0)
-			sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
-	} else {
-		if (s->npiov == (int)(sizeof(s->piov) / sizeof(s->piov[0]))) {
-			set_abort("internal: too many output pieces");
-			return;
-		}
-		s->piov[s->npiov++] = (struct iovec){(void *)p, n};
+	if (s->npiov == (int)(sizeof(s->piov) / sizeof(s->piov[0]))) {
+		set_abort("internal: too many output pieces");
+		return;
 	}
+	s->piov[s->npiov++] = (struct iovec){(void *)p, n};
 }
 
 /* ---- accounting ---- */
@@ -418,23 +383,16 @@ static bool more_work(void)
 static void sess_closed(struct sess *s)
 {
 	struct thr *t = s->t;
-	if (s->fd >= 0) {
-		close(s->fd);
-		s->fd = -1;
-	}
+	conn_fini(&s->rc); /* the socket, the TLS state, the send buffer */
 	if (s->st != ST_CONNECT && s->st != ST_IDLE)
 		atomic_fetch_sub(&g_open, 1);
 	msg_end(s, false);
-	tls_conn_free(s->tls);
-	s->tls = NULL;
-	buf_free(&s->tls_out);
-	buf_free(&s->tls_send);
 	bool failed = s->error;
 	s->st = ST_IDLE;
-	s->dead = s->error = s->tls_up = s->tls_eof = s->close_after_send = false;
-	s->recv_armed = s->send_armed = false;
+	s->dead = s->error = s->tls_eof = s->close_after_send = false;
 	s->deadline = 0;
-	s->rlen = 0;
+	buf_reset(&s->in, RB_RBUF);
+	s->in_off = 0;
 	s->npiov = 0;
 	if (thr_has_work(t)) {
 		connq_push(t, sess_idx(s), failed ? now_ns() + RB_BACKOFF_NS : 0);
@@ -444,26 +402,29 @@ static void sess_closed(struct sess *s)
 }
 
 /* Ends the connection: in-flight operations are made to complete (a
- * connect is cancelled, a socket shut down). The session is recycled only
- * by sess_settle(), after the last of them and never in the middle of a
- * handler that still looks at it. */
+ * connect is cancelled; otherwise io/conn marks the connection closing and
+ * cancels its receive, and the socket is shut down, which ends a send in
+ * flight too). The session is recycled only by sess_settle(), after the
+ * last of them and never in the middle of a handler that still looks at
+ * it. */
 static void sess_kill(struct sess *s)
 {
 	if (s->dead)
 		return;
 	s->dead = true;
-	if (s->st == ST_CONNECT && s->inflight > 0) {
-		struct io_uring_sqe *sqe = get_sqe(s->t);
-		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | OP_CONNECT, 0);
-		io_uring_sqe_set_data64(sqe, OP_CANCEL);
-	} else if (s->fd >= 0) {
-		shutdown(s->fd, SHUT_RDWR);
+	if (s->connecting) {
+		struct io_uring_sqe *sqe = ring_sqe(&s->t->ring);
+		io_uring_prep_cancel64(sqe, UD(s, OP_CONNECT), 0);
+		io_uring_sqe_set_data64(sqe, UD(NULL, OP_NONE));
+	} else if (s->rc.fd >= 0) {
+		conn_close(&s->t->ring, &s->rc);
+		shutdown(s->rc.fd, SHUT_RDWR);
 	}
 }
 
 static void sess_settle(struct sess *s)
 {
-	if (s->dead && s->inflight == 0)
+	if (s->dead && s->rc.inflight == 0)
 		sess_closed(s);
 }
 
@@ -491,35 +452,43 @@ static void sess_quit(struct sess *s)
 static void sess_connect(struct sess *s)
 {
 	struct thr *t = s->t;
-	s->fd = socket(C.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->fd < 0) {
+	int fd = socket(C.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
 		set_abort("socket: %s", strerror(errno));
 		t->live_sess--;
 		return;
 	}
 	int one = 1;
-	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn_init(&s->rc, fd, OP_RECV, OP_SEND); /* clear text */
 	s->caps = 0;
-	s->tls_up = s->tls_eof = false;
+	s->tls_eof = false;
 	s->on_conn = 0;
 	s->rcpt_left = 0;
 	memset(&s->rep, 0, sizeof(s->rep));
 	s->t_start = now_ns();
 	wait_for(s, ST_CONNECT);
-	struct io_uring_sqe *sqe = get_sqe(t);
-	io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&C.addr, C.addrlen);
-	sqe_tag(sqe, s, OP_CONNECT);
+	/* The connect is the bench's own, as the relay's is (io/conn starts
+	 * at a connected socket); it counts in rc.inflight all the same. */
+	struct io_uring_sqe *sqe = ring_sqe(&t->ring);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&C.addr, C.addrlen);
+	io_uring_sqe_set_data64(sqe, UD(s, OP_CONNECT));
+	s->connecting = true;
+	s->rc.inflight++;
 }
 
+/* From now on the bytes go through TLS (io/conn's TLS transport, our
+ * client side of io/tls); the ClientHello leaves at once. */
 static void start_tls(struct sess *s)
 {
 	wait_for(s, ST_HANDSHAKE); /* before any failure: the session is open */
-	s->tls = tls_conn_new_client(C.tls_ctx, C.sni);
-	if (!s->tls || (!s->cbuf && !(s->cbuf = malloc(RB_CBUF)))) {
+	struct tls_conn *tls = tls_conn_new_client(C.tls_ctx, C.sni);
+	if (!tls) {
 		set_abort("out of memory");
 		sess_kill(s);
 		return;
 	}
+	conn_start_tls(&s->rc, tls);
 	flush(s);
 }
 
@@ -675,7 +644,7 @@ static void on_reply(struct sess *s, int code)
 			return;
 		}
 		s->caps = s->rep.caps;
-		if (C.tls == TLS_STARTTLS && !s->tls) {
+		if (C.tls == TLS_STARTTLS && !s->rc.tls) {
 			if (!(s->caps & RB_CAP_STARTTLS)) {
 				set_abort("%s does not offer STARTTLS", C.server);
 				sess_kill(s);
@@ -699,7 +668,7 @@ static void on_reply(struct sess *s, int code)
 			sess_quit(s);
 			return;
 		}
-		if (s->rlen > 0) { /* CVE-2011-0411 in reverse: nothing may follow */
+		if (in_left(s) > 0) { /* CVE-2011-0411 in reverse: nothing may follow */
 			sess_fail(s, RB_ERR_PROTOCOL, "data after the 220 to STARTTLS");
 			return;
 		}
@@ -805,11 +774,11 @@ static void on_reply(struct sess *s, int code)
 	case ST_QUIT:
 		if (code != 221)
 			unexpected(s, code);
-		if (s->tls && tls_conn_shutdown(s->tls) == 0) {
+		if (s->rc.tls) {
 			/* close_notify (RFC 8446 6.1), then close once it is sent */
+			struct buf none = BUF_INIT;
 			s->close_after_send = true;
-			flush(s);
-			if (s->send_armed)
+			if (conn_flush(&s->t->ring, &s->rc, &none, true))
 				return;
 		}
 		sess_kill(s);
@@ -821,55 +790,41 @@ static void on_reply(struct sess *s, int code)
 	}
 }
 
-/* Moves decrypted bytes into rbuf. Returns false when the session died. */
-static bool tls_pump(struct sess *s)
+/* The TLS handshake is done (io/conn set RCONN_TLS_UP). Returns false
+ * when the session died. */
+static bool tls_established(struct sess *s)
 {
-	for (;;) {
-		if (s->rlen >= RB_RBUF)
-			return true;
-		ssize_t r = tls_conn_read(s->tls, s->rbuf + s->rlen, RB_RBUF - s->rlen);
-		if (r > 0) {
-			s->rlen += (uint32_t)r;
-			continue;
-		}
-		if (r == 0)
-			break;
-		if (r == -ESHUTDOWN) { /* replies before it are still read */
-			s->tls_eof = true;
-			break;
-		}
-		sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
+	if (C.tls == TLS_IMPLICIT) {
+		wait_for(s, ST_GREET);
+	} else if (in_left(s) > 0) { /* the server spoke before our EHLO */
+		sess_fail(s, RB_ERR_PROTOCOL, "data after the TLS handshake, before EHLO");
 		return false;
-	}
-	if (s->st == ST_HANDSHAKE && tls_conn_established(s->tls)) {
-		if (s->tls_up)
-			return true;
-		s->tls_up = true;
-		if (C.tls == TLS_IMPLICIT) {
-			wait_for(s, ST_GREET);
-		} else if (s->rlen > 0) { /* the server spoke before our EHLO */
-			sess_fail(s, RB_ERR_PROTOCOL, "data after the TLS handshake, before EHLO");
-			return false;
-		} else {
-			s->caps = 0;
-			send_ehlo(s);
-		}
+	} else {
+		s->caps = 0;
+		send_ehlo(s);
 	}
 	return true;
 }
 
-/* Parses whatever complete reply lines rbuf holds, while no send is in
+/* Parses whatever complete reply lines <in> holds, while no send is in
  * flight. */
 static void sess_process(struct sess *s)
 {
-	while (!s->dead && !s->send_armed) {
-		if (s->tls && !tls_pump(s))
-			return;
-		if (s->rlen == 0 || s->dead || s->send_armed)
+	while (!s->dead && !sending(s)) {
+		if (s->st == ST_HANDSHAKE && (s->rc.flags & RCONN_TLS_UP)) {
+			if (!tls_established(s))
+				return;
+			continue;
+		}
+		size_t left = in_left(s);
+		if (left == 0)
 			break;
+		/* a line is looked for in RB_RBUF octets at most, as the
+		   receive buffer of one line used to be */
+		const char *p = s->in.p + s->in_off;
 		size_t used;
-		long n = rb_reply_find_line(s->rbuf, s->rlen, &used);
-		if (n == -1 && s->rlen < RB_RBUF)
+		long n = rb_reply_find_line(p, left < RB_RBUF ? left : RB_RBUF, &used);
+		if (n == -1 && left < RB_RBUF)
 			break;
 		if (n < 0) {
 			sess_fail(s, RB_ERR_PROTOCOL, "%s in a reply (%s)",
@@ -878,9 +833,8 @@ static void sess_process(struct sess *s)
 			          st_names[s->st]);
 			return;
 		}
-		int r = rb_reply_line(&s->rep, s->rbuf, (size_t)n);
-		memmove(s->rbuf, s->rbuf + used, s->rlen - used);
-		s->rlen -= (uint32_t)used;
+		int r = rb_reply_line(&s->rep, p, (size_t)n);
+		s->in_off += used;
 		if (r < 0) {
 			sess_fail(s, RB_ERR_PROTOCOL, "%s (%s)", s->rep.text, st_names[s->st]);
 			return;
@@ -888,7 +842,13 @@ static void sess_process(struct sess *s)
 		if (r == 1)
 			on_reply(s, s->rep.code);
 	}
-	if (s->tls_eof && !s->dead && !s->send_armed) {
+	if (s->in_off == s->in.len) {
+		s->in.len = s->in_off = 0;
+	} else if (s->in_off > 0) {
+		buf_consume(&s->in, s->in_off);
+		s->in_off = 0;
+	}
+	if (s->tls_eof && !s->dead && !sending(s)) {
 		if (s->st == ST_QUIT)
 			sess_kill(s);
 		else
@@ -898,118 +858,132 @@ static void sess_process(struct sess *s)
 	}
 	if (!s->dead)
 		flush(s);
-	if (!s->dead)
-		arm_recv(s);
+	if (!s->dead && (s->rc.flags & RCONN_PAUSED) && in_left(s) <= RB_IN_MAX)
+		conn_resume(&s->t->ring, &s->rc);
 }
 
 /* ---- completions ---- */
 
+/* Plaintext from io/conn, into <in>: parsed by sess_process() once the
+ * receive completion is through (and no send is in flight). NULL: the TLS
+ * handshake is done, which sess_process() sees in RCONN_TLS_UP. */
+static bool sess_input(void *owner, const char *p, size_t n)
+{
+	struct sess *s = owner;
+	if (!p || s->dead)
+		return !s->dead;
+	if (buf_append(&s->in, p, n) < 0) {
+		set_abort("out of memory");
+		sess_kill(s);
+		return false;
+	}
+	/* replies wait while a send is in flight: a server that talks on and
+	   on meets TCP's window, as it did when each receive had its room */
+	if (sending(s) && in_left(s) > RB_IN_MAX)
+		conn_pause(&s->t->ring, &s->rc);
+	return true;
+}
+
+typedef void op_fn(struct thr *t, struct sess *s, struct io_uring_cqe *cqe);
+
+static void on_connect(struct thr *t, struct sess *s, struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+	s->connecting = false;
+	s->rc.inflight--;
+	if (s->dead)
+		return;
+	if (res < 0) {
+		atomic_fetch_add(&g_conn_fail, 1);
+		sess_fail(s, RB_ERR_CONNECT, "connect to %s: %s", C.server, strerror(-res));
+		return;
+	}
+	atomic_fetch_add_explicit(&t->live.opened, 1, memory_order_relaxed);
+	int64_t o = atomic_fetch_add(&g_open, 1) + 1, p = atomic_load(&g_peak);
+	while (o > p && !atomic_compare_exchange_weak(&g_peak, &p, o))
+		;
+	if (C.tls == TLS_IMPLICIT) {
+		start_tls(s);
+	} else {
+		wait_for(s, ST_GREET);
+	}
+	if (!s->dead)
+		conn_arm_recv(&t->ring, &s->rc);
+}
+
+static void on_recv(struct thr *t, struct sess *s, struct io_uring_cqe *cqe)
+{
+	int err;
+	switch (conn_on_recv(&t->ring, &s->rc, cqe, sess_input, s, &err)) {
+	case CONN_RX_CLOSING:
+		return;
+	case CONN_RX_EOF:
+		if (s->dead)
+			return;
+		if (err == 0 && s->st == ST_QUIT)
+			sess_kill(s);
+		else if (err == 0 || err == -ECONNRESET)
+			sess_fail(s, RB_ERR_CLOSED, "connection %s by the server (%s)",
+			          err ? "reset" : "closed", st_names[s->st]);
+		else
+			sess_fail(s, RB_ERR_IO, "recv: %s (%s)", strerror(-err), st_names[s->st]);
+		return;
+	case CONN_RX_XPRT:
+		if (s->dead)
+			return;
+		if (err != -ESHUTDOWN) {
+			sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->rc.tls));
+			return;
+		}
+		s->tls_eof = true; /* replies before it are still read */
+		break;
+	case CONN_RX_OK:
+		if (s->dead)
+			return;
+		break;
+	}
+	sess_process(s);
+}
+
+static void on_send(struct thr *t, struct sess *s, struct io_uring_cqe *cqe)
+{
+	int res = conn_on_send(&t->ring, &s->rc, cqe);
+	if (res == -ECANCELED || s->dead)
+		return;
+	if (res < 0) {
+		if (res == -EPIPE || res == -ECONNRESET)
+			sess_fail(s, RB_ERR_CLOSED, "connection closed by the server (%s)",
+			          st_names[s->st]);
+		else
+			sess_fail(s, RB_ERR_IO, "send: %s", strerror(-res));
+		return;
+	}
+	if (res == 1)
+		return; /* a short send: io/conn sends the rest */
+	if (s->close_after_send) {
+		sess_kill(s);
+		return;
+	}
+	sess_process(s);
+}
+
+/* One handler per op, as the gateway's loop dispatches (io/worker.c). */
+static op_fn *const op_handlers[OP__N] = {
+    [OP_CONNECT] = on_connect,
+    [OP_RECV] = on_recv,
+    [OP_SEND] = on_send,
+};
+
 static void on_cqe(struct thr *t, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	enum op op = (enum op)(ud & OP_MASK);
-	if (op == OP_CANCEL)
-		return;
-	struct sess *s = (struct sess *)(uintptr_t)(ud & ~OP_MASK);
-	int res = cqe->res;
-	s->inflight--;
-	switch (op) {
-	case OP_CONNECT:
-		if (s->dead)
-			break;
-		if (res < 0) {
-			atomic_fetch_add(&g_conn_fail, 1);
-			sess_fail(s, RB_ERR_CONNECT, "connect to %s: %s", C.server, strerror(-res));
-			break;
-		}
-		atomic_fetch_add_explicit(&t->live.opened, 1, memory_order_relaxed);
-		int64_t o = atomic_fetch_add(&g_open, 1) + 1, p = atomic_load(&g_peak);
-		while (o > p && !atomic_compare_exchange_weak(&g_peak, &p, o))
-			;
-		if (C.tls == TLS_IMPLICIT) {
-			start_tls(s);
-		} else {
-			wait_for(s, ST_GREET);
-		}
-		arm_recv(s);
-		break;
-	case OP_RECV:
-		s->recv_armed = false;
-		if (s->dead)
-			break;
-		if (res <= 0) {
-			if (res == 0 && s->st == ST_QUIT)
-				sess_kill(s);
-			else if (res == 0 || res == -ECONNRESET)
-				sess_fail(s, RB_ERR_CLOSED, "connection %s by the server (%s)",
-				          res ? "reset" : "closed", st_names[s->st]);
-			else
-				sess_fail(s, RB_ERR_IO, "recv: %s (%s)", strerror(-res),
-				          st_names[s->st]);
-			break;
-		}
-		if (s->tls && !s->recv_tls) {
-			/* armed before STARTTLS took over: these are the first
-			   ciphertext bytes, not replies */
-			if (tls_conn_feed(s->tls, s->rbuf + s->roff, (size_t)res) < 0) {
-				sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
-				break;
-			}
-		} else if (s->tls) {
-			if (tls_conn_feed(s->tls, s->cbuf, (size_t)res) < 0) {
-				sess_fail(s, RB_ERR_TLS, "TLS: %s", tls_conn_error(s->tls));
-				break;
-			}
-		} else {
-			/* replies parsed while this receive was in flight moved the
-			   rest of rbuf down: bring the new bytes next to it */
-			if (s->roff != s->rlen)
-				memmove(s->rbuf + s->rlen, s->rbuf + s->roff, (size_t)res);
-			s->rlen += (uint32_t)res;
-		}
-		sess_process(s);
-		break;
-	case OP_SEND:
-		s->send_armed = false;
-		if (s->dead)
-			break;
-		if (res < 0) {
-			if (res == -EPIPE || res == -ECONNRESET)
-				sess_fail(s, RB_ERR_CLOSED, "connection closed by the server (%s)",
-				          st_names[s->st]);
-			else
-				sess_fail(s, RB_ERR_IO, "send: %s", strerror(-res));
-			break;
-		}
-		{
-			/* a short send: move past what went out and send the rest */
-			size_t left = (size_t)res;
-			struct iovec *v = s->mh.msg_iov;
-			size_t nv = s->mh.msg_iovlen;
-			while (nv > 0 && left >= v->iov_len) {
-				left -= v->iov_len;
-				v++;
-				nv--;
-			}
-			if (nv > 0) {
-				v->iov_base = (char *)v->iov_base + left;
-				v->iov_len -= left;
-				memmove(s->siov, v, nv * sizeof(*v));
-				submit_send(s, s->siov, (int)nv);
-				break;
-			}
-		}
-		if (s->tls)
-			buf_reset(&s->tls_send, 16384);
-		if (s->close_after_send) {
-			sess_kill(s);
-			break;
-		}
-		sess_process(s);
-		break;
-	default:
-		break;
-	}
+	unsigned op = UD_OP(ud);
+	if (op == OP_NONE)
+		return; /* a cancel's own completion */
+	if (op >= OP__N)
+		abort(); /* broken invariant: an op nobody tagged */
+	struct sess *s = UD_PTR(ud);
+	op_handlers[op](t, s, cqe);
 	sess_settle(s);
 }
 
@@ -1115,19 +1089,19 @@ static void *thr_main(void *arg)
 			wait = 100000;
 		struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000000000ull),
 		                               .tv_nsec = (long long)(wait % 1000000000ull)};
-		int r = io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &ts, NULL);
+		int r = io_uring_submit_and_wait_timeout(&t->ring.uring, &cqe, 1, &ts, NULL);
 		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
 			set_abort("io_uring: %s", strerror(-r));
 		}
 		unsigned head, n = 0;
-		io_uring_for_each_cqe(&t->ring, head, cqe)
+		io_uring_for_each_cqe(&t->ring.uring, head, cqe)
 		{
 			on_cqe(t, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&t->ring, n);
+		io_uring_cq_advance(&t->ring.uring, n);
 	}
-	io_uring_submit(&t->ring);
+	io_uring_submit(&t->ring.uring);
 	atomic_fetch_add(&g_threads_done, 1);
 	return NULL;
 }
@@ -1536,7 +1510,7 @@ static void thr_init(struct thr *t, int id, int nsess)
 	for (int i = 0; i < nsess; i++) {
 		struct sess *s = sess_at(t, i);
 		s->t = t;
-		s->fd = -1;
+		conn_init(&s->rc, -1, OP_RECV, OP_SEND);
 		connq_push(t, i, 0);
 	}
 	t->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 1) ^ now_ns();
@@ -1544,15 +1518,28 @@ static void thr_init(struct thr *t, int id, int nsess)
 		t->rng = 1;
 	t->rate = C.rate / C.threads;
 	t->conn_rate = C.conn_rate / C.threads;
-	struct io_uring_params p = {0};
-	p.flags = IORING_SETUP_CQSIZE;
 	/* a session has at most a connect or a recv, a send and a cancel in
-	   flight; the SQ is flushed whenever it fills */
+	   flight; the SQ is flushed whenever it fills. The ring is set up here
+	   and used by the sending thread alone, one at a time: no
+	   SINGLE_ISSUER. */
 	unsigned cq = (unsigned)nsess * 4 + 64;
-	p.cq_entries = cq < 2048 ? 2048 : cq > 65536 ? 65536 : cq;
-	int r = io_uring_queue_init_params(1024, &t->ring, &p);
+	int r = ring_setup(&t->ring, 1024, cq < 2048 ? 2048 : cq > 65536 ? 65536 : cq, false);
 	if (r < 0) {
 		fprintf(stderr, "ringmx-bench: io_uring_queue_init: %s\n", strerror(-r));
+		exit(2);
+	}
+	/* receive buffers for the multishot receives: about one a session, as
+	   each had its own receive before (more replies than buffers at once:
+	   ENOBUFS, and io/conn arms the receive again), 16 at least and
+	   RB_RX_BUFS at most. A buffer goes back to the kernel as soon as its
+	   bytes are copied into the session's reply buffer, and only the part
+	   a receive wrote is ever touched. */
+	unsigned nbufs = 16;
+	while (nbufs < (unsigned)nsess && nbufs < RB_RX_BUFS)
+		nbufs *= 2;
+	r = ring_bufs_setup(&t->ring, nbufs);
+	if (r < 0) {
+		fprintf(stderr, "ringmx-bench: provided buffer ring: %s\n", strerror(-r));
 		exit(2);
 	}
 }

@@ -128,7 +128,7 @@ static void unlink_file(struct worker *w, const char *name, int segno)
 	}
 	u->segno = segno;
 	snprintf(u->name, sizeof(u->name), "%s", name);
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, u->name, 0);
 	io_uring_sqe_set_data64(sqe, UD(u, UD_SEG_UNLINK));
 	w->cm.nunlink++;
@@ -355,7 +355,7 @@ static void done_rotate(struct worker *w)
 
 static void log_old_unlink(struct worker *w, struct log_old *o)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 	io_uring_prep_unlinkat(sqe, w->g->spool_dirfd, o->name, 0);
 	io_uring_sqe_set_data64(sqe, UD(o, UD_LOG_UNLINK));
@@ -508,7 +508,7 @@ static void log_flush(struct worker *w, struct commit_log *l)
 			return;
 		}
 		/* The name is made durable ahead of the first append. */
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
 		sqe->flags |= IOSQE_IO_LINK;
 		io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_DIRSYNC));
@@ -524,7 +524,7 @@ static void log_flush(struct worker *w, struct commit_log *l)
 		w->cm.rel_gather = t;
 		w->cm.rel_gather.len = 0;
 	}
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_write(sqe, l->fd, l->flying.p, (unsigned)l->flying.len, 0); /* O_APPEND */
 	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
 	l->inflight = true;
@@ -547,7 +547,7 @@ void commit_on_log_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		*(l == &w->cm.done ? &w->cm.done_size : &w->cm.defer_size) += (uint64_t)cqe->res;
 	if (cqe->res > 0 && (size_t)cqe->res < l->flying.len) {
 		buf_consume(&l->flying, (size_t)cqe->res);
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_write(sqe, l->fd, l->flying.p, (unsigned)l->flying.len, 0);
 		io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_WRITE));
 		return;
@@ -600,7 +600,7 @@ static void log_sync(struct worker *w, struct commit_log *l)
 	if (buf_append(&w->cm.rel_syncing, w->cm.rel_written.p, w->cm.rel_written.len))
 		LOGW("worker %u: out of memory: finished segments stay until a restart", w->id);
 	w->cm.rel_written.len = 0;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_fsync(sqe, l->fd, IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(sqe, UD(l, UD_LOG_SYNC));
 }
@@ -646,7 +646,7 @@ void commit_tick(struct worker *w)
 		w->cm.gone_wait.len = 0;
 		w->cm.dir_dirty = false;
 		w->cm.dir_syncing = true;
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
 		io_uring_sqe_set_data64(sqe, UD(&w->cm, UD_UNLINK_SYNC));
 	}
@@ -675,7 +675,7 @@ void commit_flush(struct worker *w)
 
 		if (wait > 0) {
 			if (!cm->window_armed) {
-				sqe = ring_sqe(w);
+				sqe = ring_sqe(&w->ring);
 				cm->window_ts.tv_sec = wait / 1000000;
 				cm->window_ts.tv_nsec = (wait % 1000000) * 1000;
 				io_uring_prep_timeout(sqe, &cm->window_ts, 0, 0);
@@ -698,10 +698,10 @@ void commit_flush(struct worker *w)
 			return;
 		}
 	}
-	room = io_uring_sq_space_left(&w->ring);
+	room = io_uring_sq_space_left(&w->ring.uring);
 	if (room < 8) {
-		io_uring_submit(&w->ring);
-		room = io_uring_sq_space_left(&w->ring);
+		io_uring_submit(&w->ring.uring);
+		room = io_uring_sq_space_left(&w->ring.uring);
 	}
 	room = room > BATCH_MAX + 2 ? BATCH_MAX + 2 : room;
 	while ((r = cm->head) && n + 2 < room) {
@@ -717,7 +717,7 @@ void commit_flush(struct worker *w)
 		if (cm->dir_sync) {
 			/* Only ahead of a write: a link with nothing behind it would
 			 * tie the next SQE prepared, whatever it is, to this fsync. */
-			sqe = ring_sqe(w);
+			sqe = ring_sqe(&w->ring);
 			io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
 			sqe->flags |= IOSQE_IO_LINK;
 			io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
@@ -728,7 +728,7 @@ void commit_flush(struct worker *w)
 		r->segno = cm->segno;
 		r->off = cm->seg_off;
 		r->err = -ECANCELED;
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_writev(sqe, cm->seg_fd, r->iov, r->niov, cm->seg_off);
 		sqe->flags |= IOSQE_IO_LINK;
 		io_uring_sqe_set_data64(sqe, UD(r, UD_REC_WRITE));
@@ -744,7 +744,7 @@ void commit_flush(struct worker *w)
 	if (!n)
 		return;
 	cm->nflight = n;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	if (w->g->conf->durability_none)
 		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
 	else

@@ -6,7 +6,9 @@
  * (ENOBUFS when the buffers ran out, or at its own choice), and it is armed
  * again here. Output is double-buffered: the owner writes its next bytes
  * into its own buffer while the kernel reads c->sending; a partial send is
- * continued from here, so the owner sees one completion per flush. */
+ * continued from here, so the owner sees one completion per flush. Or the
+ * owner's iovecs leave as they are (conn_send_iov(): bytes it keeps
+ * untouched until the send is done), continued the same way. */
 #include "io/conn.h"
 
 #include <errno.h>
@@ -77,8 +79,28 @@ static int tls_send(struct ring_conn *c, struct buf *out, bool last)
 	return err;
 }
 
-const struct conn_xprt conn_xprt_clear = {"clear", clear_recv, clear_send};
-const struct conn_xprt conn_xprt_tls = {"tls", tls_recv, tls_send};
+static int clear_sendv(struct ring_conn *c, struct msghdr *mh)
+{
+	if (mh->msg_iovlen)
+		c->mh = mh; /* pointed at, not copied: conn_send_iov() */
+	return 0;
+}
+
+static int tls_sendv(struct ring_conn *c, struct msghdr *mh)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < mh->msg_iovlen && !err && !(c->flags & RCONN_HANGUP); i++)
+		if (mh->msg_iov[i].iov_len &&
+		    tls_conn_write(c->tls, mh->msg_iov[i].iov_base, mh->msg_iov[i].iov_len) < 0)
+			err = -EPROTO;
+	if (tls_conn_pending(c->tls) && tls_conn_take(c->tls, &c->sending) < 0 && !err)
+		err = -ENOMEM;
+	return err;
+}
+
+const struct conn_xprt conn_xprt_clear = {"clear", clear_recv, clear_send, clear_sendv};
+const struct conn_xprt conn_xprt_tls = {"tls", tls_recv, tls_send, tls_sendv};
 
 /* ---- the connection ---- */
 
@@ -98,6 +120,7 @@ void conn_fini(struct ring_conn *c)
 		close(c->fd);
 	c->fd = -1;
 	buf_free(&c->sending);
+	c->mh = NULL;
 	tls_conn_free(c->tls);
 	c->tls = NULL;
 	c->xprt = &conn_xprt_clear;
@@ -109,9 +132,9 @@ void conn_start_tls(struct ring_conn *c, struct tls_conn *t)
 	c->xprt = &conn_xprt_tls;
 }
 
-void conn_arm_recv(struct worker *w, struct ring_conn *c)
+void conn_arm_recv(struct ring *r, struct ring_conn *c)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(r);
 
 	if (c->flags & RCONN_ONESHOT) {
 		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
@@ -128,7 +151,7 @@ void conn_arm_recv(struct worker *w, struct ring_conn *c)
 }
 
 /* Ends the multishot receive armed, if any; conn_on_recv() re-arms. */
-static void cancel_multi(struct worker *w, struct ring_conn *c)
+static void cancel_multi(struct ring *r, struct ring_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
@@ -136,20 +159,20 @@ static void cancel_multi(struct worker *w, struct ring_conn *c)
 	    (c->flags & RCONN_CANCEL))
 		return;
 	c->flags |= RCONN_CANCEL;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(r);
 	io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
 	io_uring_sqe_set_data64(sqe, UD_NONE);
 }
 
-void conn_pause(struct worker *w, struct ring_conn *c)
+void conn_pause(struct ring *r, struct ring_conn *c)
 {
 	if (c->flags & (RCONN_PAUSED | RCONN_CLOSING))
 		return;
 	c->flags |= RCONN_PAUSED;
-	cancel_multi(w, c); /* a single receive in flight brings one buffer: let it */
+	cancel_multi(r, c); /* a single receive in flight brings one buffer: let it */
 }
 
-void conn_meter(struct worker *w, struct ring_conn *c, bool on)
+void conn_meter(struct ring *r, struct ring_conn *c, bool on)
 {
 	if (on == !!(c->flags & RCONN_ONESHOT))
 		return;
@@ -159,10 +182,10 @@ void conn_meter(struct worker *w, struct ring_conn *c, bool on)
 	}
 	c->flags |= RCONN_ONESHOT;
 	if (!(c->flags & RCONN_CLOSING))
-		cancel_multi(w, c);
+		cancel_multi(r, c);
 }
 
-void conn_resume(struct worker *w, struct ring_conn *c)
+void conn_resume(struct ring *r, struct ring_conn *c)
 {
 	if (!(c->flags & RCONN_PAUSED))
 		return;
@@ -170,22 +193,22 @@ void conn_resume(struct worker *w, struct ring_conn *c)
 	/* A receive still armed (its cancel not yet completed) is re-armed
 	 * when its last completion comes. */
 	if (!(c->flags & (RCONN_RECV | RCONN_CLOSING)))
-		conn_arm_recv(w, c);
+		conn_arm_recv(r, c);
 }
 
-void conn_close(struct worker *w, struct ring_conn *c)
+void conn_close(struct ring *r, struct ring_conn *c)
 {
 	struct io_uring_sqe *sqe;
 
 	c->flags |= RCONN_CLOSING;
 	if (c->flags & RCONN_RECV) {
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(r);
 		io_uring_prep_cancel64(sqe, UD(c, c->op_recv), 0);
 		io_uring_sqe_set_data64(sqe, UD_NONE);
 	}
 }
 
-enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe,
+enum conn_rx conn_on_recv(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe,
                           conn_input_fn *in, void *owner, int *err)
 {
 	int res = cqe->res, xerr = 0;
@@ -199,8 +222,8 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
 		if (res > 0 && !(c->flags & (RCONN_CLOSING | RCONN_HANGUP)))
-			xerr = c->xprt->recv(c, ring_rx(w, bid), (size_t)res, in, owner);
-		ring_rx_recycle(w, bid);
+			xerr = c->xprt->recv(c, ring_rx(r, bid), (size_t)res, in, owner);
+		ring_rx_recycle(r, bid);
 	}
 	if (c->flags & RCONN_CLOSING)
 		return CONN_RX_CLOSING;
@@ -214,7 +237,7 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 		return CONN_RX_EOF;
 	}
 	if (!(c->flags & (RCONN_RECV | RCONN_PAUSED)))
-		conn_arm_recv(w, c); /* ENOBUFS, the kernel ended the multishot, a resume */
+		conn_arm_recv(r, c); /* ENOBUFS, the kernel ended the multishot, a resume */
 	if (xerr < 0) {
 		c->flags |= RCONN_HANGUP;
 		*err = xerr;
@@ -223,9 +246,9 @@ enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring
 	return CONN_RX_OK;
 }
 
-static void submit_send(struct worker *w, struct ring_conn *c)
+static void submit_send(struct ring *r, struct ring_conn *c)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(r);
 
 	io_uring_prep_send(sqe, c->fd, c->sending.p, c->sending.len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, UD(c, c->op_send));
@@ -233,35 +256,96 @@ static void submit_send(struct worker *w, struct ring_conn *c)
 	c->inflight++;
 }
 
-bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool last)
+static void submit_sendmsg(struct ring *r, struct ring_conn *c)
 {
-	const struct conn_xprt *x = c->xprt;
+	struct io_uring_sqe *sqe = ring_sqe(r);
 
+	io_uring_prep_sendmsg(sqe, c->fd, c->mh, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(c, c->op_send));
+	c->flags |= RCONN_SEND;
+	c->inflight++;
+}
+
+/* The transport of the next send. */
+static const struct conn_xprt *xprt_next(struct ring_conn *c)
+{
+	if (c->flags & RCONN_CLEARONE) {
+		c->flags &= ~RCONN_CLEARONE;
+		return &conn_xprt_clear; /* the STARTTLS 220; what follows is encrypted */
+	}
+	return c->xprt;
+}
+
+bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last)
+{
 	if (c->flags & (RCONN_SEND | RCONN_CLOSING))
 		return false;
-	if (c->flags & RCONN_CLEARONE) {
-		x = &conn_xprt_clear; /* the STARTTLS 220; what follows is encrypted */
-		c->flags &= ~RCONN_CLEARONE;
-	}
-	if (x->send(c, out, last) < 0)
+	if (xprt_next(c)->send(c, out, last) < 0)
 		c->flags |= RCONN_HANGUP;
 	if (!c->sending.len)
 		return false;
-	submit_send(w, c);
+	submit_send(r, c);
 	return true;
 }
 
-int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe)
+bool conn_send_iov(struct ring *r, struct ring_conn *c, struct msghdr *mh)
 {
+	if (c->flags & (RCONN_SEND | RCONN_CLOSING))
+		return false;
+	if (xprt_next(c)->sendv(c, mh) < 0)
+		c->flags |= RCONN_HANGUP;
+	if (c->mh) {
+		submit_sendmsg(r, c);
+		return true;
+	}
+	if (!c->sending.len)
+		return false;
+	submit_send(r, c);
+	return true;
+}
+
+/* <n> bytes of c->mh went out: true when some are left, and c->mh then
+ * names them. */
+static bool iov_advance(struct msghdr *mh, size_t n)
+{
+	struct iovec *v = mh->msg_iov;
+	size_t nv = mh->msg_iovlen;
+
+	while (nv && n >= v->iov_len) {
+		n -= v->iov_len;
+		v++;
+		nv--;
+	}
+	if (nv) {
+		v->iov_base = (char *)v->iov_base + n;
+		v->iov_len -= n;
+	}
+	mh->msg_iov = v;
+	mh->msg_iovlen = nv;
+	return nv > 0;
+}
+
+int conn_on_send(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe)
+{
+	struct msghdr *mh = c->mh;
+
 	c->inflight--;
 	c->flags &= ~RCONN_SEND;
+	c->mh = NULL;
 	if (c->flags & RCONN_CLOSING)
 		return -ECANCELED;
 	if (cqe->res < 0)
 		return cqe->res;
+	if (mh) {
+		if (!iov_advance(mh, (size_t)cqe->res))
+			return 0;
+		c->mh = mh; /* a short send: the rest, as conn_flush()'s below */
+		submit_sendmsg(r, c);
+		return 1;
+	}
 	if ((size_t)cqe->res < c->sending.len) {
 		buf_consume(&c->sending, (size_t)cqe->res);
-		submit_send(w, c);
+		submit_send(r, c);
 		return 1;
 	}
 	buf_reset(&c->sending, OUT_KEEP);

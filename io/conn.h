@@ -1,11 +1,13 @@
-/* conn: the plumbing every connection on a worker's ring shares, the
- * server session (io/session) and the relay's connections to next hops
- * (io/relay) alike: one multishot receive over the worker's provided
- * buffers (or one buffer at a time while the owner meters its input, and
- * none while it pauses it: back-pressure), one send at a time with the output double-buffered and
- * partial sends continued, and the transport, clear text or TLS over memory BIOs (io/tls), behind a
- * table of two functions (HAProxy's xprt_ops, Redis's ConnectionType), so that the owner never
- * branches on TLS to move bytes. Worker thread only. */
+/* conn: the plumbing every connection on a ring (struct ring, io/ring.h)
+ * shares, the server session (io/session) and the relay's connections to
+ * next hops (io/relay) alike: one multishot receive over the ring's
+ * provided buffers (or one buffer at a time while the owner meters its
+ * input, and none while it pauses it: back-pressure), one send at a time
+ * with the output double-buffered and partial sends continued, and the
+ * transport, clear text or TLS over memory BIOs (io/tls), behind a table
+ * of three functions (HAProxy's xprt_ops, Redis's ConnectionType), so that
+ * the owner never branches on TLS to move bytes. It knows rings, not
+ * workers. The ring's thread only. */
 #ifndef RINGMX_IO_CONN_H
 #define RINGMX_IO_CONN_H
 
@@ -27,6 +29,11 @@ struct conn_xprt {
 	 * the kernel; <last>: nothing follows (TLS: close_notify). Returns 0 or
 	 * -errno. Called only while no send is in flight. */
 	int (*send)(struct ring_conn *c, struct buf *out, bool last);
+	/* The owner's iovecs <mh> (conn_send_iov()): clear text keeps <mh>
+	 * in c->mh, to be sent as it is; TLS copies the bytes through the
+	 * record layer into c->sending. Returns 0 or -errno. Called only
+	 * while no send is in flight. */
+	int (*sendv)(struct ring_conn *c, struct msghdr *mh);
 };
 extern const struct conn_xprt conn_xprt_clear, conn_xprt_tls;
 
@@ -37,22 +44,22 @@ void conn_fini(struct ring_conn *c);
 /* From now on the bytes go through TLS session <t> (owned). */
 void conn_start_tls(struct ring_conn *c, struct tls_conn *t);
 
-void conn_arm_recv(struct worker *w, struct ring_conn *c);
+void conn_arm_recv(struct ring *r, struct ring_conn *c);
 /* Back-pressure: conn_pause() stops reading (the receive is cancelled;
  * bytes already on their way still arrive, a few buffers at most), so the
  * kernel's socket buffer fills and TCP's window closes on the sender;
  * conn_resume() reads again. Idempotent. */
-void conn_pause(struct worker *w, struct ring_conn *c);
-void conn_resume(struct worker *w, struct ring_conn *c);
+void conn_pause(struct ring *r, struct ring_conn *c);
+void conn_resume(struct ring *r, struct ring_conn *c);
 /* <on>: receive one buffer at a time (one receive per completion) instead
  * of the multishot receive, which takes as many buffers as the kernel has
  * data for: for an owner that takes much input and must be able to stop
  * it at once (a large message), so that what arrives after a pause is one
  * buffer, not a burst. A multishot receive armed is cancelled and the
  * next one is single. */
-void conn_meter(struct worker *w, struct ring_conn *c, bool on);
+void conn_meter(struct ring *r, struct ring_conn *c, bool on);
 /* Marks <c> closing and cancels its receive. */
-void conn_close(struct worker *w, struct ring_conn *c);
+void conn_close(struct ring *r, struct ring_conn *c);
 /* What a receive completion came to. */
 enum conn_rx {
 	CONN_RX_OK,      /* input taken (or none); the receive stays armed */
@@ -64,13 +71,23 @@ enum conn_rx {
 /* A receive completion: the bytes go through the transport to <in> (none
  * once closing or hanging up), the buffer goes back to the kernel, and the
  * receive is armed again if the kernel ended it. */
-enum conn_rx conn_on_recv(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe,
+enum conn_rx conn_on_recv(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe,
                           conn_input_fn *in, void *owner, int *err);
 /* Sends what the transport makes of <out>, unless a send is in flight or
  * <c> is closing. Returns true when a send was submitted. */
-bool conn_flush(struct worker *w, struct ring_conn *c, struct buf *out, bool last);
-/* A send completion. Returns 0 (all sent), 1 (partly: the rest is on its
- * way) or -errno. */
-int conn_on_send(struct worker *w, struct ring_conn *c, struct io_uring_cqe *cqe);
+bool conn_flush(struct ring *r, struct ring_conn *c, struct buf *out, bool last);
+/* Sends the owner's bytes without copying them (ringmx-bench's message
+ * content, which points into one shared, read-only buffer): <mh>'s
+ * msg_iov and msg_iovlen name them (its other fields zero). In clear
+ * text they leave in one sendmsg, and <mh>, its iovecs and the bytes
+ * must stay valid and untouched until conn_on_send() returns 0 or an
+ * error: a partial send moves mh->msg_iov and the iovecs forward and
+ * sends the rest. Through TLS the bytes are copied into records at once.
+ * Unless a send is in flight or <c> is closing; the transport's failure
+ * sets RCONN_HANGUP. Returns true when a send was submitted. */
+bool conn_send_iov(struct ring *r, struct ring_conn *c, struct msghdr *mh);
+/* A send completion (of conn_flush() or conn_send_iov()). Returns 0 (all
+ * sent), 1 (partly: the rest is on its way) or -errno. */
+int conn_on_send(struct ring *r, struct ring_conn *c, struct io_uring_cqe *cqe);
 
 #endif

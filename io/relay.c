@@ -127,7 +127,7 @@ static void rmsg_read(struct worker *w, struct rmsg *m)
 		rmsg_read_failed(w, m, fd);
 		return;
 	}
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_read(sqe, fd, dst + m->got, (unsigned)(rmsg_want(m) - m->got), at);
 	io_uring_sqe_set_data64(sqe, UD(m, UD_RELAY_READ));
 	m->fd = fd;

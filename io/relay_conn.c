@@ -88,7 +88,7 @@ void relay_conn_close(struct worker *w, struct relay_conn *c, const char *why)
 		}
 		c->job = NULL;
 	}
-	conn_close(w, &c->rc);
+	conn_close(&w->ring, &c->rc);
 	rc_maybe_free(w, c);
 }
 
@@ -129,7 +129,7 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	c->rc.flags |= RCONN_SEND;
 	c->rc.inflight++;
 	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_connect(sqe, c->rc.fd, (const struct sockaddr *)&h->addr, h->addrlen);
 	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_CONNECT));
 }
@@ -259,7 +259,7 @@ static int body_read_next(struct worker *w, struct relay_conn *c, const struct r
 		return -1;
 	}
 	c->chunk_len = c->chunk_pos = 0;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_read(sqe, fd, c->chunk, (unsigned)n, m->offset + m->body_at + c->body_read);
 	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_BODY));
 	c->read_fd = fd;
@@ -435,7 +435,7 @@ void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 
 	if (cqe->res > 0 && !(c->rc.flags & RCONN_CLOSING))
 		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
-	switch (conn_on_recv(w, &c->rc, cqe, rc_on_input, c, &err)) {
+	switch (conn_on_recv(&w->ring, &c->rc, cqe, rc_on_input, c, &err)) {
 	case CONN_RX_CLOSING:
 		rc_maybe_free(w, c);
 		return;
@@ -479,7 +479,7 @@ void relay_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		return;
 	}
 	setsockopt(c->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	conn_arm_recv(w, &c->rc);
+	conn_arm_recv(&w->ring, &c->rc);
 }
 
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -487,7 +487,7 @@ void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct relay_conn *c = p;
 	int res;
 
-	res = conn_on_send(w, &c->rc, cqe);
+	res = conn_on_send(&w->ring, &c->rc, cqe);
 	if (res == -ECANCELED) {
 		rc_maybe_free(w, c);
 		return;
@@ -505,7 +505,7 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 		return;
 	/* The client fills its <out> only up to out_max: the body keeps its
 	 * back-pressure, in clear or through TLS. */
-	if (conn_flush(w, &c->rc, &c->cl.out, c->cl.state == SMTPC_S_CLOSED)) {
+	if (conn_flush(&w->ring, &c->rc, &c->cl.out, c->cl.state == SMTPC_S_CLOSED)) {
 		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
 		return;
 	}

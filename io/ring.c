@@ -1,8 +1,10 @@
-/* ring: a worker's io_uring plumbing (liburing's examples/io_uring-udp.c
- * shape): get_sqe that submits when full, one provided buffer ring shared by
- * the worker's multishot receives (an idle session holds no receive
- * buffer), and the ring's set-up with SINGLE_ISSUER | DEFER_TASKRUN where the
- * kernel has them. See ring.h. */
+/* ring: io_uring plumbing (liburing's examples/io_uring-udp.c shape):
+ * get_sqe that submits when full, one provided buffer ring shared by the
+ * ring's multishot receives (an idle connection holds no receive buffer),
+ * and the ring's set-up with SINGLE_ISSUER | DEFER_TASKRUN where the kernel
+ * has them and the owner allows. A struct ring is a worker's or a
+ * ringmx-bench thread's; the log lines further down are the worker's.
+ * See ring.h. */
 #include "io/ring.h"
 
 #include <errno.h>
@@ -33,35 +35,35 @@ int64_t ring_clock_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-struct io_uring_sqe *ring_sqe(struct worker *w)
+struct io_uring_sqe *ring_sqe(struct ring *r)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
 
 	if (!sqe) {
-		io_uring_submit(&w->ring);
-		sqe = io_uring_get_sqe(&w->ring);
+		io_uring_submit(&r->uring);
+		sqe = io_uring_get_sqe(&r->uring);
 	}
 	if (!sqe) {
 		/* Cannot happen with SUBMIT_ALL and a large CQ; broken invariant. */
-		LOGE("worker %u: submission queue full", w->id);
+		LOGE("ring: submission queue full");
 		abort();
 	}
 	return sqe;
 }
 
-const char *ring_rx(struct worker *w, unsigned bid)
+const char *ring_rx(struct ring *r, unsigned bid)
 {
-	return w->rx + (size_t)bid * RX_BUF_SIZE;
+	return r->rx + (size_t)bid * RX_BUF_SIZE;
 }
 
-void ring_rx_recycle(struct worker *w, unsigned bid)
+void ring_rx_recycle(struct ring *r, unsigned bid)
 {
-	io_uring_buf_ring_add(w->br, w->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
-	                      (unsigned short)bid, io_uring_buf_ring_mask(RX_BUF_COUNT), 0);
-	io_uring_buf_ring_advance(w->br, 1);
+	io_uring_buf_ring_add(r->br, r->rx + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
+	                      (unsigned short)bid, io_uring_buf_ring_mask(r->nbufs), 0);
+	io_uring_buf_ring_advance(r->br, 1);
 }
 
-int ring_setup(struct worker *w)
+int ring_setup(struct ring *r, unsigned entries, unsigned cq_entries, bool one_thread)
 {
 	static const unsigned flagsets[] = {
 	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -71,53 +73,47 @@ int ring_setup(struct worker *w)
 	};
 	int err = -EINVAL;
 
-	for (unsigned i = 0; i < sizeof(flagsets) / sizeof(flagsets[0]); i++) {
+	for (unsigned i = one_thread ? 0 : 2; i < sizeof(flagsets) / sizeof(flagsets[0]); i++) {
 		struct io_uring_params p = {0};
 
 		p.flags = flagsets[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = RING_ENTRIES * 4;
-		err = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-		if (err == 0) {
-			if (w->id == 0)
-				LOGI("io_uring flags 0x%x%s", p.flags,
-				     i ? " (kernel lacks SINGLE_ISSUER/DEFER_TASKRUN)" : "");
-			return 0;
-		}
+		p.cq_entries = cq_entries;
+		err = io_uring_queue_init_params(entries, &r->uring, &p);
 		if (err != -EINVAL)
 			break;
 	}
 	return err;
 }
 
-int ring_bufs_setup(struct worker *w)
+int ring_bufs_setup(struct ring *r, unsigned nbufs)
 {
 	struct io_uring_buf_reg reg = {0};
-	size_t rsz = RX_BUF_COUNT * sizeof(struct io_uring_buf);
+	size_t rsz = nbufs * sizeof(struct io_uring_buf);
 	int err;
 
-	w->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (w->br == MAP_FAILED) {
-		w->br = NULL;
+	r->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (r->br == MAP_FAILED) {
+		r->br = NULL;
 		return -errno;
 	}
-	w->rx = mmap(NULL, (size_t)RX_BUF_COUNT * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
+	r->rx = mmap(NULL, (size_t)nbufs * RX_BUF_SIZE, PROT_READ | PROT_WRITE,
 	             MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (w->rx == MAP_FAILED) {
-		w->rx = NULL;
+	if (r->rx == MAP_FAILED) {
+		r->rx = NULL;
 		return -errno;
 	}
-	io_uring_buf_ring_init(w->br);
-	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
-	reg.ring_entries = RX_BUF_COUNT;
+	r->nbufs = nbufs;
+	io_uring_buf_ring_init(r->br);
+	reg.ring_addr = (uint64_t)(uintptr_t)r->br;
+	reg.ring_entries = nbufs;
 	reg.bgid = RX_BGID;
-	err = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	err = io_uring_register_buf_ring(&r->uring, &reg, 0);
 	if (err)
 		return err;
-	for (unsigned i = 0; i < RX_BUF_COUNT; i++)
-		io_uring_buf_ring_add(w->br, w->rx + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
-		                      (unsigned short)i, io_uring_buf_ring_mask(RX_BUF_COUNT),
-		                      (int)i);
-	io_uring_buf_ring_advance(w->br, RX_BUF_COUNT);
+	for (unsigned i = 0; i < nbufs; i++)
+		io_uring_buf_ring_add(r->br, r->rx + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
+		                      (unsigned short)i, io_uring_buf_ring_mask(nbufs), (int)i);
+	io_uring_buf_ring_advance(r->br, (int)nbufs);
 	return 0;
 }
 
@@ -162,7 +158,7 @@ static void log_submit(struct worker *w)
 		while (n > 1 && p[n - 1] != '\n')
 			n--;
 	}
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_write(sqe, STDERR_FILENO, l->flying.p + l->off, (unsigned)n, 0);
 	io_uring_sqe_set_data64(sqe, UD(w, UD_STDERR));
 	l->inflight = true;

@@ -1,6 +1,7 @@
-/* ring: a worker's io_uring plumbing: the submission queue, the provided
- * receive buffers, the clocks and the ring's set-up. Worker thread only,
- * except set-up, which runs on the worker before its loop. */
+/* ring: io_uring plumbing: the submission queue, the provided receive
+ * buffers, the clocks and the ring's set-up (struct ring: a worker's, or a
+ * ringmx-bench thread's); the worker's log lines on its ring. The thread
+ * that owns the ring only, set-up included. */
 #ifndef RINGMX_IO_RING_H
 #define RINGMX_IO_RING_H
 
@@ -13,16 +14,23 @@
 int64_t ring_clock_ms(void);
 /* Microseconds, CLOCK_MONOTONIC: the commit window. */
 int64_t ring_clock_us(void);
-/* A free SQE; submits what is queued when the ring is full. Never NULL. */
-struct io_uring_sqe *ring_sqe(struct worker *w);
-/* Receive buffer <bid> of the worker's provided buffer ring. */
-const char *ring_rx(struct worker *w, unsigned bid);
+/* A free SQE of <r>; submits what is queued when the ring is full. Never
+ * NULL. */
+struct io_uring_sqe *ring_sqe(struct ring *r);
+/* Receive buffer <bid> of <r>'s provided buffer ring. */
+const char *ring_rx(struct ring *r, unsigned bid);
 /* Gives receive buffer <bid> back to the kernel. */
-void ring_rx_recycle(struct worker *w, unsigned bid);
-/* Sets up w->ring with the best flags the kernel has. Returns 0 or -errno. */
-int ring_setup(struct worker *w);
-/* Maps and registers the provided receive buffers. Returns 0 or -errno. */
-int ring_bufs_setup(struct worker *w);
+void ring_rx_recycle(struct ring *r, unsigned bid);
+/* Sets up r->uring with <entries> submission and <cq_entries> completion
+ * entries and the best flags the kernel has (r->uring.flags says which):
+ * SUBMIT_ALL, and with <one_thread> (only the calling thread will ever
+ * submit to it or reap it: a worker) SINGLE_ISSUER and DEFER_TASKRUN.
+ * Returns 0 or -errno. */
+int ring_setup(struct ring *r, unsigned entries, unsigned cq_entries, bool one_thread);
+/* Maps and registers <r>'s provided receive buffers: <nbufs> (a power of
+ * two, at most 32768) of RX_BUF_SIZE bytes, group RX_BGID. The memory is
+ * touched only as receives use it. Returns 0 or -errno. */
+int ring_bufs_setup(struct ring *r, unsigned nbufs);
 
 /* Main thread, before the workers start: a regular file as stderr gets
  * O_APPEND, so that the workers' ring writes (which carry no shared file

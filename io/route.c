@@ -17,7 +17,7 @@ static void msg_ring_wake(struct worker *w, unsigned to)
 
 	if (fd < 0)
 		return; /* not up yet: it drains its rings before it first sleeps */
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_msg_ring(sqe, fd, 0, UD(t, UD_MSGRING), 0);
 	io_uring_sqe_set_data64(sqe, UD_NONE);
 	w->stat_wakes++;

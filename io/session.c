@@ -123,7 +123,7 @@ static void input_pause(struct worker *w, struct conn *c)
 		w->paused.head = c;
 	w->paused.tail = c;
 	w->stat_paused++;
-	conn_pause(w, &c->rc);
+	conn_pause(&w->ring, &c->rc);
 	LOGD("session: client=[%s]:%u input paused (%zu bytes held, worker %llu of %llu)",
 	     c->s.peer.addr, c->port, c->held, (unsigned long long)w->data_held,
 	     (unsigned long long)w->data_cap);
@@ -144,7 +144,7 @@ static void input_resume(struct worker *w, struct conn *c)
 		w->paused.tail = c->pause_prev;
 	c->pause_prev = c->pause_next = NULL;
 	if (c->state != CONN_S_CLOSING)
-		conn_resume(w, &c->rc);
+		conn_resume(&w->ring, &c->rc);
 }
 
 /* The streamed message's transaction is gone without a message. */
@@ -236,9 +236,9 @@ static void content_flow(struct worker *w, struct conn *c)
 	 * multishot receive), so that a pause stops it at once instead of
 	 * after the burst a multishot receive brings. */
 	if (in)
-		conn_meter(w, &c->rc, true);
+		conn_meter(&w->ring, &c->rc, true);
 	else if (c->s.state != SMTP_S_SPOOL)
-		conn_meter(w, &c->rc, false);
+		conn_meter(&w->ring, &c->rc, false);
 	if (c->s.state == SMTP_S_SPOOL)
 		pause = c->pending.len >= PENDING_PAUSE;
 	else if (in)
@@ -320,7 +320,7 @@ void session_close(struct worker *w, struct conn *c)
 	if (c->state == CONN_S_CLOSING)
 		return;
 	conn_set_state(c, CONN_S_CLOSING);
-	conn_close(w, &c->rc);
+	conn_close(&w->ring, &c->rc);
 	live_unlink(w, c);
 	stream_abort(w, c); /* a message cut off in its content never exists */
 	session_maybe_free(w, c);
@@ -444,7 +444,7 @@ static void delay_arm(struct worker *w)
 		ms = 1;
 	w->delay_ts.tv_sec = ms / 1000;
 	w->delay_ts.tv_nsec = (ms % 1000) * 1000000;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_timeout(sqe, &w->delay_ts, 0, 0);
 	io_uring_sqe_set_data64(sqe, UD(w, UD_DELAY));
 	w->delay_armed_at = w->now + ms;
@@ -795,7 +795,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		session_mark_dirty(w, c);
 		return;
 	}
-	conn_arm_recv(w, &c->rc);
+	conn_arm_recv(&w->ring, &c->rc);
 	if (l->cl->tls)
 		c->flags |= C_ITLS;
 	if (l->cl->proxy) {
@@ -855,7 +855,7 @@ void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 
 	if (cqe->res > 0 && c->state != CONN_S_CLOSING)
 		touch(w, c);
-	switch (conn_on_recv(w, &c->rc, cqe, on_input, c, &err)) {
+	switch (conn_on_recv(&w->ring, &c->rc, cqe, on_input, c, &err)) {
 	case CONN_RX_CLOSING:
 		session_maybe_free(w, c);
 		return;
@@ -888,7 +888,7 @@ void session_flush(struct worker *w, struct conn *c)
 
 	if ((c->rc.flags & RCONN_SEND) || c->state == CONN_S_CLOSING || (c->flags & C_DELAYQ))
 		return; /* (held: the tarpit) */
-	if (conn_flush(w, &c->rc, &c->s.out, last))
+	if (conn_flush(&w->ring, &c->rc, &c->s.out, last))
 		return;
 	if ((last || c->rc.flags & RCONN_HANGUP) && !(c->flags & C_QUEUED))
 		session_close(w, c);
@@ -897,7 +897,7 @@ void session_flush(struct worker *w, struct conn *c)
 void session_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct conn *c = p;
-	int res = conn_on_send(w, &c->rc, cqe);
+	int res = conn_on_send(&w->ring, &c->rc, cqe);
 
 	if (res == -ECANCELED) {
 		session_maybe_free(w, c);

@@ -144,7 +144,7 @@ void spill_write(struct worker *w, struct spill *sp, struct buf *b)
 	sp->crc = crc32c(sp->crc, b->p, b->len);
 	wb->at = sp->at;
 	wb->busy = true;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_write(sqe, sp->fd, b->p, (unsigned)b->len, wb->at);
 	submit(w, sp, sqe, wb, UD_SPILL_WRITE);
 	sp->at += b->len;
@@ -183,21 +183,21 @@ static void fin_submit(struct worker *w, struct spill *sp)
 	}
 	/* The chain must leave in one submission: a link whose rest went in
 	 * a later one would let the fdatasync run ahead of the header. */
-	if (io_uring_sq_space_left(&w->ring) < 4)
-		io_uring_submit(&w->ring);
+	if (io_uring_sq_space_left(&w->ring.uring) < 4)
+		io_uring_submit(&w->ring.uring);
 	if (tail->len) {
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_write(sqe, sp->fd, tail->p, (unsigned)tail->len, sp->at);
 		sqe->flags |= IOSQE_IO_LINK;
 		submit(w, sp, sqe, sp, UD_SPILL_FIN);
 		sp->fin_left++;
 	}
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_writev(sqe, sp->fd, r->iov, 2, 0);
 	sqe->flags |= IOSQE_IO_LINK;
 	submit(w, sp, sqe, sp, UD_SPILL_FIN);
 	sp->fin_left++;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	if (w->g->conf->durability_none)
 		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
 	else
@@ -205,7 +205,7 @@ static void fin_submit(struct worker *w, struct spill *sp)
 	sqe->flags |= IOSQE_IO_LINK;
 	submit(w, sp, sqe, sp, UD_SPILL_FIN);
 	sp->fin_left++;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	if (w->g->conf->durability_none)
 		io_uring_prep_nop(sqe);
 	else
@@ -217,7 +217,7 @@ refuse:
 	/* The answer still comes from a completion, never from inside the
 	 * owner's call (as io/commit answers). */
 	tail->len = 0;
-	sqe = ring_sqe(w);
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_nop(sqe);
 	submit(w, sp, sqe, sp, UD_SPILL_FIN);
 	sp->fin_left = 1;
@@ -251,7 +251,7 @@ void spill_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	w->cm.nspill--;
 	if (res > 0 && (size_t)res < wb->b.len && !sp->aborted && !sp->err) {
 		/* A short write: the rest goes on from where it stopped. */
-		struct io_uring_sqe *sqe = ring_sqe(w);
+		struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 		buf_consume(&wb->b, (size_t)res);
 		wb->at += (uint64_t)res;

@@ -207,6 +207,17 @@ struct commit {
 	uint64_t stat_max_batch;
 } __attribute__((aligned(8)));
 
+/* A ring (io/ring.c): the io_uring and the provided receive buffers its
+ * connections' receives take from (an idle connection holds none). A
+ * worker embeds one; so does each sending thread of ringmx-bench, which
+ * runs its client sessions over io/conn too. */
+struct ring {
+	struct io_uring uring;
+	struct io_uring_buf_ring *br; /* <nbufs> entries, buffer group RX_BGID */
+	char *rx;                     /* <nbufs> buffers of RX_BUF_SIZE bytes */
+	unsigned nbufs;               /* a power of two: RX_BUF_COUNT for a worker */
+};
+
 /* A connection on the worker's ring (io/conn.c): what the server session
  * and the relay's connections to next hops share. The owner embeds it
  * FIRST, so that user_data naming the owner names it too. */
@@ -223,6 +234,7 @@ struct commit {
 
 struct conn_xprt;
 struct tls_conn;
+struct msghdr;
 
 struct ring_conn {
 	int fd;
@@ -230,6 +242,7 @@ struct ring_conn {
 	unsigned inflight;        /* SQEs (and records at the committer) that name the owner */
 	uint8_t op_recv, op_send; /* the owner's enum ud_op for its receive and send */
 	struct buf sending;       /* bytes handed to the kernel */
+	struct msghdr *mh;        /* or the owner's iovecs in flight (conn_send_iov()) */
 	struct tls_conn *tls;     /* set with xprt = &conn_xprt_tls */
 	const struct conn_xprt *xprt;
 };
@@ -292,9 +305,7 @@ struct worker {
 	struct relay *relay; /* delivery to the next hops; NULL without --relay-to */
 	unsigned id;
 	pthread_t thread;
-	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *rx;
+	struct ring ring; /* its io_uring and provided receive buffers */
 	struct listener *lst;
 	unsigned nlst;
 	int wakefd;

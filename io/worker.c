@@ -81,7 +81,7 @@ static void overflow_retry(struct worker *w)
 
 static void arm_timer(struct worker *w)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 	int64_t ms = TICK_MS;
 
 	if (w->greet_head) {
@@ -105,7 +105,7 @@ static void arm_accept(struct worker *w)
 
 		if (l->armed || l->fd < 0)
 			continue;
-		sqe = ring_sqe(w);
+		sqe = ring_sqe(&w->ring);
 		io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
 		io_uring_sqe_set_data64(sqe, UD(l, UD_ACCEPT));
 		l->armed = 1;
@@ -138,7 +138,7 @@ static void begin_stop(struct worker *w)
 		struct io_uring_sqe *sqe;
 
 		if (w->lst[i].armed) {
-			sqe = ring_sqe(w);
+			sqe = ring_sqe(&w->ring);
 			io_uring_prep_cancel64(sqe, UD(&w->lst[i], UD_ACCEPT), 0);
 			io_uring_sqe_set_data64(sqe, UD_NONE);
 		}
@@ -150,7 +150,7 @@ static void begin_stop(struct worker *w)
 
 static void arm_wake(struct worker *w)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 	io_uring_prep_read(sqe, w->wakefd, &w->wakeval, sizeof(w->wakeval), 0);
 	io_uring_sqe_set_data64(sqe, UD(w, UD_EVENTFD));
@@ -378,13 +378,18 @@ void *worker_main(void *arg)
 
 	ring_log_start(w);
 
-	err = ring_setup(w);
+	err = ring_setup(&w->ring, RING_ENTRIES, RING_ENTRIES * 4, true);
 	if (err) {
 		LOGE("worker %u: io_uring set-up: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
 		goto out;
 	}
-	err = ring_bufs_setup(w);
+	if (w->id == 0)
+		LOGI("io_uring flags 0x%x%s", w->ring.uring.flags,
+		     w->ring.uring.flags & IORING_SETUP_DEFER_TASKRUN
+		         ? ""
+		         : " (kernel lacks SINGLE_ISSUER/DEFER_TASKRUN)");
+	err = ring_bufs_setup(&w->ring, RX_BUF_COUNT);
 	if (err) {
 		LOGE("worker %u: provided buffer ring: %s", w->id, strerror(-err));
 		worker_signal_ready(w, err);
@@ -409,10 +414,10 @@ void *worker_main(void *arg)
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);
-	io_uring_submit(&w->ring);
+	io_uring_submit(&w->ring.uring);
 	worker_signal_ready(w, 1);
 
-	atomic_store_explicit(&w->g->ring_fds[w->id], w->ring.ring_fd, memory_order_release);
+	atomic_store_explicit(&w->g->ring_fds[w->id], w->ring.uring.ring_fd, memory_order_release);
 	overflow_retry(w); /* messages recovered at start are routed from here */
 	while (!worker_done(w)) {
 		struct io_uring_cqe *cqe;
@@ -423,7 +428,8 @@ void *worker_main(void *arg)
 		/* Sleep only if no ring into this worker holds descriptors; a
 		 * producer that finds us announced wakes us with MSG_RING. */
 		sleep = mq_prepare_sleep(&w->g->mq, w->id);
-		err = sleep ? io_uring_submit_and_wait(&w->ring, 1) : io_uring_submit(&w->ring);
+		err = sleep ? io_uring_submit_and_wait(&w->ring.uring, 1)
+		            : io_uring_submit(&w->ring.uring);
 		if (sleep)
 			mq_end_sleep(&w->g->mq, w->id);
 		if (err < 0 && err != -EINTR && err != -EAGAIN && err != -EBUSY) {
@@ -431,12 +437,12 @@ void *worker_main(void *arg)
 			break;
 		}
 		w->now = ring_clock_ms();
-		io_uring_for_each_cqe(&w->ring, head, cqe)
+		io_uring_for_each_cqe(&w->ring.uring, head, cqe)
 		{
 			dispatch(w, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&w->ring, n);
+		io_uring_cq_advance(&w->ring.uring, n);
 		route_outbox_flush(w); /* what the group commits of this round made durable */
 		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
@@ -459,7 +465,7 @@ void *worker_main(void *arg)
 			close(w->lst[i].fd);
 	relay_fini(w);
 	commit_fini(w);
-	io_uring_queue_exit(&w->ring);
+	io_uring_queue_exit(&w->ring.uring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
 	    "%llu); %llu finished segments unlinked; %llu done logs rotated, %llu unlinked; queue: "

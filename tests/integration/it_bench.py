@@ -504,6 +504,52 @@ def test_refused_big_chunk_is_counted():
     assert doc["errors_by_code"] == {"554": 6}, doc["errors_by_code"]
 
 
+def talker(after, say):
+    """A server that offers CHUNKING, reads <after> octets of the client's
+    first transaction and then says <say> at once, while the client is
+    still sending; it answers nothing else."""
+    def handler(c):
+        c.sendall(b"220 talker\r\n")
+        buf = b""
+        while b"\r\n" not in buf:
+            d = c.recv(4096)
+            if not d:
+                return
+            buf += d
+        c.sendall(b"250-talker\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        got = 0
+        while got < after:
+            d = c.recv(65536)
+            if not d:
+                return
+            got += len(d)
+        c.sendall(say)
+        while c.recv(1 << 20):
+            pass
+    return handler
+
+
+def test_replies_while_a_long_send_is_in_flight():
+    """Replies that come while an 8 MB chunk is still being sent wait until
+    the send is done (in memory up to a bound, then in TCP's window) and are
+    read in order; an overlong line among them is a protocol error. An early
+    version took an SQE it never prepared once its reply buffer was full
+    (a stray NOP with user_data 0, or an old operation replayed): it
+    crashed here."""
+    args = ("--sessions", 1, "--messages", 1, "--bdat", "--size", "8m", "--timeout", 5)
+    # 320 KB of 250s: MAIL, RCPT and BDAT take three, the fourth answers QUIT
+    with Fake(talker(100000, b"250 2.0.0 ok\r\n" * 25000)) as f:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{f.port}", *args, timeout=60)
+    assert rc == 1, f"rc {rc}\n{out}\n{err}"
+    assert doc["messages"] == 1 and doc["errors_by_kind"]["reply"] == 1, out
+    assert "to QUIT" in doc["first_error"]["reply"], doc["first_error"]
+    with Fake(talker(100000, b"250 " + b"x" * 5000 + b"\r\n")) as f:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{f.port}", *args, timeout=60)
+    assert rc == 1, f"rc {rc}\n{out}\n{err}"
+    assert doc["errors_by_kind"]["protocol"] == 1 and "line too long" in out, out
+    assert doc["messages"] == 0 and doc["failed"] == 1, out
+
+
 def test_open_loop_budget_with_reconnects():
     """--rate with --messages and --msgs-per-conn 1: every due message is
     sent even though the budget is all queued long before the end."""
