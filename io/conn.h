@@ -1,13 +1,14 @@
 /* conn: the plumbing every connection on a ring (struct ring, io/ring.h)
- * shares, the server session (io/session) and the relay's connections to
- * next hops (io/relay) alike: one multishot receive over the ring's
- * provided buffers (or one buffer at a time while the owner meters its
- * input, and none while it pauses it: back-pressure), one send at a time
- * with the output double-buffered and partial sends continued, and the
- * transport, clear text or TLS over memory BIOs (io/tls), behind a table
- * of three functions (HAProxy's xprt_ops, Redis's ConnectionType), so that
- * the owner never branches on TLS to move bytes. It knows rings, not
- * workers. The ring's thread only. */
+ * shares, the server session (io/session), the relay's connections to
+ * next hops (io/relay) and ringmx-bench's client sessions (bench/rb_main.c)
+ * alike: one multishot receive over the ring's provided buffers (or one
+ * buffer at a time while the owner meters its input, and none while it
+ * pauses it: back-pressure), one send at a time with the output
+ * double-buffered, or the owner's own iovecs sent without a copy, partial
+ * sends continued either way, and the transport, clear text or TLS over
+ * memory BIOs (io/tls), behind a table of three functions (HAProxy's
+ * xprt_ops, Redis's ConnectionType), so that the owner never branches on
+ * TLS to move bytes. It knows rings, not workers. The ring's thread only. */
 #ifndef RINGMX_IO_CONN_H
 #define RINGMX_IO_CONN_H
 
