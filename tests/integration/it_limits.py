@@ -123,7 +123,7 @@ def test_overload_mode_entered_and_left():
         # 9 open over a threshold of 5: at least 4 go after 1 s, not 300 s.
         assert len(timed_out) >= 4, len(timed_out)
         assert wait_until(lambda: "over --overload-threshold 50%" in gw.log(), 5), gw.log()
-        assert "(overload)" in gw.log()
+        assert wait_until(lambda: "(overload)" in gw.log(), 5), gw.log()
         for s in held:
             s.close()
         assert wait_until(lambda: "back under --overload-threshold" in gw.log(), 5), gw.log()
