@@ -325,7 +325,7 @@ void conf_usage(FILE *out)
 	OPT("--done-log-size BYTES",
 	    "start a new done (and defer) log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR
 	    ")");
-	NUM("--commit-window USEC", "how long a group commit may wait for more messages",
+	NUM("--commit-window USEC", "a group commit may wait this long for company (0: none)",
 	    CONF_DEF_COMMIT_WINDOW_US);
 	OPT("--durability fsync|none",
 	    "fdatasync before 250; none is for benchmarks only (default: fsync)");

@@ -60,7 +60,7 @@ struct conf_tls_cert {
 #define CONF_DEF_DATA_MEMORY_STR  "256m"
 #define CONF_DEF_DONE_LOG_SIZE    (1ull << 20) /* done log rotation: 16384 marks */
 #define CONF_DEF_DONE_LOG_STR     "1m"
-#define CONF_DEF_COMMIT_WINDOW_US 200u  /* a group commit waits this long for company */
+#define CONF_DEF_COMMIT_WINDOW_US 0u    /* 0: a batch starts once the previous fdatasync is done */
 #define CONF_DEF_QUEUE_CAPACITY   4096u /* per worker-to-worker ring */
 #define CONF_DEF_SPOOL_MIN_FREE                                                                    \
 	UINT64_MAX /* = 2 x max-message-size (Postfix queue_minfree spirit) */

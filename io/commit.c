@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hist.h"
 #include "core/log.h"
 #include "io/fault.h"
 #include "io/ring.h"
@@ -744,6 +745,7 @@ void commit_flush(struct worker *w)
 	if (!n)
 		return;
 	cm->nflight = n;
+	cm->flight_since = ring_clock_us();
 	sqe = ring_sqe(&w->ring);
 	if (w->g->conf->durability_none)
 		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
@@ -809,6 +811,8 @@ void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	cm->stat_msgs += cm->nflight;
 	if (cm->nflight > cm->stat_max_batch)
 		cm->stat_max_batch = cm->nflight;
+	hist_record(&cm->stat_batch, cm->nflight);
+	hist_record(&cm->stat_sync, (uint64_t)(ring_clock_us() - cm->flight_since));
 	r = cm->flight;
 	cm->flight = NULL;
 	cm->nflight = 0;

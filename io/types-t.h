@@ -15,6 +15,7 @@
 
 #include "core/buf.h"
 #include "core/conf.h"
+#include "core/hist.h"
 #include "core/log.h"
 #include "core/smtp_session.h"
 #include "io/relay_conf.h"
@@ -205,6 +206,9 @@ struct commit {
 	uint64_t stat_spilled; /* of them, messages streamed into a segment of their own */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */
 	uint64_t stat_max_batch;
+	int64_t flight_since;   /* us: when the batch on the disk was submitted */
+	struct hist stat_batch; /* messages per group commit */
+	struct hist stat_sync;  /* us: batch submitted -> its fdatasync completed */
 } __attribute__((aligned(8)));
 
 /* A ring (io/ring.c): the io_uring and the provided receive buffers its

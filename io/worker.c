@@ -11,12 +11,14 @@
 #include "io/worker.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hist.h"
 #include "core/log.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -370,6 +372,35 @@ static bool worker_done(const struct worker *w)
 	return true;
 }
 
+/* The group commits' batch sizes (powers of two) and fdatasync latency,
+ * for the log at stop: how well the batching did. */
+static void worker_log_commits(struct worker *w)
+{
+	const struct hist *b = &w->cm.stat_batch, *y = &w->cm.stat_sync;
+	uint64_t by2[12] = {0};
+	char line[256];
+	size_t len = 0;
+
+	if (!b->count)
+		return;
+	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+		uint64_t lo = hist_low(i);
+		unsigned k = lo ? 63u - (unsigned)__builtin_clzll(lo) : 0;
+
+		by2[k < 11 ? k : 11] += b->n[i];
+	}
+	for (unsigned k = 0; k < 12 && len < sizeof(line) - 40; k++)
+		if (by2[k])
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%llu%s:%llu",
+			                        len ? " " : "", 1ull << k, k == 11 ? "+" : "",
+			                        (unsigned long long)by2[k]);
+	LOGI("worker %u: group commits by batch size (from a power of two): %s; fdatasync p50 %llu "
+	     "us, p90 %llu us, p99 %llu us, max %llu us",
+	     w->id, line, (unsigned long long)hist_percentile(y, 50),
+	     (unsigned long long)hist_percentile(y, 90), (unsigned long long)hist_percentile(y, 99),
+	     (unsigned long long)y->max);
+}
+
 void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -482,6 +513,7 @@ void *worker_main(void *arg)
 	    (unsigned long long)w->stat_wakes, w->overflow.len / sizeof(struct route_item),
 	    (unsigned long long)w->cm.stat_spilled, (unsigned long long)w->stat_paused,
 	    (unsigned long long)w->stat_held_peak);
+	worker_log_commits(w);
 out:
 	ring_log_stop(w);
 	return NULL;
