@@ -148,6 +148,8 @@ struct sess {
 	int rcpt_left, rcpt_ok, rcpt_next;
 	long on_conn;
 	uint64_t t_start, t_msg, deadline;
+	uint64_t t_sent; /* when the command now answered was queued (wait_for()):
+	                    for a pipelined group, when the group was */
 	uint64_t msg_bytes;
 	struct rb_reply rep;
 	struct buf in; /* plaintext from the server: replies, parsed from <in_off> */
@@ -304,14 +306,14 @@ static void unexpected(struct sess *s, int code)
 	err_note(s, RB_ERR_REPLY, "%d %s (to %s)", code, s->rep.text, st_names[s->st]);
 }
 
-static void msg_end(struct sess *s, bool ok)
+/* <now>: the clock reading of the 250 that ends it (ok only). */
+static void msg_end(struct sess *s, bool ok, uint64_t now)
 {
 	if (!s->in_msg)
 		return;
 	s->in_msg = false;
 	struct rb_live *l = &s->t->live;
 	if (ok) {
-		uint64_t now = now_ns();
 		atomic_fetch_add_explicit(&l->messages, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&l->bytes, s->msg_bytes, memory_order_relaxed);
 		rb_hist_record(&l->msg_lat, (now - s->t_msg) / 1000);
@@ -323,10 +325,15 @@ static void msg_end(struct sess *s, bool ok)
 
 /* ---- sessions ---- */
 
+/* The session waits for the reply to what it just queued: the one clock
+ * reading sets both the deadline and the start of the reply's phase. */
 static void wait_for(struct sess *s, enum st st)
 {
+	uint64_t now = now_ns();
+
 	s->st = st;
-	s->deadline = now_ns() + (uint64_t)(C.timeout * 1e9);
+	s->t_sent = now;
+	s->deadline = now + (uint64_t)(C.timeout * 1e9);
 }
 
 static void connq_push(struct thr *t, int i, uint64_t at)
@@ -386,7 +393,7 @@ static void sess_closed(struct sess *s)
 	conn_fini(&s->rc); /* the socket, the TLS state, the send buffer */
 	if (s->st != ST_CONNECT && s->st != ST_IDLE)
 		atomic_fetch_sub(&g_open, 1);
-	msg_end(s, false);
+	msg_end(s, false, 0);
 	bool failed = s->error;
 	s->st = ST_IDLE;
 	s->dead = s->error = s->tls_eof = s->close_after_send = false;
@@ -617,8 +624,38 @@ static void sess_next(struct sess *s)
 	}
 }
 
+/* The phase that the reply now complete answers, RB_PH__N for none. */
+static enum rb_phase reply_phase(const struct sess *s)
+{
+	switch (s->st) {
+	case ST_GREET:
+		return RB_PH_CONNECT;
+	case ST_EHLO:
+		return RB_PH_EHLO;
+	case ST_STARTTLS:
+		return RB_PH_STARTTLS;
+	case ST_MAIL:
+		return s->use_pipe ? RB_PH_PIPE_MAIL : RB_PH_MAIL;
+	case ST_RCPT:
+		return s->use_pipe ? RB_PH_PIPE_RCPT : RB_PH_RCPT;
+	case ST_DATA:
+		return s->use_pipe ? RB_PH_PIPE_DATA : RB_PH_DATA;
+	case ST_BODY:
+		return !C.bdat ? RB_PH_EOD : s->use_pipe ? RB_PH_PIPE_BDAT : RB_PH_BDAT;
+	case ST_RSET:
+		return RB_PH_RSET;
+	case ST_QUIT:
+		return RB_PH_QUIT;
+	default:
+		return RB_PH__N;
+	}
+}
+
 static void on_reply(struct sess *s, int code)
 {
+	uint64_t now = now_ns(); /* the one clock reading of this reply */
+	enum rb_phase ph = reply_phase(s);
+
 	count_reply(s, code);
 	if (code == 421 && s->st != ST_QUIT) { /* the server is going away */
 		unexpected(s, code);
@@ -626,6 +663,9 @@ static void on_reply(struct sess *s, int code)
 		sess_kill(s);
 		return;
 	}
+	if (ph != RB_PH__N)
+		rb_hist_record(&s->t->live.phase[ph],
+		               (now - (ph == RB_PH_CONNECT ? s->t_start : s->t_sent)) / 1000);
 	switch (s->st) {
 	case ST_GREET:
 		if (code != 220) {
@@ -633,7 +673,6 @@ static void on_reply(struct sess *s, int code)
 			sess_quit(s);
 			return;
 		}
-		rb_hist_record(&s->t->live.greet_lat, (now_ns() - s->t_start) / 1000);
 		atomic_store_explicit(&g_greeted, 1, memory_order_relaxed);
 		send_ehlo(s);
 		return;
@@ -684,7 +723,7 @@ static void on_reply(struct sess *s, int code)
 			return;
 		}
 		if (!s->msg_ok) {
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			emit(s, "RSET\r\n", 6);
 			wait_for(s, ST_RSET);
 			flush(s);
@@ -716,7 +755,7 @@ static void on_reply(struct sess *s, int code)
 			return;
 		}
 		if (!s->msg_ok) {
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			emit(s, "RSET\r\n", 6);
 			wait_for(s, ST_RSET);
 			flush(s);
@@ -742,18 +781,18 @@ static void on_reply(struct sess *s, int code)
 		}
 		if (s->msg_ok)
 			unexpected(s, code);
-		msg_end(s, false);
+		msg_end(s, false, 0);
 		emit(s, "RSET\r\n", 6);
 		wait_for(s, ST_RSET);
 		flush(s);
 		return;
 	case ST_BODY:
 		if (code == 250 && s->msg_ok) {
-			msg_end(s, true);
+			msg_end(s, true, now);
 		} else {
 			if (s->msg_ok)
 				unexpected(s, code);
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			if (C.bdat) { /* a refused chunk may leave the transaction open */
 				emit(s, "RSET\r\n", 6);
 				wait_for(s, ST_RSET);
@@ -812,6 +851,7 @@ static void sess_process(struct sess *s)
 {
 	while (!s->dead && !sending(s)) {
 		if (s->st == ST_HANDSHAKE && (s->rc.flags & RCONN_TLS_UP)) {
+			rb_hist_record(&s->t->live.phase[RB_PH_TLS], (now_ns() - s->t_sent) / 1000);
 			if (!tls_established(s))
 				return;
 			continue;
@@ -1560,7 +1600,8 @@ static void collect(double t)
 		errs += atomic_load(&l->errors);
 		bytes += atomic_load(&l->bytes);
 		rb_hist_drain(&l->msg_lat, &sec_hist);
-		rb_hist_drain(&l->greet_lat, &R.greet_lat);
+		for (int p = 0; p < RB_PH__N; p++)
+			rb_hist_drain(&l->phase[p], &R.phase[p]);
 	}
 	rb_hist_merge(&sec_hist, &R.msg_lat);
 	if (R.nseries == series_cap) {

@@ -88,6 +88,37 @@ static void table_latency_row(FILE *f, const char *name, const struct rb_hist *h
 	fprintf(f, "%10s\n", b);
 }
 
+/* The phases that happened, one line each, in the order a session goes
+ * through them. */
+static void table_phases(FILE *f, const struct rb_result *r)
+{
+	static const char *const hdr[] = {"count", "p50", "p90", "p99", "max"};
+	char b[32];
+
+	fprintf(f, "\nlatency by phase (ms)");
+	for (size_t i = 0; i < sizeof(hdr) / sizeof(hdr[0]); i++)
+		fprintf(f, "%*s", i ? 10 : 9, hdr[i]);
+	fputc('\n', f);
+	for (int p = 0; p < RB_PH__N; p++) {
+		const struct rb_hist *h = &r->phase[p];
+		uint64_t n = atomic_load_explicit(&h->count, memory_order_relaxed);
+
+		if (!n)
+			continue;
+		fprintf(f, "  %-18s%10" PRIu64, rb_phase_names[p], n);
+		for (int i = 0; i < 3; i++) {
+			fmt_ms(b, sizeof(b), us_ms(rb_hist_percentile(h, pcts[i])));
+			fprintf(f, "%10s", b);
+		}
+		fmt_ms(b, sizeof(b), us_ms(atomic_load_explicit(&h->max_us, memory_order_relaxed)));
+		fprintf(f, "%10s\n", b);
+	}
+	if (atomic_load_explicit(&r->phase[RB_PH_PIPE_MAIL].count, memory_order_relaxed))
+		fprintf(
+		    f,
+		    "  (pipelined_*: each reply timed from the one write of MAIL, RCPT, DATA)\n");
+}
+
 /* Prints the non-zero entries of a by-code array, several to a line. */
 static void table_codes(FILE *f, const char *title, const uint64_t *by_code)
 {
@@ -144,8 +175,9 @@ void rb_report_table(FILE *f, const struct rb_result *r)
 	for (int i = 0; i < PERCENTILES; i++)
 		fprintf(f, "%10s", pct_names[i]);
 	fprintf(f, "%10s%10s\n", "max", "mean");
-	table_latency_row(f, "connect->greeting", &r->greet_lat);
+	table_latency_row(f, "connect->greeting", &r->phase[RB_PH_CONNECT]);
 	table_latency_row(f, "message", &r->msg_lat);
+	table_phases(f, r);
 
 	fputc('\n', f);
 	table_codes(f, "replies", r->replies);
@@ -280,9 +312,10 @@ static void json_str(FILE *f, const char *s, size_t max)
 	putc('"', f);
 }
 
-static void json_latency(FILE *f, const char *name, const struct rb_hist *h, bool last)
+static void json_latency(FILE *f, const char *ind, const char *name, const struct rb_hist *h,
+                         bool last)
 {
-	fprintf(f, "    \"%s\": {", name);
+	fprintf(f, "%s\"%s\": {", ind, name);
 	for (int i = 0; i < PERCENTILES; i++) {
 		fprintf(f, "\"%s\": ", pct_names[i]);
 		json_num(f, us_ms(rb_hist_percentile(h, pcts[i])));
@@ -294,6 +327,29 @@ static void json_latency(FILE *f, const char *name, const struct rb_hist *h, boo
 	json_num(f, rb_hist_mean(h) / 1000.0);
 	fprintf(f, ", \"count\": %" PRIu64 "}%s\n",
 	        atomic_load_explicit(&h->count, memory_order_relaxed), last ? "" : ",");
+}
+
+/* "latency_ms": {...}, with a comma after it; <ind> is the indent of the
+ * key. The phases' keys are in the order a session goes through them,
+ * only those with a count. */
+static void json_latencies(FILE *f, const char *ind, const struct rb_result *r)
+{
+	char in2[32], in3[32];
+	int last = -1;
+
+	snprintf(in2, sizeof(in2), "%s  ", ind);
+	snprintf(in3, sizeof(in3), "%s    ", ind);
+	fprintf(f, "%s\"latency_ms\": {\n", ind);
+	json_latency(f, in2, "message", &r->msg_lat, false);
+	json_latency(f, in2, "connect_greeting", &r->phase[RB_PH_CONNECT], false);
+	for (int p = 0; p < RB_PH__N; p++)
+		if (atomic_load_explicit(&r->phase[p].count, memory_order_relaxed))
+			last = p;
+	fprintf(f, "%s\"phases\": {%s", in2, last < 0 ? "" : "\n");
+	for (int p = 0; p <= last; p++)
+		if (atomic_load_explicit(&r->phase[p].count, memory_order_relaxed))
+			json_latency(f, in3, rb_phase_names[p], &r->phase[p], p == last);
+	fprintf(f, "%s}\n%s},\n", last < 0 ? "" : in2, ind);
 }
 
 static void json_codes(FILE *f, const char *key, const uint64_t *by_code)
@@ -356,10 +412,7 @@ static void json_write(FILE *f, const void *arg)
 	json_num(f, r->connect_rate);
 	fputs("\n  },\n", f);
 
-	fputs("  \"latency_ms\": {\n", f);
-	json_latency(f, "message", &r->msg_lat, false);
-	json_latency(f, "connect_greeting", &r->greet_lat, true);
-	fputs("  },\n", f);
+	json_latencies(f, "  ", r);
 
 	json_codes(f, "replies", r->replies);
 	fputs("  \"errors_by_kind\": {", f);

@@ -86,6 +86,43 @@ def test_counts_agree_sizes_recipients_no_pipelining_reconnects():
         assert sizes[-1] - sizes[0] > 10000  # a spread, not one size
 
 
+def check_phase(doc, name, count):
+    p = doc["latency_ms"]["phases"][name]
+    assert p["count"] == count, (name, p, count)
+    assert 0 <= p["p50"] <= p["p90"] <= p["p99"] <= p["max"], (name, p)
+    assert p["max"] > 0, (name, p)
+    return p
+
+
+def test_latency_per_phase():
+    """Each phase of the session in the JSON, counted once per command:
+    pipelined (MAIL, RCPT, DATA in one write, each reply timed from it) and
+    one command per round trip."""
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 5,
+                                  "--messages", 500)
+        check_ok(rc, out, err, doc)
+        ph = doc["latency_ms"]["phases"]
+        assert set(ph) == {"connect", "ehlo", "pipelined_mail", "pipelined_rcpt",
+                           "pipelined_data", "end_of_data", "quit"}, set(ph)
+        for name, n in (("connect", 5), ("ehlo", 5), ("pipelined_mail", 500),
+                        ("pipelined_rcpt", 500), ("pipelined_data", 500),
+                        ("end_of_data", doc["messages"]), ("quit", 5)):
+            check_phase(doc, name, n)
+        assert ph["connect"] == doc["latency_ms"]["connect_greeting"]
+        # the replies to one pipelined group come in order, timed from one write
+        assert ph["pipelined_mail"]["p50"] <= ph["pipelined_data"]["p50"], ph
+        assert "latency by phase (ms)" in out and "pipelined_rcpt" in out, out
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 2,
+                                  "--messages", 200, "--rcpts", 2, "--no-pipelining")
+        check_ok(rc, out, err, doc)
+        ph = doc["latency_ms"]["phases"]
+        assert set(ph) == {"connect", "ehlo", "mail", "rcpt", "data", "end_of_data",
+                           "quit"}, set(ph)
+        for name, n in (("mail", 200), ("rcpt", 400), ("data", 200), ("end_of_data", 200)):
+            check_phase(doc, name, n)
+
+
 def test_counts_agree_with_smtp_sink():
     if not os.path.exists(SMTP_SINK):
         raise RuntimeError("smtp-sink is not installed (Debian package postfix)")

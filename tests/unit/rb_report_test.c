@@ -54,7 +54,13 @@ static void setup(void)
 	for (uint64_t k = 0; k < 1000; k++)
 		rb_hist_record(&r->msg_lat, 500 + k * 7);
 	for (uint64_t k = 0; k < 10; k++)
-		rb_hist_record(&r->greet_lat, 100 + k);
+		rb_hist_record(&r->phase[RB_PH_CONNECT], 100 + k);
+	for (uint64_t k = 0; k < 10; k++)
+		rb_hist_record(&r->phase[RB_PH_EHLO], 40 + k);
+	for (uint64_t k = 0; k < 1000; k++) {
+		rb_hist_record(&r->phase[RB_PH_PIPE_MAIL], 50 + k % 10);
+		rb_hist_record(&r->phase[RB_PH_EOD], 400 + k * 5);
+	}
 	for (int i = 0; i < 3; i++)
 		series[i] = (struct rb_second){.t = i + 1.0,
 		                               .messages = 300 + 100 * (uint64_t)i,
@@ -174,6 +180,45 @@ Test(rb_report, json_parses_with_documented_keys)
 	         "'sessions': 9, 'p50_ms': 4, 'p99_ms': 7.5}, s[1]");
 }
 
+Test(rb_report, json_phases_only_those_that_happened_in_session_order)
+{
+	cr_assert_eq(rb_report_json(in_dir("p.json"), r), 0);
+	py_check(in_dir("p.json"),
+	         "p = d['latency_ms']['phases']\n"
+	         "assert list(p) == ['connect', 'ehlo', 'pipelined_mail', 'end_of_data'], list(p)\n"
+	         "assert p['connect'] == d['latency_ms']['connect_greeting']\n"
+	         "e = p['end_of_data']\n"
+	         "assert set(e) >= {'p50', 'p90', 'p99', 'max', 'count'}, e\n"
+	         "assert e['count'] == 1000 and e['max'] == 5.395, e\n"
+	         "assert e['p50'] <= e['p90'] <= e['p99'] <= e['max'], e\n"
+	         "assert p['ehlo'] == {'p50': 0.044, 'p90': 0.048, 'p99': 0.049, "
+	         "'p99.9': 0.049, 'max': 0.049, 'mean': 0.044, 'count': 10}, p['ehlo']\n"
+	         "assert p['pipelined_mail']['max'] == 0.059");
+}
+
+Test(rb_report, table_shows_each_phase_with_its_count)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	rb_report_table(f, r);
+	fclose(f);
+	cr_assert(strstr(text, "latency by phase (ms)    count       p50       p90       p99       "
+	                       "max\n"),
+	          "%s", text);
+	cr_assert(strstr(text, "\n  connect                   10     0.104     0.108     0.109     "
+	                       "0.109\n"
+	                       "  ehlo                      10     0.044     0.048     0.049     "
+	                       "0.049\n"
+	                       "  pipelined_mail          1000"),
+	          "%s", text);
+	cr_assert(strstr(text, "\n  end_of_data             1000 "), "%s", text);
+	cr_assert(strstr(text, "(pipelined_*: each reply timed from"), "%s", text);
+	cr_assert_null(strstr(text, "  rcpt "), "no line for a phase that never happened");
+	free(text);
+}
+
 Test(rb_report, json_escapes_strings)
 {
 	r->label = "say \"hi\"\\now";
@@ -205,7 +250,8 @@ Test(rb_report, json_of_an_empty_run_is_valid)
 	         "assert d['elapsed_s'] is None\n"
 	         "assert d['config']['label'] == 'ringmx-bench'\n"
 	         "assert d['latency_ms']['message']['p99'] == 0\n"
-	         "assert d['series'] == [] and d['replies'] == {} and d['first_error'] == {}");
+	         "assert d['series'] == [] and d['replies'] == {} and d['first_error'] == {}\n"
+	         "assert d['latency_ms']['phases'] == {}");
 	free(e);
 }
 
