@@ -181,6 +181,59 @@ int rb_report_json(const char *path, const struct rb_result *r);
  * one line in <err>. */
 int rb_report_plot(const char *dir, const struct rb_result *r, char *err, size_t errlen);
 
+/* ---- sweeps (rb_sweep.c: options; rb_report.c: the table and JSON) ----
+ * --sweep 1,10,100: the same workload once per session count, against the
+ * --server and every --peer in turn within each count. */
+#define RB_SWEEP_MAX 64 /* session counts in one sweep */
+#define RB_PEER_MAX  16 /* --peer options */
+
+/* Parses a comma-separated list of session counts from 1 to <max> ("1,10,
+ * 100,500"), kept in the order given, into <out> (RB_SWEEP_MAX entries).
+ * Returns how many, or -1 with a reason in <err>. */
+int rb_sweep_parse(const char *s, int *out, int max, char *err, size_t errlen);
+
+/* Splits "HOST:PORT" or "[V6ADDR]:PORT" (port 1..65535) into <host> (the
+ * brackets dropped) and <port>. Returns 0, or -1 with a reason in <err>. */
+int rb_hostport_split(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                      char *err, size_t errlen);
+
+struct rb_target {
+	char label[64];   /* LABEL of "LABEL=HOST:PORT", else the HOST:PORT (cut) */
+	char server[320]; /* HOST:PORT as given */
+	char host[256];   /* without [] */
+	char port[8];
+};
+/* Parses "[LABEL=]HOST:PORT" (--server, --peer): a label is printable
+ * ASCII without spaces, up to 63 characters, before the first '='.
+ * Returns 0, or -1 with a reason in <err>. */
+int rb_target_parse(const char *s, struct rb_target *t, char *err, size_t errlen);
+
+/* What a sweep ran: cells[i * ntargets + j] is sessions[i] against
+ * targets[j] (NULL: not run, the sweep was interrupted). <phase> names the
+ * latency columns of the table: RB_PH_EOD, or the BDAT phase in use. */
+struct rb_sweep {
+	const int *sessions;
+	size_t nsessions;
+	const struct rb_target *targets;
+	size_t ntargets;
+	struct rb_result *const *cells;
+	enum rb_phase phase;
+};
+/* The sweep's table to <f>: one row per session count, for each target
+ * messages/s and the p50 and p99 of <phase>, side by side; cells with
+ * errors are marked and explained below; then, per session count, the
+ * p50 of every phase by target. */
+void rb_sweep_table(FILE *f, const struct rb_sweep *w);
+/* The sweep as JSON to <path> ("-" = stdout): "sweep" {"sessions": [...],
+ * "targets": [{label, server}], "latency_phase"}, "config" {...} (as a
+ * run's, without label, server, threads and sessions) and "rows": one per
+ * cell run, in the order run: {"target", "server", "sessions", "threads",
+ * "messages", "attempted", "failed", "errors", "elapsed_s", "send_s",
+ * "messages_per_s", "mb_per_s", "aborted", "latency_ms" (as a run's, with
+ * "phases"), "replies", "errors_by_kind", "first_error"}. Returns 0 or
+ * -errno. */
+int rb_sweep_json(const char *path, const struct rb_sweep *w);
+
 /* Messages per second and MB per second (10^6 bytes) of a result. */
 double rb_result_rate(const struct rb_result *r);
 double rb_result_mbps(const struct rb_result *r);

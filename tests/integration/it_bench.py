@@ -151,6 +151,48 @@ def test_counts_agree_with_smtp_sink():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_sweep_against_ringmx_and_a_peer():
+    """--sweep 1,4 with a --peer: the runs alternate between the targets
+    within each session count, and the table and the JSON have a row for
+    each."""
+    if not os.path.exists(SMTP_SINK):
+        raise RuntimeError("smtp-sink is not installed (Debian package postfix)")
+    port = free_port()
+    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        with Gateway(*ONE_CLIENT) as gw:
+            rc, out, err, doc = bench("--server", f"ringmx=127.0.0.1:{gw.port}",
+                                      "--peer", f"smtp-sink=127.0.0.1:{port}",
+                                      "--sweep", "1,4", "--messages", 300)
+            assert rc == 0, f"rc {rc}\n{out}\n{err}"
+            assert gw.count() == 2 * 300
+    finally:
+        sink.kill()
+        sink.wait(10)
+    rows = [(r["target"], r["sessions"]) for r in doc["rows"]]
+    assert rows == [("ringmx", 1), ("smtp-sink", 1), ("ringmx", 4), ("smtp-sink", 4)], rows
+    assert doc["sweep"]["sessions"] == [1, 4], doc["sweep"]
+    assert [t["label"] for t in doc["sweep"]["targets"]] == ["ringmx", "smtp-sink"]
+    assert doc["sweep"]["latency_phase"] == "end_of_data"
+    for r in doc["rows"]:
+        assert r["messages"] == 300 and r["errors"] == 0 and r["aborted"] is None, r
+        assert r["sessions_opened"] == r["sessions"], r
+        e = r["latency_ms"]["phases"]["end_of_data"]
+        assert e["count"] == 300 and 0 < e["p50"] <= e["p99"] <= e["max"], e
+    # one table: a row per session count, the two targets side by side
+    lines = out.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("sessions"))
+    assert "ringmx" in lines[head - 1] and "smtp-sink" in lines[head - 1], out
+    assert lines[head].split() == ["sessions"] + ["msg/s", "p50", "p99"] * 2, out
+    for i, n in enumerate((1, 4)):
+        cells = lines[head + 1 + i].split()
+        assert cells[0] == str(n) and len(cells) == 7, out
+        assert all(float(c) > 0 for c in cells[1:]), out
+    assert "p50 by phase (ms), 4 sessions" in out, out
+
+
 def test_eml_directory_arrives_intact():
     """Real messages with dots at line starts and LF line ends: what ringmx
     spools must be the message, CRLF-normalised, after un-stuffing."""
@@ -345,7 +387,10 @@ def test_bad_options():
     for args in (["--sessions", "0"], ["--size", "10-5"], ["--tls", "maybe"],
                  ["--messages", "5", "--duration", "1"], ["--server", "nohostport"],
                  ["--bogus"], ["--sessions", "30000"], ["--to", "x@y>\r\nRSET"],
-                 ["--from", "<a@b>"]):
+                 ["--from", "<a@b>"], ["--sweep", "1,0"], ["--sweep", "1,,2"],
+                 ["--sweep", "1", "--sessions", "5"], ["--peer", "=127.0.0.1:25"],
+                 ["--peer", "127.0.0.1:0"], ["--sweep", "1", "--plot", "/nonexistent"],
+                 ["--sweep", "1", "--idle"]):
         r = subprocess.run([BENCH] + args, capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("ringmx-bench:") or "usage" in r.stderr, r.stderr
