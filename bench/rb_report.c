@@ -277,7 +277,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 static void json_str(FILE *f, const char *s, size_t max)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
-	size_t n = strnlen((const char *)p, max);
+	/* strlen() for "no bound": GCC -O3 clones this for max = SIZE_MAX and
+	   then refuses a strnlen() bound past PTRDIFF_MAX */
+	size_t n = max == SIZE_MAX ? strlen((const char *)p) : strnlen((const char *)p, max);
 
 	putc('"', f);
 	for (size_t i = 0; i < n;) {
