@@ -274,11 +274,19 @@ def test_tls_starttls_and_implicit():
             assert doc["config"]["tls"] == "starttls"
             # the 220 to STARTTLS comes on top of each greeting
             assert doc["replies"]["220"] == 2 * doc["sessions_opened"]
+            n = doc["sessions_opened"]
+            for name, count in (("starttls", n), ("tls", n), ("ehlo", 2 * n)):
+                check_phase(doc, name, count)
             rc, out, err, doc = bench("--server", f"127.0.0.1:{tport}", "--sessions", 20,
                                       "--messages", 1000, "--tls", "implicit",
                                       "--msgs-per-conn", 10)
             check_ok(rc, out, err, doc)
             assert doc["sessions_opened"] >= 100
+            # implicit TLS: the handshake comes first, and inside connect
+            check_phase(doc, "tls", doc["sessions_opened"])
+            assert "starttls" not in doc["latency_ms"]["phases"]
+            ph = doc["latency_ms"]["phases"]
+            assert ph["tls"]["p50"] <= ph["connect"]["p50"], ph
             assert gw.count() == 2000
     finally:
         shutil.rmtree(d, ignore_errors=True)
