@@ -54,6 +54,38 @@ void rb_hist_reset(struct rb_hist *h);
 uint64_t rb_hist_percentile(const struct rb_hist *h, double p);
 double rb_hist_mean(const struct rb_hist *h);
 
+/* ---- phases of a session (rb_stats.c names them) ------------------------
+ * One histogram per phase: from the clock reading taken when the command
+ * was queued for sending (the one that also sets its --timeout deadline)
+ * to the reading taken when its complete reply was parsed. Both are the
+ * client's view: the client's own loop and the kernel's loopback are in
+ * them. Every reply is counted in its phase, whatever its code. */
+enum rb_phase {
+	RB_PH_CONNECT,   /* connect() submitted -> greeting (implicit TLS: the
+	                    handshake included); JSON also "connect_greeting" */
+	RB_PH_TLS,       /* TLS handshake: ClientHello queued -> handshake done
+	                    (after the 220 to STARTTLS, or after the connect) */
+	RB_PH_EHLO,      /* EHLO -> 250 (with STARTTLS: both EHLOs) */
+	RB_PH_STARTTLS,  /* STARTTLS -> 220 */
+	RB_PH_MAIL,      /* one command per round trip (no PIPELINING): */
+	RB_PH_RCPT,      /* each RCPT -> its reply */
+	RB_PH_DATA,      /* DATA -> 354 */
+	RB_PH_PIPE_MAIL, /* PIPELINING: MAIL, RCPTs and DATA (or BDAT) leave in
+	                    one write; each reply is measured from that write */
+	RB_PH_PIPE_RCPT, /* group sent -> each RCPT's reply */
+	RB_PH_PIPE_DATA, /* group sent -> 354 */
+	RB_PH_EOD,       /* content and its final "." sent -> 250 */
+	RB_PH_BDAT,      /* BDAT LAST chunk sent -> 250 (--no-pipelining) */
+	RB_PH_PIPE_BDAT, /* group sent (with the chunk) -> the chunk's 250 */
+	RB_PH_RSET,      /* RSET -> 250 (after a refused transaction) */
+	RB_PH_QUIT,      /* QUIT -> 221 */
+	RB_PH__N
+};
+/* JSON keys and table names: "connect", "tls", "ehlo", "starttls", "mail",
+ * "rcpt", "data", "pipelined_mail", "pipelined_rcpt", "pipelined_data",
+ * "end_of_data", "bdat", "pipelined_bdat", "rset", "quit". */
+extern const char *const rb_phase_names[RB_PH__N];
+
 /* ---- what went wrong ---------------------------------------------------- */
 enum rb_err {
 	RB_ERR_CONNECT,  /* connect() failed (refused, unreachable, ...) */
@@ -83,7 +115,7 @@ struct rb_live {
 	_Atomic uint64_t opened;         /* connections established */
 	struct rb_hist msg_lat;          /* per message: due (open loop) or MAIL
 	                                    sent (closed loop) -> 250 after DATA */
-	struct rb_hist greet_lat;        /* connect() submitted -> 220 greeting read */
+	struct rb_hist phase[RB_PH__N];  /* per command (enum rb_phase) */
 	/* first example of each error kind, written once by the thread that
 	   sets first_set[k] from 0 to 1, read by main after the run */
 	_Atomic int first_set[RB_ERR__N];
@@ -121,8 +153,10 @@ struct rb_result {
 	char first[RB_ERR__N][160];
 	uint64_t replies[1000], err_code[1000];
 	uint64_t opened, peak_open;
-	struct rb_hist msg_lat, greet_lat; /* whole run */
-	struct rb_second *series;          /* one per second of the run */
+	struct rb_hist msg_lat;         /* whole run */
+	struct rb_hist phase[RB_PH__N]; /* whole run; [RB_PH_CONNECT] is the
+	                                   connect->greeting line */
+	struct rb_second *series;       /* one per second of the run */
 	size_t nseries;
 	const char *aborted; /* NULL, or why the run stopped early */
 };
@@ -133,7 +167,8 @@ void rb_report_table(FILE *f, const struct rb_result *r);
 /* Writes the JSON document to <path> ("-" = stdout). Top-level keys:
  * "messages" (= r->messages, the 250s), "attempted", "failed", "errors",
  * "elapsed_s", "messages_per_s", "mb_per_s", "config" {...}, "latency_ms"
- * {"message": {p50,p90,p99,p99.9,max,mean}, "connect_greeting": {...}},
+ * {"message": {p50,p90,p99,p99.9,max,mean,count}, "connect_greeting": {...},
+ * "phases": {"ehlo": {...}, ...: each phase with a count, rb_phase_names}},
  * "replies" {"250": n, ...}, "errors_by_kind" {...}, "errors_by_code"
  * {...}, "series" [{t, messages, errors, mb, sessions, p50_ms, p99_ms}].
  * Returns 0 or -errno. */
@@ -145,6 +180,59 @@ int rb_report_json(const char *path, const struct rb_result *r);
  * gnuplot is missing (the .dat and .gp files are kept); other -errno with
  * one line in <err>. */
 int rb_report_plot(const char *dir, const struct rb_result *r, char *err, size_t errlen);
+
+/* ---- sweeps (rb_sweep.c: options; rb_report.c: the table and JSON) ----
+ * --sweep 1,10,100: the same workload once per session count, against the
+ * --server and every --peer in turn within each count. */
+#define RB_SWEEP_MAX 64 /* session counts in one sweep */
+#define RB_PEER_MAX  16 /* --peer options */
+
+/* Parses a comma-separated list of session counts from 1 to <max> ("1,10,
+ * 100,500"), kept in the order given, into <out> (RB_SWEEP_MAX entries).
+ * Returns how many, or -1 with a reason in <err>. */
+int rb_sweep_parse(const char *s, int *out, int max, char *err, size_t errlen);
+
+/* Splits "HOST:PORT" or "[V6ADDR]:PORT" (port 1..65535) into <host> (the
+ * brackets dropped) and <port>. Returns 0, or -1 with a reason in <err>. */
+int rb_hostport_split(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                      char *err, size_t errlen);
+
+struct rb_target {
+	char label[64];   /* LABEL of "LABEL=HOST:PORT", else the HOST:PORT (cut) */
+	char server[320]; /* HOST:PORT as given */
+	char host[256];   /* without [] */
+	char port[8];
+};
+/* Parses "[LABEL=]HOST:PORT" (--server, --peer): a label is printable
+ * ASCII without spaces, up to 63 characters, before the first '='.
+ * Returns 0, or -1 with a reason in <err>. */
+int rb_target_parse(const char *s, struct rb_target *t, char *err, size_t errlen);
+
+/* What a sweep ran: cells[i * ntargets + j] is sessions[i] against
+ * targets[j] (NULL: not run, the sweep was interrupted). <phase> names the
+ * latency columns of the table: RB_PH_EOD, or the BDAT phase in use. */
+struct rb_sweep {
+	const int *sessions;
+	size_t nsessions;
+	const struct rb_target *targets;
+	size_t ntargets;
+	struct rb_result *const *cells;
+	enum rb_phase phase;
+};
+/* The sweep's table to <f>: one row per session count, for each target
+ * messages/s and the p50 and p99 of <phase>, side by side; cells with
+ * errors are marked and explained below; then, per session count, the
+ * p50 of every phase by target. */
+void rb_sweep_table(FILE *f, const struct rb_sweep *w);
+/* The sweep as JSON to <path> ("-" = stdout): "sweep" {"sessions": [...],
+ * "targets": [{label, server}], "latency_phase"}, "config" {...} (as a
+ * run's, without label, server, threads and sessions) and "rows": one per
+ * cell run, in the order run: {"target", "server", "sessions", "threads",
+ * "messages", "attempted", "failed", "errors", "elapsed_s", "send_s",
+ * "messages_per_s", "mb_per_s", "aborted", "latency_ms" (as a run's, with
+ * "phases"), "replies", "errors_by_kind", "first_error"}. Returns 0 or
+ * -errno. */
+int rb_sweep_json(const char *path, const struct rb_sweep *w);
 
 /* Messages per second and MB per second (10^6 bytes) of a result. */
 double rb_result_rate(const struct rb_result *r);

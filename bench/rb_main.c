@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -86,11 +87,22 @@ enum tls_mode { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 
 /* ---- configuration (set by main before any thread starts) ---- */
 static struct {
-	const char *server;
+	const char *server; /* of the run going on: HOST:PORT */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	char host[256];
-	int threads, sessions, rcpts;
+	const char *host;
+	int threads, sessions, rcpts; /* of the run going on */
+	int threads_asked;            /* --threads, 0: one per CPU */
+	bool label_set, sessions_set;
+	/* targets[0]: --server; then each --peer. A run goes to one of them. */
+	struct target {
+		struct rb_target t;
+		struct sockaddr_storage addr;
+		socklen_t addrlen;
+	} targets[1 + RB_PEER_MAX];
+	int ntargets;
+	int sweep[RB_SWEEP_MAX]; /* --sweep; nsweep 0: one run */
+	int nsweep;
 	long messages;    /* 0: by duration */
 	double duration;  /* 0: by messages */
 	double rate;      /* 0: closed loop */
@@ -100,10 +112,11 @@ static struct {
 	long max_errors;
 	bool pipelining, idle, bdat;
 	enum tls_mode tls;
-	const char *sni;
+	const char *sni, *sni_arg;
 	const char *from, *to, *helo;
 	const char *size_arg, *eml_dir, *json, *plot, *label;
-	int progress; /* -1 auto (a terminal), 0 off, 1 on */
+	const char *size_desc; /* for the reports */
+	int progress;          /* -1 auto (a terminal), 0 off, 1 on */
 	struct rb_size size;
 	struct rb_corpus corpus;
 	char *fill;
@@ -118,10 +131,11 @@ static struct {
 } C;
 
 /* ---- state shared by all threads ---- */
-static _Atomic long g_budget;    /* messages left to start (closed loop, by count) */
-static _Atomic int g_stop;       /* 1: finish what is in flight, 2: drop everything */
-static _Atomic int g_greeted;    /* some session was greeted */
-static _Atomic long g_conn_fail; /* connects that failed */
+static _Atomic long g_budget;     /* messages left to start (closed loop, by count) */
+static _Atomic int g_stop;        /* 1: finish what is in flight, 2: drop everything */
+static _Atomic int g_interrupted; /* a signal came: no more runs after this one */
+static _Atomic int g_greeted;     /* some session was greeted */
+static _Atomic long g_conn_fail;  /* connects that failed */
 static _Atomic long g_errors;
 static _Atomic int64_t g_open, g_peak;
 static _Atomic int g_threads_done;
@@ -148,6 +162,8 @@ struct sess {
 	int rcpt_left, rcpt_ok, rcpt_next;
 	long on_conn;
 	uint64_t t_start, t_msg, deadline;
+	uint64_t t_sent; /* when the command now answered was queued (wait_for()):
+	                    for a pipelined group, when the group was */
 	uint64_t msg_bytes;
 	struct rb_reply rep;
 	struct buf in; /* plaintext from the server: replies, parsed from <in_off> */
@@ -304,14 +320,14 @@ static void unexpected(struct sess *s, int code)
 	err_note(s, RB_ERR_REPLY, "%d %s (to %s)", code, s->rep.text, st_names[s->st]);
 }
 
-static void msg_end(struct sess *s, bool ok)
+/* <now>: the clock reading of the 250 that ends it (ok only). */
+static void msg_end(struct sess *s, bool ok, uint64_t now)
 {
 	if (!s->in_msg)
 		return;
 	s->in_msg = false;
 	struct rb_live *l = &s->t->live;
 	if (ok) {
-		uint64_t now = now_ns();
 		atomic_fetch_add_explicit(&l->messages, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&l->bytes, s->msg_bytes, memory_order_relaxed);
 		rb_hist_record(&l->msg_lat, (now - s->t_msg) / 1000);
@@ -323,10 +339,15 @@ static void msg_end(struct sess *s, bool ok)
 
 /* ---- sessions ---- */
 
+/* The session waits for the reply to what it just queued: the one clock
+ * reading sets both the deadline and the start of the reply's phase. */
 static void wait_for(struct sess *s, enum st st)
 {
+	uint64_t now = now_ns();
+
 	s->st = st;
-	s->deadline = now_ns() + (uint64_t)(C.timeout * 1e9);
+	s->t_sent = now;
+	s->deadline = now + (uint64_t)(C.timeout * 1e9);
 }
 
 static void connq_push(struct thr *t, int i, uint64_t at)
@@ -386,7 +407,7 @@ static void sess_closed(struct sess *s)
 	conn_fini(&s->rc); /* the socket, the TLS state, the send buffer */
 	if (s->st != ST_CONNECT && s->st != ST_IDLE)
 		atomic_fetch_sub(&g_open, 1);
-	msg_end(s, false);
+	msg_end(s, false, 0);
 	bool failed = s->error;
 	s->st = ST_IDLE;
 	s->dead = s->error = s->tls_eof = s->close_after_send = false;
@@ -617,8 +638,38 @@ static void sess_next(struct sess *s)
 	}
 }
 
+/* The phase that the reply now complete answers, RB_PH__N for none. */
+static enum rb_phase reply_phase(const struct sess *s)
+{
+	switch (s->st) {
+	case ST_GREET:
+		return RB_PH_CONNECT;
+	case ST_EHLO:
+		return RB_PH_EHLO;
+	case ST_STARTTLS:
+		return RB_PH_STARTTLS;
+	case ST_MAIL:
+		return s->use_pipe ? RB_PH_PIPE_MAIL : RB_PH_MAIL;
+	case ST_RCPT:
+		return s->use_pipe ? RB_PH_PIPE_RCPT : RB_PH_RCPT;
+	case ST_DATA:
+		return s->use_pipe ? RB_PH_PIPE_DATA : RB_PH_DATA;
+	case ST_BODY:
+		return !C.bdat ? RB_PH_EOD : s->use_pipe ? RB_PH_PIPE_BDAT : RB_PH_BDAT;
+	case ST_RSET:
+		return RB_PH_RSET;
+	case ST_QUIT:
+		return RB_PH_QUIT;
+	default:
+		return RB_PH__N;
+	}
+}
+
 static void on_reply(struct sess *s, int code)
 {
+	uint64_t now = now_ns(); /* the one clock reading of this reply */
+	enum rb_phase ph = reply_phase(s);
+
 	count_reply(s, code);
 	if (code == 421 && s->st != ST_QUIT) { /* the server is going away */
 		unexpected(s, code);
@@ -626,6 +677,9 @@ static void on_reply(struct sess *s, int code)
 		sess_kill(s);
 		return;
 	}
+	if (ph != RB_PH__N)
+		rb_hist_record(&s->t->live.phase[ph],
+		               (now - (ph == RB_PH_CONNECT ? s->t_start : s->t_sent)) / 1000);
 	switch (s->st) {
 	case ST_GREET:
 		if (code != 220) {
@@ -633,7 +687,6 @@ static void on_reply(struct sess *s, int code)
 			sess_quit(s);
 			return;
 		}
-		rb_hist_record(&s->t->live.greet_lat, (now_ns() - s->t_start) / 1000);
 		atomic_store_explicit(&g_greeted, 1, memory_order_relaxed);
 		send_ehlo(s);
 		return;
@@ -684,7 +737,7 @@ static void on_reply(struct sess *s, int code)
 			return;
 		}
 		if (!s->msg_ok) {
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			emit(s, "RSET\r\n", 6);
 			wait_for(s, ST_RSET);
 			flush(s);
@@ -716,7 +769,7 @@ static void on_reply(struct sess *s, int code)
 			return;
 		}
 		if (!s->msg_ok) {
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			emit(s, "RSET\r\n", 6);
 			wait_for(s, ST_RSET);
 			flush(s);
@@ -742,18 +795,18 @@ static void on_reply(struct sess *s, int code)
 		}
 		if (s->msg_ok)
 			unexpected(s, code);
-		msg_end(s, false);
+		msg_end(s, false, 0);
 		emit(s, "RSET\r\n", 6);
 		wait_for(s, ST_RSET);
 		flush(s);
 		return;
 	case ST_BODY:
 		if (code == 250 && s->msg_ok) {
-			msg_end(s, true);
+			msg_end(s, true, now);
 		} else {
 			if (s->msg_ok)
 				unexpected(s, code);
-			msg_end(s, false);
+			msg_end(s, false, 0);
 			if (C.bdat) { /* a refused chunk may leave the transaction open */
 				emit(s, "RSET\r\n", 6);
 				wait_for(s, ST_RSET);
@@ -812,6 +865,7 @@ static void sess_process(struct sess *s)
 {
 	while (!s->dead && !sending(s)) {
 		if (s->st == ST_HANDSHAKE && (s->rc.flags & RCONN_TLS_UP)) {
+			rb_hist_record(&s->t->live.phase[RB_PH_TLS], (now_ns() - s->t_sent) / 1000);
 			if (!tls_established(s))
 				return;
 			continue;
@@ -1115,7 +1169,18 @@ static void usage(FILE *f)
 	    "usage: ringmx-bench [options]\n"
 	    "Sends SMTP load to a server and reports messages/s, latency and errors.\n"
 	    "\n"
-	    "  --server HOST:PORT    the server (default 127.0.0.1:2525; [v6addr]:port)\n"
+	    "  --server [LABEL=]HOST:PORT\n"
+	    "                        the server (default 127.0.0.1:2525; [v6addr]:port);\n"
+	    "                        LABEL names it in a --sweep table\n"
+	    "  --peer [LABEL=]HOST:PORT\n"
+	    "                        another server for the same runs (up to 16): each\n"
+	    "                        session count runs against --server, then each peer\n"
+	    "                        in turn, side by side in one table (a sweep of\n"
+	    "                        --sessions alone without --sweep)\n"
+	    "  --sweep N,N,...       one run per session count (e.g. 1,10,100,500), each for\n"
+	    "                        --duration or --messages; prints one table: msg/s and\n"
+	    "                        end-of-data p50/p99 per target, then p50 by phase\n"
+	    "                        (no --sessions; --json writes the sweep's document)\n"
 	    "  --threads N           sending threads, each with its own io_uring (default:\n"
 	    "                        the number of CPUs, at most --sessions)\n"
 	    "  --sessions N          concurrent SMTP sessions (default 100)\n"
@@ -1155,8 +1220,13 @@ static void usage(FILE *f)
 	    "                        terminal)\n"
 	    "  -h, --help            this text\n"
 	    "\n"
-	    "Exit status: 0 every message got its 250 and nothing failed; 1 errors (see\n"
-	    "the summary); 2 bad options or the run could not start.\n");
+	    "The summary gives latency per phase (connect, ehlo, mail, rcpt, data,\n"
+	    "end_of_data, quit, ...; pipelined_*: the replies to one pipelined MAIL..DATA\n"
+	    "write, each timed from it; --no-pipelining for per-command round trips).\n"
+	    "\n"
+	    "Exit status: 0 every message got its 250 and nothing failed (in every run of\n"
+	    "a sweep); 1 errors (see the summary); 2 bad options or the run could not\n"
+	    "start.\n");
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -1199,36 +1269,26 @@ static void check_addr(const char *opt, const char *a)
 		die_usage("%s: '%s' is not a bare address", opt, a);
 }
 
-static void resolve(void)
+/* Looks up the address of <tg> (exits 2 when there is none). */
+static void resolve(struct target *tg)
 {
-	const char *s = C.server;
-	const char *colon;
-	char port[16];
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(C.host))
-			die_usage("--server: '%s' is not [ADDR]:PORT", s);
-		memcpy(C.host, s + 1, (size_t)(rb - s - 1));
-		C.host[rb - s - 1] = '\0';
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= sizeof(C.host))
-			die_usage("--server: '%s' is not HOST:PORT", s);
-		memcpy(C.host, s, (size_t)(colon - s));
-		C.host[colon - s] = '\0';
-	}
-	snprintf(port, sizeof(port), "%s", colon + 1);
-	num("--server port", port, 1, 65535);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-	int r = getaddrinfo(C.host, port, &hints, &ai);
+	int r = getaddrinfo(tg->t.host, tg->t.port, &hints, &ai);
 	if (r != 0) {
-		fprintf(stderr, "ringmx-bench: %s: %s\n", C.host, gai_strerror(r));
+		fprintf(stderr, "ringmx-bench: %s: %s\n", tg->t.host, gai_strerror(r));
 		exit(2);
 	}
-	memcpy(&C.addr, ai->ai_addr, ai->ai_addrlen);
-	C.addrlen = ai->ai_addrlen;
+	memcpy(&tg->addr, ai->ai_addr, ai->ai_addrlen);
+	tg->addrlen = ai->ai_addrlen;
 	freeaddrinfo(ai);
+}
+
+static void target_arg(const char *opt, const char *arg, struct target *tg)
+{
+	char err[256];
+
+	if (rb_target_parse(arg, &tg->t, err, sizeof(err)) < 0)
+		die_usage("%s: %s", opt, err);
 }
 
 static void parse_args(int argc, char **argv)
@@ -1260,6 +1320,8 @@ static void parse_args(int argc, char **argv)
 		O_LABEL,
 		O_PROGRESS,
 		O_NOPROGRESS,
+		O_PEER,
+		O_SWEEP,
 	};
 	static const struct option opts[] = {
 	    {"server", 1, 0, O_SERVER},
@@ -1288,10 +1350,13 @@ static void parse_args(int argc, char **argv)
 	    {"label", 1, 0, O_LABEL},
 	    {"progress", 0, 0, O_PROGRESS},
 	    {"no-progress", 0, 0, O_NOPROGRESS},
+	    {"peer", 1, 0, O_PEER},
+	    {"sweep", 1, 0, O_SWEEP},
 	    {"help", 0, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
-	C.server = "127.0.0.1:2525";
+	const char *server = "127.0.0.1:2525", *sweep = NULL;
+	C.ntargets = 1;
 	C.sessions = 100;
 	C.rcpts = 1;
 	C.timeout = 30;
@@ -1307,13 +1372,22 @@ static void parse_args(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case O_SERVER:
-			C.server = optarg;
+			server = optarg;
+			break;
+		case O_PEER:
+			if (C.ntargets == 1 + RB_PEER_MAX)
+				die_usage("--peer: at most %d", RB_PEER_MAX);
+			target_arg("--peer", optarg, &C.targets[C.ntargets++]);
+			break;
+		case O_SWEEP:
+			sweep = optarg;
 			break;
 		case O_THREADS:
-			C.threads = (int)num("--threads", optarg, 1, 256);
+			C.threads_asked = (int)num("--threads", optarg, 1, 256);
 			break;
 		case O_SESSIONS:
 			C.sessions = (int)num("--sessions", optarg, 1, 1000000);
+			C.sessions_set = true;
 			break;
 		case O_MESSAGES:
 			C.messages = num("--messages", optarg, 1, 1L << 40);
@@ -1353,7 +1427,7 @@ static void parse_args(int argc, char **argv)
 				die_usage("--tls: '%s' is not none, starttls or implicit", optarg);
 			break;
 		case O_SNI:
-			C.sni = optarg;
+			C.sni_arg = optarg;
 			break;
 		case O_PERCONN:
 			C.per_conn = num("--msgs-per-conn", optarg, 0, 1L << 40);
@@ -1384,6 +1458,7 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_LABEL:
 			C.label = optarg;
+			C.label_set = true;
 			break;
 		case O_PROGRESS:
 			C.progress = 1;
@@ -1409,12 +1484,26 @@ static void parse_args(int argc, char **argv)
 		C.duration = 10;
 	if (!C.messages && C.duration <= 0)
 		C.messages = 10000;
-	if (C.threads == 0) {
+	if (C.threads_asked == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		C.threads = n > 0 ? (int)n : 1;
+		C.threads_asked = n > 0 ? (int)n : 1;
 	}
-	if (C.threads > C.sessions)
-		C.threads = C.sessions;
+	char err[256];
+	target_arg("--server", server, &C.targets[0]);
+	if (sweep) {
+		if (C.sessions_set)
+			die_usage("--sweep and --sessions exclude each other");
+		C.nsweep = rb_sweep_parse(sweep, C.sweep, 1000000, err, sizeof(err));
+		if (C.nsweep < 0)
+			die_usage("--sweep: %s", err);
+	} else if (C.ntargets > 1) {
+		C.sweep[0] = C.sessions; /* the same run against each target */
+		C.nsweep = 1;
+	}
+	if (C.nsweep && C.idle)
+		die_usage("--idle sends no messages: no --sweep or --peer");
+	if (C.nsweep && C.plot)
+		die_usage("--plot draws one run: not with --sweep or --peer");
 	check_addr("--from", C.from);
 	check_addr("--to", C.to);
 	if (C.rcpts > 1 && !strchr(C.to, '@'))
@@ -1422,10 +1511,12 @@ static void parse_args(int argc, char **argv)
 	for (const char *p = C.helo; *p; p++)
 		if (*p <= ' ' || *p >= 0x7f)
 			die_usage("--helo: '%s' is not a name", C.helo);
-	char err[256];
 	if (rb_size_parse(C.size_arg, &C.size, err, sizeof(err)) < 0)
 		die_usage("--size: %s", err);
-	resolve();
+	for (int i = 0; i < C.ntargets; i++)
+		resolve(&C.targets[i]);
+	if (!C.label_set && strchr(server, '='))
+		C.label = C.targets[0].t.label;
 }
 
 /* The pipelined group MAIL, RCPT..., DATA, built once: every message sends
@@ -1469,7 +1560,10 @@ oom:
 static void raise_nofile(void)
 {
 	struct rlimit rl;
-	rlim_t need = (rlim_t)C.sessions + 64;
+	int most = C.sessions;
+	for (int i = 0; i < C.nsweep; i++)
+		most = C.sweep[i] > most ? C.sweep[i] : most;
+	rlim_t need = (rlim_t)most + 64;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	if (rl.rlim_cur >= need)
@@ -1478,7 +1572,7 @@ static void raise_nofile(void)
 		fprintf(stderr,
 		        "ringmx-bench: %d sessions need %lu open files; the hard limit is %lu "
 		        "(raise it: ulimit -Hn, or LimitNOFILE=)\n",
-		        C.sessions, (unsigned long)need, (unsigned long)rl.rlim_max);
+		        most, (unsigned long)need, (unsigned long)rl.rlim_max);
 		exit(2);
 	}
 	rl.rlim_cur = need;
@@ -1544,6 +1638,28 @@ static void thr_init(struct thr *t, int id, int nsess)
 	}
 }
 
+/* After the thread is joined: gives back what thr_init() took, so that
+ * the next run of a sweep starts from nothing. Every session is closed by
+ * now (conn_fini()); only their reply buffers are left. The provided
+ * buffers are unmapped here with the sizes ring_bufs_setup() mapped: io/
+ * has no teardown of its own, as a worker's ring lives as long as the
+ * process. */
+static void thr_fini(struct thr *t)
+{
+	for (int i = 0; i < t->nsess; i++)
+		buf_free(&sess_at(t, i)->in);
+	io_uring_queue_exit(&t->ring.uring);
+	if (t->ring.br)
+		munmap(t->ring.br, t->ring.nbufs * sizeof(struct io_uring_buf));
+	if (t->ring.rx)
+		munmap(t->ring.rx, (size_t)t->ring.nbufs * RX_BUF_SIZE);
+	free(t->mem);
+	free(t->connq);
+	free(t->connq_at);
+	free(t->ready);
+	free(t->due);
+}
+
 /* ---- the main thread: progress, series, reports ---- */
 
 static struct rb_result R;
@@ -1560,7 +1676,8 @@ static void collect(double t)
 		errs += atomic_load(&l->errors);
 		bytes += atomic_load(&l->bytes);
 		rb_hist_drain(&l->msg_lat, &sec_hist);
-		rb_hist_drain(&l->greet_lat, &R.greet_lat);
+		for (int p = 0; p < RB_PH__N; p++)
+			rb_hist_drain(&l->phase[p], &R.phase[p]);
 	}
 	rb_hist_merge(&sec_hist, &R.msg_lat);
 	if (R.nseries == series_cap) {
@@ -1599,63 +1716,47 @@ static void progress_line(double t)
 static void on_signal(int sig)
 {
 	(void)sig;
+	atomic_store(&g_interrupted, 1);
 	int st = atomic_load(&g_stop);
 	atomic_store(&g_stop, st ? 2 : 1);
 }
 
-int main(int argc, char **argv)
+/* One run: <sessions> sessions against <tg>, with everything else as the
+ * options say. Fills R (the caller owns its series and its aborted text
+ * from then on) and returns whether it went clean. Main thread; the
+ * sending threads are started and joined here. */
+static bool run_one(const struct target *tg, int sessions, bool progress)
 {
-	parse_args(argc, argv);
-	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	raise_nofile();
-	char err[512];
-	char size_desc[300];
-	if (C.eml_dir) {
-		if (rb_corpus_load(&C.corpus, C.eml_dir, 64u << 20, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ringmx-bench: --eml-dir: %s\n", err);
-			return 2;
-		}
-		if (C.bdat) {
-			C.corpus.bytes = 0;
-			for (size_t i = 0; i < C.corpus.n; i++) {
-				C.corpus.len[i] =
-				    rb_corpus_unstuff(C.corpus.data[i], C.corpus.len[i]);
-				C.corpus.bytes += C.corpus.len[i];
-			}
-		}
-		snprintf(size_desc, sizeof(size_desc), "eml:%s (%zu files, mean %zu octets)",
-		         C.eml_dir, C.corpus.n, C.corpus.bytes / C.corpus.n);
-	} else {
-		C.fill = rb_fill_new((size_t)rb_size_max(&C.size));
-		if (!C.fill) {
-			fprintf(stderr, "ringmx-bench: out of memory for %s octet messages\n",
-			        C.size_arg);
-			return 2;
-		}
-		snprintf(size_desc, sizeof(size_desc), "%s", C.size_arg);
-	}
-	if (C.tls != TLS_NONE) {
-		if (tls_client_ctx_new(&C.tls_ctx, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ringmx-bench: TLS: %s\n", err);
-			return 2;
-		}
-		if (!C.sni)
-			C.sni = C.host;
-	}
-	build_group();
-	bool progress = C.progress == 1 || (C.progress == -1 && isatty(STDERR_FILENO));
+	C.server = tg->t.server;
+	C.host = tg->t.host;
+	memcpy(&C.addr, &tg->addr, tg->addrlen);
+	C.addrlen = tg->addrlen;
+	C.sni = C.sni_arg ? C.sni_arg : C.host;
+	C.sessions = sessions;
+	C.threads = C.threads_asked < sessions ? C.threads_asked : sessions;
 
-	R.label = C.label;
+	memset(&R, 0, sizeof(R));
+	series_cap = 0;
+	atomic_store(&g_stop, 0);
+	atomic_store(&g_greeted, 0);
+	atomic_store(&g_conn_fail, 0);
+	atomic_store(&g_errors, 0);
+	atomic_store(&g_open, 0);
+	atomic_store(&g_peak, 0);
+	atomic_store(&g_threads_done, 0);
+	atomic_store(&g_abort_set, 0);
+	g_abort_buf[0] = '\0';
+	if (atomic_load(&g_interrupted))
+		atomic_store(&g_stop, 1); /* a signal came before the reset */
+
+	R.label = C.nsweep ? tg->t.label : C.label;
 	R.server = C.server;
 	R.threads = C.threads;
 	R.sessions = C.sessions;
 	R.rcpts = C.rcpts;
 	R.messages_asked = C.messages;
 	R.duration_asked = C.duration;
-	R.size_desc = size_desc;
+	R.size_desc = C.size_desc;
 	R.tls = C.tls == TLS_STARTTLS ? "starttls" : C.tls == TLS_IMPLICIT ? "implicit" : "none";
 	R.pipelining = C.pipelining;
 	R.rate_asked = C.rate;
@@ -1663,8 +1764,10 @@ int main(int argc, char **argv)
 
 	atomic_store(&g_budget, C.messages);
 	T = calloc((size_t)C.threads, sizeof(*T));
-	if (!T)
-		return 2;
+	if (!T) {
+		fprintf(stderr, "ringmx-bench: out of memory\n");
+		exit(2);
+	}
 	for (int i = 0; i < C.threads; i++)
 		thr_init(&T[i], i, C.sessions / C.threads + (i < C.sessions % C.threads));
 	g_t0 = now_ns();
@@ -1674,7 +1777,7 @@ int main(int argc, char **argv)
 		T[i].next_conn = g_t0;
 		if (pthread_create(&T[i].tid, NULL, thr_main, &T[i]) != 0) {
 			fprintf(stderr, "ringmx-bench: pthread_create failed\n");
-			return 2;
+			exit(2);
 		}
 	}
 
@@ -1747,19 +1850,147 @@ int main(int argc, char **argv)
 			R.replies[c] += atomic_load(&l->replies[c]);
 			R.err_code[c] += atomic_load(&l->err_code[c]);
 		}
+		thr_fini(&T[i]);
 	}
+	free(T);
+	T = NULL;
 	R.peak_open = (uint64_t)atomic_load(&g_peak);
-	R.aborted = atomic_load(&g_abort_set) ? g_abort_buf : NULL; /* threads joined */
-	if (!R.aborted && atomic_load(&g_stop))
-		R.aborted = "interrupted";
-	static char unsent[96];
-	if (!R.aborted && C.messages > 0 && R.attempted < (uint64_t)C.messages) {
+	/* the threads are joined: g_abort_buf is still */
+	char why[sizeof(g_abort_buf)] = "";
+	if (atomic_load(&g_abort_set))
+		snprintf(why, sizeof(why), "%s", g_abort_buf);
+	else if (atomic_load(&g_stop))
+		snprintf(why, sizeof(why), "interrupted");
+	else if (C.messages > 0 && R.attempted < (uint64_t)C.messages)
 		/* a bug or a corner nobody planned for must not pass as a full run */
-		snprintf(unsent, sizeof(unsent), "%llu of the %ld messages were never started",
+		snprintf(why, sizeof(why), "%llu of the %ld messages were never started",
 		         (unsigned long long)((uint64_t)C.messages - R.attempted), C.messages);
-		R.aborted = unsent;
-	}
+	R.aborted = why[0] ? strdup(why) : NULL;
+	if (why[0] && !R.aborted)
+		R.aborted = "out of memory";
+	return !R.aborted && R.errors == 0 && R.failed == 0 && (C.idle || R.messages > 0);
+}
 
+/* The phase whose p50/p99 a sweep's table shows: the 250 to the content. */
+static enum rb_phase content_phase(void)
+{
+	if (!C.bdat)
+		return RB_PH_EOD;
+	return C.pipelining ? RB_PH_PIPE_BDAT : RB_PH_BDAT;
+}
+
+/* --sweep / --peer: every session count, the targets in turn within
+ * each; one table and one JSON document at the end. */
+static int run_sweep(bool progress)
+{
+	size_t ncells = (size_t)C.nsweep * (size_t)C.ntargets;
+	struct rb_result **cells = calloc(ncells, sizeof(*cells));
+	struct rb_target tgs[1 + RB_PEER_MAX];
+	bool all_ok = true;
+	int rc = 0;
+
+	if (!cells) {
+		fprintf(stderr, "ringmx-bench: out of memory\n");
+		return 2;
+	}
+	for (int j = 0; j < C.ntargets; j++)
+		tgs[j] = C.targets[j].t;
+	enum rb_phase ph = content_phase();
+	for (int i = 0; i < C.nsweep && !atomic_load(&g_interrupted); i++) {
+		for (int j = 0; j < C.ntargets && !atomic_load(&g_interrupted); j++) {
+			struct rb_result *c = malloc(sizeof(*c));
+
+			if (!c) {
+				fprintf(stderr, "ringmx-bench: out of memory\n");
+				return 2;
+			}
+			all_ok &= run_one(&C.targets[j], C.sweep[i], progress);
+			memcpy(c, &R, sizeof(*c));
+			cells[(size_t)i * (size_t)C.ntargets + (size_t)j] = c;
+			if (progress)
+				fprintf(
+				    stderr,
+				    "sweep: %s, %d sessions: %.0f msg/s, %s p50 %.3f ms, "
+				    "p99 %.3f ms%s%s\n",
+				    tgs[j].label, C.sweep[i], rb_result_rate(c), rb_phase_names[ph],
+				    rb_hist_percentile(&c->phase[ph], 50) / 1e3,
+				    rb_hist_percentile(&c->phase[ph], 99) / 1e3,
+				    c->aborted ? ", aborted: " : "", c->aborted ? c->aborted : "");
+		}
+	}
+	if (atomic_load(&g_interrupted))
+		all_ok = false;
+	struct rb_sweep w = {
+	    .sessions = C.sweep,
+	    .nsessions = (size_t)C.nsweep,
+	    .targets = tgs,
+	    .ntargets = (size_t)C.ntargets,
+	    .cells = cells,
+	    .phase = ph,
+	};
+	rb_sweep_table(stdout, &w);
+	if (C.json && rb_sweep_json(C.json, &w) < 0) {
+		fprintf(stderr, "ringmx-bench: --json %s: %s\n", C.json, strerror(errno));
+		rc = 1;
+	}
+	if (atomic_load(&g_interrupted))
+		fprintf(stderr, "ringmx-bench: interrupted\n");
+	for (size_t k = 0; k < ncells; k++) {
+		if (cells[k])
+			free(cells[k]->series);
+		free(cells[k]);
+	}
+	free(cells);
+	return all_ok ? rc : 1;
+}
+
+int main(int argc, char **argv)
+{
+	parse_args(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	raise_nofile();
+	char err[512];
+	static char size_desc[300];
+	if (C.eml_dir) {
+		if (rb_corpus_load(&C.corpus, C.eml_dir, 64u << 20, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ringmx-bench: --eml-dir: %s\n", err);
+			return 2;
+		}
+		if (C.bdat) {
+			C.corpus.bytes = 0;
+			for (size_t i = 0; i < C.corpus.n; i++) {
+				C.corpus.len[i] =
+				    rb_corpus_unstuff(C.corpus.data[i], C.corpus.len[i]);
+				C.corpus.bytes += C.corpus.len[i];
+			}
+		}
+		snprintf(size_desc, sizeof(size_desc), "eml:%s (%zu files, mean %zu octets)",
+		         C.eml_dir, C.corpus.n, C.corpus.bytes / C.corpus.n);
+	} else {
+		C.fill = rb_fill_new((size_t)rb_size_max(&C.size));
+		if (!C.fill) {
+			fprintf(stderr, "ringmx-bench: out of memory for %s octet messages\n",
+			        C.size_arg);
+			return 2;
+		}
+		snprintf(size_desc, sizeof(size_desc), "%s", C.size_arg);
+	}
+	C.size_desc = size_desc;
+	if (C.tls != TLS_NONE) {
+		if (tls_client_ctx_new(&C.tls_ctx, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ringmx-bench: TLS: %s\n", err);
+			return 2;
+		}
+	}
+	build_group();
+	bool progress = C.progress == 1 || (C.progress == -1 && isatty(STDERR_FILENO));
+	if (C.nsweep)
+		return run_sweep(progress);
+
+	bool ok = run_one(&C.targets[0], C.sessions, progress);
 	rb_report_table(stdout, &R);
 	int rc = 0;
 	if (C.json && rb_report_json(C.json, &R) < 0) {
@@ -1780,6 +2011,5 @@ int main(int argc, char **argv)
 	}
 	if (R.aborted)
 		fprintf(stderr, "ringmx-bench: %s\n", R.aborted);
-	bool ok = !R.aborted && R.errors == 0 && R.failed == 0 && (C.idle || R.messages > 0);
 	return ok ? rc : 1;
 }

@@ -88,6 +88,37 @@ static void table_latency_row(FILE *f, const char *name, const struct rb_hist *h
 	fprintf(f, "%10s\n", b);
 }
 
+/* The phases that happened, one line each, in the order a session goes
+ * through them. */
+static void table_phases(FILE *f, const struct rb_result *r)
+{
+	static const char *const hdr[] = {"count", "p50", "p90", "p99", "max"};
+	char b[32];
+
+	fprintf(f, "\nlatency by phase (ms)");
+	for (size_t i = 0; i < sizeof(hdr) / sizeof(hdr[0]); i++)
+		fprintf(f, "%*s", i ? 10 : 9, hdr[i]);
+	fputc('\n', f);
+	for (int p = 0; p < RB_PH__N; p++) {
+		const struct rb_hist *h = &r->phase[p];
+		uint64_t n = atomic_load_explicit(&h->count, memory_order_relaxed);
+
+		if (!n)
+			continue;
+		fprintf(f, "  %-18s%10" PRIu64, rb_phase_names[p], n);
+		for (int i = 0; i < 3; i++) {
+			fmt_ms(b, sizeof(b), us_ms(rb_hist_percentile(h, pcts[i])));
+			fprintf(f, "%10s", b);
+		}
+		fmt_ms(b, sizeof(b), us_ms(atomic_load_explicit(&h->max_us, memory_order_relaxed)));
+		fprintf(f, "%10s\n", b);
+	}
+	if (atomic_load_explicit(&r->phase[RB_PH_PIPE_MAIL].count, memory_order_relaxed))
+		fprintf(
+		    f,
+		    "  (pipelined_*: each reply timed from the one write of MAIL, RCPT, DATA)\n");
+}
+
 /* Prints the non-zero entries of a by-code array, several to a line. */
 static void table_codes(FILE *f, const char *title, const uint64_t *by_code)
 {
@@ -144,8 +175,9 @@ void rb_report_table(FILE *f, const struct rb_result *r)
 	for (int i = 0; i < PERCENTILES; i++)
 		fprintf(f, "%10s", pct_names[i]);
 	fprintf(f, "%10s%10s\n", "max", "mean");
-	table_latency_row(f, "connect->greeting", &r->greet_lat);
+	table_latency_row(f, "connect->greeting", &r->phase[RB_PH_CONNECT]);
 	table_latency_row(f, "message", &r->msg_lat);
+	table_phases(f, r);
 
 	fputc('\n', f);
 	table_codes(f, "replies", r->replies);
@@ -245,7 +277,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 static void json_str(FILE *f, const char *s, size_t max)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
-	size_t n = strnlen((const char *)p, max);
+	/* strlen() for "no bound": GCC -O3 clones this for max = SIZE_MAX and
+	   then refuses a strnlen() bound past PTRDIFF_MAX */
+	size_t n = max == SIZE_MAX ? strlen((const char *)p) : strnlen((const char *)p, max);
 
 	putc('"', f);
 	for (size_t i = 0; i < n;) {
@@ -280,9 +314,10 @@ static void json_str(FILE *f, const char *s, size_t max)
 	putc('"', f);
 }
 
-static void json_latency(FILE *f, const char *name, const struct rb_hist *h, bool last)
+static void json_latency(FILE *f, const char *ind, const char *name, const struct rb_hist *h,
+                         bool last)
 {
-	fprintf(f, "    \"%s\": {", name);
+	fprintf(f, "%s\"%s\": {", ind, name);
 	for (int i = 0; i < PERCENTILES; i++) {
 		fprintf(f, "\"%s\": ", pct_names[i]);
 		json_num(f, us_ms(rb_hist_percentile(h, pcts[i])));
@@ -296,11 +331,34 @@ static void json_latency(FILE *f, const char *name, const struct rb_hist *h, boo
 	        atomic_load_explicit(&h->count, memory_order_relaxed), last ? "" : ",");
 }
 
-static void json_codes(FILE *f, const char *key, const uint64_t *by_code)
+/* "latency_ms": {...}, with a comma after it; <ind> is the indent of the
+ * key. The phases' keys are in the order a session goes through them,
+ * only those with a count. */
+static void json_latencies(FILE *f, const char *ind, const struct rb_result *r)
+{
+	char in2[32], in3[32];
+	int last = -1;
+
+	snprintf(in2, sizeof(in2), "%s  ", ind);
+	snprintf(in3, sizeof(in3), "%s    ", ind);
+	fprintf(f, "%s\"latency_ms\": {\n", ind);
+	json_latency(f, in2, "message", &r->msg_lat, false);
+	json_latency(f, in2, "connect_greeting", &r->phase[RB_PH_CONNECT], false);
+	for (int p = 0; p < RB_PH__N; p++)
+		if (atomic_load_explicit(&r->phase[p].count, memory_order_relaxed))
+			last = p;
+	fprintf(f, "%s\"phases\": {%s", in2, last < 0 ? "" : "\n");
+	for (int p = 0; p <= last; p++)
+		if (atomic_load_explicit(&r->phase[p].count, memory_order_relaxed))
+			json_latency(f, in3, rb_phase_names[p], &r->phase[p], p == last);
+	fprintf(f, "%s}\n%s},\n", last < 0 ? "" : in2, ind);
+}
+
+static void json_codes(FILE *f, const char *ind, const char *key, const uint64_t *by_code)
 {
 	const char *sep = "";
 
-	fprintf(f, "  \"%s\": {", key);
+	fprintf(f, "%s\"%s\": {", ind, key);
 	for (unsigned c = 0; c < NCODES; c++) {
 		if (!by_code[c])
 			continue;
@@ -310,10 +368,28 @@ static void json_codes(FILE *f, const char *key, const uint64_t *by_code)
 	fputs("},\n", f);
 }
 
+/* "errors_by_kind" and "first_error", each with a comma after it. */
+static void json_errors(FILE *f, const char *ind, const struct rb_result *r)
+{
+	const char *sep = "";
+
+	fprintf(f, "%s\"errors_by_kind\": {", ind);
+	for (int k = 0; k < RB_ERR__N; k++)
+		fprintf(f, "%s\"%s\": %" PRIu64, k ? ", " : "", rb_err_names[k], r->err[k]);
+	fprintf(f, "},\n%s\"first_error\": {", ind);
+	for (int k = 0; k < RB_ERR__N; k++) {
+		if (!r->first[k][0])
+			continue;
+		fprintf(f, "%s\"%s\": ", sep, rb_err_names[k]);
+		json_str(f, r->first[k], FIRST_LEN);
+		sep = ", ";
+	}
+	fputs("},\n", f);
+}
+
 static void json_write(FILE *f, const void *arg)
 {
 	const struct rb_result *r = arg;
-	const char *sep = "";
 
 	fprintf(f,
 	        "{\n  \"messages\": %" PRIu64 ",\n  \"attempted\": %" PRIu64
@@ -356,25 +432,11 @@ static void json_write(FILE *f, const void *arg)
 	json_num(f, r->connect_rate);
 	fputs("\n  },\n", f);
 
-	fputs("  \"latency_ms\": {\n", f);
-	json_latency(f, "message", &r->msg_lat, false);
-	json_latency(f, "connect_greeting", &r->greet_lat, true);
-	fputs("  },\n", f);
+	json_latencies(f, "  ", r);
 
-	json_codes(f, "replies", r->replies);
-	fputs("  \"errors_by_kind\": {", f);
-	for (int k = 0; k < RB_ERR__N; k++)
-		fprintf(f, "%s\"%s\": %" PRIu64, k ? ", " : "", rb_err_names[k], r->err[k]);
-	fputs("},\n  \"first_error\": {", f);
-	for (int k = 0; k < RB_ERR__N; k++) {
-		if (!r->first[k][0])
-			continue;
-		fprintf(f, "%s\"%s\": ", sep, rb_err_names[k]);
-		json_str(f, r->first[k], FIRST_LEN);
-		sep = ", ";
-	}
-	fputs("},\n", f);
-	json_codes(f, "errors_by_code", r->err_code);
+	json_codes(f, "  ", "replies", r->replies);
+	json_errors(f, "  ", r);
+	json_codes(f, "  ", "errors_by_code", r->err_code);
 
 	fputs("  \"series\": [", f);
 	for (size_t i = 0; i < r->nseries; i++) {
@@ -400,6 +462,241 @@ int rb_report_json(const char *path, const struct rb_result *r)
 		return write_file(path, json_write, r);
 	errno = 0;
 	json_write(stdout, r);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+/* ---- sweeps -------------------------------------------------------------- */
+
+#define SW_GROUP 30 /* columns of one target in the sweep table */
+
+static const struct rb_result *sw_cell(const struct rb_sweep *w, size_t i, size_t j)
+{
+	return w->cells[i * w->ntargets + j];
+}
+
+/* The first cell that ran: what was asked is the same in all of them. */
+static const struct rb_result *sw_first(const struct rb_sweep *w)
+{
+	for (size_t k = 0; k < w->nsessions * w->ntargets; k++)
+		if (w->cells[k])
+			return w->cells[k];
+	return NULL;
+}
+
+static bool cell_bad(const struct rb_result *c)
+{
+	return c->aborted || c->errors || c->failed;
+}
+
+static void sw_hist_ms(FILE *f, int width, const struct rb_hist *h, double p)
+{
+	char b[32];
+
+	if (!atomic_load_explicit(&h->count, memory_order_relaxed)) {
+		fprintf(f, "%*s", width, "-");
+		return;
+	}
+	fmt_ms(b, sizeof(b), us_ms(rb_hist_percentile(h, p)));
+	fprintf(f, "%*s", width, b);
+}
+
+/* Per session count: the p50 of each phase that happened, one column per
+ * target (as wide as its label). */
+static void sw_phase_block(FILE *f, const struct rb_sweep *w, size_t i)
+{
+	bool any[RB_PH__N] = {false}, some = false;
+
+	for (size_t j = 0; j < w->ntargets; j++) {
+		const struct rb_result *c = sw_cell(w, i, j);
+
+		for (int p = 0; c && p < RB_PH__N; p++)
+			if (atomic_load_explicit(&c->phase[p].count, memory_order_relaxed))
+				any[p] = some = true;
+	}
+	if (!some)
+		return;
+	fprintf(f, "\np50 by phase (ms), %d session%s\n  %-16s", w->sessions[i],
+	        w->sessions[i] == 1 ? "" : "s", "phase");
+	for (size_t j = 0; j < w->ntargets; j++) {
+		int wd = (int)strlen(w->targets[j].label) + 2;
+
+		fprintf(f, "%*s", wd < 10 ? 10 : wd, w->targets[j].label);
+	}
+	fputc('\n', f);
+	for (int p = 0; p < RB_PH__N; p++) {
+		if (!any[p])
+			continue;
+		fprintf(f, "  %-16s", rb_phase_names[p]);
+		for (size_t j = 0; j < w->ntargets; j++) {
+			const struct rb_result *c = sw_cell(w, i, j);
+			int wd = (int)strlen(w->targets[j].label) + 2;
+
+			wd = wd < 10 ? 10 : wd;
+			if (c)
+				sw_hist_ms(f, wd, &c->phase[p], 50);
+			else
+				fprintf(f, "%*s", wd, "-");
+		}
+		fputc('\n', f);
+	}
+}
+
+void rb_sweep_table(FILE *f, const struct rb_sweep *w)
+{
+	const struct rb_result *c0 = sw_first(w);
+	const char *ph = rb_phase_names[w->phase];
+	bool notes = false;
+
+	fprintf(f, "ringmx-bench sweep");
+	if (c0) {
+		fprintf(f, ": size %s, %d rcpt%s/message, tls %s, pipelining %s, ",
+		        str_or(c0->size_desc, "?"), c0->rcpts, c0->rcpts == 1 ? "" : "s",
+		        str_or(c0->tls, "none"), c0->pipelining ? "on" : "off");
+		if (c0->rate_asked > 0)
+			fprintf(f, "open loop at %g messages/s, ", c0->rate_asked);
+		if (c0->messages_asked > 0)
+			fprintf(f, "%ld messages per run", c0->messages_asked);
+		else
+			fprintf(f, "%g s per run", c0->duration_asked);
+	}
+	fprintf(f, "\nmsg/s: 250s per second of sending; p50, p99: %s latency (ms)\n\n%-8s", ph,
+	        "");
+	for (size_t j = 0; j < w->ntargets; j++) /* over its own columns, cut to them */
+		fprintf(f, "  %-*.*s", j + 1 < w->ntargets ? SW_GROUP - 2 : 0, SW_GROUP - 2,
+		        w->targets[j].label);
+	fprintf(f, "\n%-8s", "sessions");
+	for (size_t j = 0; j < w->ntargets; j++)
+		fprintf(f, "%12s%9s%9s", "msg/s", "p50", "p99");
+	fputc('\n', f);
+	for (size_t i = 0; i < w->nsessions; i++) {
+		fprintf(f, "%8d", w->sessions[i]);
+		for (size_t j = 0; j < w->ntargets; j++) {
+			const struct rb_result *c = sw_cell(w, i, j);
+			char b[32];
+
+			if (!c) {
+				fprintf(f, "%12s%9s%9s", "-", "-", "-");
+				continue;
+			}
+			snprintf(b, sizeof(b), "%.0f%s", rb_result_rate(c), cell_bad(c) ? "*" : "");
+			fprintf(f, "%12s", b);
+			sw_hist_ms(f, 9, &c->phase[w->phase], 50);
+			sw_hist_ms(f, 9, &c->phase[w->phase], 99);
+			notes |= cell_bad(c);
+		}
+		fputc('\n', f);
+	}
+	for (size_t i = 0; notes && i < w->nsessions; i++) {
+		for (size_t j = 0; j < w->ntargets; j++) {
+			const struct rb_result *c = sw_cell(w, i, j);
+
+			if (!c || !cell_bad(c))
+				continue;
+			fprintf(f, "* %s, %d sessions: %" PRIu64 " errors, %" PRIu64 " failed",
+			        w->targets[j].label, w->sessions[i], c->errors, c->failed);
+			for (int k = 0; k < RB_ERR__N; k++) {
+				if (!c->err[k] || !c->first[k][0])
+					continue;
+				fprintf(f, "; first %s: ", rb_err_names[k]);
+				put_text(f, c->first[k], FIRST_LEN);
+				break;
+			}
+			if (c->aborted) {
+				fputs("; aborted: ", f);
+				put_text(f, c->aborted, 200);
+			}
+			fputc('\n', f);
+		}
+	}
+	for (size_t i = 0; i < w->nsessions; i++)
+		sw_phase_block(f, w, i);
+}
+
+static void sw_json_write(FILE *f, const void *arg)
+{
+	const struct rb_sweep *w = arg;
+	const struct rb_result *c0 = sw_first(w);
+	const char *sep = "";
+
+	fputs("{\n  \"sweep\": {\n    \"sessions\": [", f);
+	for (size_t i = 0; i < w->nsessions; i++)
+		fprintf(f, "%s%d", i ? ", " : "", w->sessions[i]);
+	fputs("],\n    \"targets\": [", f);
+	for (size_t j = 0; j < w->ntargets; j++) {
+		fputs(j ? ", {\"label\": " : "{\"label\": ", f);
+		json_str(f, w->targets[j].label, SIZE_MAX);
+		fputs(", \"server\": ", f);
+		json_str(f, w->targets[j].server, SIZE_MAX);
+		putc('}', f);
+	}
+	fprintf(f, "],\n    \"latency_phase\": \"%s\"\n  },\n", rb_phase_names[w->phase]);
+	if (c0) {
+		fprintf(f,
+		        "  \"config\": {\n    \"rcpts\": %d,\n    \"messages_asked\": %ld,\n"
+		        "    \"duration_asked_s\": ",
+		        c0->rcpts, c0->messages_asked);
+		json_num(f, c0->duration_asked);
+		fputs(",\n    \"size\": ", f);
+		json_str(f, c0->size_desc, SIZE_MAX);
+		fputs(",\n    \"tls\": ", f);
+		json_str(f, str_or(c0->tls, "none"), SIZE_MAX);
+		fprintf(f, ",\n    \"pipelining\": %s,\n    \"rate_asked\": ",
+		        c0->pipelining ? "true" : "false");
+		json_num(f, c0->rate_asked);
+		fputs(",\n    \"connect_rate\": ", f);
+		json_num(f, c0->connect_rate);
+		fputs("\n  },\n", f);
+	}
+	fputs("  \"rows\": [", f);
+	for (size_t i = 0; i < w->nsessions; i++) {
+		for (size_t j = 0; j < w->ntargets; j++) {
+			const struct rb_result *c = sw_cell(w, i, j);
+
+			if (!c)
+				continue;
+			fprintf(f, "%s\n    {\n      \"target\": ", sep);
+			json_str(f, w->targets[j].label, SIZE_MAX);
+			fputs(",\n      \"server\": ", f);
+			json_str(f, w->targets[j].server, SIZE_MAX);
+			fprintf(f,
+			        ",\n      \"sessions\": %d,\n      \"threads\": %d,\n"
+			        "      \"messages\": %" PRIu64 ",\n      \"attempted\": %" PRIu64
+			        ",\n      \"failed\": %" PRIu64 ",\n      \"errors\": %" PRIu64
+			        ",\n      \"bytes\": %" PRIu64 ",\n      \"elapsed_s\": ",
+			        c->sessions, c->threads, c->messages, c->attempted, c->failed,
+			        c->errors, c->bytes);
+			json_num(f, c->elapsed_s);
+			fputs(",\n      \"send_s\": ", f);
+			json_num(f, c->send_s);
+			fputs(",\n      \"messages_per_s\": ", f);
+			json_num(f, rb_result_rate(c));
+			fputs(",\n      \"mb_per_s\": ", f);
+			json_num(f, rb_result_mbps(c));
+			fputs(",\n      \"aborted\": ", f);
+			if (c->aborted)
+				json_str(f, c->aborted, SIZE_MAX);
+			else
+				fputs("null", f);
+			fputs(",\n", f);
+			json_latencies(f, "      ", c);
+			json_codes(f, "      ", "replies", c->replies);
+			json_errors(f, "      ", c);
+			fputs("      \"sessions_opened\": ", f);
+			fprintf(f, "%" PRIu64 "\n    }", c->opened);
+			sep = ",";
+		}
+	}
+	fputs(*sep ? "\n  ]\n}\n" : "]\n}\n", f);
+}
+
+int rb_sweep_json(const char *path, const struct rb_sweep *w)
+{
+	if (strcmp(path, "-") != 0)
+		return write_file(path, sw_json_write, w);
+	errno = 0;
+	sw_json_write(stdout, w);
 	if (fflush(stdout) != 0 || ferror(stdout))
 		return errno ? -errno : -EIO;
 	return 0;

@@ -19,6 +19,24 @@ const char *const rb_err_names[RB_ERR__N] = {
     [RB_ERR_IO] = "io",
 };
 
+const char *const rb_phase_names[RB_PH__N] = {
+    [RB_PH_CONNECT] = "connect",
+    [RB_PH_TLS] = "tls",
+    [RB_PH_EHLO] = "ehlo",
+    [RB_PH_STARTTLS] = "starttls",
+    [RB_PH_MAIL] = "mail",
+    [RB_PH_RCPT] = "rcpt",
+    [RB_PH_DATA] = "data",
+    [RB_PH_PIPE_MAIL] = "pipelined_mail",
+    [RB_PH_PIPE_RCPT] = "pipelined_rcpt",
+    [RB_PH_PIPE_DATA] = "pipelined_data",
+    [RB_PH_EOD] = "end_of_data",
+    [RB_PH_BDAT] = "bdat",
+    [RB_PH_PIPE_BDAT] = "pipelined_bdat",
+    [RB_PH_RSET] = "rset",
+    [RB_PH_QUIT] = "quit",
+};
+
 /* <us> must be clamped already. Static so that rb_hist_record() inlines it:
  * the exported rb_hist_index() could be interposed in a PIC build. */
 static inline unsigned hist_index(uint64_t us)

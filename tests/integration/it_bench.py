@@ -86,6 +86,43 @@ def test_counts_agree_sizes_recipients_no_pipelining_reconnects():
         assert sizes[-1] - sizes[0] > 10000  # a spread, not one size
 
 
+def check_phase(doc, name, count):
+    p = doc["latency_ms"]["phases"][name]
+    assert p["count"] == count, (name, p, count)
+    assert 0 <= p["p50"] <= p["p90"] <= p["p99"] <= p["max"], (name, p)
+    assert p["max"] > 0, (name, p)
+    return p
+
+
+def test_latency_per_phase():
+    """Each phase of the session in the JSON, counted once per command:
+    pipelined (MAIL, RCPT, DATA in one write, each reply timed from it) and
+    one command per round trip."""
+    with Gateway() as gw:
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 5,
+                                  "--messages", 500)
+        check_ok(rc, out, err, doc)
+        ph = doc["latency_ms"]["phases"]
+        assert set(ph) == {"connect", "ehlo", "pipelined_mail", "pipelined_rcpt",
+                           "pipelined_data", "end_of_data", "quit"}, set(ph)
+        for name, n in (("connect", 5), ("ehlo", 5), ("pipelined_mail", 500),
+                        ("pipelined_rcpt", 500), ("pipelined_data", 500),
+                        ("end_of_data", doc["messages"]), ("quit", 5)):
+            check_phase(doc, name, n)
+        assert ph["connect"] == doc["latency_ms"]["connect_greeting"]
+        # the replies to one pipelined group come in order, timed from one write
+        assert ph["pipelined_mail"]["p50"] <= ph["pipelined_data"]["p50"], ph
+        assert "latency by phase (ms)" in out and "pipelined_rcpt" in out, out
+        rc, out, err, doc = bench("--server", f"127.0.0.1:{gw.port}", "--sessions", 2,
+                                  "--messages", 200, "--rcpts", 2, "--no-pipelining")
+        check_ok(rc, out, err, doc)
+        ph = doc["latency_ms"]["phases"]
+        assert set(ph) == {"connect", "ehlo", "mail", "rcpt", "data", "end_of_data",
+                           "quit"}, set(ph)
+        for name, n in (("mail", 200), ("rcpt", 400), ("data", 200), ("end_of_data", 200)):
+            check_phase(doc, name, n)
+
+
 def test_counts_agree_with_smtp_sink():
     if not os.path.exists(SMTP_SINK):
         raise RuntimeError("smtp-sink is not installed (Debian package postfix)")
@@ -112,6 +149,48 @@ def test_counts_agree_with_smtp_sink():
         sink.kill()
         sink.wait(10)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sweep_against_ringmx_and_a_peer():
+    """--sweep 1,4 with a --peer: the runs alternate between the targets
+    within each session count, and the table and the JSON have a row for
+    each."""
+    if not os.path.exists(SMTP_SINK):
+        raise RuntimeError("smtp-sink is not installed (Debian package postfix)")
+    port = free_port()
+    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        with Gateway(*ONE_CLIENT) as gw:
+            rc, out, err, doc = bench("--server", f"ringmx=127.0.0.1:{gw.port}",
+                                      "--peer", f"smtp-sink=127.0.0.1:{port}",
+                                      "--sweep", "1,4", "--messages", 300)
+            assert rc == 0, f"rc {rc}\n{out}\n{err}"
+            assert gw.count() == 2 * 300
+    finally:
+        sink.kill()
+        sink.wait(10)
+    rows = [(r["target"], r["sessions"]) for r in doc["rows"]]
+    assert rows == [("ringmx", 1), ("smtp-sink", 1), ("ringmx", 4), ("smtp-sink", 4)], rows
+    assert doc["sweep"]["sessions"] == [1, 4], doc["sweep"]
+    assert [t["label"] for t in doc["sweep"]["targets"]] == ["ringmx", "smtp-sink"]
+    assert doc["sweep"]["latency_phase"] == "end_of_data"
+    for r in doc["rows"]:
+        assert r["messages"] == 300 and r["errors"] == 0 and r["aborted"] is None, r
+        assert r["sessions_opened"] == r["sessions"], r
+        e = r["latency_ms"]["phases"]["end_of_data"]
+        assert e["count"] == 300 and 0 < e["p50"] <= e["p99"] <= e["max"], e
+    # one table: a row per session count, the two targets side by side
+    lines = out.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("sessions"))
+    assert "ringmx" in lines[head - 1] and "smtp-sink" in lines[head - 1], out
+    assert lines[head].split() == ["sessions"] + ["msg/s", "p50", "p99"] * 2, out
+    for i, n in enumerate((1, 4)):
+        cells = lines[head + 1 + i].split()
+        assert cells[0] == str(n) and len(cells) == 7, out
+        assert all(float(c) > 0 for c in cells[1:]), out
+    assert "p50 by phase (ms), 4 sessions" in out, out
 
 
 def test_eml_directory_arrives_intact():
@@ -195,11 +274,19 @@ def test_tls_starttls_and_implicit():
             assert doc["config"]["tls"] == "starttls"
             # the 220 to STARTTLS comes on top of each greeting
             assert doc["replies"]["220"] == 2 * doc["sessions_opened"]
+            n = doc["sessions_opened"]
+            for name, count in (("starttls", n), ("tls", n), ("ehlo", 2 * n)):
+                check_phase(doc, name, count)
             rc, out, err, doc = bench("--server", f"127.0.0.1:{tport}", "--sessions", 20,
                                       "--messages", 1000, "--tls", "implicit",
                                       "--msgs-per-conn", 10)
             check_ok(rc, out, err, doc)
             assert doc["sessions_opened"] >= 100
+            # implicit TLS: the handshake comes first, and inside connect
+            check_phase(doc, "tls", doc["sessions_opened"])
+            assert "starttls" not in doc["latency_ms"]["phases"]
+            ph = doc["latency_ms"]["phases"]
+            assert ph["tls"]["p50"] <= ph["connect"]["p50"], ph
             assert gw.count() == 2000
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -308,7 +395,10 @@ def test_bad_options():
     for args in (["--sessions", "0"], ["--size", "10-5"], ["--tls", "maybe"],
                  ["--messages", "5", "--duration", "1"], ["--server", "nohostport"],
                  ["--bogus"], ["--sessions", "30000"], ["--to", "x@y>\r\nRSET"],
-                 ["--from", "<a@b>"]):
+                 ["--from", "<a@b>"], ["--sweep", "1,0"], ["--sweep", "1,,2"],
+                 ["--sweep", "1", "--sessions", "5"], ["--peer", "=127.0.0.1:25"],
+                 ["--peer", "127.0.0.1:0"], ["--sweep", "1", "--plot", "/nonexistent"],
+                 ["--sweep", "1", "--idle"]):
         r = subprocess.run([BENCH] + args, capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("ringmx-bench:") or "usage" in r.stderr, r.stderr

@@ -54,7 +54,13 @@ static void setup(void)
 	for (uint64_t k = 0; k < 1000; k++)
 		rb_hist_record(&r->msg_lat, 500 + k * 7);
 	for (uint64_t k = 0; k < 10; k++)
-		rb_hist_record(&r->greet_lat, 100 + k);
+		rb_hist_record(&r->phase[RB_PH_CONNECT], 100 + k);
+	for (uint64_t k = 0; k < 10; k++)
+		rb_hist_record(&r->phase[RB_PH_EHLO], 40 + k);
+	for (uint64_t k = 0; k < 1000; k++) {
+		rb_hist_record(&r->phase[RB_PH_PIPE_MAIL], 50 + k % 10);
+		rb_hist_record(&r->phase[RB_PH_EOD], 400 + k * 5);
+	}
 	for (int i = 0; i < 3; i++)
 		series[i] = (struct rb_second){.t = i + 1.0,
 		                               .messages = 300 + 100 * (uint64_t)i,
@@ -174,6 +180,45 @@ Test(rb_report, json_parses_with_documented_keys)
 	         "'sessions': 9, 'p50_ms': 4, 'p99_ms': 7.5}, s[1]");
 }
 
+Test(rb_report, json_phases_only_those_that_happened_in_session_order)
+{
+	cr_assert_eq(rb_report_json(in_dir("p.json"), r), 0);
+	py_check(in_dir("p.json"),
+	         "p = d['latency_ms']['phases']\n"
+	         "assert list(p) == ['connect', 'ehlo', 'pipelined_mail', 'end_of_data'], list(p)\n"
+	         "assert p['connect'] == d['latency_ms']['connect_greeting']\n"
+	         "e = p['end_of_data']\n"
+	         "assert set(e) >= {'p50', 'p90', 'p99', 'max', 'count'}, e\n"
+	         "assert e['count'] == 1000 and e['max'] == 5.395, e\n"
+	         "assert e['p50'] <= e['p90'] <= e['p99'] <= e['max'], e\n"
+	         "assert p['ehlo'] == {'p50': 0.044, 'p90': 0.048, 'p99': 0.049, "
+	         "'p99.9': 0.049, 'max': 0.049, 'mean': 0.044, 'count': 10}, p['ehlo']\n"
+	         "assert p['pipelined_mail']['max'] == 0.059");
+}
+
+Test(rb_report, table_shows_each_phase_with_its_count)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	rb_report_table(f, r);
+	fclose(f);
+	cr_assert(strstr(text, "latency by phase (ms)    count       p50       p90       p99       "
+	                       "max\n"),
+	          "%s", text);
+	cr_assert(strstr(text, "\n  connect                   10     0.104     0.108     0.109     "
+	                       "0.109\n"
+	                       "  ehlo                      10     0.044     0.048     0.049     "
+	                       "0.049\n"
+	                       "  pipelined_mail          1000"),
+	          "%s", text);
+	cr_assert(strstr(text, "\n  end_of_data             1000 "), "%s", text);
+	cr_assert(strstr(text, "(pipelined_*: each reply timed from"), "%s", text);
+	cr_assert_null(strstr(text, "  rcpt "), "no line for a phase that never happened");
+	free(text);
+}
+
 Test(rb_report, json_escapes_strings)
 {
 	r->label = "say \"hi\"\\now";
@@ -205,7 +250,8 @@ Test(rb_report, json_of_an_empty_run_is_valid)
 	         "assert d['elapsed_s'] is None\n"
 	         "assert d['config']['label'] == 'ringmx-bench'\n"
 	         "assert d['latency_ms']['message']['p99'] == 0\n"
-	         "assert d['series'] == [] and d['replies'] == {} and d['first_error'] == {}");
+	         "assert d['series'] == [] and d['replies'] == {} and d['first_error'] == {}\n"
+	         "assert d['latency_ms']['phases'] == {}");
 	free(e);
 }
 
@@ -393,4 +439,91 @@ Test(rb_report, plot_makes_missing_directories)
 	snprintf(sub, sizeof(sub), "%s/a/b/nightly.latency.dat/x", dir);
 	cr_assert_lt(rb_report_plot(sub, r, err, sizeof(err)), 0);
 	cr_assert_neq(err[0], '\0');
+}
+
+/* A sweep of two session counts against two targets; the second target's
+ * larger run was never made (interrupted). */
+static struct rb_target sw_tg[2] = {
+    {.label = "ringmx", .server = "127.0.0.1:2525"},
+    {.label = "smtp-sink", .server = "127.0.0.1:2600"},
+};
+static const int sw_n[2] = {1, 10};
+
+static struct rb_result *sw_cell_new(int sessions, uint64_t msgs, uint64_t eod_us)
+{
+	struct rb_result *c = calloc(1, sizeof(*c));
+
+	cr_assert(c);
+	c->sessions = c->threads = sessions;
+	c->size_desc = "1024";
+	c->tls = "none";
+	c->pipelining = true;
+	c->rcpts = 1;
+	c->duration_asked = 5;
+	c->messages = c->attempted = msgs;
+	c->send_s = 1;
+	c->elapsed_s = 1.25;
+	for (uint64_t k = 0; k < msgs; k++)
+		rb_hist_record(&c->phase[RB_PH_EOD], eod_us + k % 4);
+	rb_hist_record(&c->phase[RB_PH_CONNECT], 300);
+	return c;
+}
+
+Test(rb_report, sweep_table_and_json_side_by_side)
+{
+	struct rb_result *cells[4] = {sw_cell_new(1, 2000, 500), sw_cell_new(1, 10000, 40),
+	                              sw_cell_new(10, 4000, 900), NULL};
+	struct rb_sweep w = {.sessions = sw_n,
+	                     .nsessions = 2,
+	                     .targets = sw_tg,
+	                     .ntargets = 2,
+	                     .cells = cells,
+	                     .phase = RB_PH_EOD};
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cells[2]->errors = 2;
+	cells[2]->err[RB_ERR_TIMEOUT] = 2;
+	strcpy(cells[2]->first[RB_ERR_TIMEOUT], "no answer to end of data within 30 s");
+	rb_sweep_table(f, &w);
+	fclose(f);
+	cr_assert(strstr(text, "size 1024, 1 rcpt/message, tls none, pipelining on, 5 s per run\n"),
+	          "%s", text);
+	cr_assert(strstr(text, "p50, p99: end_of_data latency (ms)\n"), "%s", text);
+	cr_assert(strstr(text,
+	                 "\n          ringmx                        smtp-sink\n"
+	                 "sessions       msg/s      p50      p99       msg/s      p50      p99\n"
+	                 "       1        2000    0.503    0.503       10000    0.041    0.043\n"
+	                 "      10       4000*    0.903    0.903           -        -        -\n"
+	                 "* ringmx, 10 sessions: 2 errors, 0 failed; first timeout: no answer "
+	                 "to end of data within 30 s\n"),
+	          "%s", text);
+	cr_assert(strstr(text, "\np50 by phase (ms), 1 session\n"
+	                       "  phase               ringmx  smtp-sink\n"
+	                       "  connect              0.300      0.300\n"
+	                       "  end_of_data          0.503      0.041\n"),
+	          "%s", text);
+	cr_assert(strstr(text, "  end_of_data          0.903          -\n"), "%s", text);
+	free(text);
+
+	cr_assert_eq(rb_sweep_json(in_dir("s.json"), &w), 0);
+	py_check(in_dir("s.json"),
+	         "assert d['sweep']['sessions'] == [1, 10], d['sweep']\n"
+	         "assert d['sweep']['targets'][1] == {'label': 'smtp-sink', 'server': "
+	         "'127.0.0.1:2600'}\n"
+	         "assert d['sweep']['latency_phase'] == 'end_of_data'\n"
+	         "assert d['config']['size'] == '1024' and d['config']['pipelining'] is True\n"
+	         "rows = d['rows']\n"
+	         "assert [(r['target'], r['sessions']) for r in rows] == "
+	         "[('ringmx', 1), ('smtp-sink', 1), ('ringmx', 10)], rows\n"
+	         "assert rows[1]['messages_per_s'] == 10000 and rows[1]['server'] == "
+	         "'127.0.0.1:2600'\n"
+	         "e = rows[0]['latency_ms']['phases']['end_of_data']\n"
+	         "assert e['count'] == 2000 and e['p50'] == 0.503, e\n"
+	         "assert rows[2]['errors_by_kind']['timeout'] == 2\n"
+	         "assert rows[2]['first_error']['timeout'].startswith('no answer')\n"
+	         "assert rows[2]['aborted'] is None");
+	for (int i = 0; i < 4; i++)
+		free(cells[i]);
 }
