@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -75,20 +76,53 @@ static int listen_probe(const struct conf_listen *cl)
 	return err;
 }
 
+/* `mkdir -p`: <path> with its missing parents (mode 0755, less the umask,
+ * as mkdir -p makes them), and <path> itself with <mode>. An existing one
+ * is left as it is. Start-up, main thread: never on a worker, since it
+ * blocks on the file system. Returns 0 or -errno. */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+	char p[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0)
+		return -ENOENT;
+	if (len >= sizeof(p))
+		return -ENAMETOOLONG;
+	memcpy(p, path, len + 1);
+	while (len > 1 && p[len - 1] == '/')
+		p[--len] = '\0';
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/' || s[-1] == '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 /* --user: the sockets are bound (a port under 1024 needs root), now give
  * root up for good: the spool directory is handed to the user, and nothing
  * the process does afterwards (sessions, spool, relay) runs as root. */
 static int drop_privileges(const char *user, const char *dir)
 {
 	struct passwd *pw = getpwnam(user);
+	int err;
 
 	if (!pw) {
 		LOGE("--user %s: no such user", user);
 		return -ENOENT;
 	}
-	if ((mkdir(dir, 0750) < 0 && errno != EEXIST) || chown(dir, pw->pw_uid, pw->pw_gid) < 0) {
-		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(errno));
-		return -errno;
+	err = mkdir_parents(dir, 0750);
+	if (!err && chown(dir, pw->pw_uid, pw->pw_gid) < 0)
+		err = -errno;
+	if (err) {
+		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(-err));
+		return err;
 	}
 	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		LOGE("--user %s: %s", user, strerror(errno));
@@ -105,9 +139,10 @@ static int drop_privileges(const char *user, const char *dir)
 static int spool_prepare(struct gateway *g)
 {
 	const char *dir = g->conf->spool;
+	int err = mkdir_parents(dir, 0750);
 
-	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-		return -errno;
+	if (err)
+		return err;
 	g->spool_dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (g->spool_dirfd < 0)
 		return -errno;
