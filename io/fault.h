@@ -7,7 +7,8 @@
  * finished segment's unlink completed, the directory fsync not yet
  * done), "worker-stall" (io/worker: worker 0's loop sleeps 5 s at its
  * first tick, as a stuck worker's would: the systemd watchdog pings stop,
- * io/service). For tests only; documented in docs/spool.md. Any thread. */
+ * io/service). For tests only; documented in docs/spool.md (worker-stall
+ * in docs/operations.md). Any thread. */
 #ifndef RINGMX_IO_FAULT_H
 #define RINGMX_IO_FAULT_H
 
