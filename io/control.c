@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/tables.h"
+#include "io/service.h"
 
 void control_block_signals(sigset_t *set)
 {
@@ -93,7 +95,7 @@ static size_t rdomains_of(const struct tables *t)
 /* SIGHUP: the domains and recipient files read again into a new snapshot,
  * handed to each worker (which drops its old one); sessions move over
  * between transactions. A file that fails keeps the old snapshot. */
-static void control_reload(struct gateway *g, unsigned started)
+static bool control_reload(struct gateway *g, unsigned started)
 {
 	struct tables *t, *old = g->tables;
 	char err[640];
@@ -101,7 +103,7 @@ static void control_reload(struct gateway *g, unsigned started)
 
 	if (rc) {
 		LOGE("reload failed, the old tables stay: %s", err);
-		return;
+		return false;
 	}
 	LOGI("reload: accepted domains %zu (were %zu), recipient tables %zu entries in %zu "
 	     "domains (were %zu in %zu)",
@@ -112,6 +114,7 @@ static void control_reload(struct gateway *g, unsigned started)
 	g->tables = t;
 	tables_unref(old);
 	control_wake(g, started);
+	return true;
 }
 
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
@@ -119,10 +122,17 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 	int sig;
 
 	for (;;) {
-		if (sigwait(set, &sig) != 0)
-			continue;
+		/* Woken by a signal, or when io/service has something due (a
+		 * watchdog ping, a status line); -1: nothing ever is. */
+		int64_t ms = service_tick(g, started);
+		struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+
+		sig = ms < 0 ? sigwaitinfo(set, NULL) : sigtimedwait(set, NULL, &ts);
+		if (sig < 0)
+			continue; /* EAGAIN: the timeout; EINTR */
 		if (sig == SIGHUP) {
-			control_reload(g, started);
+			service_reloading();
+			service_reloaded(g, control_reload(g, started));
 			continue;
 		}
 		if (sig == SIGUSR2)

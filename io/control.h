@@ -21,9 +21,11 @@ void control_block_signals(sigset_t *set);
 void control_pid_write(struct gateway *g);
 /* Removes it. Main thread, at the end. */
 void control_pid_remove(struct gateway *g);
-/* Takes the signals in <set>: SIGHUP reloads the tables, SIGUSR1 and
- * SIGUSR2 are passed to the first <started> workers through their eventfds; returns the signal that
- * stops the gateway. Main thread. */
+/* Takes the signals in <set>: SIGHUP reloads the tables (between
+ * RELOADING=1 and READY=1 to systemd), SIGUSR1 and SIGUSR2 are passed to
+ * the first <started> workers through their eventfds; between signals it
+ * lets io/service ping the watchdog and update the status. Returns the
+ * signal that stops the gateway. Main thread. */
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started);
 /* Wakes the first <started> workers' eventfds (stop, flush, drop). */
 void control_wake(struct gateway *g, unsigned started);

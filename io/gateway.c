@@ -5,12 +5,15 @@
  * root (--user), open the spool directory, recover it (the messages that
  * survived a previous run are routed to their owners once the workers
  * run), start the workers one by one (each sets up its ring and reports),
- * then wait for signals in io/control. */
+ * tell systemd READY=1 (io/service), then wait for signals in io/control.
+ * Under socket activation the listening sockets are systemd's, taken over
+ * instead of bound (listen_passed()). */
 #include "io/gateway.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -29,6 +32,7 @@
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/ring.h"
+#include "io/service.h"
 #include "io/session.h"
 #include "io/worker.h"
 
@@ -75,20 +79,53 @@ static int listen_probe(const struct conf_listen *cl)
 	return err;
 }
 
+/* `mkdir -p`: <path> with its missing parents (mode 0755, less the umask,
+ * as mkdir -p makes them), and <path> itself with <mode>. An existing one
+ * is left as it is. Start-up, main thread: never on a worker, since it
+ * blocks on the file system. Returns 0 or -errno. */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+	char p[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len == 0)
+		return -ENOENT;
+	if (len >= sizeof(p))
+		return -ENAMETOOLONG;
+	memcpy(p, path, len + 1);
+	while (len > 1 && p[len - 1] == '/')
+		p[--len] = '\0';
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/' || s[-1] == '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 /* --user: the sockets are bound (a port under 1024 needs root), now give
  * root up for good: the spool directory is handed to the user, and nothing
  * the process does afterwards (sessions, spool, relay) runs as root. */
 static int drop_privileges(const char *user, const char *dir)
 {
 	struct passwd *pw = getpwnam(user);
+	int err;
 
 	if (!pw) {
 		LOGE("--user %s: no such user", user);
 		return -ENOENT;
 	}
-	if ((mkdir(dir, 0750) < 0 && errno != EEXIST) || chown(dir, pw->pw_uid, pw->pw_gid) < 0) {
-		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(errno));
-		return -errno;
+	err = mkdir_parents(dir, 0750);
+	if (!err && chown(dir, pw->pw_uid, pw->pw_gid) < 0)
+		err = -errno;
+	if (err) {
+		LOGE("--user %s: spool directory %s: %s", user, dir, strerror(-err));
+		return err;
 	}
 	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		LOGE("--user %s: %s", user, strerror(errno));
@@ -105,9 +142,10 @@ static int drop_privileges(const char *user, const char *dir)
 static int spool_prepare(struct gateway *g)
 {
 	const char *dir = g->conf->spool;
+	int err = mkdir_parents(dir, 0750);
 
-	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-		return -errno;
+	if (err)
+		return err;
 	g->spool_dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (g->spool_dirfd < 0)
 		return -errno;
@@ -146,15 +184,122 @@ static void listen_close(struct gateway *g)
 	g->lfds = NULL;
 }
 
+/* Whether listening socket <fd> is bound to <cl>'s address: the same
+ * family, port and address (a wildcard matches only a wildcard). */
+static bool listen_matches(int fd, const struct conf_listen *cl)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || ss.ss_family != cl->addr.ss_family)
+		return false;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&ss, *b = (const void *)&cl->addr;
+
+		return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)&ss, *b = (const void *)&cl->addr;
+
+		return a->sin6_port == b->sin6_port &&
+		       memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+/* Socket activation: the <n> listening sockets systemd passed (fds 3 and
+ * up) are the listeners, none is bound here, so port 25 needs no root and
+ * no capability. The rule: each passed socket must be a listening TCP
+ * socket whose address (getsockname) is that of exactly one --listen,
+ * --listen-tls, --listen-proxy or --listen-tls-proxy, and each of those
+ * must have its socket; anything else stops the start (exit 1), since a
+ * listener bound here beside them, or a passed one left unused, is
+ * surely not what the unit meant. The workers share each socket (a dup
+ * each): their multishot accepts take turns on it, where a bound
+ * listener has one SO_REUSEPORT socket per worker. */
+static int listen_passed(struct gateway *g, int n)
+{
+	const struct conf *cf = g->conf;
+	int type, acc, fd_of[CONF_MAX_LISTEN];
+	socklen_t len;
+
+	for (unsigned i = 0; i < cf->nlisten; i++)
+		fd_of[i] = -1;
+	for (int k = 0; k < n; k++) {
+		int fd = SERVICE_LISTEN_FDS_START + k;
+		unsigned i;
+
+		len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){sizeof(acc)}) <
+		        0 ||
+		    !acc) {
+			LOGE("socket activation: descriptor %d is not a listening TCP socket", fd);
+			return -1;
+		}
+		for (i = 0; i < cf->nlisten && !listen_matches(fd, &cf->listen[i]); i++)
+			;
+		if (i == cf->nlisten) {
+			LOGE("socket activation: descriptor %d is bound to an address no --listen "
+			     "option names (each ListenStream= needs its --listen, --listen-tls or "
+			     "--listen-proxy)",
+			     fd);
+			return -1;
+		}
+		if (fd_of[i] >= 0) {
+			LOGE("socket activation: descriptors %d and %d are both %s", fd_of[i], fd,
+			     cf->listen[i].text);
+			return -1;
+		}
+		fd_of[i] = fd;
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+	}
+	for (unsigned i = 0; i < cf->nlisten; i++) {
+		if (fd_of[i] < 0) {
+			LOGE("socket activation: systemd passed no socket for %s (add a "
+			     "ListenStream= for it to the .socket unit)",
+			     cf->listen[i].text);
+			return -1;
+		}
+	}
+	g->lfds = calloc((size_t)g->nworkers * cf->nlisten, sizeof(*g->lfds));
+	if (!g->lfds)
+		return -1;
+	for (unsigned i = 0; i < g->nworkers * cf->nlisten; i++)
+		g->lfds[i] = -1;
+	for (unsigned w = 0; w < g->nworkers; w++) {
+		for (unsigned i = 0; i < cf->nlisten; i++) {
+			int fd = w == 0 ? fd_of[i] : fcntl(fd_of[i], F_DUPFD_CLOEXEC, 0);
+
+			if (fd < 0) {
+				LOGE("socket activation: %s: %s", cf->listen[i].text,
+				     strerror(errno));
+				listen_close(g);
+				return -1;
+			}
+			g->lfds[w * cf->nlisten + i] = fd;
+		}
+	}
+	g->activated = true;
+	return 0;
+}
+
 /* Probes every --listen address (a second gateway is refused), then binds
- * one SO_REUSEPORT socket per worker per address, before root is given up.
- * Returns 0, or -1 with what it opened closed again (g->lfds NULL). */
+ * one SO_REUSEPORT socket per worker per address, before root is given up;
+ * or takes the sockets systemd passed (listen_passed()). Returns 0, or -1
+ * with what it opened closed again (g->lfds NULL). */
 static int listen_all(struct gateway *g)
 {
 	const struct conf *cf = g->conf;
 	unsigned n = g->nworkers * cf->nlisten;
-	int err;
+	int err, npassed = service_listen_fds();
 
+	if (npassed < 0) {
+		LOGE("socket activation: $LISTEN_FDS: %s", strerror(-npassed));
+		return -1;
+	}
+	if (npassed > 0) /* on failure the process exits, and the sockets with it */
+		return listen_passed(g, npassed);
 	for (unsigned i = 0; i < cf->nlisten; i++) {
 		/* A gateway killed a moment ago may hold the port for a few
 		 * milliseconds more while its ring is torn down. */
@@ -304,6 +449,7 @@ int gateway_run(struct gateway *g)
 	bool ok;
 
 	ring_log_prepare();
+	service_init();
 	if (listen_all(g))
 		return 1;
 	if (cf->user) {
@@ -349,9 +495,12 @@ int gateway_run(struct gateway *g)
 	started = workers_start(g, &ok);
 	if (ok) {
 		for (unsigned i = 0; i < cf->nlisten; i++)
-			LOGI("listening on %s (%u workers)", cf->listen[i].text, g->nworkers);
+			LOGI("listening on %s (%u workers%s)", cf->listen[i].text, g->nworkers,
+			     g->activated ? ", socket from systemd" : "");
 		control_pid_write(g); /* for `ringmx queue --flush` */
+		service_ready(g);     /* listeners up, recovery done */
 		sig = control_wait(g, &set, started);
+		service_stopping(g);
 		LOGI("signal %d: stopping; transactions in progress get %us", sig, cf->grace);
 		rc = 0;
 	}

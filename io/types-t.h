@@ -363,6 +363,10 @@ struct worker {
 	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
 
+	/* Heartbeat: w->now at the worker's last tick (once a second), read by
+	 * the main thread before it feeds systemd's watchdog (io/service). */
+	_Atomic int64_t beat;
+
 	bool stopping;
 	int64_t grace_end;
 	bool rearm_accept;
@@ -398,6 +402,7 @@ struct gateway {
 	uint64_t start_id; /* unique per start: names this run's segments */
 	int spool_dirfd;
 	int *lfds; /* listening sockets, [worker * nlisten + listener], bound before any drop */
+	bool activated;        /* the listening sockets came from systemd (socket activation) */
 	atomic_uint nsessions; /* open sessions, all workers */
 	struct mq mq;          /* descriptors between workers: a mesh of SPSC rings */
 	struct seg_registry segs;

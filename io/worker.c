@@ -23,6 +23,7 @@
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
+#include "io/fault.h"
 #include "io/relay.h"
 #include "io/ring.h"
 #include "io/route.h"
@@ -116,6 +117,14 @@ static void arm_accept(struct worker *w)
 
 static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
+	static unsigned ticks0; /* worker 0's, for the fault point below */
+
+	/* The heartbeat the main thread checks before each watchdog ping. */
+	atomic_store_explicit(&w->beat, w->now, memory_order_relaxed);
+	if (w->id == 0 && ++ticks0 == 1 && fault_at("worker-stall")) {
+		LOGW("worker 0: fault: RINGMX_FAULT=worker-stall reached: the loop stops for 5 s");
+		sleep(5);
+	}
 	commit_check_storage(w);
 	commit_tick(w);
 	overflow_retry(w);
@@ -435,6 +444,7 @@ void *worker_main(void *arg)
 		w->g->lfds[w->id * cf->nlisten + i] = -1; /* the worker closes it */
 	}
 	w->now = ring_clock_ms();
+	atomic_store_explicit(&w->beat, w->now, memory_order_relaxed);
 	commit_check_storage(w);
 	err = relay_init(w, &relay_sink);
 	if (err) {

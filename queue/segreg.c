@@ -73,6 +73,21 @@ void segreg_hold(struct seg_registry *r, unsigned i)
 		atomic_fetch_add_explicit(held, 1, memory_order_relaxed);
 }
 
+uint64_t segreg_live_total(struct seg_registry *r)
+{
+	uint64_t sum = 0;
+	unsigned n;
+
+	/* The lock orders our read of <n> after the entries it counts were
+	 * initialised; the counts themselves are read lock-free. */
+	pthread_mutex_lock(&r->mu);
+	n = r->n;
+	pthread_mutex_unlock(&r->mu);
+	for (unsigned i = 0; i < n; i++)
+		sum += atomic_load_explicit(live_of(r, i), memory_order_relaxed) & ~SEGREG_SEALED;
+	return sum;
+}
+
 bool segreg_release(struct seg_registry *r, unsigned i)
 {
 	return atomic_fetch_sub_explicit(live_of(r, i), 1, memory_order_relaxed) ==

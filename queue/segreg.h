@@ -81,6 +81,11 @@ void segreg_recovered(struct seg_registry *r, unsigned i);
 void segreg_set_gone(struct seg_registry *r, unsigned i);
 bool segreg_gone(struct seg_registry *r, unsigned i);
 
+/* Records still to be delivered in all the segments together (the live
+ * counts, sealed bits aside): the queue's size of the moment. Walks every
+ * segment: for a status line now and then, not per event. Any thread. */
+uint64_t segreg_live_total(struct seg_registry *r);
+
 /* Route hash of an address's domain (case-insensitive FNV-1a). */
 uint32_t route_hash(const char *addr);
 

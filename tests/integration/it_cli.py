@@ -110,6 +110,31 @@ def test_defaults_start_on_2525():
         assert p.returncode == 0
 
 
+def test_spool_parents_created():
+    # --spool /new/dir/spool where /new/dir is absent: made like mkdir -p,
+    # the spool itself 0750; a file in the way is an error at start.
+    import smtplib
+    from rmx import Gateway, free_port
+    with tempfile.TemporaryDirectory() as d:
+        spool = os.path.join(d, "new", "dir", "spool")
+        with Gateway(spool=spool + "//") as gw:
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                assert c.sendmail("a@b.test", ["u@example.com"], "Subject: p\r\n\r\nx\r\n") == {}
+            assert gw.count() == 1
+        assert os.stat(spool).st_mode & 0o777 == 0o750 & ~current_umask()
+        open(os.path.join(d, "file"), "w").close()
+        r = subprocess.run([RINGMX, "--listen", f"127.0.0.1:{free_port()}", "--spool",
+                            os.path.join(d, "file", "spool")], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1 and "Not a directory" in r.stderr, (r.returncode, r.stderr)
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_second_instance_on_same_port_refused():
     # SO_REUSEPORT would let a second process share the port and split the
     # traffic; ringmx refuses to start instead.

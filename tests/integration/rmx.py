@@ -37,11 +37,12 @@ class Gateway:
                      "--domains", "example.com,localhost"] + list(args)
         self.proc = None
         self.env = dict(env or {})  # added to the environment at each start
+        self.pass_fds = ()  # descriptors the gateway inherits (socket activation)
 
     def start(self, timeout=10):
         self.logf = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, **self.env))
+                                     env=dict(os.environ, **self.env), pass_fds=self.pass_fds)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -66,6 +66,25 @@ Test(segreg, the_last_of_seal_and_release_sees_the_segment_finish)
 	cr_expect(segreg_finished(&reg, b));
 }
 
+Test(segreg, live_total_counts_pending_records_across_chunks_not_the_sealed_bit)
+{
+	unsigned a = add(2, 0, 1), b;
+
+	cr_expect_eq(segreg_live_total(&reg), 0);
+	segreg_hold(&reg, a);
+	segreg_hold(&reg, a);
+	segreg_seal(&reg, a); /* the sealed bit is no record */
+	cr_expect_eq(segreg_live_total(&reg), 2);
+	for (unsigned i = 0; i < SEGREG_CHUNK; i++)
+		add(2, 1, i + 2);
+	b = add(2, 1, 9999); /* in the second chunk */
+	segreg_hold(&reg, b);
+	cr_expect_eq(segreg_live_total(&reg), 3);
+	segreg_release(&reg, a);
+	segreg_release(&reg, b);
+	cr_expect_eq(segreg_live_total(&reg), 1);
+}
+
 Test(segreg, mostly_dead_needs_sealed_and_few_live)
 {
 	unsigned a = add(1, 0, 1), b = add(1, 0, 2), c = add(1, 0, 3);
