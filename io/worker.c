@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
@@ -112,12 +113,27 @@ static void arm_accept(struct worker *w)
 	}
 }
 
+/* The queue's gauges for the metrics thread, once a tick: what the relay
+ * holds (or, without one, the descriptors held here) and what waits for
+ * ring space. */
+static void stats_tick(struct worker *w)
+{
+	time_t oldest = 0;
+	uint64_t n =
+	    w->held.len / sizeof(struct mq_item) + w->overflow.len / sizeof(struct route_item);
+
+	n += relay_queued(w, &oldest);
+	stats_set_local(&w->st.queue_msgs, n);
+	stats_set_local(&w->st.queue_oldest, oldest > 0 ? (uint64_t)oldest : 0);
+}
+
 static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	commit_check_storage(w);
 	commit_tick(w);
 	overflow_retry(w);
 	relay_tick(w);
+	stats_tick(w);
 	session_tick(w);
 	if (w->stopping && w->now >= w->grace_end)
 		relay_stop(w, true);
