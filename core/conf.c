@@ -95,6 +95,7 @@ enum conf_opt {
 	OPT_RELAY_TIMEOUT,
 	OPT_RELAY_TLS,
 	OPT_USER,
+	OPT_METRICS_LISTEN,
 };
 
 static const struct option conf_longopts[] = {
@@ -163,6 +164,7 @@ static const struct option conf_longopts[] = {
     {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
     {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
     {"user", required_argument, NULL, OPT_USER},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -388,6 +390,8 @@ void conf_usage(FILE *out)
 	OPT("--relay-tls none|may|encrypt",
 	    "STARTTLS to next hops: never, when offered, required (default: may)");
 	OPT("--user NAME", "after binding, run as this user; owns the spool (default: none)");
+	OPT("--metrics-listen ADDR:PORT",
+	    "serve Prometheus metrics at GET /metrics there (default: none)");
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
@@ -823,6 +827,16 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 			                "--log-level: '%.*s' is not error, warn, info or debug",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
+	case OPT_METRICS_LISTEN:
+		if (conf_parse_listen(&c->metrics_listen, arg) < 0) {
+			c->metrics_listen.addrlen = 0;
+			return conf_err(
+			    err, errlen,
+			    "--metrics-listen: '%.*s' is not ADDR:PORT (127.0.0.1:9425, "
+			    "[::1]:9425 or *:9425; port 1-65535)",
+			    CONF_SHOW_MAX, arg);
+		}
+		return CONF_OK;
 	case OPT_USER:
 		if (!*arg)
 			return conf_err(err, errlen, "--user: empty name");
@@ -939,6 +953,16 @@ int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size
 	if (c->nlisten == 0 && conf_parse_listen(&c->listen[c->nlisten++], CONF_DEF_LISTEN) < 0) {
 		rc = conf_err(err, errlen, "bad built-in listen address " CONF_DEF_LISTEN);
 		goto fail;
+	}
+	for (unsigned i = 0; c->metrics_listen.addrlen && i < c->nlisten; i++) {
+		if (c->listen[i].addrlen == c->metrics_listen.addrlen &&
+		    memcmp(&c->listen[i].addr, &c->metrics_listen.addr, c->listen[i].addrlen) ==
+		        0) {
+			rc =
+			    conf_err(err, errlen, "--metrics-listen: '%s' is also an SMTP listener",
+			             c->metrics_listen.text);
+			goto fail;
+		}
 	}
 	if (!domains_set) {
 		rc = set_domains(c, false, CONF_DEF_DOMAINS, err, errlen);

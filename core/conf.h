@@ -156,6 +156,9 @@ struct conf {
 	unsigned relay_timeout;        /* seconds: connect and each reply */
 	enum conf_relay_tls relay_tls;
 	const char *user; /* --user: drop root for this user after binding; NULL: stay */
+	/* --metrics-listen: where GET /metrics is served (io/metrics.c);
+	 * addrlen 0: no metrics server (the default). */
+	struct conf_listen metrics_listen;
 };
 
 enum {

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/utc.h"
 
 #define SMTP_BODY_KEEP  (64u * 1024) /* content memory kept across transactions */
@@ -80,6 +81,7 @@ enum smtp_cmd_id {
 	SMTP_CMD_UNKNOWN = SMTP_CMD_NVERBS,
 	SMTP_CMD_N,
 };
+_Static_assert(SMTP_CMD_N == SMTP_STAT_VERBS, "struct smtp_stats counts every table entry");
 
 /* Defined with its handlers below; smtp_reply() and the data paths name entries. */
 static const struct smtp_cmd_def smtp_cmds[SMTP_CMD_N];
@@ -103,6 +105,19 @@ static void smtp_close(struct smtp_session *s)
 	s->act |= SMTP_ACT_CLOSE;
 	s->flags &= ~SMTP_F_DISCARD;
 	buf_free(&s->line);
+}
+
+static void smtp_stat_refuse(struct smtp_session *s, enum smtp_refusal r)
+{
+	if (s->stats)
+		stats_add_local(&s->stats->refused[r], 1);
+}
+
+/* A final reply line to command <c> whose code starts with <cls>. */
+static void smtp_stat_reply(struct smtp_session *s, const struct smtp_cmd_def *c, char cls)
+{
+	if (s->stats && cls >= '2' && cls <= '5')
+		stats_add_local(&s->stats->replies[c - smtp_cmds][cls - '2'], 1);
 }
 
 static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, unsigned how,
@@ -138,6 +153,8 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	n = s->out.len - start - 2;
 	if ((how & SMTP_R_MORE) && n > 3)
 		s->out.p[start + 3] = '-';
+	else if (c)
+		smtp_stat_reply(s, c, line[0]);
 	if (c && (c->flags & SMTP_C_LOG) && (line[0] == '4' || line[0] == '5'))
 		LOGI("reject: client=[%s] %.*s: %.*s", s->peer.addr, (int)c->verb.len, c->verb.p,
 		     (int)n, line);
@@ -163,6 +180,7 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 		LOGI("reject: client=[%s] %.*s: 421 4.7.0 %s Error: too many errors", s->peer.addr,
 		     (int)c->verb.len, c->verb.p, s->cf->hostname);
 		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
+		smtp_stat_refuse(s, SMTP_RF_ERRORS);
 		smtp_close(s);
 	}
 }
@@ -523,11 +541,13 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	if (s->cf->max_message_size && size > s->cf->max_message_size) {
 		/* A limit, not a client error: not counted. */
 		smtp_reply(s, c, 0, "552 5.3.4 Message size exceeds fixed limit");
+		smtp_stat_refuse(s, SMTP_RF_SIZE);
 		return;
 	}
 	if (s->storage_low) {
 		/* RFC 1870 6.1: the spool is short of space for now. */
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 		return;
 	}
 	if (s->cf->anvil && s->peer.limited &&
@@ -535,11 +555,13 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, 0,
 		           "452 4.7.0 Error: too many messages from your address, try again "
 		           "later");
+		smtp_stat_refuse(s, SMTP_RF_RATE_LIMIT);
 		return;
 	}
 	smtp_tx_reset(s);
 	if (buf_append_sv(&s->tx.from, a.mailbox)) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 		return;
 	}
 	s->tx.size_decl = size;
@@ -593,6 +615,7 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, 0,
 		           "452 4.7.0 Error: too many recipients from your address, try "
 		           "again later");
+		smtp_stat_refuse(s, SMTP_RF_RATE_LIMIT);
 		return;
 	}
 	if (cf->max_unknown && s->counts.unknown >= cf->max_unknown) {
@@ -601,12 +624,15 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		     s->peer.addr, cf->hostname, s->counts.unknown);
 		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many unknown recipients",
 		           cf->hostname);
+		smtp_stat_reply(s, c, '4'); /* the 421 answers this RCPT (logged above) */
+		smtp_stat_refuse(s, SMTP_RF_UNKNOWN_LIMIT);
 		smtp_close(s);
 		return;
 	}
 	if (s->cf->max_recipients && s->tx.nrcpt >= s->cf->max_recipients) {
 		/* RFC 5321 4.5.3.1.10: 452, and the client sends the rest later. */
 		smtp_reply(s, c, 0, "452 4.5.3 Error: too many recipients");
+		smtp_stat_refuse(s, SMTP_RF_RECIPIENTS);
 		return;
 	}
 	/* Never an open relay: only relay clients reach foreign domains and
@@ -621,6 +647,7 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		if (a.routed && a.domain.p[0] != '[' && pol &&
 		    policy_domain_accepted(pol, a.domain))
 			s->counts.routing++;
+		smtp_stat_refuse(s, SMTP_RF_RELAY_DENIED);
 		smtp_reply(s, c, SMTP_R_ERR, "554 5.7.1 <%.*s>: Relay access denied",
 		           (int)a.path.len, a.path.p);
 		return;
@@ -634,6 +661,7 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		s->counts.unknown++;
 		smtp_reply(s, c, 0, "550 5.1.1 <%.*s>: Recipient address rejected: User unknown",
 		           (int)a.path.len, a.path.p);
+		smtp_stat_refuse(s, SMTP_RF_UNKNOWN_USER);
 		if (cf->unknown_delay_ms) {
 			s->act |= SMTP_ACT_DELAY;
 			s->delay_ms = cf->unknown_delay_ms;
@@ -642,6 +670,7 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	}
 	if (buf_append_sv(&s->tx.rcpts, a.mailbox) || buf_append(&s->tx.rcpts, "", 1)) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 		return;
 	}
 	s->tx.nrcpt++;
@@ -872,21 +901,26 @@ static void smtp_content_end(struct smtp_session *s, const struct smtp_cmd_def *
 
 	if (f & SMTP_DATA_F_TOO_BIG) {
 		smtp_reply(s, c, 0, "552 5.3.4 Message size exceeds fixed limit");
+		smtp_stat_refuse(s, SMTP_RF_SIZE);
 	} else if ((f & (SMTP_DATA_F_BARE_LF | SMTP_DATA_F_BARE_CR)) &&
 	           cf->bare_policy == SMTP_DATA_BARE_REJECT) {
 		/* SMTP smuggling: a bare LF/CR line ending passed on could
 		 * end the data early at a less careful MTA downstream. */
 		smtp_reply(s, c, 0,
 		           "550 5.6.0 Message contains bare CR or bare LF (RFC 5321 2.3.8)");
+		smtp_stat_refuse(s, SMTP_RF_BARE_EOL);
 	} else if ((s->tx.flags & SMTP_TX_NUL) && !cf->nul_strip) {
 		/* SMTP smuggling too: "\r\n\0.\r\n" is an end of data to a next
 		 * hop that drops NULs. */
 		smtp_reply(s, c, 0, "550 5.6.0 Message contains NUL octets (RFC 5321 2.3.8)");
+		smtp_stat_refuse(s, SMTP_RF_NUL);
 	} else if ((f & SMTP_DATA_F_LONG_LINE) && cf->long_line_policy == SMTP_DATA_LONG_REJECT) {
 		smtp_reply(s, c, 0, "550 5.6.0 Message contains a line longer than %u octets",
 		           cf->max_line);
+		smtp_stat_refuse(s, SMTP_RF_LONG_LINE);
 	} else if (s->tx.flags & SMTP_TX_NOMEM) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 	} else {
 		smtp_set_state(s, SMTP_S_SPOOL);
 		s->act |= SMTP_ACT_MSG_READY;
@@ -1038,7 +1072,8 @@ static void smtp_command(struct smtp_session *s, const char *p, size_t n)
 	 * a line end here, nor must it become one further on. */
 	if (memchr(line.p, '\0', line.len) || memchr(line.p, '\r', line.len) ||
 	    sv_trim(line).len == 0) {
-		smtp_reply(s, NULL, SMTP_R_ERR, "500 5.5.2 Error: bad syntax");
+		smtp_reply(s, &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
+		           "500 5.5.2 Error: bad syntax");
 		return;
 	}
 	sp = memchr(line.p, ' ', line.len);
@@ -1052,11 +1087,13 @@ static void smtp_command(struct smtp_session *s, const char *p, size_t n)
 	}
 	if ((s->flags & SMTP_F_PREGREET) &&
 	    !(c && (c->flags & (SMTP_C_PREGREET | SMTP_C_SELFSEQ)))) {
-		smtp_reply(s, c, SMTP_R_ERR, "503 5.5.1 Error: talked before greeting");
+		smtp_reply(s, c ? c : &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
+		           "503 5.5.1 Error: talked before greeting");
 		return;
 	}
 	if (!c) {
-		smtp_reply(s, NULL, SMTP_R_ERR, "500 5.5.2 Error: command not recognized");
+		smtp_reply(s, &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
+		           "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	if (!(c->flags & SMTP_C_SELFSEQ) && !(c->allowed & SMTP_IN_STATE(s->state))) {
@@ -1083,7 +1120,8 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	if (s->flags & SMTP_F_DISCARD) {
 		if (lf) {
 			s->flags &= ~SMTP_F_DISCARD;
-			smtp_reply(s, NULL, SMTP_R_ERR, "500 5.5.6 Error: line too long");
+			smtp_reply(s, &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
+			           "500 5.5.6 Error: line too long");
 		}
 		return n;
 	}
@@ -1091,7 +1129,8 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	if (s->line.len + n > SMTP_LINE_MAX || (!lf && s->line.len + n == SMTP_LINE_MAX)) {
 		buf_free(&s->line);
 		if (lf)
-			smtp_reply(s, NULL, SMTP_R_ERR, "500 5.5.6 Error: line too long");
+			smtp_reply(s, &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
+			           "500 5.5.6 Error: line too long");
 		else
 			s->flags |= SMTP_F_DISCARD;
 		return n;
@@ -1204,10 +1243,16 @@ void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)
 	if (err == 0) {
 		s->nmsgs++;
 		smtp_reply(s, c, 0, "250 2.0.0 Ok: queued as %.*s", SMTP_QID_MAX, qid ? qid : "");
+		if (s->stats) {
+			stats_add_local(&s->stats->accepted, 1);
+			stats_add_local(&s->stats->accepted_bytes, s->tx.data.size);
+		}
 	} else if (err == -ENOSPC || err == -EDQUOT) {
 		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 	} else {
 		smtp_reply(s, c, 0, "451 4.3.0 Error: queue file write error");
+		smtp_stat_refuse(s, SMTP_RF_SPOOL_ERROR);
 	}
 	smtp_tx_end(s);
 }
@@ -1271,11 +1316,13 @@ void smtp_session_shutdown(struct smtp_session *s)
 
 void smtp_session_busy(struct smtp_session *s)
 {
+	smtp_stat_refuse(s, SMTP_RF_MAX_SESSIONS);
 	smtp_goodbye(s, "4.3.2", "Too many connections, try again later");
 }
 
 void smtp_session_limited(struct smtp_session *s, bool rate)
 {
+	smtp_stat_refuse(s, SMTP_RF_CLIENT_LIMIT);
 	smtp_goodbye(s, "4.7.0",
 	             rate ? "Too many connections from your address, try again later"
 	                  : "Too many connections from your address");
@@ -1372,4 +1419,38 @@ const char *smtp_tx_rcpt_next(const struct smtp_tx *tx, size_t *it)
 	r = tx->rcpts.p + *it;
 	*it += strlen(r) + 1;
 	return r;
+}
+
+const char *smtp_stat_verb(unsigned i)
+{
+	return i < SMTP_STAT_VERBS ? smtp_cmds[i].verb.p : "UNKNOWN";
+}
+
+const char *smtp_refusal_name(enum smtp_refusal r, bool *temporary)
+{
+	static const struct {
+		const char *name;
+		bool temporary;
+	} names[SMTP_RF_N] = {
+	    [SMTP_RF_RELAY_DENIED] = {"relay_denied", false},
+	    [SMTP_RF_UNKNOWN_USER] = {"unknown_user", false},
+	    [SMTP_RF_SIZE] = {"size", false},
+	    [SMTP_RF_BARE_EOL] = {"bare_eol", false},
+	    [SMTP_RF_NUL] = {"nul", false},
+	    [SMTP_RF_LONG_LINE] = {"long_line", false},
+	    [SMTP_RF_RATE_LIMIT] = {"rate_limit", true},
+	    [SMTP_RF_CLIENT_LIMIT] = {"client_limit", true},
+	    [SMTP_RF_MAX_SESSIONS] = {"max_sessions", true},
+	    [SMTP_RF_STORAGE] = {"storage", true},
+	    [SMTP_RF_SPOOL_ERROR] = {"spool_error", true},
+	    [SMTP_RF_RECIPIENTS] = {"max_recipients", true},
+	    [SMTP_RF_UNKNOWN_LIMIT] = {"max_unknown_recipients", true},
+	    [SMTP_RF_ERRORS] = {"max_errors", true},
+	};
+
+	if ((unsigned)r >= SMTP_RF_N)
+		return "unknown";
+	if (temporary)
+		*temporary = names[r].temporary;
+	return names[r].name;
 }

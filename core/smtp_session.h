@@ -117,6 +117,46 @@ struct smtp_tx {
 
 struct tables; /* core/tables.h */
 
+/* What the session counts for the metrics (io/metrics.c), when the caller
+ * gives it a place (s->stats): the worker's own, written only by the
+ * worker's thread through core/stats (relaxed, no lock), read by the
+ * metrics thread. */
+#define SMTP_STAT_VERBS   14 /* the verbs of the command table, then "UNKNOWN" */
+#define SMTP_STAT_CLASSES 4  /* reply classes 2xx, 3xx, 4xx, 5xx */
+
+/* Why a command or a message was refused. Each reason is either permanent
+ * (5xx: "rejected") or temporary (4xx: "tempfailed"), never both:
+ * smtp_refusal_name() says which. */
+enum smtp_refusal {
+	SMTP_RF_RELAY_DENIED = 0, /* RCPT 554 5.7.1 (routes through an accepted domain too) */
+	SMTP_RF_UNKNOWN_USER,     /* RCPT 550 5.1.1 */
+	SMTP_RF_SIZE,             /* MAIL SIZE= or content over --max-message-size: 552 */
+	SMTP_RF_BARE_EOL,         /* content with bare CR or LF: 550 5.6.0 */
+	SMTP_RF_NUL,              /* content with NUL octets: 550 5.6.0 */
+	SMTP_RF_LONG_LINE,        /* content line too long (--long-lines reject): 550 5.6.0 */
+	SMTP_RF_RATE_LIMIT,       /* per-client message or recipient rate: 452 4.7.0 */
+	SMTP_RF_CLIENT_LIMIT,     /* per-client sessions or connection rate: 421 4.7.0 */
+	SMTP_RF_MAX_SESSIONS,     /* --max-sessions: 421 4.3.2 */
+	SMTP_RF_STORAGE,          /* spool short of space, or memory: 452 4.3.1 */
+	SMTP_RF_SPOOL_ERROR,      /* the spool write failed: 451 4.3.0 */
+	SMTP_RF_RECIPIENTS,       /* --max-recipients: 452 4.5.3 */
+	SMTP_RF_UNKNOWN_LIMIT,    /* --max-unknown-recipients reached: 421 4.7.0 */
+	SMTP_RF_ERRORS,           /* --max-errors reached: 421 4.7.0 */
+	SMTP_RF_N,
+};
+
+struct smtp_stats {
+	uint64_t replies[SMTP_STAT_VERBS][SMTP_STAT_CLASSES]; /* final reply lines per verb */
+	uint64_t refused[SMTP_RF_N];
+	uint64_t accepted;       /* messages answered 250 after their content */
+	uint64_t accepted_bytes; /* their content octets */
+};
+
+/* The name of verb <i> (< SMTP_STAT_VERBS): "EHLO" ... "UNKNOWN". */
+const char *smtp_stat_verb(unsigned i);
+/* The label of <r> ("relay_denied", ...); *<temporary> true for a 4xx one. */
+const char *smtp_refusal_name(enum smtp_refusal r, bool *temporary);
+
 struct smtp_session {
 	const struct smtp_server_conf *cf;
 	struct smtp_peer peer;
@@ -138,6 +178,7 @@ struct smtp_session {
 		unsigned relay_denied; /* RCPT: 554 5.7.1 relay access denied (routing too) */
 		unsigned routing;      /* of them, a route through an accepted domain */
 	} counts;
+	struct smtp_stats *stats; /* set by the caller; NULL: nothing counted */
 	bool storage_low;     /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];       /* EHLO/HELO argument, truncated; "" before it */
 	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */

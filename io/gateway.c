@@ -31,6 +31,7 @@
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
+#include "io/metrics.h"
 #include "io/ring.h"
 #include "io/service.h"
 #include "io/session.h"
@@ -336,10 +337,12 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 	if (!g->workers)
 		return -ENOMEM;
 	for (unsigned i = 0; i < g->nworkers; i++) {
-		struct worker *w = calloc(1, sizeof(*w));
+		/* Aligned: its metrics (w->st) keep to cache lines of their own. */
+		struct worker *w = aligned_alloc(_Alignof(struct worker), sizeof(*w));
 
 		if (!w)
 			return -ENOMEM;
+		memset(w, 0, sizeof(*w));
 		g->workers[i] = w;
 		w->g = g;
 		w->id = i;
@@ -357,7 +360,7 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 		w->outn = calloc(g->nworkers, sizeof(*w->outn));
 		pthread_mutex_init(&w->ready_mu, NULL);
 		pthread_cond_init(&w->ready_cv, NULL);
-		if (w->wakefd < 0 || !w->outbox || !w->outn)
+		if (w->wakefd < 0 || !w->outbox || !w->outn || metrics_worker_init(w))
 			return -ENOMEM;
 	}
 	/* Recovered messages start in their owner's overflow list: the owner
@@ -395,6 +398,7 @@ static void workers_free(struct gateway *g)
 		buf_free(&w->overflow);
 		buf_free(&w->held);
 		session_pool_free(w);
+		metrics_worker_fini(w);
 		free(w);
 	}
 	free(g->workers);
@@ -450,8 +454,12 @@ int gateway_run(struct gateway *g)
 
 	ring_log_prepare();
 	service_init();
-	if (listen_all(g))
+	if (metrics_bind(g))
 		return 1;
+	if (listen_all(g)) {
+		metrics_stop(g);
+		return 1;
+	}
 	if (cf->user) {
 		if (drop_privileges(cf->user, cf->spool))
 			goto out_listen;
@@ -493,6 +501,8 @@ int gateway_run(struct gateway *g)
 		goto out_workers;
 	}
 	started = workers_start(g, &ok);
+	if (ok && metrics_start(g)) /* after the workers: it reads them */
+		ok = false;
 	if (ok) {
 		for (unsigned i = 0; i < cf->nlisten; i++)
 			LOGI("listening on %s (%u workers%s)", cf->listen[i].text, g->nworkers,
@@ -508,6 +518,7 @@ int gateway_run(struct gateway *g)
 	control_wake(g, started);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(g->workers[i]->thread, NULL);
+	metrics_stop(g); /* before the workers it reads are freed */
 	if (ok)
 		control_pid_remove(g);
 out_workers:
@@ -520,6 +531,7 @@ out_spool:
 	segreg_fini(&g->segs);
 	close(g->spool_dirfd);
 out_listen:
+	metrics_stop(g);
 	listen_close(g);
 	if (rc == 0)
 		LOGI("stopped");

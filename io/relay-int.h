@@ -117,6 +117,8 @@ struct relay {
 	const struct relay_sink *sink; /* the loop: bounces, done marks, defer notes */
 	unsigned nbouncing;            /* messages waiting for their bounce to be durable */
 	unsigned nloading;             /* records being read back */
+	unsigned nmsgs;                /* messages taken and not yet freed (struct rmsg) */
+	time_t oldest;                 /* arrival of the oldest deferred one at the last tick; 0 */
 	bool stopping;
 	unsigned ndsn;
 	uint64_t stat_sent, stat_deferred, stat_bounced, stat_moved;

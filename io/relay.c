@@ -31,7 +31,9 @@
 
 #include "core/dsn.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "io/fault.h"
+#include "io/metrics.h"
 #include "io/ring.h"
 #include "io/relay-int.h"
 #include "io/types-t.h"
@@ -41,10 +43,11 @@
 
 /* ---- messages ---- */
 
-static void rmsg_free(struct rmsg *m)
+static void rmsg_free(struct worker *w, struct rmsg *m)
 {
 	if (!m)
 		return;
+	w->relay->nmsgs--;
 	delivery_msg_fini(&m->d);
 	free(m->rd);
 	buf_free(&m->scratch);
@@ -182,7 +185,7 @@ static void rmsg_read_failed(struct worker *w, struct rmsg *m, int err)
 		return;
 	}
 	w->relay->nloading--;
-	rmsg_free(m);
+	rmsg_free(w, m);
 }
 
 void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -280,6 +283,7 @@ void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
 		m->seg = *segreg_get(&w->g->segs, (unsigned)m->segno);
 		m->offset = it[i].b;
 		w->relay->nloading++;
+		w->relay->nmsgs++;
 		rmsg_read(w, m);
 	}
 }
@@ -394,7 +398,7 @@ static void bounce_settled(struct worker *w, struct rmsg *m, int err)
 		return;
 	}
 	done_record(w, m, SPOOL_BOUNCED);
-	rmsg_free(m);
+	rmsg_free(w, m);
 }
 
 void relay_bounce_done(struct worker *w, void *token, int err)
@@ -476,7 +480,7 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 		done_record(w, m, SPOOL_DELIVERED);
 		break;
 	}
-	rmsg_free(m);
+	rmsg_free(w, m);
 }
 
 /* Frees a job that came back; settles its message if it was the last. */
@@ -494,7 +498,13 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 	struct relay *r = w->relay;
 	const struct delivery_msg *m = j->msg;
 	const struct relay_hop *hop = &r->rc->routes[c->route].hops[c->hop];
-	time_t now = time(NULL);
+	uint64_t *dlv =
+	    w->st.dlv + (size_t)(r->rc->routes[c->route].first_hop + c->hop) * WSTAT_DLV_N;
+	struct timespec ts;
+	time_t now;
+
+	clock_gettime(CLOCK_REALTIME, &ts); /* vDSO; once per job */
+	now = ts.tv_sec;
 
 	for (unsigned k = 0; k < j->n; k++) {
 		const struct smtp_client_result *res = smtp_client_result(&c->cl, k);
@@ -503,16 +513,25 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 
 		switch (delivery_job_result(j, k, res ? res->status : SMTPC_PENDING, text,
 		                            res && res->code ? hop->text : NULL)) {
-		case DELIVERY_SENT:
+		case DELIVERY_SENT: {
+			int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 -
+			             (int64_t)m->arrival * 1000;
+
 			st = "sent";
 			r->stat_sent++;
+			stats_add_local(&dlv[WSTAT_DLV_SENT], 1);
+			stats_hist_observe_local(&w->st.delivery, &metrics_delivery_bounds,
+			                         ms > 0 ? (uint64_t)ms : 0);
 			break;
+		}
 		case DELIVERY_FAILED:
 			st = "bounced";
 			r->stat_bounced++;
+			stats_add_local(&dlv[WSTAT_DLV_BOUNCED], 1);
 			break;
 		default:
 			r->stat_deferred++;
+			stats_add_local(&dlv[WSTAT_DLV_DEFERRED], 1);
 			break;
 		}
 		LOGI("relay: id=%s to=<%s> relay=%s delay=%llds attempt=%u status=%s (%s)", m->qid,
@@ -562,7 +581,7 @@ static void msg_move_end(struct worker *w, struct rmsg *m)
 	m->rd_len = 0;
 	m->phase = RM_LOADED;
 	if (m->dropped) {
-		rmsg_free(m);
+		rmsg_free(w, m);
 		return;
 	}
 	m->next = r->deferred;
@@ -697,7 +716,10 @@ void relay_tick(struct worker *w)
 			r->segf[i].fd = -1;
 		}
 	}
+	r->oldest = 0;
 	for (pp = &r->deferred; (m = *pp);) {
+		if (!r->oldest || m->m.arrival < r->oldest)
+			r->oldest = m->m.arrival;
 		if (m->d.next_try <= now && !r->stopping) {
 			*pp = m->next;
 			msg_dispatch(w, m);
@@ -723,7 +745,7 @@ void relay_drop(struct worker *w, const char *qid)
 			 * names where the message is now (moved meanwhile?).
 			 * Twice the same is harmless. */
 			done_record(w, m, SPOOL_DELETED);
-			rmsg_free(m);
+			rmsg_free(w, m);
 		} else {
 			pp = &m->next;
 		}
@@ -744,6 +766,14 @@ void relay_flush(struct worker *w)
 	for (struct rmsg *m = r->deferred; m; m = m->next)
 		m->d.next_try = 0;
 	relay_tick(w);
+}
+
+unsigned relay_queued(const struct worker *w, time_t *oldest)
+{
+	if (!w->relay)
+		return 0;
+	*oldest = w->relay->oldest;
+	return w->relay->nmsgs;
 }
 
 bool relay_busy(const struct worker *w)
@@ -815,7 +845,7 @@ void relay_fini(struct worker *w)
 	     r->deferred ? "deferred messages stay in the spool" : "nothing deferred");
 	while ((m = r->deferred)) {
 		r->deferred = m->next;
-		rmsg_free(m);
+		rmsg_free(w, m);
 	}
 	while (r->conns)
 		relay_conn_free(w, r->conns);

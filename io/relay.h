@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "core/sv.h"
 #include "io/relay_conf.h"
@@ -70,6 +71,10 @@ void relay_on_body(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_round(struct worker *w);
 /* True while the relay still has connections open (shutdown waits). */
 bool relay_busy(const struct worker *w);
+/* The messages the relay holds (read back, being delivered or deferred)
+ * and, in *<oldest>, the arrival of the oldest deferred one at the last
+ * tick (0: none); 0 without --relay-to (*<oldest> untouched). */
+unsigned relay_queued(const struct worker *w, time_t *oldest);
 /* Shutdown: stop starting deliveries, QUIT idle connections; <hard>
  * (the grace period is over): close the busy ones too, their recipients
  * deferred (they stay in the spool). */

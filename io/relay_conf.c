@@ -129,6 +129,10 @@ int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, siz
 		if (e)
 			return e;
 	}
+	for (unsigned i = 0; i < rc->nroutes; i++) {
+		rc->routes[i].first_hop = rc->nhops;
+		rc->nhops += rc->routes[i].nhops;
+	}
 	if (c->relay_tls != CONF_RELAY_TLS_NONE) {
 		e = tls_client_ctx_new(&rc->tls, err, errlen);
 		if (e)

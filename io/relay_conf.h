@@ -28,6 +28,7 @@ struct relay_route {
 	char *domain; /* lower case; NULL: the default route (--relay-to) */
 	struct relay_hop *hops;
 	unsigned nhops;
+	unsigned first_hop; /* its first hop's number among all routes' (metrics) */
 };
 
 /* Built once from the options, before the workers start (host names are
@@ -36,6 +37,7 @@ struct relay_route {
 struct relay_conf {
 	struct relay_route *routes;
 	unsigned nroutes;
+	unsigned nhops;      /* of all routes together */
 	int def;             /* index of the default route, -1 if there is none */
 	struct tls_ctx *tls; /* client context for STARTTLS; NULL: --relay-tls none */
 	bool require_tls;    /* --relay-tls encrypt */

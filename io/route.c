@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
+#include "core/stats.h"
 #include "io/ring.h"
 
 static void msg_ring_wake(struct worker *w, unsigned to)
@@ -33,6 +34,8 @@ void route_push(struct worker *w, unsigned to, const struct mq_item *it, unsigne
 	if (wake && to != w->id)
 		msg_ring_wake(w, to);
 	w->stat_routed += k;
+	if (k < n)
+		stats_add_local(&w->st.mesh_full, n - k);
 	for (; k < n; k++) {
 		struct route_item r = {to, it[k]};
 

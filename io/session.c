@@ -24,9 +24,11 @@
 
 #include "core/log.h"
 #include "core/proxy.h"
+#include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/conn.h"
+#include "io/metrics.h"
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/spill.h"
@@ -283,6 +285,7 @@ static void conn_free(struct worker *w, struct conn *c)
 {
 	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
 	     w->id, c->s.nmsgs, c->s.nerrors);
+	stats_add_local(&w->st.closed[c->lidx][(c->s.flags & SMTP_F_TLS) ? 1 : 0], 1);
 	w->rejected.unknown += c->s.counts.unknown;
 	w->rejected.relay_denied += c->s.counts.relay_denied;
 	w->rejected.routing += c->s.counts.routing;
@@ -363,6 +366,7 @@ static void tls_up(struct worker *w, struct conn *c)
 	LOGI("tls: client=[%s]:%u %s cipher=%s sni=%s%s", c->s.peer.addr, c->port,
 	     tls_conn_version(t), tls_conn_cipher(t), sni ? sni : "-",
 	     tls_conn_resumed(t) ? " resumed" : "");
+	stats_add_local(&w->st.tls_ok[metrics_tls_version(tls_conn_version(t))], 1);
 	smtp_session_tls_started(&c->s, tls_conn_version(t), tls_conn_cipher(t));
 	if (c->state == CONN_S_NEW)
 		session_greet(w, c); /* implicit TLS: the greeting comes after the handshake */
@@ -781,7 +785,10 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	spill_init(&c->sp, on_spill_written, g->conf->data_buffer);
 	c->w = w;
 	c->port = port;
+	c->lidx = (uint8_t)(l->cl - g->conf->listen);
+	stats_add_local(&w->st.opened[c->lidx], 1);
 	smtp_session_init(&c->s, &g->scf, &peer);
+	c->s.stats = &w->st.smtp;
 	c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
 	w->nconns++;
 	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
@@ -853,8 +860,11 @@ void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	struct conn *c = p;
 	int err;
 
-	if (cqe->res > 0 && c->state != CONN_S_CLOSING)
-		touch(w, c);
+	if (cqe->res > 0) {
+		stats_add_local(&w->st.rx_bytes, (uint64_t)cqe->res);
+		if (c->state != CONN_S_CLOSING)
+			touch(w, c);
+	}
 	switch (conn_on_recv(&w->ring, &c->rc, cqe, on_input, c, &err)) {
 	case CONN_RX_CLOSING:
 		session_maybe_free(w, c);
@@ -873,6 +883,11 @@ void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			LOGI("tls: client=[%s]:%u %s: %s", c->s.peer.addr, c->port,
 			     c->flags & C_TLSHS ? "handshake failed" : "error",
 			     tls_conn_error(c->rc.tls));
+		if (c->flags & C_TLSHS) {
+			c->flags &= ~C_TLSHS; /* counted once */
+			stats_add_local(
+			    &w->st.tls_fail[metrics_tls_version(tls_conn_protocol(c->rc.tls))], 1);
+		}
 		session_mark_dirty(w, c); /* send the alert, if any, then close */
 		return;
 	case CONN_RX_OK:
@@ -1036,6 +1051,10 @@ void session_tick(struct worker *w)
 			if ((c->flags & C_TLSHS) && c->hs_deadline <= w->now) {
 				LOGI("tls: client=[%s]:%u handshake timeout after %us",
 				     c->s.peer.addr, c->port, w->g->conf->tls_handshake_timeout);
+				stats_add_local(&w->st.tls_fail[metrics_tls_version(
+				                    tls_conn_protocol(c->rc.tls))],
+				                1);
+				c->flags &= ~C_TLSHS;
 				session_close(w, c);
 			}
 		}

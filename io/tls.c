@@ -731,6 +731,11 @@ const char *tls_conn_version(const struct tls_conn *t)
 	return (t->flags & TLS_C_UP) ? SSL_get_version(t->ssl) : "";
 }
 
+const char *tls_conn_protocol(const struct tls_conn *t)
+{
+	return t && t->ssl ? SSL_get_version(t->ssl) : "unknown";
+}
+
 const char *tls_conn_cipher(const struct tls_conn *t)
 {
 	const char *c = (t->flags & TLS_C_UP) ? SSL_get_cipher_name(t->ssl) : NULL;

@@ -166,6 +166,9 @@ bool tls_conn_established(const struct tls_conn *t);
 bool tls_conn_resumed(const struct tls_conn *t);
 /* "TLSv1.3", "TLSv1.2"; "" before the handshake. Static strings. */
 const char *tls_conn_version(const struct tls_conn *t);
+/* The protocol version as far as the handshake got, up or not: "TLSv1.3",
+ * or "unknown" when none was negotiated yet (counting failures). */
+const char *tls_conn_protocol(const struct tls_conn *t);
 /* "TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"; "" before the
  * handshake. Static strings. */
 const char *tls_conn_cipher(const struct tls_conn *t);

@@ -15,9 +15,9 @@
 
 #include "core/buf.h"
 #include "core/conf.h"
-#include "core/hist.h"
 #include "core/log.h"
 #include "core/smtp_session.h"
+#include "core/stats.h"
 #include "io/relay_conf.h"
 #include "queue/mq.h"
 #include "queue/segreg.h"
@@ -206,9 +206,7 @@ struct commit {
 	uint64_t stat_spilled; /* of them, messages streamed into a segment of their own */
 	uint64_t stat_commits; /* group commits (fdatasyncs) */
 	uint64_t stat_max_batch;
-	int64_t flight_since;   /* us: when the batch on the disk was submitted */
-	struct hist stat_batch; /* messages per group commit */
-	struct hist stat_sync;  /* us: batch submitted -> its fdatasync completed */
+	int64_t flight_since; /* us: when the batch on the disk was submitted */
 } __attribute__((aligned(8)));
 
 /* A ring (io/ring.c): the io_uring and the provided receive buffers its
@@ -296,11 +294,51 @@ struct conn {
 	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
+	uint8_t lidx; /* its listener's index in conf->listen (metrics) */
 } __attribute__((aligned(8)));
 
 struct conn_list {
 	struct conn *head, *tail;
 };
+
+/* TLS protocol versions counted apart (io/metrics.c names them). */
+enum wstat_tls {
+	WSTAT_TLS_1_0 = 0,
+	WSTAT_TLS_1_1,
+	WSTAT_TLS_1_2,
+	WSTAT_TLS_1_3,
+	WSTAT_TLS_OTHER, /* none negotiated yet (a failed handshake), or another */
+	WSTAT_TLS_N,
+};
+
+/* Delivery results per next hop and recipient. */
+enum wstat_dlv {
+	WSTAT_DLV_SENT = 0, /* 2xx */
+	WSTAT_DLV_DEFERRED, /* 4xx, timeout or connection failure: retried */
+	WSTAT_DLV_BOUNCED,  /* 5xx: a bounce goes to the sender */
+	WSTAT_DLV_N,
+};
+
+/* A worker's metrics (io/metrics.c reads them on another thread): written
+ * only by the worker's own thread through core/stats (a relaxed load and
+ * store: a plain add, no lock, no syscall), read with relaxed loads. The
+ * worker is allocated 64-byte aligned and this starts and ends on a cache
+ * line, so two workers never write the same line. */
+struct worker_stats {
+	struct smtp_stats smtp;              /* commands, refusals, messages accepted */
+	uint64_t opened[CONF_MAX_LISTEN];    /* sessions accepted, per --listen* in order */
+	uint64_t closed[CONF_MAX_LISTEN][2]; /* sessions ended; [1]: TLS was up */
+	uint64_t rx_bytes;                   /* read from SMTP client sockets */
+	uint64_t tls_ok[WSTAT_TLS_N];        /* server handshakes completed */
+	uint64_t tls_fail[WSTAT_TLS_N];      /* failed or timed out */
+	struct stats_hist batch;             /* messages per group commit */
+	struct stats_hist sync;              /* us from a batch's writes to its fdatasync */
+	struct stats_hist delivery;          /* ms from arrival to a recipient delivered */
+	uint64_t mesh_full;                  /* descriptors a full mesh ring refused */
+	uint64_t queue_msgs;                 /* gauge: messages held for delivery (tick) */
+	uint64_t queue_oldest;               /* gauge: arrival (epoch s) of the oldest deferred */
+	uint64_t *dlv; /* [hop][WSTAT_DLV_N] in relay_conf order; NULL without --relay-to */
+} __attribute__((aligned(64)));
 
 struct relay;
 
@@ -366,6 +404,7 @@ struct worker {
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */
 	_Atomic int64_t beat;
+	struct worker_stats st; /* its metrics: this thread writes, the metrics thread reads */
 
 	bool stopping;
 	int64_t grace_end;
@@ -382,6 +421,7 @@ struct route_item {
 };
 
 struct tls_ctx;
+struct metrics;
 
 struct gateway {
 	const struct conf *conf;
@@ -410,6 +450,8 @@ struct gateway {
 	unsigned recov_last_seg; /* registry number of the segment recovery is in */
 	struct spool_seg_id recov_seg;
 	_Atomic int ring_fds[256]; /* each worker's ring fd, for IORING_OP_MSG_RING; -1 until up */
+	struct metrics *metrics;   /* --metrics-listen's server (io/metrics.c); NULL: none */
+	int metrics_fd;            /* its socket, bound before privileges are dropped; -1 */
 };
 
 #endif

@@ -18,11 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/hist.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
 #include "io/control.h"
+#include "io/metrics.h"
 #include "io/fault.h"
 #include "io/relay.h"
 #include "io/ring.h"
@@ -115,6 +116,20 @@ static void arm_accept(struct worker *w)
 	}
 }
 
+/* The queue's gauges for the metrics thread, once a tick: what the relay
+ * holds (or, without one, the descriptors held here) and what waits for
+ * ring space. */
+static void stats_tick(struct worker *w)
+{
+	time_t oldest = 0;
+	uint64_t n =
+	    w->held.len / sizeof(struct mq_item) + w->overflow.len / sizeof(struct route_item);
+
+	n += relay_queued(w, &oldest);
+	stats_set_local(&w->st.queue_msgs, n);
+	stats_set_local(&w->st.queue_oldest, oldest > 0 ? (uint64_t)oldest : 0);
+}
+
 static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	static unsigned ticks0; /* worker 0's, for the fault point below */
@@ -129,6 +144,7 @@ static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	commit_tick(w);
 	overflow_retry(w);
 	relay_tick(w);
+	stats_tick(w);
 	session_tick(w);
 	if (w->stopping && w->now >= w->grace_end)
 		relay_stop(w, true);
@@ -381,33 +397,35 @@ static bool worker_done(const struct worker *w)
 	return true;
 }
 
-/* The group commits' batch sizes (powers of two) and fdatasync latency,
- * for the log at stop: how well the batching did. */
+/* The group commits' batch sizes and fdatasync times (the metrics'
+ * histograms, io/metrics.c), for the log at stop: how well the batching
+ * did. */
 static void worker_log_commits(struct worker *w)
 {
-	const struct hist *b = &w->cm.stat_batch, *y = &w->cm.stat_sync;
-	uint64_t by2[12] = {0};
-	char line[256];
+	const struct stats_hist *b = &w->st.batch, *y = &w->st.sync;
+	uint64_t n = 0;
+	char line[320];
 	size_t len = 0;
 
-	if (!b->count)
-		return;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-		uint64_t lo = hist_low(i);
-		unsigned k = lo ? 63u - (unsigned)__builtin_clzll(lo) : 0;
-
-		by2[k < 11 ? k : 11] += b->n[i];
+	for (unsigned i = 0; i <= metrics_batch_bounds.n && len < sizeof(line) - 40; i++) {
+		n += b->bucket[i];
+		if (!b->bucket[i])
+			continue;
+		if (i < metrics_batch_bounds.n)
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s<=%llu:%llu",
+			                        len ? " " : "",
+			                        (unsigned long long)metrics_batch_bounds.le[i],
+			                        (unsigned long long)b->bucket[i]);
+		else
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s>%llu:%llu",
+			                        len ? " " : "",
+			                        (unsigned long long)metrics_batch_bounds.le[i - 1],
+			                        (unsigned long long)b->bucket[i]);
 	}
-	for (unsigned k = 0; k < 12 && len < sizeof(line) - 40; k++)
-		if (by2[k])
-			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%llu%s:%llu",
-			                        len ? " " : "", 1ull << k, k == 11 ? "+" : "",
-			                        (unsigned long long)by2[k]);
-	LOGI("worker %u: group commits by batch size (from a power of two): %s; fdatasync p50 %llu "
-	     "us, p90 %llu us, p99 %llu us, max %llu us",
-	     w->id, line, (unsigned long long)hist_percentile(y, 50),
-	     (unsigned long long)hist_percentile(y, 90), (unsigned long long)hist_percentile(y, 99),
-	     (unsigned long long)y->max);
+	if (!n)
+		return;
+	LOGI("worker %u: group commits by messages per batch: %s; fdatasync mean %llu us", w->id,
+	     line, (unsigned long long)(y->sum / n));
 }
 
 void *worker_main(void *arg)

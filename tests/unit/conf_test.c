@@ -101,6 +101,16 @@ Test(conf, defaults)
 	cr_assert_not(conf.nul_strip);
 	cr_assert_eq(conf.spool_compact_age, CONF_DEF_SPOOL_COMPACT_AGE);
 	cr_assert_eq(outlen, 0);
+	cr_assert_eq(conf.metrics_listen.addrlen, 0); /* no metrics server by default */
+}
+
+Test(conf, metrics_listen)
+{
+	cr_assert_eq(PARSE("--metrics-listen", "[::1]:9425"), CONF_OK, "%s", err);
+	cr_assert_str_eq(conf.metrics_listen.text, "[::1]:9425");
+	cr_assert_eq(conf.metrics_listen.addrlen, sizeof(struct sockaddr_in6));
+	cr_assert_eq(conf.nlisten, 1); /* not an SMTP listener */
+	conf_fini(&conf);
 }
 
 Test(conf, every_option_valid)
@@ -220,6 +230,8 @@ Test(conf, invalid_options)
 		const char *want;
 	} cases[] = {
 	    {{"--listen", "1.2.3.4"}, "--listen: '1.2.3.4'"},
+	    {{"--metrics-listen", "1.2.3.4"}, "--metrics-listen: '1.2.3.4' is not ADDR:PORT"},
+	    {{"--metrics-listen", "127.0.0.1:2525"}, "--metrics-listen: '127.0.0.1:2525' is also"},
 	    {{"--listen", "1.2.3.4:0"}, "--listen"},
 	    {{"--listen", "1.2.3.4:65536"}, "--listen"},
 	    {{"--listen", "1.2.3.4:-1"}, "--listen"},

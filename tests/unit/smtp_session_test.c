@@ -1348,3 +1348,49 @@ Test(smtp_session, received_header_with_tls)
 		smtp_session_fini(&f.s);
 	}
 }
+
+/* struct smtp_stats: one final reply counted per command, by class; the
+ * 250 after the content under DATA beside its 354; refusals by reason. */
+Test(smtp_session, stats_count_replies_and_refusals)
+{
+	struct smtp_server_conf cf;
+	struct smtp_session s;
+	struct smtp_stats st = {0};
+	static const char in[] = "EHLO client.example.org\r\n"
+	                         "MAIL FROM:<a@example.org>\r\n"
+	                         "RCPT TO:<x@elsewhere.test>\r\n"
+	                         "RCPT TO:<b@example.com>\r\n"
+	                         "DATA\r\nhello\r\n.\r\n";
+	static const char more[] = "MAIL FROM:<a@example.org> SIZE=5000\r\nFOO\r\nQUIT\r\n";
+	size_t n;
+
+	conf_for(CF_DEFAULT, &cf);
+	smtp_session_init(&s, &cf, &(struct smtp_peer){.addr = "192.0.2.1"});
+	s.stats = &st;
+	smtp_session_greet(&s);
+	n = smtp_session_feed(&s, in, sizeof(in) - 1);
+	cr_assert_eq(n, sizeof(in) - 1);
+	cr_assert(s.act & SMTP_ACT_MSG_READY);
+	smtp_session_msg_result(&s, 0, "QID1");
+	cr_assert_eq(smtp_session_feed(&s, more, sizeof(more) - 1), sizeof(more) - 1);
+	cr_assert_str_eq(smtp_stat_verb(0), "EHLO");
+	cr_assert_eq(st.replies[0][0], 1);                   /* EHLO 2xx, once for its 9 lines */
+	cr_assert_eq(st.replies[2][0], 1);                   /* MAIL 2xx */
+	cr_assert_eq(st.replies[2][3], 1);                   /* MAIL 5xx: SIZE */
+	cr_assert_eq(st.replies[3][0], 1);                   /* RCPT 2xx */
+	cr_assert_eq(st.replies[3][3], 1);                   /* RCPT 5xx: relay denied */
+	cr_assert_eq(st.replies[4][1], 1);                   /* DATA 3xx */
+	cr_assert_eq(st.replies[4][0], 1);                   /* DATA 2xx: queued */
+	cr_assert_eq(st.replies[8][0], 1);                   /* QUIT */
+	cr_assert_eq(st.replies[SMTP_STAT_VERBS - 1][3], 1); /* FOO: 500 */
+	cr_assert_eq(st.accepted, 1);
+	cr_assert_eq(st.accepted_bytes, 7);
+	cr_assert_eq(st.refused[SMTP_RF_RELAY_DENIED], 1);
+	cr_assert_eq(st.refused[SMTP_RF_SIZE], 1);
+	bool temp = true;
+	cr_assert_str_eq(smtp_refusal_name(SMTP_RF_RELAY_DENIED, &temp), "relay_denied");
+	cr_assert(!temp);
+	cr_assert_str_eq(smtp_refusal_name(SMTP_RF_RATE_LIMIT, &temp), "rate_limit");
+	cr_assert(temp);
+	smtp_session_fini(&s);
+}
