@@ -314,6 +314,23 @@ static void json_str(FILE *f, const char *s, size_t max)
 	putc('"', f);
 }
 
+/* The end of a "config" object: what the workload was, from
+ * "duration_asked_s"'s value on (a run's and a sweep's documents). */
+static void json_workload(FILE *f, const struct rb_result *r)
+{
+	json_num(f, r->duration_asked);
+	fputs(",\n    \"size\": ", f);
+	json_str(f, r->size_desc, SIZE_MAX);
+	fputs(",\n    \"tls\": ", f);
+	json_str(f, str_or(r->tls, "none"), SIZE_MAX);
+	fprintf(f, ",\n    \"pipelining\": %s,\n    \"rate_asked\": ",
+	        r->pipelining ? "true" : "false");
+	json_num(f, r->rate_asked);
+	fputs(",\n    \"connect_rate\": ", f);
+	json_num(f, r->connect_rate);
+	fputs("\n  },\n", f);
+}
+
 static void json_latency(FILE *f, const char *ind, const char *name, const struct rb_hist *h,
                          bool last)
 {
@@ -420,17 +437,7 @@ static void json_write(FILE *f, const void *arg)
 	        ",\n    \"threads\": %d,\n    \"sessions\": %d,\n    \"rcpts\": %d,\n"
 	        "    \"messages_asked\": %ld,\n    \"duration_asked_s\": ",
 	        r->threads, r->sessions, r->rcpts, r->messages_asked);
-	json_num(f, r->duration_asked);
-	fputs(",\n    \"size\": ", f);
-	json_str(f, r->size_desc, SIZE_MAX);
-	fputs(",\n    \"tls\": ", f);
-	json_str(f, str_or(r->tls, "none"), SIZE_MAX);
-	fprintf(f, ",\n    \"pipelining\": %s,\n    \"rate_asked\": ",
-	        r->pipelining ? "true" : "false");
-	json_num(f, r->rate_asked);
-	fputs(",\n    \"connect_rate\": ", f);
-	json_num(f, r->connect_rate);
-	fputs("\n  },\n", f);
+	json_workload(f, r);
 
 	json_latencies(f, "  ", r);
 
@@ -637,17 +644,7 @@ static void sw_json_write(FILE *f, const void *arg)
 		        "  \"config\": {\n    \"rcpts\": %d,\n    \"messages_asked\": %ld,\n"
 		        "    \"duration_asked_s\": ",
 		        c0->rcpts, c0->messages_asked);
-		json_num(f, c0->duration_asked);
-		fputs(",\n    \"size\": ", f);
-		json_str(f, c0->size_desc, SIZE_MAX);
-		fputs(",\n    \"tls\": ", f);
-		json_str(f, str_or(c0->tls, "none"), SIZE_MAX);
-		fprintf(f, ",\n    \"pipelining\": %s,\n    \"rate_asked\": ",
-		        c0->pipelining ? "true" : "false");
-		json_num(f, c0->rate_asked);
-		fputs(",\n    \"connect_rate\": ", f);
-		json_num(f, c0->connect_rate);
-		fputs("\n  },\n", f);
+		json_workload(f, c0);
 	}
 	fputs("  \"rows\": [", f);
 	for (size_t i = 0; i < w->nsessions; i++) {
