@@ -9,6 +9,7 @@
  * once the group commit is done, and the pipelined commands that waited
  * behind it are fed then. */
 #include "io/session.h"
+#include "io/session-int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +24,6 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/proxy.h"
 #include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -579,120 +579,20 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	session_mark_dirty(w, c);
 }
 
-static bool on_input(void *owner, const char *p, size_t n);
-static void session_start(struct worker *w, struct conn *c);
-
 /* Whether the client at <sa> is under the per-client limits, with its key. */
-static void limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
+void session_limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
 {
 	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
 	                !policy_client_may_relay(&g->conf->limits_exempt, sa);
 }
 
-/* ---- PROXY protocol (--listen-proxy) ----
- *
- * A connection from a --proxy-networks balancer sends a PROXY header
- * first (core/proxy); until it is complete nothing else happens: no
- * greeting, no TLS. Then the client it names is the session's peer (for
- * the logs, Received:, --relay-networks), and the connection starts as
- * one accepted directly would, the bytes after the header being the
- * client's first ones (a TLS ClientHello on --listen-tls-proxy). A
- * malformed header, one that does not come within --proxy-timeout, or
- * a connection from elsewhere is closed without a word. */
-
-static void sockaddr_of(const struct proxy_hdr *h, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (h->family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, h->src, 4);
-		sin->sin_port = htons(h->src_port);
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, h->src, 16);
-		s6->sin6_port = htons(h->src_port);
-	}
-}
-
-static void proxy_apply(struct worker *w, struct conn *c, const struct proxy_hdr *h)
-{
-	struct smtp_peer peer = c->s.peer;
-	struct sockaddr_storage ss;
-	char via[64];
-
-	snprintf(via, sizeof(via), "%s", c->s.peer.addr);
-	if (h->family == AF_UNSPEC) {
-		/* A health check, or a client the balancer does not name: the
-		 * balancer's address stands, but it is nobody's relay client. */
-		peer.may_relay = false;
-		peer.limited = false; /* the balancer itself, checking */
-		LOGD("proxy: client=[%s]:%u header names no client (v%d)", via, c->port,
-		     h->version);
-	} else {
-		sockaddr_of(h, &ss);
-		inet_ntop(h->family, h->src, peer.addr, sizeof(peer.addr));
-		peer.may_relay =
-		    policy_client_may_relay(&w->g->conf->policy, (const struct sockaddr *)&ss);
-		limits_for(w->g, (const struct sockaddr *)&ss, &peer);
-		LOGI("proxy: client=[%s]:%u via [%s]:%u (v%d)", peer.addr, h->src_port, via,
-		     c->port, h->version);
-		c->port = h->src_port;
-	}
-	c->s.peer = peer;
-}
-
-static void proxy_input(struct worker *w, struct conn *c, const char *p, size_t n)
-{
-	struct proxy_hdr h;
-	struct buf rest = BUF_INIT;
-	int r;
-
-	if (buf_append(&c->pending, p, n)) {
-		session_close(w, c);
-		return;
-	}
-	r = proxy_parse(c->pending.p, c->pending.len, &h);
-	if (r == PROXY_AGAIN)
-		return;
-	if (r == PROXY_BAD) {
-		LOGI("proxy: client=[%s]:%u bad PROXY header: closed", c->s.peer.addr, c->port);
-		session_close(w, c);
-		return;
-	}
-	c->flags &= ~C_PROXYH;
-	proxy_apply(w, c, &h);
-	/* What followed the header is the client's: kept aside while the
-	 * session starts, then fed as if it had just arrived. */
-	if (c->pending.len > (size_t)r && buf_append(&rest, c->pending.p + r, c->pending.len - r)) {
-		session_close(w, c);
-		return;
-	}
-	buf_reset(&c->pending, 0);
-	session_start(w, c);
-	if (rest.len && c->state != CONN_S_CLOSING) {
-		if (c->rc.tls) {
-			if (c->rc.xprt->recv(&c->rc, rest.p, rest.len, on_input, c) < 0) {
-				c->rc.flags |= RCONN_HANGUP;
-				session_mark_dirty(w, c);
-			}
-		} else {
-			on_input(c, rest.p, rest.len);
-		}
-	}
-	buf_free(&rest);
-}
-
 /* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
-static bool on_input(void *owner, const char *p, size_t n)
+bool session_on_input(void *owner, const char *p, size_t n)
 {
 	struct conn *c = owner;
 
 	if (c->flags & C_PROXYH)
-		proxy_input(c->w, c, p, n);
+		session_proxy_input(c->w, c, p, n);
 	else if (!p)
 		tls_up(c->w, c);
 	else if (c->state == CONN_S_NEW)
@@ -765,7 +665,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			port = ntohs(s6->sin6_port);
 		}
 		peer.may_relay = policy_client_may_relay(&g->conf->policy, (struct sockaddr *)&ss);
-		limits_for(g, (struct sockaddr *)&ss, &peer);
+		session_limits_for(g, (struct sockaddr *)&ss, &peer);
 	} else {
 		snprintf(peer.addr, sizeof(peer.addr), "unknown");
 	}
@@ -815,7 +715,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 
 /* The connection is ready for SMTP: the TLS handshake of an implicit-TLS
  * listener, else the greeting (after --greet-delay). */
-static void session_start(struct worker *w, struct conn *c)
+void session_start(struct worker *w, struct conn *c)
 {
 	const struct gateway *g = w->g;
 
@@ -865,7 +765,7 @@ void session_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		if (c->state != CONN_S_CLOSING)
 			touch(w, c);
 	}
-	switch (conn_on_recv(&w->ring, &c->rc, cqe, on_input, c, &err)) {
+	switch (conn_on_recv(&w->ring, &c->rc, cqe, session_on_input, c, &err)) {
 	case CONN_RX_CLOSING:
 		session_maybe_free(w, c);
 		return;

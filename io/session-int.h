@@ -1,0 +1,21 @@
+/* session-int: what io/session.c and io/session_proxy.c share (the PROXY
+ * header comes before the session starts, and hands it the bytes after). */
+#ifndef RINGMX_IO_SESSION_INT_H
+#define RINGMX_IO_SESSION_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "io/types-t.h"
+
+/* Whether the client at <sa> is under the per-client limits, with its key. */
+void session_limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer);
+/* The connection is ready for SMTP: TLS handshake or greeting. */
+void session_start(struct worker *w, struct conn *c);
+/* Plaintext from the transport (io/conn's callback); NULL: TLS is up. */
+bool session_on_input(void *owner, const char *p, size_t n);
+/* Bytes of a connection still waiting for its PROXY header (C_PROXYH). */
+void session_proxy_input(struct worker *w, struct conn *c, const char *p, size_t n);
+
+#endif
