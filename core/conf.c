@@ -1,14 +1,18 @@
-/* conf: the command line. Every limit is a named long option whose default
- * lives in conf.h (CONF_DEF_*) and is printed by conf_usage(), as Postfix
- * documents each main.cf parameter with its default. Parsing is strict:
- * a number is all digits and in range, an enumeration is one of its words,
- * and any mistake ends startup with one line naming the option. Called once
- * by main() before the workers start (and repeatedly by the unit tests).
- * libc only. See conf.h. */
+/* conf: the options, from the command line and the configuration file.
+ * Every option is one row of conf_keys[] below (name, type, where it lands,
+ * range, default, --help text, whether a reload changes it); the parser,
+ * the file reader, --help, `ringmx config` and the reload's comparison all
+ * read that table (core/conf_print.c prints from it), as Postfix's postconf
+ * does with its parameter table. Parsing is strict: a number is all digits
+ * and in range, an enumeration is one of its words, and any mistake ends
+ * startup with one line naming the option (and the file and line). Called
+ * by main() before the workers start, again by a reload on the main thread,
+ * and repeatedly by the unit tests. libc only. See conf.h. */
 #include "core/conf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -16,16 +20,21 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/conf-int.h"
 
 #ifndef RINGMX_VERSION
 #define RINGMX_VERSION "0.1.0"
 #endif
 
-#define CONF_SHOW_MAX 100 /* characters of a bad value quoted in <err> */
+#define CONF_SHOW_MAX 100         /* characters of a bad value quoted in <err> */
+#define CONF_FILE_MAX (16u << 20) /* a configuration file larger than this is refused */
+#define CONF_STR_(x)  #x
+#define CONF_STR(x)   CONF_STR_(x)
 
-#define CONF_STR_(x)        #x
-#define CONF_STR(x)         CONF_STR_(x)
-#define CONF_MAX_LISTEN_STR CONF_STR(CONF_MAX_LISTEN)
+const char *conf_default_file;
 
 enum conf_opt {
 	OPT_HELP = 'h',
@@ -57,6 +66,7 @@ enum conf_opt {
 	OPT_LONG_LINES,
 	OPT_LOG_LEVEL,
 	OPT_CHECK,
+	OPT_CONFIG,
 	OPT_SEGMENT_SIZE,
 	OPT_DATA_BUFFER,
 	OPT_DATA_MEMORY,
@@ -98,348 +108,23 @@ enum conf_opt {
 	OPT_METRICS_LISTEN,
 };
 
-static const struct option conf_longopts[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"spool", required_argument, NULL, OPT_SPOOL},
-    {"hostname", required_argument, NULL, OPT_HOSTNAME},
-    {"domains", required_argument, NULL, OPT_DOMAINS},
-    {"domains-file", required_argument, NULL, OPT_DOMAINS_FILE},
-    {"relay-networks", required_argument, NULL, OPT_RELAY_NETWORKS},
-    {"allow-untrusted-routing", no_argument, NULL, OPT_ALLOW_UNTRUSTED_ROUTING},
-    {"recipients-file", required_argument, NULL, OPT_RECIPIENTS_FILE},
-    {"recipient-delimiter", required_argument, NULL, OPT_RECIPIENT_DELIMITER},
-    {"recipients-exact-case", no_argument, NULL, OPT_RECIPIENTS_EXACT_CASE},
-    {"max-unknown-recipients", required_argument, NULL, OPT_MAX_UNKNOWN_RCPTS},
-    {"unknown-recipient-delay", required_argument, NULL, OPT_UNKNOWN_RCPT_DELAY},
-    {"max-message-size", required_argument, NULL, OPT_MAX_MESSAGE_SIZE},
-    {"max-recipients", required_argument, NULL, OPT_MAX_RECIPIENTS},
-    {"max-sessions", required_argument, NULL, OPT_MAX_SESSIONS},
-    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-    {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
-    {"error-delay", required_argument, NULL, OPT_ERROR_DELAY},
-    {"grace", required_argument, NULL, OPT_GRACE},
-    {"greet-delay", required_argument, NULL, OPT_GREET_DELAY},
-    {"max-line-length", required_argument, NULL, OPT_MAX_LINE_LENGTH},
-    {"bare-lf", required_argument, NULL, OPT_BARE_LF},
-    {"nul", required_argument, NULL, OPT_NUL},
-    {"long-lines", required_argument, NULL, OPT_LONG_LINES},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"check", no_argument, NULL, OPT_CHECK},
-    {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
-    {"data-buffer", required_argument, NULL, OPT_DATA_BUFFER},
-    {"data-memory", required_argument, NULL, OPT_DATA_MEMORY},
-    {"done-log-size", required_argument, NULL, OPT_DONE_LOG_SIZE},
-    {"commit-window", required_argument, NULL, OPT_COMMIT_WINDOW},
-    {"durability", required_argument, NULL, OPT_DURABILITY},
-    {"queue-capacity", required_argument, NULL, OPT_QUEUE_CAPACITY},
-    {"spool-min-free", required_argument, NULL, OPT_MIN_FREE},
-    {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
-    {"listen-proxy", required_argument, NULL, OPT_LISTEN_PROXY},
-    {"listen-tls-proxy", required_argument, NULL, OPT_LISTEN_TLS_PROXY},
-    {"proxy-networks", required_argument, NULL, OPT_PROXY_NETWORKS},
-    {"proxy-timeout", required_argument, NULL, OPT_PROXY_TIMEOUT},
-    {"client-prefix4", required_argument, NULL, OPT_CLIENT_PREFIX4},
-    {"client-prefix6", required_argument, NULL, OPT_CLIENT_PREFIX6},
-    {"client-max-sessions", required_argument, NULL, OPT_CLIENT_MAX_SESSIONS},
-    {"client-connection-rate", required_argument, NULL, OPT_CLIENT_CONN_RATE},
-    {"client-message-rate", required_argument, NULL, OPT_CLIENT_MSG_RATE},
-    {"client-recipient-rate", required_argument, NULL, OPT_CLIENT_RCPT_RATE},
-    {"client-table-size", required_argument, NULL, OPT_CLIENT_TABLE_SIZE},
-    {"limits-exempt", required_argument, NULL, OPT_LIMITS_EXEMPT},
-    {"overload-threshold", required_argument, NULL, OPT_OVERLOAD_THRESHOLD},
-    {"overload-idle-timeout", required_argument, NULL, OPT_OVERLOAD_IDLE},
-    {"overload-max-errors", required_argument, NULL, OPT_OVERLOAD_MAX_ERRORS},
-    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-    {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
-    {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
-    {"relay-to", required_argument, NULL, OPT_RELAY_TO},
-    {"route", required_argument, NULL, OPT_ROUTE},
-    {"relay-pool", required_argument, NULL, OPT_RELAY_POOL},
-    {"retry-min", required_argument, NULL, OPT_RETRY_MIN},
-    {"retry-max", required_argument, NULL, OPT_RETRY_MAX},
-    {"spool-compact-age", required_argument, NULL, OPT_SPOOL_COMPACT_AGE},
-    {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
-    {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
-    {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
-    {"user", required_argument, NULL, OPT_USER},
-    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0},
-};
-
-/* Unsigned options: where each lands and the range it must lie in. The
- * upper bounds keep later arithmetic (milliseconds, pool sizes) in range. */
-static const struct conf_num {
-	int opt;
-	size_t off; /* offsetof(struct conf, field), an unsigned */
-	unsigned min, max;
-} conf_nums[] = {
-    {OPT_THREADS, offsetof(struct conf, threads), 0, 256},
-    {OPT_MAX_RECIPIENTS, offsetof(struct conf, max_recipients), 1, 1000000},
-    {OPT_MAX_SESSIONS, offsetof(struct conf, max_sessions), 1, 1000000},
-    {OPT_IDLE_TIMEOUT, offsetof(struct conf, idle_timeout), 1, 86400},
-    {OPT_MAX_ERRORS, offsetof(struct conf, max_errors), 0, 1000000},
-    {OPT_ERROR_DELAY, offsetof(struct conf, error_delay_ms), 0, 60000},
-    {OPT_GRACE, offsetof(struct conf, grace), 0, 86400},
-    {OPT_GREET_DELAY, offsetof(struct conf, greet_delay_ms), 0, 60000},
-    {OPT_MAX_UNKNOWN_RCPTS, offsetof(struct conf, max_unknown_recipients), 0, 1000000},
-    {OPT_UNKNOWN_RCPT_DELAY, offsetof(struct conf, unknown_recipient_delay_ms), 0, 60000},
-    /* 3: the shortest line is "." CRLF. */
-    {OPT_MAX_LINE_LENGTH, offsetof(struct conf, max_line_length), 3, 1000000},
-    {OPT_COMMIT_WINDOW, offsetof(struct conf, commit_window_us), 0, 1000000},
-    {OPT_QUEUE_CAPACITY, offsetof(struct conf, queue_capacity), 16, 1u << 24},
-    {OPT_TLS_HANDSHAKE_TIMEOUT, offsetof(struct conf, tls_handshake_timeout), 1, 3600},
-    {OPT_PROXY_TIMEOUT, offsetof(struct conf, proxy_timeout), 1, 3600},
-    {OPT_CLIENT_PREFIX4, offsetof(struct conf, client_prefix4), 8, 32},
-    {OPT_CLIENT_PREFIX6, offsetof(struct conf, client_prefix6), 16, 128},
-    {OPT_CLIENT_MAX_SESSIONS, offsetof(struct conf, client_max_sessions), 0, 1000000},
-    {OPT_CLIENT_TABLE_SIZE, offsetof(struct conf, client_table_size), 1000, 100000000},
-    {OPT_OVERLOAD_THRESHOLD, offsetof(struct conf, overload_threshold), 0, 100},
-    {OPT_OVERLOAD_IDLE, offsetof(struct conf, overload_idle_timeout), 1, 86400},
-    {OPT_OVERLOAD_MAX_ERRORS, offsetof(struct conf, overload_max_errors), 1, 1000000},
-    {OPT_RELAY_POOL, offsetof(struct conf, relay_pool), 1, 1000},
-    {OPT_RETRY_MIN, offsetof(struct conf, retry_min), 1, 86400},
-    {OPT_RETRY_MAX, offsetof(struct conf, retry_max), 1, 86400 * 7},
-    {OPT_SPOOL_COMPACT_AGE, offsetof(struct conf, spool_compact_age), 0, 86400 * 365},
-    {OPT_MAX_QUEUE_LIFETIME, offsetof(struct conf, max_queue_lifetime), 1, 86400 * 365},
-    {OPT_RELAY_TIMEOUT, offsetof(struct conf, relay_timeout), 1, 3600},
-};
-
-static void conf_defaults(struct conf *c)
-{
-	memset(c, 0, sizeof(*c));
-	policy_init(&c->policy);
-	policy_init(&c->proxy_nets);
-	policy_init(&c->limits_exempt);
-	c->threads = 0;
-	c->spool = CONF_DEF_SPOOL;
-	c->hostname = NULL;
-	c->max_message_size = CONF_DEF_MAX_MESSAGE_SIZE;
-	c->max_recipients = CONF_DEF_MAX_RECIPIENTS;
-	c->max_sessions = CONF_DEF_MAX_SESSIONS;
-	c->idle_timeout = CONF_DEF_IDLE_TIMEOUT;
-	c->max_errors = CONF_DEF_MAX_ERRORS;
-	c->error_delay_ms = CONF_DEF_ERROR_DELAY_MS;
-	c->grace = CONF_DEF_GRACE;
-	c->greet_delay_ms = CONF_DEF_GREET_DELAY_MS;
-	c->recipient_delimiter = CONF_DEF_RECIPIENT_DELIMITER;
-	c->max_unknown_recipients = CONF_DEF_MAX_UNKNOWN_RCPTS;
-	c->unknown_recipient_delay_ms = CONF_DEF_UNKNOWN_RCPT_DELAY_MS;
-	c->max_line_length = CONF_DEF_MAX_LINE_LENGTH;
-	c->bare_policy = SMTP_DATA_BARE_REJECT;
-	c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
-	c->log_level = LOG_INFO;
-	c->check = false;
-	c->segment_size = CONF_DEF_SEGMENT_SIZE;
-	c->data_buffer = CONF_DEF_DATA_BUFFER;
-	c->data_memory = CONF_DEF_DATA_MEMORY;
-	c->done_log_size = CONF_DEF_DONE_LOG_SIZE;
-	c->commit_window_us = CONF_DEF_COMMIT_WINDOW_US;
-	c->queue_capacity = CONF_DEF_QUEUE_CAPACITY;
-	c->spool_min_free = CONF_DEF_SPOOL_MIN_FREE;
-	c->durability_none = false;
-	c->ntls_certs = 0;
-	c->ntls_keys = 0;
-	c->tls_ciphers = NULL;
-	c->tls_handshake_timeout = CONF_DEF_TLS_HANDSHAKE_TIMEOUT;
-	c->proxy_timeout = CONF_DEF_PROXY_TIMEOUT;
-	c->client_prefix4 = 32;
-	c->client_prefix6 = 64;
-	c->client_max_sessions = CONF_DEF_CLIENT_MAX_SESSIONS;
-	c->client_table_size = CONF_DEF_CLIENT_TABLE;
-	c->overload_threshold = CONF_DEF_OVERLOAD_THRESHOLD;
-	c->overload_idle_timeout = CONF_DEF_OVERLOAD_IDLE;
-	c->overload_max_errors = CONF_DEF_OVERLOAD_MAX_ERRORS;
-	c->relay_pool = CONF_DEF_RELAY_POOL;
-	c->retry_min = CONF_DEF_RETRY_MIN;
-	c->retry_max = CONF_DEF_RETRY_MAX;
-	c->spool_compact_age = CONF_DEF_SPOOL_COMPACT_AGE;
-	c->max_queue_lifetime = CONF_DEF_MAX_QUEUE_LIFETIME;
-	c->relay_timeout = CONF_DEF_RELAY_TIMEOUT;
-	c->relay_tls = CONF_RELAY_TLS_MAY;
-}
-
-/* Option column 2-29, text from column 30, at most 100 columns in all. A
- * second line under an option adds detail; the default stays on the first. */
-void conf_usage(FILE *out)
-{
-#define OPT(arg, text)      fprintf(out, "  %-26s  %s\n", arg, text)
-#define MORE(text)          fprintf(out, "  %-26s  %s\n", "", text)
-#define NUM(arg, text, def) fprintf(out, "  %-26s  %s (default: %u)\n", arg, text, def)
-	fprintf(out, "Usage: ringmx [OPTIONS]\n"
-	             "       ringmx queue --spool DIR [--count] [--all]\n"
-	             "       ringmx reload --spool DIR\n"
-	             "\n"
-	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
-	             "from relay networks, stores it in the spool and relays it to the next hops.\n"
-	             "\n"
-	             "Options:\n");
-	OPT("--listen ADDR:PORT", "address to listen on (default: " CONF_DEF_LISTEN ")");
-	MORE("1.2.3.4:25, [::1]:25 or *:25 (all IPv4); repeatable, up to " CONF_MAX_LISTEN_STR);
-	OPT("--threads N", "worker threads, 0-256, 0 = one per core, at most 256 (default: 0)");
-	OPT("--spool DIR", "spool directory (default: " CONF_DEF_SPOOL ")");
-	OPT("--hostname NAME", "name in the greeting and Received: (default: the host name)");
-	OPT("--domains LIST",
-	    "accepted domains, comma/space separated (default: " CONF_DEF_DOMAINS ")");
-	OPT("--domains-file FILE", "accepted domains, one per line, '#' comments (default: none)");
-	MORE("both repeatable; the first one replaces the default");
-	OPT("--relay-networks CIDRS", "clients that may relay to any domain (default: none)");
-	MORE("as 10.0.0.0/8, 192.0.2.1, [2001:db8::]/32; repeatable");
-	OPT("--allow-untrusted-routing",
-	    "let other clients name routes (user%host@, host!user@, \"a@b\"@, @a:b@c)");
-	MORE("to accepted domains; default: refused 554 5.7.1, as Postfix does");
-	OPT("--recipients-file FILE", "the users of a domain, one address a line, @domain for any");
-	MORE("(default: none); repeatable; other users of a domain listed: 550 5.1.1");
-	OPT("--recipient-delimiter CHARS", "address extensions: user+ext@ looked up as user@ "
-	                                   "(default: " CONF_DEF_RECIPIENT_DELIMITER ")");
-	OPT("--recipients-exact-case",
-	    "local parts compared as written (default: ASCII case folded)");
-	NUM("--max-unknown-recipients N", "unknown users in a session, then 421 (0: no limit)",
-	    CONF_DEF_MAX_UNKNOWN_RCPTS);
-	NUM("--unknown-recipient-delay MS", "wait before each 550 5.1.1, 0-60000",
-	    CONF_DEF_UNKNOWN_RCPT_DELAY_MS);
-	NUM("--max-message-size BYTES", "largest message, k/m/g = x1024, 0 = no limit",
-	    CONF_DEF_MAX_MESSAGE_SIZE);
-	NUM("--max-recipients N", "recipients per message, 1-1000000", CONF_DEF_MAX_RECIPIENTS);
-	NUM("--max-sessions N", "concurrent sessions, 1-1000000", CONF_DEF_MAX_SESSIONS);
-	NUM("--idle-timeout SECONDS", "close a silent session, 1-86400", CONF_DEF_IDLE_TIMEOUT);
-	NUM("--max-errors N", "errors before closing a session, 0 = no limit", CONF_DEF_MAX_ERRORS);
-	NUM("--error-delay MS", "wait before each error reply after the third, 0-60000",
-	    CONF_DEF_ERROR_DELAY_MS);
-	NUM("--grace SECONDS", "time left to open transactions at shutdown", CONF_DEF_GRACE);
-	NUM("--greet-delay MS", "pause before the greeting, 0-60000", CONF_DEF_GREET_DELAY_MS);
-	NUM("--max-line-length N", "longest message line, CRLF included, 3-1000000",
-	    CONF_DEF_MAX_LINE_LENGTH);
-	OPT("--bare-lf reject|normalize",
-	    "bare CR or LF in a message: refuse, or store as CRLF (default: reject)");
-	OPT("--nul reject|strip",
-	    "NUL octets in a message: refuse, or drop them (default: reject)");
-	OPT("--long-lines accept|reject", "message lines over --max-line-length (default: accept)");
-	OPT("--segment-size BYTES",
-	    "start a new spool segment past this, k/m/g (default: " CONF_DEF_SEGMENT_SIZE_STR ")");
-	OPT("--data-buffer BYTES", "content a session holds before it streams to the spool "
-	                           "(default: " CONF_DEF_DATA_BUFFER_STR ")");
-	OPT("--data-memory BYTES", "content in memory, all sessions; past it input waits "
-	                           "(default: " CONF_DEF_DATA_MEMORY_STR ")");
-	OPT("--done-log-size BYTES",
-	    "start a new done (and defer) log past this, k/m/g (default: " CONF_DEF_DONE_LOG_STR
-	    ")");
-	NUM("--commit-window USEC", "a group commit may wait this long for company (0: none)",
-	    CONF_DEF_COMMIT_WINDOW_US);
-	OPT("--durability fsync|none",
-	    "fdatasync before 250; none is for benchmarks only (default: fsync)");
-	NUM("--queue-capacity N", "descriptors per worker-to-worker queue ring",
-	    CONF_DEF_QUEUE_CAPACITY);
-	OPT("--spool-min-free BYTES",
-	    "MAIL gets 452 below this free space, k/m/g (default: 2x max size)");
-	OPT("--listen-tls ADDR:PORT", "implicit TLS listener, as on port 465 (default: none)");
-	MORE("repeatable; needs --tls-cert; alone, no cleartext default listener");
-	OPT("--listen-proxy ADDR:PORT", "listener behind a TCP balancer: a PROXY v1/v2 header");
-	MORE("first, naming the client; repeatable (default: none)");
-	OPT("--listen-tls-proxy ADDR:PORT", "the same with implicit TLS after the header");
-	OPT("--proxy-networks CIDRS", "balancers whose PROXY header is believed; others are");
-	MORE("closed without a greeting (needed with --listen-proxy)");
-	NUM("--proxy-timeout SECONDS", "time the PROXY header may take, 1-3600",
-	    CONF_DEF_PROXY_TIMEOUT);
-	NUM("--client-max-sessions N", "sessions open per client address, then 421 (0: none)",
-	    CONF_DEF_CLIENT_MAX_SESSIONS);
-	OPT("--client-connection-rate N/PERIOD",
-	    "per client, as 60/1m; beyond: 421 (default: off)");
-	OPT("--client-message-rate N/PERIOD", "per client; beyond: MAIL gets 452 (default: off)");
-	OPT("--client-recipient-rate N/PERIOD", "per client; beyond: RCPT gets 452 (default: off)");
-	NUM("--client-prefix4 BITS", "a client is its IPv4 address cut to this, 8-32", 32);
-	NUM("--client-prefix6 BITS", "and its IPv6 address to this, 16-128", 64);
-	NUM("--client-table-size N", "clients tracked at once", CONF_DEF_CLIENT_TABLE);
-	OPT("--limits-exempt CIDRS", "clients no per-client limit applies to (default: none,");
-	MORE("loopback and --relay-networks included)");
-	NUM("--overload-threshold PERCENT", "sessions over this share of --max-sessions: overload",
-	    CONF_DEF_OVERLOAD_THRESHOLD);
-	MORE("mode, where these apply instead (0: never)");
-	NUM("--overload-idle-timeout SECONDS", "idle timeout in overload mode",
-	    CONF_DEF_OVERLOAD_IDLE);
-	NUM("--overload-max-errors N", "errors before closing in overload mode",
-	    CONF_DEF_OVERLOAD_MAX_ERRORS);
-	OPT("--tls-cert FILE",
-	    "PEM certificate (and chain): STARTTLS and --listen-tls (default: none)");
-	OPT("--tls-key FILE",
-	    "PEM private key of the --tls-cert in the same place (default: none)");
-	MORE("repeatable, in pairs; SNI picks the certificate, else the first one");
-	OPT("--tls-ciphers LIST",
-	    "TLS 1.2 ciphers, OpenSSL syntax (default: ECDHE + AES-GCM/ChaCha20)");
-	fprintf(out, "  --tls-handshake-timeout SECONDS\n");
-	fprintf(out, "  %-26s  time a TLS handshake may take, 1-3600 (default: %u)\n", "",
-	        CONF_DEF_TLS_HANDSHAKE_TIMEOUT);
-	OPT("--relay-to HOSTS",
-	    "next hops: host:port or lmtp:host:port, comma-separated, in order");
-	MORE("of failover (default: none: accepted mail stays in the spool)");
-	OPT("--route DOMAIN=HOSTS",
-	    "next hops for one recipient domain; repeatable (default: none)");
-	NUM("--relay-pool N", "connections per next hop and worker, 1-1000", CONF_DEF_RELAY_POOL);
-	NUM("--retry-min SECONDS", "first retry of a deferred message", CONF_DEF_RETRY_MIN);
-	NUM("--retry-max SECONDS", "longest wait between retries", CONF_DEF_RETRY_MAX);
-	NUM("--spool-compact-age SECONDS", "deferred this long: moved out of a dying segment",
-	    CONF_DEF_SPOOL_COMPACT_AGE);
-	MORE("(docs/spool.md); 0 = never");
-	NUM("--max-queue-lifetime SECONDS", "then a deferred message bounces",
-	    CONF_DEF_MAX_QUEUE_LIFETIME);
-	NUM("--relay-timeout SECONDS", "connect and reply timeout to a next hop",
-	    CONF_DEF_RELAY_TIMEOUT);
-	OPT("--relay-tls none|may|encrypt",
-	    "STARTTLS to next hops: never, when offered, required (default: may)");
-	OPT("--user NAME", "after binding, run as this user; owns the spool (default: none)");
-	OPT("--metrics-listen ADDR:PORT",
-	    "serve Prometheus metrics at GET /metrics there (default: none)");
-	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
-	OPT("--check", "check the options and the domains files, then exit");
-	OPT("-h, --help", "print this help and exit");
-	OPT("-V, --version", "print the version and exit");
-	fprintf(out, "\n"
-	             "Queue:\n");
-	OPT("ringmx queue --spool DIR",
-	    "list the spooled messages: id, size, sender, recipients, age");
-	OPT("             --count", "print only the number of messages");
-	OPT("             --all", "also the done ones, with their state");
-	OPT("ringmx queue --flush", "the running gateway retries deferred messages now");
-	OPT("ringmx queue --delete ID", "marks one message deleted");
-#undef NUM
-#undef MORE
-#undef OPT
-}
-
-/* Formats one line into <err>, prefixed "ringmx: ". Control characters
- * from argv become '?' so the message stays on one line. */
+/* Formats one line into <err>. Control characters from argv or a file
+ * become '?' so the message stays on one line. */
 static int __attribute__((format(printf, 3, 4)))
 conf_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
 	if (!err || errlen == 0)
 		return CONF_ERR;
-	n = snprintf(err, errlen, "ringmx: ");
-	if (n > 0 && (size_t)n < errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 	for (char *q = err; *q; q++) {
 		if ((unsigned char)*q < 0x20 || *q == 0x7f)
 			*q = '?';
 	}
 	return CONF_ERR;
-}
-
-/* The long name of option value <opt>, or NULL when no option has it. */
-static const char *opt_name(int opt)
-{
-	for (const struct option *o = conf_longopts; o->name; o++) {
-		if (o->val == opt)
-			return o->name;
-	}
-	return NULL;
 }
 
 /* Strict decimal: digits only (no sign, space or base prefix, which
@@ -463,67 +148,6 @@ static int parse_u64(const char *s, uint64_t *out, const char **end)
 		return -EINVAL;
 	*out = v;
 	return 0;
-}
-
-static int set_num(struct conf *c, const struct conf_num *n, const char *arg, char *err,
-                   size_t errlen)
-{
-	uint64_t v;
-	int rc = parse_u64(arg, &v, NULL);
-
-	if (rc == -EINVAL)
-		return conf_err(err, errlen, "--%s: '%.*s' is not a number", opt_name(n->opt),
-		                CONF_SHOW_MAX, arg);
-	if (rc < 0 || v < n->min || v > n->max)
-		return conf_err(err, errlen, "--%s: '%.*s' is out of range (%u-%u)",
-		                opt_name(n->opt), CONF_SHOW_MAX, arg, n->min, n->max);
-	*(unsigned *)(void *)((char *)c + n->off) = (unsigned)v;
-	return CONF_OK;
-}
-
-/* BYTES with an optional k, m or g suffix (powers of 1024, as Postfix
- * users expect from "10m"). */
-/* Parses a size with an optional k/m/g suffix (x1024) for option <name>
- * into *<out>; <min> and <max> bound it (0 stays allowed where <zero_ok>). */
-static int set_size(const char *name, uint64_t *out, uint64_t min, uint64_t max, bool zero_ok,
-                    const char *arg, char *err, size_t errlen)
-{
-	const char *end;
-	uint64_t v, mult = 1;
-	int rc = parse_u64(arg, &v, &end);
-
-	if (rc == 0 && *end != '\0') {
-		switch (*end) {
-		case 'k':
-		case 'K':
-			mult = 1ull << 10;
-			break;
-		case 'm':
-		case 'M':
-			mult = 1ull << 20;
-			break;
-		case 'g':
-		case 'G':
-			mult = 1ull << 30;
-			break;
-		default:
-			rc = -EINVAL;
-			break;
-		}
-		if (end[1] != '\0')
-			rc = -EINVAL;
-	}
-	if (rc == -EINVAL)
-		return conf_err(err, errlen,
-		                "%s: '%.*s' is not a size (BYTES, or a number with k, m or g)",
-		                name, CONF_SHOW_MAX, arg);
-	if (rc < 0 || v > UINT64_MAX / mult || v * mult > max)
-		return conf_err(err, errlen, "%s: '%.*s' is too large", name, CONF_SHOW_MAX, arg);
-	if (v * mult < min && !(zero_ok && v == 0))
-		return conf_err(err, errlen, "%s: '%.*s' is too small (at least %llu)", name,
-		                CONF_SHOW_MAX, arg, (unsigned long long)min);
-	*out = v * mult;
-	return CONF_OK;
 }
 
 int conf_parse_listen(struct conf_listen *l, const char *s)
@@ -581,29 +205,157 @@ int conf_parse_listen(struct conf_listen *l, const char *s)
 	return 0;
 }
 
-/* --listen and --listen-tls (<tls>) share one array and one limit; an
- * address may appear only once across both. */
-static int add_listen(struct conf *c, const char *arg, bool tls, bool proxy, char *err,
+/* The typed setters: where the value lands is the key's <off>. */
+#define FIELD(c, k, type) ((type *)(void *)((char *)(c) + (k)->off))
+
+static int set_flag(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                    size_t errlen)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1", NULL};
+	static const char *const no[] = {"no", "false", "off", "0", NULL};
+
+	if (!arg) { /* the command line: the option alone */
+		*FIELD(c, k, bool) = true;
+		return CONF_OK;
+	}
+	for (unsigned i = 0; yes[i]; i++) {
+		if (!strcmp(arg, yes[i]) || !strcmp(arg, no[i])) {
+			*FIELD(c, k, bool) = !strcmp(arg, yes[i]);
+			return CONF_OK;
+		}
+	}
+	return conf_err(err, errlen, "--%s: '%.*s' is not yes or no", k->name, CONF_SHOW_MAX, arg);
+}
+
+static int set_uint(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                    size_t errlen)
+{
+	uint64_t v;
+	int rc = parse_u64(arg, &v, NULL);
+
+	if (rc == -EINVAL)
+		return conf_err(err, errlen, "--%s: '%.*s' is not a number", k->name, CONF_SHOW_MAX,
+		                arg);
+	if (rc < 0 || v < k->min || v > k->max)
+		return conf_err(err, errlen, "--%s: '%.*s' is out of range (%u-%u)", k->name,
+		                CONF_SHOW_MAX, arg, k->min, k->max);
+	*FIELD(c, k, unsigned) = (unsigned)v;
+	return CONF_OK;
+}
+
+/* BYTES with an optional k, m or g suffix (powers of 1024, as Postfix
+ * users expect from "10m"); "auto" where the key's default is automatic. */
+static int set_size(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                    size_t errlen)
+{
+	const char *end;
+	uint64_t v, mult = 1;
+	int rc;
+
+	if (k->def && !strcmp(k->def, "auto") && !strcmp(arg, "auto")) {
+		*FIELD(c, k, uint64_t) = UINT64_MAX;
+		return CONF_OK;
+	}
+	rc = parse_u64(arg, &v, &end);
+	if (rc == 0 && *end != '\0') {
+		switch (*end) {
+		case 'k':
+		case 'K':
+			mult = 1ull << 10;
+			break;
+		case 'm':
+		case 'M':
+			mult = 1ull << 20;
+			break;
+		case 'g':
+		case 'G':
+			mult = 1ull << 30;
+			break;
+		default:
+			rc = -EINVAL;
+			break;
+		}
+		if (end[1] != '\0')
+			rc = -EINVAL;
+	}
+	if (rc == -EINVAL)
+		return conf_err(err, errlen,
+		                "--%s: '%.*s' is not a size (BYTES, or a number with k, m or g)",
+		                k->name, CONF_SHOW_MAX, arg);
+	if (rc < 0 || v > UINT64_MAX / mult || v * mult > k->smax)
+		return conf_err(err, errlen, "--%s: '%.*s' is too large", k->name, CONF_SHOW_MAX,
+		                arg);
+	if (v * mult < k->smin && !(k->zero_ok && v == 0))
+		return conf_err(err, errlen, "--%s: '%.*s' is too small (at least %llu)", k->name,
+		                CONF_SHOW_MAX, arg, (unsigned long long)k->smin);
+	*FIELD(c, k, uint64_t) = v * mult;
+	return CONF_OK;
+}
+
+static int set_enum(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                    size_t errlen)
+{
+	char words[128];
+	size_t n = 0, nw = 0;
+
+	for (unsigned i = 0; k->words[i]; i++) {
+		if (!strcmp(arg, k->words[i])) {
+			if (k->boolean)
+				*FIELD(c, k, bool) = i != 0;
+			else
+				*FIELD(c, k, int) = (int)i;
+			return CONF_OK;
+		}
+		nw++;
+	}
+	/* "reject or strip", "none, may or encrypt" */
+	words[0] = '\0';
+	for (unsigned i = 0; i < nw && n < sizeof(words); i++)
+		n += (size_t)snprintf(words + n, sizeof(words) - n, "%s%s",
+		                      i == 0        ? ""
+		                      : i + 1 == nw ? " or "
+		                                    : ", ",
+		                      k->words[i]);
+	return conf_err(err, errlen, "--%s: '%.*s' is not %s", k->name, CONF_SHOW_MAX, arg, words);
+}
+
+static int set_str(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                   size_t errlen)
+{
+	if (!arg[0] && !(k->flags & CK_EMPTY))
+		return conf_err(
+		    err, errlen, "--%s: the %s is empty", k->name,
+		    strstr(k->metavar, "LIST") || strstr(k->metavar, "HOSTS") ? "list" : "value");
+	*FIELD(c, k, const char *) = arg;
+	return CONF_OK;
+}
+
+/* The custom setters. */
+
+/* --listen, --listen-tls, --listen-proxy, --listen-tls-proxy share one
+ * array and one limit; an address may appear only once across them. */
+static int set_listen(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                       size_t errlen)
 {
-	const char *opt = proxy ? (tls ? "--listen-tls-proxy" : "--listen-proxy")
-	                        : (tls ? "--listen-tls" : "--listen");
+	bool tls = k->id == OPT_LISTEN_TLS || k->id == OPT_LISTEN_TLS_PROXY;
+	bool proxy = k->id == OPT_LISTEN_PROXY || k->id == OPT_LISTEN_TLS_PROXY;
 	struct conf_listen *l;
 
 	if (c->nlisten == CONF_MAX_LISTEN)
-		return conf_err(err, errlen, "%s: at most %d addresses", opt, CONF_MAX_LISTEN);
+		return conf_err(err, errlen, "--%s: at most %d addresses", k->name,
+		                CONF_MAX_LISTEN);
 	l = &c->listen[c->nlisten];
 	if (conf_parse_listen(l, arg) < 0)
 		return conf_err(err, errlen,
-		                "%s: '%.*s' is not ADDR:PORT (1.2.3.4:25, [::1]:25 or "
+		                "--%s: '%.*s' is not ADDR:PORT (1.2.3.4:25, [::1]:25 or "
 		                "*:25; port 1-65535)",
-		                opt, CONF_SHOW_MAX, arg);
+		                k->name, CONF_SHOW_MAX, arg);
 	l->tls = tls;
 	l->proxy = proxy;
 	for (unsigned i = 0; i < c->nlisten; i++) {
 		if (c->listen[i].addrlen == l->addrlen &&
 		    memcmp(&c->listen[i].addr, &l->addr, l->addrlen) == 0)
-			return conf_err(err, errlen, "%s: '%s' is given twice", opt, l->text);
+			return conf_err(err, errlen, "--%s: '%s' is given twice", k->name, l->text);
 	}
 	c->nlisten++;
 	return CONF_OK;
@@ -611,15 +363,16 @@ static int add_listen(struct conf *c, const char *arg, bool tls, bool proxy, cha
 
 /* --tls-cert and --tls-key fill the pairs in order, each with its own
  * count; conf_parse() checks at the end that the counts agree. */
-static int add_tls_file(struct conf *c, bool key, const char *arg, char *err, size_t errlen)
+static int set_tls_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                        size_t errlen)
 {
-	const char *opt = key ? "--tls-key" : "--tls-cert";
+	bool key = k->id == OPT_TLS_KEY;
 	unsigned *n = key ? &c->ntls_keys : &c->ntls_certs;
 
 	if (arg[0] == '\0')
-		return conf_err(err, errlen, "%s: the file name is empty", opt);
+		return conf_err(err, errlen, "--%s: the file name is empty", k->name);
 	if (*n == CONF_MAX_TLS_CERTS)
-		return conf_err(err, errlen, "%s: at most %d", opt, CONF_MAX_TLS_CERTS);
+		return conf_err(err, errlen, "--%s: at most %d", k->name, CONF_MAX_TLS_CERTS);
 	if (key)
 		c->tls_certs[(*n)++].key = arg;
 	else
@@ -627,25 +380,478 @@ static int add_tls_file(struct conf *c, bool key, const char *arg, char *err, si
 	return CONF_OK;
 }
 
+static int set_domains(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                       size_t errlen)
+{
+	bool file = k->id == OPT_DOMAINS_FILE;
+	char why[512];
+	int rc;
+
+	if (c->ndomain_srcs == CONF_MAX_DOMAIN_SRCS)
+		return conf_err(err, errlen, "--%s: more than %u --domains and --domains-file",
+		                k->name, CONF_MAX_DOMAIN_SRCS);
+	c->domain_srcs[c->ndomain_srcs++] = (struct conf_domain_src){arg, file};
+	if (file)
+		rc = policy_load_domains_file(&c->policy, arg, why, sizeof(why));
+	else
+		rc = policy_add_domains(&c->policy, arg, why, sizeof(why));
+	if (rc < 0)
+		return conf_err(err, errlen, "--%s: %s", k->name, why);
+	return CONF_OK;
+}
+
+static int set_networks(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                        size_t errlen)
+{
+	struct policy *p = k->id == OPT_PROXY_NETWORKS  ? &c->proxy_nets
+	                   : k->id == OPT_LIMITS_EXEMPT ? &c->limits_exempt
+	                                                : &c->policy;
+	char why[256];
+
+	if (policy_add_networks(p, arg, why, sizeof(why)) < 0)
+		return conf_err(err, errlen, "--%s: %s", k->name, why);
+	return CONF_OK;
+}
+
+static int set_rate(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                    size_t errlen)
+{
+	struct anvil_rate *r = k->id == OPT_CLIENT_CONN_RATE  ? &c->client_conn_rate
+	                       : k->id == OPT_CLIENT_MSG_RATE ? &c->client_msg_rate
+	                                                      : &c->client_rcpt_rate;
+
+	if (!strcmp(arg, "off")) {
+		*r = (struct anvil_rate){0};
+		return CONF_OK;
+	}
+	if (anvil_rate_parse(arg, r) < 0)
+		return conf_err(err, errlen,
+		                "--%s: '%.*s' is not N/PERIOD (60/1m, 1000/1h; s m h d, a week at "
+		                "most) or off",
+		                k->name, CONF_SHOW_MAX, arg);
+	return CONF_OK;
+}
+
+static int set_hostname(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                        size_t errlen)
+{
+	const char *bad = policy_domain_invalid(sv_cstr(arg));
+
+	/* It goes into the banner and Received: lines: ASCII (A-labels). */
+	for (const char *q = arg; !bad && *q; q++) {
+		if ((unsigned char)*q >= 0x80)
+			bad = "not ASCII (write an IDN as xn--)";
+	}
+	if (bad)
+		return conf_err(err, errlen, "--%s: '%.*s': %s", k->name, CONF_SHOW_MAX, arg, bad);
+	c->hostname = arg;
+	return CONF_OK;
+}
+
+static int set_metrics_listen(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                              size_t errlen)
+{
+	if (conf_parse_listen(&c->metrics_listen, arg) < 0) {
+		c->metrics_listen.addrlen = 0;
+		return conf_err(err, errlen,
+		                "--%s: '%.*s' is not ADDR:PORT (127.0.0.1:9425, "
+		                "[::1]:9425 or *:9425; port 1-65535)",
+		                k->name, CONF_SHOW_MAX, arg);
+	}
+	return CONF_OK;
+}
+
+static int set_route(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                     size_t errlen)
+{
+	const char *eq = strchr(arg, '=');
+
+	if (!eq || eq == arg || !eq[1])
+		return conf_err(err, errlen, "--%s: '%.*s' is not DOMAIN=HOSTS", k->name,
+		                CONF_SHOW_MAX, arg);
+	if (c->nroutes == CONF_MAX_ROUTES)
+		return conf_err(err, errlen, "--%s: more than %u routes", k->name, CONF_MAX_ROUTES);
+	c->routes[c->nroutes++] = arg;
+	return CONF_OK;
+}
+
+static int set_recipients_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                               size_t errlen)
+{
+	if (!arg[0])
+		return conf_err(err, errlen, "--%s: the file name is empty", k->name);
+	if (c->nrecipients_files == CONF_MAX_RECIPIENTS_FILES)
+		return conf_err(err, errlen, "--%s: more than %u files", k->name,
+		                CONF_MAX_RECIPIENTS_FILES);
+	c->recipients_files[c->nrecipients_files++] = arg;
+	return CONF_OK;
+}
+
+static int set_delimiter(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                         size_t errlen)
+{
+	for (const char *p = arg; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '@')
+			return conf_err(err, errlen,
+			                "--%s: '%.*s': printable ASCII other than '@' only",
+			                k->name, CONF_SHOW_MAX, arg);
+	c->recipient_delimiter = arg;
+	return CONF_OK;
+}
+
+/* As an enumeration, with log_level_parse()'s spellings ("warning" too). */
+static int set_log_level(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                         size_t errlen)
+{
+	if (log_level_parse(arg, &c->log_level) < 0)
+		return conf_err(err, errlen, "--%s: '%.*s' is not error, warn, info or debug",
+		                k->name, CONF_SHOW_MAX, arg);
+	return CONF_OK;
+}
+
+static int set_action(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                      size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	switch (k->id) {
+	case OPT_HELP:
+		conf_usage(c->out ? c->out : stdout);
+		return CONF_EXIT;
+	case OPT_VERSION:
+		fprintf(c->out ? c->out : stdout, "ringmx %s\n", RINGMX_VERSION);
+		return CONF_EXIT;
+	case OPT_CHECK:
+		c->check = true;
+		return CONF_OK;
+	case OPT_CONFIG:
+		c->config_file = arg;
+		return CONF_OK;
+	}
+	return CONF_ERR;
+}
+
+/* The table. Its order is --help's order and `ringmx config`'s. */
+#define OFF(f) offsetof(struct conf, f)
+#define UINTK(n, i, f, lo, hi, fl, meta, d, dd, h, m)                                              \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_UINT, .flags = fl, .off = OFF(f), .min = lo,        \
+		.max = hi, .metavar = meta, .def = d, .defdoc = dd, .help = h, .more = m           \
+	}
+#define SIZEK(n, i, f, lo, hi, z, fl, meta, d, dd, h, m)                                           \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_SIZE, .flags = fl, .off = OFF(f), .smin = lo,       \
+		.smax = hi, .zero_ok = z, .metavar = meta, .def = d, .defdoc = dd, .help = h,      \
+		.more = m                                                                          \
+	}
+#define FLAGK(n, i, f, fl, h, m)                                                                   \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_FLAG, .flags = fl, .off = OFF(f), .def = "no",      \
+		.defdoc = "", .help = h, .more = m                                                 \
+	}
+#define ENUMK(n, i, f, b, w, fl, meta, d, dd, h, m)                                                \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_ENUM, .flags = fl, .boolean = b, .off = OFF(f),     \
+		.words = w, .metavar = meta, .def = d, .defdoc = dd, .help = h, .more = m          \
+	}
+#define STRK(n, i, f, fn, fl, meta, d, dd, h, m)                                                   \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_STR, .flags = fl, .off = OFF(f), .set = fn,         \
+		.metavar = meta, .def = d, .defdoc = dd, .help = h, .more = m                      \
+	}
+#define LISTK(n, i, fn, fl, meta, d, dd, h, m)                                                     \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_LIST, .flags = fl, .set = fn, .metavar = meta,      \
+		.def = d, .defdoc = dd, .help = h, .more = m                                       \
+	}
+#define ACTK(n, i, meta, h, m)                                                                     \
+	{                                                                                          \
+		.name = n, .id = i, .type = CT_ACTION, .set = set_action, .metavar = meta,         \
+		.defdoc = "", .help = h, .more = m                                                 \
+	}
+
+#define R  CK_REPEAT
+#define RS (CK_REPEAT | CK_SPLIT)
+#define L  CK_LIVE
+
+static const char *const w_bare[] = {"reject", "normalize", NULL};
+static const char *const w_nul[] = {"reject", "strip", NULL};
+static const char *const w_long[] = {"reject", "accept", NULL};
+static const char *const w_level[] = {"error", "warn", "info", "debug", NULL};
+static const char *const w_dur[] = {"fsync", "none", NULL};
+static const char *const w_rtls[] = {"none", "may", "encrypt", NULL};
+
+const struct conf_key conf_keys[] = {
+    LISTK("listen", OPT_LISTEN, set_listen, RS, "ADDR:PORT", CONF_DEF_LISTEN, NULL,
+          "address to listen on",
+          "1.2.3.4:25, [::1]:25 or *:25 (all IPv4); repeatable, up to " CONF_STR(CONF_MAX_LISTEN)),
+    UINTK("threads", OPT_THREADS, threads, 0, 256, 0, "N", "0", NULL,
+          "worker threads, 0-256, 0 = one per core", NULL),
+    STRK("spool", OPT_SPOOL, spool, NULL, 0, "DIR", CONF_DEF_SPOOL, NULL,
+         "spool directory, created if missing", NULL),
+    STRK("hostname", OPT_HOSTNAME, hostname, set_hostname, 0, "NAME", NULL, "the host name",
+         "name in the greeting and Received:", NULL),
+    LISTK("domains", OPT_DOMAINS, set_domains, R | L, "LIST", CONF_DEF_DOMAINS, NULL,
+          "accepted domains, comma/space separated", NULL),
+    LISTK("domains-file", OPT_DOMAINS_FILE, set_domains, RS | L, "FILE", NULL, "none",
+          "accepted domains, one per line, '#' comments",
+          "both repeatable; the first one replaces the default"),
+    LISTK("relay-networks", OPT_RELAY_NETWORKS, set_networks, R | L, "CIDRS", NULL, "none",
+          "clients that may relay to any domain",
+          "as 10.0.0.0/8, 192.0.2.1, [2001:db8::]/32; repeatable"),
+    FLAGK("allow-untrusted-routing", OPT_ALLOW_UNTRUSTED_ROUTING, allow_untrusted_routing, L,
+          "let other clients name routes (user%host@, host!user@, \"a@b\"@, @a:b@c)",
+          "to accepted domains; default: refused 554 5.7.1, as Postfix does"),
+    LISTK("recipients-file", OPT_RECIPIENTS_FILE, set_recipients_file, RS | L, "FILE", NULL, "",
+          "the users of a domain, one address a line, @domain for any",
+          "(default: none); repeatable; other users of a domain listed: 550 5.1.1"),
+    STRK("recipient-delimiter", OPT_RECIPIENT_DELIMITER, recipient_delimiter, set_delimiter,
+         L | CK_EMPTY, "CHARS", CONF_DEF_RECIPIENT_DELIMITER, NULL,
+         "address extensions: user+ext@ looked up as user@", NULL),
+    FLAGK("recipients-exact-case", OPT_RECIPIENTS_EXACT_CASE, recipients_exact_case, L,
+          "local parts compared as written (default: ASCII case folded)", NULL),
+    UINTK("max-unknown-recipients", OPT_MAX_UNKNOWN_RCPTS, max_unknown_recipients, 0, 1000000, L,
+          "N", "20", NULL, "unknown users in a session, then 421 (0: no limit)", NULL),
+    UINTK("unknown-recipient-delay", OPT_UNKNOWN_RCPT_DELAY, unknown_recipient_delay_ms, 0, 60000,
+          L, "MS", "0", NULL, "wait before each 550 5.1.1, 0-60000", NULL),
+    SIZEK("max-message-size", OPT_MAX_MESSAGE_SIZE, max_message_size, 0, UINT64_MAX, true, L,
+          "BYTES", "10240000", NULL, "largest message, k/m/g = x1024, 0 = no limit", NULL),
+    UINTK("max-recipients", OPT_MAX_RECIPIENTS, max_recipients, 1, 1000000, L, "N", "1000", NULL,
+          "recipients per message, 1-1000000", NULL),
+    UINTK("max-sessions", OPT_MAX_SESSIONS, max_sessions, 1, 1000000, L, "N", "10000", NULL,
+          "concurrent sessions, 1-1000000", NULL),
+    UINTK("idle-timeout", OPT_IDLE_TIMEOUT, idle_timeout, 1, 86400, L, "SECONDS", "300", NULL,
+          "close a silent session, 1-86400", NULL),
+    UINTK("max-errors", OPT_MAX_ERRORS, max_errors, 0, 1000000, L, "N", "10", NULL,
+          "errors before closing a session, 0 = no limit", NULL),
+    UINTK("error-delay", OPT_ERROR_DELAY, error_delay_ms, 0, 60000, L, "MS", "1000", NULL,
+          "wait before each error reply after the third, 0-60000", NULL),
+    UINTK("grace", OPT_GRACE, grace, 0, 86400, 0, "SECONDS", "30", NULL,
+          "time left to open transactions at shutdown", NULL),
+    UINTK("greet-delay", OPT_GREET_DELAY, greet_delay_ms, 0, 60000, L, "MS", "0", NULL,
+          "pause before the greeting, 0-60000", NULL),
+    /* 3: the shortest line is "." CRLF. */
+    UINTK("max-line-length", OPT_MAX_LINE_LENGTH, max_line_length, 3, 1000000, L, "N", "1000", NULL,
+          "longest message line, CRLF included, 3-1000000", NULL),
+    ENUMK("bare-lf", OPT_BARE_LF, bare_policy, false, w_bare, L, "reject|normalize", "reject", NULL,
+          "bare CR or LF in a message: refuse, or store as CRLF", NULL),
+    ENUMK("nul", OPT_NUL, nul_strip, true, w_nul, L, "reject|strip", "reject", NULL,
+          "NUL octets in a message: refuse, or drop them", NULL),
+    ENUMK("long-lines", OPT_LONG_LINES, long_line_policy, false, w_long, L, "accept|reject",
+          "accept", NULL, "message lines over --max-line-length", NULL),
+    SIZEK("segment-size", OPT_SEGMENT_SIZE, segment_size, 64u << 10, 1ull << 40, false, 0, "BYTES",
+          CONF_DEF_SEGMENT_SIZE_STR, NULL, "start a new spool segment past this, k/m/g", NULL),
+    SIZEK("data-buffer", OPT_DATA_BUFFER, data_buffer, 16u << 10, 1ull << 30, false, 0, "BYTES",
+          CONF_DEF_DATA_BUFFER_STR, NULL, "content a session holds before it streams to disk",
+          NULL),
+    SIZEK("data-memory", OPT_DATA_MEMORY, data_memory, 1u << 20, 1ull << 50, false, 0, "BYTES",
+          CONF_DEF_DATA_MEMORY_STR, NULL, "content in memory, all sessions; past it input waits",
+          NULL),
+    SIZEK("done-log-size", OPT_DONE_LOG_SIZE, done_log_size, 4u << 10, 1ull << 40, false, 0,
+          "BYTES", CONF_DEF_DONE_LOG_STR, NULL, "start a new done (and defer) log past this, k/m/g",
+          NULL),
+    UINTK("commit-window", OPT_COMMIT_WINDOW, commit_window_us, 0, 1000000, 0, "USEC", "0", NULL,
+          "a group commit may wait this long for company (0: none)", NULL),
+    ENUMK("durability", OPT_DURABILITY, durability_none, true, w_dur, 0, "fsync|none", "fsync",
+          NULL, "fdatasync before 250; none is for benchmarks only", NULL),
+    UINTK("queue-capacity", OPT_QUEUE_CAPACITY, queue_capacity, 16, 1u << 24, 0, "N", "4096", NULL,
+          "descriptors per worker-to-worker queue ring", NULL),
+    SIZEK("spool-min-free", OPT_MIN_FREE, spool_min_free, 0, UINT64_MAX, true, 0, "BYTES", "auto",
+          "auto = 2x max size", "MAIL gets 452 below this free space", NULL),
+    LISTK("listen-tls", OPT_LISTEN_TLS, set_listen, RS, "ADDR:PORT", NULL, "none",
+          "implicit TLS listener, as on port 465",
+          "repeatable; needs --tls-cert; alone, no cleartext default listener"),
+    LISTK("listen-proxy", OPT_LISTEN_PROXY, set_listen, RS, "ADDR:PORT", NULL, "",
+          "listener behind a TCP balancer: a PROXY v1/v2 header",
+          "first, naming the client; repeatable (default: none)"),
+    LISTK("listen-tls-proxy", OPT_LISTEN_TLS_PROXY, set_listen, RS, "ADDR:PORT", NULL, "none",
+          "the same with implicit TLS after the header", NULL),
+    LISTK("proxy-networks", OPT_PROXY_NETWORKS, set_networks, R | L, "CIDRS", NULL, "",
+          "balancers whose PROXY header is believed; others are",
+          "closed without a greeting (needed with --listen-proxy)"),
+    UINTK("proxy-timeout", OPT_PROXY_TIMEOUT, proxy_timeout, 1, 3600, L, "SECONDS", "5", NULL,
+          "time the PROXY header may take, 1-3600", NULL),
+    UINTK("client-max-sessions", OPT_CLIENT_MAX_SESSIONS, client_max_sessions, 0, 1000000, 0, "N",
+          "50", NULL, "sessions open per client address, then 421 (0: none)", NULL),
+    LISTK("client-connection-rate", OPT_CLIENT_CONN_RATE, set_rate, 0, "N/PERIOD", "off", NULL,
+          "per client, as 60/1m; beyond: 421", NULL),
+    LISTK("client-message-rate", OPT_CLIENT_MSG_RATE, set_rate, 0, "N/PERIOD", "off", NULL,
+          "per client; beyond: MAIL gets 452", NULL),
+    LISTK("client-recipient-rate", OPT_CLIENT_RCPT_RATE, set_rate, 0, "N/PERIOD", "off", NULL,
+          "per client; beyond: RCPT gets 452", NULL),
+    UINTK("client-prefix4", OPT_CLIENT_PREFIX4, client_prefix4, 8, 32, 0, "BITS", "32", NULL,
+          "a client is its IPv4 address cut to this, 8-32", NULL),
+    UINTK("client-prefix6", OPT_CLIENT_PREFIX6, client_prefix6, 16, 128, 0, "BITS", "64", NULL,
+          "and its IPv6 address to this, 16-128", NULL),
+    UINTK("client-table-size", OPT_CLIENT_TABLE_SIZE, client_table_size, 1000, 100000000, 0, "N",
+          "50000", NULL, "clients tracked at once", NULL),
+    LISTK("limits-exempt", OPT_LIMITS_EXEMPT, set_networks, R | L, "CIDRS", NULL, "",
+          "clients no per-client limit applies to (default: none,",
+          "loopback and --relay-networks included)"),
+    UINTK("overload-threshold", OPT_OVERLOAD_THRESHOLD, overload_threshold, 0, 100, 0, "PERCENT",
+          "80", NULL, "sessions over this share of --max-sessions: overload",
+          "mode, where these apply instead (0: never)"),
+    UINTK("overload-idle-timeout", OPT_OVERLOAD_IDLE, overload_idle_timeout, 1, 86400, L, "SECONDS",
+          "10", NULL, "idle timeout in overload mode", NULL),
+    UINTK("overload-max-errors", OPT_OVERLOAD_MAX_ERRORS, overload_max_errors, 1, 1000000, L, "N",
+          "2", NULL, "errors before closing in overload mode", NULL),
+    LISTK("tls-cert", OPT_TLS_CERT, set_tls_file, RS | L, "FILE", NULL, "none",
+          "PEM certificate (and chain): STARTTLS and --listen-tls", NULL),
+    LISTK("tls-key", OPT_TLS_KEY, set_tls_file, RS | L, "FILE", NULL, "none",
+          "PEM private key of the --tls-cert in the same place",
+          "repeatable, in pairs; SNI picks the certificate, else the first one"),
+    STRK("tls-ciphers", OPT_TLS_CIPHERS, tls_ciphers, NULL, L, "LIST", NULL,
+         "ECDHE + AES-GCM/ChaCha20", "TLS 1.2 ciphers, OpenSSL syntax", NULL),
+    UINTK("tls-handshake-timeout", OPT_TLS_HANDSHAKE_TIMEOUT, tls_handshake_timeout, 1, 3600, L,
+          "SECONDS", "10", NULL, "time a TLS handshake may take, 1-3600", NULL),
+    STRK("relay-to", OPT_RELAY_TO, relay_to, NULL, 0, "HOSTS", NULL, "",
+         "next hops: host:port or lmtp:host:port, comma-separated, in order",
+         "of failover (default: none: accepted mail stays in the spool)"),
+    LISTK("route", OPT_ROUTE, set_route, R, "DOMAIN=HOSTS", NULL, "none",
+          "next hops for one recipient domain; repeatable", NULL),
+    UINTK("relay-pool", OPT_RELAY_POOL, relay_pool, 1, 1000, 0, "N", "4", NULL,
+          "connections per next hop and worker, 1-1000", NULL),
+    UINTK("retry-min", OPT_RETRY_MIN, retry_min, 1, 86400, 0, "SECONDS", "300", NULL,
+          "first retry of a deferred message", NULL),
+    UINTK("retry-max", OPT_RETRY_MAX, retry_max, 1, 86400 * 7, 0, "SECONDS", "4000", NULL,
+          "longest wait between retries", NULL),
+    UINTK("spool-compact-age", OPT_SPOOL_COMPACT_AGE, spool_compact_age, 0, 86400 * 365, 0,
+          "SECONDS", "3600", NULL, "deferred this long: moved out of a dying segment",
+          "(docs/spool.md); 0 = never"),
+    UINTK("max-queue-lifetime", OPT_MAX_QUEUE_LIFETIME, max_queue_lifetime, 1, 86400 * 365, 0,
+          "SECONDS", "432000", NULL, "then a deferred message bounces", NULL),
+    UINTK("relay-timeout", OPT_RELAY_TIMEOUT, relay_timeout, 1, 3600, 0, "SECONDS", "300", NULL,
+          "connect and reply timeout to a next hop", NULL),
+    ENUMK("relay-tls", OPT_RELAY_TLS, relay_tls, false, w_rtls, 0, "none|may|encrypt", "may", NULL,
+          "STARTTLS to next hops: never, when offered, required", NULL),
+    STRK("user", OPT_USER, user, NULL, 0, "NAME", NULL, "none",
+         "after binding, run as this user; owns the spool", NULL),
+    LISTK("metrics-listen", OPT_METRICS_LISTEN, set_metrics_listen, 0, "ADDR:PORT", NULL, "none",
+          "serve Prometheus metrics at GET /metrics there", NULL),
+    {.name = "log-level",
+     .id = OPT_LOG_LEVEL,
+     .type = CT_ENUM,
+     .flags = CK_LIVE,
+     .off = OFF(log_level),
+     .words = w_level,
+     .set = set_log_level,
+     .metavar = "LEVEL",
+     .def = "info",
+     .help = "error, warn, info or debug"},
+    ACTK("config", OPT_CONFIG, "FILE", "read options from FILE (default: " CONF_DEF_CONFIG,
+         "if present); the command line overrides it; see ringmx.conf(5)"),
+    ACTK("check", OPT_CHECK, NULL, "check the options and the files they name, then exit", NULL),
+    ACTK("help", OPT_HELP, NULL, "print this help and exit", NULL),
+    ACTK("version", OPT_VERSION, NULL, "print the version and exit", NULL),
+};
+const size_t conf_nkeys = sizeof(conf_keys) / sizeof(conf_keys[0]);
+
+#undef R
+#undef RS
+#undef L
+
+const struct conf_key *conf_key_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < conf_nkeys; i++) {
+		if (strlen(conf_keys[i].name) == len && !memcmp(conf_keys[i].name, name, len))
+			return &conf_keys[i];
+	}
+	return NULL;
+}
+
+static const struct conf_key *key_by_id(int id)
+{
+	for (size_t i = 0; i < conf_nkeys; i++) {
+		if (conf_keys[i].id == id)
+			return &conf_keys[i];
+	}
+	return NULL;
+}
+
+/* Applies <arg> to key <k>: the typed setters, or the key's own (which
+ * checks the value first). A list key's value is remembered for
+ * `ringmx config`. */
+static int key_apply(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                     size_t errlen)
+{
+	int rc;
+
+	if (!k->set) {
+		switch (k->type) {
+		case CT_FLAG:
+			return set_flag(c, k, arg, err, errlen);
+		case CT_UINT:
+			return set_uint(c, k, arg, err, errlen);
+		case CT_SIZE:
+			return set_size(c, k, arg, err, errlen);
+		case CT_ENUM:
+			return set_enum(c, k, arg, err, errlen);
+		default:
+			return set_str(c, k, arg, err, errlen);
+		}
+	}
+	rc = k->set(c, k, arg, err, errlen);
+	if (rc == CONF_OK && k->type == CT_LIST) {
+		if (c->ngiven == c->given_cap) {
+			unsigned cap = c->given_cap ? 2 * c->given_cap : 16;
+			struct conf_given *g = realloc(c->given, cap * sizeof(*g));
+
+			if (!g)
+				return conf_err(err, errlen, "--%s: out of memory", k->name);
+			c->given = g;
+			c->given_cap = cap;
+		}
+		c->given[c->ngiven++] = (struct conf_given){(unsigned)(k - conf_keys), arg};
+	}
+	return rc;
+}
+
+void conf_defaults_into(struct conf *c)
+{
+	char err[256];
+
+	memset(c, 0, sizeof(*c));
+	policy_init(&c->policy);
+	policy_init(&c->proxy_nets);
+	policy_init(&c->limits_exempt);
+	/* The table's defaults, except the lists' (listen, domains: applied
+	 * at the end of conf_parse() when none was given). */
+	for (size_t i = 0; i < conf_nkeys; i++) {
+		const struct conf_key *k = &conf_keys[i];
+
+		if (k->def && k->type != CT_LIST && k->type != CT_ACTION &&
+		    key_apply(c, k, k->def, err, sizeof(err)) != CONF_OK)
+			abort(); /* a default the table cannot parse: a build error */
+	}
+}
+
+/* One option as given: on the command line (file NULL) or at a line of
+ * the configuration file. */
+struct conf_entry {
+	const struct conf_key *k;
+	const char *val;
+	unsigned line;
+};
+
 /* getopt_long() was told to stay quiet (':' first in optstring); this says
  * what went wrong in one line. <rc> is its '?' or ':' return. */
 static int opt_error(int rc, char **argv, char *err, size_t errlen)
 {
 	const char *arg = argv[optind - 1];
+	const struct conf_key *k = optopt ? key_by_id(optopt) : NULL;
 	size_t len;
 	int matches = 0;
 
 	if (rc == ':') {
-		if (optopt >= 256)
-			return conf_err(err, errlen, "option '--%s' needs an argument",
-			                opt_name(optopt));
+		if (optopt >= 256 && k)
+			return conf_err(err, errlen, "option '--%s' needs an argument", k->name);
 		return conf_err(err, errlen, "option '-%c' needs an argument", optopt);
 	}
 	/* A known value here is a long option given "=value" it does not take
 	 * (that includes --help=x, whose value is 'h'); -h and -V themselves
 	 * never fail, so any other letter is an unknown short option. */
-	if (optopt != 0 && opt_name(optopt))
-		return conf_err(err, errlen, "option '--%s' takes no argument", opt_name(optopt));
+	if (k)
+		return conf_err(err, errlen, "option '--%s' takes no argument", k->name);
 	if (optopt != 0)
 		return conf_err(err, errlen, "unknown option '-%c'", optopt);
 	/* Unknown or ambiguous long option: argv[optind - 1] is "--name[=value]". */
@@ -653,8 +859,8 @@ static int opt_error(int rc, char **argv, char *err, size_t errlen)
 		return conf_err(err, errlen, "unknown option '%.*s'", CONF_SHOW_MAX, arg);
 	arg += 2;
 	len = strcspn(arg, "=");
-	for (const struct option *o = conf_longopts; o->name; o++) {
-		if (strncmp(o->name, arg, len) == 0)
+	for (size_t i = 0; i < conf_nkeys; i++) {
+		if (strncmp(conf_keys[i].name, arg, len) == 0)
 			matches++;
 	}
 	if (matches > 1)
@@ -663,319 +869,366 @@ static int opt_error(int rc, char **argv, char *err, size_t errlen)
 	                (int)(len > CONF_SHOW_MAX ? CONF_SHOW_MAX : len), arg);
 }
 
-static int set_domains(struct conf *c, bool file, const char *arg, char *err, size_t errlen)
+/* The command line into <ents> (argc entries at most), in order. --help
+ * and --version act at once (a later bad option is not reached). */
+static int argv_read(struct conf *c, int argc, char **argv, struct conf_entry *ents,
+                     unsigned *nents, char *err, size_t errlen)
 {
-	char why[512];
-	int rc;
+	static struct option longopts[sizeof(conf_keys) / sizeof(conf_keys[0]) + 1];
+	int opt, rc;
 
-	if (c->ndomain_srcs == CONF_MAX_DOMAIN_SRCS)
-		return conf_err(err, errlen, "--%s: more than %u --domains and --domains-file",
-		                file ? "domains-file" : "domains", CONF_MAX_DOMAIN_SRCS);
-	c->domain_srcs[c->ndomain_srcs++] = (struct conf_domain_src){arg, file};
-	if (file)
-		rc = policy_load_domains_file(&c->policy, arg, why, sizeof(why));
-	else
-		rc = policy_add_domains(&c->policy, arg, why, sizeof(why));
-	if (rc < 0)
-		return conf_err(err, errlen, "--%s: %s", file ? "domains-file" : "domains", why);
-	return CONF_OK;
-}
+	for (size_t i = 0; i < conf_nkeys; i++) {
+		const struct conf_key *k = &conf_keys[i];
 
-static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char *err, size_t errlen)
-{
-	char why[256];
-	const char *bad;
-
-	for (size_t i = 0; i < sizeof(conf_nums) / sizeof(conf_nums[0]); i++) {
-		if (conf_nums[i].opt == opt)
-			return set_num(c, &conf_nums[i], arg, err, errlen);
+		longopts[i] = (struct option){k->name, k->metavar ? required_argument : no_argument,
+		                              NULL, k->id};
 	}
-	switch (opt) {
-	case OPT_HELP:
-		conf_usage(out);
-		return CONF_EXIT;
-	case OPT_VERSION:
-		fprintf(out, "ringmx %s\n", RINGMX_VERSION);
-		return CONF_EXIT;
-	case OPT_LISTEN:
-	case OPT_LISTEN_TLS:
-	case OPT_LISTEN_PROXY:
-	case OPT_LISTEN_TLS_PROXY:
-		return add_listen(c, arg, opt == OPT_LISTEN_TLS || opt == OPT_LISTEN_TLS_PROXY,
-		                  opt == OPT_LISTEN_PROXY || opt == OPT_LISTEN_TLS_PROXY, err,
-		                  errlen);
-	case OPT_CLIENT_CONN_RATE:
-	case OPT_CLIENT_MSG_RATE:
-	case OPT_CLIENT_RCPT_RATE: {
-		struct anvil_rate *r = opt == OPT_CLIENT_CONN_RATE  ? &c->client_conn_rate
-		                       : opt == OPT_CLIENT_MSG_RATE ? &c->client_msg_rate
-		                                                    : &c->client_rcpt_rate;
-		const char *name = opt == OPT_CLIENT_CONN_RATE  ? "--client-connection-rate"
-		                   : opt == OPT_CLIENT_MSG_RATE ? "--client-message-rate"
-		                                                : "--client-recipient-rate";
-
-		if (!strcmp(arg, "off")) {
-			*r = (struct anvil_rate){0};
-			return CONF_OK;
-		}
-		if (anvil_rate_parse(arg, r) < 0)
-			return conf_err(
-			    err, errlen,
-			    "%s: '%.*s' is not N/PERIOD (60/1m, 1000/1h; s m h d, a week at "
-			    "most) or off",
-			    name, CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	}
-	case OPT_LIMITS_EXEMPT:
-		if (policy_add_networks(&c->limits_exempt, arg, why, sizeof(why)) < 0)
-			return conf_err(err, errlen, "--limits-exempt: %s", why);
-		return CONF_OK;
-	case OPT_PROXY_NETWORKS:
-		if (policy_add_networks(&c->proxy_nets, arg, why, sizeof(why)) < 0)
-			return conf_err(err, errlen, "--proxy-networks: %s", why);
-		return CONF_OK;
-	case OPT_TLS_CERT:
-	case OPT_TLS_KEY:
-		return add_tls_file(c, opt == OPT_TLS_KEY, arg, err, errlen);
-	case OPT_TLS_CIPHERS:
-		/* Checked by OpenSSL when main() builds the TLS context. */
-		if (arg[0] == '\0')
-			return conf_err(err, errlen, "--tls-ciphers: the list is empty");
-		c->tls_ciphers = arg;
-		return CONF_OK;
-	case OPT_SPOOL:
-		if (arg[0] == '\0')
-			return conf_err(err, errlen, "--spool: the directory name is empty");
-		c->spool = arg;
-		return CONF_OK;
-	case OPT_HOSTNAME:
-		bad = policy_domain_invalid(sv_cstr(arg));
-		/* It goes into the banner and Received: lines: ASCII (A-labels). */
-		for (const char *q = arg; !bad && *q; q++) {
-			if ((unsigned char)*q >= 0x80)
-				bad = "not ASCII (write an IDN as xn--)";
-		}
-		if (bad)
-			return conf_err(err, errlen, "--hostname: '%.*s': %s", CONF_SHOW_MAX, arg,
-			                bad);
-		c->hostname = arg;
-		return CONF_OK;
-	case OPT_DOMAINS:
-	case OPT_DOMAINS_FILE:
-		return set_domains(c, opt == OPT_DOMAINS_FILE, arg, err, errlen);
-	case OPT_RELAY_NETWORKS:
-		if (policy_add_networks(&c->policy, arg, why, sizeof(why)) < 0)
-			return conf_err(err, errlen, "--relay-networks: %s", why);
-		return CONF_OK;
-	case OPT_MAX_MESSAGE_SIZE:
-		return set_size("--max-message-size", &c->max_message_size, 0, UINT64_MAX, true,
-		                arg, err, errlen);
-	case OPT_SEGMENT_SIZE:
-		return set_size("--segment-size", &c->segment_size, 64u << 10, 1ull << 40, false,
-		                arg, err, errlen);
-	case OPT_DATA_BUFFER:
-		return set_size("--data-buffer", &c->data_buffer, 16u << 10, 1ull << 30, false, arg,
-		                err, errlen);
-	case OPT_DATA_MEMORY:
-		return set_size("--data-memory", &c->data_memory, 1u << 20, 1ull << 50, false, arg,
-		                err, errlen);
-	case OPT_DONE_LOG_SIZE:
-		return set_size("--done-log-size", &c->done_log_size, 4u << 10, 1ull << 40, false,
-		                arg, err, errlen);
-	case OPT_MIN_FREE:
-		return set_size("--spool-min-free", &c->spool_min_free, 0, UINT64_MAX, true, arg,
-		                err, errlen);
-	case OPT_DURABILITY:
-		if (strcmp(arg, "fsync") == 0)
-			c->durability_none = false;
-		else if (strcmp(arg, "none") == 0)
-			c->durability_none = true;
-		else
-			return conf_err(err, errlen, "--durability: '%.*s' is not fsync or none",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_BARE_LF:
-		if (strcmp(arg, "reject") == 0)
-			c->bare_policy = SMTP_DATA_BARE_REJECT;
-		else if (strcmp(arg, "normalize") == 0)
-			c->bare_policy = SMTP_DATA_BARE_NORMALIZE;
-		else
-			return conf_err(err, errlen, "--bare-lf: '%.*s' is not reject or normalize",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_NUL:
-		if (strcmp(arg, "reject") == 0)
-			c->nul_strip = false;
-		else if (strcmp(arg, "strip") == 0)
-			c->nul_strip = true;
-		else
-			return conf_err(err, errlen, "--nul: '%.*s' is not reject or strip",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_LONG_LINES:
-		if (strcmp(arg, "accept") == 0)
-			c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
-		else if (strcmp(arg, "reject") == 0)
-			c->long_line_policy = SMTP_DATA_LONG_REJECT;
-		else
-			return conf_err(err, errlen, "--long-lines: '%.*s' is not accept or reject",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_LOG_LEVEL:
-		if (log_level_parse(arg, &c->log_level) < 0)
-			return conf_err(err, errlen,
-			                "--log-level: '%.*s' is not error, warn, info or debug",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_METRICS_LISTEN:
-		if (conf_parse_listen(&c->metrics_listen, arg) < 0) {
-			c->metrics_listen.addrlen = 0;
-			return conf_err(
-			    err, errlen,
-			    "--metrics-listen: '%.*s' is not ADDR:PORT (127.0.0.1:9425, "
-			    "[::1]:9425 or *:9425; port 1-65535)",
-			    CONF_SHOW_MAX, arg);
-		}
-		return CONF_OK;
-	case OPT_USER:
-		if (!*arg)
-			return conf_err(err, errlen, "--user: empty name");
-		c->user = arg;
-		return CONF_OK;
-	case OPT_RELAY_TLS:
-		if (strcmp(arg, "none") == 0)
-			c->relay_tls = CONF_RELAY_TLS_NONE;
-		else if (strcmp(arg, "may") == 0)
-			c->relay_tls = CONF_RELAY_TLS_MAY;
-		else if (strcmp(arg, "encrypt") == 0)
-			c->relay_tls = CONF_RELAY_TLS_ENCRYPT;
-		else
-			return conf_err(err, errlen,
-			                "--relay-tls: '%.*s' is not none, may or encrypt",
-			                CONF_SHOW_MAX, arg);
-		return CONF_OK;
-	case OPT_RELAY_TO:
-		if (!*arg)
-			return conf_err(err, errlen, "--relay-to: empty list");
-		c->relay_to = arg;
-		return CONF_OK;
-	case OPT_ROUTE: {
-		const char *eq = strchr(arg, '=');
-
-		if (!eq || eq == arg || !eq[1])
-			return conf_err(err, errlen, "--route: '%.*s' is not DOMAIN=HOSTS",
-			                CONF_SHOW_MAX, arg);
-		if (c->nroutes == CONF_MAX_ROUTES)
-			return conf_err(err, errlen, "--route: more than %u routes",
-			                CONF_MAX_ROUTES);
-		c->routes[c->nroutes++] = arg;
-		return CONF_OK;
-	}
-	case OPT_CHECK:
-		c->check = true;
-		return CONF_OK;
-	case OPT_ALLOW_UNTRUSTED_ROUTING:
-		c->allow_untrusted_routing = true;
-		return CONF_OK;
-	case OPT_RECIPIENTS_FILE:
-		if (!arg[0])
-			return conf_err(err, errlen, "--recipients-file: the file name is empty");
-		if (c->nrecipients_files == CONF_MAX_RECIPIENTS_FILES)
-			return conf_err(err, errlen, "--recipients-file: more than %u files",
-			                CONF_MAX_RECIPIENTS_FILES);
-		c->recipients_files[c->nrecipients_files++] = arg;
-		return CONF_OK;
-	case OPT_RECIPIENT_DELIMITER:
-		for (const char *p = arg; *p; p++)
-			if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '@')
-				return conf_err(err, errlen,
-				                "--recipient-delimiter: '%.*s': printable ASCII "
-				                "other than '@' only",
-				                CONF_SHOW_MAX, arg);
-		c->recipient_delimiter = arg;
-		return CONF_OK;
-	case OPT_RECIPIENTS_EXACT_CASE:
-		c->recipients_exact_case = true;
-		return CONF_OK;
-	}
-	return conf_err(err, errlen, "internal error: option %d has no handler", opt);
-}
-
-int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
-{
-	bool domains_set = false;
-	int opt, rc = CONF_OK;
-
-	conf_defaults(c);
-	if (err && errlen)
-		err[0] = '\0';
 	/* '+': stop at the first non-option instead of permuting argv, so a
 	 * stray word is reported rather than skipped. ':': report missing
 	 * arguments as ':' and print nothing; opt_error() words the message. */
 	opterr = 0;
 	optind = 0; /* glibc: 0 re-initializes, so conf_parse() can run again */
-	while ((opt = getopt_long(argc, argv, "+:hV", conf_longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:hV", longopts, NULL)) != -1) {
+		const struct conf_key *k;
+
 		if (opt == '?' || opt == ':')
-			rc = opt_error(opt, argv, err, errlen);
+			return opt_error(opt, argv, err, errlen);
+		k = key_by_id(opt);
+		if (k->id == OPT_HELP || k->id == OPT_VERSION) {
+			rc = set_action(c, k, NULL, err, errlen);
+			return rc;
+		}
+		ents[(*nents)++] = (struct conf_entry){k, optarg, 0};
+	}
+	if (optind < argc)
+		return conf_err(err, errlen, "unexpected argument '%.*s'", CONF_SHOW_MAX,
+		                argv[optind]);
+	return CONF_OK;
+}
+
+static bool is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+/* Reads <path> whole into a NUL-terminated buffer. */
+static int file_slurp(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf;
+	size_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return conf_err(err, errlen, "--config: %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONF_FILE_MAX) {
+		close(fd);
+		return conf_err(err, errlen, "--config: %s: not a regular file of at most %u MB",
+		                path, CONF_FILE_MAX >> 20);
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return conf_err(err, errlen, "--config: %s: out of memory", path);
+	}
+	while (n < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return CONF_OK;
+}
+
+/* Where <err> gets the file and line of a bad entry. */
+static int file_err(char *err, size_t errlen, const char *path, unsigned line, const char *why)
+{
+	return conf_err(err, errlen, "%s:%u: %s", path, line, why);
+}
+
+/* The configuration file <path> into <ents> (appended; *<cap> grown). Its
+ * text stays in c->file_buf, which the entries' values point into:
+ * logical lines ("key = value"; a line starting with white space continues
+ * the one before, as in Postfix's main.cf; '#' starts a comment line),
+ * a list value split into its items for CK_SPLIT keys. */
+static int file_read(struct conf *c, const char *path, struct conf_entry **ents, unsigned *nents,
+                     unsigned *cap, char *err, size_t errlen)
+{
+	char *raw = NULL, *out, *o, why[CONF_SHOW_MAX + 160];
+	size_t len = 0;
+	unsigned lineno = 0, first[sizeof(conf_keys) / sizeof(conf_keys[0])] = {0};
+	const char *p, *end;
+	int rc = file_slurp(path, &raw, &len, err, errlen);
+
+	if (rc != CONF_OK)
+		return rc;
+	if (memchr(raw, '\0', len)) {
+		free(raw);
+		return conf_err(err, errlen, "%s: a NUL byte: not a text file", path);
+	}
+	out = malloc(len + 2);
+	if (!out) {
+		free(raw);
+		return conf_err(err, errlen, "%s: out of memory", path);
+	}
+	c->file_buf = out;
+	o = out;
+	p = raw;
+	end = raw + len;
+	while (p < end) {
+		const char *nl, *q, *key, *eq;
+		unsigned line;
+		size_t klen;
+		char *val, *v;
+		const struct conf_key *k;
+
+		nl = memchr(p, '\n', (size_t)(end - p));
+		nl = nl ? nl : end;
+		lineno++;
+		for (q = p; q < nl && is_space(*q); q++)
+			;
+		if (q == nl || *q == '#') {
+			p = nl + (nl < end);
+			continue;
+		}
+		if (q != p) {
+			rc = file_err(err, errlen, path, lineno,
+			              "a continuation line (it starts with white space) with no "
+			              "\"key = value\" line before it");
+			goto out;
+		}
+		/* "key = value" and its continuation lines, joined with one space. */
+		line = lineno;
+		key = p;
+		eq = memchr(p, '=', (size_t)(nl - p));
+		if (!eq) {
+			snprintf(why, sizeof(why), "'%.*s' is not \"key = value\"",
+			         (int)((size_t)(nl - p) > CONF_SHOW_MAX ? CONF_SHOW_MAX : nl - p),
+			         p);
+			rc = file_err(err, errlen, path, line, why);
+			goto out;
+		}
+		for (q = eq; q > key && is_space(q[-1]); q--)
+			;
+		klen = (size_t)(q - key);
+		k = conf_key_find(key, klen);
+		if (!k || k->type == CT_ACTION) {
+			snprintf(why, sizeof(why),
+			         k ? "'%.*s' is a command-line option only" : "unknown key '%.*s'",
+			         (int)(klen > CONF_SHOW_MAX ? CONF_SHOW_MAX : klen), key);
+			rc = file_err(err, errlen, path, line, why);
+			goto out;
+		}
+		if (!(k->flags & CK_REPEAT) && first[k - conf_keys]) {
+			snprintf(why, sizeof(why), "'%s' is given twice (first at line %u)",
+			         k->name, first[k - conf_keys]);
+			rc = file_err(err, errlen, path, line, why);
+			goto out;
+		}
+		first[k - conf_keys] = line;
+		val = o;
+		for (q = eq + 1;;) {
+			while (q < nl && is_space(*q))
+				q++;
+			while (q < nl)
+				*o++ = *q++;
+			while (o > val && is_space(o[-1]))
+				o--;
+			p = nl + (nl < end);
+			/* The next line continues this one when it starts with white
+			 * space and is not blank (a comment line in between ends it). */
+			if (p >= end || !is_space(*p))
+				break;
+			nl = memchr(p, '\n', (size_t)(end - p));
+			nl = nl ? nl : end;
+			for (q = p; q < nl && is_space(*q); q++)
+				;
+			if (q == nl || *q == '#')
+				break;
+			lineno++;
+			if (o > val)
+				*o++ = ' ';
+		}
+		*o++ = '\0';
+		if (!val[0] && !(k->flags & CK_EMPTY)) {
+			if (k->def && k->type != CT_LIST) {
+				snprintf(why, sizeof(why), "'%s' needs a value", k->name);
+				rc = file_err(err, errlen, path, line, why);
+				goto out;
+			}
+			continue; /* "key =": stays unset, as printed by `ringmx config` */
+		}
+		/* The items of a list, each an entry of its own. */
+		for (v = val;;) {
+			char *item = v;
+
+			if (k->flags & CK_SPLIT) {
+				while (*item && (*item == ',' || is_space(*item)))
+					item++;
+				if (!*item)
+					break;
+				v = item + strcspn(item, ", \t");
+				if (*v)
+					*v++ = '\0';
+			}
+			if (*nents == *cap) {
+				unsigned ncap = *cap * 2 + 16;
+				struct conf_entry *e = realloc(*ents, ncap * sizeof(*e));
+
+				if (!e) {
+					rc = conf_err(err, errlen, "%s: out of memory", path);
+					goto out;
+				}
+				*ents = e;
+				*cap = ncap;
+			}
+			(*ents)[(*nents)++] = (struct conf_entry){k, item, line};
+			if (!(k->flags & CK_SPLIT))
+				break;
+		}
+	}
+	rc = CONF_OK;
+out:
+	free(raw);
+	return rc;
+}
+
+/* Applies <e>; a bad value gets the file and line in front ("ringmx:
+ * FILE:LINE: key: reason") or just "ringmx: --key: reason". */
+static int entry_apply(struct conf *c, const struct conf_entry *e, char *err, size_t errlen)
+{
+	char why[640];
+	int rc = key_apply(c, e->k, e->val, why, sizeof(why));
+
+	if (rc == CONF_ERR) {
+		if (e->line)
+			conf_err(err, errlen, "ringmx: %s:%u: %s", c->config_file, e->line,
+			         why + (why[0] == '-' && why[1] == '-' ? 2 : 0));
 		else
-			rc = set_option(c, opt, optarg, out, err, errlen);
-		if (rc != CONF_OK)
-			goto fail;
-		if (opt == OPT_DOMAINS || opt == OPT_DOMAINS_FILE)
-			domains_set = true;
+			conf_err(err, errlen, "ringmx: %s", why);
 	}
-	if (optind < argc) {
-		rc = conf_err(err, errlen, "unexpected argument '%.*s'", CONF_SHOW_MAX,
-		              argv[optind]);
-		goto fail;
-	}
-	if (c->ntls_certs != c->ntls_keys) {
-		rc = conf_err(err, errlen, "%u --tls-cert but %u --tls-key: they go in pairs",
-		              c->ntls_certs, c->ntls_keys);
-		goto fail;
-	}
+	return rc;
+}
+
+/* The checks across options, once all are in. */
+static int conf_finish(struct conf *c, bool domains_set, char *err, size_t errlen)
+{
+	if (c->ntls_certs != c->ntls_keys)
+		return conf_err(err, errlen,
+		                "ringmx: %u --tls-cert but %u --tls-key: they go in pairs",
+		                c->ntls_certs, c->ntls_keys);
 	for (unsigned i = 0; i < c->nlisten; i++) {
-		if (c->listen[i].tls && c->ntls_certs == 0) {
-			rc = conf_err(err, errlen, "--listen-tls%s needs --tls-cert and --tls-key",
-			              c->listen[i].proxy ? "-proxy" : "");
-			goto fail;
-		}
-		if (c->listen[i].proxy && c->proxy_nets.nnets == 0) {
-			rc = conf_err(err, errlen,
-			              "--listen%s-proxy %s needs --proxy-networks (the balancers "
-			              "whose header is believed)",
-			              c->listen[i].tls ? "-tls" : "", c->listen[i].text);
-			goto fail;
-		}
+		if (c->listen[i].tls && c->ntls_certs == 0)
+			return conf_err(err, errlen,
+			                "ringmx: --listen-tls%s needs --tls-cert and --tls-key",
+			                c->listen[i].proxy ? "-proxy" : "");
+		if (c->listen[i].proxy && c->proxy_nets.nnets == 0)
+			return conf_err(err, errlen,
+			                "ringmx: --listen%s-proxy %s needs --proxy-networks (the "
+			                "balancers whose header is believed)",
+			                c->listen[i].tls ? "-tls" : "", c->listen[i].text);
 	}
 	/* The default only when no listener at all was given: --listen-tls
 	 * alone makes a TLS-only gateway. */
-	if (c->nlisten == 0 && conf_parse_listen(&c->listen[c->nlisten++], CONF_DEF_LISTEN) < 0) {
-		rc = conf_err(err, errlen, "bad built-in listen address " CONF_DEF_LISTEN);
-		goto fail;
-	}
+	if (c->nlisten == 0 && conf_parse_listen(&c->listen[c->nlisten++], CONF_DEF_LISTEN) < 0)
+		return conf_err(err, errlen,
+		                "ringmx: bad built-in listen address " CONF_DEF_LISTEN);
 	for (unsigned i = 0; c->metrics_listen.addrlen && i < c->nlisten; i++) {
 		if (c->listen[i].addrlen == c->metrics_listen.addrlen &&
-		    memcmp(&c->listen[i].addr, &c->metrics_listen.addr, c->listen[i].addrlen) ==
-		        0) {
-			rc =
-			    conf_err(err, errlen, "--metrics-listen: '%s' is also an SMTP listener",
-			             c->metrics_listen.text);
-			goto fail;
-		}
+		    memcmp(&c->listen[i].addr, &c->metrics_listen.addr, c->listen[i].addrlen) == 0)
+			return conf_err(err, errlen,
+			                "ringmx: --metrics-listen: '%s' is also an SMTP listener",
+			                c->metrics_listen.text);
 	}
 	if (!domains_set) {
-		rc = set_domains(c, false, CONF_DEF_DOMAINS, err, errlen);
-		if (rc != CONF_OK)
-			goto fail;
+		char why[512];
+
+		if (set_domains(c, key_by_id(OPT_DOMAINS), CONF_DEF_DOMAINS, why, sizeof(why)) !=
+		    CONF_OK)
+			return conf_err(err, errlen, "ringmx: %s", why);
 	}
 	policy_finish(&c->policy);
 	return CONF_OK;
+}
+
+int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen)
+{
+	struct conf_entry *cli = NULL, *file = NULL;
+	unsigned ncli = 0, nfile = 0, filecap = 0;
+	bool domains_set = false, on_cli[sizeof(conf_keys) / sizeof(conf_keys[0])] = {0};
+	int rc;
+
+	conf_defaults_into(c);
+	c->out = out;
+	if (err && errlen)
+		err[0] = '\0';
+	cli = calloc((size_t)argc + 1, sizeof(*cli));
+	if (!cli) {
+		rc = conf_err(err, errlen, "ringmx: out of memory");
+		goto fail;
+	}
+	rc = argv_read(c, argc, argv, cli, &ncli, err, errlen);
+	if (rc == CONF_ERR && err && errlen) {
+		char why[640];
+
+		snprintf(why, sizeof(why), "%s", err);
+		conf_err(err, errlen, "ringmx: %s", why);
+	}
+	if (rc != CONF_OK)
+		goto fail;
+	for (unsigned i = 0; i < ncli; i++) {
+		on_cli[cli[i].k - conf_keys] = true;
+		if (cli[i].k->id == OPT_CONFIG)
+			c->config_file = cli[i].val;
+	}
+	/* The file: --config's, or the default one where it exists. */
+	if (!c->config_file && conf_default_file && access(conf_default_file, F_OK) == 0)
+		c->config_file = conf_default_file;
+	if (c->config_file) {
+		char why[640];
+
+		rc = file_read(c, c->config_file, &file, &nfile, &filecap, why, sizeof(why));
+		if (rc != CONF_OK) {
+			conf_err(err, errlen, "ringmx: %s", why);
+			goto fail;
+		}
+	}
+	/* The file first, less what the command line gives again (an option on
+	 * the command line replaces all its lines in the file), then the
+	 * command line in its order. */
+	for (unsigned i = 0; i < nfile; i++) {
+		if (on_cli[file[i].k - conf_keys])
+			continue;
+		rc = entry_apply(c, &file[i], err, errlen);
+		if (rc != CONF_OK)
+			goto fail;
+		domains_set |= file[i].k->id == OPT_DOMAINS || file[i].k->id == OPT_DOMAINS_FILE;
+	}
+	for (unsigned i = 0; i < ncli; i++) {
+		rc = entry_apply(c, &cli[i], err, errlen);
+		if (rc != CONF_OK)
+			goto fail;
+		domains_set |= cli[i].k->id == OPT_DOMAINS || cli[i].k->id == OPT_DOMAINS_FILE;
+	}
+	rc = conf_finish(c, domains_set, err, errlen);
+	if (rc != CONF_OK)
+		goto fail;
+	free(cli);
+	free(file);
+	c->out = NULL;
+	return CONF_OK;
 fail:
 	/* Nothing is kept on CONF_EXIT or CONF_ERR; conf_fini() stays safe. */
-	policy_fini(&c->policy);
-	policy_fini(&c->proxy_nets);
-	policy_fini(&c->limits_exempt);
+	free(cli);
+	free(file);
+	conf_fini(c);
 	return rc;
 }
 
@@ -984,4 +1237,10 @@ void conf_fini(struct conf *c)
 	policy_fini(&c->policy);
 	policy_fini(&c->proxy_nets);
 	policy_fini(&c->limits_exempt);
+	free(c->given);
+	c->given = NULL;
+	c->ngiven = c->given_cap = 0;
+	free(c->file_buf);
+	c->file_buf = NULL;
+	c->out = NULL;
 }

@@ -1,5 +1,8 @@
-/* conf: the command line. Every limit is a named option with its default in
- * one place (conf.c), like Postfix's main.cf parameters. libc only. */
+/* conf: the options, from the command line and the configuration file
+ * (--config, ringmx.conf(5)). Every option is one row of the table in
+ * conf.c with its type, range, default and help, like Postfix's main.cf
+ * parameters; --help, `ringmx config` and a reload's comparison print
+ * from that table (conf_print.c). libc only. */
 #ifndef RINGMX_CORE_CONF_H
 #define RINGMX_CORE_CONF_H
 
@@ -38,7 +41,19 @@ struct conf_tls_cert {
 	const char *key;  /* PEM private key; points into argv */
 };
 
-/* Defaults; conf_usage() prints them. */
+/* The configuration file read when no --config is given, if it exists
+ * (main() sets conf_default_file to it; NULL, as in the unit tests: none). */
+#define CONF_DEF_CONFIG "/etc/ringmx/ringmx.conf"
+extern const char *conf_default_file;
+
+/* A list option's value as given (for `ringmx config`): conf_keys[key]. */
+struct conf_given {
+	unsigned key;
+	const char *val;
+};
+
+/* Defaults, as the unit tests check conf.c's table against; conf_usage()
+ * prints the table's. */
 #define CONF_DEF_LISTEN           "127.0.0.1:2525"
 #define CONF_DEF_SPOOL            "./spool"
 #define CONF_DEF_DOMAINS          "localhost"
@@ -159,6 +174,15 @@ struct conf {
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);
 	 * addrlen 0: no metrics server (the default). */
 	struct conf_listen metrics_listen;
+	/* Where the options came from: the file read (NULL: none), its text,
+	 * which string fields may point into, and the list options' values as
+	 * given, in order. */
+	const char *config_file;
+	char *file_buf;
+	struct conf_given *given;
+	unsigned ngiven, given_cap;
+	FILE *out;          /* --help and --version go here while conf_parse() runs */
+	char host_buf[256]; /* the resolved host name, where hostname points */
 };
 
 enum {
@@ -167,14 +191,34 @@ enum {
 	CONF_ERR = 2,  /* bad option: <err> says why; exit 2 */
 };
 
-/* Fills <c> with the defaults and then the options in argv[1..argc).
- * Returns CONF_OK, CONF_EXIT or CONF_ERR (one line in <err>). Prints --help
- * and --version to <out>. On CONF_EXIT and CONF_ERR nothing is left
- * allocated; conf_fini() is needed after CONF_OK and harmless after the
- * others. String fields point into argv. Uses getopt_long(): startup only,
- * one thread; may be called again after conf_fini() (tests). */
+/* Fills <c> with the defaults, then the configuration file (--config FILE,
+ * else conf_default_file if it exists), then the options in argv[1..argc),
+ * which replace the file's lines of the same key. Returns CONF_OK,
+ * CONF_EXIT or CONF_ERR (one line in <err>; "FILE:LINE: ..." for a bad
+ * line). Prints --help and --version to <out>. On CONF_EXIT and CONF_ERR
+ * nothing is left allocated; conf_fini() is needed after CONF_OK and
+ * harmless after the others. String fields point into argv or the file's
+ * text, which <c> owns. Uses getopt_long(): one thread at a time (startup,
+ * then a reload on the main thread); may be called again after
+ * conf_fini(). */
 int conf_parse(struct conf *c, int argc, char **argv, FILE *out, char *err, size_t errlen);
 void conf_usage(FILE *out);
+
+/* `ringmx config`: "key = value" lines of the effective configuration in
+ * the table's order (a list key one line per value), only those differing
+ * from the defaults where <changed_only>, or only <keys> (<nkeys>) where
+ * given. Returns 0, or -ENOENT with an unknown key's name in <err>. */
+int conf_print(const struct conf *c, FILE *out, bool changed_only, const char *const *keys,
+               size_t nkeys, char *err, size_t errlen);
+/* An example ringmx.conf: every key, commented out, with its default and
+ * its help, from the same table. */
+void conf_example(FILE *out);
+
+/* The keys whose values differ between <a> and <b>: up to <max> names into
+ * <names>, with <live> telling whether a reload changes each one in a
+ * running gateway. Returns how many differ (possibly more than <max>). */
+size_t conf_changed(const struct conf *a, const struct conf *b, const char **names, bool *live,
+                    size_t max);
 void conf_fini(struct conf *c);
 
 /* Parses "ADDR:PORT" or "[ADDR6]:PORT" into <l>. Returns 0 or -EINVAL. */

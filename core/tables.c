@@ -65,5 +65,11 @@ void tables_unref(struct tables *t)
 		return;
 	recipients_unref(t->recipients);
 	policy_fini(&t->domains);
+	if (t->tls && t->tls_free)
+		t->tls_free(t->tls);
+	if (t->own_conf) {
+		conf_fini(t->own_conf);
+		free(t->own_conf);
+	}
 	free(t);
 }

@@ -1,11 +1,14 @@
-/* tables: what a recipient is checked against that SIGHUP reloads: the
- * accepted domains (--domains, --domains-file) and the recipient tables
- * (--recipients-file, core/recipients). Loaded on the main thread into a
- * reference-counted snapshot, immutable once loaded and read by any thread
- * without locks; a session holds the snapshot its transaction started with
- * (io/session), so a reload never changes the rules in the middle of a
- * transaction. The relay networks are not reloaded (they stay in struct
- * conf's policy). libc only. */
+/* tables: the settings a reload (SIGHUP) changes in a running gateway, in
+ * one snapshot: the options they came from (core/conf, the ones marked
+ * live), the accepted domains (--domains, --domains-file), the recipient
+ * tables (--recipients-file, core/recipients), the session limits
+ * (smtp_server_conf) and the TLS certificates. Built on the main thread
+ * into a reference-counted snapshot, immutable once published and read by
+ * any thread without locks (RCU-like: one pointer handed to each worker);
+ * a session holds the snapshot its transaction started with (io/session),
+ * so a reload never changes the rules in the middle of a transaction.
+ * libc only: the TLS context is io's, held as an opaque pointer with its
+ * destructor. */
 #ifndef RINGMX_CORE_TABLES_H
 #define RINGMX_CORE_TABLES_H
 
@@ -15,11 +18,22 @@
 #include "core/conf.h"
 #include "core/policy.h"
 #include "core/recipients.h"
+#include "core/smtp_session.h"
 
 struct tables {
 	_Atomic unsigned refs;
 	struct policy domains;         /* accepted domains (no networks) */
 	struct recipients *recipients; /* NULL: no --recipients-file */
+	/* The options the snapshot stands for: the gateway's own at start
+	 * (not owned), a reload's (owned: <own_conf>, freed with it). */
+	const struct conf *conf;
+	struct conf *own_conf;
+	struct smtp_server_conf scf; /* the session limits of <conf>; filled by io */
+	/* A reload's TLS context (NULL: no certificate) and its destructor;
+	 * <has_tls> false: the gateway's startup context applies. */
+	bool has_tls;
+	void *tls;
+	void (*tls_free)(void *tls);
 };
 
 /* Reads the domains and recipient files <c> names, as conf_parse() took

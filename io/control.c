@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/tables.h"
+#include "io/reload.h"
 #include "io/service.h"
 
 void control_block_signals(sigset_t *set)
@@ -82,41 +83,6 @@ void control_wake(struct gateway *g, unsigned started)
 	}
 }
 
-static size_t entries_of(const struct tables *t)
-{
-	return t && t->recipients ? recipients_entries(t->recipients) : 0;
-}
-
-static size_t rdomains_of(const struct tables *t)
-{
-	return t && t->recipients ? recipients_domains(t->recipients) : 0;
-}
-
-/* SIGHUP: the domains and recipient files read again into a new snapshot,
- * handed to each worker (which drops its old one); sessions move over
- * between transactions. A file that fails keeps the old snapshot. */
-static bool control_reload(struct gateway *g, unsigned started)
-{
-	struct tables *t, *old = g->tables;
-	char err[640];
-	int rc = tables_load(g->conf, &t, err, sizeof(err));
-
-	if (rc) {
-		LOGE("reload failed, the old tables stay: %s", err);
-		return false;
-	}
-	LOGI("reload: accepted domains %zu (were %zu), recipient tables %zu entries in %zu "
-	     "domains (were %zu in %zu)",
-	     t->domains.ndomains, old ? old->domains.ndomains : 0, entries_of(t), rdomains_of(t),
-	     entries_of(old), rdomains_of(old));
-	for (unsigned i = 0; i < started; i++)
-		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
-	g->tables = t;
-	tables_unref(old);
-	control_wake(g, started);
-	return true;
-}
-
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 {
 	int sig;
@@ -132,7 +98,7 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 			continue; /* EAGAIN: the timeout; EINTR */
 		if (sig == SIGHUP) {
 			service_reloading();
-			service_reloaded(g, control_reload(g, started));
+			service_reloaded(g, reload_run(g, started));
 			continue;
 		}
 		if (sig == SIGUSR2)
@@ -187,8 +153,8 @@ int control_request_flush(const char *spool)
 	return request_signal(spool, SIGUSR1, "ringmx queue", "flush");
 }
 
-/* `ringmx reload`: SIGHUP, on which the gateway reads its domains and
- * recipient files again (its log says how it went). */
+/* `ringmx reload`: SIGHUP, on which the gateway reads its options and
+ * files again (io/reload). */
 int control_request_reload(const char *spool)
 {
 	return request_signal(spool, SIGHUP, "ringmx reload", "reload");

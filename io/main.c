@@ -20,6 +20,7 @@
 #include "io/tls.h"
 #include "io/control.h"
 #include "io/gateway.h"
+#include "io/reload.h"
 #include "queue/spool.h"
 
 static int queue_main(int argc, char **argv)
@@ -131,7 +132,74 @@ static int reload_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	return control_request_reload(spool);
+	return reload_request(spool);
+}
+
+/* `ringmx config [OPTIONS] [-n] [KEY...] | --example`: the configuration
+ * the options and the file make, as `postconf` prints main.cf. */
+static int config_main(int argc, char **argv)
+{
+	static struct conf conf;
+	char **args = calloc((size_t)argc + 1, sizeof(*args));
+	const char **keys = calloc((size_t)argc + 1, sizeof(*keys));
+	char err[640];
+	size_t nkeys = 0;
+	bool changed = false, example = false;
+	int nargs = 0, rc;
+
+	if (!args || !keys) {
+		fprintf(stderr, "ringmx config: out of memory\n");
+		return 2;
+	}
+	args[nargs++] = argv[0];
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-n")) {
+			changed = true;
+		} else if (!strcmp(argv[i], "--example")) {
+			example = true;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			printf(
+			    "Usage: ringmx config [OPTIONS] [-n] [KEY...]\n"
+			    "       ringmx config --example\n"
+			    "Prints the effective configuration as \"key = value\" lines: the\n"
+			    "defaults, then the configuration file (--config FILE, else %s\n"
+			    "if present), then the OPTIONS given here. -n: only the keys that\n"
+			    "differ from the defaults; KEY...: only these. --example prints every\n"
+			    "key commented out with its default and help (a starting "
+			    "ringmx.conf).\n",
+			    CONF_DEF_CONFIG);
+			free(args);
+			free(keys);
+			return 0;
+		} else if (argv[i][0] == '-') {
+			args[nargs++] = argv[i];
+			/* An option's separate value goes with it. */
+			if (!strchr(argv[i], '=') && i + 1 < argc && argv[i + 1][0] != '-' &&
+			    strcmp(argv[i], "--check") &&
+			    strcmp(argv[i], "--allow-untrusted-routing") &&
+			    strcmp(argv[i], "--recipients-exact-case"))
+				args[nargs++] = argv[++i];
+		} else {
+			keys[nkeys++] = argv[i];
+		}
+	}
+	if (example) {
+		conf_example(stdout);
+		free(args);
+		free(keys);
+		return 0;
+	}
+	rc = conf_parse(&conf, nargs, args, stdout, err, sizeof(err));
+	if (rc == CONF_OK && conf_print(&conf, stdout, changed, keys, nkeys, err, sizeof(err))) {
+		fprintf(stderr, "ringmx config: %s\n", err);
+		rc = CONF_ERR;
+	} else if (rc == CONF_ERR) {
+		fprintf(stderr, "%s\n", err);
+	}
+	conf_fini(&conf);
+	free(args);
+	free(keys);
+	return rc == CONF_ERR ? 2 : 0;
 }
 
 static const char *allocator_name(void)
@@ -151,14 +219,16 @@ int main(int argc, char **argv)
 {
 	static struct conf conf;
 	static struct gateway gw;
-	char err[512], host[256];
-	long ncpu;
+	char err[512];
 	int rc;
 
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
 		return queue_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "reload") == 0)
 		return reload_main(argc - 1, argv + 1);
+	conf_default_file = CONF_DEF_CONFIG;
+	if (argc > 1 && strcmp(argv[1], "config") == 0)
+		return config_main(argc - 1, argv + 1);
 
 	rc = conf_parse(&conf, argc, argv, stdout, err, sizeof(err));
 	if (rc == CONF_EXIT)
@@ -168,25 +238,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_threshold = conf.log_level;
-	if (conf.threads == 0) {
-		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		conf.threads = ncpu > 0 ? (unsigned)ncpu : 1;
-		/* As --threads allows: the ring table and the queue id's worker
-		 * byte hold 256 workers at most. */
-		if (conf.threads > 256) {
-			LOGW("%u cores: starting 256 workers, the most there can be", conf.threads);
-			conf.threads = 256;
-		}
-	}
-	if (!conf.hostname) {
-		if (gethostname(host, sizeof(host)) != 0 || !host[0])
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
-		conf.hostname = host;
-	}
-	if (conf.spool_min_free == CONF_DEF_SPOOL_MIN_FREE)
-		conf.spool_min_free =
-		    conf.max_message_size ? 2 * conf.max_message_size : 64ull << 20;
+	reload_resolve(&conf);
 	if (conf.ntls_certs) {
 		struct tls_cert_conf certs[CONF_MAX_TLS_CERTS];
 
@@ -265,24 +317,11 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < conf.nlisten; i++)
 		gw.nproxy += conf.listen[i].proxy;
 	gw.nworkers = conf.threads;
-	gw.scf = (struct smtp_server_conf){
-	    .hostname = conf.hostname,
-	    .policy = &conf.policy,
-	    .max_message_size = conf.max_message_size,
-	    .max_recipients = conf.max_recipients,
-	    .max_errors = conf.max_errors,
-	    .error_delay_ms = conf.error_delay_ms,
-	    .overload_max_errors = conf.overload_max_errors,
-	    .max_line = conf.max_line_length,
-	    .bare_policy = conf.bare_policy,
-	    .long_line_policy = conf.long_line_policy,
-	    .nul_strip = conf.nul_strip,
-	    .anvil = conf.client_msg_rate.n || conf.client_rcpt_rate.n ? gw.anvil : NULL,
-	    .tls_available = gw.tls != NULL,
-	    .allow_untrusted_routing = conf.allow_untrusted_routing,
-	    .max_unknown = conf.max_unknown_recipients,
-	    .unknown_delay_ms = conf.unknown_recipient_delay_ms,
-	};
+	gw.argc = argc;
+	gw.argv = argv;
+	reload_scf(&gw, &conf, gw.tls != NULL, &gw.scf);
+	gw.tables->conf = &conf;
+	gw.tables->scf = gw.scf;
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());
 	if (conf.durability_none)

@@ -7,10 +7,24 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "core/tables.h"
 #include "io/types-t.h"
 
+/* The options a reload may change (core/conf's live ones): the worker's
+ * snapshot's, else the startup ones. */
+static inline const struct conf *session_conf(const struct worker *w)
+{
+	return w->tables && w->tables->conf ? w->tables->conf : w->g->conf;
+}
+
+/* The TLS context new handshakes use: the snapshot's after a reload. */
+static inline struct tls_ctx *session_tls(const struct worker *w)
+{
+	return w->tables && w->tables->has_tls ? (struct tls_ctx *)w->tables->tls : w->g->tls;
+}
+
 /* Whether the client at <sa> is under the per-client limits, with its key. */
-void session_limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer);
+void session_limits_for(const struct worker *w, const struct sockaddr *sa, struct smtp_peer *peer);
 /* The connection is ready for SMTP: TLS handshake or greeting. */
 void session_start(struct worker *w, struct conn *c);
 /* Plaintext from the transport (io/conn's callback); NULL: TLS is up. */

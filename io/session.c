@@ -295,6 +295,8 @@ static void conn_free(struct worker *w, struct conn *c)
 	input_resume(w, c); /* off the pause list */
 	w->data_held -= c->held;
 	conn_fini(&c->rc);
+	tables_unref(c->tls_snap); /* after the TLS connection it kept the context for */
+	c->tls_snap = NULL;
 	smtp_session_fini(&c->s);
 	spill_fini(&c->sp);
 	buf_free(&c->pending);
@@ -343,7 +345,8 @@ void session_bye(struct worker *w, struct conn *c)
  * STARTTLS 220 (which must still leave in clear: RCONN_CLEARONE). */
 static void tls_begin(struct worker *w, struct conn *c)
 {
-	struct tls_conn *t = tls_conn_new(w->g->tls);
+	struct tls_ctx *x = session_tls(w);
+	struct tls_conn *t = x ? tls_conn_new(x) : NULL;
 
 	if (!t) {
 		LOGW("tls: client=[%s]:%u out of memory", c->s.peer.addr, c->port);
@@ -351,10 +354,12 @@ static void tls_begin(struct worker *w, struct conn *c)
 		return;
 	}
 	conn_start_tls(&c->rc, t);
+	/* The context outlives the connection even if a reload replaces it. */
+	c->tls_snap = w->tables ? tables_ref(w->tables) : NULL;
 	if (c->s.act & SMTP_ACT_STARTTLS)
 		c->rc.flags |= RCONN_CLEARONE;
 	c->flags |= C_TLSHS;
-	c->hs_deadline = w->now + (int64_t)w->g->conf->tls_handshake_timeout * 1000;
+	c->hs_deadline = w->now + (int64_t)session_conf(w)->tls_handshake_timeout * 1000;
 }
 
 static void tls_up(struct worker *w, struct conn *c)
@@ -532,6 +537,7 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		/* Reloaded: the next transaction checks against the new tables. */
 		tables_unref(c->s.tables);
 		c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
+		c->s.cf = c->s.tables ? &c->s.tables->scf : &w->g->scf;
 	}
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len || (c->s.act & SMTP_ACT_DELAY)) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
@@ -580,10 +586,12 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 }
 
 /* Whether the client at <sa> is under the per-client limits, with its key. */
-void session_limits_for(const struct gateway *g, const struct sockaddr *sa, struct smtp_peer *peer)
+void session_limits_for(const struct worker *w, const struct sockaddr *sa, struct smtp_peer *peer)
 {
+	const struct gateway *g = w->g;
+
 	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
-	                !policy_client_may_relay(&g->conf->limits_exempt, sa);
+	                !policy_client_may_relay(&session_conf(w)->limits_exempt, sa);
 }
 
 /* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
@@ -640,7 +648,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	}
 	if (l->cl->proxy &&
 	    (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 ||
-	     !policy_client_may_relay(&g->conf->proxy_nets, (struct sockaddr *)&ss))) {
+	     !policy_client_may_relay(&session_conf(w)->proxy_nets, (struct sockaddr *)&ss))) {
 		char a[64] = "unknown";
 
 		if (ss.ss_family == AF_INET)
@@ -664,8 +672,9 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			inet_ntop(AF_INET6, &s6->sin6_addr, peer.addr, sizeof(peer.addr));
 			port = ntohs(s6->sin6_port);
 		}
-		peer.may_relay = policy_client_may_relay(&g->conf->policy, (struct sockaddr *)&ss);
-		session_limits_for(g, (struct sockaddr *)&ss, &peer);
+		peer.may_relay =
+		    policy_client_may_relay(&session_conf(w)->policy, (struct sockaddr *)&ss);
+		session_limits_for(w, (struct sockaddr *)&ss, &peer);
 	} else {
 		snprintf(peer.addr, sizeof(peer.addr), "unknown");
 	}
@@ -687,7 +696,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	c->port = port;
 	c->lidx = (uint8_t)(l->cl - g->conf->listen);
 	stats_add_local(&w->st.opened[c->lidx], 1);
-	smtp_session_init(&c->s, &g->scf, &peer);
+	smtp_session_init(&c->s, w->tables ? &w->tables->scf : &g->scf, &peer);
 	c->s.stats = &w->st.smtp;
 	c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
 	w->nconns++;
@@ -695,7 +704,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	c->last_active = w->now;
 	live_append(w, c);
 	LOGI("connect: client=[%s]:%u worker=%u", peer.addr, port, w->id);
-	if (n > g->conf->max_sessions) {
+	if (n > session_conf(w)->max_sessions) {
 		LOGW("reject: client=[%s]:%u too many sessions (%u)", peer.addr, port, n - 1);
 		conn_set_state(c, CONN_S_OPEN);
 		smtp_session_busy(&c->s);
@@ -707,7 +716,7 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		c->flags |= C_ITLS;
 	if (l->cl->proxy) {
 		c->flags |= C_PROXYH; /* session_start() once the header is in */
-		c->proxy_deadline = w->now + (int64_t)g->conf->proxy_timeout * 1000;
+		c->proxy_deadline = w->now + (int64_t)session_conf(w)->proxy_timeout * 1000;
 		return;
 	}
 	session_start(w, c);
@@ -742,10 +751,10 @@ void session_start(struct worker *w, struct conn *c)
 		tls_begin(w, c); /* greeted once the handshake is done */
 		return;
 	}
-	if (g->conf->greet_delay_ms == 0) {
+	if (session_conf(w)->greet_delay_ms == 0) {
 		session_greet(w, c);
 	} else {
-		c->greet_at = w->now + g->conf->greet_delay_ms;
+		c->greet_at = w->now + session_conf(w)->greet_delay_ms;
 		c->flags |= C_GREETQ;
 		if (w->greet_tail)
 			w->greet_tail->greet_next = c;
@@ -878,7 +887,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 static bool overload_check(struct worker *w)
 {
 	struct gateway *g = w->g;
-	const struct conf *cf = g->conf;
+	const struct conf *cf = session_conf(w);
 	unsigned n = atomic_load_explicit(&g->nsessions, memory_order_relaxed);
 	bool on = cf->overload_threshold &&
 	          (uint64_t)n * 100 > (uint64_t)cf->overload_threshold * cf->max_sessions;
@@ -894,9 +903,9 @@ static bool overload_check(struct worker *w)
 void session_tick(struct worker *w)
 {
 	bool overload = overload_check(w);
-	int64_t idle_ms =
-	    (int64_t)(overload ? w->g->conf->overload_idle_timeout : w->g->conf->idle_timeout) *
-	    1000;
+	int64_t idle_ms = (int64_t)(overload ? session_conf(w)->overload_idle_timeout
+	                                     : session_conf(w)->idle_timeout) *
+	                  1000;
 	struct conn *c, *next;
 
 	delay_tick(w);
@@ -940,17 +949,18 @@ void session_tick(struct worker *w)
 			next = c->next;
 			if ((c->flags & C_PROXYH) && c->proxy_deadline <= w->now) {
 				LOGI("proxy: client=[%s]:%u no PROXY header in %us: closed",
-				     c->s.peer.addr, c->port, w->g->conf->proxy_timeout);
+				     c->s.peer.addr, c->port, session_conf(w)->proxy_timeout);
 				session_close(w, c);
 			}
 		}
 	}
-	if (w->g->tls) {
+	{
 		for (c = w->live.head; c; c = next) {
 			next = c->next;
 			if ((c->flags & C_TLSHS) && c->hs_deadline <= w->now) {
 				LOGI("tls: client=[%s]:%u handshake timeout after %us",
-				     c->s.peer.addr, c->port, w->g->conf->tls_handshake_timeout);
+				     c->s.peer.addr, c->port,
+				     session_conf(w)->tls_handshake_timeout);
 				stats_add_local(&w->st.tls_fail[metrics_tls_version(
 				                    tls_conn_protocol(c->rc.tls))],
 				                1);

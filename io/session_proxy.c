@@ -62,8 +62,8 @@ static void proxy_apply(struct worker *w, struct conn *c, const struct proxy_hdr
 		sockaddr_of(h, &ss);
 		inet_ntop(h->family, h->src, peer.addr, sizeof(peer.addr));
 		peer.may_relay =
-		    policy_client_may_relay(&w->g->conf->policy, (const struct sockaddr *)&ss);
-		session_limits_for(w->g, (const struct sockaddr *)&ss, &peer);
+		    policy_client_may_relay(&session_conf(w)->policy, (const struct sockaddr *)&ss);
+		session_limits_for(w, (const struct sockaddr *)&ss, &peer);
 		LOGI("proxy: client=[%s]:%u via [%s]:%u (v%d)", peer.addr, h->src_port, via,
 		     c->port, h->version);
 		c->port = h->src_port;

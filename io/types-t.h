@@ -292,6 +292,7 @@ struct conn {
 	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
 	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
 	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
+	struct tables *tls_snap; /* holds the TLS context of <rc.tls> until the close */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 	uint8_t lidx; /* its listener's index in conf->listen (metrics) */
@@ -424,7 +425,9 @@ struct tls_ctx;
 struct metrics;
 
 struct gateway {
-	const struct conf *conf;
+	const struct conf *conf; /* the startup options; a reload's live ones are in <tables> */
+	int argc;                /* the command line, parsed again at a reload (io/reload) */
+	char **argv;
 	struct tls_ctx *tls;     /* NULL: no certificate, no STARTTLS, no --listen-tls */
 	struct relay_conf relay; /* next hops; relay.nroutes == 0: no delivery */
 	atomic_uint stop;        /* set before the workers are woken to stop */

@@ -816,11 +816,233 @@ Test(conf, help_lists_tls_options)
 	    "  --tls-key FILE ",
 	    "  --tls-ciphers LIST ",
 	    "(default: ECDHE + AES-GCM/ChaCha20)\n",
-	    "  --tls-handshake-timeout SECONDS\n",
-	    "time a TLS handshake may take, 1-3600 (default: 10)\n",
+	    "  --tls-handshake-timeout SECONDS  time a TLS handshake may take, 1-3600 (default: "
+	    "10)\n",
 	};
 
 	cr_assert_eq(PARSE("--help"), CONF_EXIT);
 	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
 		cr_expect(strstr(outp, lines[i]), "missing '%s'", lines[i]);
+}
+
+/* The configuration file (--config): written to a temporary file. */
+static char cfg_path[64];
+
+static const char *write_cfg(const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(cfg_path, sizeof(cfg_path), "/tmp/ringmx-conf-test-XXXXXX");
+	fd = mkstemp(cfg_path);
+	cr_assert_geq(fd, 0);
+	f = fdopen(fd, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+	return cfg_path;
+}
+
+/* conf_print() of the parsed <conf> into a malloc'd string. */
+static char *printed(bool changed_only)
+{
+	char *s = NULL, why[256];
+	size_t n = 0;
+	FILE *f = open_memstream(&s, &n);
+
+	cr_assert_eq(conf_print(&conf, f, changed_only, NULL, 0, why, sizeof(why)), 0);
+	fclose(f);
+	return s;
+}
+
+Test(conf, file_sets_keys_lists_and_continuations)
+{
+	const char *p = write_cfg("# a comment\n"
+	                          "max-sessions = 500\n"
+	                          "\n"
+	                          "domains = a.test,\n"
+	                          "  b.test c.test\n"
+	                          "listen = 127.0.0.1:2600, 127.0.0.1:2601\n"
+	                          "bare-lf=normalize\n"
+	                          "allow-untrusted-routing = yes\n"
+	                          "max-message-size = 20m\n"
+	                          "recipient-delimiter =\n"
+	                          "route = example.org=10.0.0.1:25,10.0.0.2:25\n");
+
+	cr_assert_eq(PARSE("--config", p), CONF_OK, "%s", err);
+	cr_assert_eq(conf.max_sessions, 500);
+	cr_assert(accepts("a.test") && accepts("b.test") && accepts("c.test"));
+	cr_assert_not(accepts("localhost"), "the file's domains replace the default");
+	cr_assert_eq(conf.nlisten, 2);
+	cr_assert_str_eq(conf.listen[1].text, "127.0.0.1:2601");
+	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_NORMALIZE);
+	cr_assert(conf.allow_untrusted_routing);
+	cr_assert_eq(conf.max_message_size, 20u << 20);
+	cr_assert_str_eq(conf.recipient_delimiter, "");
+	cr_assert_eq(conf.nroutes, 1);
+	cr_assert_str_eq(conf.routes[0], "example.org=10.0.0.1:25,10.0.0.2:25");
+	cr_assert_str_eq(conf.config_file, p);
+	unlink(p);
+}
+
+Test(conf, command_line_overrides_the_file)
+{
+	const char *p = write_cfg("max-sessions = 500\n"
+	                          "max-errors = 3\n"
+	                          "domains = a.test\n"
+	                          "domains-file = /nonexistent/but/overridden\n"
+	                          "listen = 127.0.0.1:2600\n");
+
+	/* domains-file from the file would fail: replaced on the command line. */
+	cr_assert_eq(PARSE("--config", p, "--max-sessions", "7", "--domains-file", "/dev/null",
+	                   "--listen", "127.0.0.1:2700"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.max_sessions, 7);
+	cr_assert_eq(conf.max_errors, 3);
+	cr_assert(accepts("a.test"));
+	cr_assert_eq(conf.nlisten, 1, "the command line's --listen replaces the file's");
+	cr_assert_str_eq(conf.listen[0].text, "127.0.0.1:2700");
+	unlink(p);
+}
+
+Test(conf, file_errors_name_file_line_and_key)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+	    {"max-sessionz = 5\n", ":1: unknown key 'max-sessionz'"},
+	    {"\n# c\nmax-sessions = x\n", ":3: max-sessions: 'x' is not a number"},
+	    {"max-sessions = 5\nmax-sessions = 6\n",
+	     ":2: 'max-sessions' is given twice (first at line 1)"},
+	    {"max-sessions 5\n", ":1: 'max-sessions 5' is not \"key = value\""},
+	    {"  max-sessions = 5\n", ":1: a continuation line"},
+	    {"check = yes\n", ":1: 'check' is a command-line option only"},
+	    {"config = /x\n", ":1: 'config' is a command-line option only"},
+	    {"max-sessions =\n", ":1: 'max-sessions' needs a value"},
+	    {"bare-lf = maybe\n", ":1: bare-lf: 'maybe' is not reject or normalize"},
+	    {"allow-untrusted-routing = perhaps\n", ":1: allow-untrusted-routing: 'perhaps'"},
+	    {"listen = 127.0.0.1:1, nonsense\n", ":1: listen: 'nonsense' is not ADDR:PORT"},
+	    {"domains-file = /nonexistent/d\n", ":1: domains-file: "},
+	    {"a = 1\nmax-recipients = 0\n", ":1: unknown key 'a'"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *p = write_cfg(cases[i].text);
+		char want[256];
+
+		cr_expect_eq(PARSE("--config", p), CONF_ERR, "%s", cases[i].text);
+		snprintf(want, sizeof(want), "ringmx: %s%s", p, cases[i].want);
+		cr_expect(strstr(err, want), "got '%s' want '%s'", err, want);
+		cr_expect_null(strchr(err, '\n'));
+		conf_fini(&conf);
+		unlink(p);
+	}
+	cr_expect_eq(PARSE("--config", "/nonexistent/ringmx.conf"), CONF_ERR);
+	cr_expect(strstr(err, "/nonexistent/ringmx.conf: No such file"), "%s", err);
+	cr_expect_eq(PARSE("--config", "/tmp"), CONF_ERR);
+	cr_expect(strstr(err, "not a regular file"), "%s", err);
+}
+
+Test(conf, file_with_nul_byte_refused)
+{
+	const char *p = write_cfg("");
+	FILE *f = fopen(p, "w");
+
+	fwrite("max-sessions = 5\0\n", 1, 18, f);
+	fclose(f);
+	cr_assert_eq(PARSE("--config", p), CONF_ERR);
+	cr_assert(strstr(err, "NUL"), "%s", err);
+	unlink(p);
+}
+
+Test(conf, changed_only_output_round_trips)
+{
+	char *full, *changed, *again;
+	const char *p;
+
+	cr_assert_eq(PARSE("--max-sessions", "77", "--domains", "x.test, y.test", "--listen",
+	                   "127.0.0.1:2600", "--listen-tls", "127.0.0.1:2601", "--tls-cert",
+	                   "/c.pem", "--tls-key", "/k.pem", "--data-buffer", "512k",
+	                   "--client-message-rate", "10/1m", "--nul", "strip", "--log-level",
+	                   "debug", "--recipients-exact-case", "--spool-min-free", "1g", "--route",
+	                   "a.test=10.0.0.1:25,10.0.0.2:25"),
+	             CONF_OK, "%s", err);
+	full = printed(false);
+	changed = printed(true);
+	cr_assert(strstr(changed, "max-sessions = 77\n"), "%s", changed);
+	cr_assert(strstr(changed, "data-buffer = 512k\n"), "%s", changed);
+	cr_assert_null(strstr(changed, "max-recipients"), "%s", changed);
+	conf_fini(&conf);
+	p = write_cfg(changed);
+	cr_assert_eq(PARSE("--config", p), CONF_OK, "%s\n%s", err, changed);
+	again = printed(false);
+	cr_assert_str_eq(again, full);
+	free(again);
+	again = printed(true);
+	cr_assert_str_eq(again, changed);
+	free(again);
+	free(full);
+	free(changed);
+	unlink(p);
+}
+
+Test(conf, example_file_is_the_defaults)
+{
+	char *ex = NULL, *lines, *defaults, *got;
+	size_t n = 0, m = 0;
+	FILE *f = open_memstream(&ex, &n);
+	const char *p;
+
+	conf_example(f);
+	fclose(f);
+	cr_assert(strstr(ex, "\n#max-sessions = 10000\n"), "%s", ex);
+	cr_assert(strstr(ex, "\n#listen = 127.0.0.1:2525\n"), "%s", ex);
+	/* Uncomment every key line: the file then says what the defaults are. */
+	lines = calloc(1, n + 1);
+	for (const char *l = ex; *l;) {
+		const char *nl = strchr(l, '\n');
+		size_t len = nl ? (size_t)(nl - l + 1) : strlen(l);
+
+		if (l[0] == '#' && l[1] >= 'a' && l[1] <= 'z' && memchr(l, '=', len)) {
+			memcpy(lines + m, l + 1, len - 1);
+			m += len - 1;
+		}
+		l += len;
+	}
+	cr_assert_eq(PARSE0(), CONF_OK);
+	defaults = printed(false);
+	conf_fini(&conf);
+	p = write_cfg(lines);
+	cr_assert_eq(PARSE("--config", p), CONF_OK, "%s", err);
+	got = printed(false);
+	cr_assert_str_eq(got, defaults);
+	free(got);
+	got = printed(true);
+	cr_assert_str_eq(got, "", "the example changes nothing: %s", got);
+	free(got);
+	free(defaults);
+	free(lines);
+	free(ex);
+	unlink(p);
+}
+
+Test(conf, changed_keys_say_whether_live)
+{
+	static struct conf other;
+	const char *names[8];
+	bool live[8];
+	char *argv[] = {(char *)"ringmx", (char *)"--max-sessions",
+	                (char *)"9",      (char *)"--threads",
+	                (char *)"3",      NULL};
+	size_t n;
+
+	cr_assert_eq(PARSE0(), CONF_OK);
+	cr_assert_eq(conf_parse(&other, 5, argv, stdout, err, sizeof(err)), CONF_OK);
+	n = conf_changed(&conf, &other, names, live, 8);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(names[0], "threads");
+	cr_assert_not(live[0]);
+	cr_assert_str_eq(names[1], "max-sessions");
+	cr_assert(live[1]);
+	conf_fini(&other);
 }

@@ -1,0 +1,193 @@
+"""Integration: the configuration file and live reload against the real
+binary. A gateway run from a file (--config) only; under smtp-source load
+the test rewrites the file and runs `ringmx reload` 20 times (a new domain,
+the other TLS certificate, another recipient limit), with a broken file and
+a bad certificate in between: no session fails, every message is spooled,
+the new settings are in effect (the new domain accepted and the old one
+gone, the new certificate served to openssl s_client, the new limit), a
+failed reload changes nothing, and options that need a restart are named
+in `ringmx reload`'s answer. `ringmx config -n` round-trips through a file."""
+import os
+import smtplib
+import subprocess
+import tempfile
+import threading
+
+from rmx import RINGMX, Checks, Gateway, free_port
+from it_relay import SMTP_SOURCE, wait_until
+
+CERTS = tempfile.mkdtemp(prefix="ringmx-reload-certs-")
+
+
+def make_cert(name):
+    key, crt = os.path.join(CERTS, name + ".key"), os.path.join(CERTS, name + ".crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + name, "-addext",
+                    "subjectAltName=DNS:" + name, "-days", "2", "-keyout", key, "-out", crt],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+ONE = make_cert("one.mx.test")
+TWO = make_cert("two.mx.test")
+
+
+class FileGateway(Gateway):
+    """A gateway whose every option is in its configuration file."""
+
+    def __init__(self, **keys):
+        super().__init__()
+        self.conf = os.path.join(self.tmp.name, "ringmx.conf")
+        self.base = {"listen": f"127.0.0.1:{self.port}", "spool": self.spool,
+                     "threads": "2", "hostname": "mx.test", "client-max-sessions": "0"}
+        self.write(**keys)
+        self.argv = [RINGMX, "--config", self.conf]
+
+    def write(self, text=None, **keys):
+        with open(self.conf + ".new", "w") as f:
+            if text is not None:
+                f.write(text)
+            else:
+                for k, v in dict(self.base, **keys).items():
+                    f.write(f"{k} = {v}\n")
+        os.rename(self.conf + ".new", self.conf)
+
+    def reload(self, ok=True):
+        r = subprocess.run([RINGMX, "reload", "--spool", self.spool], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == (0 if ok else 1), r.stdout + r.stderr
+        return r.stdout
+
+
+def served_cn(port):
+    r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect",
+                        f"127.0.0.1:{port}", "-servername", "mx.test"],
+                       input="QUIT\r\n", capture_output=True, text=True, timeout=30)
+    for line in r.stdout.splitlines():
+        if line.startswith("subject="):
+            return line.split("CN", 1)[1].strip(" =")
+    raise AssertionError("no certificate from openssl s_client:\n" + r.stdout + r.stderr)
+
+
+def rcpt_code(port, addr):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+        c.ehlo("client.test")
+        c.mail("s@sender.test")
+        return c.rcpt(addr)[0]
+
+
+def test_reload_under_load():
+    if not os.path.exists(SMTP_SOURCE):
+        raise AssertionError("smtp-source missing (Debian package postfix)")
+    keys = {"domains": "example.com, new0.test", "tls-cert": ONE[0], "tls-key": ONE[1],
+            "max-recipients": "50"}
+    gw = FileGateway(**keys)
+    with gw:
+        assert served_cn(gw.port) == "one.mx.test"
+        result = {}
+
+        def source():
+            result["r"] = subprocess.run(
+                [SMTP_SOURCE, "-s", "5", "-m", "5000", "-l", "1024", "-f", "src@source.test",
+                 "-t", "dst@example.com", f"127.0.0.1:{gw.port}"],
+                capture_output=True, text=True, timeout=240)
+        t = threading.Thread(target=source)
+        t.start()
+        try:
+            for i in range(1, 21):
+                cert = TWO if i % 2 else ONE
+                keys = {"domains": f"example.com, new{i}.test", "tls-cert": cert[0],
+                        "tls-key": cert[1], "max-recipients": str(50 + i)}
+                gw.write(**keys)
+                out = gw.reload()
+                assert "\nreloaded\n" in out, out
+                assert "domains" in out and "max-recipients" in out, out
+                if i == 7:  # a broken file: nothing changes
+                    gw.write(text=open(gw.conf).read() + "max-recipients = many\n")
+                    out = gw.reload(ok=False)
+                    assert "failed, nothing changed" in out and "ringmx.conf:" in out, out
+                    assert rcpt_code(gw.port, "u@new7.test") == 250
+                if i == 13:  # a certificate that does not load: the old stays
+                    bad = os.path.join(gw.tmp.name, "bad.crt")
+                    with open(bad, "w") as f:
+                        f.write("not a certificate\n")
+                    gw.write(**dict(keys, **{"tls-cert": bad}))
+                    out = gw.reload(ok=False)
+                    assert "failed, nothing changed" in out and "bad.crt" in out, out
+                    assert served_cn(gw.port) == "two.mx.test"
+            loaded = t.is_alive()  # the reloads happened while it sent
+        finally:
+            t.join(240)
+        r = result["r"]
+        assert loaded, "smtp-source was done before the 20th reload: send more"
+        assert r.returncode == 0 and not r.stderr.strip(), r.stdout + r.stderr
+        assert wait_until(lambda: gw.count() == 5000, 20), gw.count()
+        # The last good file is in effect; the earlier domain is gone.
+        assert rcpt_code(gw.port, "u@new20.test") == 250
+        assert rcpt_code(gw.port, "u@new19.test") == 554
+        assert served_cn(gw.port) == "one.mx.test"
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            c.ehlo("client.test")
+            c.mail("s@sender.test")
+            codes = [c.rcpt(f"u{k}@example.com")[0] for k in range(71)]
+        assert codes[:70] == [250] * 70 and codes[70] == 452, codes
+        assert "reload failed, nothing changed" in gw.log()
+        print(f"5000 messages spooled with 20 reloads (2 failed ones) during")
+
+
+def test_restart_only_named():
+    gw = FileGateway(domains="example.com")
+    with gw:
+        gw.write(domains="example.com", threads="3", **{"queue-capacity": "8192"})
+        out = gw.reload()
+        assert "needs a restart: threads, queue-capacity" in out, out
+        assert "changed: nothing" in out, out
+        assert "needs a restart (the running values stay): threads, queue-capacity" in gw.log()
+        # SIGHUP itself does the same (ringmx reload only sends it).
+        gw.write(domains="example.com, sig.test")
+        n = gw.log().count("info: reload: ")
+        gw.proc.send_signal(1)
+        assert wait_until(lambda: gw.log().count("info: reload: ") > n, 10), gw.log()[-800:]
+        assert rcpt_code(gw.port, "u@sig.test") == 250
+
+
+def test_config_changed_only_round_trips():
+    tmp = tempfile.mkdtemp(prefix="ringmx-config-")
+    args = ["--max-sessions", "77", "--domains", "a.test, b.test", "--listen",
+            f"127.0.0.1:{free_port()}", "--data-buffer", "512k", "--nul", "strip",
+            "--route", "a.test=10.0.0.1:25,10.0.0.2:25", "--client-message-rate", "10/1m"]
+    full = subprocess.run([RINGMX, "config"] + args, capture_output=True, text=True, timeout=10)
+    changed = subprocess.run([RINGMX, "config", "-n"] + args, capture_output=True, text=True,
+                             timeout=10)
+    assert full.returncode == 0 and changed.returncode == 0, full.stderr + changed.stderr
+    assert "max-sessions = 77\n" in changed.stdout and "max-recipients" not in changed.stdout
+    path = os.path.join(tmp, "ringmx.conf")
+    with open(path, "w") as f:
+        f.write(changed.stdout)
+    again = subprocess.run([RINGMX, "config", "--config", path], capture_output=True,
+                           text=True, timeout=10)
+    assert again.stdout == full.stdout, again.stdout + again.stderr
+    one = subprocess.run([RINGMX, "config", "--config", path, "max-sessions", "route"],
+                         capture_output=True, text=True, timeout=10)
+    assert one.stdout == "max-sessions = 77\nroute = a.test=10.0.0.1:25,10.0.0.2:25\n", one.stdout
+    bad = subprocess.run([RINGMX, "config", "no-such-key"], capture_output=True, text=True,
+                         timeout=10)
+    assert bad.returncode == 2 and "unknown key 'no-such-key'" in bad.stderr, bad.stderr
+    chk = subprocess.run([RINGMX, "--config", path, "--check"], capture_output=True, text=True,
+                         timeout=10)
+    assert chk.returncode == 0 and "configuration OK" in chk.stdout, chk.stdout + chk.stderr
+    with open(path, "a") as f:
+        f.write("max-sessions = 5\n")
+    chk = subprocess.run([RINGMX, "--config", path, "--check"], capture_output=True, text=True,
+                         timeout=10)
+    assert chk.returncode == 2 and f"{path}:" in chk.stderr and "given twice" in chk.stderr, \
+        chk.stderr
+    ex = subprocess.run([RINGMX, "config", "--example"], capture_output=True, text=True,
+                        timeout=10)
+    assert "\n#max-sessions = 10000\n" in ex.stdout, ex.stdout[:500]
+
+
+if __name__ == "__main__":
+    c = Checks()
+    c.run_all(dict(globals()))
+    c.finish()
