@@ -1,6 +1,7 @@
 """Integration: `meson install --destdir` puts what `meson introspect
 --installed` promises where it promises: ringmx in sbin, ringmx-bench in
-bin, the man pages in man8/man1 (when scdoc is there), the unit files and
+bin, the example ringmx.conf in sysconfdir/ringmx, the man pages in
+man8/man5/man1 (when scdoc is there), the unit files and
 their sysusers.d/tmpfiles.d companions (when built with libsystemd), with
 ExecStart naming the installed ringmx; the installed binaries run. Skipped
 (77) when meson is not on the PATH."""
@@ -31,10 +32,12 @@ def test_destdir_install_lands_every_file():
     installed = introspect("--installed")  # build path -> installed path
     dests = set(installed.values())
     want = [os.path.join(prefix, opts["sbindir"], "ringmx"),
-            os.path.join(prefix, opts["bindir"], "ringmx-bench")]
+            os.path.join(prefix, opts["bindir"], "ringmx-bench"),
+            os.path.join(prefix, opts["sysconfdir"], "ringmx", "ringmx.conf.example")]
     units = [d for d in dests if d.endswith("/ringmx.service")]
     if shutil.which("scdoc") and any(d.endswith("/man8/ringmx.8") for d in dests):
         want += [os.path.join(prefix, opts["mandir"], "man8", "ringmx.8"),
+                 os.path.join(prefix, opts["mandir"], "man5", "ringmx.conf.5"),
                  os.path.join(prefix, opts["mandir"], "man1", "ringmx-bench.1")]
     else:
         print("note: no scdoc at configure time: no man pages to check")
@@ -53,6 +56,13 @@ def test_destdir_install_lands_every_file():
         assert r.returncode == 0, r.stdout + r.stderr
         for w in want:
             assert os.path.isfile(d + w), (w, r.stdout)
+        # The example is every key, commented out: as a file it changes nothing.
+        ex = d + want[2]
+        r = subprocess.run([d + want[0], "config", "-n", "--config", ex], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+        with open(ex) as f:
+            assert "\n#max-sessions = 10000\n" in f.read()
         for exe in want[:2]:
             assert os.access(d + exe, os.X_OK), exe
             v = subprocess.run([d + exe, "--help"], capture_output=True, text=True,

@@ -63,7 +63,7 @@ def test_bench_page_has_every_help_option():
 
 
 def test_pages_render_without_warnings():
-    pages = [os.path.join(BUILD, "docs", "man", p) for p in ("ringmx.8", "ringmx-bench.1")]
+    pages = [os.path.join(BUILD, "docs", "man", p) for p in ("ringmx.8", "ringmx.conf.5", "ringmx-bench.1")]
     if not all(os.path.exists(p) for p in pages):
         print("note: no built man pages (scdoc missing at configure time): not rendered")
         return
