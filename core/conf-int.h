@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "core/conf.h"
+struct conf;
 
 /* How a key's value is stored and shown. */
 enum conf_type {

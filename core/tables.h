@@ -18,7 +18,7 @@
 #include "core/conf.h"
 #include "core/policy.h"
 #include "core/recipients.h"
-#include "core/smtp_session.h"
+#include "core/smtp_conf-t.h"
 
 struct tables {
 	_Atomic unsigned refs;

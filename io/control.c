@@ -98,7 +98,11 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 			continue; /* EAGAIN: the timeout; EINTR */
 		if (sig == SIGHUP) {
 			service_reloading();
-			service_reloaded(g, reload_run(g, started));
+			bool ok = reload_run(g, started);
+
+			if (ok)
+				control_wake(g, started);
+			service_reloaded(g, ok);
 			continue;
 		}
 		if (sig == SIGUSR2)
@@ -154,10 +158,41 @@ int control_request_flush(const char *spool)
 }
 
 /* `ringmx reload`: SIGHUP, on which the gateway reads its options and
- * files again (io/reload). */
+ * files again (io/reload), then its answer from <spool>/ringmx.reload. */
+#define RELOAD_WAIT_MS 15000
+
 int control_request_reload(const char *spool)
 {
-	return request_signal(spool, SIGHUP, "ringmx reload", "reload");
+	char path[4096], text[8192];
+	FILE *f;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/%s", spool, RELOAD_REPORT);
+	if (unlink(path) < 0 && errno != ENOENT) {
+		fprintf(stderr, "ringmx reload: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	rc = request_signal(spool, SIGHUP, "ringmx reload", "reload");
+	if (rc)
+		return rc;
+	for (int waited = 0; waited < RELOAD_WAIT_MS; waited += 50) {
+		struct timespec ts = {0, 50 * 1000000L};
+		size_t n;
+
+		f = fopen(path, "r");
+		if (!f) {
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = '\0';
+		fputs(text, stdout);
+		return strncmp(text, "reloaded", 8) == 0 ? 0 : 1;
+	}
+	fprintf(stderr, "ringmx reload: no answer from the gateway in %d s (see its log)\n",
+	        RELOAD_WAIT_MS / 1000);
+	return 1;
 }
 
 /* A running gateway may hold the message for delivery: it forgets it on

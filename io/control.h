@@ -3,7 +3,7 @@
  * --flush` sends it SIGUSR1 (every worker retries its deferred messages
  * now), `ringmx queue --delete` appends queue ids to <spool>/ringmx.drop
  * and sends SIGUSR2 (the workers forget them); `ringmx reload` sends SIGHUP
- * (the domains and recipient files are read again, core/tables). SIGTERM
+ * (the options and the files they name are read again, io/reload). SIGTERM
  * and SIGINT stop it. */
 #ifndef RINGMX_IO_CONTROL_H
 #define RINGMX_IO_CONTROL_H
@@ -36,8 +36,9 @@ void control_drops_copy(struct gateway *g, struct buf *out);
 /* The `ringmx queue` side. Asks the gateway running on <spool> to retry its
  * deferred messages now; returns the tool's exit status (1: none running). */
 int control_request_flush(const char *spool);
-/* Asks the gateway running on <spool> to reload its tables (SIGHUP);
- * returns the tool's exit status (1: none running). */
+/* `ringmx reload`: SIGHUP to the gateway running on <spool>, then waits
+ * (at most 15 s) for its answer and prints it. Returns the tool's exit
+ * status: 0 reloaded, 1 failed, none running or no answer. */
 int control_request_reload(const char *spool);
 /* Tells the gateway running on <spool>, if any, to forget <qid>. */
 void control_request_drop(const char *spool, const char *qid);

@@ -132,7 +132,7 @@ static int reload_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	return reload_request(spool);
+	return control_request_reload(spool);
 }
 
 /* `ringmx config [OPTIONS] [-n] [KEY...] | --example`: the configuration

@@ -13,7 +13,6 @@
 
 #include "core/log.h"
 #include "core/tables.h"
-#include "io/control.h"
 #include "io/tls.h"
 
 #define RELOAD_REPORT  "ringmx.reload"
@@ -178,7 +177,6 @@ bool reload_run(struct gateway *g, unsigned started)
 		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
 	g->tables = t;
 	tables_unref(old);
-	control_wake(g, started);
 	snprintf(report, sizeof(report), "reloaded\nchanged: %s\nneeds a restart: %s\n",
 	         live[0] ? live : "nothing", restart[0] ? restart : "nothing");
 	report_write(g, report);
@@ -193,38 +191,4 @@ fail:
 	snprintf(report, sizeof(report), "failed, nothing changed: %s\n", err);
 	report_write(g, report);
 	return false;
-}
-
-int reload_request(const char *spool)
-{
-	char path[4096], text[8192];
-	FILE *f;
-	int rc;
-
-	snprintf(path, sizeof(path), "%s/%s", spool, RELOAD_REPORT);
-	if (unlink(path) < 0 && errno != ENOENT) {
-		fprintf(stderr, "ringmx reload: %s: %s\n", path, strerror(errno));
-		return 1;
-	}
-	rc = control_request_reload(spool);
-	if (rc)
-		return rc;
-	for (int waited = 0; waited < RELOAD_WAIT_MS; waited += 50) {
-		struct timespec ts = {0, 50 * 1000000L};
-		size_t n;
-
-		f = fopen(path, "r");
-		if (!f) {
-			nanosleep(&ts, NULL);
-			continue;
-		}
-		n = fread(text, 1, sizeof(text) - 1, f);
-		fclose(f);
-		text[n] = '\0';
-		fputs(text, stdout);
-		return strncmp(text, "reloaded", 8) == 0 ? 0 : 1;
-	}
-	fprintf(stderr, "ringmx reload: no answer from the gateway in %d s (see its log)\n",
-	        RELOAD_WAIT_MS / 1000);
-	return 1;
 }

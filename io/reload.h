@@ -24,12 +24,13 @@ void reload_resolve(struct conf *c);
  * per-client table stay the startup ones); <tls>: a certificate is there. */
 void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
                 struct smtp_server_conf *out);
-/* Reloads gateway <g>, whose first <started> workers run. Returns whether
- * the new settings are in use. Main thread. */
+/* The answer a reload leaves in the spool directory for `ringmx reload`
+ * (io/control): "reloaded" or "failed, nothing changed: why" first. */
+#define RELOAD_REPORT "ringmx.reload"
+
+/* Reloads gateway <g>: the new snapshot is handed to its first <started>
+ * workers (the caller wakes them). Returns whether the new settings are in
+ * use. Main thread. */
 bool reload_run(struct gateway *g, unsigned started);
-/* `ringmx reload`: SIGHUP to the gateway running on <spool>, then waits
- * (at most 15 s) for its answer and prints it. Returns the tool's exit
- * status: 0 reloaded, 1 failed, not running or no answer. */
-int reload_request(const char *spool);
 
 #endif
