@@ -66,7 +66,7 @@ void conf_key_format(const struct conf *c, const struct conf_key *k, char *out, 
 		         k->words[k->boolean ? *FIELD(c, k, bool) : *FIELD(c, k, int)]);
 		return;
 	case CT_STR:
-		s = *FIELD(c, k, const char *);
+		s = *(const char *const *)(const void *)((const char *)c + k->off);
 		snprintf(out, outlen, "%s", s ? s : "");
 		return;
 	case CT_LIST:
