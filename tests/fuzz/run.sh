@@ -1,10 +1,11 @@
 #!/bin/sh
 # Builds the fuzzers with clang and runs them for SECONDS in all (default
 # 60), split between them: the DATA parser (tests/fuzz/data_fuzz.c, on a
-# copy of tests/fuzz/corpus) gets the larger half, the recipient table
+# copy of tests/fuzz/corpus) gets the larger part, the recipient table
 # parser (tests/fuzz/recipients_fuzz.c, on a copy of
-# tests/fuzz/corpus-recipients) and the PROXY header parser
-# (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy) a quarter each; runs
+# tests/fuzz/corpus-recipients), the PROXY header parser
+# (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy) and the milter client
+# (tests/fuzz/milter_fuzz.c, tests/fuzz/corpus-milter) a fifth each; runs
 # never modify the corpora.
 # Exits non-zero on a crash or a disagreement, leaving that fuzzer's work
 # directory (with the crashing input) in place and printing its path.
@@ -17,10 +18,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 # Each fuzzer gets at least a second: -max_total_time=0 would run forever.
-rsecs=$((secs / 4))
+rsecs=$((secs / 5))
 [ "$rsecs" -ge 1 ] || rsecs=1
 psecs=$rsecs
-dsecs=$((secs - rsecs - psecs))
+msecs=$rsecs
+dsecs=$((secs - rsecs - psecs - msecs))
 [ "$dsecs" -ge 1 ] || dsecs=1
 
 # fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES...
@@ -60,3 +62,6 @@ fuzz recipients_fuzz tests/fuzz/corpus-recipients "$rsecs" 8192 -DRCPT_READ_CHUN
 	core/recipients.c core/policy.c tests/fuzz/recipients_fuzz.c
 echo "proxy_fuzz (${psecs}s):"
 fuzz proxy_fuzz tests/fuzz/corpus-proxy "$psecs" 8192 "" core/proxy.c tests/fuzz/proxy_fuzz.c
+echo "milter_fuzz (${msecs}s):"
+fuzz milter_fuzz tests/fuzz/corpus-milter "$msecs" 16384 "" core/milter.c core/buf.c \
+	tests/fuzz/milter_fuzz.c
