@@ -96,6 +96,9 @@ enum conf_opt {
 	OPT_RELAY_TLS,
 	OPT_USER,
 	OPT_METRICS_LISTEN,
+	OPT_MILTER,
+	OPT_MILTER_TIMEOUT,
+	OPT_MILTER_DEFAULT_ACTION,
 };
 
 static const struct option conf_longopts[] = {
@@ -162,6 +165,9 @@ static const struct option conf_longopts[] = {
     {"spool-compact-age", required_argument, NULL, OPT_SPOOL_COMPACT_AGE},
     {"max-queue-lifetime", required_argument, NULL, OPT_MAX_QUEUE_LIFETIME},
     {"relay-timeout", required_argument, NULL, OPT_RELAY_TIMEOUT},
+    {"milter", required_argument, NULL, OPT_MILTER},
+    {"milter-timeout", required_argument, NULL, OPT_MILTER_TIMEOUT},
+    {"milter-default-action", required_argument, NULL, OPT_MILTER_DEFAULT_ACTION},
     {"relay-tls", required_argument, NULL, OPT_RELAY_TLS},
     {"user", required_argument, NULL, OPT_USER},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
@@ -206,6 +212,7 @@ static const struct conf_num {
     {OPT_SPOOL_COMPACT_AGE, offsetof(struct conf, spool_compact_age), 0, 86400 * 365},
     {OPT_MAX_QUEUE_LIFETIME, offsetof(struct conf, max_queue_lifetime), 1, 86400 * 365},
     {OPT_RELAY_TIMEOUT, offsetof(struct conf, relay_timeout), 1, 3600},
+    {OPT_MILTER_TIMEOUT, offsetof(struct conf, milter_timeout), 1, 3600},
 };
 
 static void conf_defaults(struct conf *c)
@@ -260,6 +267,8 @@ static void conf_defaults(struct conf *c)
 	c->max_queue_lifetime = CONF_DEF_MAX_QUEUE_LIFETIME;
 	c->relay_timeout = CONF_DEF_RELAY_TIMEOUT;
 	c->relay_tls = CONF_RELAY_TLS_MAY;
+	c->milter_timeout = CONF_DEF_MILTER_TIMEOUT;
+	c->milter_default_action = CONF_MILTER_TEMPFAIL;
 }
 
 /* Option column 2-29, text from column 30, at most 100 columns in all. A
@@ -389,6 +398,12 @@ void conf_usage(FILE *out)
 	    CONF_DEF_RELAY_TIMEOUT);
 	OPT("--relay-tls none|may|encrypt",
 	    "STARTTLS to next hops: never, when offered, required (default: may)");
+	OPT("--milter ADDR", "content filter before the 250: inet:HOST:PORT or unix:PATH;");
+	MORE("milter protocol 6; repeatable, applied in order (default: none)");
+	NUM("--milter-timeout SECONDS", "a filter's connect, each reply, end of message",
+	    CONF_DEF_MILTER_TIMEOUT);
+	OPT("--milter-default-action A", "a filter down or broken: tempfail (451 4.7.1),");
+	MORE("accept or reject (550 5.7.1) (default: tempfail)");
 	OPT("--user NAME", "after binding, run as this user; owns the spool (default: none)");
 	OPT("--metrics-listen ADDR:PORT",
 	    "serve Prometheus metrics at GET /metrics there (default: none)");
@@ -852,6 +867,31 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		else
 			return conf_err(err, errlen,
 			                "--relay-tls: '%.*s' is not none, may or encrypt",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_MILTER:
+		if ((strncmp(arg, "inet:", 5) != 0 || !strrchr(arg + 5, ':') ||
+		     !strrchr(arg + 5, ':')[1]) &&
+		    (strncmp(arg, "unix:", 5) != 0 || arg[5] != '/'))
+			return conf_err(err, errlen,
+			                "--milter: '%.*s' is not inet:HOST:PORT or unix:/PATH",
+			                CONF_SHOW_MAX, arg);
+		if (c->nmilters == CONF_MAX_MILTERS)
+			return conf_err(err, errlen, "--milter: more than %u filters",
+			                CONF_MAX_MILTERS);
+		c->milters[c->nmilters++] = arg;
+		return CONF_OK;
+	case OPT_MILTER_DEFAULT_ACTION:
+		if (strcmp(arg, "tempfail") == 0)
+			c->milter_default_action = CONF_MILTER_TEMPFAIL;
+		else if (strcmp(arg, "accept") == 0)
+			c->milter_default_action = CONF_MILTER_ACCEPT;
+		else if (strcmp(arg, "reject") == 0)
+			c->milter_default_action = CONF_MILTER_REJECT;
+		else
+			return conf_err(err, errlen,
+			                "--milter-default-action: '%.*s' is not tempfail, accept "
+			                "or reject",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
 	case OPT_RELAY_TO:
