@@ -15,9 +15,11 @@
  *   len=<body octets> chunks=<body chunks>", so that a filter chained
  *   after another shows what it was given;
  * - skip (an action too): the body callback answers SKIP after the first
- *   chunk.
+ *   chunk;
+ * - -q: it asks for the quarantine action at negotiation (which ringmx
+ *   does not offer: the filter then refuses to work, as libmilter does).
  *
- * Usage: rmx_testmilter -p SOCKET [-n NAME] [-c]   (SOCKET as libmilter:
+ * Usage: rmx_testmilter -p SOCKET [-n NAME] [-c] [-q]   (SOCKET as libmilter:
  * inet:PORT@127.0.0.1 or unix:/path). Runs until killed. */
 #include <libmilter/mfapi.h>
 #include <stdio.h>
@@ -228,7 +230,7 @@ int main(int argc, char **argv)
 	    .xxfi_name = "rmx_testmilter",
 	    .xxfi_version = SMFI_VERSION,
 	    .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT |
-	                  SMFIF_DELRCPT | SMFIF_QUARANTINE | SMFIF_CHGFROM,
+	                  SMFIF_DELRCPT | SMFIF_CHGFROM,
 	    .xxfi_connect = on_connect,
 	    .xxfi_helo = on_helo,
 	    .xxfi_envfrom = on_mail,
@@ -241,7 +243,7 @@ int main(int argc, char **argv)
 	const char *sock = NULL;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "p:n:c")) != -1) {
+	while ((opt = getopt(argc, argv, "p:n:cq")) != -1) {
 		switch (opt) {
 		case 'p':
 			sock = optarg;
@@ -253,13 +255,16 @@ int main(int argc, char **argv)
 		case 'c':
 			chain = 1;
 			break;
+		case 'q':
+			d.xxfi_flags |= SMFIF_QUARANTINE;
+			break;
 		default:
-			fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c]\n", argv[0]);
+			fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q]\n", argv[0]);
 			return 2;
 		}
 	}
 	if (!sock) {
-		fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c]\n", argv[0]);
+		fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q]\n", argv[0]);
 		return 2;
 	}
 	if (smfi_setconn((char *)sock) == MI_FAILURE || smfi_register(d) == MI_FAILURE ||
