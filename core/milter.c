@@ -626,7 +626,8 @@ static int on_packet(struct milter *m, const struct milter_pkt *k)
 		m->verdict = MILTER_V_DISCARD;
 		return MILTER_IN_DONE;
 	case MILTER_R_SKIP:
-		if (m->await != MILTER_ST_BODY || !(m->proto & MILTER_P_SKIP))
+		/* libmilter does not echo SKIP in its negotiation: offered is enough. */
+		if (m->await != MILTER_ST_BODY || !(m->offer_proto & MILTER_P_SKIP))
 			return fail(m, "skip outside the body");
 		m->verdict = MILTER_V_SKIP;
 		return MILTER_IN_DONE;

@@ -41,10 +41,9 @@
 #define MF_TEMPFAIL_REPLY "451 4.7.1 Service unavailable - try again later"
 #define MF_REJECT_REPLY   "550 5.7.1 Command rejected"
 #define MF_DISCARD_REPLY  "250 2.0.0 Ok: discarded by a content filter"
-/* What ringmx lets a filter do: everything but quarantine, which needs a
- * held state in the spool (not there yet): a filter that asks for it is
- * refused at negotiation and gets the default action. */
-#define MF_ACTIONS (MILTER_A_ALL & ~MILTER_A_QUARANTINE)
+/* What ringmx lets a filter do: everything (quarantine: the message is
+ * spooled held, never delivered, listed "held" by `ringmx queue`). */
+#define MF_ACTIONS MILTER_A_ALL
 
 enum mf_state {
 	MF_DOWN = 0,   /* not connected yet */
@@ -576,6 +575,8 @@ static enum mf_step mf_answered(struct worker *w, struct mfilt *f)
 		return MS_STOP;
 	}
 	/* The end of message taken: its modifications, on to the next one. */
+	LOGD("milter: %s: id=%s end of message %s, %zu octets of modifications", mf_name(f),
+	     ch->c->qid, v == MILTER_V_ACCEPT ? "accepted" : "continued", f->m.mods.len);
 	f->in_msg = false;
 	f->msg_done = true;
 	if (milter_apply(&f->m, &ch->msg, why, sizeof(why)))
@@ -675,6 +676,9 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 	}
 	buf_cstr(&tx->from);
 	tx->nrcpt = ch->msg.nrcpt;
+	c->quarantine = ch->msg.quarantined ? (ch->msg.reason.len ? buf_cstr(&ch->msg.reason)
+	                                                          : "quarantined by a filter")
+	                                    : NULL;
 	buf_reset(&c->rcvd, OUT_KEEP);
 	c->flags |= C_MILTERED;
 	session_commit(w, c);
@@ -784,10 +788,20 @@ void milter_session_end(struct worker *w, struct conn *c)
 		return;
 	c->mch = NULL;
 	c->flags &= ~C_FILTER;
+	if (c->quarantine) /* its message is at the committer: the reason's memory goes */
+		c->quarantine = "quarantined by a filter";
 	for (unsigned i = 0; i < ch->n; i++) {
 		struct mfilt *f = ch->f[i];
 
 		f->ch = NULL;
+		if (f->st == MF_OPEN && f->m.state == MILTER_S_READY &&
+		    !(f->rc.flags & (RCONN_SEND | RCONN_CLOSING))) {
+			/* Idle: a polite goodbye, sent before the close. */
+			if (f->in_msg)
+				milter_send_abort(&f->m);
+			milter_send_quit(&f->m);
+			conn_flush(&w->ring, &f->rc, &f->m.out, false);
+		}
 		if (!(f->rc.flags & RCONN_CLOSING) && f->rc.fd >= 0)
 			conn_close(&w->ring, &f->rc);
 		mf_maybe_free(f);

@@ -418,6 +418,7 @@ void session_commit(struct worker *w, struct conn *c)
 	    .nrcpt = c->s.tx.nrcpt,
 	    .body_8bit = c->s.tx.body_8bit,
 	    .smtputf8 = c->s.tx.smtputf8,
+	    .quarantine = c->quarantine,
 	};
 	if (!filtered)
 		err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
@@ -777,7 +778,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	if (err == 0) {
 		size_t it = 0;
 
-		if (r->segno >= 0)
+		if (r->segno >= 0 && !c->quarantine) /* a held one stays in the spool */
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
@@ -785,12 +786,15 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 		     (unsigned long long)c->msg_size,
 		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
 		     c->s.peer.addr);
+		if (c->quarantine)
+			LOGI("quarantine: id=%s held: %s", c->qid, c->quarantine);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
 		     strerror(-err));
 	}
 	buf_reset(&c->rec, OUT_KEEP);
 	buf_reset(&c->rcvd, OUT_KEEP);
+	c->quarantine = NULL;
 	if (c->state == CONN_S_CLOSING) {
 		/* Client gone: the session only needs its transaction reset. */
 		smtp_session_msg_result(&c->s, err, c->qid);

@@ -300,7 +300,8 @@ struct conn {
 	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
 	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
 	struct mchain *mch;                   /* its filters (io/milter); NULL: none yet */
-	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
+	const char *quarantine; /* the filters quarantined the message: why (io/milter) */
+	int64_t hs_deadline;    /* ms: the TLS handshake must be done by then */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 	uint8_t lidx; /* its listener's index in conf->listen (metrics) */

@@ -8,7 +8,7 @@
  *   comma-separated, taken at end of message: accept, reject-multi (a
  *   two-line 550 5.7.1 reply), reject, tempfail, discard, addheader,
  *   insheader, chgheader (Subject), delheader (X-Delete-Me), chgfrom,
- *   addrcpt, delrcpt (del@example.org), replbody, quarantine, progress
+ *   addrcpt, delrcpt (del@example.com), replbody, quarantine, progress
  *   (3 s of smfi_progress() every 0.5 s), sleep (5 s, past the client's
  *   timeout), macros (an X-Macros header with what the macros said);
  * - -c: every message gets "X-Chain-<name>: saw=<X- headers seen>
@@ -202,9 +202,9 @@ static sfsistat on_eom(SMFICTX *ctx)
 	if (has(p, "chgfrom"))
 		smfi_chgfrom(ctx, "<new-sender@example.org>", NULL);
 	if (has(p, "addrcpt"))
-		smfi_addrcpt(ctx, "<added@example.org>");
+		smfi_addrcpt(ctx, "<added@example.com>");
 	if (has(p, "delrcpt"))
-		smfi_delrcpt(ctx, "<del@example.org>");
+		smfi_delrcpt(ctx, "<del@example.com>");
 	if (has(p, "replbody")) {
 		static unsigned char nb[] = "replaced body\r\nsecond line\r\n";
 
