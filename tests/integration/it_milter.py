@@ -219,7 +219,10 @@ def test_replies():
         assert r[-1][0] == 250 and "discarded" in r[-1][1], r
         assert gw.count() == 1, gw.queue()
         assert "message discarded by a filter" in gw.log()
-        # the session goes on: one more accepted
+        # a transaction dropped by RSET (the filter gets ABORT), then one more
+        assert c.cmd("MAIL FROM:<a@example.org>")[0] == 250
+        assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+        assert c.cmd("RSET")[0] == 250
         r = send(c, "a@example.org", ["b@example.com"], msg("after", "accept"))
         assert r[-1][0] == 250, r
         assert gw.count() == 2
