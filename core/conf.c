@@ -106,6 +106,9 @@ enum conf_opt {
 	OPT_RELAY_TLS,
 	OPT_USER,
 	OPT_METRICS_LISTEN,
+	OPT_MILTER,
+	OPT_MILTER_TIMEOUT,
+	OPT_MILTER_DEFAULT_ACTION,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -475,6 +478,21 @@ static int set_route(struct conf *c, const struct conf_key *k, const char *arg, 
 	return CONF_OK;
 }
 
+static int set_milter(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                      size_t errlen)
+{
+	if ((strncmp(arg, "inet:", 5) != 0 || !strrchr(arg + 5, ':') ||
+	     !strrchr(arg + 5, ':')[1]) &&
+	    (strncmp(arg, "unix:", 5) != 0 || arg[5] != '/'))
+		return conf_err(err, errlen, "--%s: '%.*s' is not inet:HOST:PORT or unix:/PATH",
+		                k->name, CONF_SHOW_MAX, arg);
+	if (c->nmilters == CONF_MAX_MILTERS)
+		return conf_err(err, errlen, "--%s: more than %u filters", k->name,
+		                CONF_MAX_MILTERS);
+	c->milters[c->nmilters++] = arg;
+	return CONF_OK;
+}
+
 static int set_recipients_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                                size_t errlen)
 {
@@ -580,6 +598,7 @@ static const char *const w_long[] = {"reject", "accept", NULL};
 static const char *const w_level[] = {"error", "warn", "info", "debug", NULL};
 static const char *const w_dur[] = {"fsync", "none", NULL};
 static const char *const w_rtls[] = {"none", "may", "encrypt", NULL};
+static const char *const w_milter[] = {"tempfail", "accept", "reject", NULL};
 
 const struct conf_key conf_keys[] = {
     LISTK("listen", OPT_LISTEN, set_listen, RS, "ADDR:PORT", CONF_DEF_LISTEN, NULL,
@@ -724,6 +743,14 @@ const struct conf_key conf_keys[] = {
           "connect and reply timeout to a next hop", NULL),
     ENUMK("relay-tls", OPT_RELAY_TLS, relay_tls, false, w_rtls, 0, "none|may|encrypt", "may", NULL,
           "STARTTLS to next hops: never, when offered, required", NULL),
+    LISTK("milter", OPT_MILTER, set_milter, RS, "ADDR", NULL, "",
+          "content filter before the 250: inet:HOST:PORT or unix:PATH;",
+          "milter protocol 6; repeatable, applied in order (default: none)"),
+    UINTK("milter-timeout", OPT_MILTER_TIMEOUT, milter_timeout, 1, 3600, 0, "SECONDS", "30", NULL,
+          "a filter's connect, each reply, end of message", NULL),
+    ENUMK("milter-default-action", OPT_MILTER_DEFAULT_ACTION, milter_default_action, false,
+          w_milter, 0, "A", "tempfail", "", "a filter down or broken: tempfail (451 4.7.1),",
+          "accept or reject (550 5.7.1) (default: tempfail)"),
     STRK("user", OPT_USER, user, NULL, 0, "NAME", NULL, "none",
          "after binding, run as this user; owns the spool", NULL),
     LISTK("metrics-listen", OPT_METRICS_LISTEN, set_metrics_listen, 0, "ADDR:PORT", NULL, "none",

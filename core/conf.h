@@ -93,6 +93,8 @@ struct conf_given {
 #define CONF_DEF_MAX_QUEUE_LIFETIME    432000u /* 5 days: Postfix maximal_queue_lifetime */
 #define CONF_DEF_RELAY_TIMEOUT         300u    /* Postfix smtp_*_timeout order */
 #define CONF_MAX_ROUTES                64u
+#define CONF_MAX_MILTERS               8u  /* --milter, applied in order */
+#define CONF_DEF_MILTER_TIMEOUT        30u /* Postfix milter_command_timeout */
 #define CONF_MAX_DOMAIN_SRCS           64u /* --domains and --domains-file together */
 #define CONF_MAX_RECIPIENTS_FILES      64u
 #define CONF_DEF_RECIPIENT_DELIMITER   "+" /* Postfix recipient_delimiter, as commonly set */
@@ -104,6 +106,14 @@ enum conf_relay_tls {
 	CONF_RELAY_TLS_NONE = 0, /* never STARTTLS to a next hop */
 	CONF_RELAY_TLS_MAY,      /* STARTTLS when offered, unauthenticated (the default) */
 	CONF_RELAY_TLS_ENCRYPT,  /* STARTTLS required: no TLS, no delivery (4.7.0, deferred) */
+};
+
+/* --milter-default-action: what a filter that is down, times out or
+ * breaks the protocol amounts to (Postfix milter_default_action). */
+enum conf_milter_action {
+	CONF_MILTER_TEMPFAIL = 0, /* 451 4.7.1: the client tries again (the default) */
+	CONF_MILTER_ACCEPT,       /* go on without that filter (fail open) */
+	CONF_MILTER_REJECT,       /* 550 5.7.1 */
 };
 
 struct conf {
@@ -170,6 +180,10 @@ struct conf {
 	unsigned max_queue_lifetime;   /* seconds; then deferred recipients bounce */
 	unsigned relay_timeout;        /* seconds: connect and each reply */
 	enum conf_relay_tls relay_tls;
+	const char *milters[CONF_MAX_MILTERS]; /* --milter inet:host:port / unix:/path, in order */
+	unsigned nmilters;
+	unsigned milter_timeout; /* seconds: connect, each reply, end of message */
+	enum conf_milter_action milter_default_action;
 	const char *user; /* --user: drop root for this user after binding; NULL: stay */
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);
 	 * addrlen 0: no metrics server (the default). */

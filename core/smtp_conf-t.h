@@ -43,6 +43,9 @@ struct smtp_server_conf {
 	bool allow_untrusted_routing;
 	unsigned max_unknown;      /* recipients refused as unknown users, then 421; 0: no limit */
 	unsigned unknown_delay_ms; /* before each 550 5.1.1 is sent (SMTP_ACT_DELAY) */
+	/* Content filters (milters) run: a MAIL or RCPT the session takes
+	 * waits for their word (SMTP_ACT_FILTER) before its 250. */
+	bool filters;
 };
 
 #endif

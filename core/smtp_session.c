@@ -568,6 +568,11 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	s->tx.body_8bit = b8;
 	s->tx.smtputf8 = utf8;
 	smtp_set_state(s, SMTP_S_MAIL);
+	if (s->cf->filters) {
+		s->act |= SMTP_ACT_FILTER;
+		s->filter_verb = 'M';
+		return;
+	}
 	smtp_reply(s, c, 0, "250 2.1.0 Ok");
 	return;
 syntax:
@@ -675,6 +680,11 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	}
 	s->tx.nrcpt++;
 	smtp_set_state(s, SMTP_S_RCPT);
+	if (cf->filters) {
+		s->act |= SMTP_ACT_FILTER;
+		s->filter_verb = 'R';
+		return;
+	}
 	smtp_reply(s, c, 0, "250 2.1.5 Ok");
 	return;
 bad_addr:
@@ -1211,7 +1221,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
 	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
-	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY))) {
+	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER))) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
@@ -1219,7 +1229,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 		else
 			n = smtp_line_feed(s, p + off, len - off);
 		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
-		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY)))
+		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER)))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
@@ -1254,6 +1264,65 @@ void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)
 		smtp_reply(s, c, 0, "451 4.3.0 Error: queue file write error");
 		smtp_stat_refuse(s, SMTP_RF_SPOOL_ERROR);
 	}
+	smtp_tx_end(s);
+}
+
+/* Appends the filters' reply <reply> (lines joined by CRLF) as it is,
+ * counted and logged as the command's own. */
+static void smtp_filter_reply(struct smtp_session *s, const struct smtp_cmd_def *c,
+                              const char *reply)
+{
+	const char *line = reply, *nl;
+
+	while ((nl = strstr(line, "\r\n"))) {
+		smtp_reply(s, c, SMTP_R_MORE, "%.*s", (int)(nl - line), line);
+		line = nl + 2;
+	}
+	smtp_reply(s, c, 0, "%s", line);
+}
+
+void smtp_session_filter_done(struct smtp_session *s, const char *reply)
+{
+	const struct smtp_cmd_def *c =
+	    &smtp_cmds[s->filter_verb == 'M' ? SMTP_CMD_MAIL : SMTP_CMD_RCPT];
+	struct smtp_tx *tx = &s->tx;
+
+	if (!(s->act & SMTP_ACT_FILTER))
+		return;
+	s->act &= ~SMTP_ACT_FILTER;
+	if (!reply) {
+		smtp_reply(s, c, 0, s->filter_verb == 'M' ? "250 2.1.0 Ok" : "250 2.1.5 Ok");
+		return;
+	}
+	smtp_filter_reply(s, c, reply);
+	if (s->filter_verb == 'M') {
+		smtp_tx_end(s);
+		return;
+	}
+	/* The last recipient out again: it ends just before the final NUL. */
+	if (tx->nrcpt && tx->rcpts.len) {
+		size_t at = tx->rcpts.len - 1;
+
+		while (at && tx->rcpts.p[at - 1] != '\0')
+			at--;
+		tx->rcpts.len = at;
+		tx->nrcpt--;
+	}
+	if (!tx->nrcpt && s->state == SMTP_S_RCPT)
+		smtp_set_state(s, SMTP_S_MAIL);
+}
+
+void smtp_session_msg_reply(struct smtp_session *s, const char *reply)
+{
+	const struct smtp_cmd_def *c =
+	    &smtp_cmds[(s->tx.flags & SMTP_TX_BDAT) ? SMTP_CMD_BDAT : SMTP_CMD_DATA];
+
+	if (s->state != SMTP_S_SPOOL)
+		return;
+	s->act &= ~SMTP_ACT_MSG_READY;
+	if (reply[0] == '2')
+		s->nmsgs++; /* discarded, as the filter wished: taken all the same */
+	smtp_filter_reply(s, c, reply);
 	smtp_tx_end(s);
 }
 

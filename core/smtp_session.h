@@ -51,6 +51,12 @@ enum smtp_state {
  * (keep the rest of the input) until then, then call
  * smtp_session_delay_done() (which clears this bit). */
 #define SMTP_ACT_DELAY 0x8u
+/* With cf->filters: a MAIL or RCPT passed the session's own checks (the
+ * sender or recipient is in the transaction) and its reply waits for the
+ * filters: send what is in <out>, feed nothing (keep the rest of the
+ * input), then call smtp_session_filter_done() (which clears this bit).
+ * s->filter_verb says which command it was. */
+#define SMTP_ACT_FILTER 0x10u
 
 /* Session flags (s->flags). */
 #define SMTP_F_ESMTP    0x1u /* client said EHLO (not HELO) */
@@ -136,6 +142,7 @@ struct smtp_session {
 	unsigned nerrors;  /* protocol errors so far */
 	unsigned nmsgs;    /* messages accepted in this session */
 	unsigned delay_ms; /* with SMTP_ACT_DELAY: how long */
+	char filter_verb;  /* with SMTP_ACT_FILTER: 'M' (MAIL) or 'R' (RCPT, the last recipient) */
 	int64_t now_ms;    /* set by the caller before each feed: the clock for rates */
 	bool overload;     /* set by the caller: the gateway is in overload mode */
 	/* What the recipients are checked against, set by the caller outside a
@@ -189,6 +196,18 @@ void smtp_session_delay_done(struct smtp_session *s);
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =
  * 452 4.3.1; anything else = 451 4.3.0. Resets the transaction. */
 void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid);
+
+/* The filters' word on the command of SMTP_ACT_FILTER: <reply> NULL takes
+ * it (250); else the reply to give instead, one or more lines with the
+ * code first, CRLF between them and none at the end (a filter's text, or
+ * the default "451 4.7.1 ..."): MAIL refused ends the transaction, RCPT
+ * refused takes the recipient out again. */
+void smtp_session_filter_done(struct smtp_session *s, const char *reply);
+
+/* The filters' word on the message of SMTP_ACT_MSG_READY, in place of
+ * smtp_session_msg_result(): <reply> as above (a 4xx or 5xx refusal, or a
+ * 250 for a message they discarded). Resets the transaction. */
+void smtp_session_msg_reply(struct smtp_session *s, const char *reply);
 
 /* The TLS handshake is done (<version> "TLSv1.3", <cipher> as OpenSSL
  * names it; copied, truncated, non-printable characters dropped). Sets

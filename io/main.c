@@ -21,6 +21,7 @@
 #include "io/control.h"
 #include "io/gateway.h"
 #include "io/reload.h"
+#include "io/milter.h"
 #include "queue/spool.h"
 
 static int queue_main(int argc, char **argv)
@@ -265,6 +266,13 @@ int main(int argc, char **argv)
 		conf_fini(&conf);
 		return 2;
 	}
+	if (milter_targets_resolve(&gw, &conf, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		relay_conf_free(&gw.relay);
+		tls_ctx_free(gw.tls);
+		conf_fini(&conf);
+		return 2;
+	}
 	if (tables_load(&conf, &gw.tables, err, sizeof(err))) {
 		fprintf(stderr, "ringmx: %s\n", err);
 		relay_conf_free(&gw.relay);
@@ -322,6 +330,12 @@ int main(int argc, char **argv)
 	reload_scf(&gw, &conf, gw.tls != NULL, &gw.scf);
 	gw.tables->conf = &conf;
 	gw.tables->scf = gw.scf;
+	for (unsigned i = 0; i < gw.nmilters; i++)
+		LOGI("milter %u: %s (timeout %us, default action %s)", i + 1, gw.milters[i].text,
+		     conf.milter_timeout,
+		     conf.milter_default_action == CONF_MILTER_ACCEPT   ? "accept"
+		     : conf.milter_default_action == CONF_MILTER_REJECT ? "reject"
+		                                                        : "tempfail");
 	LOGI("ringmx %s starting: hostname %s, spool %s, %u workers, allocator %s", RINGMX_VERSION,
 	     conf.hostname, conf.spool, conf.threads, allocator_name());
 	if (conf.durability_none)

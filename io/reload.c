@@ -63,6 +63,7 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .allow_untrusted_routing = c->allow_untrusted_routing,
 	    .max_unknown = c->max_unknown_recipients,
 	    .unknown_delay_ms = c->unknown_recipient_delay_ms,
+	    .filters = g->nmilters != 0, /* the filters are the startup ones */
 	};
 }
 

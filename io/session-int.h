@@ -32,4 +32,17 @@ bool session_on_input(void *owner, const char *p, size_t n);
 /* Bytes of a connection still waiting for its PROXY header (C_PROXYH). */
 void session_proxy_input(struct worker *w, struct conn *c, const char *p, size_t n);
 
+/* Feeds input to the session and acts on what it asks for (io/session). */
+void session_feed(struct worker *w, struct conn *c, const char *p, size_t n);
+/* The tarpit (io/session_delay): <c>'s replies are held s.delay_ms; the
+ * lists' due sessions go (once a tick, and at the timer). */
+void session_delay_start(struct worker *w, struct conn *c);
+void session_delay_tick(struct worker *w);
+
+/* io/milter's ends: the filters took the message as it is now in the
+ * transaction (spooled, 250 once durable); they answered a command or the
+ * message (the input that waited is fed). */
+void session_commit(struct worker *w, struct conn *c);
+void session_resume(struct worker *w, struct conn *c);
+
 #endif

@@ -29,6 +29,7 @@
 #include "io/commit.h"
 #include "io/conn.h"
 #include "io/metrics.h"
+#include "io/milter.h"
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/spill.h"
@@ -221,7 +222,11 @@ static void content_flow(struct worker *w, struct conn *c)
 
 	if (spill_active(&c->sp) && c->sp_serial != tx->serial)
 		stream_abort(w, c); /* refused (too big, bare LF...), reset, or a new one */
-	if (in && tx->body.len && (tx->body.len >= chunk_size(cf) || over) &&
+	if (in && over && w->g->nmilters) {
+		smtp_session_body_fail(&c->s); /* the filters need it whole: 452 at its end */
+		in = false;
+	}
+	if (in && tx->body.len && !w->g->nmilters && (tx->body.len >= chunk_size(cf) || over) &&
 	    (!spill_active(&c->sp) || spill_buf(&c->sp))) {
 		if (!spill_active(&c->sp) && stream_open(w, c) < 0) {
 			smtp_session_body_fail(&c->s);
@@ -243,7 +248,7 @@ static void content_flow(struct worker *w, struct conn *c)
 		conn_meter(&w->ring, &c->rc, false);
 	if (c->s.state == SMTP_S_SPOOL)
 		pause = c->pending.len >= PENDING_PAUSE;
-	else if (in)
+	else if (in && !w->g->nmilters)
 		pause = tx->body.len >= chunk_size(cf) || w->data_held > w->data_cap;
 	if (pause)
 		input_pause(w, c);
@@ -325,6 +330,7 @@ void session_close(struct worker *w, struct conn *c)
 	if (c->state == CONN_S_CLOSING)
 		return;
 	conn_set_state(c, CONN_S_CLOSING);
+	milter_session_end(w, c);
 	conn_close(&w->ring, &c->rc);
 	live_unlink(w, c);
 	stream_abort(w, c); /* a message cut off in its content never exists */
@@ -383,15 +389,18 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err);
  * body as views into the session's buffers) goes to the committer; or,
  * when it streamed, its last content goes to its own segment (io/spill),
  * which seals it. */
-static void commit_msg(struct worker *w, struct conn *c)
+void session_commit(struct worker *w, struct conn *c)
 {
 	time_t now = time(NULL);
 	struct spool_env env;
 	struct iovec body[2];
-	int err;
+	bool filtered;
+	int err = 0;
 
 	c->flags |= C_QUEUED;
 	c->rc.inflight++; /* until on_committed() */
+	filtered = c->flags & C_MILTERED;
+	c->flags &= ~C_MILTERED;
 	if (spill_active(&c->sp)) {
 		c->msg_size = c->rcvd.len + c->s.tx.body_taken + c->s.tx.body.len;
 		c->cr = (struct commit_rec){
@@ -402,7 +411,8 @@ static void commit_msg(struct worker *w, struct conn *c)
 		spill_finish(w, &c->sp, &c->s.tx.body, &c->cr);
 		return;
 	}
-	commit_qid(w, c->qid, now);
+	if (!filtered) /* else both are in the content already (io/milter) */
+		commit_qid(w, c->qid, now);
 	env = (struct spool_env){
 	    .qid = c->qid,
 	    .arrival = now,
@@ -413,8 +423,10 @@ static void commit_msg(struct worker *w, struct conn *c)
 	    .nrcpt = c->s.tx.nrcpt,
 	    .body_8bit = c->s.tx.body_8bit,
 	    .smtputf8 = c->s.tx.smtputf8,
+	    .quarantine = c->quarantine,
 	};
-	err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
+	if (!filtered)
+		err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
 	body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
 	body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
 	c->msg_size = c->rcvd.len + c->s.tx.body.len;
@@ -429,102 +441,9 @@ static void commit_msg(struct worker *w, struct conn *c)
 	commit_submit(w, &c->cr);
 }
 
-/* ---- the tarpit ----
- *
- * A refusal the session wants delayed (SMTP_ACT_DELAY: an unknown
- * recipient with --unknown-recipient-delay) holds the session's replies
- * and its further input, which waits in c->pending, on the worker's delay
- * lists: nothing blocks, other sessions go on, and the replies keep their
- * PIPELINING order. A list holds sessions of one delay length, so it is in
- * order of due time; a ring timeout is armed for the earliest head (the
- * kernel copies its time at submission, so <delay_ts> can be reused). */
-static void delay_arm(struct worker *w)
-{
-	struct io_uring_sqe *sqe;
-	int64_t at = 0, ms;
-
-	for (unsigned i = 0; i < 2; i++)
-		if (w->delayq[i].head && (!at || w->delayq[i].head->delay_at < at))
-			at = w->delayq[i].head->delay_at;
-	if (!at || (w->delay_armed_at && w->delay_armed_at <= at))
-		return;
-	ms = at - w->now;
-	if (ms < 1)
-		ms = 1;
-	w->delay_ts.tv_sec = ms / 1000;
-	w->delay_ts.tv_nsec = (ms % 1000) * 1000000;
-	sqe = ring_sqe(&w->ring);
-	io_uring_prep_timeout(sqe, &w->delay_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, UD_DELAY));
-	w->delay_armed_at = w->now + ms;
-}
-
-static void delay_start(struct worker *w, struct conn *c)
-{
-	struct delay_queue *q = &w->delayq[0];
-
-	/* The list of this delay length, or an empty one; a third length
-	 * (none today) shares the second list and may fire late, never early. */
-	if (q->head && q->ms != c->s.delay_ms)
-		q = &w->delayq[1];
-	if (!q->head)
-		q->ms = c->s.delay_ms;
-	c->flags |= C_DELAYQ;
-	c->delay_at = w->now + c->s.delay_ms;
-	c->delay_next = NULL;
-	if (q->tail)
-		q->tail->delay_next = c;
-	else
-		q->head = c;
-	q->tail = c;
-	delay_arm(w);
-}
-
-static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n);
-static void delay_over(struct worker *w, struct conn *c);
-
-static void delay_tick(struct worker *w)
-{
-	struct conn *c;
-
-	for (unsigned i = 0; i < 2; i++) {
-		struct delay_queue *q = &w->delayq[i];
-
-		while ((c = q->head) && c->delay_at <= w->now) {
-			q->head = c->delay_next;
-			if (!q->head)
-				q->tail = NULL;
-			delay_over(w, c);
-		}
-	}
-	delay_arm(w);
-}
-
-static void delay_over(struct worker *w, struct conn *c)
-{
-	c->flags &= ~C_DELAYQ;
-	if (c->state == CONN_S_CLOSING) {
-		session_maybe_free(w, c);
-		return;
-	}
-	smtp_session_delay_done(&c->s);
-	c->last_active = w->now;
-	if (c->pending.len)
-		conn_feed(w, c, NULL, 0); /* what came meanwhile */
-	session_mark_dirty(w, c);
-}
-
-void session_on_delay(struct worker *w, void *p, struct io_uring_cqe *cqe)
-{
-	/* Which timer this was is not known: the next one is armed afresh
-	 * (one more in flight at most, never a late one). */
-	w->delay_armed_at = 0;
-	delay_tick(w);
-}
-
 /* Feeds input to the session and acts on what it asks for. Bytes that
  * follow a complete message wait in c->pending until it is spooled. */
-static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
+void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 {
 	size_t used;
 
@@ -539,7 +458,8 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		c->s.tables = w->tables ? tables_ref(w->tables) : NULL;
 		c->s.cf = c->s.tables ? &c->s.tables->scf : &w->g->scf;
 	}
-	if (c->s.state == SMTP_S_SPOOL || c->pending.len || (c->s.act & SMTP_ACT_DELAY)) {
+	if (c->s.state == SMTP_S_SPOOL || c->pending.len ||
+	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER))) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			session_close(w, c);
 			return;
@@ -548,8 +468,8 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 			content_flow(w, c); /* pauses a client that pipelines too far ahead */
 			return;
 		}
-		if (c->s.act & SMTP_ACT_DELAY)
-			return; /* fed when the delay is over */
+		if (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER))
+			return; /* fed when the delay is over, or the filters answered */
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
 		n = 0;
@@ -559,7 +479,8 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		buf_consume(&c->pending, used);
 	} else {
 		used = smtp_session_feed(&c->s, p, n);
-		if (used < n && (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY)) &&
+		if (used < n &&
+		    (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER)) &&
 		    buf_append(&c->pending, p + used, n - used)) {
 			session_close(w, c);
 			return;
@@ -567,8 +488,11 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	}
 	if (c->s.act & SMTP_ACT_MSG_READY) {
 		c->s.act &= ~SMTP_ACT_MSG_READY;
-		commit_msg(w, c);
+		if (!milter_message(w, c))
+			session_commit(w, c);
 	}
+	if ((c->s.act & SMTP_ACT_FILTER) && !(c->flags & C_FILTER))
+		milter_command(w, c); /* answered in a later completion: session_resume() */
 	if (c->s.act & SMTP_ACT_STARTTLS) {
 		/* RFC 3207 / CVE-2011-0411: whatever the client pipelined after
 		 * STARTTLS is dropped, never answered after the handshake. */
@@ -576,10 +500,26 @@ static void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		tls_begin(w, c);
 	}
 	if ((c->s.act & SMTP_ACT_DELAY) && !(c->flags & C_DELAYQ))
-		delay_start(w, c);
+		session_delay_start(w, c);
 	if (c->s.act & SMTP_ACT_CLOSE)
 		buf_reset(&c->pending, 0);
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
+		session_bye(w, c);
+	content_flow(w, c);
+	session_mark_dirty(w, c);
+}
+
+/* The filters answered (io/milter): what waited is fed. */
+void session_resume(struct worker *w, struct conn *c)
+{
+	if (c->state == CONN_S_CLOSING)
+		return;
+	c->last_active = w->now;
+	if (c->pending.len) {
+		session_feed(w, c, NULL, 0);
+		return;
+	}
+	if (w->stopping && !smtp_session_in_tx(&c->s))
 		session_bye(w, c);
 	content_flow(w, c);
 	session_mark_dirty(w, c);
@@ -606,7 +546,7 @@ bool session_on_input(void *owner, const char *p, size_t n)
 	else if (c->state == CONN_S_NEW)
 		smtp_session_feed(&c->s, p, n); /* notes talk before the greeting */
 	else
-		conn_feed(c->w, c, p, n);
+		session_feed(c->w, c, p, n);
 	return c->state != CONN_S_CLOSING;
 }
 
@@ -847,7 +787,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	if (err == 0) {
 		size_t it = 0;
 
-		if (r->segno >= 0)
+		if (r->segno >= 0 && !c->quarantine) /* a held one stays in the spool */
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
@@ -855,12 +795,15 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 		     (unsigned long long)c->msg_size,
 		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
 		     c->s.peer.addr);
+		if (c->quarantine)
+			LOGI("quarantine: id=%s held: %s", c->qid, c->quarantine);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
 		     strerror(-err));
 	}
 	buf_reset(&c->rec, OUT_KEEP);
 	buf_reset(&c->rcvd, OUT_KEEP);
+	c->quarantine = NULL;
 	if (c->state == CONN_S_CLOSING) {
 		/* Client gone: the session only needs its transaction reset. */
 		smtp_session_msg_result(&c->s, err, c->qid);
@@ -869,14 +812,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 		return;
 	}
 	smtp_session_msg_result(&c->s, err, c->qid);
-	if (c->pending.len) {
-		conn_feed(w, c, NULL, 0); /* pipelined commands that waited */
-	} else {
-		if (w->stopping && !smtp_session_in_tx(&c->s))
-			session_bye(w, c);
-		content_flow(w, c);
-	}
-	session_mark_dirty(w, c);
+	session_resume(w, c); /* the pipelined commands that waited */
 }
 
 /* Overload mode (Postfix's stress mode): past --overload-threshold percent
@@ -908,7 +844,7 @@ void session_tick(struct worker *w)
 	                  1000;
 	struct conn *c, *next;
 
-	delay_tick(w);
+	session_delay_tick(w);
 	if (w->g->anvil) {
 		/* The workers share the sweep of idle clients: all of the table
 		 * in about 8 ticks. */
@@ -929,8 +865,8 @@ void session_tick(struct worker *w)
 	}
 	for (c = w->live.head; c && c->last_active + idle_ms <= w->now; c = next) {
 		next = c->next;
-		if (c->flags & (C_QUEUED | C_PAUSED | C_DELAYQ))
-			continue; /* waiting for the disk, memory or the tarpit, not the client */
+		if (c->flags & (C_QUEUED | C_PAUSED | C_DELAYQ | C_FILTER))
+			continue; /* waiting for the disk, memory, the tarpit or a filter */
 		LOGI("timeout: client=[%s]:%u after %llds idle%s", c->s.peer.addr, c->port,
 		     (long long)(idle_ms / 1000), overload ? " (overload)" : "");
 		live_unlink(w, c);

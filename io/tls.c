@@ -743,6 +743,11 @@ const char *tls_conn_cipher(const struct tls_conn *t)
 	return c ? c : "";
 }
 
+int tls_conn_cipher_bits(const struct tls_conn *t)
+{
+	return (t->flags & TLS_C_UP) ? SSL_get_cipher_bits(t->ssl, NULL) : 0;
+}
+
 const char *tls_conn_sni(const struct tls_conn *t)
 {
 	const char *h = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);

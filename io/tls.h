@@ -172,6 +172,8 @@ const char *tls_conn_protocol(const struct tls_conn *t);
 /* "TLS_AES_256_GCM_SHA384", "ECDHE-RSA-AES128-GCM-SHA256"; "" before the
  * handshake. Static strings. */
 const char *tls_conn_cipher(const struct tls_conn *t);
+/* The cipher's secret bits (256); 0 before the handshake. */
+int tls_conn_cipher_bits(const struct tls_conn *t);
 /* The server name the client asked for (SNI), or NULL (none, or not a
  * plain host name: safe to log). On a client connection: the name it sent.
  * Valid as long as <t>. */

@@ -64,7 +64,11 @@ enum ud_op {
 	UD_RELAY_READ,    /* struct rmsg: a record read back for delivery */
 	UD_RELAY_BODY,    /* struct relay_conn: the next chunk of the body it sends */
 	UD_SPILL_WRITE,   /* struct spill: content of a streamed message, to its segment */
-	UD_SPILL_FIN, /* struct spill: one step of its end: tail, header, fdatasync, dir fsync */
+	UD_SPILL_FIN,   /* struct spill: one step of its end: tail, header, fdatasync, dir fsync */
+	UD_MILTER_RECV, /* struct mfilt (io/milter.c): multishot receive */
+	UD_MILTER_SEND, /* struct mfilt: a send */
+	UD_MILTER_CONNECT, /* struct mfilt: its connect */
+	UD_MILTER_NOP,     /* struct mchain: a filters' answer given in the next round */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -82,6 +86,10 @@ enum ud_op {
 #define C_PROXYH 0x1000u /* a --listen-proxy connection waiting for its PROXY header */
 #define C_ITLS   0x2000u /* accepted on an implicit-TLS listener */
 #define C_ANVIL  0x4000u /* counted as a session of its client (core/anvil) */
+#define C_FILTER 0x8000u /* a command or the message is with the filters (io/milter) */
+/* The filters rebuilt the message: tx.body holds the Received: header,
+ * and the queue id is given (io/milter) */
+#define C_MILTERED 0x10000u
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -291,7 +299,9 @@ struct conn {
 	uint32_t sp_serial;       /* tx.serial of the transaction <sp> streams */
 	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
 	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
-	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
+	struct mchain *mch;                   /* its filters (io/milter); NULL: none yet */
+	const char *quarantine; /* the filters quarantined the message: why (io/milter) */
+	int64_t hs_deadline;    /* ms: the TLS handshake must be done by then */
 	struct tables *tls_snap; /* holds the TLS context of <rc.tls> until the close */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
@@ -342,6 +352,7 @@ struct worker_stats {
 } __attribute__((aligned(64)));
 
 struct relay;
+struct mfilt;
 
 struct worker {
 	struct gateway *g;
@@ -401,6 +412,7 @@ struct worker {
 	struct smtp_counts rejected; /* RCPT refusals of the sessions ended */
 	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
+	struct mfilt *mfilts;        /* connections to filters (io/milter), for their timeouts */
 
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */
@@ -424,6 +436,13 @@ struct route_item {
 struct tls_ctx;
 struct metrics;
 
+/* A --milter, resolved at start (io/milter.c). */
+struct milter_target {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char text[128]; /* as given, for logs */
+};
+
 struct gateway {
 	const struct conf *conf; /* the startup options; a reload's live ones are in <tables> */
 	int argc;                /* the command line, parsed again at a reload (io/reload) */
@@ -439,7 +458,9 @@ struct gateway {
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */
 	struct anvil *anvil;   /* per-client limits; NULL: none configured */
-	atomic_bool overload;  /* sessions over --overload-threshold (io/session) */
+	struct milter_target milters[CONF_MAX_MILTERS]; /* --milter, in order */
+	unsigned nmilters;
+	atomic_bool overload; /* sessions over --overload-threshold (io/session) */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

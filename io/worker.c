@@ -24,6 +24,7 @@
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/metrics.h"
+#include "io/milter.h"
 #include "io/fault.h"
 #include "io/relay.h"
 #include "io/ring.h"
@@ -146,6 +147,7 @@ static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	relay_tick(w);
 	stats_tick(w);
 	session_tick(w);
+	milter_tick(w);
 	if (w->stopping && w->now >= w->grace_end)
 		relay_stop(w, true);
 	if (w->rearm_accept && !w->stopping) {
@@ -250,6 +252,10 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_RELAY_BODY] = relay_on_body,
     [UD_SPILL_WRITE] = spill_on_write,
     [UD_SPILL_FIN] = spill_on_fin,
+    [UD_MILTER_RECV] = milter_on_recv,
+    [UD_MILTER_SEND] = milter_on_send,
+    [UD_MILTER_CONNECT] = milter_on_connect,
+    [UD_MILTER_NOP] = milter_on_nop,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)

@@ -84,7 +84,7 @@ int spool_rec_open(struct buf *out, const struct spool_env *e)
 
 	if (!e->qid || !*e->qid || strlen(e->qid) > SPOOL_QID_MAX || !env_value_ok(e->qid) ||
 	    !env_value_ok(e->client) || !env_value_ok(e->helo) || !env_value_ok(e->from) ||
-	    (e->nrcpt && !e->rcpts))
+	    !env_value_ok(e->quarantine) || (e->nrcpt && !e->rcpts))
 		return -EINVAL;
 	r = e->rcpts;
 	for (unsigned i = 0; i < e->nrcpt; i++, r += strlen(r) + 1)
@@ -107,6 +107,8 @@ int spool_rec_open(struct buf *out, const struct spool_env *e)
 	if (!err)
 		err = buf_printf(out, "body %s\nsmtputf8 %d\n", e->body_8bit ? "8BITMIME" : "7BIT",
 		                 e->smtputf8 ? 1 : 0);
+	if (!err && e->quarantine) /* a key older readers skip */
+		err = env_line(out, "quarantine", *e->quarantine ? e->quarantine : "-");
 	if (!err && out->len - start - SPOOL_HDR_LEN > SPOOL_ENV_MAX)
 		err = -EINVAL;
 	if (!err)
@@ -483,6 +485,7 @@ int env_parse(char *env, size_t len, char *rcpts, struct spool_msg *m)
 	m->client = m->helo = m->from = "";
 	m->nrcpt = 0;
 	m->body_8bit = m->smtputf8 = false;
+	m->quarantine = "";
 	for (; p < end; p = nl + 1) {
 		nl = memchr(p, '\n', (size_t)(end - p));
 		*nl = '\0';
@@ -520,6 +523,8 @@ int env_parse(char *env, size_t len, char *rcpts, struct spool_msg *m)
 			m->body_8bit = !strcmp(v, "8BITMIME");
 		} else if (!strcmp(p, "smtputf8")) {
 			m->smtputf8 = !strcmp(v, "1");
+		} else if (!strcmp(p, "quarantine")) {
+			m->quarantine = *v ? v : "-";
 		}
 	}
 	if (!have_id || !have_arrival || !have_from)

@@ -101,6 +101,9 @@ struct spool_env {
 	unsigned nrcpt;
 	bool body_8bit;
 	bool smtputf8;
+	/* Held by a content filter (quarantine), with its reason: spooled,
+	 * never delivered, listed "held" until deleted. NULL: not held. */
+	const char *quarantine;
 };
 
 /* A record read back: views into the reader's memory, valid during the
@@ -111,6 +114,7 @@ struct spool_msg {
 	char qid[32];
 	time_t arrival;
 	const char *client, *helo, *from; /* NUL-terminated */
+	const char *quarantine;           /* the reason it is held; "" = not held */
 	const char *rcpts;                /* nrcpt strings back to back */
 	unsigned nrcpt;
 	uint64_t body_len;

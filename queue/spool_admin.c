@@ -112,7 +112,10 @@ static int list_one(void *arg, const struct spool_msg *m)
 		fputc('-', l->out);
 	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1)
 		fprintf(l->out, "%s%s", i ? "," : "", r);
-	if (m->state == SPOOL_PENDING)
+	if (m->state == SPOOL_PENDING && *m->quarantine) {
+		fputs(" held reason=", l->out); /* a content filter's quarantine */
+		put_quoted(l->out, m->quarantine);
+	} else if (m->state == SPOOL_PENDING)
 		put_pending(l, m);
 	else
 		fprintf(l->out, " %s", state_name(m->state));

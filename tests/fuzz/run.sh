@@ -1,11 +1,13 @@
 #!/bin/sh
 # Builds the fuzzers with clang and runs them for SECONDS in all (default
 # 60), split between them: the DATA parser (tests/fuzz/data_fuzz.c, on a
-# copy of tests/fuzz/corpus) gets half, the recipient table parser
-# (tests/fuzz/recipients_fuzz.c, on a copy of tests/fuzz/corpus-recipients),
-# the PROXY header parser (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy)
-# and the configuration file (tests/fuzz/conf_fuzz.c,
-# tests/fuzz/corpus-conf) a sixth each; runs never modify the corpora.
+# copy of tests/fuzz/corpus) gets the larger part, the recipient table
+# parser (tests/fuzz/recipients_fuzz.c, on a copy of
+# tests/fuzz/corpus-recipients), the PROXY header parser
+# (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy), the milter client
+# (tests/fuzz/milter_fuzz.c, tests/fuzz/corpus-milter) and the
+# configuration file (tests/fuzz/conf_fuzz.c, tests/fuzz/corpus-conf) a
+# sixth each; runs never modify the corpora.
 # Exits non-zero on a crash or a disagreement, leaving that fuzzer's work
 # directory (with the crashing input) in place and printing its path.
 # CLANG overrides the compiler; FUZZ_JOBS=n runs n workers (default: one, in
@@ -20,8 +22,9 @@ cd "$root"
 rsecs=$((secs / 6))
 [ "$rsecs" -ge 1 ] || rsecs=1
 psecs=$rsecs
+msecs=$rsecs
 csecs=$rsecs
-dsecs=$((secs - rsecs - psecs - csecs))
+dsecs=$((secs - rsecs - psecs - msecs - csecs))
 [ "$dsecs" -ge 1 ] || dsecs=1
 
 # fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES...
@@ -61,6 +64,9 @@ fuzz recipients_fuzz tests/fuzz/corpus-recipients "$rsecs" 8192 -DRCPT_READ_CHUN
 	core/recipients.c core/policy.c tests/fuzz/recipients_fuzz.c
 echo "proxy_fuzz (${psecs}s):"
 fuzz proxy_fuzz tests/fuzz/corpus-proxy "$psecs" 8192 "" core/proxy.c tests/fuzz/proxy_fuzz.c
+echo "milter_fuzz (${msecs}s):"
+fuzz milter_fuzz tests/fuzz/corpus-milter "$msecs" 16384 "" core/milter.c core/buf.c \
+	tests/fuzz/milter_fuzz.c
 echo "conf_fuzz (${csecs}s):"
 fuzz conf_fuzz tests/fuzz/corpus-conf "$csecs" 4096 "" core/conf.c core/conf_print.c core/policy.c \
 	core/anvil.c core/log.c core/utc.c tests/fuzz/conf_fuzz.c

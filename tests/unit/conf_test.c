@@ -1046,3 +1046,41 @@ Test(conf, changed_keys_say_whether_live)
 	cr_assert(live[1]);
 	conf_fini(&other);
 }
+
+Test(conf, milters)
+{
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.nmilters, 0);
+	cr_assert_eq(conf.milter_timeout, CONF_DEF_MILTER_TIMEOUT);
+	cr_assert_eq(conf.milter_default_action, CONF_MILTER_TEMPFAIL);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--milter", "inet:127.0.0.1:11332", "--milter", "unix:/run/f.sock",
+	                   "--milter-timeout", "5", "--milter-default-action", "accept"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.nmilters, 2);
+	cr_assert_str_eq(conf.milters[0], "inet:127.0.0.1:11332");
+	cr_assert_str_eq(conf.milters[1], "unix:/run/f.sock");
+	cr_assert_eq(conf.milter_timeout, 5);
+	cr_assert_eq(conf.milter_default_action, CONF_MILTER_ACCEPT);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--milter-default-action", "reject"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.milter_default_action, CONF_MILTER_REJECT);
+	conf_fini(&conf);
+	static const char *const bad[][2] = {
+	    {"--milter", "127.0.0.1:11332"}, {"--milter", "inet:host"},
+	    {"--milter", "inet:host:"},      {"--milter", "unix:relative"},
+	    {"--milter-timeout", "0"},       {"--milter-default-action", "discard"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(PARSE(bad[i][0], bad[i][1]), CONF_ERR, "%s %s", bad[i][0], bad[i][1]);
+		cr_assert_not_null(strstr(err, bad[i][0]), "%s", err);
+		conf_fini(&conf);
+	}
+	const char *nine[19] = {NULL};
+	for (unsigned i = 0; i < 9; i++) {
+		nine[2 * i] = "--milter";
+		nine[2 * i + 1] = "unix:/f";
+	}
+	cr_assert_eq(parse(nine), CONF_ERR);
+	cr_assert_not_null(strstr(err, "more than 8"), "%s", err);
+}

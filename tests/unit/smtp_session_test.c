@@ -1394,3 +1394,85 @@ Test(smtp_session, stats_count_replies_and_refusals)
 	cr_assert(temp);
 	smtp_session_fini(&s);
 }
+
+/* ---- Content filters (cf->filters): MAIL and RCPT wait for their word ---- */
+
+/* Feeds <in>; every SMTP_ACT_FILTER is answered with the next of <replies>
+ * ("" = take it) and the rest fed, as io/milter and io/session do. */
+static void filter_run(struct smtp_session *s, const char *in, const char *const *replies)
+{
+	size_t off = 0, len = strlen(in);
+
+	while (off < len) {
+		off += smtp_session_feed(s, in + off, len - off);
+		if (s->act & SMTP_ACT_FILTER) {
+			cr_assert_not_null(*replies, "more commands waited than replies given");
+			smtp_session_filter_done(s, **replies ? *replies : NULL);
+			replies++;
+		} else if (s->act & SMTP_ACT_MSG_READY) {
+			smtp_session_msg_reply(s, "550-5.7.1 not this\r\n550 5.7.1 message");
+		} else {
+			cr_assert_eq(off, len);
+		}
+	}
+	cr_assert_null(*replies, "a reply was not used");
+}
+
+Test(smtp_session, filters_answer_mail_rcpt_and_the_message)
+{
+	struct smtp_server_conf cf;
+	struct smtp_session s;
+	static const char *const replies[] = {
+	    "451 4.7.1 try later",              /* MAIL refused */
+	    "",                                 /* MAIL taken */
+	    "550 5.7.1 not him",                /* the first RCPT refused */
+	    "",                                 /* the second taken */
+	    "",                                 /* the third too */
+	    "550-5.7.1 two\r\n550 5.7.1 lines", /* the fourth refused */
+	    NULL,
+	};
+	size_t it = 0;
+
+	conf_for(CF_DEFAULT, &cf);
+	cf.filters = true;
+	smtp_session_init(&s, &cf, NULL);
+	smtp_session_greet(&s);
+	s.out.len = 0;
+	filter_run(
+	    &s,
+	    "EHLO c\r\nMAIL FROM:<a@example.org>\r\nMAIL FROM:<a@example.org>\r\n"
+	    "RCPT TO:<x@example.com>\r\nRCPT TO:<y@example.com>\r\nRCPT TO:<z@example.com>\r\n"
+	    "RCPT TO:<w@example.com>\r\n",
+	    replies);
+	cr_assert_eq(s.tx.nrcpt, 2);
+	cr_assert_str_eq(smtp_tx_rcpt_next(&s.tx, &it), "y@example.com");
+	cr_assert_str_eq(smtp_tx_rcpt_next(&s.tx, &it), "z@example.com");
+	cr_assert_null(smtp_tx_rcpt_next(&s.tx, &it));
+	static const char *const none[] = {NULL};
+	filter_run(&s, "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n", none);
+	cr_assert_str_eq(buf_cstr(&s.out), EHLO_R "451 4.7.1 try later\r\n" MAIL_OK
+	                                          "550 5.7.1 not him\r\n" RCPT_OK RCPT_OK
+	                                          "550-5.7.1 two\r\n550 5.7.1 lines\r\n" GO
+	                                          "550-5.7.1 not this\r\n550 5.7.1 message\r\n" OK);
+	cr_assert_eq(s.state, SMTP_S_READY);
+	smtp_session_fini(&s);
+}
+
+Test(smtp_session, filters_refusing_the_only_recipient_back_to_mail)
+{
+	struct smtp_server_conf cf;
+	struct smtp_session s;
+	static const char *const replies[] = {"", "550 5.7.1 no", NULL};
+
+	conf_for(CF_DEFAULT, &cf);
+	cf.filters = true;
+	smtp_session_init(&s, &cf, NULL);
+	smtp_session_greet(&s);
+	s.out.len = 0;
+	filter_run(&s, "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.com>\r\nDATA\r\n",
+	           replies);
+	cr_assert_eq(s.tx.nrcpt, 0);
+	cr_assert_eq(s.tx.rcpts.len, 0);
+	cr_assert_str_eq(buf_cstr(&s.out), EHLO_R MAIL_OK "550 5.7.1 no\r\n" NORCPT);
+	smtp_session_fini(&s);
+}

@@ -2676,3 +2676,27 @@ Test(spool, mark_writes_a_durable_done_record_as_given)
 	cr_expect_eq(spool_mark("/nonexistent/ringmx-spool", &d, 4), -ENOENT);
 	rm_dir(dir);
 }
+
+Test(spool, quarantine_reason_round_trips_and_defaults_to_none)
+{
+	struct spool_env e = env_n("Q8");
+	struct iovec body = {(void *)body1, sizeof(body1) - 1};
+	struct buf rec = BUF_INIT, scratch = BUF_INIT;
+	struct spool_msg m;
+
+	cr_assert_eq(spool_rec_build(&rec, &e, &body, 1), 0);
+	cr_assert_eq(buf_append(&rec, body1, sizeof(body1) - 1), 0); /* (the body goes as is) */
+	cr_assert_eq(spool_rec_parse(rec.p, rec.len, &m, &scratch), 0);
+	cr_assert_str_eq(m.quarantine, ""); /* not held */
+	rec.len = 0;
+	e.quarantine = "held by the filter";
+	cr_assert_eq(spool_rec_build(&rec, &e, &body, 1), 0);
+	cr_assert_eq(buf_append(&rec, body1, sizeof(body1) - 1), 0); /* (the body goes as is) */
+	cr_assert_eq(spool_rec_parse(rec.p, rec.len, &m, &scratch), 0);
+	cr_assert_str_eq(m.quarantine, "held by the filter");
+	rec.len = 0;
+	e.quarantine = "two\nlines"; /* would forge an envelope line */
+	cr_assert_eq(spool_rec_build(&rec, &e, &body, 1), -EINVAL);
+	buf_free(&rec);
+	buf_free(&scratch);
+}

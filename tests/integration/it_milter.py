@@ -1,0 +1,649 @@
+"""Integration: content filters (issue 15). The real ringmx binary with
+--milter in front of real filters started here: rmx_testmilter (a filter
+on the real libmilter, tests/milter/rmx_testmilter.c, built by meson; its
+actions chosen by the message), misbehaving fake filters written here
+(a packet too long, a close in the middle of a packet, an unknown reply,
+death at end of message after a modification) and, when Debian's rspamd
+is installed, rspamd's proxy worker in milter mode.
+
+Checked: every reply (accept, per-recipient reject and tempfail, reject at
+end of message with a two-line reply, tempfail, discard, progress past the
+timeout), every modification at the next hop byte for byte (add, insert,
+change and delete a header, change the sender, add and delete a
+recipient, replace the body), the macros the filter saw, body chunks of 64
+KB at most and SKIP, two filters in a chain (the second sees the first
+one's changes), a filter down, killed, too slow or broken: the default
+action (451 4.7.1 and nothing spooled; accept and reject too), and a
+filter asking for quarantine (not offered): the default action.
+
+Every wait is bounded. Exit 77 (skipped) without rmx_testmilter or aiosmtpd."""
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from rmx import Checks, Gateway, QUEUED, free_port
+from nexthop import HAVE_AIOSMTPD, NextHop
+
+TESTMILTER = os.environ.get("RMX_TESTMILTER") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "tests", "rmx_testmilter")
+RSPAMD = shutil.which("rspamd")
+TEMPFAIL = "451 4.7.1 Service unavailable - try again later"
+WAIT = 20
+
+
+def wait_until(fn, timeout=WAIT, step=0.05):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(step)
+
+
+class Filter:
+    """rmx_testmilter on a unix socket (or a port with inet=True)."""
+
+    def __init__(self, *args, inet=False):
+        self.tmp = tempfile.TemporaryDirectory(prefix="rmx-milter-")
+        if inet:
+            port = free_port()
+            sock, self.spec = f"inet:{port}@127.0.0.1", f"inet:127.0.0.1:{port}"
+        else:
+            path = os.path.join(self.tmp.name, "f.sock")
+            sock, self.spec = f"unix:{path}", f"unix:{path}"
+        self.log = open(os.path.join(self.tmp.name, "log"), "wb")
+        self.proc = subprocess.Popen([TESTMILTER, "-p", sock] + list(args),
+                                     stdout=subprocess.PIPE, stderr=self.log)
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop()
+            raise RuntimeError("rmx_testmilter did not start: %r" % line)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self):
+        self.kill()
+        self.proc.stdout.close()
+        self.log.close()
+        self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def smtp(gw, helo="client.test"):
+    c = gw.connect()
+    code, _ = c.reply()
+    assert code == 220
+    code, _ = c.cmd("EHLO " + helo)
+    assert code == 250
+    return c
+
+
+def send(c, mail_from, rcpts, content):
+    """One transaction on an open Conn; returns [replies] of MAIL, each RCPT
+    and the end of data ((code, text) each; DATA skipped when no RCPT took)."""
+    out = [c.cmd(f"MAIL FROM:<{mail_from}>")]
+    if out[0][0] != 250:
+        return out
+    ok = False
+    for r in rcpts:
+        out.append(c.cmd(f"RCPT TO:<{r}>"))
+        ok = ok or out[-1][0] == 250
+    if not ok:
+        c.cmd("RSET")
+        return out
+    code, _ = c.cmd("DATA")
+    assert code == 354, code
+    body = content.replace(b"\r\n.", b"\r\n..")
+    c.send(body + b".\r\n")
+    out.append(c.reply())
+    return out
+
+
+RECEIVED = re.compile(rb"Received: from [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*")
+
+
+def split_received(content):
+    """(what came before our Received: header, the header, what follows)."""
+    m = RECEIVED.search(content)
+    assert m, content[:300]
+    return content[:m.start()], m.group(0), content[m.end():]
+
+
+def msg(tag, xtest, body=b"body line\r\n", extra=b""):
+    return (b"Subject: " + tag.encode() + b"\r\nX-Test: " + xtest.encode() + b"\r\n" + extra +
+            b"\r\n" + body)
+
+
+def hop_msg(hop, tag, timeout=WAIT):
+    """The next hop's message whose Subject (or changed subject) names <tag>."""
+    def find():
+        for m in hop.messages():
+            if (b"Subject: " + tag.encode() + b"\r\n") in m.content or \
+               (b"X-Tag: " + tag.encode() + b"\r\n") in m.content:
+                return m
+        return None
+    m = wait_until(find, timeout)
+    assert m, f"{tag} never arrived: {hop.messages()}"
+    return m
+
+
+# ---------------------------------------------------------------- tests
+def test_modifications_at_the_next_hop_byte_exact():
+    with NextHop() as hop, Filter(inet=True) as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        cases = {
+            "accept": (msg("accept", "accept"), None),
+            "headers": (msg("headers", "addheader,insheader,chgheader,delheader",
+                            extra=b"X-Tag: headers\r\nX-Delete-Me: gone\r\n"
+                                  b"X-Keep: folded\r\n\tsecond line\r\n"), None),
+            "replbody": (msg("replbody", "replbody", body=b"old body\r\n.dot line\r\n"), None),
+        }
+        for tag, (content, _) in cases.items():
+            r = send(c, "a@example.org", ["b@example.com"], content)
+            assert [x[0] for x in r] == [250, 250, 250], r
+            assert QUEUED.match(r[-1][1]), r
+        # accept: exactly what was sent, after our Received: header.
+        before, rcvd, after = split_received(hop_msg(hop, "accept").content)
+        assert before == b"" and after == cases["accept"][0], (before, after)
+        # headers: one inserted at the top (before Received:), Subject
+        # changed in place, X-Delete-Me gone, one added at the end.
+        m = hop_msg(hop, "headers")
+        before, rcvd, after = split_received(m.content)
+        assert before == b"X-Inserted: at the top\r\n", before
+        want = (b"Subject: changed subject\r\n"
+                b"X-Test: addheader,insheader,chgheader,delheader\r\n"
+                b"X-Tag: headers\r\nX-Keep: folded\r\n\tsecond line\r\n"
+                b"X-Added: added by the filter\r\n\r\nbody line\r\n")
+        assert after == want, after
+        # the body replaced; dot-stuffing undone and done again on the way
+        m = hop_msg(hop, "replbody")
+        _, _, after = split_received(m.content)
+        assert after == (b"Subject: replbody\r\nX-Test: replbody\r\n\r\n"
+                         b"replaced body\r\nsecond line\r\n"), after
+        c.cmd("QUIT")
+
+
+def test_envelope_changes():
+    with NextHop() as hop, Filter() as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        r = send(c, "a@example.org", ["b@example.com", "del@example.com"],
+                 msg("env", "chgfrom,addrcpt,delrcpt"))
+        assert [x[0] for x in r] == [250, 250, 250, 250], r
+        m = hop_msg(hop, "env")
+        assert m.mail_from == "new-sender@example.org", m.mail_from
+        assert sorted(m.rcpt_tos) == ["added@example.com", "b@example.com"], m.rcpt_tos
+        c.cmd("QUIT")
+
+
+def test_replies():
+    with Filter() as f, Gateway("--milter", f.spec) as gw:
+        c = smtp(gw)
+        # per recipient: reject, tempfail, and a good one in the same transaction
+        r = send(c, "a@example.org",
+                 ["reject-rcpt@example.com", "tempfail-rcpt@example.com", "ok@example.com"],
+                 msg("rcpts", "accept"))
+        assert r[1] == (550, "550 5.7.1 Command rejected"), r
+        assert r[2] == (451, TEMPFAIL), r
+        assert r[3][0] == 250 and r[4][0] == 250, r
+        assert gw.count() == 1
+        listing = gw.queue()
+        assert "ok@example.com" in listing and "reject-rcpt" not in listing, listing
+        # at end of message: the filter's own two-line reply
+        r = send(c, "a@example.org", ["b@example.com"], msg("multi", "reject-multi"))
+        assert r[-1] == (550, "550-5.7.1 rejected by the test filter\n"
+                              "550 5.7.1 second line of the reply"), r
+        r = send(c, "a@example.org", ["b@example.com"], msg("temp", "tempfail"))
+        assert r[-1] == (451, TEMPFAIL), r
+        r = send(c, "a@example.org", ["b@example.com"], msg("plain", "reject"))
+        assert r[-1] == (550, "550 5.7.1 Command rejected"), r
+        # discard: 250 to the client, nothing spooled, logged
+        r = send(c, "a@example.org", ["b@example.com"], msg("disc", "discard"))
+        assert r[-1][0] == 250 and "discarded" in r[-1][1], r
+        assert gw.count() == 1, gw.queue()
+        assert "message discarded by a filter" in gw.log()
+        # a transaction dropped by RSET (the filter gets ABORT), then one more
+        assert c.cmd("MAIL FROM:<a@example.org>")[0] == 250
+        assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+        assert c.cmd("RSET")[0] == 250
+        r = send(c, "a@example.org", ["b@example.com"], msg("after", "accept"))
+        assert r[-1][0] == 250, r
+        assert gw.count() == 2
+        assert c.cmd("QUIT")[0] == 221
+
+
+def test_macros():
+    with NextHop() as hop, Filter() as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw, helo="helo.client.test")
+        r = send(c, "a@example.org", ["b@example.com"],
+                 msg("macros", "macros", extra=b"X-Tag: macros\r\n"))
+        qid = QUEUED.match(r[-1][1]).group(1)
+        m = hop_msg(hop, "macros")
+        got = re.search(rb"X-Macros: ([^\r\n]*(?:\r\n\t[^\r\n]*)*)", m.content)
+        assert got, m.content
+        text = got.group(1).decode()
+        for want in ("j=mx.test", "{daemon_name}=ringmx", "{client_addr}=127.0.0.1",
+                     "{client_name}=unknown", "{if_addr}=127.0.0.1", "host=unknown",
+                     "helo=helo.client.test", "from=<a@example.org>",
+                     "{mail_addr}=a@example.org", "{rcpt_addr}=b@example.com",
+                     "i=" + qid, "_=unknown [127.0.0.1]"):
+            assert want in text, (want, text)
+        assert re.search(r"\{client_port\}=\d+", text), text
+        c.cmd("QUIT")
+
+
+def test_body_chunks_and_skip():
+    body = (b"x" * 998 + b"\r\n") * 150  # 150,000 octets: three chunks of 64 KB at most
+    with NextHop() as hop, Filter("-c", "-n", "one") as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        for tag, act in (("chunks", "none"), ("skip", "skip")):
+            content = (b"Subject: " + tag.encode() + b"\r\nX-Test-one: " + act.encode() +
+                       b"\r\n\r\n" + body)
+            r = send(c, "a@example.org", ["b@example.com"], content)
+            assert r[-1][0] == 250, (r, gw.log()[-1500:])
+        m = hop_msg(hop, "chunks")
+        assert b"X-Chain-one: saw=X-Test-one len=150000 chunks=3\r\n" in m.content, \
+            m.content[:600]
+        assert m.content.endswith(body)
+        m = hop_msg(hop, "skip")
+        assert b"X-Chain-one: saw=X-Test-one len=65535 chunks=1\r\n" in m.content, \
+            m.content[:600]
+        assert m.content.endswith(body)
+        c.cmd("QUIT")
+
+
+def test_two_filters_in_a_chain():
+    with NextHop() as hop, Filter("-c", "-n", "one") as f1, \
+            Filter("-c", "-n", "two", inet=True) as f2, \
+            Gateway("--milter", f1.spec, "--milter", f2.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        content = (b"Subject: chain\r\nX-Test-one: addheader,replbody\r\n"
+                   b"X-Test-two: chgheader\r\n\r\nold\r\n")
+        r = send(c, "a@example.org", ["b@example.com"], content)
+        assert r[-1][0] == 250, r
+        m = hop_msg(hop, "changed subject")
+        _, _, after = split_received(m.content)
+        # one's changes (its X-Chain header, X-Added, the new body) are what
+        # two saw; two changed the Subject one left.
+        assert after == (b"Subject: changed subject\r\nX-Test-one: addheader,replbody\r\n"
+                         b"X-Test-two: chgheader\r\n"
+                         b"X-Chain-one: saw=X-Test-one,X-Test-two len=5 chunks=1\r\n"
+                         b"X-Added: added by the filter\r\n"
+                         b"X-Chain-two: saw=X-Test-one,X-Test-two,X-Chain-one,X-Added "
+                         b"len=28 chunks=1\r\n"
+                         b"\r\nreplaced body\r\nsecond line\r\n"), after
+        c.cmd("QUIT")
+
+
+def test_progress_and_timeout():
+    with Filter() as f, Gateway("--milter", f.spec, "--milter-timeout", "2") as gw:
+        c = smtp(gw)
+        t0 = time.time()
+        r = send(c, "a@example.org", ["b@example.com"], msg("progress", "progress"))
+        assert r[-1][0] == 250 and time.time() - t0 >= 2.5, (r, time.time() - t0)
+        t0 = time.time()
+        r = send(c, "a@example.org", ["b@example.com"], msg("sleep", "sleep,addheader"))
+        took = time.time() - t0
+        assert r[-1] == (451, TEMPFAIL) and 1.5 < took < 4.5, (r, took)
+        assert gw.count() == 1
+        assert re.search(r"milter: unix:\S+: client=\[127\.0\.0\.1\] no reply in 2s: "
+                         r"default action tempfail", gw.log()), gw.log()[-2000:]
+        # the filter is out for this session: the default action at once
+        r = send(c, "a@example.org", ["b@example.com"], msg("x", "accept"))
+        assert r[0] == (451, TEMPFAIL), r
+        c.close()
+        # a new session connects again
+        c = smtp(gw)
+        r = send(c, "a@example.org", ["b@example.com"], msg("again", "accept"))
+        assert r[-1][0] == 250, r
+        assert gw.count() == 2
+        c.cmd("QUIT")
+
+
+def test_timeout_default_accept():
+    with NextHop() as hop, Filter() as f, \
+            Gateway("--milter", f.spec, "--milter-timeout", "1", "--milter-default-action",
+                    "accept", "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        content = msg("slowacc", "sleep,addheader")
+        r = send(c, "a@example.org", ["b@example.com"], content)
+        assert r[-1][0] == 250, r
+        m = hop_msg(hop, "slowacc")
+        _, _, after = split_received(m.content)
+        assert after == content, after  # never half-modified
+        c.cmd("QUIT")
+
+
+def test_filter_down():
+    tmp = tempfile.mkdtemp(prefix="rmx-milter-")
+    try:
+        spec = "unix:" + os.path.join(tmp, "nobody.sock")
+        with Gateway("--milter", spec) as gw:
+            c = smtp(gw)
+            assert c.cmd("MAIL FROM:<a@example.org>") == (451, TEMPFAIL)
+            c.cmd("QUIT")
+            assert gw.count() == 0
+            assert re.search(r"milter: unix:\S+nobody.sock: client=\[127.0.0.1\] connect: "
+                             r"No such file or directory: default action tempfail", gw.log())
+        with Gateway("--milter", "inet:127.0.0.1:%d" % free_port(),
+                     "--milter-default-action", "reject") as gw:
+            c = smtp(gw)
+            assert c.cmd("MAIL FROM:<a@example.org>") == (550, "550 5.7.1 Command rejected")
+            c.cmd("QUIT")
+            assert gw.count() == 0
+    finally:
+        shutil.rmtree(tmp)
+
+
+def test_filter_killed():
+    with Filter() as f, Gateway("--milter", f.spec) as gw:
+        c = smtp(gw)
+        r = send(c, "a@example.org", ["b@example.com"], msg("first", "accept"))
+        assert r[-1][0] == 250, r
+        f.kill()
+        # the session's connection to it is gone: the next command
+        r = send(c, "a@example.org", ["b@example.com"], msg("second", "accept"))
+        assert r[0] == (451, TEMPFAIL), r
+        c.close()
+        c = smtp(gw)
+        assert c.cmd("MAIL FROM:<a@example.org>") == (451, TEMPFAIL)
+        c.cmd("QUIT")
+        assert gw.count() == 1
+
+
+def test_quarantine():
+    with NextHop() as hop, Filter("-q") as f:
+        gw = Gateway("--milter", f.spec, "--relay-to", hop.spec, "--retry-min", "1",
+                     "--retry-max", "2")
+        with gw:
+            c = smtp(gw)
+            r = send(c, "a@example.org", ["b@example.com"], msg("held", "quarantine"))
+            assert r[-1][0] == 250, r
+            r = send(c, "a@example.org", ["b@example.com"], msg("free", "accept"))
+            assert r[-1][0] == 250, r
+            c.cmd("QUIT")
+            hop_msg(hop, "free")
+            lines = [l for l in gw.queue().splitlines() if l.strip()]
+            assert len(lines) == 1 and lines[0].endswith(' held reason="held by the test filter"'), \
+                lines
+            assert "quarantine: id=" in gw.log()
+            # held across a restart too, never delivered
+            gw.stop()
+            gw.start()
+            assert wait_until(lambda: "held (held by the test filter)" in gw.log(), 10), \
+                gw.log()[-1500:]
+            time.sleep(2)
+            assert [m for m in hop.messages() if b"Subject: held" in m.content] == []
+            assert gw.count() == 1
+
+
+# ------------------------------------------------------ fake, broken filters
+def pkt(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+class FakeFilter:
+    """A filter written here that misbehaves on purpose: <script>(conn)
+    talks to each connection."""
+
+    def __init__(self, script):
+        self.script = script
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.spec = "inet:127.0.0.1:%d" % self.srv.getsockname()[1]
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(s,), daemon=True).start()
+
+    def one(self, s):
+        s.settimeout(10)
+        try:
+            self.script(s)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def read_pkt(s):
+    h = b""
+    while len(h) < 4:
+        d = s.recv(4 - len(h))
+        if not d:
+            raise OSError("eof")
+        h += d
+    n = struct.unpack(">I", h)[0]
+    b = b""
+    while len(b) < n:
+        d = s.recv(n - len(b))
+        if not d:
+            raise OSError("eof")
+        b += d
+    return b[:1], b[1:]
+
+
+def optneg(s, actions=0x1ff & ~0x20):
+    cmd, _ = read_pkt(s)
+    assert cmd == b"O"
+    s.sendall(pkt(b"O", struct.pack(">III", 6, actions, 0)))
+
+
+def answer_until(s, stop_cmd):
+    """Continues every command that wants an answer up to <stop_cmd>."""
+    while True:
+        cmd, _ = read_pkt(s)
+        if cmd in (b"D", b"A"):
+            continue  # macros, abort: no answer
+        if cmd == stop_cmd:
+            return
+        s.sendall(pkt(b"c"))
+
+
+def test_broken_filters():
+    def too_long(s):
+        optneg(s)
+        read_pkt(s)  # macros
+        read_pkt(s)  # connect
+        s.sendall(struct.pack(">I", 0x7fffffff) + b"c")
+        time.sleep(1)
+
+    def mid_packet(s):
+        optneg(s)
+        answer_until(s, b"M")
+        s.sendall(b"\x00\x00")  # half a length, then gone
+
+    def unknown(s):
+        optneg(s)
+        answer_until(s, b"M")
+        s.sendall(pkt(b"Z"))
+        time.sleep(1)
+
+    def dies_at_eom(s):
+        optneg(s)
+        answer_until(s, b"E")
+        s.sendall(pkt(b"h", b"X-Half\x00modified\x00"))
+
+    cases = [
+        (too_long, "MAIL", "packet length 2147483647 out of bounds"),
+        (mid_packet, "MAIL", "the filter closed the connection"),
+        (unknown, "MAIL", "unknown packet 0x5a"),
+        (dies_at_eom, "DATA", "the filter closed the connection"),
+    ]
+    for script, stage, logline in cases:
+        ff = FakeFilter(script)
+        try:
+            with Gateway("--milter", ff.spec, "--milter-timeout", "5") as gw:
+                c = smtp(gw)
+                r = send(c, "a@example.org", ["b@example.com"], msg("broken", "accept"))
+                got = r[0] if stage == "MAIL" else r[-1]
+                assert got == (451, TEMPFAIL), (script.__name__, r)
+                assert gw.count() == 0, script.__name__
+                assert logline in gw.log(), (script.__name__, gw.log()[-1500:])
+                c.close()
+        finally:
+            ff.close()
+
+
+# ------------------------------------------------------------------ rspamd
+def rspamd_start(tmp):
+    """rspamd in the foreground on loopback: a proxy worker in milter mode
+    and a normal worker, no Redis. Returns (proc, milter port)."""
+    mport, nport = free_port(), free_port()
+    conf = os.path.join(tmp, "rspamd.conf")
+    local = os.path.join(tmp, "local.d")
+    os.makedirs(local)
+    # The headers rspamd adds through the milter: X-Spamd-Result,
+    # X-Rspamd-Server, X-Rspamd-Queue-Id and its Action.
+    with open(os.path.join(local, "milter_headers.conf"), "w") as fp:
+        fp.write("skip_local = false;\nskip_authenticated = false;\n"
+                 "extended_spam_headers = true;\nuse = [\"x-spamd-result\", "
+                 "\"x-rspamd-queue-id\", \"x-rspamd-action\"];\n")
+    with open(conf, "w") as fp:
+        fp.write(f""".include "$CONFDIR/common.conf"
+options {{
+  pidfile = "{tmp}/rspamd.pid";
+  dns {{ nameserver = ["127.0.0.1:1"]; timeout = 0.1s; retransmits = 1; }}
+  hs_cache_dir = "{tmp}";
+}}
+logging {{ type = "file"; filename = "{tmp}/rspamd.log"; level = "info"; }}
+worker "normal" {{
+  bind_socket = "127.0.0.1:{nport}";
+  count = 1;
+  .include "$CONFDIR/worker-normal.inc"
+}}
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{mport}";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" {{ default = yes; hosts = "127.0.0.1:{nport}"; }}
+  count = 1;
+}}
+""")
+    env = dict(os.environ)
+    proc = subprocess.Popen([RSPAMD, "-f", "-u", "root", "-g", "root", "-c", conf,
+                             "--insecure", "--var", f"LOCAL_CONFDIR={tmp}",
+                             "--var", f"DBDIR={tmp}", "--var", f"RUNDIR={tmp}",
+                             "--var", f"LOGDIR={tmp}"],
+                            stdout=open(os.path.join(tmp, "out"), "wb"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def up():
+        if proc.poll() is not None:
+            raise RuntimeError("rspamd exited: " + open(os.path.join(tmp, "out")).read()[-2000:])
+        try:
+            socket.create_connection(("127.0.0.1", mport), 0.2).close()
+            socket.create_connection(("127.0.0.1", nport), 0.2).close()
+            return True
+        except OSError:
+            return False
+    if not wait_until(up, 120, 0.2):  # rspamd compiles its Lua rules first: slow on a busy machine
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError("rspamd did not start: " + open(os.path.join(tmp, "out")).read()[-2000:])
+    return proc, mport
+
+
+def qid_of(replies):
+    return QUEUED.match(replies[-1][1]).group(1)
+
+
+GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def test_rspamd():
+    if not RSPAMD:
+        print("skip test_rspamd: no rspamd installed")
+        return
+    tmp = tempfile.mkdtemp(prefix="rmx-rspamd-")
+    proc = None
+    try:
+        proc, mport = rspamd_start(tmp)
+        with NextHop() as hop, Gateway("--milter", f"inet:127.0.0.1:{mport}",
+                                       "--milter-timeout", "60", "--relay-to", hop.spec,
+                                       "--log-level", "debug") as gw:
+            c = smtp(gw)
+            clean = (b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\n"
+                     b"Subject: rspamd clean\r\nMessage-ID: <clean-1@example.org>\r\n"
+                     b"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\n"
+                     b"Hello Bob, just a plain note.\r\n")
+            r = send(c, "alice@example.org", ["bob@example.com"], clean)
+            assert r[-1][0] == 250, (r, gw.log()[-1500:])
+            m = hop_msg(hop, "rspamd clean", 30)
+            _, _, after = split_received(m.content)
+            # rspamd's headers after the message's own, the rest as it was
+            hdrs, body = after.split(b"\r\n\r\n", 1)
+            assert body == b"Hello Bob, just a plain note.\r\n", body
+            assert hdrs.startswith(clean.split(b"\r\n\r\n")[0] + b"\r\n"), \
+                (hdrs, [l for l in gw.log().splitlines() if "milter" in l])
+            added = hdrs[len(clean.split(b"\r\n\r\n")[0]) + 2:] + b"\r\n"
+            # folded as rspamd folds (LF + tab on the wire), CRLF here
+            assert b"\n" not in added.replace(b"\r\n", b""), added
+            assert re.search(rb"^X-Spamd-Result: default: False \[-?\d+\.\d+ / \d+\.\d+\]",
+                             added, re.M), added
+            # (in the order rspamd sends them, which varies)
+            assert b"\nX-Rspamd-Queue-Id: " + qid_of(r).encode() + b"\r\n" in b"\n" + added, added
+            assert b"\nX-Rspamd-Action: no action\r\n" in b"\n" + added, added
+            before = gw.count()
+            spam = (b"From: Spammer <s@example.org>\r\nTo: bob@example.com\r\n"
+                    b"Subject: rspamd gtube\r\nMessage-ID: <gtube-1@example.org>\r\n\r\n" +
+                    GTUBE + b"\r\n")
+            r = send(c, "s@example.org", ["bob@example.com"], spam)
+            print("gtube:", r[-1], flush=True)
+            assert r[-1][0] // 100 == 5 and "5.7.1" in r[-1][1], r
+            assert gw.count() == before
+            c.cmd("QUIT")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            proc = None
+            c = smtp(gw)
+            assert c.cmd("MAIL FROM:<a@example.org>") == (451, TEMPFAIL)
+            c.cmd("QUIT")
+    finally:
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        if os.environ.get("RMX_KEEP"):
+            print("kept", tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if not os.path.exists(TESTMILTER) or not HAVE_AIOSMTPD:
+        print("skipped: no rmx_testmilter or no aiosmtpd")
+        sys.exit(77)
+    checks = Checks()
+    only = sys.argv[1:]
+    for name, fn in list(globals().items()):
+        if name.startswith("test_") and (not only or name in only):
+            checks.run(fn)
+    checks.finish()
