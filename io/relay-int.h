@@ -52,6 +52,8 @@ struct rmsg {
 	struct rmsg *next; /* in the deferred list, or the moving one */
 	bool dispatching;  /* in msg_dispatch(): a job released meanwhile does not settle it */
 	bool dropped;      /* deleted by the operator while it moved */
+	bool held;         /* on hold (`ringmx queue hold`): in the deferred list, never
+	                    * dispatched (nor expired) until released */
 	time_t move_try;   /* no move before this (one failed) */
 };
 

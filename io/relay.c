@@ -32,6 +32,7 @@
 #include "core/dsn.h"
 #include "core/log.h"
 #include "core/stats.h"
+#include "io/control.h"
 #include "io/fault.h"
 #include "io/metrics.h"
 #include "io/ring.h"
@@ -255,9 +256,30 @@ static void conn_kick_cb(void *w, unsigned route)
 	relay_conn_kick(w, route);
 }
 
+/* Whether <m> is on hold: then it waits in the deferred list, skipped by
+ * the tick, until relay_release(). A message is looked up each time it is
+ * about to be dispatched, so a hold reaches it wherever it was: being
+ * read back, deferred, or recovered at start. One already on a connection
+ * may still go. */
+static bool msg_held(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	if (!control_held(w->g, m->m.qid))
+		return false;
+	if (!m->held)
+		LOGI("relay: id=%s on hold: not delivered until released", m->m.qid);
+	m->held = true;
+	m->next = r->deferred;
+	r->deferred = m;
+	return true;
+}
+
 /* Queues one job per route for the message's pending recipients. */
 static void msg_dispatch(struct worker *w, struct rmsg *m)
 {
+	if (msg_held(w, m))
+		return;
 	/* A kick may give a job back at once (no socket could be made: the
 	 * route's jobs are deferred). The message is settled once, here,
 	 * after the dispatch: settled from inside it too, it would be put on
@@ -720,7 +742,7 @@ void relay_tick(struct worker *w)
 	for (pp = &r->deferred; (m = *pp);) {
 		if (!r->oldest || m->m.arrival < r->oldest)
 			r->oldest = m->m.arrival;
-		if (m->d.next_try <= now && !r->stopping) {
+		if (m->d.next_try <= now && !r->stopping && !m->held) {
 			*pp = m->next;
 			msg_dispatch(w, m);
 		} else {
@@ -755,6 +777,41 @@ void relay_drop(struct worker *w, const char *qid)
 			LOGI("relay: id=%s deleted by the operator (while it moved)", qid);
 			m->dropped = true; /* relay_move_done() finishes it */
 		}
+}
+
+void relay_release(struct worker *w, const char *qid)
+{
+	struct relay *r = w->relay;
+	bool any = false;
+
+	if (!r)
+		return;
+	for (struct rmsg *m = r->deferred; m; m = m->next)
+		if (m->held && !strcmp(m->m.qid, qid)) {
+			LOGI("relay: id=%s released by the operator: tried now", qid);
+			m->held = false;
+			m->d.next_try = 0;
+			any = true;
+		}
+	if (any)
+		relay_tick(w);
+}
+
+void relay_requeue(struct worker *w, const char *qid)
+{
+	struct relay *r = w->relay;
+	bool any = false;
+
+	if (!r)
+		return;
+	for (struct rmsg *m = r->deferred; m; m = m->next)
+		if (!m->held && !strcmp(m->m.qid, qid)) {
+			LOGI("relay: id=%s requeued by the operator: tried now", qid);
+			m->d.next_try = 0;
+			any = true;
+		}
+	if (any)
+		relay_tick(w);
 }
 
 void relay_flush(struct worker *w)

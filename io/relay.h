@@ -57,6 +57,12 @@ void relay_tick(struct worker *w);
 void relay_flush(struct worker *w);
 /* Forgets the deferred message <qid> (ringmx queue --delete marked it done). */
 void relay_drop(struct worker *w, const char *qid);
+/* The operator released <qid> (the hold logs were read again: it is no
+ * longer held): a held message with that id is tried at once. */
+void relay_release(struct worker *w, const char *qid);
+/* `ringmx queue requeue`: a deferred (not held) message with id <qid> is
+ * tried at once. */
+void relay_requeue(struct worker *w, const char *qid);
 /* Completions of a relay connection's receive, send and connect. */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);

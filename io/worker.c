@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/qtool.h"
 #include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -183,8 +184,8 @@ static void arm_wake(struct worker *w)
 	io_uring_sqe_set_data64(sqe, UD(w, UD_EVENTFD));
 }
 
-/* The eventfd: stop, or forget dropped messages (SIGUSR2), or flush the
- * deferred ones (SIGUSR1). */
+/* The eventfd: stop, or the operator's requests (SIGUSR2: delete, release,
+ * requeue), or flush the deferred ones (SIGUSR1). */
 static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	if (atomic_load(&w->g->stop)) {
@@ -198,14 +199,23 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		tables_unref(w->tables);
 		w->tables = t;
 	}
-	if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
-		struct buf ids = BUF_INIT;
+	if (atomic_load(&w->g->ctl_gen) != w->ctl_gen) {
+		struct buf req = BUF_INIT;
 
-		w->drop_gen = atomic_load(&w->g->drop_gen);
-		control_drops_copy(w->g, &ids);
-		for (size_t o = 0; o < ids.len; o += strlen(ids.p + o) + 1)
-			relay_drop(w, ids.p + o);
-		buf_free(&ids);
+		w->ctl_gen = atomic_load(&w->g->ctl_gen);
+		control_requests_take(w, &req);
+		/* "<op><qid>\0" each (io/control.h) */
+		for (size_t o = 0; o < req.len; o += strlen(req.p + o) + 1) {
+			const char *qid = req.p + o + 1;
+
+			if (req.p[o] == QTOOL_DELETE)
+				relay_drop(w, qid);
+			else if (req.p[o] == QTOOL_RELEASE)
+				relay_release(w, qid);
+			else if (req.p[o] == QTOOL_REQUEUE)
+				relay_requeue(w, qid);
+		}
+		buf_free(&req);
 	}
 	if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
 		w->flush_gen = atomic_load(&w->g->flush_gen);

@@ -329,7 +329,7 @@ void defer_free(struct defer_set *s)
 /* Parses one line "<qid>\t<next>\t<attempts>\t<reply>" (<len> bytes, its
  * '\n' replaced by a NUL at p[len]) into <e>, the reply copied (cut to
  * DEFER_REPLY_MAX). Returns 0, -EINVAL (malformed) or -ENOMEM. */
-static int defer_line(const char *p, size_t len, struct defer_ent *e)
+int defer_line(const char *p, size_t len, struct defer_ent *e)
 {
 	const char *end = p + len, *tab = memchr(p, '\t', len);
 	uint64_t next, attempts;
@@ -633,6 +633,12 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 
 			if (de)
 				de->needed = true;
+		}
+		if (m.state == SPOOL_PENDING && w->hold) {
+			struct hold_ent *he = hold_find(w->hold, m.qid);
+
+			if (he)
+				he->needed = true;
 		}
 		err = w->fn ? w->fn(w->arg, &m) : 0;
 		if (err)
