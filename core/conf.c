@@ -270,7 +270,8 @@ void conf_usage(FILE *out)
 #define MORE(text)          fprintf(out, "  %-26s  %s\n", "", text)
 #define NUM(arg, text, def) fprintf(out, "  %-26s  %s (default: %u)\n", arg, text, def)
 	fprintf(out, "Usage: ringmx [OPTIONS]\n"
-	             "       ringmx queue --spool DIR [--count] [--all]\n"
+	             "       ringmx queue --spool DIR [--count] [--all] [--json]\n"
+	             "       ringmx queue --spool DIR show|shape|hold|release|requeue|delete ...\n"
 	             "       ringmx reload --spool DIR\n"
 	             "\n"
 	             "An SMTP inbound gateway: accepts mail for its domains, and for any domain\n"
@@ -399,11 +400,22 @@ void conf_usage(FILE *out)
 	fprintf(out, "\n"
 	             "Queue:\n");
 	OPT("ringmx queue --spool DIR",
-	    "list the spooled messages: id, size, sender, recipients, age");
+	    "list the spooled messages: id, size, sender, age, recipients, state");
 	OPT("             --count", "print only the number of messages");
 	OPT("             --all", "also the done ones, with their state");
+	OPT("             --json", "one JSON object per message per line (as postqueue)");
+	OPT("ringmx queue show ID...", "envelope, state, deferral history and headers");
+	OPT("ringmx queue shape", "counts by recipient domain and age (qshape);");
+	MORE("--sender: by sender domain");
+	OPT("ringmx queue hold ID...", "never delivered nor expired until released");
+	OPT("ringmx queue release ID...", "back to delivery, tried at once");
+	OPT("ringmx queue requeue ID...", "a deferred message is tried now");
+	OPT("ringmx queue delete ID...", "removed for good (--delete ID: the same)");
+	MORE("hold, release, requeue, delete: ID..., --all or selectors");
+	OPT("  --from ADDR, --to ADDR", "selectors: sender, a recipient (a@b, @b, b, <>)");
+	OPT("  --older-than DURATION", "arrived at least that long ago (90s, 5m, 2h, 3d)");
+	OPT("  --state STATE", "active, deferred or held");
 	OPT("ringmx queue --flush", "the running gateway retries deferred messages now");
-	OPT("ringmx queue --delete ID", "marks one message deleted");
 #undef NUM
 #undef MORE
 #undef OPT
