@@ -204,15 +204,52 @@ unsigned qtool_shape_bucket(int64_t age_s)
 	return i;
 }
 
+/* FNV-1a over the lower-cased domain. */
+static size_t dom_hash(const char *d)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *d; d++) {
+		unsigned char c = (unsigned char)*d;
+
+		h = (h ^ (c >= 'A' && c <= 'Z' ? c + 32u : c)) * 0x100000001b3ull;
+	}
+	return (size_t)(h ^ h >> 29);
+}
+
+/* The index slot of <dom>: its row's, or the free one it would take. */
+static size_t *shape_slot(const struct qtool_shape *sh, const char *dom)
+{
+	size_t i = dom_hash(dom) & (sh->idx_cap - 1);
+
+	while (sh->idx[i] && strcasecmp(sh->rows[sh->idx[i] - 1].domain, dom))
+		i = (i + 1) & (sh->idx_cap - 1);
+	return &sh->idx[i];
+}
+
 static int shape_row(struct qtool_shape *sh, const char *dom, struct qtool_shape_row **out)
 {
 	struct qtool_shape_row *v;
+	size_t *slot;
 
-	for (size_t i = 0; i < sh->nrows; i++)
-		if (!strcasecmp(sh->rows[i].domain, dom)) {
-			*out = &sh->rows[i];
-			return 0;
+	if ((sh->nrows + 1) * 2 > sh->idx_cap) {
+		size_t ncap = sh->idx_cap ? sh->idx_cap * 2 : 32, *old = sh->idx;
+
+		sh->idx = calloc(ncap, sizeof(*sh->idx));
+		if (!sh->idx) {
+			sh->idx = old;
+			return -ENOMEM;
 		}
+		free(old);
+		sh->idx_cap = ncap;
+		for (size_t i = 0; i < sh->nrows; i++)
+			*shape_slot(sh, sh->rows[i].domain) = i + 1;
+	}
+	slot = shape_slot(sh, dom);
+	if (*slot) {
+		*out = &sh->rows[*slot - 1];
+		return 0;
+	}
 	if (sh->nrows == sh->cap) {
 		size_t cap = sh->cap ? sh->cap * 2 : 16;
 
@@ -230,7 +267,7 @@ static int shape_row(struct qtool_shape *sh, const char *dom, struct qtool_shape
 	for (char *p = v->domain; *p; p++)
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p - 'A' + 'a');
-	sh->nrows++;
+	*slot = ++sh->nrows;
 	*out = v;
 	return 0;
 }
@@ -340,5 +377,6 @@ void qtool_shape_free(struct qtool_shape *sh)
 	for (size_t i = 0; i < sh->nrows; i++)
 		free(sh->rows[i].domain);
 	free(sh->rows);
+	free(sh->idx);
 	memset(sh, 0, sizeof(*sh));
 }

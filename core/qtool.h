@@ -77,6 +77,8 @@ struct qtool_shape {
 	struct qtool_shape_row all; /* the TOTAL row (domain NULL) */
 	struct qtool_shape_row *rows;
 	size_t nrows, cap;
+	size_t *idx; /* open addressing by domain: row index + 1, 0 free */
+	size_t idx_cap;
 };
 
 /* The bucket of an age of <age_s> seconds (0 .. QTOOL_SHAPE_BUCKETS - 1). */

@@ -31,6 +31,7 @@
 
 #include "core/dsn.h"
 #include "core/log.h"
+#include "core/qtool.h"
 #include "core/stats.h"
 #include "io/control.h"
 #include "io/fault.h"
@@ -752,65 +753,88 @@ void relay_tick(struct worker *w)
 	msg_moves(w, now);
 }
 
-void relay_drop(struct worker *w, const char *qid)
-{
-	struct relay *r = w->relay;
-	struct rmsg **pp, *m;
+/* The operator's requests of one batch, by queue id: one pass over the
+ * deferred and moving messages, however many ids (a `delete --all` of a
+ * large queue names every one). Of two requests for one id, a delete
+ * wins; else the later. */
+struct req_ent {
+	const char *qid; /* into the batch */
+	char op;         /* enum qtool_op */
+};
 
-	if (!r)
-		return;
-	for (pp = &r->deferred; (m = *pp);) {
-		if (strcmp(m->m.qid, qid) == 0) {
-			*pp = m->next;
-			LOGI("relay: id=%s deleted by the operator", qid);
-			/* The tool's mark names the record it found; this one
-			 * names where the message is now (moved meanwhile?).
-			 * Twice the same is harmless. */
-			done_record(w, m, SPOOL_DELETED);
-			rmsg_free(w, m);
-		} else {
-			pp = &m->next;
-		}
-	}
-	for (m = r->moving; m; m = m->next)
-		if (strcmp(m->m.qid, qid) == 0 && !m->dropped) {
-			LOGI("relay: id=%s deleted by the operator (while it moved)", qid);
-			m->dropped = true; /* relay_move_done() finishes it */
-		}
+static struct req_ent *req_slot(struct req_ent *v, size_t cap, const char *qid)
+{
+	size_t i = (size_t)(crc32c(0, qid, strlen(qid)) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
+
+	while (v[i].qid && strcmp(v[i].qid, qid))
+		i = (i + 1) & (cap - 1);
+	return &v[i];
 }
 
-void relay_release(struct worker *w, const char *qid)
+/* Forgets a deferred message the operator deleted (the tool marked it done:
+ * this mark names where it is now, moved meanwhile or not; twice the same
+ * is harmless). */
+static void msg_deleted(struct worker *w, struct rmsg *m)
+{
+	LOGI("relay: id=%s deleted by the operator", m->m.qid);
+	done_record(w, m, SPOOL_DELETED);
+	rmsg_free(w, m);
+}
+
+void relay_requests(struct worker *w, const char *req, size_t len)
 {
 	struct relay *r = w->relay;
-	bool any = false;
+	struct req_ent *v, *e;
+	struct rmsg **pp, *m;
+	size_t n = 0, cap = 16;
+	bool due = false;
 
-	if (!r)
+	if (!r || !len)
 		return;
-	for (struct rmsg *m = r->deferred; m; m = m->next)
-		if (m->held && !strcmp(m->m.qid, qid)) {
-			LOGI("relay: id=%s released by the operator: tried now", qid);
+	for (size_t o = 0; o < len; o += strlen(req + o) + 1)
+		n++;
+	while (cap < 2 * n)
+		cap *= 2;
+	v = calloc(cap, sizeof(*v));
+	if (!v) {
+		LOGE("relay: out of memory for the operator's requests: they apply at the next "
+		     "start");
+		return;
+	}
+	for (size_t o = 0; o < len; o += strlen(req + o) + 1) {
+		e = req_slot(v, cap, req + o + 1);
+		if (e->op != QTOOL_DELETE)
+			e->op = req[o];
+		e->qid = req + o + 1;
+	}
+	for (pp = &r->deferred; (m = *pp);) {
+		e = req_slot(v, cap, m->m.qid);
+		if (e->qid && e->op == QTOOL_DELETE) {
+			*pp = m->next;
+			msg_deleted(w, m);
+			continue;
+		}
+		if (e->qid && e->op == QTOOL_RELEASE && m->held) {
+			LOGI("relay: id=%s released by the operator: tried now", m->m.qid);
 			m->held = false;
 			m->d.next_try = 0;
-			any = true;
-		}
-	if (any)
-		relay_tick(w);
-}
-
-void relay_requeue(struct worker *w, const char *qid)
-{
-	struct relay *r = w->relay;
-	bool any = false;
-
-	if (!r)
-		return;
-	for (struct rmsg *m = r->deferred; m; m = m->next)
-		if (!m->held && !strcmp(m->m.qid, qid)) {
-			LOGI("relay: id=%s requeued by the operator: tried now", qid);
+			due = true;
+		} else if (e->qid && e->op == QTOOL_REQUEUE && !m->held) {
+			LOGI("relay: id=%s requeued by the operator: tried now", m->m.qid);
 			m->d.next_try = 0;
-			any = true;
+			due = true;
 		}
-	if (any)
+		pp = &m->next;
+	}
+	for (m = r->moving; m; m = m->next) {
+		e = req_slot(v, cap, m->m.qid);
+		if (e->qid && e->op == QTOOL_DELETE && !m->dropped) {
+			LOGI("relay: id=%s deleted by the operator (while it moved)", m->m.qid);
+			m->dropped = true; /* relay_move_done() finishes it */
+		}
+	}
+	free(v);
+	if (due)
 		relay_tick(w);
 }
 

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/qtool.h"
 #include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -204,17 +203,7 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 
 		w->ctl_gen = atomic_load(&w->g->ctl_gen);
 		control_requests_take(w, &req);
-		/* "<op><qid>\0" each (io/control.h) */
-		for (size_t o = 0; o < req.len; o += strlen(req.p + o) + 1) {
-			const char *qid = req.p + o + 1;
-
-			if (req.p[o] == QTOOL_DELETE)
-				relay_drop(w, qid);
-			else if (req.p[o] == QTOOL_RELEASE)
-				relay_release(w, qid);
-			else if (req.p[o] == QTOOL_REQUEUE)
-				relay_requeue(w, qid);
-		}
+		relay_requests(w, req.p, req.len);
 		buf_free(&req);
 	}
 	if (atomic_load(&w->g->flush_gen) != w->flush_gen) {

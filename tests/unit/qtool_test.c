@@ -1,6 +1,7 @@
 /* Unit tests for core/qtool: the sans-I/O pieces of `ringmx queue`. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,4 +197,22 @@ Test(qtool, shape_table_counts_a_message_once_per_domain)
 	                 "%s", out.p);
 	qtool_shape_free(&sh);
 	buf_free(&out);
+}
+
+Test(qtool, shape_table_holds_many_domains)
+{
+	struct qtool_shape sh = {0};
+	char name[32];
+	const char *d[1] = {name};
+
+	for (unsigned round = 0; round < 3; round++)
+		for (unsigned i = 0; i < 5000; i++) {
+			snprintf(name, sizeof(name), round == 1 ? "D%u.TEST" : "d%u.test", i);
+			cr_assert_eq(qtool_shape_add(&sh, d, 1, (int64_t)i * 60), 0);
+		}
+	cr_expect_eq(sh.nrows, 5000);
+	cr_expect_eq(sh.all.total, 15000);
+	for (size_t i = 0; i < sh.nrows; i++)
+		cr_expect_eq(sh.rows[i].total, 3, "%s", sh.rows[i].domain);
+	qtool_shape_free(&sh);
 }
