@@ -111,6 +111,7 @@ struct relay {
 	struct relay_conn *conns;
 	struct relay_conn *dirty;
 	struct rmsg *deferred;
+	struct buf note;     /* defer_note()'s line, reused */
 	struct rmsg *moving; /* being copied forward (see msg_move()) */
 	unsigned nmoving;
 	size_t moving_bytes;

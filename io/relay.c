@@ -374,22 +374,53 @@ static int bounce(struct worker *w, struct rmsg *m)
 	return 1;
 }
 
+/* Appends <s> cut to <max> bytes, tabs, CRs and LFs as spaces (they only
+ * separate fields and lines). */
+static int note_text(struct buf *b, const char *s, size_t max)
+{
+	size_t n = s ? strnlen(s, max) : 0, at = b->len;
+	int err = buf_append(b, s ? s : "", n);
+
+	for (size_t i = at; !err && i < b->len; i++)
+		if (b->p[i] == '\t' || b->p[i] == '\r' || b->p[i] == '\n')
+			b->p[i] = ' ';
+	return err;
+}
+
 /* One line per deferral for `ringmx queue` (informational: not synced):
- * "<qid>\t<next attempt>\t<attempts>\t<last reply>\n". */
+ * "<qid>\t<next attempt>\t<attempts>\t<last reply>\t<states>\t<reply 1>
+ * ...\n", <states> a letter per recipient ('d' deferred, 's' sent, 'f'
+ * failed), then each recipient's last reply (docs/spool.md, "Defer logs").
+ * Past DEFER_NOTE_MAX bytes the recipients' replies are left empty. */
+#define DEFER_NOTE_MAX   (16u * 1024)
+#define DEFER_RCPT_REPLY 512u
+
 static void defer_note(struct worker *w, const struct rmsg *m)
 {
-	char why[512] = "", line[640];
-	int n;
+	struct buf *b = &w->relay->note;
+	int err;
 
-	if (delivery_defer_why(&m->d))
-		snprintf(why, sizeof(why), "%s", delivery_defer_why(&m->d));
-	for (char *p = why; *p; p++)
-		if (*p == '\t' || *p == '\r' || *p == '\n')
-			*p = ' '; /* tabs and newlines only as separators */
-	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->d.next_try,
-	             m->d.attempts, why);
-	if (n > 0 && (size_t)n < sizeof(line))
-		w->relay->sink->defer(w, line, (size_t)n);
+	buf_reset(b, 4 * DEFER_NOTE_MAX);
+	err = buf_printf(b, "%s\t%lld\t%u\t", m->m.qid, (long long)m->d.next_try, m->d.attempts);
+	err = err ? err : note_text(b, delivery_defer_why(&m->d), 511);
+	err = err ? err : buf_append(b, "\t", 1);
+	for (unsigned i = 0; !err && i < m->d.nrcpt; i++) {
+		uint8_t st = m->d.rcpt[i].state;
+
+		err = buf_append(b,
+		                 st == DELIVERY_SENT     ? "s"
+		                 : st == DELIVERY_FAILED ? "f"
+		                                         : "d",
+		                 1);
+	}
+	for (unsigned i = 0; !err && i < m->d.nrcpt; i++) {
+		err = buf_append(b, "\t", 1);
+		if (!err && b->len < DEFER_NOTE_MAX && m->d.rcpt[i].state != DELIVERY_SENT)
+			err = note_text(b, m->d.rcpt[i].why, DEFER_RCPT_REPLY);
+	}
+	err = err ? err : buf_append(b, "\n", 1);
+	if (!err)
+		w->relay->sink->defer(w, b->p, b->len);
 }
 
 /* Keeps <m> for a later attempt. */
@@ -934,6 +965,7 @@ void relay_fini(struct worker *w)
 		if (r->segf[i].fd >= 0)
 			close(r->segf[i].fd);
 	free(r->segf);
+	buf_free(&r->note);
 	delivery_queue_fini(&r->q);
 	free(r->rs);
 	free(r);

@@ -113,8 +113,20 @@ struct defer_ent {
 	size_t log;   /* index in defer_set.logs of the log the line came from */
 	int64_t next; /* next attempt, seconds since the epoch */
 	uint32_t attempts;
-	char *reply; /* NUL-terminated, at most DEFER_REPLY_MAX bytes */
+	char *reply; /* NUL-terminated, at most DEFER_REPLY_MAX bytes; malloc'd with
+	              * <rstates> and the recipients' replies (one free) */
+	/* Per recipient, in envelope order, when the line has them (the
+	 * fields after the fourth): <nrs> state letters, 'd' deferred, 's'
+	 * sent, 'f' failed (to be bounced), NUL-terminated; after that NUL
+	 * each recipient's last reply, NUL-terminated ("" for none), for the
+	 * <nrs> recipients. NULL and 0 without. */
+	char *rstates;
+	size_t nrs;
 };
+
+/* The state letter of recipient <i> in <e> ('\0' when <e> has none for it)
+ * and its last reply (NULL when it has none). */
+char defer_rcpt(const struct defer_ent *e, unsigned i, const char **reply);
 
 /* Every defer log of the directory in an open-addressing hash table keyed by
  * queue id: the last line of a queue id wins (logs in name order, lines in

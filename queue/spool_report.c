@@ -41,6 +41,23 @@ static const char *queue_name(const struct spool_msg *m, unsigned state)
 	return spool_state_name(m->state, state);
 }
 
+/* Recipient <i> of a pending message in state <st>: its own state ("sent"
+ * in this run, "failed" and to be bounced, else the message's) and its last
+ * reply (its own, else the message's; NULL: none). */
+static const char *rcpt_state(const struct defer_ent *de, unsigned i, const char *st,
+                              const char **why)
+{
+	char c = defer_rcpt(de, i, why);
+
+	if (c == 's') {
+		*why = NULL;
+		return "sent";
+	}
+	if (!*why && de)
+		*why = de->reply;
+	return c == 'f' ? "failed" : st;
+}
+
 static int json_one(struct reporter *rp, const struct spool_msg *m, unsigned state,
                     const struct defer_ent *de)
 {
@@ -63,11 +80,15 @@ static int json_one(struct reporter *rp, const struct spool_msg *m, unsigned sta
 	err = err ? err : buf_append_str(b, ",\"recipients\":[");
 	for (unsigned i = 0; !err && i < m->nrcpt; i++, r += strlen(r) + 1) {
 		err = buf_append_str(b, i ? ",{\"address\":" : "{\"address\":");
+		const char *why = NULL, *rst = st;
+
+		if (m->state == SPOOL_PENDING)
+			rst = rcpt_state(de, i, st, &why);
 		err = err ? err : qtool_json_str(b, r);
-		err = err ? err : buf_printf(b, ",\"state\":\"%s\"", st);
-		if (!err && de && m->state == SPOOL_PENDING) {
+		err = err ? err : buf_printf(b, ",\"state\":\"%s\"", rst);
+		if (!err && why) {
 			err = buf_append_str(b, ",\"delay_reason\":");
-			err = err ? err : qtool_json_str(b, de->reply);
+			err = err ? err : qtool_json_str(b, why);
 		}
 		err = err ? err : buf_append_str(b, "}");
 	}
@@ -246,8 +267,17 @@ static int show_one(struct reporter *rp, const struct spool_msg *m, unsigned sta
 		fprintf(out, "options:%s%s\n", m->body_8bit ? " BODY=8BITMIME" : "",
 		        m->smtputf8 ? " SMTPUTF8" : "");
 	fputs("recipients:\n", out);
-	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1)
-		fprintf(out, "  <%s> %s\n", r, st);
+	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1) {
+		const char *why = NULL,
+		           *rst = m->state == SPOOL_PENDING ? rcpt_state(de, i, st, &why) : st;
+
+		fprintf(out, "  <%s> %s", r, rst);
+		if (why) {
+			fputs(": ", out);
+			spool_put_quoted(out, why);
+		}
+		fputc('\n', out);
+	}
 	fprintf(out, "record: %s offset %" PRIu64 " (%" PRIu64 " bytes)\n", m->segment, m->offset,
 	        m->rec_len);
 	err = show_history(rp, m->qid);

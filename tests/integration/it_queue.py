@@ -256,6 +256,22 @@ def test_selectors_json_and_shape():
         assert [ln.split()[5] for ln in gw.queue("--all").splitlines()].count("deleted") == 2
 
 
+def test_json_per_recipient_state():
+    with NextHop() as hop, Gateway("--relay-to", hop.spec, *SLOW) as gw:
+        hop.defer_rcpt = lambda a: a.startswith("slow")
+        q = send(gw, "a@sender.test", ["fast@example.com", "slow@example.com"], "split")
+        assert wait_until(lambda: states(gw).get(q) == "deferred"), gw.queue()
+        assert hop.wait(lambda ms: "split" in tokens(hop))
+        j = jobs(gw)[0]
+        r = {x["address"]: x for x in j["recipients"]}
+        assert r["fast@example.com"]["state"] == "sent", j
+        assert "delay_reason" not in r["fast@example.com"], j
+        assert r["slow@example.com"]["state"] == "deferred", j
+        assert r["slow@example.com"]["delay_reason"].startswith(hop.temp_reply[:3]), j
+        out = gw.queue("show", q)
+        assert "  <fast@example.com> sent\n  <slow@example.com> deferred: " in out, out
+
+
 def test_bad_uses():
     with Gateway() as gw:
         for args in (["hold"], ["release"], ["delete"], ["requeue"], ["show"],

@@ -2938,7 +2938,9 @@ Test(spool, reports_json_show_and_shape)
 	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_SHOW);
 	cr_expect_not_null(strstr(s, "queue id: R2\nstate: deferred\nattempts: 3\n"), "%s", s);
 	cr_expect_not_null(strstr(s, "sender: <alice@example.net>\n"), "%s", s);
-	cr_expect_not_null(strstr(s, "  <carol@example.org> deferred\n"), "%s", s);
+	cr_expect_not_null(
+	    strstr(s, "  <carol@example.org> deferred: \"451 4.7.1 \\\"slow\\\" down\"\n"), "%s",
+	    s);
 	cr_expect_not_null(strstr(s, "history:\n  attempt 3 deferred, next attempt "
 	                             "2023-11-14T22:15:00Z (in 40s): "),
 	                   "%s", s);
@@ -2953,6 +2955,55 @@ Test(spool, reports_json_show_and_shape)
 	free(s);
 	s = report(dir, NULL, SPOOL_REPORT_SHAPE_SENDER);
 	cr_expect_not_null(strstr(s, "example.net 4 4"), "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, defer_lines_with_recipient_states_give_each_recipient_its_own)
+{
+	char *dir = tmp_dir(), *s;
+	const char *id[] = {"R2"};
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	/* bob sent, carol deferred with her own reply. */
+	defer_lines(dir, 5, "R2\t1700000100\t3\t452 full\tsd\t\t452 4.2.2 carol is full\n");
+	/* Malformed recipients' part: the line counts for nothing (the last
+	 * good line of R0 stays). */
+	defer_lines(dir, 6,
+	            "R0\t1700000100\t1\tfirst\n"
+	            "R0\t1700000100\t2\tx\tdx\n"
+	            "R0\t1700000100\t2\tx\td\ta\tb\n"
+	            "R0\t1700000100\t2\tx\t\n"
+	            "R1\t1700000100\t2\twhole\tfd\n");
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_JSON);
+	cr_expect_not_null(strstr(s,
+	                          "\"recipients\":[{\"address\":\"bob@example.org\",\"state\":"
+	                          "\"sent\"},{\"address\":\"carol@example.org\",\"state\":"
+	                          "\"deferred\",\"delay_reason\":\"452 4.2.2 carol is full\"}]}\n"),
+	                   "%s", s);
+	free(s);
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_SHOW);
+	cr_expect_not_null(strstr(s, "  <bob@example.org> sent\n  <carol@example.org> deferred: "
+	                             "\"452 4.2.2 carol is full\"\n"),
+	                   "%s", s);
+	free(s);
+	s = list(dir, 0, 1700000060, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "R0" RCPTS " deferred next=40s attempts=1 last=\"first\"\n"),
+	                   "%s", s);
+	cr_expect_not_null(strstr(s, "R1" RCPTS " deferred next=40s attempts=2 last=\"whole\"\n"),
+	                   "%s", s);
+	cr_expect_not_null(
+	    strstr(s, "R2" RCPTS " deferred next=40s attempts=3 last=\"452 full\"\n"), "%s", s);
+	free(s);
+	/* A recipient with a state and no reply field takes the message's. */
+	id[0] = "R1";
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_JSON);
+	cr_expect_not_null(strstr(s, "{\"address\":\"bob@example.org\",\"state\":\"failed\","
+	                             "\"delay_reason\":\"whole\"}"),
+	                   "%s", s);
 	free(s);
 	rm_dir(dir);
 }
