@@ -5,6 +5,7 @@
  * are written the way io/ writes them: header and envelope from
  * spool_rec_build(), then the body iovecs, in one writev. */
 #include "queue/spool.h"
+#include "queue/spool-int.h" /* defer_line(), defer_rcpt() */
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -3006,4 +3007,40 @@ Test(spool, defer_lines_with_recipient_states_give_each_recipient_its_own)
 	                   "%s", s);
 	free(s);
 	rm_dir(dir);
+}
+
+Test(spool, defer_line_every_cut_parses_or_is_refused_within_its_bytes)
+{
+	static const char line[] = "Q1\t1700000100\t3\t451 x\tsdf\t\t452 y\t550 z";
+	struct defer_ent e;
+	const char *why;
+
+	for (size_t n = 0; n <= sizeof(line) - 1; n++) {
+		/* Exactly n bytes and the NUL the reader writes over the '\n'. */
+		char *p = malloc(n + 1);
+		int ret;
+
+		memcpy(p, line, n);
+		p[n] = '\0';
+		ret = defer_line(p, n, &e);
+		cr_assert(ret == 0 || ret == -EINVAL, "cut %zu: %d", n, ret);
+		if (!ret) {
+			cr_expect_eq(e.attempts, 3);
+			cr_expect_leq(e.nrs, 3);
+			for (unsigned i = 0; i < 4; i++)
+				defer_rcpt(&e, i, &why);
+			free(e.reply);
+		}
+		free(p);
+	}
+	cr_assert_eq(defer_line(line, sizeof(line) - 1, &e), 0);
+	cr_expect_str_eq(e.reply, "451 x");
+	cr_expect_eq(defer_rcpt(&e, 0, &why), 's');
+	cr_expect_null(why);
+	cr_expect_eq(defer_rcpt(&e, 1, &why), 'd');
+	cr_expect_str_eq(why, "452 y");
+	cr_expect_eq(defer_rcpt(&e, 2, &why), 'f');
+	cr_expect_str_eq(why, "550 z");
+	cr_expect_eq(defer_rcpt(&e, 3, &why), '\0');
+	free(e.reply);
 }
