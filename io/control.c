@@ -58,12 +58,14 @@ void control_pid_remove(struct gateway *g)
  * lost between a read and an unlink, and then sends SIGUSR2. */
 #define REQ_PREFIX "ringmx.req-"
 
-static bool is_request(const char *name)
+/* A request file: complete ones only, or with <tmp> also those a tool was
+ * writing (left by one that died, at start). */
+static bool is_request(const char *name, bool tmp)
 {
 	size_t n = strlen(name);
 
 	return !strncmp(name, REQ_PREFIX, sizeof(REQ_PREFIX) - 1) && n > sizeof(REQ_PREFIX) - 1 &&
-	       (n < 4 || strcmp(name + n - 4, ".tmp"));
+	       (tmp || strcmp(name + n - 4, ".tmp"));
 }
 
 /* Reads the hold logs again into g->holds. Main thread. */
@@ -113,7 +115,7 @@ static void requests_read(struct gateway *g, unsigned started, bool apply)
 		FILE *f;
 		int rfd;
 
-		if (!is_request(de->d_name))
+		if (!is_request(de->d_name, !apply))
 			continue;
 		rfd = openat(g->spool_dirfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		f = rfd >= 0 ? fdopen(rfd, "r") : NULL;
