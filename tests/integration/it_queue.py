@@ -16,6 +16,7 @@ import time
 
 from rmx import RINGMX, Checks, Gateway, QUEUED
 from nexthop import HAVE_AIOSMTPD, NextHop
+from it_relay import wait_port_free
 
 # Retries far apart: what arrives early came by the operator's hand.
 SLOW = ("--retry-min", "120", "--retry-max", "240")
@@ -135,6 +136,7 @@ def test_hold_release_requeue_delete():
             time.sleep(2)
             assert states(gw) == {q["held"]: "held"}, states(gw)
             gw.stop(signal.SIGKILL)
+            wait_port_free(gw.port)  # the killed ring lets its socket go a moment later
             gw.start()
             gw.queue("--flush")
             time.sleep(2)
