@@ -24,11 +24,16 @@
  * the last one of each pending message. Formats and rules: docs/spool.md.
  * queue/ may include core/ only.
  *
+ * Held messages (`ringmx queue hold`) are named in hold logs
+ * ("hold-<start>.rmx", one per run of the tool): the relay never
+ * dispatches them until released.
+ *
  * The code: queue/spool.c (record format, names, done codec),
  * queue/spool_read.c (reader window, walker, done and defer sets),
- * queue/spool_recover.c (spool_recover()), queue/spool_admin.c
- * (spool_list(), spool_mark(), spool_delete()); queue/spool-int.h is what
- * they share. */
+ * queue/spool_recover.c (spool_recover()), queue/spool_hold.c (hold logs),
+ * queue/spool_admin.c (selections, spool_list(), spool_mark(),
+ * spool_delete(), the picks' actions), queue/spool_report.c (--json, show,
+ * shape); queue/spool-int.h is what they share. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
