@@ -106,7 +106,8 @@ static void usage_key(FILE *out, const struct conf_key *k)
 void conf_usage(FILE *out)
 {
 	fprintf(out, "Usage: ringmx [OPTIONS]\n"
-	             "       ringmx queue --spool DIR [--count] [--all]\n"
+	             "       ringmx queue --spool DIR [--count] [--all] [--json]\n"
+	             "       ringmx queue --spool DIR show|shape|hold|release|requeue|delete ...\n"
 	             "       ringmx reload --spool DIR\n"
 	             "       ringmx config [OPTIONS] [-n] [KEY...]\n"
 	             "\n"
@@ -128,13 +129,28 @@ void conf_usage(FILE *out)
 	        "the running gateway reads its file again (SIGHUP)");
 	fprintf(out, "\n"
 	             "Queue:\n");
-	fprintf(out, "  %-26s  %s\n", "ringmx queue --spool DIR",
-	        "list the spooled messages: id, size, sender, recipients, age");
-	fprintf(out, "  %-26s  %s\n", "             --count", "print only the number of messages");
-	fprintf(out, "  %-26s  %s\n", "             --all", "also the done ones, with their state");
-	fprintf(out, "  %-26s  %s\n", "ringmx queue --flush",
-	        "the running gateway retries deferred messages now");
-	fprintf(out, "  %-26s  %s\n", "ringmx queue --delete ID", "marks one message deleted");
+	static const char *const queue[][2] = {
+	    {"ringmx queue --spool DIR",
+	     "list the spooled messages: id, size, sender, age, recipients, state"},
+	    {"             --count", "print only the number of messages"},
+	    {"             --all", "also the done ones, with their state"},
+	    {"             --json", "one JSON object per message per line (as postqueue)"},
+	    {"ringmx queue show ID...", "envelope, state, deferral history and headers"},
+	    {"ringmx queue shape", "counts by recipient domain and age (qshape);"},
+	    {"", "--sender: by sender domain"},
+	    {"ringmx queue hold ID...", "never delivered nor expired until released"},
+	    {"ringmx queue release ID...", "back to delivery, tried at once"},
+	    {"ringmx queue requeue ID...", "a deferred message is tried now"},
+	    {"ringmx queue delete ID...", "removed for good (--delete ID: the same)"},
+	    {"", "hold, release, requeue, delete: ID..., --all or selectors"},
+	    {"  --from ADDR, --to ADDR", "selectors: sender, a recipient (a@b, @b, b, <>)"},
+	    {"  --older-than DURATION", "arrived at least that long ago (90s, 5m, 2h, 3d)"},
+	    {"  --state STATE", "active, deferred or held"},
+	    {"ringmx queue --flush", "the running gateway retries deferred messages now"},
+	};
+
+	for (size_t i = 0; i < sizeof(queue) / sizeof(queue[0]); i++)
+		fprintf(out, "  %-26s  %s\n", queue[i][0], queue[i][1]);
 }
 
 static bool wanted(const struct conf_key *k, const char *const *keys, size_t nkeys)

@@ -1,6 +1,8 @@
-/* control: pid and drop files and the signals, both ends. See control.h. */
+/* control: the pid and request files and the signals, both ends. See
+ * control.h. */
 #include "io/control.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -12,9 +14,11 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/qtool.h"
 #include "core/tables.h"
 #include "io/reload.h"
 #include "io/service.h"
+#include "queue/spool.h"
 
 void control_block_signals(sigset_t *set)
 {
@@ -49,25 +53,152 @@ void control_pid_remove(struct gateway *g)
 	unlinkat(g->spool_dirfd, "ringmx.pid", 0);
 }
 
-/* ringmx queue --delete: the ids are in ringmx.drop. */
-static void drops_read(struct gateway *g)
-{
-	char line[64];
-	FILE *f;
-	int dfd = openat(g->spool_dirfd, "ringmx.drop", O_RDONLY | O_CLOEXEC);
+/* The operator's requests: `ringmx queue` writes each batch as a file of
+ * its own, "ringmx.req-<ns>-<pid>", complete before it appears (written
+ * as ".tmp", then renamed), so that no request is read half-written or
+ * lost between a read and an unlink, and then sends SIGUSR2. */
+#define REQ_PREFIX "ringmx.req-"
 
-	f = dfd >= 0 ? fdopen(dfd, "r") : NULL;
-	pthread_mutex_lock(&g->drop_mu);
-	while (f && fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\r\n")] = '\0';
-		if (line[0])
-			buf_append(&g->drop, line, strlen(line) + 1);
+/* A request file: complete ones only, or with <tmp> also those a tool was
+ * writing (left by one that died, at start). */
+static bool is_request(const char *name, bool tmp)
+{
+	size_t n = strlen(name);
+
+	return !strncmp(name, REQ_PREFIX, sizeof(REQ_PREFIX) - 1) && n > sizeof(REQ_PREFIX) - 1 &&
+	       (tmp || strcmp(name + n - 4, ".tmp"));
+}
+
+/* Reads the hold logs again into g->holds. Main thread. */
+static void holds_reload(struct gateway *g)
+{
+	struct spool_holds *h = NULL, *old;
+	int err = spool_holds_load(g->conf->spool, &h);
+
+	if (err) {
+		/* The old set stays: a held message stays held; a release
+		 * is read at the next request or start. */
+		LOGE("spool: cannot read the hold logs: %s; the holds read before stay",
+		     strerror(-err));
+		return;
 	}
-	pthread_mutex_unlock(&g->drop_mu);
-	if (f)
+	pthread_mutex_lock(&g->ctl_mu);
+	old = g->holds;
+	g->holds = h;
+	atomic_store(&g->nheld, spool_holds_count(h));
+	pthread_mutex_unlock(&g->ctl_mu);
+	spool_holds_free(old);
+}
+
+/* Reads and removes every complete request file; the holds first, then
+ * the requests for the workers (a release finds the hold gone). Without
+ * <apply> they are only removed. Main thread. */
+static void requests_read(struct gateway *g, unsigned started, bool apply)
+{
+	struct buf req = BUF_INIT;
+	bool holds = false;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	fd = openat(g->spool_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		LOGE("spool: cannot read the directory for requests: %s", strerror(errno));
+		return;
+	}
+	while ((de = readdir(d))) {
+		FILE *f;
+		int rfd;
+
+		if (!is_request(de->d_name, !apply))
+			continue;
+		rfd = openat(g->spool_dirfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		f = rfd >= 0 ? fdopen(rfd, "r") : NULL;
+		if (!f) {
+			if (rfd >= 0)
+				close(rfd);
+			continue;
+		}
+		while (apply && (n = getline(&line, &cap, f)) > 0) {
+			enum qtool_op op;
+			struct sv qid;
+
+			if (line[n - 1] == '\n')
+				n--;
+			if (qtool_req_parse(line, (size_t)n, &op, &qid)) {
+				LOGW("%s: request not understood, ignored: %.*s", de->d_name,
+				     (int)(n > 80 ? 80 : n), line);
+				continue;
+			}
+			LOGI("operator: %s %.*s", qtool_op_name(op), (int)qid.len, qid.p);
+			if (op == QTOOL_HOLD || op == QTOOL_RELEASE)
+				holds = true;
+			if (op != QTOOL_HOLD) {
+				char o = (char)op;
+
+				if (buf_append(&req, &o, 1) || buf_append(&req, qid.p, qid.len) ||
+				    buf_append(&req, "", 1))
+					LOGE("out of memory for the operator's requests");
+			}
+		}
 		fclose(f);
-	unlinkat(g->spool_dirfd, "ringmx.drop", 0);
-	atomic_fetch_add(&g->drop_gen, 1);
+		unlinkat(g->spool_dirfd, de->d_name, 0);
+	}
+	closedir(d);
+	free(line);
+	if (holds)
+		holds_reload(g);
+	if (req.len) {
+		pthread_mutex_lock(&g->ctl_mu);
+		for (unsigned i = 0; i < started; i++)
+			if (buf_append(&g->workers[i]->ctl, req.p, req.len))
+				LOGE("out of memory for the operator's requests (worker %u)", i);
+		pthread_mutex_unlock(&g->ctl_mu);
+		atomic_fetch_add(&g->ctl_gen, 1);
+	}
+	buf_free(&req);
+}
+
+void control_start(struct gateway *g)
+{
+	/* Requests left by tools while no gateway ran: what they changed is
+	 * in the logs (holds, deletes), and a requeue is moot at start. */
+	requests_read(g, 0, false);
+	holds_reload(g);
+	if (atomic_load(&g->nheld))
+		LOGI("spool: %zu messages on hold (ringmx queue release)", atomic_load(&g->nheld));
+}
+
+void control_fini(struct gateway *g)
+{
+	spool_holds_free(g->holds);
+	g->holds = NULL;
+}
+
+bool control_held(struct gateway *g, const char *qid)
+{
+	bool held;
+
+	if (!atomic_load_explicit(&g->nheld, memory_order_relaxed))
+		return false;
+	pthread_mutex_lock(&g->ctl_mu);
+	held = spool_holds_held(g->holds, qid);
+	pthread_mutex_unlock(&g->ctl_mu);
+	return held;
+}
+
+void control_requests_take(struct worker *w, struct buf *out)
+{
+	pthread_mutex_lock(&w->g->ctl_mu);
+	*out = w->ctl;
+	w->ctl = (struct buf)BUF_INIT;
+	pthread_mutex_unlock(&w->g->ctl_mu);
 }
 
 /* Main thread, which has no ring of its own: a write to each worker's
@@ -106,7 +237,7 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 			continue;
 		}
 		if (sig == SIGUSR2)
-			drops_read(g);
+			requests_read(g, started, true);
 		else if (sig == SIGUSR1)
 			atomic_fetch_add(&g->flush_gen, 1); /* retry deferred messages now */
 		if (sig == SIGUSR1 || sig == SIGUSR2) {
@@ -115,13 +246,6 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 		}
 		return sig;
 	}
-}
-
-void control_drops_copy(struct gateway *g, struct buf *out)
-{
-	pthread_mutex_lock(&g->drop_mu);
-	buf_append(out, g->drop.p, g->drop.len);
-	pthread_mutex_unlock(&g->drop_mu);
 }
 
 /* Sends <sig> to the gateway whose pid is in <spool>/ringmx.pid; <tool>
@@ -195,9 +319,8 @@ int control_request_reload(const char *spool)
 	return 1;
 }
 
-/* A running gateway may hold the message for delivery: it forgets it on
- * SIGUSR2, reading the queue ids from ringmx.drop. */
-void control_request_drop(const char *spool, const char *qid)
+/* The pid in <spool>/ringmx.pid of a gateway that runs, or 0. */
+static long running_pid(const char *spool)
 {
 	char path[4096], buf[32];
 	FILE *f;
@@ -206,16 +329,45 @@ void control_request_drop(const char *spool, const char *qid)
 	snprintf(path, sizeof(path), "%s/ringmx.pid", spool);
 	f = fopen(path, "r");
 	if (!f)
-		return; /* not running */
+		return 0;
 	pid = fgets(buf, sizeof(buf), f) ? strtol(buf, NULL, 10) : 0;
 	fclose(f);
-	if (pid <= 1)
-		return;
-	snprintf(path, sizeof(path), "%s/ringmx.drop", spool);
-	f = fopen(path, "a");
-	if (!f)
-		return;
-	fprintf(f, "%s\n", qid);
-	fclose(f);
-	kill((pid_t)pid, SIGUSR2);
+	if (pid <= 1 || (kill((pid_t)pid, 0) < 0 && errno == ESRCH))
+		return 0;
+	return pid;
+}
+
+int control_request(const char *spool, const struct buf *lines)
+{
+	char name[4096], tmp[4200];
+	struct timespec ts;
+	long pid = running_pid(spool);
+	int fd, err = 0;
+
+	if (!pid)
+		return 0;
+	if (!lines->len)
+		return 1;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(name, sizeof(name), "%s/" REQ_PREFIX "%016llx-%ld", spool,
+	         (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec,
+	         (long)getpid());
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	/* Not synced: what must survive a crash is in the spool's logs
+	 * already; this only tells the gateway now. */
+	if (write(fd, lines->p, lines->len) != (ssize_t)lines->len)
+		err = errno ? -errno : -EIO;
+	close(fd);
+	if (!err && rename(tmp, name) < 0)
+		err = -errno;
+	if (err) {
+		unlink(tmp);
+		return err;
+	}
+	if (kill((pid_t)pid, SIGUSR2) < 0)
+		return -errno; /* it stopped since: the next start removes the file */
+	return 1;
 }

@@ -1,14 +1,19 @@
 /* control: how the operator talks to a running gateway, both ends in one
  * room. The gateway writes its pid to <spool>/ringmx.pid; `ringmx queue
  * --flush` sends it SIGUSR1 (every worker retries its deferred messages
- * now), `ringmx queue --delete` appends queue ids to <spool>/ringmx.drop
- * and sends SIGUSR2 (the workers forget them); `ringmx reload` sends SIGHUP
- * (the options and the files they name are read again, io/reload). SIGTERM
- * and SIGINT stop it. */
+ * now); `ringmx queue hold|release|requeue|delete` first makes its change
+ * durable in the spool (hold log, done log), then writes its requests to
+ * a file of its own, <spool>/ringmx.req-<ns>-<pid> (lines of core/qtool:
+ * "hold <qid>"...), and sends SIGUSR2: the main thread reads the hold logs
+ * again (held messages are not dispatched) and hands release, requeue and
+ * delete to every worker; `ringmx reload` sends SIGHUP (the options and the
+ * files they name are read again, io/reload). SIGTERM and SIGINT stop
+ * it. */
 #ifndef RINGMX_IO_CONTROL_H
 #define RINGMX_IO_CONTROL_H
 
 #include <signal.h>
+#include <stdbool.h>
 
 #include "core/buf.h"
 #include "io/types-t.h"
@@ -29,9 +34,19 @@ void control_pid_remove(struct gateway *g);
 int control_wait(struct gateway *g, const sigset_t *set, unsigned started);
 /* Wakes the first <started> workers' eventfds (stop, flush, drop). */
 void control_wake(struct gateway *g, unsigned started);
-/* Worker side of SIGUSR2: a copy of the dropped queue ids (NUL-separated)
- * in <out>. Any worker thread. */
-void control_drops_copy(struct gateway *g, struct buf *out);
+/* At start, after recovery: removes request files left while no gateway
+ * ran and reads the hold logs. Main thread, before the workers start. */
+void control_start(struct gateway *g);
+/* Frees what control_start() loaded. Main thread, after the workers. */
+void control_fini(struct gateway *g);
+/* Whether the operator holds <qid> (the hold logs as last read). Any
+ * thread: a lock only while something is held. */
+bool control_held(struct gateway *g, const char *qid);
+/* Worker side of SIGUSR2: takes the worker's requests into <out> (empty
+ * on entry; the caller frees it): "<op><qid>\0" each, <op> one byte of
+ * enum qtool_op (QTOOL_RELEASE, QTOOL_REQUEUE, QTOOL_DELETE). The worker's
+ * own thread. */
+void control_requests_take(struct worker *w, struct buf *out);
 
 /* The `ringmx queue` side. Asks the gateway running on <spool> to retry its
  * deferred messages now; returns the tool's exit status (1: none running). */
@@ -40,7 +55,8 @@ int control_request_flush(const char *spool);
  * (at most 15 s) for its answer and prints it. Returns the tool's exit
  * status: 0 reloaded, 1 failed, none running or no answer. */
 int control_request_reload(const char *spool);
-/* Tells the gateway running on <spool>, if any, to forget <qid>. */
-void control_request_drop(const char *spool, const char *qid);
+/* Hands <lines> (request lines of core/qtool) to the gateway running on
+ * <spool>, if any. Returns 1 (sent), 0 (no gateway runs there) or -errno. */
+int control_request(const char *spool, const struct buf *lines);
 
 #endif

@@ -402,6 +402,7 @@ static void workers_free(struct gateway *g)
 		free(w->outn);
 		buf_free(&w->overflow);
 		buf_free(&w->held);
+		buf_free(&w->ctl);
 		session_pool_free(w);
 		metrics_worker_fini(w);
 		free(w);
@@ -497,7 +498,8 @@ int gateway_run(struct gateway *g)
 		segreg_seal(&g->segs, i);
 		segreg_recovered(&g->segs, i);
 	}
-	pthread_mutex_init(&g->drop_mu, NULL);
+	pthread_mutex_init(&g->ctl_mu, NULL);
+	control_start(g); /* the hold logs, after recovery compacted them */
 	control_block_signals(&set);
 	err = workers_new(g, (uint32_t)(ts.tv_nsec / 1000) * 2654435761u);
 	buf_free(&g->recov);
@@ -528,7 +530,7 @@ int gateway_run(struct gateway *g)
 		control_pid_remove(g);
 out_workers:
 	workers_free(g);
-	buf_free(&g->drop);
+	control_fini(g);
 out_recov:
 	buf_free(&g->recov);
 	mq_fini(&g->mq);

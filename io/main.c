@@ -22,93 +22,8 @@
 #include "io/gateway.h"
 #include "io/reload.h"
 #include "io/milter.h"
+#include "io/queue_cli.h"
 #include "queue/spool.h"
-
-static int queue_main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"flush", no_argument, NULL, 'f'},
-	    {"delete", required_argument, NULL, 'd'},
-	    {"spool", required_argument, NULL, 's'},
-	    {"count", no_argument, NULL, 'c'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *spool = CONF_DEF_SPOOL;
-	bool count = false, all = false, flush = false;
-	const char *del = NULL;
-	int opt, err;
-
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 's':
-			spool = optarg;
-			break;
-		case 'c':
-			count = true;
-			break;
-		case 'a':
-			all = true;
-			break;
-		case 'f':
-			flush = true;
-			break;
-		case 'd':
-			del = optarg;
-			break;
-		case 'h':
-			printf(
-			    "Usage: ringmx queue [--spool DIR] [--count] [--all]\n"
-			    "       ringmx queue [--spool DIR] --flush | --delete ID\n"
-			    "Lists the messages in the spool waiting for delivery (queue id,\n"
-			    "size, sender, age, recipients), or with --count only their number;\n"
-			    "--all adds the done ones, with their state as a sixth field. Reads\n"
-			    "the spool directly: works whether the gateway runs or not.\n"
-			    "--flush asks the running gateway to retry deferred messages now;\n"
-			    "--delete ID marks one message deleted and tells a running\n"
-			    "gateway to forget it (one already being delivered may still go).\n");
-			return 0;
-		case ':':
-			fprintf(stderr, "ringmx queue: option '%s' needs an argument\n",
-			        argv[optind - 1]);
-			return 2;
-		default:
-			fprintf(stderr, "ringmx queue: unknown option '%s'\n", argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "ringmx queue: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
-	if (del) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		err = spool_delete(spool, del,
-		                   (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-		if (err) {
-			fprintf(stderr, "ringmx queue: --delete %s: %s\n", del,
-			        err == -ENOENT ? "no such message waiting" : strerror(-err));
-			return 1;
-		}
-		printf("%s: deleted\n", del);
-		control_request_drop(spool, del);
-		return 0;
-	}
-	if (flush)
-		return control_request_flush(spool);
-	err = spool_list(spool, (count ? SPOOL_LIST_COUNT : 0) | (all ? SPOOL_LIST_ALL : 0), stdout,
-	                 time(NULL));
-	if (err) {
-		fprintf(stderr, "ringmx queue: %s: %s\n", spool, strerror(-err));
-		return 1;
-	}
-	return 0;
-}
 
 /* `ringmx reload [--spool DIR]`: SIGHUP to the gateway running there. */
 static int reload_main(int argc, char **argv)
@@ -224,7 +139,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
-		return queue_main(argc - 1, argv + 1);
+		return queue_cli_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "reload") == 0)
 		return reload_main(argc - 1, argv + 1);
 	conf_default_file = CONF_DEF_CONFIG;

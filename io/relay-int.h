@@ -52,6 +52,8 @@ struct rmsg {
 	struct rmsg *next; /* in the deferred list, or the moving one */
 	bool dispatching;  /* in msg_dispatch(): a job released meanwhile does not settle it */
 	bool dropped;      /* deleted by the operator while it moved */
+	bool held;         /* on hold (`ringmx queue hold`): in the deferred list, never
+	                    * dispatched (nor expired) until released */
 	time_t move_try;   /* no move before this (one failed) */
 };
 
@@ -109,6 +111,7 @@ struct relay {
 	struct relay_conn *conns;
 	struct relay_conn *dirty;
 	struct rmsg *deferred;
+	struct buf note;     /* defer_note()'s line, reused */
 	struct rmsg *moving; /* being copied forward (see msg_move()) */
 	unsigned nmoving;
 	size_t moving_bytes;

@@ -31,7 +31,9 @@
 
 #include "core/dsn.h"
 #include "core/log.h"
+#include "core/qtool.h"
 #include "core/stats.h"
+#include "io/control.h"
 #include "io/fault.h"
 #include "io/metrics.h"
 #include "io/ring.h"
@@ -255,9 +257,30 @@ static void conn_kick_cb(void *w, unsigned route)
 	relay_conn_kick(w, route);
 }
 
+/* Whether <m> is on hold: then it waits in the deferred list, skipped by
+ * the tick, until relay_release(). A message is looked up each time it is
+ * about to be dispatched, so a hold reaches it wherever it was: being
+ * read back, deferred, or recovered at start. One already on a connection
+ * may still go. */
+static bool msg_held(struct worker *w, struct rmsg *m)
+{
+	struct relay *r = w->relay;
+
+	if (!control_held(w->g, m->m.qid))
+		return false;
+	if (!m->held)
+		LOGI("relay: id=%s on hold: not delivered until released", m->m.qid);
+	m->held = true;
+	m->next = r->deferred;
+	r->deferred = m;
+	return true;
+}
+
 /* Queues one job per route for the message's pending recipients. */
 static void msg_dispatch(struct worker *w, struct rmsg *m)
 {
+	if (msg_held(w, m))
+		return;
 	/* A kick may give a job back at once (no socket could be made: the
 	 * route's jobs are deferred). The message is settled once, here,
 	 * after the dispatch: settled from inside it too, it would be put on
@@ -351,22 +374,53 @@ static int bounce(struct worker *w, struct rmsg *m)
 	return 1;
 }
 
+/* Appends <s> cut to <max> bytes, tabs, CRs and LFs as spaces (they only
+ * separate fields and lines). */
+static int note_text(struct buf *b, const char *s, size_t max)
+{
+	size_t n = s ? strnlen(s, max) : 0, at = b->len;
+	int err = buf_append(b, s ? s : "", n);
+
+	for (size_t i = at; !err && i < b->len; i++)
+		if (b->p[i] == '\t' || b->p[i] == '\r' || b->p[i] == '\n')
+			b->p[i] = ' ';
+	return err;
+}
+
 /* One line per deferral for `ringmx queue` (informational: not synced):
- * "<qid>\t<next attempt>\t<attempts>\t<last reply>\n". */
+ * "<qid>\t<next attempt>\t<attempts>\t<last reply>\t<states>\t<reply 1>
+ * ...\n", <states> a letter per recipient ('d' deferred, 's' sent, 'f'
+ * failed), then each recipient's last reply (docs/spool.md, "Defer logs").
+ * Past DEFER_NOTE_MAX bytes the recipients' replies are left empty. */
+#define DEFER_NOTE_MAX   (16u * 1024)
+#define DEFER_RCPT_REPLY 512u
+
 static void defer_note(struct worker *w, const struct rmsg *m)
 {
-	char why[512] = "", line[640];
-	int n;
+	struct buf *b = &w->relay->note;
+	int err;
 
-	if (delivery_defer_why(&m->d))
-		snprintf(why, sizeof(why), "%s", delivery_defer_why(&m->d));
-	for (char *p = why; *p; p++)
-		if (*p == '\t' || *p == '\r' || *p == '\n')
-			*p = ' '; /* tabs and newlines only as separators */
-	n = snprintf(line, sizeof(line), "%s\t%lld\t%u\t%s\n", m->m.qid, (long long)m->d.next_try,
-	             m->d.attempts, why);
-	if (n > 0 && (size_t)n < sizeof(line))
-		w->relay->sink->defer(w, line, (size_t)n);
+	buf_reset(b, 4 * DEFER_NOTE_MAX);
+	err = buf_printf(b, "%s\t%lld\t%u\t", m->m.qid, (long long)m->d.next_try, m->d.attempts);
+	err = err ? err : note_text(b, delivery_defer_why(&m->d), 511);
+	err = err ? err : buf_append(b, "\t", 1);
+	for (unsigned i = 0; !err && i < m->d.nrcpt; i++) {
+		uint8_t st = m->d.rcpt[i].state;
+
+		err = buf_append(b,
+		                 st == DELIVERY_SENT     ? "s"
+		                 : st == DELIVERY_FAILED ? "f"
+		                                         : "d",
+		                 1);
+	}
+	for (unsigned i = 0; !err && i < m->d.nrcpt; i++) {
+		err = buf_append(b, "\t", 1);
+		if (!err && b->len < DEFER_NOTE_MAX && m->d.rcpt[i].state != DELIVERY_SENT)
+			err = note_text(b, m->d.rcpt[i].why, DEFER_RCPT_REPLY);
+	}
+	err = err ? err : buf_append(b, "\n", 1);
+	if (!err)
+		w->relay->sink->defer(w, b->p, b->len);
 }
 
 /* Keeps <m> for a later attempt. */
@@ -720,7 +774,7 @@ void relay_tick(struct worker *w)
 	for (pp = &r->deferred; (m = *pp);) {
 		if (!r->oldest || m->m.arrival < r->oldest)
 			r->oldest = m->m.arrival;
-		if (m->d.next_try <= now && !r->stopping) {
+		if (m->d.next_try <= now && !r->stopping && !m->held) {
 			*pp = m->next;
 			msg_dispatch(w, m);
 		} else {
@@ -730,31 +784,89 @@ void relay_tick(struct worker *w)
 	msg_moves(w, now);
 }
 
-void relay_drop(struct worker *w, const char *qid)
+/* The operator's requests of one batch, by queue id: one pass over the
+ * deferred and moving messages, however many ids (a `delete --all` of a
+ * large queue names every one). Of two requests for one id, a delete
+ * wins; else the later. */
+struct req_ent {
+	const char *qid; /* into the batch */
+	char op;         /* enum qtool_op */
+};
+
+static struct req_ent *req_slot(struct req_ent *v, size_t cap, const char *qid)
+{
+	size_t i = (size_t)(crc32c(0, qid, strlen(qid)) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
+
+	while (v[i].qid && strcmp(v[i].qid, qid))
+		i = (i + 1) & (cap - 1);
+	return &v[i];
+}
+
+/* Forgets a deferred message the operator deleted (the tool marked it done:
+ * this mark names where it is now, moved meanwhile or not; twice the same
+ * is harmless). */
+static void msg_deleted(struct worker *w, struct rmsg *m)
+{
+	LOGI("relay: id=%s deleted by the operator", m->m.qid);
+	done_record(w, m, SPOOL_DELETED);
+	rmsg_free(w, m);
+}
+
+void relay_requests(struct worker *w, const char *req, size_t len)
 {
 	struct relay *r = w->relay;
+	struct req_ent *v, *e;
 	struct rmsg **pp, *m;
+	size_t n = 0, cap = 16;
+	bool due = false;
 
-	if (!r)
+	if (!r || !len)
 		return;
-	for (pp = &r->deferred; (m = *pp);) {
-		if (strcmp(m->m.qid, qid) == 0) {
-			*pp = m->next;
-			LOGI("relay: id=%s deleted by the operator", qid);
-			/* The tool's mark names the record it found; this one
-			 * names where the message is now (moved meanwhile?).
-			 * Twice the same is harmless. */
-			done_record(w, m, SPOOL_DELETED);
-			rmsg_free(w, m);
-		} else {
-			pp = &m->next;
-		}
+	for (size_t o = 0; o < len; o += strlen(req + o) + 1)
+		n++;
+	while (cap < 2 * n)
+		cap *= 2;
+	v = calloc(cap, sizeof(*v));
+	if (!v) {
+		LOGE("relay: out of memory for the operator's requests: they apply at the next "
+		     "start");
+		return;
 	}
-	for (m = r->moving; m; m = m->next)
-		if (strcmp(m->m.qid, qid) == 0 && !m->dropped) {
-			LOGI("relay: id=%s deleted by the operator (while it moved)", qid);
+	for (size_t o = 0; o < len; o += strlen(req + o) + 1) {
+		e = req_slot(v, cap, req + o + 1);
+		if (e->op != QTOOL_DELETE)
+			e->op = req[o];
+		e->qid = req + o + 1;
+	}
+	for (pp = &r->deferred; (m = *pp);) {
+		e = req_slot(v, cap, m->m.qid);
+		if (e->qid && e->op == QTOOL_DELETE) {
+			*pp = m->next;
+			msg_deleted(w, m);
+			continue;
+		}
+		if (e->qid && e->op == QTOOL_RELEASE && m->held) {
+			LOGI("relay: id=%s released by the operator: tried now", m->m.qid);
+			m->held = false;
+			m->d.next_try = 0;
+			due = true;
+		} else if (e->qid && e->op == QTOOL_REQUEUE && !m->held) {
+			LOGI("relay: id=%s requeued by the operator: tried now", m->m.qid);
+			m->d.next_try = 0;
+			due = true;
+		}
+		pp = &m->next;
+	}
+	for (m = r->moving; m; m = m->next) {
+		e = req_slot(v, cap, m->m.qid);
+		if (e->qid && e->op == QTOOL_DELETE && !m->dropped) {
+			LOGI("relay: id=%s deleted by the operator (while it moved)", m->m.qid);
 			m->dropped = true; /* relay_move_done() finishes it */
 		}
+	}
+	free(v);
+	if (due)
+		relay_tick(w);
 }
 
 void relay_flush(struct worker *w)
@@ -853,6 +965,7 @@ void relay_fini(struct worker *w)
 		if (r->segf[i].fd >= 0)
 			close(r->segf[i].fd);
 	free(r->segf);
+	buf_free(&r->note);
 	delivery_queue_fini(&r->q);
 	free(r->rs);
 	free(r);

@@ -55,8 +55,13 @@ void relay_take(struct worker *w, const struct mq_item *it, unsigned n);
 void relay_tick(struct worker *w);
 /* Retry every deferred message now (ringmx queue --flush). */
 void relay_flush(struct worker *w);
-/* Forgets the deferred message <qid> (ringmx queue --delete marked it done). */
-void relay_drop(struct worker *w, const char *qid);
+/* The operator's requests (io/control: control_requests_take()), <len>
+ * bytes at <req> of "<op><qid>\0" entries, <op> an enum qtool_op:
+ * QTOOL_DELETE forgets the message (the tool marked it done), QTOOL_RELEASE
+ * tries a held one at once (the hold logs were read again: it is no longer
+ * held), QTOOL_REQUEUE tries a deferred, not held, one at once. O(messages
+ * deferred + requests). */
+void relay_requests(struct worker *w, const char *req, size_t len);
 /* Completions of a relay connection's receive, send and connect. */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);

@@ -401,7 +401,8 @@ struct worker {
 	struct buf overflow;    /* struct route_item: a ring was full; retried each tick */
 	struct buf held;        /* struct mq_item owned by this worker, awaiting delivery */
 	unsigned flush_gen;     /* last g->flush_gen acted on */
-	unsigned drop_gen;      /* last g->drop_gen acted on */
+	unsigned ctl_gen;       /* last g->ctl_gen acted on */
+	struct buf ctl; /* operator requests for this worker (io/control), under g->ctl_mu */
 	uint64_t stat_routed, stat_wakes, stat_received;
 	/* Recipient tables and domains (core/tables): the worker holds one
 	 * reference to <tables>, each session one to the snapshot it uses. A
@@ -435,6 +436,7 @@ struct route_item {
 
 struct tls_ctx;
 struct metrics;
+struct spool_holds;
 
 /* A --milter, resolved at start (io/milter.c). */
 struct milter_target {
@@ -447,13 +449,15 @@ struct gateway {
 	const struct conf *conf; /* the startup options; a reload's live ones are in <tables> */
 	int argc;                /* the command line, parsed again at a reload (io/reload) */
 	char **argv;
-	struct tls_ctx *tls;     /* NULL: no certificate, no STARTTLS, no --listen-tls */
-	struct relay_conf relay; /* next hops; relay.nroutes == 0: no delivery */
-	atomic_uint stop;        /* set before the workers are woken to stop */
-	atomic_uint flush_gen;   /* bumped by SIGUSR1: retry deferred messages now */
-	atomic_uint drop_gen;    /* bumped by SIGUSR2: forget the messages in <drop> */
-	pthread_mutex_t drop_mu;
-	struct buf drop; /* queue ids deleted by the operator, NUL-separated */
+	struct tls_ctx *tls;       /* NULL: no certificate, no STARTTLS, no --listen-tls */
+	struct relay_conf relay;   /* next hops; relay.nroutes == 0: no delivery */
+	atomic_uint stop;          /* set before the workers are woken to stop */
+	atomic_uint flush_gen;     /* bumped by SIGUSR1: retry deferred messages now */
+	atomic_uint ctl_gen;       /* bumped by SIGUSR2: requests in the workers' <ctl> */
+	pthread_mutex_t ctl_mu;    /* guards each worker's <ctl>, and <holds> */
+	struct spool_holds *holds; /* the hold logs as last read: held messages are not
+	                            * dispatched (main thread replaces it) */
+	atomic_size_t nheld;       /* messages in <holds>: 0, nothing to look up */
 	struct smtp_server_conf scf;
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */

@@ -185,8 +185,8 @@ static void arm_wake(struct worker *w)
 	io_uring_sqe_set_data64(sqe, UD(w, UD_EVENTFD));
 }
 
-/* The eventfd: stop, or forget dropped messages (SIGUSR2), or flush the
- * deferred ones (SIGUSR1). */
+/* The eventfd: stop, or the operator's requests (SIGUSR2: delete, release,
+ * requeue), or flush the deferred ones (SIGUSR1). */
 static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	if (atomic_load(&w->g->stop)) {
@@ -200,14 +200,13 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		tables_unref(w->tables);
 		w->tables = t;
 	}
-	if (atomic_load(&w->g->drop_gen) != w->drop_gen) {
-		struct buf ids = BUF_INIT;
+	if (atomic_load(&w->g->ctl_gen) != w->ctl_gen) {
+		struct buf req = BUF_INIT;
 
-		w->drop_gen = atomic_load(&w->g->drop_gen);
-		control_drops_copy(w->g, &ids);
-		for (size_t o = 0; o < ids.len; o += strlen(ids.p + o) + 1)
-			relay_drop(w, ids.p + o);
-		buf_free(&ids);
+		w->ctl_gen = atomic_load(&w->g->ctl_gen);
+		control_requests_take(w, &req);
+		relay_requests(w, req.p, req.len);
+		buf_free(&req);
 	}
 	if (atomic_load(&w->g->flush_gen) != w->flush_gen) {
 		w->flush_gen = atomic_load(&w->g->flush_gen);

@@ -10,6 +10,27 @@
 
 #ifndef RINGMX_QUEUE_SPOOL_H
 #error "include queue/spool.h before queue/spool-int.h"
+/* queue/spool_admin.c: selections, for the tool's reports. */
+
+/* A selected message: <state> its SPOOL_SEL_* (0 for a done one), <de>
+ * its last deferral or NULL. */
+typedef int query_fn(void *arg, const struct spool_msg *m, unsigned state,
+                     const struct defer_ent *de);
+
+#define QUERY_ALL      0x1u /* done messages too (no state selector then) */
+#define QUERY_COPIES   0x2u /* every pending copy (no dedup) */
+#define QUERY_NO_DEFER 0x4u /* the defer logs are not read (--count) */
+
+/* Walks <dir> (defer and hold logs first) and calls <fn> for each message
+ * <sel> (NULL: all) selects at <now>. Returns 0, <fn>'s value or -errno. */
+int spool_query(const char *dir, const struct spool_select *sel, time_t now, unsigned flags,
+                query_fn *fn, void *arg);
+/* Ages as the listing writes them (42s, 5m, 3h, 2d), a reply quoted. */
+void spool_put_age(FILE *out, long long age);
+void spool_put_quoted(FILE *out, const char *s);
+/* "held", "deferred", "active" (pending, by <sel_state>), or the done state. */
+const char *spool_state_name(enum spool_state s, unsigned sel_state);
+
 #endif
 
 #include <dirent.h>
@@ -92,8 +113,20 @@ struct defer_ent {
 	size_t log;   /* index in defer_set.logs of the log the line came from */
 	int64_t next; /* next attempt, seconds since the epoch */
 	uint32_t attempts;
-	char *reply; /* NUL-terminated, at most DEFER_REPLY_MAX bytes */
+	char *reply; /* NUL-terminated, at most DEFER_REPLY_MAX bytes; malloc'd with
+	              * <rstates> and the recipients' replies (one free) */
+	/* Per recipient, in envelope order, when the line has them (the
+	 * fields after the fourth): <nrs> state letters, 'd' deferred, 's'
+	 * sent, 'f' failed (to be bounced), NUL-terminated; after that NUL
+	 * each recipient's last reply, NUL-terminated ("" for none), for the
+	 * <nrs> recipients. NULL and 0 without. */
+	char *rstates;
+	size_t nrs;
 };
+
+/* The state letter of recipient <i> in <e> ('\0' when <e> has none for it)
+ * and its last reply (NULL when it has none). */
+char defer_rcpt(const struct defer_ent *e, unsigned i, const char **reply);
 
 /* Every defer log of the directory in an open-addressing hash table keyed by
  * queue id: the last line of a queue id wins (logs in name order, lines in
@@ -117,6 +150,46 @@ struct defer_ent *defer_find(struct defer_set *s, const char *qid);
  * only inform. Returns 0 or -errno (-ENOMEM, or reading <d> failed). */
 int defer_load(DIR *d, struct defer_set *s);
 void defer_free(struct defer_set *s);
+
+/* queue/spool_hold.c: the hold set. */
+
+struct hold_ent {
+	struct spool_hold h; /* the record that wins */
+	bool used;
+	bool needed; /* a pending message has this queue id (recovery) */
+};
+
+/* Every hold log of a directory, by queue id (open addressing). */
+struct hold_set {
+	struct hold_ent *v;
+	size_t cap; /* a power of two, or 0 */
+	size_t n;
+	size_t nheld;             /* entries whose winning record holds */
+	unsigned long superseded; /* records that lost to a later one */
+	uint64_t max_stamp;
+	uint64_t bad_bytes; /* bytes of hold logs that held no valid record */
+	char **logs;        /* names of the hold logs read */
+	size_t nlogs;
+};
+
+/* Whether <s> names a hold log (spool_hold_name(), or a recovered one). */
+bool is_hold_name(const char *s);
+/* Loads every hold log of <d> into <s> (empty on entry). Returns 0 or
+ * -errno. */
+int hold_load(DIR *d, struct hold_set *s);
+/* The entry of <qid>, or NULL. <s> may be NULL. */
+struct hold_ent *hold_find(const struct hold_set *s, const char *qid);
+void hold_free(struct hold_set *s);
+/* Recovery: replaces the hold logs of <d> by "hold-<start_id>-recovered.rmx"
+ * holding only the holds of pending messages (entries <needed>), when any
+ * record is not needed or there is more than one log; none needed: the
+ * logs are unlinked. Each step durable. Sets *<kept>. Returns 0 or -errno. */
+int hold_compact(DIR *d, struct hold_set *s, uint64_t start_id, unsigned long *kept);
+
+/* Parses one defer line (queue/spool_read.c; <len> bytes at <p>, its '\n'
+ * replaced by a NUL at p[len]) into <e>, the reply malloc'd. Returns 0,
+ * -EINVAL (malformed) or -ENOMEM. */
+int defer_line(const char *p, size_t len, struct defer_ent *e);
 
 /* queue/spool_read.c: the walker. */
 
@@ -164,6 +237,7 @@ struct spool_walker {
 	void *arg;
 	struct done_set *done;   /* NULL: nothing is done */
 	struct defer_set *defer; /* NULL, or pending messages mark their entry needed */
+	struct hold_set *hold;   /* the same */
 	struct spool_seg_id seg;
 	struct spool_rd rd;
 	struct buf env;   /* the record's envelope, parsed in place */
@@ -194,5 +268,26 @@ int walk_dir(const char *dir, struct spool_walker *w);
  * frees them. */
 int list_names(DIR *d, bool (*want)(const char *), char ***names);
 void free_names(char **v, int n);
+
+/* queue/spool_admin.c: selections, for the tool's reports. */
+
+/* A selected message: <state> its SPOOL_SEL_* (0 for a done one), <de>
+ * its last deferral or NULL. */
+typedef int query_fn(void *arg, const struct spool_msg *m, unsigned state,
+                     const struct defer_ent *de);
+
+#define QUERY_ALL      0x1u /* done messages too (no state selector then) */
+#define QUERY_COPIES   0x2u /* every pending copy (no dedup) */
+#define QUERY_NO_DEFER 0x4u /* the defer logs are not read (--count) */
+
+/* Walks <dir> (defer and hold logs first) and calls <fn> for each message
+ * <sel> (NULL: all) selects at <now>. Returns 0, <fn>'s value or -errno. */
+int spool_query(const char *dir, const struct spool_select *sel, time_t now, unsigned flags,
+                query_fn *fn, void *arg);
+/* Ages as the listing writes them (42s, 5m, 3h, 2d), a reply quoted. */
+void spool_put_age(FILE *out, long long age);
+void spool_put_quoted(FILE *out, const char *s);
+/* "held", "deferred", "active" (pending, by <sel_state>), or the done state. */
+const char *spool_state_name(enum spool_state s, unsigned sel_state);
 
 #endif

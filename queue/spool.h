@@ -24,11 +24,16 @@
  * the last one of each pending message. Formats and rules: docs/spool.md.
  * queue/ may include core/ only.
  *
+ * Held messages (`ringmx queue hold`) are named in hold logs
+ * ("hold-<start>.rmx", one per run of the tool): the relay never
+ * dispatches them until released.
+ *
  * The code: queue/spool.c (record format, names, done codec),
  * queue/spool_read.c (reader window, walker, done and defer sets),
- * queue/spool_recover.c (spool_recover()), queue/spool_admin.c
- * (spool_list(), spool_mark(), spool_delete()); queue/spool-int.h is what
- * they share. */
+ * queue/spool_recover.c (spool_recover()), queue/spool_hold.c (hold logs),
+ * queue/spool_admin.c (selections, spool_list(), spool_mark(),
+ * spool_delete(), the picks' actions), queue/spool_report.c (--json, show,
+ * shape); queue/spool-int.h is what they share. */
 #ifndef RINGMX_QUEUE_SPOOL_H
 #define RINGMX_QUEUE_SPOOL_H
 
@@ -157,6 +162,7 @@ struct spool_recovery {
 	bool compacted;              /* the done logs were replaced by one */
 	unsigned long defer_logs;    /* defer logs found */
 	unsigned long defer_deleted; /* of them, deleted: no pending message needed one */
+	unsigned long held;          /* pending messages on hold (hold logs compacted to them) */
 };
 
 /* Builds the record header and envelope into <out> (appended) for a body
@@ -362,6 +368,13 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
  * read is logged and skipped). Safe while the gateway runs. */
 int spool_list(const char *dir, unsigned flags, FILE *out, time_t now);
 
+struct spool_select;
+
+/* spool_list() of the messages <sel> selects (NULL: all): with a state
+ * selector, only pending messages (SPOOL_LIST_ALL adds none). */
+int spool_list_sel(const char *dir, const struct spool_select *sel, unsigned flags, FILE *out,
+                   time_t now);
+
 /* Appends done record <d> to the done log of a tool, "done-<start_id>-00.rmx"
  * in <dir> (created if need be), fdatasyncs it and fsyncs <dir>: the
  * message <d> names is done once this returns 0. <start_id> is the tool's
@@ -383,5 +396,115 @@ int spool_mark(const char *dir, const struct spool_done *d, uint64_t start_id);
  * Returns 0, -ENOENT (no pending message has that id; a second
  * delete of one id gets it too), -EINVAL (<qid> NULL) or -errno. */
 int spool_delete(const char *dir, const char *qid, uint64_t start_id);
+
+/* Hold logs (queue/spool_hold.c): which messages an operator put on hold.
+ * A held message is never delivered or expired until released: the
+ * gateway's relay does not dispatch it (docs/spool.md, "Hold logs"). A
+ * hold record is 64 bytes, like a done record, but names a message by
+ * queue id alone, so that the hold survives a move forward: */
+#define SPOOL_HOLD_MAGIC   0x48584d52u /* "RMXH" little-endian */
+#define SPOOL_HOLD_VERSION 1u
+#define SPOOL_HOLD_LEN     64u
+
+enum spool_hold_op {
+	SPOOL_HOLD_ON = 1,  /* held */
+	SPOOL_HOLD_OFF = 2, /* released */
+};
+
+struct spool_hold {
+	char qid[32];   /* NUL-terminated, 1 to SPOOL_QID_MAX characters */
+	uint64_t stamp; /* CLOCK_REALTIME ns, or later: the largest stamp of a qid wins */
+	enum spool_hold_op op;
+};
+
+/* Encodes <h> into the SPOOL_HOLD_LEN bytes at <buf> (any alignment).
+ * Returns 0 or -EINVAL (empty or long qid, bad op). Any thread. */
+int spool_hold_encode(void *buf, const struct spool_hold *h);
+/* Decodes the SPOOL_HOLD_LEN bytes at <buf>. Returns 0, or -EINVAL when
+ * they are not a hold record (magic, version, crc, content). */
+int spool_hold_decode(const void *buf, struct spool_hold *h);
+/* A tool's hold log, "hold-<start_id>.rmx", into <name> (at least 64
+ * bytes). Recovery compacts them into "hold-<start>-recovered.rmx". */
+void spool_hold_name(char *name, size_t len, uint64_t start_id);
+
+/* Appends the <n> records at <v> to the tool's own hold log in <dir>
+ * (created if need be) in one write, fdatasyncs it and fsyncs <dir>: the
+ * holds and releases are durable once this returns 0. Every record is
+ * checked first. Not while spool_recover() runs on <dir>. Returns 0 or
+ * -errno (-EINVAL: a record does not encode). Blocking: the tool. */
+int spool_hold_write(const char *dir, const struct spool_hold *v, size_t n, uint64_t start_id);
+
+/* Every hold log of a directory, loaded: for each queue id the record with
+ * the largest stamp (of equal stamps, the one read last: logs in name
+ * order). */
+struct spool_holds;
+
+/* Loads the hold logs of <dir> into a new *<out>. Returns 0 or -errno.
+ * Blocking: the tool, start-up, the gateway's main thread. */
+int spool_holds_load(const char *dir, struct spool_holds **out);
+/* Whether <qid> is held. <h> may be NULL (nothing is). */
+bool spool_holds_held(const struct spool_holds *h, const char *qid);
+/* How many queue ids are held. */
+size_t spool_holds_count(const struct spool_holds *h);
+/* The largest stamp read (0: none): a new record gets a larger one, so
+ * that it wins even when the clock stepped back. */
+uint64_t spool_holds_stamp(const struct spool_holds *h);
+void spool_holds_free(struct spool_holds *h);
+
+/* `ringmx queue` selections (spool_pick(), spool_report()). A pending
+ * message is in one state: held (a hold log says so), else deferred (a
+ * defer log names it), else active. */
+#define SPOOL_SEL_ACTIVE   0x1u
+#define SPOOL_SEL_DEFERRED 0x2u
+#define SPOOL_SEL_HELD     0x4u
+
+struct spool_select {
+	const char *from;       /* sender selector (core/qtool: qtool_addr_match()); NULL: any */
+	const char *to;         /* a recipient must match; NULL: any */
+	uint64_t older_than;    /* seconds since arrival, at least; 0: any */
+	unsigned states;        /* SPOOL_SEL_* mask; 0: any */
+	const char *const *ids; /* queue ids; NULL: any */
+	size_t nids;
+};
+
+/* A pending message that a selection picked. */
+struct spool_pick {
+	char qid[32];
+	struct spool_seg_id seg;
+	uint64_t offset;
+	unsigned state; /* one SPOOL_SEL_* */
+};
+
+/* Walks <dir> (defer and hold logs loaded first) and returns the pending
+ * messages that <sel> selects at <now> in a malloc'd *<v> of *<n>.
+ * <copies>: also every pending copy of a message (a move a crash cut
+ * short: spool_delete_picks() marks them all). Returns 0 or -errno. Safe
+ * while the gateway runs. */
+int spool_pick(const char *dir, const struct spool_select *sel, time_t now, bool copies,
+               struct spool_pick **v, size_t *n);
+
+/* Marks the <n> picks SPOOL_DELETED in the tool's done log (spool_mark()'s
+ * durability). Returns 0 or -errno. */
+int spool_delete_picks(const char *dir, const struct spool_pick *v, size_t n, uint64_t start_id);
+
+/* Holds (<on>) or releases the <n> picks: one record each in the tool's
+ * hold log (spool_hold_write()), stamped past every stamp in the logs and
+ * <now_ns>. Returns 0 or -errno. */
+int spool_hold_picks(const char *dir, const struct spool_pick *v, size_t n, bool on,
+                     uint64_t start_id, uint64_t now_ns);
+
+/* spool_report() outputs. */
+enum spool_report_kind {
+	SPOOL_REPORT_TEXT = 0,     /* spool_list()'s lines */
+	SPOOL_REPORT_JSON,         /* one JSON object per message per line (postqueue -j) */
+	SPOOL_REPORT_SHAPE,        /* the qshape table by recipient domain */
+	SPOOL_REPORT_SHAPE_SENDER, /* the same by sender domain */
+	SPOOL_REPORT_SHOW,         /* everything about each message: envelope, headers, history */
+};
+
+/* Prints the messages <sel> selects in <dir> to <out>, as <kind> says, at
+ * <now>. Returns 0 or -errno. Safe while the gateway runs. */
+int spool_report(const char *dir, const struct spool_select *sel, enum spool_report_kind kind,
+                 FILE *out, time_t now);
 
 #endif

@@ -18,16 +18,106 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/qtool.h"
+
+/* Selection: every report and action of the tool walks through here. */
+
+struct query {
+	const struct spool_select *sel;
+	time_t now;
+	struct defer_set defer;
+	struct hold_set hold;
+	query_fn *fn;
+	void *arg;
+};
+
+static bool id_wanted(const struct spool_select *sel, const char *qid)
+{
+	if (!sel->ids)
+		return true;
+	for (size_t i = 0; i < sel->nids; i++)
+		if (!strcmp(sel->ids[i], qid))
+			return true;
+	return false;
+}
+
+static bool selected(const struct spool_select *sel, const struct spool_msg *m, unsigned state,
+                     time_t now)
+{
+	const char *r = m->rcpts;
+	bool to = !sel->to;
+
+	if (sel->states && !(sel->states & state))
+		return false;
+	if (sel->older_than && (int64_t)now - (int64_t)m->arrival < (int64_t)sel->older_than)
+		return false;
+	if (sel->from && !qtool_addr_match(sel->from, m->from))
+		return false;
+	for (unsigned i = 0; !to && i < m->nrcpt; i++, r += strlen(r) + 1)
+		to = qtool_addr_match(sel->to, r);
+	return to && id_wanted(sel, m->qid);
+}
+
+static int query_visit(void *arg, const struct spool_msg *m)
+{
+	struct query *q = arg;
+	struct defer_ent *de = NULL;
+	struct hold_ent *he;
+	unsigned state = 0;
+
+	if (m->state == SPOOL_PENDING) {
+		he = hold_find(&q->hold, m->qid);
+		de = defer_find(&q->defer, m->qid);
+		if (he && he->h.op == SPOOL_HOLD_ON)
+			state = SPOOL_SEL_HELD;
+		else
+			state = de ? SPOOL_SEL_DEFERRED : SPOOL_SEL_ACTIVE;
+		if (q->sel && !selected(q->sel, m, state, q->now))
+			return 0;
+	} else if (q->sel && (q->sel->states || !id_wanted(q->sel, m->qid))) {
+		return 0; /* a done message has none of the pending states */
+	}
+	return q->fn(q->arg, m, state, de);
+}
+
+int spool_query(const char *dir, const struct spool_select *sel, time_t now, unsigned flags,
+                query_fn *fn, void *arg)
+{
+	struct query q = {.sel = sel, .now = now, .fn = fn, .arg = arg};
+	struct spool_walker w = {
+	    .all = flags & QUERY_ALL,
+	    .dedup = !(flags & QUERY_COPIES),
+	    .fn = query_visit,
+	    .arg = &q,
+	};
+	DIR *d;
+	int err = 0;
+
+	/* Loaded before the segments are walked: a message deferred or held
+	 * meanwhile shows as it was a moment earlier. */
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	if (!(flags & QUERY_NO_DEFER))
+		err = defer_load(d, &q.defer);
+	if (!err)
+		err = hold_load(d, &q.hold);
+	closedir(d);
+	if (!err)
+		err = walk_dir(dir, &w);
+	defer_free(&q.defer);
+	hold_free(&q.hold);
+	return err;
+}
+
 struct spool_lister {
 	FILE *out;
 	time_t now;
 	unsigned long count;
 	unsigned flags;
-	struct defer_set defer;
 };
 
-/* Writes <age> seconds the way mailq users read it: 42s, 5m, 3h, 2d. */
-static void put_age(FILE *out, long long age)
+void spool_put_age(FILE *out, long long age)
 {
 	if (age < 0)
 		age = 0;
@@ -41,10 +131,7 @@ static void put_age(FILE *out, long long age)
 		fprintf(out, "%lldd", age / 86400);
 }
 
-/* Writes <s> between double quotes, so that the reply is one token for a
- * shell-like reader: '"' and '\' get a backslash, control bytes are
- * written \xHH; other bytes (UTF-8 included) go as they are. */
-static void put_quoted(FILE *out, const char *s)
+void spool_put_quoted(FILE *out, const char *s)
 {
 	fputc('"', out);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -58,31 +145,39 @@ static void put_quoted(FILE *out, const char *s)
 	fputc('"', out);
 }
 
-/* The state of a pending message: " active", or " deferred" with when the
+/* The state of a pending message: " active"; " deferred" with when the
  * next attempt is due ("now" once due), the attempts so far and the last
- * reply. */
-static void put_pending(struct spool_lister *l, const struct spool_msg *m)
+ * reply; " held", with the attempts and last reply of a deferral before. */
+static void put_pending(struct spool_lister *l, unsigned state, const struct defer_ent *e)
 {
-	struct defer_ent *e = defer_find(&l->defer, m->qid);
-
+	if (state == SPOOL_SEL_HELD) {
+		fputs(" held", l->out);
+		if (e) {
+			fprintf(l->out, " attempts=%" PRIu32 " last=", e->attempts);
+			spool_put_quoted(l->out, e->reply);
+		}
+		return;
+	}
 	if (!e) {
 		fputs(" active", l->out);
 		return;
 	}
 	fputs(" deferred next=", l->out);
 	if (e->next > (int64_t)l->now)
-		put_age(l->out, (long long)(e->next - (int64_t)l->now));
+		spool_put_age(l->out, (long long)(e->next - (int64_t)l->now));
 	else
 		fputs("now", l->out);
 	fprintf(l->out, " attempts=%" PRIu32 " last=", e->attempts);
-	put_quoted(l->out, e->reply);
+	spool_put_quoted(l->out, e->reply);
 }
 
-static const char *state_name(enum spool_state s)
+const char *spool_state_name(enum spool_state s, unsigned sel_state)
 {
 	switch (s) {
 	case SPOOL_PENDING:
-		return "pending";
+		return sel_state == SPOOL_SEL_HELD       ? "held"
+		       : sel_state == SPOOL_SEL_DEFERRED ? "deferred"
+		                                         : "active";
 	case SPOOL_DELIVERED:
 		return "delivered";
 	case SPOOL_BOUNCED:
@@ -95,7 +190,8 @@ static const char *state_name(enum spool_state s)
 	return "unknown";
 }
 
-static int list_one(void *arg, const struct spool_msg *m)
+static int list_one(void *arg, const struct spool_msg *m, unsigned state,
+                    const struct defer_ent *de)
 {
 	struct spool_lister *l = arg;
 	const char *r = m->rcpts;
@@ -106,7 +202,7 @@ static int list_one(void *arg, const struct spool_msg *m)
 	/* One message per line, single spaces, a fixed number of fields, so
 	 * that grep, cut and awk work on it. */
 	fprintf(l->out, "%s %" PRIu64 " %s ", m->qid, m->body_len, *m->from ? m->from : "<>");
-	put_age(l->out, (long long)l->now - (long long)m->arrival);
+	spool_put_age(l->out, (long long)l->now - (long long)m->arrival);
 	fputc(' ', l->out);
 	if (!m->nrcpt)
 		fputc('-', l->out);
@@ -114,39 +210,26 @@ static int list_one(void *arg, const struct spool_msg *m)
 		fprintf(l->out, "%s%s", i ? "," : "", r);
 	if (m->state == SPOOL_PENDING && *m->quarantine) {
 		fputs(" held reason=", l->out); /* a content filter's quarantine */
-		put_quoted(l->out, m->quarantine);
+		spool_put_quoted(l->out, m->quarantine);
 	} else if (m->state == SPOOL_PENDING)
-		put_pending(l, m);
+		put_pending(l, state, de);
 	else
-		fprintf(l->out, " %s", state_name(m->state));
+		fprintf(l->out, " %s", spool_state_name(m->state, 0));
 	fputc('\n', l->out);
 	return 0;
 }
 
-int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
+int spool_list_sel(const char *dir, const struct spool_select *sel, unsigned flags, FILE *out,
+                   time_t now)
 {
 	struct spool_lister l = {.out = out, .now = now, .flags = flags};
-	struct spool_walker w = {
-	    .all = flags & SPOOL_LIST_ALL,
-	    .dedup = true,
-	    .fn = list_one,
-	    .arg = &l,
-	};
-	DIR *d;
-	int err = 0;
+	int err;
 
-	if (!(flags & SPOOL_LIST_COUNT)) {
-		/* Loaded before the segments are walked: a message deferred
-		 * meanwhile shows as active, as it would a moment earlier. */
-		d = opendir(dir);
-		if (!d)
-			return -errno;
-		err = defer_load(d, &l.defer);
-		closedir(d);
-	}
-	if (!err)
-		err = walk_dir(dir, &w);
-	defer_free(&l.defer);
+	err = spool_query(
+	    dir, sel, now,
+	    (flags & SPOOL_LIST_ALL ? QUERY_ALL : 0) |
+	        (flags & SPOOL_LIST_COUNT && !(sel && sel->states) ? QUERY_NO_DEFER : 0),
+	    list_one, &l);
 	if (err)
 		return err;
 	if (flags & SPOOL_LIST_COUNT)
@@ -154,6 +237,86 @@ int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
 	if (fflush(out) == EOF || ferror(out))
 		return -EIO;
 	return 0;
+}
+
+int spool_list(const char *dir, unsigned flags, FILE *out, time_t now)
+{
+	return spool_list_sel(dir, NULL, flags, out, now);
+}
+
+/* Picks: what an action applies to. */
+
+struct picker {
+	struct spool_pick *v;
+	size_t n, cap;
+};
+
+static int pick_one(void *arg, const struct spool_msg *m, unsigned state,
+                    const struct defer_ent *de)
+{
+	struct picker *p = arg;
+	struct spool_pick *v;
+
+	(void)de;
+	if (p->n == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		v = realloc(p->v, p->cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		p->v = v;
+	}
+	v = &p->v[p->n++];
+	memset(v, 0, sizeof(*v));
+	memcpy(v->qid, m->qid, sizeof(v->qid));
+	v->seg = m->seg;
+	v->offset = m->offset;
+	v->state = state;
+	return 0;
+}
+
+int spool_pick(const char *dir, const struct spool_select *sel, time_t now, bool copies,
+               struct spool_pick **v, size_t *n)
+{
+	struct picker p = {0};
+	int err = spool_query(dir, sel, now, copies ? QUERY_COPIES : 0, pick_one, &p);
+
+	if (err) {
+		free(p.v);
+		return err;
+	}
+	*v = p.v;
+	*n = p.n;
+	return 0;
+}
+
+int spool_hold_picks(const char *dir, const struct spool_pick *v, size_t n, bool on,
+                     uint64_t start_id, uint64_t now_ns)
+{
+	struct spool_holds *h;
+	struct spool_hold *r;
+	uint64_t stamp;
+	int err;
+
+	if (!n)
+		return 0;
+	err = spool_holds_load(dir, &h);
+	if (err)
+		return err;
+	stamp = spool_holds_stamp(h) + 1;
+	spool_holds_free(h);
+	if (stamp < now_ns)
+		stamp = now_ns;
+	r = calloc(n, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(r[i].qid, v[i].qid, sizeof(r[i].qid));
+		r[i].stamp = stamp + i;
+		r[i].op = on ? SPOOL_HOLD_ON : SPOOL_HOLD_OFF;
+	}
+	err = spool_hold_write(dir, r, n, start_id);
+	free(r);
+	return err;
 }
 
 /* Tools: done records written from the CLI (`ringmx queue --delete`). */
@@ -227,6 +390,27 @@ static int delete_match(void *arg, const struct spool_msg *m)
 	v->offset = m->offset;
 	v->result = SPOOL_DELETED;
 	return 0;
+}
+
+int spool_delete_picks(const char *dir, const struct spool_pick *v, size_t n, uint64_t start_id)
+{
+	struct spool_done *d;
+	int err;
+
+	if (!n)
+		return 0;
+	d = calloc(n, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(d[i].qid, v[i].qid, sizeof(d[i].qid));
+		d[i].seg = v[i].seg;
+		d[i].offset = v[i].offset;
+		d[i].result = SPOOL_DELETED;
+	}
+	err = tool_done_append(dir, start_id, d, n);
+	free(d);
+	return err;
 }
 
 int spool_delete(const char *dir, const char *qid, uint64_t start_id)

@@ -326,14 +326,29 @@ void defer_free(struct defer_set *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* Parses one line "<qid>\t<next>\t<attempts>\t<reply>" (<len> bytes, its
- * '\n' replaced by a NUL at p[len]) into <e>, the reply copied (cut to
- * DEFER_REPLY_MAX). Returns 0, -EINVAL (malformed) or -ENOMEM. */
-static int defer_line(const char *p, size_t len, struct defer_ent *e)
+/* The length of the tab-free field at <p> (up to <end>). */
+static size_t field_len(const char *p, const char *end)
 {
-	const char *end = p + len, *tab = memchr(p, '\t', len);
+	const char *t = memchr(p, '\t', (size_t)(end - p));
+
+	return t ? (size_t)(t - p) : (size_t)(end - p);
+}
+
+static size_t cut(size_t n)
+{
+	return n < DEFER_REPLY_MAX ? n : DEFER_REPLY_MAX;
+}
+
+/* Parses one line "<qid>\t<next>\t<attempts>\t<reply>[\t<states>[\t<rcpt
+ * reply>]...]" (<len> bytes, its '\n' replaced by a NUL at p[len]) into
+ * <e>, the replies copied (each cut to DEFER_REPLY_MAX) into one block.
+ * Returns 0, -EINVAL (malformed) or -ENOMEM. */
+int defer_line(const char *p, size_t len, struct defer_ent *e)
+{
+	const char *end = p + len, *tab = memchr(p, '\t', len), *states = NULL, *q;
 	uint64_t next, attempts;
-	size_t qlen;
+	size_t qlen, rlen, nrs = 0, nfields = 0, total;
+	char *o;
 
 	memset(e, 0, sizeof(*e));
 	if (!tab || memchr(p, '\0', len))
@@ -348,14 +363,64 @@ static int defer_line(const char *p, size_t len, struct defer_ent *e)
 	p = tab + 1;
 	/* <end> is a '\0' written over the '\n', so parse_dec stops there. */
 	if (parse_dec(&p, 1, INT64_MAX, &next) || *p++ != '\t' ||
-	    parse_dec(&p, 1, UINT32_MAX, &attempts) || *p++ != '\t' ||
-	    memchr(p, '\t', (size_t)(end - p)))
+	    parse_dec(&p, 1, UINT32_MAX, &attempts) || *p++ != '\t')
 		return -EINVAL;
 	e->next = (int64_t)next;
 	e->attempts = (uint32_t)attempts;
-	e->reply =
-	    strndup(p, (size_t)(end - p) < DEFER_REPLY_MAX ? (size_t)(end - p) : DEFER_REPLY_MAX);
-	return e->reply ? 0 : -ENOMEM;
+	rlen = field_len(p, end);
+	total = cut(rlen) + 1;
+	if (p + rlen < end) {
+		/* The recipients: their states, then as many replies. */
+		states = p + rlen + 1;
+		nrs = field_len(states, end);
+		if (!nrs || nrs > 1u << 20 || strspn(states, "dsf") < nrs)
+			return -EINVAL;
+		total += nrs + 1;
+		for (q = states + nrs; q < end; q += field_len(q, end)) {
+			q++; /* the tab */
+			if (++nfields > nrs)
+				return -EINVAL;
+			total += cut(field_len(q, end)) + 1;
+		}
+		total += nrs - nfields; /* recipients without a reply field */
+	}
+	o = e->reply = malloc(total);
+	if (!o)
+		return -ENOMEM;
+	memcpy(o, p, cut(rlen));
+	o += cut(rlen);
+	*o++ = '\0';
+	if (!states)
+		return 0;
+	e->rstates = o;
+	e->nrs = nrs;
+	memcpy(o, states, nrs);
+	o += nrs;
+	*o++ = '\0';
+	for (q = states + nrs; q < end; q += field_len(q, end)) {
+		size_t n = cut(field_len(++q, end));
+
+		memcpy(o, q, n);
+		o += n;
+		*o++ = '\0';
+	}
+	for (; nfields < nrs; nfields++)
+		*o++ = '\0';
+	return 0;
+}
+
+char defer_rcpt(const struct defer_ent *e, unsigned i, const char **reply)
+{
+	const char *r;
+
+	*reply = NULL;
+	if (!e || !e->rstates || i >= e->nrs)
+		return '\0';
+	r = e->rstates + e->nrs + 1;
+	for (unsigned k = 0; k < i; k++)
+		r += strlen(r) + 1;
+	*reply = *r ? r : NULL;
+	return e->rstates[i];
 }
 
 /* Reads defer log <i> of <s>, open at <fd> (taken). A last line without
@@ -633,6 +698,12 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 
 			if (de)
 				de->needed = true;
+		}
+		if (m.state == SPOOL_PENDING && w->hold) {
+			struct hold_ent *he = hold_find(w->hold, m.qid);
+
+			if (he)
+				he->needed = true;
 		}
 		err = w->fn ? w->fn(w->arg, &m) : 0;
 		if (err)

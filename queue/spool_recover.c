@@ -163,6 +163,7 @@ struct recovery {
 	struct spool_walker w;
 	struct done_set done;
 	struct defer_set defer;
+	struct hold_set hold;
 	struct spool_recovery r;
 	DIR *d;
 	struct spool_seg_id *gone; /* segments deleted */
@@ -391,7 +392,8 @@ static bool is_stale_tmp(const char *s)
 {
 	size_t n = strlen(s);
 
-	return (!strncmp(s, "done-", 5) && n > 8 && !strcmp(s + n - 8, ".rmx.tmp")) ||
+	return ((!strncmp(s, "done-", 5) || !strncmp(s, "hold-", 5)) && n > 8 &&
+	        !strcmp(s + n - 8, ".rmx.tmp")) ||
 	       (!strncmp(s, "seg-", 4) && n > 16 && !strcmp(s + n - 16, ".rmx.damaged.tmp"));
 }
 
@@ -421,10 +423,13 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
 		err = done_load(rc.d, &rc.done);
 	if (!err)
 		err = defer_load(rc.d, &rc.defer);
+	if (!err)
+		err = hold_load(rc.d, &rc.hold);
 	if (err)
 		goto out;
 	rc.w.done = &rc.done;
 	rc.w.defer = &rc.defer;
+	rc.w.hold = &rc.hold;
 	n = list_names(rc.d, is_seg_name, &names);
 	if (n < 0) {
 		err = n;
@@ -439,6 +444,10 @@ int spool_recover(const char *dir, uint64_t start_id, spool_visit_fn fn, void *a
 		err = done_compact(&rc, start_id);
 	if (!err)
 		err = defer_prune(&rc);
+	/* Holds of messages no longer pending go; the others stay, with
+	 * their stamps, so that a later release still wins. */
+	if (!err)
+		err = hold_compact(rc.d, &rc.hold, start_id, &rc.r.held);
 	if (!err)
 		LOGI("spool: recovered %lu segments: %lu messages pending, %lu done, %lu segments "
 		     "deleted, %lu torn tails (%" PRIu64 " bytes) cut, %lu damaged",
@@ -450,6 +459,7 @@ out:
 	free(rc.gone);
 	done_free(&rc.done);
 	defer_free(&rc.defer);
+	hold_free(&rc.hold);
 	walker_fini(&rc.w);
 out_dir:
 	closedir(rc.d);

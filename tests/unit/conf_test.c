@@ -523,7 +523,7 @@ Test(conf, help_prints_every_option)
 {
 	static const char *const lines[] = {
 	    "Usage: ringmx [OPTIONS]\n",
-	    "       ringmx queue --spool DIR [--count] [--all]\n",
+	    "       ringmx queue --spool DIR [--count] [--all] [--json]\n",
 	    "  --listen ADDR:PORT          address to listen on (default: 127.0.0.1:2525)\n",
 	    "  --threads N ",
 	    "  --spool DIR ",

@@ -5,6 +5,7 @@
  * are written the way io/ writes them: header and envelope from
  * spool_rec_build(), then the body iovecs, in one writev. */
 #include "queue/spool.h"
+#include "queue/spool-int.h" /* defer_line(), defer_rcpt() */
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -2699,4 +2700,371 @@ Test(spool, quarantine_reason_round_trips_and_defaults_to_none)
 	cr_assert_eq(spool_rec_build(&rec, &e, &body, 1), -EINVAL);
 	buf_free(&rec);
 	buf_free(&scratch);
+}
+
+/* Hold logs (`ringmx queue hold`, queue/spool_hold.c). */
+
+static void hold(const char *dir, uint64_t start, const char *qid, uint64_t stamp, bool on)
+{
+	struct spool_hold h = {.stamp = stamp, .op = on ? SPOOL_HOLD_ON : SPOOL_HOLD_OFF};
+
+	snprintf(h.qid, sizeof(h.qid), "%s", qid);
+	cr_assert_eq(spool_hold_write(dir, &h, 1, start), 0);
+}
+
+static bool held(const char *dir, const char *qid)
+{
+	struct spool_holds *h;
+	bool v;
+
+	cr_assert_eq(spool_holds_load(dir, &h), 0);
+	v = spool_holds_held(h, qid);
+	spool_holds_free(h);
+	return v;
+}
+
+Test(spool, hold_record_roundtrips_and_any_flipped_bit_is_refused)
+{
+	struct spool_hold h = {.qid = "6B16A2C0002ABE5F",
+	                       .stamp = 0x0102030405060708ull,
+	                       .op = SPOOL_HOLD_ON},
+	                  got;
+	unsigned char r[SPOOL_HOLD_LEN], c[SPOOL_HOLD_LEN];
+
+	cr_assert_eq(spool_hold_encode(r, &h), 0);
+	cr_expect_eq(memcmp(r, "RMXH", 4), 0);
+	cr_expect_eq(r[8], 0x08); /* little-endian stamp */
+	cr_assert_eq(spool_hold_decode(r, &got), 0);
+	cr_expect_str_eq(got.qid, h.qid);
+	cr_expect_eq(got.stamp, h.stamp);
+	cr_expect_eq(got.op, SPOOL_HOLD_ON);
+	for (size_t bit = 0; bit < SPOOL_HOLD_LEN * 8; bit++) {
+		memcpy(c, r, sizeof(c));
+		c[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+		cr_expect_eq(spool_hold_decode(c, &got), -EINVAL, "bit %zu", bit);
+	}
+	h.op = (enum spool_hold_op)3;
+	cr_expect_eq(spool_hold_encode(r, &h), -EINVAL);
+	h.op = SPOOL_HOLD_OFF;
+	h.qid[0] = '\0';
+	cr_expect_eq(spool_hold_encode(r, &h), -EINVAL);
+}
+
+Test(spool, the_hold_record_with_the_largest_stamp_wins)
+{
+	char *dir = tmp_dir(), *s;
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	cr_expect_not(held(dir, "R0"));
+	hold(dir, 10, "R0", 100, true);
+	hold(dir, 10, "R2", 100, true);
+	hold(dir, 11, "R2", 200, false);
+	/* An older stamp in a later log (a clock stepped back) loses. */
+	hold(dir, 12, "R0", 50, false);
+	/* Equal stamps: the one read last wins. */
+	hold(dir, 12, "R1", 300, true);
+	hold(dir, 13, "R1", 300, false);
+	/* Torn and garbage bytes cost only themselves. */
+	append_bytes(dir, "hold-000000000000000d.rmx", "RMXHgarbage", 11);
+	hold(dir, 13, "NEXT", 400, true);
+	cr_expect(held(dir, "R0"));
+	cr_expect_not(held(dir, "R1"));
+	cr_expect_not(held(dir, "R2"));
+	cr_expect(held(dir, "NEXT"));
+	/* Not a hold log's name: ignored. */
+	append_bytes(dir, "hold-0e.rmx", "", 0);
+	s = list(dir, 0, 1700000060, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "R0" RCPTS " held\n"), "%s", s);
+	cr_expect_not_null(strstr(s, "R1" RCPTS " active\n"), "%s", s);
+	cr_expect_not_null(strstr(s, "NEXT" RCPTS " held\n"), "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
+static size_t pick(const char *dir, const struct spool_select *sel, char *out, size_t cap)
+{
+	struct spool_pick *v = NULL;
+	size_t n = 0;
+
+	cr_assert_eq(spool_pick(dir, sel, 1700000000 + 3600, false, &v, &n), 0);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		strncat(out, v[i].qid, cap - strlen(out) - 2);
+		strcat(out, " ");
+	}
+	free(v);
+	return n;
+}
+
+Test(spool, selectors_pick_by_sender_recipient_age_state_and_id)
+{
+	char *dir = tmp_dir(), name[64], got[256];
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	struct spool_env e = env_n("A");
+	const char *ids[] = {"B", "D", "NONE"};
+	int fd;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	seg_append(fd, &e, &b, 1); /* A: alice -> bob, carol @example.org, an hour old */
+	e.qid = "B";
+	e.from = "";
+	e.rcpts = "dave@other.test";
+	e.nrcpt = 1;
+	seg_append(fd, &e, &b, 1); /* B: <> -> other.test */
+	e.qid = "C";
+	e.from = "Eve@Example.NET";
+	e.arrival = 1700000000 + 3600 - 60;
+	seg_append(fd, &e, &b, 1); /* C: a minute old */
+	e.qid = "D";
+	e.arrival = 1700000000;
+	seg_append(fd, &e, &b, 1);
+	close(fd);
+	defer_lines(dir, 5, "B\t1700009999\t2\t451 later\n");
+	hold(dir, 9, "D", 1, true);
+
+	cr_expect_eq(pick(dir, &(struct spool_select){0}, got, sizeof(got)), 4);
+	cr_expect_str_eq(got, "A B C D ");
+	pick(dir, &(struct spool_select){.from = "<>"}, got, sizeof(got));
+	cr_expect_str_eq(got, "B ");
+	pick(dir, &(struct spool_select){.from = "example.net"}, got, sizeof(got));
+	cr_expect_str_eq(got, "A C D ");
+	pick(dir, &(struct spool_select){.from = "eve@example.net"}, got, sizeof(got));
+	cr_expect_str_eq(got, "C D ");
+	pick(dir, &(struct spool_select){.to = "carol@example.org"}, got, sizeof(got));
+	cr_expect_str_eq(got, "A ");
+	pick(dir, &(struct spool_select){.to = "@other.test"}, got, sizeof(got));
+	cr_expect_str_eq(got, "B C D ");
+	pick(dir, &(struct spool_select){.older_than = 600}, got, sizeof(got));
+	cr_expect_str_eq(got, "A B D ");
+	pick(dir, &(struct spool_select){.states = SPOOL_SEL_DEFERRED}, got, sizeof(got));
+	cr_expect_str_eq(got, "B ");
+	pick(dir, &(struct spool_select){.states = SPOOL_SEL_HELD}, got, sizeof(got));
+	cr_expect_str_eq(got, "D ");
+	pick(dir, &(struct spool_select){.states = SPOOL_SEL_ACTIVE | SPOOL_SEL_HELD}, got,
+	     sizeof(got));
+	cr_expect_str_eq(got, "A C D ");
+	pick(dir, &(struct spool_select){.ids = ids, .nids = 3}, got, sizeof(got));
+	cr_expect_str_eq(got, "B D ");
+	pick(dir,
+	     &(struct spool_select){.ids = ids,
+	                            .nids = 3,
+	                            .to = "other.test",
+	                            .older_than = 60,
+	                            .states = SPOOL_SEL_HELD},
+	     got, sizeof(got));
+	cr_expect_str_eq(got, "D ");
+	rm_dir(dir);
+}
+
+Test(spool, hold_picks_stamp_past_every_stamp_read)
+{
+	char *dir = tmp_dir();
+	struct spool_pick p = {.qid = "R0"};
+	struct spool_holds *h;
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	hold(dir, 10, "R0", 1000000, true);
+	/* A release at an earlier clock than the hold still wins. */
+	cr_assert_eq(spool_hold_picks(dir, &p, 1, false, 11, 5), 0);
+	cr_expect_not(held(dir, "R0"));
+	cr_assert_eq(spool_holds_load(dir, &h), 0);
+	cr_expect_eq(spool_holds_stamp(h), 1000001);
+	cr_expect_eq(spool_holds_count(h), 0);
+	spool_holds_free(h);
+	cr_assert_eq(spool_hold_picks(dir, &p, 1, true, 12, 2000000), 0);
+	cr_expect(held(dir, "R0"));
+	rm_dir(dir);
+}
+
+Test(spool, recover_keeps_the_holds_of_pending_messages_only)
+{
+	char *dir = tmp_dir(), *before, *after;
+	struct spool_recovery r;
+	time_t now = 1700000000 + 60;
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	hold(dir, 10, "R0", 100, true);
+	hold(dir, 10, "R1", 100, true);
+	hold(dir, 11, "R2", 100, true);
+	hold(dir, 11, "R2", 200, false);
+	hold(dir, 11, "GHOST", 200, true);
+	append_bytes(dir, "hold-000000000000000b.rmx", "torn", 4);
+	mark_done(dir, 5, 0, "R1", SEG0, (uint64_t)off[1], SPOOL_DELIVERED);
+	before = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(spool_recover(dir, 0x100, NULL, NULL, &r), 0);
+	cr_expect_eq(r.held, 1);
+	cr_expect_eq(count_files(dir, "hold-"), 1);
+	cr_expect_eq(fsize(dir, "hold-0000000000000100-recovered.rmx"), SPOOL_HOLD_LEN);
+	after = list(dir, SPOOL_LIST_ALL, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_str_eq(after, before);
+	cr_expect_not_null(strstr(after, "R0" RCPTS " held\n"), "%s", after);
+	free(before);
+	free(after);
+
+	/* Again: nothing changes. */
+	cr_assert_eq(spool_recover(dir, 0x101, NULL, NULL, &r), 0);
+	cr_expect_eq(r.held, 1);
+	cr_expect_eq(fsize(dir, "hold-0000000000000100-recovered.rmx"), SPOOL_HOLD_LEN);
+
+	/* A release after recovery wins over the kept hold (its stamp). */
+	hold(dir, 0x200, "R0", 101, false);
+	cr_expect_not(held(dir, "R0"));
+	cr_assert_eq(spool_recover(dir, 0x102, NULL, NULL, &r), 0);
+	cr_expect_eq(r.held, 0);
+	cr_expect_eq(count_files(dir, "hold-"), 0);
+	rm_dir(dir);
+}
+
+static char *report(const char *dir, const struct spool_select *sel, enum spool_report_kind k)
+{
+	char *s = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&s, &n);
+
+	cr_assert_not_null(f);
+	cr_assert_eq(spool_report(dir, sel, k, f, 1700000000 + 60), 0);
+	fclose(f);
+	return s;
+}
+
+Test(spool, reports_json_show_and_shape)
+{
+	char *dir = tmp_dir(), *s;
+	const char *id[] = {"R2"};
+	off_t off[3], len;
+
+	close(three_and_one(dir, off, &len));
+	defer_lines(dir, 5, "R2\t1700000100\t3\t451 4.7.1 \"slow\" down\n");
+	hold(dir, 9, "R0", 1, true);
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_JSON);
+	cr_expect_str_eq(
+	    s,
+	    "{\"queue_name\":\"deferred\",\"queue_id\":\"R2\",\"state\":\"deferred\","
+	    "\"arrival_time\":1700000000,\"message_size\":53,\"forced_expire\":false,"
+	    "\"sender\":\"alice@example.net\",\"attempts\":3,\"next_attempt\":1700000100,"
+	    "\"recipients\":[{\"address\":\"bob@example.org\",\"state\":\"deferred\","
+	    "\"delay_reason\":\"451 4.7.1 \\\"slow\\\" down\"},{\"address\":\"carol@example.org\","
+	    "\"state\":\"deferred\",\"delay_reason\":\"451 4.7.1 \\\"slow\\\" down\"}]}\n");
+	free(s);
+	s = report(dir, &(struct spool_select){.states = SPOOL_SEL_HELD}, SPOOL_REPORT_JSON);
+	cr_expect_not_null(
+	    strstr(s, "{\"queue_name\":\"hold\",\"queue_id\":\"R0\",\"state\":\"held\""), "%s", s);
+	cr_expect_null(strchr(s, '\n') + 1 == s + strlen(s) ? NULL : s, "one line: %s", s);
+	free(s);
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_SHOW);
+	cr_expect_not_null(strstr(s, "queue id: R2\nstate: deferred\nattempts: 3\n"), "%s", s);
+	cr_expect_not_null(strstr(s, "sender: <alice@example.net>\n"), "%s", s);
+	cr_expect_not_null(
+	    strstr(s, "  <carol@example.org> deferred: \"451 4.7.1 \\\"slow\\\" down\"\n"), "%s",
+	    s);
+	cr_expect_not_null(strstr(s, "history:\n  attempt 3 deferred, next attempt "
+	                             "2023-11-14T22:15:00Z (in 40s): "),
+	                   "%s", s);
+	cr_expect_not_null(strstr(s, "headers:\n  Received: from mx.example.net\n  Subject: hi\n"),
+	                   "%s", s);
+	cr_expect_null(strstr(s, "hello"), "the body is not shown: %s", s);
+	free(s);
+	s = report(dir, NULL, SPOOL_REPORT_SHAPE);
+	cr_expect_str_eq(s, "            T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	                    "      TOTAL 4 4  0  0  0  0   0   0   0    0     0\n"
+	                    "example.org 4 4  0  0  0  0   0   0   0    0     0\n");
+	free(s);
+	s = report(dir, NULL, SPOOL_REPORT_SHAPE_SENDER);
+	cr_expect_not_null(strstr(s, "example.net 4 4"), "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, defer_lines_with_recipient_states_give_each_recipient_its_own)
+{
+	char *dir = tmp_dir(), *s;
+	const char *id[] = {"R2"};
+	off_t off[3], len;
+	int ret;
+
+	close(three_and_one(dir, off, &len));
+	/* bob sent, carol deferred with her own reply. */
+	defer_lines(dir, 5, "R2\t1700000100\t3\t452 full\tsd\t\t452 4.2.2 carol is full\n");
+	/* Malformed recipients' part: the line counts for nothing (the last
+	 * good line of R0 stays). */
+	defer_lines(dir, 6,
+	            "R0\t1700000100\t1\tfirst\n"
+	            "R0\t1700000100\t2\tx\tdx\n"
+	            "R0\t1700000100\t2\tx\td\ta\tb\n"
+	            "R0\t1700000100\t2\tx\t\n"
+	            "R1\t1700000100\t2\twhole\tfd\n");
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_JSON);
+	cr_expect_not_null(strstr(s,
+	                          "\"recipients\":[{\"address\":\"bob@example.org\",\"state\":"
+	                          "\"sent\"},{\"address\":\"carol@example.org\",\"state\":"
+	                          "\"deferred\",\"delay_reason\":\"452 4.2.2 carol is full\"}]}\n"),
+	                   "%s", s);
+	free(s);
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_SHOW);
+	cr_expect_not_null(strstr(s, "  <bob@example.org> sent\n  <carol@example.org> deferred: "
+	                             "\"452 4.2.2 carol is full\"\n"),
+	                   "%s", s);
+	free(s);
+	s = list(dir, 0, 1700000060, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "R0" RCPTS " deferred next=40s attempts=1 last=\"first\"\n"),
+	                   "%s", s);
+	cr_expect_not_null(strstr(s, "R1" RCPTS " deferred next=40s attempts=2 last=\"whole\"\n"),
+	                   "%s", s);
+	cr_expect_not_null(
+	    strstr(s, "R2" RCPTS " deferred next=40s attempts=3 last=\"452 full\"\n"), "%s", s);
+	free(s);
+	/* A recipient with a state and no reply field takes the message's. */
+	id[0] = "R1";
+	s = report(dir, &(struct spool_select){.ids = id, .nids = 1}, SPOOL_REPORT_JSON);
+	cr_expect_not_null(strstr(s, "{\"address\":\"bob@example.org\",\"state\":\"failed\","
+	                             "\"delay_reason\":\"whole\"}"),
+	                   "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
+Test(spool, defer_line_every_cut_parses_or_is_refused_within_its_bytes)
+{
+	static const char line[] = "Q1\t1700000100\t3\t451 x\tsdf\t\t452 y\t550 z";
+	struct defer_ent e;
+	const char *why;
+
+	for (size_t n = 0; n <= sizeof(line) - 1; n++) {
+		/* Exactly n bytes and the NUL the reader writes over the '\n'. */
+		char *p = malloc(n + 1);
+		int ret;
+
+		memcpy(p, line, n);
+		p[n] = '\0';
+		ret = defer_line(p, n, &e);
+		cr_assert(ret == 0 || ret == -EINVAL, "cut %zu: %d", n, ret);
+		if (!ret) {
+			cr_expect_eq(e.attempts, 3);
+			cr_expect_leq(e.nrs, 3);
+			for (unsigned i = 0; i < 4; i++)
+				defer_rcpt(&e, i, &why);
+			free(e.reply);
+		}
+		free(p);
+	}
+	cr_assert_eq(defer_line(line, sizeof(line) - 1, &e), 0);
+	cr_expect_str_eq(e.reply, "451 x");
+	cr_expect_eq(defer_rcpt(&e, 0, &why), 's');
+	cr_expect_null(why);
+	cr_expect_eq(defer_rcpt(&e, 1, &why), 'd');
+	cr_expect_str_eq(why, "452 y");
+	cr_expect_eq(defer_rcpt(&e, 2, &why), 'f');
+	cr_expect_str_eq(why, "550 z");
+	cr_expect_eq(defer_rcpt(&e, 3, &why), '\0');
+	free(e.reply);
 }
