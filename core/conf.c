@@ -56,6 +56,7 @@ enum conf_opt {
 	OPT_NUL,
 	OPT_LONG_LINES,
 	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
 	OPT_CHECK,
 	OPT_SEGMENT_SIZE,
 	OPT_DATA_BUFFER,
@@ -125,6 +126,7 @@ static const struct option conf_longopts[] = {
     {"nul", required_argument, NULL, OPT_NUL},
     {"long-lines", required_argument, NULL, OPT_LONG_LINES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"check", no_argument, NULL, OPT_CHECK},
     {"segment-size", required_argument, NULL, OPT_SEGMENT_SIZE},
     {"data-buffer", required_argument, NULL, OPT_DATA_BUFFER},
@@ -232,6 +234,7 @@ static void conf_defaults(struct conf *c)
 	c->bare_policy = SMTP_DATA_BARE_REJECT;
 	c->long_line_policy = SMTP_DATA_LONG_ACCEPT;
 	c->log_level = LOG_INFO;
+	c->log_format = LOG_FMT_TEXT;
 	c->check = false;
 	c->segment_size = CONF_DEF_SEGMENT_SIZE;
 	c->data_buffer = CONF_DEF_DATA_BUFFER;
@@ -393,6 +396,8 @@ void conf_usage(FILE *out)
 	OPT("--metrics-listen ADDR:PORT",
 	    "serve Prometheus metrics at GET /metrics there (default: none)");
 	OPT("--log-level LEVEL", "error, warn, info or debug (default: info)");
+	OPT("--log-format text|json", "syslog-shaped lines in Postfix's words (pflogsumm reads");
+	MORE("them), or one JSON object a line (default: text)");
 	OPT("--check", "check the options and the domains files, then exit");
 	OPT("-h, --help", "print this help and exit");
 	OPT("-V, --version", "print the version and exit");
@@ -825,6 +830,11 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		if (log_level_parse(arg, &c->log_level) < 0)
 			return conf_err(err, errlen,
 			                "--log-level: '%.*s' is not error, warn, info or debug",
+			                CONF_SHOW_MAX, arg);
+		return CONF_OK;
+	case OPT_LOG_FORMAT:
+		if (log_format_parse(arg, &c->log_format) < 0)
+			return conf_err(err, errlen, "--log-format: '%.*s' is not text or json",
 			                CONF_SHOW_MAX, arg);
 		return CONF_OK;
 	case OPT_METRICS_LISTEN:

@@ -168,6 +168,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_threshold = conf.log_level;
+	if (!conf.hostname) {
+		if (gethostname(host, sizeof(host)) != 0 || !host[0])
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		conf.hostname = host;
+	}
+	log_setup(conf.hostname, conf.log_format);
 	if (conf.threads == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		conf.threads = ncpu > 0 ? (unsigned)ncpu : 1;
@@ -177,12 +184,6 @@ int main(int argc, char **argv)
 			LOGW("%u cores: starting 256 workers, the most there can be", conf.threads);
 			conf.threads = 256;
 		}
-	}
-	if (!conf.hostname) {
-		if (gethostname(host, sizeof(host)) != 0 || !host[0])
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
-		conf.hostname = host;
 	}
 	if (conf.spool_min_free == CONF_DEF_SPOOL_MIN_FREE)
 		conf.spool_min_free =

@@ -73,15 +73,16 @@ enum ud_op {
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ((1ull << UD_SHIFT) - 1)))
 
 /* conn flags (the connection's own are RCONN_*, below) */
-#define C_DIRTY  0x20u   /* on the worker's dirty list */
-#define C_QUEUED 0x40u   /* its message is at the committer (gathering or on the disk) */
-#define C_GREETQ 0x100u  /* on the worker's greeting list */
-#define C_TLSHS  0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
-#define C_PAUSED 0x400u  /* input paused (memory): on the worker's pause list */
-#define C_DELAYQ 0x800u  /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
-#define C_PROXYH 0x1000u /* a --listen-proxy connection waiting for its PROXY header */
-#define C_ITLS   0x2000u /* accepted on an implicit-TLS listener */
-#define C_ANVIL  0x4000u /* counted as a session of its client (core/anvil) */
+#define C_DIRTY   0x20u   /* on the worker's dirty list */
+#define C_QUEUED  0x40u   /* its message is at the committer (gathering or on the disk) */
+#define C_GREETQ  0x100u  /* on the worker's greeting list */
+#define C_TLSHS   0x200u  /* TLS handshake running (implicit TLS or after STARTTLS) */
+#define C_PAUSED  0x400u  /* input paused (memory): on the worker's pause list */
+#define C_DELAYQ  0x800u  /* replies held (SMTP_ACT_DELAY): on the worker's delay list */
+#define C_PROXYH  0x1000u /* a --listen-proxy connection waiting for its PROXY header */
+#define C_ITLS    0x2000u /* accepted on an implicit-TLS listener */
+#define C_ANVIL   0x4000u /* counted as a session of its client (core/anvil) */
+#define C_CONNLOG 0x8000u /* its "connect from" line is out: "disconnect from" follows */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
