@@ -137,16 +137,41 @@ static void put_str(struct log_line *ln, const char *s)
 	put(ln, s, strlen(s));
 }
 
+/* The length of the well-formed UTF-8 sequence at <s> (<n> bytes left),
+ * or 0 (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t k;
+	unsigned lo = 0x80, hi = 0xbf;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		k = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		k = 3, lo = s[0] == 0xe0 ? 0xa0 : 0x80, hi = s[0] == 0xed ? 0x9f : 0xbf;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		k = 4, lo = s[0] == 0xf0 ? 0x90 : 0x80, hi = s[0] == 0xf4 ? 0x8f : 0xbf;
+	else
+		return 0;
+	if (n < k || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < k; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return k;
+}
+
 /* <s> as the inside of a JSON string (RFC 8259 7), cut at LOG_ROOM on a
- * character boundary of the escaping; bytes >= 0x80 pass as they are. */
+ * character boundary of the escaping. UTF-8 passes as it is; a byte that
+ * is not part of well-formed UTF-8 (a next hop's reply can hold any)
+ * becomes U+FFFD, so that a JSON reader never fails on a line. */
 static void put_json(struct log_line *ln, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
 
-	for (size_t i = 0; i < len && s[i]; i++) {
+	for (size_t i = 0; i < len && s[i];) {
 		unsigned char c = (unsigned char)s[i];
 		char e[6];
-		size_t k = 0;
+		size_t k = 0, used = 1;
 
 		if (c == '"' || c == '\\') {
 			e[k++] = '\\';
@@ -158,13 +183,26 @@ static void put_json(struct log_line *ln, const char *s, size_t len)
 			e[k++] = '0';
 			e[k++] = hex[c >> 4];
 			e[k++] = hex[c & 15];
-		} else {
+		} else if (c < 0x80) {
 			e[k++] = (char)c;
+		} else {
+			size_t rest = len == (size_t)-1 ? strnlen(s + i, 4) : len - i;
+
+			used = utf8_len((const unsigned char *)s + i, rest);
+			if (used) {
+				memcpy(e, s + i, used);
+				k = used;
+			} else {
+				memcpy(e, "\xef\xbf\xbd", 3); /* U+FFFD */
+				k = 3;
+				used = 1;
+			}
 		}
 		if (k > LOG_ROOM - ln->n)
 			return;
 		memcpy(ln->p + ln->n, e, k);
 		ln->n += k;
+		i += used;
 	}
 }
 

@@ -213,6 +213,20 @@ Test(maillog, json_has_the_same_fields, .init = setup_json)
 	EXPECT_HAS(l, "\"level\":\"warn\",\"message\":\"a \\\"b\\\"\"}");
 }
 
+Test(maillog, json_utf8_passes_and_bad_bytes_become_replacement, .init = setup_json)
+{
+	const char *l;
+
+	/* é, €, U+1F600; then a lone continuation byte, an overlong "/", a
+	 * surrogate, a cut sequence at the end */
+	log_msg(LOG_P_SMTP, LOG_INFO, "%s",
+	        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80|\x80|\xc0\xaf|\xed\xa0\x80|\xe2\x82");
+	l = json_line();
+	EXPECT_HAS(l, "\"message\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80|\xef\xbf\xbd|"
+	              "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+	              "\xef\xbf\xbd\xef\xbf\xbd\"}");
+}
+
 Test(maillog, json_overlong_value_is_cut_inside_its_string, .init = setup_json)
 {
 	static char big[3000];
