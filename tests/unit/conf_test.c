@@ -154,6 +154,7 @@ Test(conf, log_format_json)
 {
 	cr_assert_eq(PARSE("--log-format", "json"), CONF_OK, "%s", err);
 	cr_assert_eq(conf.log_format, LOG_FMT_JSON);
+	conf_fini(&conf);
 	cr_assert_eq(PARSE("--log-format=text"), CONF_OK, "%s", err);
 	cr_assert_eq(conf.log_format, LOG_FMT_TEXT);
 }
