@@ -142,6 +142,20 @@ void maillog_queued(const char *qid, const char *from, uint64_t size, unsigned n
 	log_line_end(&ln);
 }
 
+void maillog_accepted(const char *qid, const char *addr, struct sv content, const char *from,
+                      uint64_t size, unsigned nrcpt)
+{
+	struct sv id;
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	maillog_client(qid, addr);
+	id = maillog_message_id_find(content.p, content.len);
+	if (id.p)
+		maillog_message_id(qid, id);
+	maillog_queued(qid, from, size, nrcpt);
+}
+
 void maillog_dsn_of(const char *reply, const char *dflt, char *out, size_t len)
 {
 	const char *p = reply ? reply : "";

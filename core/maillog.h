@@ -47,6 +47,11 @@ struct sv maillog_message_id_find(const char *p, size_t n);
 /* <from>: the reverse-path without <>, "" for the null sender. */
 void maillog_queued(const char *qid, const char *from, uint64_t size, unsigned nrcpt);
 
+/* The lines of a message now durable: client=, message-id= (when
+ * <content>, the message's start, has one; p NULL: not at hand), from=. */
+void maillog_accepted(const char *qid, const char *addr, struct sv content, const char *from,
+                      uint64_t size, unsigned nrcpt);
+
 /* One recipient's delivery attempt. */
 struct maillog_dlv {
 	const char *qid, *to;

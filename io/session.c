@@ -289,8 +289,6 @@ static void conn_set_state(struct conn *c, enum conn_state st)
 
 static void conn_free(struct worker *w, struct conn *c)
 {
-	LOGD("session: client=[%s]:%u worker=%u closed: msgs=%u errors=%u", c->s.peer.addr, c->port,
-	     w->id, c->s.nmsgs, c->s.nerrors);
 	if (c->flags & C_CONNLOG)
 		smtp_session_log_disconnect(&c->s);
 	stats_add_local(&w->st.closed[c->lidx][(c->s.flags & SMTP_F_TLS) ? 1 : 0], 1);
@@ -702,7 +700,6 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
 	c->last_active = w->now;
 	live_append(w, c);
-	LOGD("session: client=[%s]:%u worker=%u", peer.addr, port, w->id);
 	if (!l->cl->proxy) { /* else once the PROXY header names the client */
 		maillog_connect(peer.addr);
 		c->flags |= C_CONNLOG;
@@ -839,24 +836,6 @@ void session_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		session_flush(w, c);
 }
 
-/* The lines of a message now durable (core/maillog): client=, message-id=
- * (when its header section is in memory: not for one that streamed to
- * the disk), from= (queue active). */
-static void log_accepted(struct conn *c)
-{
-	if (!log_enabled(LOG_INFO))
-		return;
-	maillog_client(c->qid, c->s.peer.addr);
-	if (!c->s.tx.body_taken) { /* the whole content is in tx.body */
-		struct sv id = maillog_message_id_find(c->s.tx.body.p, c->s.tx.body.len);
-
-		if (id.p)
-			maillog_message_id(c->qid, id);
-	}
-	maillog_queued(c->qid, c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->msg_size,
-	               c->s.tx.nrcpt);
-}
-
 /* The committer's answer for <c>'s message: 0 (durable: 250, and routed
  * to the worker that delivers it) or -errno (4xx). */
 static void on_committed(struct worker *w, struct commit_rec *r, int err)
@@ -872,7 +851,11 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
-		log_accepted(c);
+		/* Its content is all in tx.body unless it streamed. */
+		maillog_accepted(c->qid, c->s.peer.addr,
+		                 c->s.tx.body_taken ? (struct sv){0} : buf_sv(&c->s.tx.body),
+		                 c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->msg_size,
+		                 c->s.tx.nrcpt);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
 		     strerror(-err));
