@@ -109,6 +109,7 @@ enum conf_opt {
 	OPT_MILTER,
 	OPT_MILTER_TIMEOUT,
 	OPT_MILTER_DEFAULT_ACTION,
+	OPT_LOG_FORMAT,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -527,6 +528,15 @@ static int set_log_level(struct conf *c, const struct conf_key *k, const char *a
 	return CONF_OK;
 }
 
+static int set_log_format(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                          size_t errlen)
+{
+	if (log_format_parse(arg, &c->log_format) < 0)
+		return conf_err(err, errlen, "--%s: '%.*s' is not text or json", k->name,
+		                CONF_SHOW_MAX, arg);
+	return CONF_OK;
+}
+
 static int set_action(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                       size_t errlen)
 {
@@ -596,6 +606,7 @@ static const char *const w_bare[] = {"reject", "normalize", NULL};
 static const char *const w_nul[] = {"reject", "strip", NULL};
 static const char *const w_long[] = {"reject", "accept", NULL};
 static const char *const w_level[] = {"error", "warn", "info", "debug", NULL};
+static const char *const w_logfmt[] = {"text", "json", NULL};
 static const char *const w_dur[] = {"fsync", "none", NULL};
 static const char *const w_rtls[] = {"none", "may", "encrypt", NULL};
 static const char *const w_milter[] = {"tempfail", "accept", "reject", NULL};
@@ -765,6 +776,10 @@ const struct conf_key conf_keys[] = {
      .metavar = "LEVEL",
      .def = "info",
      .help = "error, warn, info or debug"},
+    {.name = "log-format", .id = OPT_LOG_FORMAT, .type = CT_ENUM, .off = OFF(log_format),
+     .words = w_logfmt, .set = set_log_format, .metavar = "text|json", .def = "text",
+     .defdoc = "", .help = "syslog-shaped lines in Postfix's words (pflogsumm reads",
+     .more = "them), or one JSON object a line (default: text)"},
     ACTK("config", OPT_CONFIG, "FILE", "read options from FILE (default: " CONF_DEF_CONFIG,
          "if present); the command line overrides it; see ringmx.conf(5)"),
     ACTK("check", OPT_CHECK, NULL, "check the options and the files they name, then exit", NULL),

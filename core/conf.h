@@ -144,6 +144,7 @@ struct conf {
 	enum smtp_data_long long_line_policy; /* lines over max_line_length */
 	bool nul_strip;                       /* --nul strip (default reject) */
 	enum log_level log_level;
+	enum log_format log_format;   /* --log-format */
 	bool check;                   /* --check: validate and exit */
 	bool allow_untrusted_routing; /* --allow-untrusted-routing */
 	uint64_t segment_size;        /* bytes; a worker starts a new segment past it */

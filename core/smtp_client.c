@@ -24,6 +24,10 @@
 
 #include "core/log.h"
 
+/* Its log lines name ringmx/smtp (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTP
+
 #define SMTPC_TEXT_KEEP 4096u /* reply text memory kept across messages */
 #define SMTPC_SNIP      40u   /* octets of a bad reply quoted in a protocol error */
 

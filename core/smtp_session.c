@@ -23,8 +23,13 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/maillog.h"
 #include "core/stats.h"
 #include "core/utc.h"
+
+/* Its log lines name ringmx/smtpd (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTPD
 
 #define SMTP_BODY_KEEP  (64u * 1024) /* content memory kept across transactions */
 #define SMTP_ENV_KEEP   4096u        /* envelope memory kept across transactions */
@@ -86,6 +91,12 @@ _Static_assert(SMTP_CMD_N == SMTP_STAT_VERBS, "struct smtp_stats counts every ta
 /* Defined with its handlers below; smtp_reply() and the data paths name entries. */
 static const struct smtp_cmd_def smtp_cmds[SMTP_CMD_N];
 
+/* The verbs as the disconnect line names them (Postfix's words). */
+static const char *const smtp_cmd_lower[SMTP_CMD_N] = {
+    "ehlo", "helo", "mail", "rcpt", "data", "bdat",     "rset",
+    "noop", "quit", "vrfy", "expn", "help", "starttls", "unknown",
+};
+
 static const char *const smtp_state_names[] = {
     [SMTP_S_INIT] = "INIT",   [SMTP_S_GREET] = "GREET",   [SMTP_S_READY] = "READY",
     [SMTP_S_MAIL] = "MAIL",   [SMTP_S_RCPT] = "RCPT",     [SMTP_S_DATA] = "DATA",
@@ -116,12 +127,56 @@ static void smtp_stat_refuse(struct smtp_session *s, enum smtp_refusal r)
 /* A final reply line to command <c> whose code starts with <cls>. */
 static void smtp_stat_reply(struct smtp_session *s, const struct smtp_cmd_def *c, char cls)
 {
+	size_t v = (size_t)(c - smtp_cmds);
+
+	if (cls != '3') {
+		s->cmd_sent[v]++;
+		s->cmd_ok[v] += cls == '2';
+	}
 	if (s->stats && cls >= '2' && cls <= '5')
 		stats_add_local(&s->stats->replies[c - smtp_cmds][cls - '2'], 1);
 }
 
 static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, unsigned how,
                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The path inside <> of a MAIL FROM:/RCPT TO: argument; p NULL if none. */
+static struct sv smtp_arg_path(struct sv arg)
+{
+	const char *lt = arg.p ? memchr(arg.p, '<', arg.len) : NULL, *gt;
+
+	if (!lt)
+		return (struct sv){0};
+	gt = memchr(lt, '>', arg.len - (size_t)(lt - arg.p));
+	if (!gt)
+		return (struct sv){0};
+	return sv_make(lt + 1, (size_t)(gt - lt - 1));
+}
+
+/* "NOQUEUE: reject: RCPT from unknown[addr]: <reply>; from=<> to=<>
+ * proto=ESMTP helo=<>" (core/maillog), for a refusal of <c>. */
+static void smtp_log_reject(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv reply)
+{
+	struct maillog_reject r = {
+	    .verb = c->verb.p, /* a NUL-terminated literal */
+	    .addr = s->peer.addr,
+	    .reply = reply,
+	    .proto = (s->flags & SMTP_F_ESMTP) ? "ESMTP" : "SMTP",
+	    .helo = s->helo,
+	};
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	if (c == &smtp_cmds[SMTP_CMD_MAIL])
+		r.from = smtp_arg_path(s->cmd_arg);
+	else if (smtp_session_in_tx(s))
+		r.from = s->tx.from.len ? sv_make(s->tx.from.p, s->tx.from.len) : SV("");
+	if (c == &smtp_cmds[SMTP_CMD_RCPT])
+		r.to = smtp_arg_path(s->cmd_arg);
+	else if (smtp_session_in_tx(s) && s->tx.nrcpt)
+		r.to = sv_cstr(s->tx.rcpts.p); /* the first */
+	maillog_reject(&r);
+}
 
 /* Appends one reply line (<fmt> without CRLF, its code first) to s->out.
  * Logs 4xx/5xx replies to commands marked SMTP_C_LOG, counts SMTP_R_ERR
@@ -156,8 +211,7 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	else if (c)
 		smtp_stat_reply(s, c, line[0]);
 	if (c && (c->flags & SMTP_C_LOG) && (line[0] == '4' || line[0] == '5'))
-		LOGI("reject: client=[%s] %.*s: %.*s", s->peer.addr, (int)c->verb.len, c->verb.p,
-		     (int)n, line);
+		smtp_log_reject(s, c, sv_make(line, n));
 	if (!(how & SMTP_R_ERR))
 		return;
 	s->nerrors++;
@@ -177,8 +231,8 @@ static void smtp_reply(struct smtp_session *s, const struct smtp_cmd_def *c, uns
 	if (max && s->nerrors >= max) {
 		if (!c)
 			c = &smtp_cmds[SMTP_CMD_UNKNOWN];
-		LOGI("reject: client=[%s] %.*s: 421 4.7.0 %s Error: too many errors", s->peer.addr,
-		     (int)c->verb.len, c->verb.p, s->cf->hostname);
+		LOGI("too many errors after %.*s from unknown[%s]", (int)c->verb.len, c->verb.p,
+		     s->peer.addr);
 		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many errors", s->cf->hostname);
 		smtp_stat_refuse(s, SMTP_RF_ERRORS);
 		smtp_close(s);
@@ -624,11 +678,12 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		return;
 	}
 	if (cf->max_unknown && s->counts.unknown >= cf->max_unknown) {
-		LOGI("reject: client=[%s] RCPT: 421 4.7.0 %s Error: too many unknown recipients "
-		     "(%u)",
-		     s->peer.addr, cf->hostname, s->counts.unknown);
-		smtp_reply(s, NULL, 0, "421 4.7.0 %s Error: too many unknown recipients",
-		           cf->hostname);
+		char why[320];
+		int k = snprintf(why, sizeof(why),
+		                 "421 4.7.0 %s Error: too many unknown recipients", cf->hostname);
+
+		smtp_log_reject(s, c, sv_make(why, k > 0 ? strlen(why) : 0));
+		smtp_reply(s, NULL, 0, "%s", why);
 		smtp_stat_reply(s, c, '4'); /* the 421 answers this RCPT (logged above) */
 		smtp_stat_refuse(s, SMTP_RF_UNKNOWN_LIMIT);
 		smtp_close(s);
@@ -1116,7 +1171,9 @@ static void smtp_command(struct smtp_session *s, const char *p, size_t n)
 		                     : c->early);
 		return;
 	}
+	s->cmd_arg = arg;
 	c->fn(s, c, arg);
+	s->cmd_arg = (struct sv){0}; /* <arg> is into the caller's buffer */
 }
 
 /* Command mode: takes one line (or the part of one that is there). A line
@@ -1416,6 +1473,13 @@ void smtp_session_body_fail(struct smtp_session *s)
 {
 	s->tx.flags |= SMTP_TX_NOMEM;
 	buf_reset(&s->tx.body, SMTP_BODY_KEEP);
+}
+
+void smtp_session_log_disconnect(const struct smtp_session *s)
+{
+	const struct maillog_cmds mc = {smtp_cmd_lower, s->cmd_ok, s->cmd_sent, SMTP_CMD_N};
+
+	maillog_disconnect(s->peer.addr, &mc);
 }
 
 bool smtp_session_in_tx(const struct smtp_session *s)

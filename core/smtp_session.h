@@ -156,6 +156,10 @@ struct smtp_session {
 		unsigned routing;      /* of them, a route through an accepted domain */
 	} counts;
 	struct smtp_stats *stats; /* set by the caller; NULL: nothing counted */
+	/* Final replies per verb (the disconnect log line): sent, and of
+	 * them 2xx. DATA's 354 is not one: its reply after the content is. */
+	uint32_t cmd_sent[SMTP_STAT_VERBS], cmd_ok[SMTP_STAT_VERBS];
+	struct sv cmd_arg;    /* the argument of the command being run; into rx, for logs */
 	bool storage_low;     /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];       /* EHLO/HELO argument, truncated; "" before it */
 	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */
@@ -229,6 +233,10 @@ void smtp_session_busy(struct smtp_session *s);
  * (<rate> true) from the client's address (core/anvil). Instead of the
  * greeting. */
 void smtp_session_limited(struct smtp_session *s, bool rate);
+/* Logs the session's end: "disconnect from unknown[addr] ehlo=1 mail=1
+ * ... commands=N" (core/maillog). */
+void smtp_session_log_disconnect(const struct smtp_session *s);
+
 /* True between MAIL and the end of the message's spooling. */
 bool smtp_session_in_tx(const struct smtp_session *s);
 

@@ -42,6 +42,10 @@
 #include "io/metrics.h"
 #include "io/ring.h"
 
+/* Its log lines name ringmx/qmgr (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_QMGR
+
 /* A log rotated out: closed, with nothing in flight on it. A done log
  * (every mark in it durable) goes once every segment in <segs> is gone
  * (segreg_gone()); a defer log once the worker's clock passes <expires>. */

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
 	}
 	log_threshold = conf.log_level;
 	reload_resolve(&conf);
+	log_setup(conf.hostname, conf.log_format);
 	if (conf.ntls_certs) {
 		struct tls_cert_conf certs[CONF_MAX_TLS_CERTS];
 

@@ -55,6 +55,10 @@ struct rmsg {
 	bool held;         /* on hold (`ringmx queue hold`): in the deferred list, never
 	                    * dispatched (nor expired) until released */
 	time_t move_try;   /* no move before this (one failed) */
+	/* When its jobs were last queued for connections (the log's delays=):
+	 * the worker clock (ms) and the wall clock (s). */
+	int64_t dispatched_ms;
+	time_t dispatched_at;
 };
 
 static inline struct rmsg *rmsg_of(struct delivery_msg *d)
@@ -81,6 +85,9 @@ struct relay_conn {
 	struct smtp_client cl;
 	struct smtp_client_conf ccf;
 	struct delivery_job *job;
+	int64_t connect_ms; /* worker clock: connect started (rc_connect()) */
+	int64_t setup_ms;   /* connect to first READY, for its first job's delays=; then 0 */
+	int64_t job_ms;     /* worker clock: <job> was taken */
 	struct relay_conn *next, *dirty_next;
 	struct relay_conn *route_next; /* in its route's list */
 	/* The job's body, streamed from the spool (body_feed()): */

@@ -32,6 +32,7 @@
 #include "core/dsn.h"
 #include "core/log.h"
 #include "core/qtool.h"
+#include "core/maillog.h"
 #include "core/stats.h"
 #include "io/control.h"
 #include "io/fault.h"
@@ -42,6 +43,10 @@
 #include "queue/crc32c.h"
 #include "queue/delivery.h"
 #include "queue/spool.h"
+
+/* Its log lines name ringmx/smtp (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTP
 
 /* ---- messages ---- */
 
@@ -286,6 +291,8 @@ static void msg_dispatch(struct worker *w, struct rmsg *m)
 	 * after the dispatch: settled from inside it too, it would be put on
 	 * the deferred list twice (a list that loops on itself). */
 	m->dispatching = true;
+	m->dispatched_ms = w->now;
+	m->dispatched_at = time(NULL);
 	if (delivery_dispatch(&w->relay->q, &m->d, conn_kick_cb, w) < 0)
 		LOGE("relay: out of memory for %s", m->m.qid);
 	m->dispatching = false;
@@ -323,6 +330,8 @@ static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
 	d.offset = m->offset;
 	d.result = st;
 	w->relay->sink->done(w, &d, m->segno);
+	if (st != SPOOL_MOVED)
+		maillog_removed(m->m.qid); /* delivered, bounced (its DSN is queued) or deleted */
 }
 
 /* Builds the DSN for <m>'s failed recipients, returning the <m->rd_len>
@@ -455,9 +464,11 @@ static void bounce_settled(struct worker *w, struct rmsg *m, int err)
 	rmsg_free(w, m);
 }
 
-void relay_bounce_done(struct worker *w, void *token, int err)
+void relay_bounce_done(struct worker *w, void *token, int err, const char *bounce_qid)
 {
 	w->relay->nbouncing--;
+	if (err == 0)
+		maillog_bounce(((struct rmsg *)token)->m.qid, bounce_qid);
 	bounce_settled(w, token, err);
 }
 
@@ -518,10 +529,23 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 	for (unsigned i = 0; s.expired && i < m->d.nrcpt; i++) {
 		const struct delivery_rcpt *dr = &m->d.rcpt[i];
 
-		if (dr->flags & DELIVERY_R_EXPIRED)
-			LOGI("relay: id=%s to=<%s> status=bounced (expired after %llds): %s",
-			     m->m.qid, dr->addr, (long long)(now - m->m.arrival),
-			     dr->why ? dr->why : "");
+		if (dr->flags & DELIVERY_R_EXPIRED) {
+			char why[512];
+			struct maillog_dlv d = {
+			    .qid = m->m.qid,
+			    .to = dr->addr,
+			    .relay = "none",
+			    .status = "bounced",
+			    .reply = why,
+			    .delay_s = (long long)(now - m->m.arrival),
+			    .delays_ms = {(int64_t)(now - m->m.arrival) * 1000},
+			    .attempt = m->d.attempts,
+			};
+
+			snprintf(why, sizeof(why), "%s (message expired after %llds in the queue)",
+			         dr->why ? dr->why : "", (long long)(now - m->m.arrival));
+			maillog_delivery(&d);
+		}
 	}
 	switch (s.outcome) {
 	case DELIVERY_SETTLE_DEFER:
@@ -554,11 +578,16 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 	const struct relay_hop *hop = &r->rc->routes[c->route].hops[c->hop];
 	uint64_t *dlv =
 	    w->st.dlv + (size_t)(r->rc->routes[c->route].first_hop + c->hop) * WSTAT_DLV_N;
+	const struct rmsg *rm = rmsg_of(j->msg);
 	struct timespec ts;
+	int64_t setup;
 	time_t now;
 
 	clock_gettime(CLOCK_REALTIME, &ts); /* vDSO; once per job */
 	now = ts.tv_sec;
+	/* The connection's set-up counts in its first job's delays= only. */
+	setup = c->setup_ms > 0 ? c->setup_ms : 0;
+	c->setup_ms = 0;
 
 	for (unsigned k = 0; k < j->n; k++) {
 		const struct smtp_client_result *res = smtp_client_result(&c->cl, k);
@@ -588,9 +617,21 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 			stats_add_local(&dlv[WSTAT_DLV_DEFERRED], 1);
 			break;
 		}
-		LOGI("relay: id=%s to=<%s> relay=%s delay=%llds attempt=%u status=%s (%s)", m->qid,
-		     j->rcpts[k], hop->text, (long long)(now - m->arrival), m->attempts + 1, st,
-		     text);
+		if (log_enabled(LOG_INFO)) {
+			struct maillog_dlv d = {
+			    .qid = m->qid,
+			    .to = j->rcpts[k],
+			    .relay = res && res->code ? hop->name : "none",
+			    .status = st,
+			    .reply = text,
+			    .delay_s = (long long)(now - m->arrival),
+			    .delays_ms = {(int64_t)(rm->dispatched_at - m->arrival) * 1000,
+			                  c->job_ms - rm->dispatched_ms, setup, w->now - c->job_ms},
+			    .attempt = m->attempts + 1,
+			};
+
+			maillog_delivery(&d);
+		}
 	}
 	relay_job_release(w, j);
 }

@@ -37,10 +37,10 @@ struct relay_sink {
 	void (*defer)(struct worker *w, const char *line, size_t len);
 	int (*move)(struct worker *w, struct sv rec, void *token);
 };
-/* The bounce queued for <token> is durable (<err> 0: the message is
- * marked done) or failed (-errno: the message is kept and bounced again at
- * its next retry). */
-void relay_bounce_done(struct worker *w, void *token, int err);
+/* The bounce queued for <token> is durable as <bounce_qid> (<err> 0: the
+ * message is marked done) or failed (-errno: the message is kept and
+ * bounced again at its next retry). */
+void relay_bounce_done(struct worker *w, void *token, int err, const char *bounce_qid);
 
 /* The copy queued for <token> is durable in registry segment <segno> at
  * <off> (<err> 0), or failed (-errno: the message stays where it was). */

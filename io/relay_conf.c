@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -63,6 +64,15 @@ static int parse_hop(struct relay_hop *h, const char *s, char *err, size_t errle
 	memcpy(&h->addr, ai->ai_addr, ai->ai_addrlen);
 	h->addrlen = ai->ai_addrlen;
 	freeaddrinfo(ai);
+	{
+		char a[INET6_ADDRSTRLEN] = "?";
+		const void *in = h->addr.ss_family == AF_INET6
+		                     ? (const void *)&((struct sockaddr_in6 *)&h->addr)->sin6_addr
+		                     : (const void *)&((struct sockaddr_in *)&h->addr)->sin_addr;
+
+		inet_ntop(h->addr.ss_family, in, a, sizeof(a));
+		snprintf(h->name, sizeof(h->name), "%s[%s]:%s", host, a, port);
+	}
 	return 0;
 bad:
 	snprintf(err, errlen, "ringmx: next hop '%s' is not host:port or lmtp:host:port", s);

@@ -20,6 +20,7 @@ struct relay_hop {
 	bool lmtp;      /* RFC 2033 */
 	char text[96];  /* as configured, for logs: "mx.example:25", "lmtp:[::1]:24" */
 	char host[256]; /* the host part, for TLS SNI */
+	char name[320]; /* "host[addr]:port", for the log's relay= (Postfix's form) */
 };
 
 /* The next hops of one recipient domain (or of all: domain NULL), tried in

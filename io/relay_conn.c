@@ -23,11 +23,16 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/maillog.h"
 #include "io/conn.h"
 #include "io/relay-int.h"
 #include "io/ring.h"
 #include "io/tls.h"
 #include "queue/crc32c.h"
+
+/* Its log lines name ringmx/smtp (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTP
 
 /* ---- connections ---- */
 
@@ -129,6 +134,8 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	c->rc.flags |= RCONN_SEND;
 	c->rc.inflight++;
 	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+	c->connect_ms = w->now;
+	c->setup_ms = -1; /* until its first READY */
 	sqe = ring_sqe(&w->ring);
 	io_uring_prep_connect(sqe, c->rc.fd, (const struct sockaddr *)&h->addr, h->addrlen);
 	io_uring_sqe_set_data64(sqe, UD(c, UD_RELAY_CONNECT));
@@ -184,11 +191,20 @@ void relay_conn_route_down(struct worker *w, unsigned route, const char *why)
 
 		delivery_job_why(j, why);
 		for (unsigned k = 0; k < j->n; k++) {
-			LOGI("relay: id=%s to=<%s> relay=none delay=%llds attempt=%u "
-			     "status=deferred "
-			     "(%s)",
-			     m->qid, j->rcpts[k], (long long)(time(NULL) - m->arrival),
-			     m->attempts + 1, why);
+			const struct rmsg *rm = rmsg_of(j->msg);
+			struct maillog_dlv d = {
+			    .qid = m->qid,
+			    .to = j->rcpts[k],
+			    .relay = "none",
+			    .status = "deferred",
+			    .reply = why,
+			    .delay_s = (long long)(time(NULL) - m->arrival),
+			    .delays_ms = {(int64_t)(rm->dispatched_at - m->arrival) * 1000,
+			                  w->now - rm->dispatched_ms},
+			    .attempt = m->attempts + 1,
+			};
+
+			maillog_delivery(&d);
 			r->stat_deferred++;
 		}
 		relay_job_release(w, j);
@@ -366,7 +382,10 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	if (c->cl.act & SMTPC_ACT_READY) {
 		c->cl.act &= ~SMTPC_ACT_READY;
 		delivery_route_up(&r->q, c->route);
+		if (c->setup_ms < 0)
+			c->setup_ms = w->now - c->connect_ms;
 		if (!r->stopping && (c->job = delivery_take(&r->q, c->route))) {
+			c->job_ms = w->now;
 			if (smtp_client_send(&c->cl, &c->job->cm) < 0) {
 				smtp_client_fail(&c->cl, "5.6.0 message cannot be sent");
 				rc_act(w, c);

@@ -10,6 +10,10 @@
 #include "core/stats.h"
 #include "io/ring.h"
 
+/* Its log lines name ringmx/smtp (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTP
+
 static void msg_ring_wake(struct worker *w, unsigned to)
 {
 	struct worker *t = w->g->workers[to];

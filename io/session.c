@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/maillog.h"
 #include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -34,6 +35,10 @@
 #include "io/route.h"
 #include "io/spill.h"
 #include "io/tls.h"
+
+/* Its log lines name ringmx/smtpd (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTPD
 
 /* ---- lists ---- */
 
@@ -155,8 +160,9 @@ static void stream_abort(struct worker *w, struct conn *c)
 {
 	if (!spill_active(&c->sp))
 		return;
-	LOGI("reject: id=%s client=[%s] message cut off after %llu bytes: not queued", c->qid,
-	     c->s.peer.addr, (unsigned long long)c->sp.content);
+	LOGI("%s: lost connection after DATA (%llu bytes) from unknown[%s]: message cut off, "
+	     "not queued",
+	     c->qid, (unsigned long long)c->sp.content, c->s.peer.addr);
 	spill_abort(w, &c->sp);
 	buf_reset(&c->rec, OUT_KEEP);
 	buf_reset(&c->rcvd, OUT_KEEP);
@@ -288,8 +294,8 @@ static void conn_set_state(struct conn *c, enum conn_state st)
 
 static void conn_free(struct worker *w, struct conn *c)
 {
-	LOGI("disconnect: client=[%s]:%u worker=%u msgs=%u errors=%u", c->s.peer.addr, c->port,
-	     w->id, c->s.nmsgs, c->s.nerrors);
+	if (c->flags & C_CONNLOG)
+		smtp_session_log_disconnect(&c->s);
 	stats_add_local(&w->st.closed[c->lidx][(c->s.flags & SMTP_F_TLS) ? 1 : 0], 1);
 	w->rejected.unknown += c->s.counts.unknown;
 	w->rejected.relay_denied += c->s.counts.relay_denied;
@@ -643,7 +649,10 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	n = atomic_fetch_add_explicit(&w->g->nsessions, 1, memory_order_relaxed) + 1;
 	c->last_active = w->now;
 	live_append(w, c);
-	LOGI("connect: client=[%s]:%u worker=%u", peer.addr, port, w->id);
+	if (!l->cl->proxy) { /* else once the PROXY header names the client */
+		maillog_connect(peer.addr);
+		c->flags |= C_CONNLOG;
+	}
 	if (n > session_conf(w)->max_sessions) {
 		LOGW("reject: client=[%s]:%u too many sessions (%u)", peer.addr, port, n - 1);
 		conn_set_state(c, CONN_S_OPEN);
@@ -791,12 +800,13 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));
-		LOGI("queued: id=%s size=%llu from=<%s> nrcpt=%u client=[%s]", c->qid,
-		     (unsigned long long)c->msg_size,
-		     c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->s.tx.nrcpt,
-		     c->s.peer.addr);
+		/* Its content is all in tx.body unless it streamed. */
+		maillog_accepted(c->qid, c->s.peer.addr,
+		                 c->s.tx.body_taken ? (struct sv){0} : buf_sv(&c->s.tx.body),
+		                 c->s.tx.from.len ? buf_cstr(&c->s.tx.from) : "", c->msg_size,
+		                 c->s.tx.nrcpt);
 		if (c->quarantine)
-			LOGI("quarantine: id=%s held: %s", c->qid, c->quarantine);
+			LOGI("%s: quarantine: held: %s", c->qid, c->quarantine);
 	} else {
 		LOGW("spool: id=%s client=[%s] not accepted: %s", c->qid, c->s.peer.addr,
 		     strerror(-err));

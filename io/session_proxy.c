@@ -10,10 +10,15 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "core/maillog.h"
 #include "core/policy.h"
 #include "core/proxy.h"
 #include "io/conn.h"
 #include "io/session.h"
+
+/* Its log lines name ringmx/smtpd (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_SMTPD
 
 /* ---- PROXY protocol (--listen-proxy) ----
  *
@@ -91,6 +96,8 @@ void session_proxy_input(struct worker *w, struct conn *c, const char *p, size_t
 	}
 	c->flags &= ~C_PROXYH;
 	proxy_apply(w, c, &h);
+	maillog_connect(c->s.peer.addr); /* the client the balancer names */
+	c->flags |= C_CONNLOG;
 	/* What followed the header is the client's: kept aside while the
 	 * session starts, then fed as if it had just arrived. */
 	if (c->pending.len > (size_t)r && buf_append(&rest, c->pending.p + r, c->pending.len - r)) {

@@ -22,6 +22,10 @@
 #include "io/ring.h"
 #include "queue/crc32c.h"
 
+/* Its log lines name ringmx/qmgr (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_QMGR
+
 void spill_init(struct spill *sp, spill_fn *written, size_t keep)
 {
 	*sp = (struct spill){.fd = -1, .written = written, .keep = keep};

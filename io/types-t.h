@@ -90,6 +90,7 @@ enum ud_op {
 /* The filters rebuilt the message: tx.body holds the Received: header,
  * and the queue id is given (io/milter) */
 #define C_MILTERED 0x10000u
+#define C_CONNLOG 0x20000u /* its "connect from" line is out: "disconnect from" follows */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */

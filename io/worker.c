@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/maillog.h"
 #include "core/stats.h"
 #include "core/tables.h"
 #include "io/commit.h"
@@ -284,14 +285,13 @@ static void on_local_committed(struct worker *w, struct commit_rec *r, int err)
 	struct local_msg *m = (struct local_msg *)r;
 
 	if (err == 0) {
-		LOGI("queued: id=%s size=%zu from=<> nrcpt=1 client=[local] (bounce)", m->qid,
-		     m->body.len);
+		maillog_queued(m->qid, "", m->body.len, 1); /* no client=: not received */
 		if (r->segno >= 0)
 			route_outbox_add(w, QDESC(r->segno, m->hash, r->off));
 	} else {
 		LOGE("spool: id=%s (bounce) not written: %s", m->qid, strerror(-err));
 	}
-	relay_bounce_done(w, m->token, err);
+	relay_bounce_done(w, m->token, err, m->qid);
 	buf_free(&m->rec);
 	buf_free(&m->body);
 	free(m);

@@ -27,6 +27,10 @@
 #include "core/log.h"
 #include "queue/crc32c.h"
 
+/* Its log lines name ringmx/qmgr (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_QMGR
+
 #define SPOOL_RD_WIN (256u * 1024) /* read window; grows to hold a header and envelope */
 
 static bool seg_id_eq(const struct spool_seg_id *a, const struct spool_seg_id *b)

@@ -25,6 +25,10 @@
 #include "core/log.h"
 #include "queue/crc32c.h"
 
+/* Its log lines name ringmx/qmgr (core/log.h). */
+#undef LOG_PROG
+#define LOG_PROG LOG_P_QMGR
+
 static int seg_id_cmp(const void *pa, const void *pb)
 {
 	const struct spool_seg_id *a = pa, *b = pb;

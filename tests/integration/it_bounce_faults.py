@@ -38,7 +38,11 @@ from it_relay import wait_until
 from nexthop import HAVE_AIOSMTPD, NextHop, reserve_port
 
 FAST = ("--retry-min", "1", "--retry-max", "2")
-QUEUED_LOG = re.compile(r"queued: id=([0-9A-Za-z]+) .*?client=\[([^\]]*)\]( \(bounce\))?")
+# A message is durable once its qmgr line is out ("QID: from=<...>, size=N,
+# nrcpt=N (queue active)"); a client's message has a "QID: client=" line
+# before it, a bounce none.
+QUEUED_LOG = re.compile(r"ringmx/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<[^>]*>, size=\d+")
+CLIENT_LOG = re.compile(r"ringmx/smtpd\[\d+\]: ([0-9A-Za-z]+): client=")
 SENDERS = "senders.test"  # the original senders' domain: bounces go there
 SKIPPED = []  # why a test could not run here
 
@@ -46,10 +50,11 @@ SKIPPED = []  # why a test could not run here
 # ---------------------------------------------------------------- helpers
 
 def logged_queued(log):
-    """(client ids, bounce ids) from the gateway's "queued: id=..." lines, in order."""
+    """(client ids, bounce ids) from the gateway's "QID: from=<...>, size=" lines, in order."""
+    clients = set(CLIENT_LOG.findall(log))
     client, bounces = [], []
     for m in QUEUED_LOG.finditer(log):
-        (bounces if m.group(3) else client).append(m.group(1))
+        (client if m.group(1) in clients else bounces).append(m.group(1))
     return client, bounces
 
 
@@ -76,7 +81,7 @@ def damage_lines(text):
     """The warnings and errors a spool reader (recovery, `ringmx queue`) gives
     for a record that fails a check (not the info summary, which counts them)."""
     return [ln for ln in text.splitlines()
-            if (" warn: " in ln or " error: " in ln) and _DAMAGE.search(ln)]
+            if (" warning: " in ln or " error: " in ln) and _DAMAGE.search(ln)]
 
 
 def frame_walk(spool):
@@ -349,11 +354,11 @@ def test_threads_200_bounce_segments_distinct():
             if len(logged_queued(gw.log())[1]) < len(bounce_workers):
                 lg = gw.log()
                 late = [q for q in originals if not re.search(
-                    rf"id={q} .*status=bounced", lg)]
+                    rf"{q}: to=<.*status=bounced", lg)]
                 print(f"only {len(logged_queued(lg)[1])} of {len(bounce_workers)} bounces "
                       f"after the wait; originals not bounced: {late}")
                 for ln in lg.splitlines():
-                    if any(q in ln for q in late) or " error: " in ln or " warn: " in ln:
+                    if any(q in ln for q in late) or " error: " in ln or " warning: " in ln:
                         print("  " + ln)
             # 3. More messages on every worker, after the bounces.
             list(ex.map(client_msg, range(i, i + 200)))
@@ -399,7 +404,7 @@ def test_threads_200_bounce_segments_distinct():
         assert len(client) == i + len(bounce_workers), (len(client), i + len(bounce_workers))
         assert len(bounces) == len(bounce_workers), (
             f"{len(bounces)} of {len(bounce_workers)} bounces queued; errors and warnings:\n"
-            + "\n".join(ln for ln in log.splitlines() if " error: " in ln or " warn: " in ln)
+            + "\n".join(ln for ln in log.splitlines() if " error: " in ln or " warning: " in ln)
             [-4000:])
 
 

@@ -202,7 +202,7 @@ def test_cut_off_while_running_leaves_nothing():
         c.close()
         assert wait_until(lambda: seg_files(gw.spool).keys() <= before.keys(), 20), \
             (seg_files(gw.spool), gw.log()[-2000:])
-        assert "message cut off after" in gw.log()
+        assert "lost connection after DATA" in gw.log() and "message cut off" in gw.log()
         assert gw.count() == 0
         # And the gateway goes on taking mail.
         code, text = send_raw(gw, content_of(7, MB))

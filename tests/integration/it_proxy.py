@@ -100,7 +100,7 @@ def test_haproxy_v1_and_v2_pass_the_client_address():
             assert codes == [250, 554], (v, codes)
             assert wait_until(lambda: f"proxy: client=[{src}]" in gw.log(), 5), gw.log()
             assert "via [127.0.0.1]" in gw.log() and f"(v{v})" in gw.log()
-            assert wait_until(lambda: f"reject: client=[{src}] RCPT: 554 5.7.1" in gw.log(), 5)
+            assert wait_until(lambda: f"NOQUEUE: reject: RCPT from unknown[{src}]: 554 5.7.1" in gw.log(), 5)
         bodies = read_spool(gw.spool).values()
         assert any(b"Received: from client.test ([127.0.0.2])" in b for b in bodies), bodies
         assert any(b"Received: from client.test ([127.0.0.3])" in b for b in bodies), bodies

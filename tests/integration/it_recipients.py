@@ -64,7 +64,7 @@ def test_unknown_users_refused_known_spooled():
         assert "eve@" not in out and "bob@example.com" in out, out
         log = gw.log()
         assert "recipient tables: 3 entries in 2 domains" in log, log[:2000]
-        assert "reject: client=[127.0.0.1] RCPT: 550 5.1.1 <eve@example.com>" in log, log
+        assert "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <eve@example.com>" in log, log
         gw.stop()
         assert "recipients refused: 4 unknown users" in gw.log(), gw.log()[-2000:]
 
@@ -115,7 +115,7 @@ def reload(gw, ok=True):
 
 
 def reloads(gw):
-    return gw.log().count("info: reload: ") + gw.log().count("reload failed")
+    return gw.log().count("]: reload: ") + gw.log().count("reload failed")
 
 
 def test_reload_new_users_and_held_snapshots():

@@ -144,10 +144,11 @@ RELAY_STATUS = re.compile(r"\bstatus=(\w+)")
 
 
 def relay_lines(log, status=None):
-    """The log's relay: lines that carry a status= (optionally only one status)."""
+    """The log's delivery lines ("QID: to=<...>, relay=..., status=...";
+    optionally only one status)."""
     out = []
     for line in log.splitlines():
-        if "relay:" not in line:
+        if ": to=<" not in line or ", relay=" not in line:
             continue
         m = RELAY_STATUS.search(line)
         if not m or (status and m.group(1) != status):

@@ -145,9 +145,9 @@ def test_restart_only_named():
         assert "needs a restart (the running values stay): threads, queue-capacity" in gw.log()
         # SIGHUP itself does the same (ringmx reload only sends it).
         gw.write(domains="example.com, sig.test")
-        n = gw.log().count("info: reload: ")
+        n = gw.log().count("]: reload: ")
         gw.proc.send_signal(1)
-        assert wait_until(lambda: gw.log().count("info: reload: ") > n, 10), gw.log()[-800:]
+        assert wait_until(lambda: gw.log().count("]: reload: ") > n, 10), gw.log()[-800:]
         assert rcpt_code(gw.port, "u@sig.test") == 250
 
 

@@ -96,6 +96,7 @@ Test(conf, defaults)
 	cr_assert_eq(conf.bare_policy, SMTP_DATA_BARE_REJECT);
 	cr_assert_eq(conf.long_line_policy, SMTP_DATA_LONG_ACCEPT);
 	cr_assert_eq(conf.log_level, LOG_INFO);
+	cr_assert_eq(conf.log_format, LOG_FMT_TEXT);
 	cr_assert_not(conf.check);
 	cr_assert_not(conf.allow_untrusted_routing);
 	cr_assert_not(conf.nul_strip);
@@ -147,6 +148,15 @@ Test(conf, every_option_valid)
 	cr_assert_eq(conf.spool_compact_age, 600);
 	cr_assert(conf.nul_strip);
 	cr_assert(conf.check);
+}
+
+Test(conf, log_format_json)
+{
+	cr_assert_eq(PARSE("--log-format", "json"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.log_format, LOG_FMT_JSON);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--log-format=text"), CONF_OK, "%s", err);
+	cr_assert_eq(conf.log_format, LOG_FMT_TEXT);
 }
 
 Test(conf, equals_form_and_unique_prefix)
@@ -308,6 +318,7 @@ Test(conf, invalid_options)
 	    {{"--nul", "keep"}, "--nul: 'keep' is not reject or strip"},
 	    {{"--long-lines", "maybe"}, "--long-lines: 'maybe'"},
 	    {{"--log-level", "loud"}, "--log-level: 'loud'"},
+	    {{"--log-format", "xml"}, "--log-format: 'xml' is not text or json"},
 	    {{"--check=yes"}, "option '--check' takes no argument"},
 	    {{"--help=1"}, "option '--help' takes no argument"},
 	    {{"--spool"}, "option '--spool' needs an argument"},
@@ -567,6 +578,8 @@ Test(conf, help_prints_every_option)
 	    "(default: accept)",
 	    "  --log-level LEVEL ",
 	    "(default: info)",
+	    "  --log-format text|json ",
+	    "(default: text)",
 	    "  --check ",
 	    "  -h, --help ",
 	    "  -V, --version ",
