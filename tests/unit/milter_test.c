@@ -493,7 +493,7 @@ Test(milter, message_written_back_byte_exact)
 		             0);
 		cr_assert_eq(milter_msg_write(&msg, &out), 0);
 		cr_assert_eq(out.len, strlen(texts[i]), "case %zu", i);
-		cr_assert_eq(memcmp(out.p, texts[i], out.len), 0, "case %zu", i);
+		cr_assert(out.len == 0 || memcmp(out.p, texts[i], out.len) == 0, "case %zu", i);
 		buf_free(&out);
 		milter_msg_fini(&msg);
 	}
