@@ -78,6 +78,8 @@ enum conf_opt {
 	OPT_CLIENT_RCPT_RATE,
 	OPT_CLIENT_TABLE_SIZE,
 	OPT_LIMITS_EXEMPT,
+	OPT_LIMITS_REDIS,
+	OPT_LIMITS_REDIS_TIMEOUT,
 	OPT_OVERLOAD_THRESHOLD,
 	OPT_OVERLOAD_IDLE,
 	OPT_OVERLOAD_MAX_ERRORS,
@@ -147,6 +149,8 @@ static const struct option conf_longopts[] = {
     {"client-recipient-rate", required_argument, NULL, OPT_CLIENT_RCPT_RATE},
     {"client-table-size", required_argument, NULL, OPT_CLIENT_TABLE_SIZE},
     {"limits-exempt", required_argument, NULL, OPT_LIMITS_EXEMPT},
+    {"limits-redis", required_argument, NULL, OPT_LIMITS_REDIS},
+    {"limits-redis-timeout", required_argument, NULL, OPT_LIMITS_REDIS_TIMEOUT},
     {"overload-threshold", required_argument, NULL, OPT_OVERLOAD_THRESHOLD},
     {"overload-idle-timeout", required_argument, NULL, OPT_OVERLOAD_IDLE},
     {"overload-max-errors", required_argument, NULL, OPT_OVERLOAD_MAX_ERRORS},
@@ -197,6 +201,7 @@ static const struct conf_num {
     {OPT_CLIENT_PREFIX6, offsetof(struct conf, client_prefix6), 16, 128},
     {OPT_CLIENT_MAX_SESSIONS, offsetof(struct conf, client_max_sessions), 0, 1000000},
     {OPT_CLIENT_TABLE_SIZE, offsetof(struct conf, client_table_size), 1000, 100000000},
+    {OPT_LIMITS_REDIS_TIMEOUT, offsetof(struct conf, limits_redis_timeout_ms), 1, 10000},
     {OPT_OVERLOAD_THRESHOLD, offsetof(struct conf, overload_threshold), 0, 100},
     {OPT_OVERLOAD_IDLE, offsetof(struct conf, overload_idle_timeout), 1, 86400},
     {OPT_OVERLOAD_MAX_ERRORS, offsetof(struct conf, overload_max_errors), 1, 1000000},
@@ -250,6 +255,8 @@ static void conf_defaults(struct conf *c)
 	c->client_prefix6 = 64;
 	c->client_max_sessions = CONF_DEF_CLIENT_MAX_SESSIONS;
 	c->client_table_size = CONF_DEF_CLIENT_TABLE;
+	c->limits_redis = NULL;
+	c->limits_redis_timeout_ms = CONF_DEF_REDIS_TIMEOUT_MS;
 	c->overload_threshold = CONF_DEF_OVERLOAD_THRESHOLD;
 	c->overload_idle_timeout = CONF_DEF_OVERLOAD_IDLE;
 	c->overload_max_errors = CONF_DEF_OVERLOAD_MAX_ERRORS;
@@ -355,6 +362,11 @@ void conf_usage(FILE *out)
 	NUM("--client-table-size N", "clients tracked at once", CONF_DEF_CLIENT_TABLE);
 	OPT("--limits-exempt CIDRS", "clients no per-client limit applies to (default: none,");
 	MORE("loopback and --relay-networks included)");
+	OPT("--limits-redis HOST:PORT", "keep the connection, message and recipient rates in");
+	MORE("this Redis, shared by the gateways using it (default: none: in memory)");
+	NUM("--limits-redis-timeout MS", "a rate Redis has not answered by then is decided",
+	    CONF_DEF_REDIS_TIMEOUT_MS);
+	MORE("in memory, as while Redis is unreachable; 1-10000");
 	NUM("--overload-threshold PERCENT", "sessions over this share of --max-sessions: overload",
 	    CONF_DEF_OVERLOAD_THRESHOLD);
 	MORE("mode, where these apply instead (0: never)");
@@ -581,6 +593,39 @@ int conf_parse_listen(struct conf_listen *l, const char *s)
 	return 0;
 }
 
+int conf_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon = strrchr(s, ':'), *h = s;
+	size_t hl;
+	char *end;
+	unsigned long p;
+
+	if (!colon || !colon[1] || colon[1] < '0' || colon[1] > '9')
+		return -EINVAL;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || p == 0 || p > 65535)
+		return -EINVAL;
+	hl = (size_t)(colon - s);
+	if (s[0] == '[') {
+		/* "[ADDR6]:PORT": the brackets go. */
+		if (hl < 3 || s[hl - 1] != ']')
+			return -EINVAL;
+		h = s + 1;
+		hl -= 2;
+	} else if (memchr(s, ':', hl)) {
+		return -EINVAL; /* an IPv6 address needs its brackets */
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -EINVAL;
+	for (size_t i = 0; i < hl; i++)
+		if ((unsigned char)h[i] <= ' ' || h[i] == '[' || h[i] == ']' || h[i] == '/')
+			return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (unsigned)p;
+	return 0;
+}
+
 /* --listen and --listen-tls (<tls>) share one array and one limit; an
  * address may appear only once across both. */
 static int add_listen(struct conf *c, const char *arg, bool tls, bool proxy, char *err,
@@ -730,6 +775,19 @@ static int set_option(struct conf *c, int opt, const char *arg, FILE *out, char 
 		if (policy_add_networks(&c->limits_exempt, arg, why, sizeof(why)) < 0)
 			return conf_err(err, errlen, "--limits-exempt: %s", why);
 		return CONF_OK;
+	case OPT_LIMITS_REDIS: {
+		char host[256];
+		unsigned port;
+
+		if (conf_split_hostport(arg, host, sizeof(host), &port) < 0)
+			return conf_err(
+			    err, errlen,
+			    "--limits-redis: '%.*s' is not HOST:PORT (redis.example:6379, "
+			    "10.0.0.5:6379, [2001:db8::5]:6379; port 1-65535)",
+			    CONF_SHOW_MAX, arg);
+		c->limits_redis = arg;
+		return CONF_OK;
+	}
 	case OPT_PROXY_NETWORKS:
 		if (policy_add_networks(&c->proxy_nets, arg, why, sizeof(why)) < 0)
 			return conf_err(err, errlen, "--proxy-networks: %s", why);

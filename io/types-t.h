@@ -64,7 +64,9 @@ enum ud_op {
 	UD_RELAY_READ,    /* struct rmsg: a record read back for delivery */
 	UD_RELAY_BODY,    /* struct relay_conn: the next chunk of the body it sends */
 	UD_SPILL_WRITE,   /* struct spill: content of a streamed message, to its segment */
-	UD_SPILL_FIN, /* struct spill: one step of its end: tail, header, fdatasync, dir fsync */
+	UD_SPILL_FIN,    /* struct spill: one step of its end: tail, header, fdatasync, dir fsync */
+	UD_CLUSTER_POLL, /* struct cluster_poll (io/cluster): the Redis socket is ready */
+	UD_CLUSTER_TIMER, /* struct cluster: overdue answers, connect deadline, reconnect */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -82,6 +84,7 @@ enum ud_op {
 #define C_PROXYH 0x1000u /* a --listen-proxy connection waiting for its PROXY header */
 #define C_ITLS   0x2000u /* accepted on an implicit-TLS listener */
 #define C_ANVIL  0x4000u /* counted as a session of its client (core/anvil) */
+#define C_RATEQ  0x8000u /* waiting for a rate's verdict from Redis (io/cluster) */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -94,6 +97,9 @@ enum conn_state {
 
 struct worker;
 struct commit_rec;
+struct cluster;
+struct cluster_req;
+struct cluster_conf;
 struct log_old;
 
 /* Called once per record when its batch's fdatasync is done (or when it
@@ -292,6 +298,10 @@ struct conn {
 	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
 	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
 	int64_t hs_deadline;                  /* ms: the TLS handshake must be done by then */
+	struct cluster_req *cl_req; /* the Redis request it waits on (C_RATEQ); NULL: none */
+	struct conn *cl_next;       /* on the worker's list of verdicts given (io/cluster) */
+	int8_t cl_verdict;          /* 1 fits, -1 over, 0 the local table decides */
+	uint8_t cl_kind;            /* enum cluster_rate_kind of that verdict */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 	uint8_t lidx; /* its listener's index in conf->listen (metrics) */
@@ -400,6 +410,7 @@ struct worker {
 	struct smtp_counts rejected; /* RCPT refusals of the sessions ended */
 	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
+	struct cluster *cluster;     /* its link to --limits-redis (io/cluster); NULL: none */
 
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */
@@ -436,7 +447,8 @@ struct gateway {
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */
 	struct anvil *anvil;   /* per-client limits; NULL: none configured */
-	atomic_bool overload;  /* sessions over --overload-threshold (io/session) */
+	struct cluster_conf *cluster; /* --limits-redis: the rates kept there; NULL: none */
+	atomic_bool overload;         /* sessions over --overload-threshold (io/session) */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

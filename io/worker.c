@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/stats.h"
 #include "core/tables.h"
+#include "io/cluster.h"
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/metrics.h"
@@ -250,6 +251,8 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_RELAY_BODY] = relay_on_body,
     [UD_SPILL_WRITE] = spill_on_write,
     [UD_SPILL_FIN] = spill_on_fin,
+    [UD_CLUSTER_POLL] = cluster_on_poll,
+    [UD_CLUSTER_TIMER] = cluster_on_timer,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -470,6 +473,11 @@ void *worker_main(void *arg)
 		worker_signal_ready(w, err);
 		goto out;
 	}
+	if (w->g->cluster && cluster_start(w) < 0) {
+		LOGE("worker %u: out of memory for the --limits-redis link", w->id);
+		worker_signal_ready(w, -ENOMEM);
+		goto out;
+	}
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);
@@ -502,6 +510,7 @@ void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring.uring, n);
+		cluster_round(w);      /* the rate verdicts Redis gave (or was too slow for) */
 		route_outbox_flush(w); /* what the group commits of this round made durable */
 		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
@@ -524,6 +533,7 @@ void *worker_main(void *arg)
 			close(w->lst[i].fd);
 	relay_fini(w);
 	commit_fini(w);
+	cluster_stop(w);
 	io_uring_queue_exit(&w->ring.uring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "
