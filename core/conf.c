@@ -362,11 +362,11 @@ void conf_usage(FILE *out)
 	NUM("--client-table-size N", "clients tracked at once", CONF_DEF_CLIENT_TABLE);
 	OPT("--limits-exempt CIDRS", "clients no per-client limit applies to (default: none,");
 	MORE("loopback and --relay-networks included)");
-	OPT("--limits-redis HOST:PORT", "keep the connection, message and recipient rates in");
-	MORE("this Redis, shared by the gateways using it (default: none: in memory)");
-	NUM("--limits-redis-timeout MS", "a rate Redis has not answered by then is decided",
+	OPT("--limits-redis HOST:PORT", "count the connection, message and recipient rates");
+	MORE("in this Redis, shared by the gateways naming it (default: none)");
+	NUM("--limits-redis-timeout MS", "wait for Redis's count, 1-10000; then the local",
 	    CONF_DEF_REDIS_TIMEOUT_MS);
-	MORE("in memory, as while Redis is unreachable; 1-10000");
+	MORE("table decides, as while Redis is unreachable");
 	NUM("--overload-threshold PERCENT", "sessions over this share of --max-sessions: overload",
 	    CONF_DEF_OVERLOAD_THRESHOLD);
 	MORE("mode, where these apply instead (0: never)");
