@@ -544,8 +544,10 @@ void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 			content_flow(w, c); /* pauses a client that pipelines too far ahead */
 			return;
 		}
-		if (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE))
-			return; /* fed when the delay is over, or the verdict in */
+		/* Fed when the delay is over, or the verdict in; a replay (no
+		 * new bytes) goes on to act on a delay the verdict brought. */
+		if ((c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE)) && n)
+			return;
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
 		n = 0;

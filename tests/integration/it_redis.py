@@ -199,6 +199,26 @@ def test_connection_rate_holds_across_two_gateways():
         assert r.cmd("GET", key("conn", "127.0.0.1", start)) == "3"
 
 
+def test_a_refusal_after_the_verdict_keeps_its_tarpit():
+    """RCPT runs again with Redis's verdict; a refusal then (relay denied,
+    the fourth error: --error-delay) is delayed as any, and the session
+    goes on after it."""
+    with Redis() as r, gateway(r.port, "--client-recipient-rate", "100/1h",
+                               "--error-delay", "300", "--log-level", "debug") as gw:
+        wait_connected(gw)
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            c.ehlo("client.test")
+            for _ in range(3):
+                assert c.docmd("XYZZY")[0] == 500
+            assert c.mail("a@sender.test")[0] == 250
+            t0 = time.time()
+            assert c.rcpt("x@other.test")[0] == 554
+            assert time.time() - t0 >= 0.25
+            assert c.rcpt("u@example.com")[0] == 250
+            assert c.noop()[0] == 250
+        assert r.cmd("GET", key("rcpt", "127.0.0.1", window_start())) == "2"
+
+
 def test_redis_gone_sessions_go_on_and_counters_resume():
     r = Redis()
     with r, gateway(r.port, "--client-message-rate", "3/1h", "--log-level", "debug") as gw:
