@@ -75,22 +75,19 @@ int cluster_rate_build(struct buf *out, enum cluster_rate_kind kind, const char 
 		return -EINVAL;
 	snprintf(ttl, sizeof(ttl), "%lld",
 	         2 * (long long)r->period_ms + (long long)CLUSTER_RATE_SLACK_MS);
-	/* MULTI ... EXEC: the count and its expiry land together or not at
-	 * all, so that no key is left without a lifetime. */
-	err = resp(out, 1, (const char *const[]){"MULTI"});
+	/* The key is made with its lifetime before it is counted, so that no
+	 * counter is ever left without one (a connection cut between two
+	 * commands leaves at most an empty key that expires), and without a
+	 * MULTI that a cut could leave open. A key is made at its window's
+	 * first event: it lives through the window and the next one. */
+	err = resp(out, 6, (const char *const[]){"SET", key, "0", "PX", ttl, "NX"});
 	end[0] = out->len;
 	if (!err)
 		err = resp(out, 2, (const char *const[]){"INCR", key});
 	end[1] = out->len;
 	if (!err)
-		err = resp(out, 3, (const char *const[]){"PEXPIRE", key, ttl});
-	end[2] = out->len;
-	if (!err)
 		err = resp(out, 2, (const char *const[]){"GET", prev});
-	end[3] = out->len;
-	if (!err)
-		err = resp(out, 1, (const char *const[]){"EXEC"});
-	end[4] = out->len;
+	end[2] = out->len;
 	if (err) {
 		out->len = start;
 		return err;

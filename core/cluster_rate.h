@@ -8,9 +8,9 @@
  * rcpt, <client> the anvil key as text with its prefix ("192.0.2.7/32",
  * "2001:db8:1:2::/64"), <window-start> the first second of the fixed
  * window (Unix time, a multiple of the period). Each key lives two
- * periods and a little more (PEXPIRE at every count), so that it still
- * serves as the previous window through the whole next one; the sliding
- * estimate is anvil's (anvil_rate_fits()). */
+ * periods and a little more from its first count (made with SET NX PX),
+ * so that it still serves as the previous window through the whole next
+ * one; the sliding estimate is anvil's (anvil_rate_fits()). */
 #ifndef RINGMX_CORE_CLUSTER_RATE_H
 #define RINGMX_CORE_CLUSTER_RATE_H
 
@@ -30,7 +30,7 @@ enum cluster_rate_kind {
 #define CLUSTER_RATE_CLIENT_MAX 48   /* an IPv6 address, "/128" and the NUL */
 #define CLUSTER_RATE_KEY_MAX    96   /* "ringmx:rate:rcpt:" client ":" 20 digits, NUL */
 #define CLUSTER_RATE_SLACK_MS   5000 /* kept past two periods: clocks of gateways differ */
-#define CLUSTER_RATE_CMDS       5    /* MULTI INCR PEXPIRE GET EXEC */
+#define CLUSTER_RATE_CMDS       3    /* SET NX, INCR, GET */
 
 /* The fixed window of <r> that <now_ms> (ms since the epoch: the gateways
  * of a cluster must agree on the time, as NTP keeps them) falls in. */
@@ -56,12 +56,13 @@ int cluster_rate_key(enum cluster_rate_kind kind, const char *client, int64_t st
                      char out[CLUSTER_RATE_KEY_MAX]);
 
 /* Appends to <out>, in RESP, the commands that count one event of <kind>
- * for <client> at <now_ms> against <r> (n > 0): MULTI, INCR of the current
- * window's key, PEXPIRE of it (2 periods + CLUSTER_RATE_SLACK_MS), GET of
- * the previous window's key, EXEC. <end>[i] is where command i ends in
- * <out> (hiredis takes one command per callback); the current window's
- * key goes to <key> (for cluster_rate_undo()), its place in the window to
- * *<into_ms>. Returns 0, -ENOMEM, or -EINVAL for a key that does not fit. */
+ * for <client> at <now_ms> against <r> (n > 0): SET of the current
+ * window's key to 0 with a lifetime of 2 periods + CLUSTER_RATE_SLACK_MS
+ * if it does not exist (NX), INCR of it, GET of the previous window's
+ * key. <end>[i] is where command i ends in <out> (hiredis takes one
+ * command per callback); the current window's key goes to <key> (for
+ * cluster_rate_undo()), its place in the window to *<into_ms>. Returns 0,
+ * -ENOMEM, or -EINVAL for a key that does not fit. */
 int cluster_rate_build(struct buf *out, enum cluster_rate_kind kind, const char *client,
                        const struct anvil_rate *r, int64_t now_ms, size_t end[CLUSTER_RATE_CMDS],
                        char key[CLUSTER_RATE_KEY_MAX], int64_t *into_ms);
@@ -71,7 +72,7 @@ int cluster_rate_build(struct buf *out, enum cluster_rate_kind kind, const char 
  * -ENOMEM. */
 int cluster_rate_undo(struct buf *out, const char *key);
 
-/* The verdict from EXEC's answer: <cur> the current window's count after
+/* The verdict from the answers: <cur> the current window's count after
  * the INCR (this event included), <prev> the previous window's (0 when the
  * key is gone), <into_ms> from cluster_rate_build(). True: it fits. */
 bool cluster_rate_fits(const struct anvil_rate *r, int64_t into_ms, int64_t cur, int64_t prev);

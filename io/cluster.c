@@ -52,15 +52,18 @@ struct cluster_poll {
 	unsigned gen; /* the context it was armed for */
 };
 
-/* One event counted in Redis: MULTI INCR PEXPIRE GET EXEC in flight. */
+/* One event counted in Redis: SET NX, INCR, GET in flight. */
 struct cluster_req {
 	struct cluster *cl;
 	struct conn *c; /* waiting for it; NULL once answered otherwise */
 	struct cluster_req *next;
 	int64_t deadline; /* worker ms */
 	int64_t into_ms;  /* its place in the window */
+	long long cur;    /* INCR's answer */
+	bool counted;     /* <cur> came */
 	enum cluster_rate_kind kind;
 	char key[CLUSTER_RATE_KEY_MAX]; /* the window's key: DECR if refused */
+	char why[64];                   /* an error answer, for the log */
 };
 
 struct cluster {
@@ -68,6 +71,7 @@ struct cluster {
 	const struct cluster_conf *cc;
 	redisAsyncContext *ac; /* NULL: down, a reconnect at <retry_at> */
 	bool up;               /* connected: requests go to Redis */
+	bool wfull;            /* a write left some behind: the socket is full */
 	bool stopping;
 	unsigned gen; /* bumped for each context */
 	struct cluster_poll pin, pout;
@@ -139,22 +143,29 @@ static void timer_arm(struct cluster *cl)
 
 /* ---- polls: hiredis's event hooks ---- */
 
+static void poll_arm(struct cluster *cl, struct cluster_poll *pl)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!cl->ac || !pl->want || pl->armed)
+		return;
+	sqe = ring_sqe(&cl->w->ring);
+	io_uring_prep_poll_add(sqe, cl->ac->c.fd, pl->mask);
+	io_uring_sqe_set_data64(sqe, UD(pl, UD_CLUSTER_POLL));
+	pl->armed = true;
+	pl->gen = cl->gen;
+}
+
+/* Reads are always watched by a poll. Writes only while connecting (the
+ * connect's end is a writable socket) and while the socket is full: once
+ * connected, what a round asked leaves at its end (cluster_flush()), as
+ * Redis's own loop writes replies before it sleeps, without a poll's
+ * extra turn of the loop. */
 static void poll_sync(struct cluster *cl)
 {
-	struct cluster_poll *ps[2] = {&cl->pin, &cl->pout};
-
-	for (unsigned i = 0; i < 2; i++) {
-		struct cluster_poll *pl = ps[i];
-		struct io_uring_sqe *sqe;
-
-		if (!cl->ac || !pl->want || pl->armed)
-			continue;
-		sqe = ring_sqe(&cl->w->ring);
-		io_uring_prep_poll_add(sqe, cl->ac->c.fd, pl->mask);
-		io_uring_sqe_set_data64(sqe, UD(pl, UD_CLUSTER_POLL));
-		pl->armed = true;
-		pl->gen = cl->gen;
-	}
+	poll_arm(cl, &cl->pin);
+	if (!cl->up || cl->wfull)
+		poll_arm(cl, &cl->pout);
 }
 
 static void ev_add_read(void *priv)
@@ -208,6 +219,7 @@ static void ev_cleanup(void *priv)
 		outage_begin(cl, why);
 	cl->ac = NULL;
 	cl->up = false;
+	cl->wfull = false;
 	cl->why = NULL;
 	cl->gen++;
 	cl->retry_at = cl->w->now + cl->backoff_ms;
@@ -274,10 +286,13 @@ void cluster_on_poll(struct worker *w, void *p, struct io_uring_cqe *cqe)
 
 	pl->armed = false;
 	if (cl->ac && pl->gen == cl->gen && pl->want && cqe->res > 0) {
-		if (pl == &cl->pin)
+		if (pl == &cl->pin) {
 			redisAsyncHandleRead(cl->ac); /* may free the context */
-		else
+		} else {
+			cl->wfull = false;
 			redisAsyncHandleWrite(cl->ac);
+			cl->wfull = cl->up && cl->pout.want;
+		}
 	}
 	poll_sync(cl);
 	timer_arm(cl);
@@ -315,37 +330,37 @@ static void req_unlink(struct cluster *cl, struct cluster_req *q)
 		cl->tail = prev;
 }
 
-/* EXEC's answer: [INCR's count, PEXPIRE's 1, GET's count or nil]. */
-static bool exec_counts(const redisReply *r, long long *cur, long long *prev)
+/* INCR's answer: the count, this event included. */
+static void on_incr(redisAsyncContext *ac, void *reply, void *priv)
 {
-	const redisReply *g;
+	struct cluster_req *q = priv;
+	const redisReply *r = reply;
 
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_INTEGER)
-		return false;
-	*cur = r->element[0]->integer;
-	g = r->element[2];
-	if (g->type == REDIS_REPLY_NIL) {
-		*prev = 0;
-		return true;
+	if (!r)
+		return; /* the context is going: on_get() hears it too */
+	if (r->type == REDIS_REPLY_INTEGER) {
+		q->cur = r->integer;
+		q->counted = true;
+	} else {
+		snprintf(q->why, sizeof(q->why), "%s",
+		         r->type == REDIS_REPLY_ERROR ? r->str : "unexpected answer to INCR");
 	}
-	if (g->type != REDIS_REPLY_STRING)
-		return false;
-	*prev = strtoll(g->str, NULL, 10);
-	return true;
 }
 
-static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
+/* GET's answer (the previous window's count, or nil), the last of the
+ * request's: the verdict. */
+static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct cluster_req *q = priv;
 	struct cluster *cl = q->cl;
 	const redisReply *r = reply;
-	long long cur, prev;
 	int v = 0;
 
 	req_unlink(cl, q);
-	if (r && exec_counts(r, &cur, &prev)) {
-		v = cluster_rate_fits(&cl->cc->rate[q->kind], q->into_ms, cur, prev) ? 1 : -1;
+	if (r && q->counted && (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)) {
+		long long prev = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+
+		v = cluster_rate_fits(&cl->cc->rate[q->kind], q->into_ms, q->cur, prev) ? 1 : -1;
 		if (v < 0 && !cl->stopping) {
 			/* Refused: not counted, as the local table never counts one. */
 			buf_reset(&cl->cmd, 256);
@@ -354,14 +369,11 @@ static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
 		}
 		outage_end(cl);
 	} else if (r) {
-		static const char bad[] = "unexpected answer";
-		const char *why = r->type == REDIS_REPLY_ERROR ? r->str : bad;
-
-		if (r->type == REDIS_REPLY_ARRAY)
-			for (size_t i = 0; i < r->elements; i++)
-				if (r->element[i]->type == REDIS_REPLY_ERROR)
-					why = r->element[i]->str;
-		outage_begin(cl, why);
+		if (!q->why[0])
+			snprintf(q->why, sizeof(q->why), "%s",
+			         r->type == REDIS_REPLY_ERROR ? r->str
+			                                      : "unexpected answer to GET");
+		outage_begin(cl, q->why);
 		/* hiredis frees it once this callback returns. */
 		cl->why = "error answer";
 		redisAsyncFree(ac);
@@ -410,18 +422,19 @@ void cluster_ask(struct worker *w, struct conn *c, enum cluster_rate_kind kind)
 		goto local;
 	}
 	for (i = 0; i < CLUSTER_RATE_CMDS; i++) {
-		bool last = i == CLUSTER_RATE_CMDS - 1;
+		static redisCallbackFn *const cb[CLUSTER_RATE_CMDS] = {NULL, on_incr, on_get};
 
-		if (redisAsyncFormattedCommand(cl->ac, last ? on_exec : NULL, last ? q : NULL,
-		                               cl->cmd.p + at, end[i] - at) != REDIS_OK)
+		if (redisAsyncFormattedCommand(cl->ac, cb[i], cb[i] ? q : NULL, cl->cmd.p + at,
+		                               end[i] - at) != REDIS_OK)
 			break;
 		at = end[i];
 	}
 	if (i < CLUSTER_RATE_CMDS) {
-		/* A MULTI cut short would leave the connection inside it. */
-		free(q);
+		/* Cut short (no memory): the context goes, on_incr() with it,
+		 * before <q> does. */
 		if (i > 0)
 			link_drop(cl, "out of memory for a command");
+		free(q);
 		goto local;
 	}
 	q->c = c;
@@ -453,6 +466,19 @@ void cluster_round(struct worker *w)
 		c->flags &= ~C_RATEQ;
 		c->rc.inflight--;
 		session_rate_answer(w, c, (enum cluster_rate_kind)c->cl_kind, c->cl_verdict);
+	}
+}
+
+void cluster_flush(struct worker *w)
+{
+	struct cluster *cl = w->cluster;
+
+	if (!cl || !cl->ac || !cl->up || !cl->pout.want || cl->pout.armed)
+		return;
+	redisAsyncHandleWrite(cl->ac); /* one write(2), non-blocking; may free it */
+	if (cl->ac && cl->pout.want) {
+		cl->wfull = true; /* the rest when the socket drains */
+		poll_sync(cl);
 	}
 }
 

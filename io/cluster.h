@@ -46,6 +46,8 @@ bool cluster_asks(const struct worker *w, enum cluster_rate_kind kind);
 /* Asks for <c>'s verdict on one event of <kind> (C_RATEQ until it is
  * given: session_rate_answer(), from cluster_round()). */
 void cluster_ask(struct worker *w, struct conn *c, enum cluster_rate_kind kind);
+/* End of a round: the commands it asked leave, in one write. */
+void cluster_flush(struct worker *w);
 /* The verdicts that came in this round go to their sessions. */
 void cluster_round(struct worker *w);
 /* Completions: the socket's poll (UD_CLUSTER_POLL), the timer

@@ -526,6 +526,7 @@ void *worker_main(void *arg)
 			else
 				session_flush(w, c);
 		}
+		cluster_flush(w);
 		ring_log_flush(w);
 	}
 	for (unsigned i = 0; i < w->nlst; i++)
