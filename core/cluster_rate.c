@@ -4,7 +4,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -26,6 +25,20 @@ const char *cluster_rate_kind_name(enum cluster_rate_kind kind)
 	return kind < CLUSTER_RATE_N ? kind_names[kind] : "?";
 }
 
+/* <v> in decimal at <p>; returns the digits written (at most 20). */
+static size_t put_u64(char *p, uint64_t v)
+{
+	char t[20];
+	size_t n = 0;
+
+	do
+		t[n++] = (char)('0' + v % 10);
+	while ((v /= 10));
+	for (size_t i = 0; i < n; i++)
+		p[i] = t[n - 1 - i];
+	return n;
+}
+
 int cluster_rate_client(const struct anvil_key *k, unsigned prefix4, unsigned prefix6,
                         char out[CLUSTER_RATE_CLIENT_MAX])
 {
@@ -38,26 +51,73 @@ int cluster_rate_client(const struct anvil_key *k, unsigned prefix4, unsigned pr
 	if (bits > (af == AF_INET ? 32u : 128u))
 		bits = af == AF_INET ? 32u : 128u;
 	n = strlen(out);
-	return n + snprintf(out + n, CLUSTER_RATE_CLIENT_MAX - n, "/%u", bits);
+	out[n++] = '/';
+	n += put_u64(out + n, bits);
+	out[n] = '\0';
+	return (int)n;
 }
 
+/* An ask is on the path of every MAIL and RCPT: keys and commands are
+ * put together by hand (printf would take most of the time it costs). */
 int cluster_rate_key(enum cluster_rate_kind kind, const char *client, int64_t start_ms,
                      char out[CLUSTER_RATE_KEY_MAX])
 {
-	int n = snprintf(out, CLUSTER_RATE_KEY_MAX, "ringmx:rate:%s:%s:%lld",
-	                 cluster_rate_kind_name(kind), client, (long long)(start_ms / 1000));
+	static const char pre[] = "ringmx:rate:";
+	const char *kn = cluster_rate_kind_name(kind);
+	size_t kl = strlen(kn), cl = strlen(client), n = 0;
+	int64_t sec = start_ms / 1000;
 
-	return n < 0 || n >= CLUSTER_RATE_KEY_MAX ? -1 : n;
+	if (sizeof(pre) - 1 + kl + 1 + cl + 1 + 21 + 1 > CLUSTER_RATE_KEY_MAX)
+		return -1;
+	memcpy(out, pre, sizeof(pre) - 1);
+	n = sizeof(pre) - 1;
+	memcpy(out + n, kn, kl);
+	n += kl;
+	out[n++] = ':';
+	memcpy(out + n, client, cl);
+	n += cl;
+	out[n++] = ':';
+	if (sec < 0) {
+		out[n++] = '-';
+		sec = -sec;
+	}
+	n += put_u64(out + n, (uint64_t)sec);
+	out[n] = '\0';
+	return (int)n;
 }
 
 /* One command in RESP: *<argc> then $<len> <arg> for each. */
 static int resp(struct buf *out, unsigned argc, const char *const *argv)
 {
-	int err = buf_printf(out, "*%u\r\n", argc);
+	size_t len[8], need = 16, n;
+	char *p;
+	int err;
 
-	for (unsigned i = 0; !err && i < argc; i++)
-		err = buf_printf(out, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
-	return err;
+	for (unsigned i = 0; i < argc; i++) {
+		len[i] = strlen(argv[i]);
+		need += 26 + len[i]; /* '$', 20 digits, 2 CRLFs, the argument */
+	}
+	err = buf_reserve(out, need);
+	if (err)
+		return err;
+	p = out->p + out->len;
+	n = 0;
+	p[n++] = '*';
+	n += put_u64(p + n, argc);
+	p[n++] = '\r';
+	p[n++] = '\n';
+	for (unsigned i = 0; i < argc; i++) {
+		p[n++] = '$';
+		n += put_u64(p + n, len[i]);
+		p[n++] = '\r';
+		p[n++] = '\n';
+		memcpy(p + n, argv[i], len[i]);
+		n += len[i];
+		p[n++] = '\r';
+		p[n++] = '\n';
+	}
+	out->len += n;
+	return 0;
 }
 
 int cluster_rate_build(struct buf *out, enum cluster_rate_kind kind, const char *client,
@@ -73,8 +133,7 @@ int cluster_rate_build(struct buf *out, enum cluster_rate_kind kind, const char 
 	if (cluster_rate_key(kind, client, w.start_ms, key) < 0 ||
 	    cluster_rate_key(kind, client, w.start_ms - r->period_ms, prev) < 0)
 		return -EINVAL;
-	snprintf(ttl, sizeof(ttl), "%lld",
-	         2 * (long long)r->period_ms + (long long)CLUSTER_RATE_SLACK_MS);
+	ttl[put_u64(ttl, 2 * (uint64_t)r->period_ms + CLUSTER_RATE_SLACK_MS)] = '\0';
 	/* The key is made with its lifetime before it is counted, so that no
 	 * counter is ever left without one (a connection cut between two
 	 * commands leaves at most an empty key that expires), and without a
