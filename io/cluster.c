@@ -539,7 +539,9 @@ void cluster_stop(struct worker *w)
 
 int cluster_conf_init(struct cluster_conf *cc, const struct conf *cf, char *err, size_t errlen)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	/* IPv4 only: hiredis 0.14 looks the address up as IPv4 first, so an
+	 * IPv6 one would go to the resolver from a worker (a blocking call). */
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
 	char host[256], port[8];
 	unsigned p;
 	int rc;
@@ -552,7 +554,8 @@ int cluster_conf_init(struct cluster_conf *cc, const struct conf *cf, char *err,
 	snprintf(port, sizeof(port), "%u", p);
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0 || !res) {
-		snprintf(err, errlen, "--limits-redis: %s: %s", host, gai_strerror(rc));
+		snprintf(err, errlen, "--limits-redis: %s: %s (an IPv4 address is needed)", host,
+		         rc ? gai_strerror(rc) : "no address");
 		return -1;
 	}
 	rc = getnameinfo(res->ai_addr, res->ai_addrlen, cc->ip, sizeof(cc->ip), NULL, 0,

@@ -266,6 +266,17 @@ def test_redis_unreachable_at_start():
             assert gw.log().count(warn) == 1
 
 
+def test_bad_redis_address_stops_the_start():
+    for addr, why in (("[::1]:6379", "an IPv4 address is needed"),
+                      ("no-such-host.invalid:6379", "no-such-host.invalid")):
+        gw = gateway(6379, "--client-message-rate", "2/1h")
+        gw.argv[gw.argv.index("127.0.0.1:6379")] = addr
+        p = subprocess.run(gw.argv, capture_output=True, text=True, timeout=30)
+        gw.tmp.cleanup()
+        assert p.returncode == 2, (p.returncode, p.stderr)
+        assert "ringmx: --limits-redis: " in p.stderr and why in p.stderr, p.stderr
+
+
 def test_hung_redis_costs_at_most_the_timeout():
     with Redis() as r, gateway(r.port, "--client-message-rate", "100/1h",
                                "--limits-redis-timeout", "200", "--log-level", "debug") as gw:
