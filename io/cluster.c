@@ -84,6 +84,8 @@ struct cluster {
 	struct __kernel_timespec ts;
 	const char *why; /* the reason of a drop of our own, for the log */
 	struct buf cmd;
+	uint64_t stat_redis;    /* verdicts Redis gave */
+	uint64_t stat_fallback; /* asked, but Redis failed or was late: the local table's */
 };
 
 /* ---- the outage: said once, by any worker ---- */
@@ -465,6 +467,10 @@ void cluster_round(struct worker *w)
 		c->cl_next = NULL;
 		c->flags &= ~C_RATEQ;
 		c->rc.inflight--;
+		if (c->cl_verdict)
+			cl->stat_redis++;
+		else
+			cl->stat_fallback++;
 		session_rate_answer(w, c, (enum cluster_rate_kind)c->cl_kind, c->cl_verdict);
 	}
 }
@@ -532,6 +538,9 @@ void cluster_stop(struct worker *w)
 	if (cl->ac)
 		redisAsyncFree(cl->ac); /* the requests left have no conn any more */
 	cluster_round(w);
+	LOGI("limits: worker %u: %llu rate verdicts from Redis, %llu from the local table after "
+	     "asking (Redis failed or was late)",
+	     w->id, (unsigned long long)cl->stat_redis, (unsigned long long)cl->stat_fallback);
 	buf_free(&cl->cmd);
 	free(cl);
 	w->cluster = NULL;

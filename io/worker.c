@@ -510,12 +510,14 @@ void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring.uring, n);
-		cluster_round(w);      /* the rate verdicts Redis gave (or was too slow for) */
 		route_outbox_flush(w); /* what the group commits of this round made durable */
 		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		if (w->paused.head)
 			session_resume_some(w);
+		/* The rates' verdicts (Redis's, or the local table's while it is
+		 * away), once every session fed this round has asked. */
+		cluster_round(w);
 		commit_flush(w);
 		relay_round(w);
 		while ((c = w->dirty)) {

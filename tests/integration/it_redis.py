@@ -8,6 +8,7 @@ Redis back on the same port: its counters decide again; Redis hung
 Needs redis-server (Debian package redis-server, in .ci/deps); exits 77
 without it."""
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -302,6 +303,12 @@ def test_hung_redis_costs_at_most_the_timeout():
         assert wait_until(lambda: mail_codes(gw.port, "127.0.0.7", 1) == [250]
                           and r.cmd("GET", key("msg", "127.0.0.7", start)) is not None,
                           15), gw.log()
+        gw.stop()
+        # At stop each worker says how its verdicts were given.
+        got = re.findall(r"limits: worker \d: (\d+) rate verdicts from Redis, (\d+) from "
+                         r"the local table after asking", gw.log())
+        assert len(got) == 2, gw.log()
+        assert sum(int(f) for _, f in got) >= 1 and sum(int(n) for n, _ in got) >= 1, got
 
 
 if __name__ == "__main__":
