@@ -273,7 +273,6 @@ static struct anvil_ent *ent_get(struct anvil_shard *sh, const struct anvil_key 
 static bool rate_take(const struct anvil_rate *r, struct anvil_win *w, int64_t now)
 {
 	int64_t win, into;
-	uint64_t est;
 
 	if (!r->n)
 		return true;
@@ -284,12 +283,25 @@ static bool rate_take(const struct anvil_rate *r, struct anvil_win *w, int64_t n
 		w->win = win;
 	}
 	into = now - win * r->period_ms;
-	/* The previous window's share of the last <period>, plus this one's. */
-	est = (uint64_t)w->prev * (uint64_t)(r->period_ms - into) / r->period_ms + w->cur;
-	if (est >= r->n)
+	if (!anvil_rate_fits(r, w->prev, w->cur, into))
 		return false;
 	w->cur++;
 	return true;
+}
+
+bool anvil_rate_fits(const struct anvil_rate *r, uint64_t prev, uint64_t cur, int64_t into_ms)
+{
+	uint64_t est;
+
+	if (!r->n)
+		return true;
+	if (into_ms < 0)
+		into_ms = 0;
+	if (into_ms > r->period_ms)
+		into_ms = r->period_ms;
+	/* The previous window's share of the last <period>, plus this one's. */
+	est = prev * (uint64_t)(r->period_ms - into_ms) / r->period_ms + cur;
+	return est < r->n;
 }
 
 static void touch(struct anvil *a, struct anvil_ent *e, int64_t now)
@@ -297,7 +309,8 @@ static void touch(struct anvil *a, struct anvil_ent *e, int64_t now)
 	e->idle_at = now + a->keep_ms;
 }
 
-enum anvil_verdict anvil_connect(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
+static enum anvil_verdict connect_take(struct anvil *a, const struct anvil_key *k, int64_t now_ms,
+                                       bool rate)
 {
 	uint64_t h = key_hash(k);
 	struct anvil_shard *sh = shard_lock(a, h);
@@ -307,7 +320,7 @@ enum anvil_verdict anvil_connect(struct anvil *a, const struct anvil_key *k, int
 	if (e) {
 		if (a->c.max_sessions && e->sessions >= a->c.max_sessions)
 			v = ANVIL_SESSIONS;
-		else if (!rate_take(&a->c.conn, &e->w[W_CONN], now_ms))
+		else if (rate && !rate_take(&a->c.conn, &e->w[W_CONN], now_ms))
 			v = ANVIL_RATE;
 		else
 			e->sessions++;
@@ -315,6 +328,17 @@ enum anvil_verdict anvil_connect(struct anvil *a, const struct anvil_key *k, int
 	}
 	shard_unlock(sh);
 	return v;
+}
+
+enum anvil_verdict anvil_connect(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
+{
+	return connect_take(a, k, now_ms, true);
+}
+
+enum anvil_verdict anvil_connect_sessions(struct anvil *a, const struct anvil_key *k,
+                                          int64_t now_ms)
+{
+	return connect_take(a, k, now_ms, false);
 }
 
 void anvil_disconnect(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
@@ -353,6 +377,11 @@ static bool take(struct anvil *a, const struct anvil_rate *r, unsigned which,
 	}
 	shard_unlock(sh);
 	return ok;
+}
+
+bool anvil_connection(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
+{
+	return take(a, &a->c.conn, W_CONN, k, now_ms);
 }
 
 bool anvil_message(struct anvil *a, const struct anvil_key *k, int64_t now_ms)

@@ -42,6 +42,13 @@ enum anvil_verdict {
 
 struct anvil;
 
+/* Whether one more fits rate <r> <into_ms> into its current fixed window,
+ * with <prev> counted in the window before and <cur> in this one: the
+ * sliding-window estimate, prev x (period - into) / period + cur, is under
+ * n. True when <r> is off. The local table and the cluster's counters
+ * (core/cluster_rate) decide with it. */
+bool anvil_rate_fits(const struct anvil_rate *r, uint64_t prev, uint64_t cur, int64_t into_ms);
+
 /* Parses "N/PERIOD" (PERIOD: a number with s, m, h or d; "60/1m",
  * "1000/1h") into <r>. Returns 0 or -1. */
 int anvil_rate_parse(const char *s, struct anvil_rate *r);
@@ -57,6 +64,13 @@ int anvil_key_of(const struct anvil *a, const struct sockaddr *sa, struct anvil_
 /* A new session of <k> at <now_ms>: counted and ANVIL_OK, or refused
  * (ANVIL_SESSIONS, ANVIL_RATE: not counted). Any thread. */
 enum anvil_verdict anvil_connect(struct anvil *a, const struct anvil_key *k, int64_t now_ms);
+/* The same without the connection rate (another counter decides it:
+ * io/cluster): only the session limit, and the session counted. */
+enum anvil_verdict anvil_connect_sessions(struct anvil *a, const struct anvil_key *k,
+                                          int64_t now_ms);
+/* One connection of <k> against the connection rate alone: counted and
+ * true, or false when over it (not counted). Any thread. */
+bool anvil_connection(struct anvil *a, const struct anvil_key *k, int64_t now_ms);
 /* A session of <k> that anvil_connect() counted has ended. */
 void anvil_disconnect(struct anvil *a, const struct anvil_key *k, int64_t now_ms);
 /* A message (MAIL) / a recipient (RCPT) of <k>: counted and true, or false

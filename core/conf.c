@@ -110,6 +110,8 @@ enum conf_opt {
 	OPT_MILTER_TIMEOUT,
 	OPT_MILTER_DEFAULT_ACTION,
 	OPT_LOG_FORMAT,
+	OPT_LIMITS_REDIS,
+	OPT_LIMITS_REDIS_TIMEOUT,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -494,6 +496,54 @@ static int set_milter(struct conf *c, const struct conf_key *k, const char *arg,
 	return CONF_OK;
 }
 
+int conf_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon = strrchr(s, ':'), *h = s;
+	size_t hl;
+	char *end;
+	unsigned long p;
+
+	if (!colon || !colon[1] || colon[1] < '0' || colon[1] > '9')
+		return -EINVAL;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || p == 0 || p > 65535)
+		return -EINVAL;
+	hl = (size_t)(colon - s);
+	if (s[0] == '[') {
+		/* "[ADDR6]:PORT": the brackets go. */
+		if (hl < 3 || s[hl - 1] != ']')
+			return -EINVAL;
+		h = s + 1;
+		hl -= 2;
+	} else if (memchr(s, ':', hl)) {
+		return -EINVAL; /* an IPv6 address needs its brackets */
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -EINVAL;
+	for (size_t i = 0; i < hl; i++)
+		if ((unsigned char)h[i] <= ' ' || h[i] == '[' || h[i] == ']' || h[i] == '/')
+			return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (unsigned)p;
+	return 0;
+}
+
+static int set_limits_redis(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                            size_t errlen)
+{
+	char host[256];
+	unsigned port;
+
+	if (conf_split_hostport(arg, host, sizeof(host), &port) < 0)
+		return conf_err(err, errlen,
+		                "--%s: '%.*s' is not HOST:PORT (redis.example:6379, "
+		                "10.0.0.5:6379, [2001:db8::5]:6379; port 1-65535)",
+		                k->name, CONF_SHOW_MAX, arg);
+	c->limits_redis = arg;
+	return CONF_OK;
+}
+
 static int set_recipients_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                                size_t errlen)
 {
@@ -718,6 +768,12 @@ const struct conf_key conf_keys[] = {
     LISTK("limits-exempt", OPT_LIMITS_EXEMPT, set_networks, R | L, "CIDRS", NULL, "",
           "clients no per-client limit applies to (default: none,",
           "loopback and --relay-networks included)"),
+    STRK("limits-redis", OPT_LIMITS_REDIS, limits_redis, set_limits_redis, 0, "HOST:PORT", NULL, "",
+         "count the connection, message and recipient rates",
+         "in this Redis, shared by the gateways naming it (default: none)"),
+    UINTK("limits-redis-timeout", OPT_LIMITS_REDIS_TIMEOUT, limits_redis_timeout_ms, 1, 10000, 0,
+          "MS", "50", "", "wait for Redis's count, 1-10000; then the local (default: 50)",
+          "table decides, as while Redis is unreachable"),
     UINTK("overload-threshold", OPT_OVERLOAD_THRESHOLD, overload_threshold, 0, 100, 0, "PERCENT",
           "80", NULL, "sessions over this share of --max-sessions: overload",
           "mode, where these apply instead (0: never)"),
@@ -776,9 +832,16 @@ const struct conf_key conf_keys[] = {
      .metavar = "LEVEL",
      .def = "info",
      .help = "error, warn, info or debug"},
-    {.name = "log-format", .id = OPT_LOG_FORMAT, .type = CT_ENUM, .off = OFF(log_format),
-     .words = w_logfmt, .set = set_log_format, .metavar = "text|json", .def = "text",
-     .defdoc = "", .help = "syslog-shaped lines in Postfix's words (pflogsumm reads",
+    {.name = "log-format",
+     .id = OPT_LOG_FORMAT,
+     .type = CT_ENUM,
+     .off = OFF(log_format),
+     .words = w_logfmt,
+     .set = set_log_format,
+     .metavar = "text|json",
+     .def = "text",
+     .defdoc = "",
+     .help = "syslog-shaped lines in Postfix's words (pflogsumm reads",
      .more = "them), or one JSON object a line (default: text)"},
     ACTK("config", OPT_CONFIG, "FILE", "read options from FILE (default: " CONF_DEF_CONFIG,
          "if present); the command line overrides it; see ringmx.conf(5)"),

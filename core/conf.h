@@ -83,6 +83,7 @@ struct conf_given {
 #define CONF_DEF_PROXY_TIMEOUT         5u     /* seconds the PROXY header may take */
 #define CONF_DEF_CLIENT_MAX_SESSIONS   50u    /* Postfix smtpd_client_connection_count_limit */
 #define CONF_DEF_CLIENT_TABLE          50000u /* clients tracked at once */
+#define CONF_DEF_REDIS_TIMEOUT_MS      50u    /* a rate's verdict from Redis, then local */
 #define CONF_DEF_OVERLOAD_THRESHOLD    80u    /* percent of --max-sessions: overload mode */
 #define CONF_DEF_OVERLOAD_IDLE         10u    /* seconds, Postfix stress mode's smtpd_timeout */
 #define CONF_DEF_OVERLOAD_MAX_ERRORS   2u
@@ -169,6 +170,8 @@ struct conf {
 	struct anvil_rate client_conn_rate, client_msg_rate, client_rcpt_rate; /* n 0: none */
 	unsigned client_table_size;
 	struct policy limits_exempt;         /* --limits-exempt (networks only) */
+	const char *limits_redis;            /* --limits-redis HOST:PORT as given; NULL: none */
+	unsigned limits_redis_timeout_ms;    /* its verdict, then the local table decides */
 	unsigned overload_threshold;         /* percent of max_sessions; 0: never */
 	unsigned overload_idle_timeout;      /* seconds, in overload mode */
 	unsigned overload_max_errors;        /* in overload mode */
@@ -236,6 +239,10 @@ size_t conf_changed(const struct conf *a, const struct conf *b, const char **nam
                     size_t max);
 void conf_fini(struct conf *c);
 
+/* Splits "HOST:PORT" or "[ADDR6]:PORT" (a name or a numeric address; the
+ * brackets dropped) into <host> (<hostlen> bytes) and <port> (1-65535).
+ * Resolves nothing. Returns 0 or -EINVAL. */
+int conf_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
 /* Parses "ADDR:PORT" or "[ADDR6]:PORT" into <l>. Returns 0 or -EINVAL. */
 int conf_parse_listen(struct conf_listen *l, const char *s);
 

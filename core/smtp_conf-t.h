@@ -36,6 +36,10 @@ struct smtp_server_conf {
 	/* Per-client message and recipient rates (NULL: none): beyond them
 	 * MAIL and RCPT get 452 4.7.0 (temporary: nothing is lost). */
 	struct anvil *anvil;
+	/* Of those rates, the ones another counter decides (--limits-redis):
+	 * SMTP_RATE_* bits. While the caller sets s->rate_remote, MAIL or
+	 * RCPT under such a rate stops with SMTP_ACT_RATE for its verdict. */
+	unsigned rate_ask;
 	/* Recipients naming a further route (a source route, or '%', '!' or
 	 * '@' in the local part) are taken from any client, not only from
 	 * relay networks. Off by default: a next hop that honours the percent

@@ -539,12 +539,37 @@ static void smtp_on_helo(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	smtp_reply(s, c, 0, "250 CHUNKING");
 }
 
+/* The per-client rate of <kind> (SMTP_RATE_*) for one more: 1 it fits
+ * (counted), 0 over it, -1 asked (SMTP_ACT_RATE: the caller decides, and
+ * the command runs again with s->rate_verdict). Nothing before this in a
+ * handler may have an effect, since the command may run twice. */
+static int smtp_rate_check(struct smtp_session *s, unsigned kind)
+{
+	const struct smtp_server_conf *cf = s->cf;
+	int v = s->rate_verdict;
+
+	if (!cf->anvil || !s->peer.limited)
+		return 1;
+	if (v) {
+		s->rate_verdict = 0;
+		return v > 0;
+	}
+	if (s->rate_remote && (cf->rate_ask & kind)) {
+		s->act |= SMTP_ACT_RATE;
+		s->rate_kind = kind;
+		return -1;
+	}
+	return kind == SMTP_RATE_MSG ? anvil_message(cf->anvil, &s->peer.key, s->now_ms)
+	                             : anvil_recipient(cf->anvil, &s->peer.key, s->now_ms);
+}
+
 static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv arg)
 {
 	struct smtp_addr a;
 	struct sv rest, tok = {NULL, 0};
 	uint64_t size = 0;
 	bool b8 = false, utf8 = false;
+	int rate;
 
 	if (!sv_starts_ci(arg, SV("FROM:")))
 		goto syntax;
@@ -604,8 +629,10 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 		return;
 	}
-	if (s->cf->anvil && s->peer.limited &&
-	    !anvil_message(s->cf->anvil, &s->peer.key, s->now_ms)) {
+	rate = smtp_rate_check(s, SMTP_RATE_MSG);
+	if (rate < 0)
+		return; /* asked: this command runs again with the verdict */
+	if (!rate) {
 		smtp_reply(s, c, 0,
 		           "452 4.7.0 Error: too many messages from your address, try again "
 		           "later");
@@ -646,6 +673,7 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 	const struct policy *pol = t ? &t->domains : cf->policy;
 	struct smtp_addr a;
 	struct sv rest, tok;
+	int rate;
 
 	if (!sv_starts_ci(arg, SV("TO:"))) {
 		smtp_reply(s, c, SMTP_R_ERR, "501 5.5.4 Syntax: RCPT TO:<address>");
@@ -670,7 +698,10 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_reply(s, c, SMTP_R_ERR, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
 		return;
 	}
-	if (cf->anvil && s->peer.limited && !anvil_recipient(cf->anvil, &s->peer.key, s->now_ms)) {
+	rate = smtp_rate_check(s, SMTP_RATE_RCPT);
+	if (rate < 0)
+		return; /* asked: this command runs again with the verdict */
+	if (!rate) {
 		smtp_reply(s, c, 0,
 		           "452 4.7.0 Error: too many recipients from your address, try "
 		           "again later");
@@ -1211,6 +1242,12 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	if (s->line.len == 0) {
 		smtp_command(s, p, n); /* the common case: no copy */
+		/* Waiting for a rate's verdict: the line runs again then. */
+		if ((s->act & SMTP_ACT_RATE) && buf_append(&s->line, p, n)) {
+			LOGW("smtp: client=[%s] out of memory for a command line", s->peer.addr);
+			s->act &= ~SMTP_ACT_RATE;
+			smtp_close(s);
+		}
 		return n;
 	}
 	if (buf_append(&s->line, p, n)) {
@@ -1220,7 +1257,8 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	smtp_command(s, s->line.p, s->line.len);
 	/* Idle sessions hold no line memory. */
-	buf_free(&s->line);
+	if (!(s->act & SMTP_ACT_RATE))
+		buf_free(&s->line);
 	return n;
 }
 
@@ -1278,7 +1316,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
 	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
-	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER))) {
+	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE))) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
@@ -1286,7 +1324,8 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 		else
 			n = smtp_line_feed(s, p + off, len - off);
 		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
-		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER)))
+		    !(s->act &
+		      (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE)))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
@@ -1297,6 +1336,21 @@ void smtp_session_delay_done(struct smtp_session *s)
 {
 	s->act &= ~SMTP_ACT_DELAY;
 	s->delay_ms = 0;
+}
+
+void smtp_session_rate_done(struct smtp_session *s, bool fits)
+{
+	if (!(s->act & SMTP_ACT_RATE))
+		return;
+	s->act &= ~SMTP_ACT_RATE;
+	if (s->state != SMTP_S_CLOSED) {
+		/* The command again, from its start: its checks up to the rate
+		 * had no effect, and this time the rate has its verdict. */
+		s->rate_verdict = fits ? 1 : -1;
+		smtp_command(s, s->line.p, s->line.len);
+		s->rate_verdict = 0;
+	}
+	buf_free(&s->line);
 }
 
 void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)

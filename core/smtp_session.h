@@ -58,6 +58,15 @@ enum smtp_state {
  * s->filter_verb says which command it was. */
 #define SMTP_ACT_FILTER 0x10u
 
+/* A rate of cf->rate_ask is the caller's to decide (s->rate_kind: which):
+ * the command waits, unanswered, with the input after it kept back; feed
+ * nothing until smtp_session_rate_done() gives the verdict. */
+#define SMTP_ACT_RATE 0x20u
+
+/* The rates the caller may decide (cf->rate_ask, s->rate_kind). */
+#define SMTP_RATE_MSG  0x1u /* MAIL: --client-message-rate */
+#define SMTP_RATE_RCPT 0x2u /* RCPT: --client-recipient-rate */
+
 /* Session flags (s->flags). */
 #define SMTP_F_ESMTP    0x1u /* client said EHLO (not HELO) */
 #define SMTP_F_PREGREET 0x2u /* client talked before the greeting */
@@ -145,6 +154,10 @@ struct smtp_session {
 	char filter_verb;  /* with SMTP_ACT_FILTER: 'M' (MAIL) or 'R' (RCPT, the last recipient) */
 	int64_t now_ms;    /* set by the caller before each feed: the clock for rates */
 	bool overload;     /* set by the caller: the gateway is in overload mode */
+	/* Rates another counter decides (cf->rate_ask, SMTP_ACT_RATE). */
+	bool rate_remote;   /* set by the caller: they are asked for now */
+	unsigned rate_kind; /* with SMTP_ACT_RATE: SMTP_RATE_MSG or SMTP_RATE_RCPT */
+	int rate_verdict;   /* smtp_session_rate_done()'s, while the command runs again */
 	/* What the recipients are checked against, set by the caller outside a
 	 * transaction (smtp_session_in_tx() false) and held by it: the
 	 * snapshot a transaction started with stays until it ends. NULL: the
@@ -195,6 +208,11 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len);
 /* The delay of SMTP_ACT_DELAY is over: the held replies may go, and the
  * input kept back is fed again. */
 void smtp_session_delay_done(struct smtp_session *s);
+
+/* The verdict for SMTP_ACT_RATE: <fits> true, the command goes on (and is
+ * answered as usual); false, 452 4.7.0. Clears SMTP_ACT_RATE; the caller
+ * then feeds the input it kept back. */
+void smtp_session_rate_done(struct smtp_session *s, bool fits);
 
 /* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/tables.h"
 #include "io/tls.h"
+#include "io/cluster.h"
 #include "io/control.h"
 #include "io/gateway.h"
 #include "io/reload.h"
@@ -238,12 +239,31 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	struct cluster_conf ccf = {0};
+	if (conf.limits_redis) {
+		char why[512];
+
+		if (cluster_conf_init(&ccf, &conf, why, sizeof(why)) < 0) {
+			fprintf(stderr, "ringmx: %s\n", why);
+			anvil_free(gw.anvil);
+			return 2;
+		}
+		if (ccf.ask)
+			gw.cluster = &ccf;
+		else
+			LOGW("--limits-redis %s: no --client-*-rate to keep there; not used",
+			     conf.limits_redis);
+	}
 	for (unsigned i = 0; i < conf.nlisten; i++)
 		gw.nproxy += conf.listen[i].proxy;
 	gw.nworkers = conf.threads;
 	gw.argc = argc;
 	gw.argv = argv;
 	reload_scf(&gw, &conf, gw.tls != NULL, &gw.scf);
+	gw.scf.rate_ask = !gw.cluster
+	                      ? 0
+	                      : (ccf.ask & (1u << CLUSTER_RATE_MSG) ? SMTP_RATE_MSG : 0) |
+	                            (ccf.ask & (1u << CLUSTER_RATE_RCPT) ? SMTP_RATE_RCPT : 0);
 	gw.tables->conf = &conf;
 	gw.tables->scf = gw.scf;
 	for (unsigned i = 0; i < gw.nmilters; i++)

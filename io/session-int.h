@@ -1,5 +1,7 @@
-/* session-int: what io/session.c and io/session_proxy.c share (the PROXY
- * header comes before the session starts, and hands it the bytes after). */
+/* session-int: what io/session.c, io/session_proxy.c and
+ * io/session_limit.c share (the PROXY header comes before the session
+ * starts, and hands it the bytes after; the per-client limits decide
+ * whether it starts, and the rates' verdicts come back to it). */
 #ifndef RINGMX_IO_SESSION_INT_H
 #define RINGMX_IO_SESSION_INT_H
 
@@ -29,6 +31,20 @@ void session_limits_for(const struct worker *w, const struct sockaddr *sa, struc
 void session_start(struct worker *w, struct conn *c);
 /* Plaintext from the transport (io/conn's callback); NULL: TLS is up. */
 bool session_on_input(void *owner, const char *p, size_t n);
+/* After session_start()'s limits: TLS handshake or greeting. */
+void session_begin(struct worker *w, struct conn *c);
+/* (io/session_limit.c) The per-client session limit and connection rate
+ * of a new session (c->s.peer.limited): true, go on; false, it was refused
+ * (421) or waits for the cluster's verdict (session_begin() follows). */
+bool session_limit_start(struct worker *w, struct conn *c);
+/* A 421 4.7.0 to a client over a per-client limit (<rate>: the connection
+ * rate, else its sessions), or a close under implicit TLS. */
+void session_limit_refuse(struct worker *w, struct conn *c, bool rate);
+/* Every change of c->state (traced at debug). */
+void conn_set_state(struct conn *c, enum conn_state st);
+/* Feeds input to the session and acts on what it asks for; (NULL, 0):
+ * what waited in c->pending. */
+void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n);
 /* Bytes of a connection still waiting for its PROXY header (C_PROXYH). */
 void session_proxy_input(struct worker *w, struct conn *c, const char *p, size_t n);
 

@@ -27,6 +27,7 @@
 #include "core/maillog.h"
 #include "core/stats.h"
 #include "core/tables.h"
+#include "io/cluster.h"
 #include "io/commit.h"
 #include "io/conn.h"
 #include "io/metrics.h"
@@ -285,7 +286,7 @@ void session_resume_some(struct worker *w)
 
 static const char *const conn_state_names[] = {"new", "open", "bye", "closing"};
 
-static void conn_set_state(struct conn *c, enum conn_state st)
+void conn_set_state(struct conn *c, enum conn_state st)
 {
 	LOGD("session: client=[%s]:%u state %s -> %s", c->s.peer.addr, c->port,
 	     conn_state_names[c->state], conn_state_names[st]);
@@ -458,6 +459,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	c->s.storage_low = w->storage_low;
 	c->s.now_ms = w->now;
 	c->s.overload = atomic_load_explicit(&w->g->overload, memory_order_relaxed);
+	c->s.rate_remote = cluster_asks(w, CLUSTER_RATE_MSG) || cluster_asks(w, CLUSTER_RATE_RCPT);
 	if (c->s.tables != w->tables && !smtp_session_in_tx(&c->s)) {
 		/* Reloaded: the next transaction checks against the new tables. */
 		tables_unref(c->s.tables);
@@ -465,7 +467,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		c->s.cf = c->s.tables ? &c->s.tables->scf : &w->g->scf;
 	}
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len ||
-	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER))) {
+	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE))) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			session_close(w, c);
 			return;
@@ -474,8 +476,12 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 			content_flow(w, c); /* pauses a client that pipelines too far ahead */
 			return;
 		}
-		if (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER))
-			return; /* fed when the delay is over, or the filters answered */
+		/* Fed when the delay is over, the filters answered or the verdict
+		 * in; a replay (no new bytes) goes on to act on a delay the
+		 * verdict brought. */
+		if ((c->s.act & SMTP_ACT_FILTER) ||
+		    ((c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE)) && n))
+			return;
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
 		n = 0;
@@ -486,7 +492,8 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	} else {
 		used = smtp_session_feed(&c->s, p, n);
 		if (used < n &&
-		    (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER)) &&
+		    (c->s.act &
+		     (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE)) &&
 		    buf_append(&c->pending, p + used, n - used)) {
 			session_close(w, c);
 			return;
@@ -507,6 +514,9 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	}
 	if ((c->s.act & SMTP_ACT_DELAY) && !(c->flags & C_DELAYQ))
 		session_delay_start(w, c);
+	if ((c->s.act & SMTP_ACT_RATE) && !(c->flags & C_RATEQ))
+		cluster_ask(w, c,
+		            c->s.rate_kind == SMTP_RATE_MSG ? CLUSTER_RATE_MSG : CLUSTER_RATE_RCPT);
 	if (c->s.act & SMTP_ACT_CLOSE)
 		buf_reset(&c->pending, 0);
 	else if (w->stopping && !smtp_session_in_tx(&c->s))
@@ -675,27 +685,14 @@ void session_on_accept(struct worker *w, void *p, struct io_uring_cqe *cqe)
  * listener, else the greeting (after --greet-delay). */
 void session_start(struct worker *w, struct conn *c)
 {
-	const struct gateway *g = w->g;
+	if (c->s.peer.limited && !session_limit_start(w, c))
+		return; /* refused, or waiting for the cluster's verdict */
+	session_begin(w, c);
+}
 
-	if (c->s.peer.limited) {
-		enum anvil_verdict v = anvil_connect(g->anvil, &c->s.peer.key, w->now);
-
-		if (v != ANVIL_OK) {
-			w->stat_limited++;
-			LOGI("reject: client=[%s]:%u too many %s from its address", c->s.peer.addr,
-			     c->port, v == ANVIL_RATE ? "connections per period" : "sessions");
-			if (c->flags & C_ITLS) {
-				session_close(w, c); /* a 421 in clear means nothing to TLS */
-				return;
-			}
-			conn_set_state(c, CONN_S_OPEN);
-			smtp_session_limited(&c->s, v == ANVIL_RATE);
-			session_mark_dirty(w, c);
-			return;
-		}
-		c->flags |= C_ANVIL;
-	}
-
+/* The limits are passed: the TLS handshake or the greeting. */
+void session_begin(struct worker *w, struct conn *c)
+{
 	if (c->flags & C_ITLS) {
 		tls_begin(w, c); /* greeted once the handshake is done */
 		return;

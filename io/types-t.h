@@ -69,6 +69,8 @@ enum ud_op {
 	UD_MILTER_SEND, /* struct mfilt: a send */
 	UD_MILTER_CONNECT, /* struct mfilt: its connect */
 	UD_MILTER_NOP,     /* struct mchain: a filters' answer given in the next round */
+	UD_CLUSTER_POLL,   /* struct cluster_poll (io/cluster): the Redis socket is ready */
+	UD_CLUSTER_TIMER,  /* struct cluster: overdue answers, connect deadline, reconnect */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -90,7 +92,8 @@ enum ud_op {
 /* The filters rebuilt the message: tx.body holds the Received: header,
  * and the queue id is given (io/milter) */
 #define C_MILTERED 0x10000u
-#define C_CONNLOG 0x20000u /* its "connect from" line is out: "disconnect from" follows */
+#define C_CONNLOG  0x20000u /* its "connect from" line is out: "disconnect from" follows */
+#define C_RATEQ    0x40000u /* waiting for a rate's verdict from Redis (io/cluster) */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -103,6 +106,9 @@ enum conn_state {
 
 struct worker;
 struct commit_rec;
+struct cluster;
+struct cluster_req;
+struct cluster_conf;
 struct log_old;
 
 /* Called once per record when its batch's fdatasync is done (or when it
@@ -301,9 +307,13 @@ struct conn {
 	uint64_t msg_size;        /* the message's size (Received: and content), for the log */
 	struct conn *pause_prev, *pause_next; /* on the worker's list of paused receivers */
 	struct mchain *mch;                   /* its filters (io/milter); NULL: none yet */
-	const char *quarantine; /* the filters quarantined the message: why (io/milter) */
-	int64_t hs_deadline;    /* ms: the TLS handshake must be done by then */
-	struct tables *tls_snap; /* holds the TLS context of <rc.tls> until the close */
+	const char *quarantine;     /* the filters quarantined the message: why (io/milter) */
+	int64_t hs_deadline;        /* ms: the TLS handshake must be done by then */
+	struct tables *tls_snap;    /* holds the TLS context of <rc.tls> until the close */
+	struct cluster_req *cl_req; /* the Redis request it waits on (C_RATEQ); NULL: none */
+	struct conn *cl_next;       /* on the worker's list of verdicts given (io/cluster) */
+	int8_t cl_verdict;          /* 1 fits, -1 over, 0 the local table decides */
+	uint8_t cl_kind;            /* enum cluster_rate_kind of that verdict */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 	uint8_t lidx; /* its listener's index in conf->listen (metrics) */
@@ -415,6 +425,7 @@ struct worker {
 	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
 	struct mfilt *mfilts;        /* connections to filters (io/milter), for their timeouts */
+	struct cluster *cluster;     /* its link to --limits-redis (io/cluster); NULL: none */
 
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */
@@ -465,7 +476,8 @@ struct gateway {
 	struct anvil *anvil;   /* per-client limits; NULL: none configured */
 	struct milter_target milters[CONF_MAX_MILTERS]; /* --milter, in order */
 	unsigned nmilters;
-	atomic_bool overload; /* sessions over --overload-threshold (io/session) */
+	struct cluster_conf *cluster; /* --limits-redis: the rates kept there; NULL: none */
+	atomic_bool overload;         /* sessions over --overload-threshold (io/session) */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

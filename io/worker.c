@@ -22,6 +22,7 @@
 #include "core/maillog.h"
 #include "core/stats.h"
 #include "core/tables.h"
+#include "io/cluster.h"
 #include "io/commit.h"
 #include "io/control.h"
 #include "io/metrics.h"
@@ -256,6 +257,8 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_MILTER_SEND] = milter_on_send,
     [UD_MILTER_CONNECT] = milter_on_connect,
     [UD_MILTER_NOP] = milter_on_nop,
+    [UD_CLUSTER_POLL] = cluster_on_poll,
+    [UD_CLUSTER_TIMER] = cluster_on_timer,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -475,6 +478,11 @@ void *worker_main(void *arg)
 		worker_signal_ready(w, err);
 		goto out;
 	}
+	if (w->g->cluster && cluster_start(w) < 0) {
+		LOGE("worker %u: out of memory for the --limits-redis link", w->id);
+		worker_signal_ready(w, -ENOMEM);
+		goto out;
+	}
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);
@@ -512,6 +520,9 @@ void *worker_main(void *arg)
 		/* End of the round: one group commit, one send per session. */
 		if (w->paused.head)
 			session_resume_some(w);
+		/* The rates' verdicts (Redis's, or the local table's while it is
+		 * away), once every session fed this round has asked. */
+		cluster_round(w);
 		commit_flush(w);
 		relay_round(w);
 		while ((c = w->dirty)) {
@@ -522,6 +533,7 @@ void *worker_main(void *arg)
 			else
 				session_flush(w, c);
 		}
+		cluster_flush(w);
 		ring_log_flush(w);
 	}
 	for (unsigned i = 0; i < w->nlst; i++)
@@ -529,6 +541,7 @@ void *worker_main(void *arg)
 			close(w->lst[i].fd);
 	relay_fini(w);
 	commit_fini(w);
+	cluster_stop(w);
 	io_uring_queue_exit(&w->ring.uring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "

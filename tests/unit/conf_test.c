@@ -1097,3 +1097,45 @@ Test(conf, milters)
 	cr_assert_eq(parse(nine), CONF_ERR);
 	cr_assert_not_null(strstr(err, "more than 8"), "%s", err);
 }
+
+Test(conf, limits_redis)
+{
+	static const char *const good[][3] = {
+	    {"127.0.0.1:6379", "127.0.0.1", "6379"},
+	    {"redis.example:1", "redis.example", "1"},
+	    {"[2001:db8::5]:65535", "2001:db8::5", "65535"},
+	};
+	static const char *const bad[] = {
+	    "",         "127.0.0.1",        "127.0.0.1:",
+	    ":6379",    "host:0",           "host:65536",
+	    "host:63x", "2001:db8::5:6379", "[2001:db8::5:6379",
+	    "[]:6379",  "a b:6379",         "host:-1",
+	};
+	char host[256];
+	unsigned port;
+
+	cr_assert_eq(PARSE0(), CONF_OK);
+	cr_assert_null(conf.limits_redis);
+	cr_assert_eq(conf.limits_redis_timeout_ms, CONF_DEF_REDIS_TIMEOUT_MS);
+	conf_fini(&conf);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		cr_assert_eq(PARSE("--limits-redis", good[i][0]), CONF_OK, "%s: %s", good[i][0],
+		             err);
+		cr_assert_str_eq(conf.limits_redis, good[i][0]);
+		cr_assert_eq(conf_split_hostport(good[i][0], host, sizeof(host), &port), 0);
+		cr_assert_str_eq(host, good[i][1]);
+		cr_assert_eq(port, (unsigned)atoi(good[i][2]));
+		conf_fini(&conf);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(PARSE("--limits-redis", bad[i]), CONF_ERR, "'%s' taken", bad[i]);
+		cr_assert(strstr(err, "--limits-redis:") && strstr(err, "HOST:PORT"), "%s", err);
+		conf_fini(&conf);
+	}
+	cr_assert_eq(PARSE("--limits-redis-timeout", "200"), CONF_OK);
+	cr_assert_eq(conf.limits_redis_timeout_ms, 200);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--limits-redis-timeout", "0"), CONF_ERR);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--limits-redis-timeout", "10001"), CONF_ERR);
+}

@@ -7,9 +7,11 @@
  * (smtp_session_tls_started()) and feeds what the client sends under TLS. */
 #include "core/smtp_session.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1475,4 +1477,137 @@ Test(smtp_session, filters_refusing_the_only_recipient_back_to_mail)
 	cr_assert_eq(s.tx.rcpts.len, 0);
 	cr_assert_str_eq(buf_cstr(&s.out), EHLO_R MAIL_OK "550 5.7.1 no\r\n" NORCPT);
 	smtp_session_fini(&s);
+}
+
+/* ---- Rates decided by the caller (--limits-redis: SMTP_ACT_RATE) ---- */
+
+struct rate_fixture {
+	struct fixture f;
+	struct anvil *a;
+};
+
+/* Local rates of 1 message and 1 recipient a minute; both asked of the
+ * caller while s.rate_remote. */
+static void rate_start(struct rate_fixture *rf)
+{
+	struct anvil_conf ac = {.prefix4 = 32, .prefix6 = 64, .max_entries = 1000};
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0000201)};
+
+	cr_assert_eq(anvil_rate_parse("1/1m", &ac.msg), 0);
+	cr_assert_eq(anvil_rate_parse("1/1m", &ac.rcpt), 0);
+	rf->a = anvil_new(&ac);
+	cr_assert_not_null(rf->a);
+	conf_for(CF_DEFAULT, &rf->f.cf);
+	rf->f.cf.anvil = rf->a;
+	rf->f.cf.rate_ask = SMTP_RATE_MSG | SMTP_RATE_RCPT;
+	peer_for(false, &rf->f.peer);
+	rf->f.peer.limited = true;
+	cr_assert_eq(anvil_key_of(rf->a, (struct sockaddr *)&sin, &rf->f.peer.key), 0);
+	smtp_session_init(&rf->f.s, &rf->f.cf, &rf->f.peer);
+	smtp_session_greet(&rf->f.s);
+	rf->f.s.now_ms = 1000;
+	smtp_session_feed(&rf->f.s, "EHLO c.example.org\r\n", 20);
+}
+
+static void rate_end(struct rate_fixture *rf)
+{
+	smtp_session_fini(&rf->f.s);
+	anvil_free(rf->a);
+}
+
+Test(smtp_session, rate_waits_for_the_callers_verdict)
+{
+	static const char in[] = "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+	                         "RCPT TO:<c@example.com>\r\nDATA\r\n";
+	struct rate_fixture rf;
+	struct smtp_session *s = &rf.f.s;
+	size_t mark, used, off = 0;
+
+	rate_start(&rf);
+	s->rate_remote = true;
+	mark = s->out.len;
+	/* MAIL stops unanswered: only its line is taken, the rest waits. */
+	used = smtp_session_feed(s, in, sizeof(in) - 1);
+	cr_assert_eq(used, 27);
+	cr_assert(s->act & SMTP_ACT_RATE);
+	cr_assert_eq(s->rate_kind, SMTP_RATE_MSG);
+	cr_assert_eq(s->out.len, mark);
+	cr_assert_eq(smtp_session_feed(s, in + used, sizeof(in) - 1 - used), 0, "fed while asked");
+	smtp_session_rate_done(s, true);
+	cr_assert_not(s->act & SMTP_ACT_RATE);
+	cr_assert_str_eq(out_since(s, mark), MAIL_OK);
+	cr_assert_eq(s->state, SMTP_S_MAIL);
+	off = used;
+	/* The first RCPT fits, the second does not; DATA then goes on. */
+	used = smtp_session_feed(s, in + off, sizeof(in) - 1 - off);
+	cr_assert_eq(s->rate_kind, SMTP_RATE_RCPT);
+	smtp_session_rate_done(s, true);
+	off += used;
+	used = smtp_session_feed(s, in + off, sizeof(in) - 1 - off);
+	cr_assert(s->act & SMTP_ACT_RATE);
+	smtp_session_rate_done(s, false);
+	off += used;
+	cr_assert_eq(smtp_session_feed(s, in + off, sizeof(in) - 1 - off), sizeof(in) - 1 - off);
+	cr_assert_str_eq(out_since(s, mark),
+	                 MAIL_OK RCPT_OK "452 4.7.0 Error: too many recipients from your address, "
+	                                 "try again later\r\n" GO);
+	cr_assert_eq(s->tx.nrcpt, 1);
+	/* Nothing was counted locally: the caller's counter did it. */
+	cr_assert(anvil_message(rf.a, &rf.f.peer.key, 1000));
+	rate_end(&rf);
+}
+
+Test(smtp_session, rate_refused_by_the_caller_and_line_across_feeds)
+{
+	struct rate_fixture rf;
+	struct smtp_session *s = &rf.f.s;
+	size_t mark;
+
+	rate_start(&rf);
+	s->rate_remote = true;
+	mark = s->out.len;
+	/* A line that spans two feeds (it waits in s->line) runs again whole. */
+	cr_assert_eq(smtp_session_feed(s, "MAIL FROM:<a@ex", 15), 15);
+	cr_assert_not(s->act & SMTP_ACT_RATE);
+	cr_assert_eq(smtp_session_feed(s, "ample.org>\r\nNOOP\r\n", 18), 12);
+	cr_assert(s->act & SMTP_ACT_RATE);
+	smtp_session_rate_done(s, false);
+	cr_assert_eq(s->state, SMTP_S_READY);
+	cr_assert_eq(smtp_session_feed(s, "NOOP\r\n", 6), 6);
+	cr_assert_str_eq(out_since(s, mark),
+	                 "452 4.7.0 Error: too many messages from your address, "
+	                 "try again later\r\n" OK);
+	cr_assert_eq(s->line.len, 0, "the kept line is gone");
+	/* Without the caller (its link down), the local table decides. */
+	s->rate_remote = false;
+	mark = s->out.len;
+	smtp_session_feed(s, "MAIL FROM:<a@example.org>\r\nRSET\r\nMAIL FROM:<a@example.org>\r\n",
+	                  61);
+	cr_assert_not(s->act & SMTP_ACT_RATE);
+	cr_assert_str_eq(out_since(s, mark),
+	                 MAIL_OK OK "452 4.7.0 Error: too many messages from your address, try "
+	                            "again later\r\n");
+	rate_end(&rf);
+}
+
+Test(smtp_session, rate_verdict_after_close_answers_nothing)
+{
+	struct rate_fixture rf;
+	struct smtp_session *s = &rf.f.s;
+	size_t mark;
+
+	rate_start(&rf);
+	s->rate_remote = true;
+	smtp_session_feed(s, "MAIL FROM:<a@example.org>\r\n", 27);
+	cr_assert(s->act & SMTP_ACT_RATE);
+	smtp_session_shutdown(s);
+	mark = s->out.len;
+	smtp_session_rate_done(s, true);
+	cr_assert_eq(s->out.len, mark);
+	cr_assert_not(s->act & SMTP_ACT_RATE);
+	cr_assert_eq(s->line.len, 0);
+	/* A verdict nobody asked for changes nothing. */
+	smtp_session_rate_done(s, true);
+	cr_assert_eq(s->out.len, mark);
+	rate_end(&rf);
 }
