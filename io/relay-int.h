@@ -166,4 +166,9 @@ void relay_conn_free(struct worker *w, struct relay_conn *c);
 /* Puts <c> on the list of connections to flush at the end of the round. */
 void relay_conn_dirty(struct relay *r, struct relay_conn *c);
 
+/* io/relay.c, for io/relay_ops.c: frees a message the relay held (closing
+ * its segment reference); marks <m> <st> in the done log. Worker thread. */
+void relay_msg_free(struct worker *w, struct rmsg *m);
+void relay_done_record(struct worker *w, struct rmsg *m, enum spool_state st);
+
 #endif

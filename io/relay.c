@@ -31,7 +31,6 @@
 
 #include "core/dsn.h"
 #include "core/log.h"
-#include "core/qtool.h"
 #include "core/maillog.h"
 #include "core/stats.h"
 #include "io/control.h"
@@ -50,7 +49,7 @@
 
 /* ---- messages ---- */
 
-static void rmsg_free(struct worker *w, struct rmsg *m)
+void relay_msg_free(struct worker *w, struct rmsg *m)
 {
 	if (!m)
 		return;
@@ -192,7 +191,7 @@ static void rmsg_read_failed(struct worker *w, struct rmsg *m, int err)
 		return;
 	}
 	w->relay->nloading--;
-	rmsg_free(w, m);
+	relay_msg_free(w, m);
 }
 
 void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
@@ -321,7 +320,7 @@ void relay_take(struct worker *w, const struct mq_item *it, unsigned n)
 /* ---- done log and bounces ---- */
 
 /* Delivery of <m> is over: a done mark, through the loop, for the committer. */
-static void done_record(struct worker *w, struct rmsg *m, enum spool_state st)
+void relay_done_record(struct worker *w, struct rmsg *m, enum spool_state st)
 {
 	struct spool_done d = {0};
 
@@ -460,8 +459,8 @@ static void bounce_settled(struct worker *w, struct rmsg *m, int err)
 		bounce_retry(w, m, err, time(NULL));
 		return;
 	}
-	done_record(w, m, SPOOL_BOUNCED);
-	rmsg_free(w, m);
+	relay_done_record(w, m, SPOOL_BOUNCED);
+	relay_msg_free(w, m);
 }
 
 void relay_bounce_done(struct worker *w, void *token, int err, const char *bounce_qid)
@@ -555,10 +554,10 @@ static void msg_settle(struct worker *w, struct rmsg *m)
 		msg_bounce(w, m);
 		return;
 	case DELIVERY_SETTLE_DONE:
-		done_record(w, m, SPOOL_DELIVERED);
+		relay_done_record(w, m, SPOOL_DELIVERED);
 		break;
 	}
-	rmsg_free(w, m);
+	relay_msg_free(w, m);
 }
 
 /* Frees a job that came back; settles its message if it was the last. */
@@ -676,7 +675,7 @@ static void msg_move_end(struct worker *w, struct rmsg *m)
 	m->rd_len = 0;
 	m->phase = RM_LOADED;
 	if (m->dropped) {
-		rmsg_free(w, m);
+		relay_msg_free(w, m);
 		return;
 	}
 	m->next = r->deferred;
@@ -689,7 +688,7 @@ static void msg_move_failed(struct worker *w, struct rmsg *m, const char *why)
 	     m->segno, w->g->conf->spool_compact_age, why);
 	m->move_try = time(NULL) + w->g->conf->spool_compact_age;
 	if (m->dropped)
-		done_record(w, m, SPOOL_DELETED); /* as relay_drop() does */
+		relay_done_record(w, m, SPOOL_DELETED); /* as relay_drop() does */
 	msg_move_end(w, m);
 }
 
@@ -748,12 +747,12 @@ void relay_move_done(struct worker *w, void *token, int err, int segno, uint64_t
 	     segreg_get(&w->g->segs, (unsigned)segno)->worker,
 	     segreg_get(&w->g->segs, (unsigned)segno)->seq);
 	w->relay->stat_moved++;
-	done_record(w, m, SPOOL_MOVED); /* releases the old segment once durable */
+	relay_done_record(w, m, SPOOL_MOVED); /* releases the old segment once durable */
 	m->segno = segno;
 	m->seg = *segreg_get(&w->g->segs, (unsigned)segno);
 	m->offset = off;
 	if (m->dropped)
-		done_record(w, m, SPOOL_DELETED); /* the tool knew only the old one */
+		relay_done_record(w, m, SPOOL_DELETED); /* the tool knew only the old one */
 	msg_move_end(w, m);
 }
 
@@ -823,102 +822,6 @@ void relay_tick(struct worker *w)
 		}
 	}
 	msg_moves(w, now);
-}
-
-/* The operator's requests of one batch, by queue id: one pass over the
- * deferred and moving messages, however many ids (a `delete --all` of a
- * large queue names every one). Of two requests for one id, a delete
- * wins; else the later. */
-struct req_ent {
-	const char *qid; /* into the batch */
-	char op;         /* enum qtool_op */
-};
-
-static struct req_ent *req_slot(struct req_ent *v, size_t cap, const char *qid)
-{
-	size_t i = (size_t)(crc32c(0, qid, strlen(qid)) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
-
-	while (v[i].qid && strcmp(v[i].qid, qid))
-		i = (i + 1) & (cap - 1);
-	return &v[i];
-}
-
-/* Forgets a deferred message the operator deleted (the tool marked it done:
- * this mark names where it is now, moved meanwhile or not; twice the same
- * is harmless). */
-static void msg_deleted(struct worker *w, struct rmsg *m)
-{
-	LOGI("relay: id=%s deleted by the operator", m->m.qid);
-	done_record(w, m, SPOOL_DELETED);
-	rmsg_free(w, m);
-}
-
-void relay_requests(struct worker *w, const char *req, size_t len)
-{
-	struct relay *r = w->relay;
-	struct req_ent *v, *e;
-	struct rmsg **pp, *m;
-	size_t n = 0, cap = 16;
-	bool due = false;
-
-	if (!r || !len)
-		return;
-	for (size_t o = 0; o < len; o += strlen(req + o) + 1)
-		n++;
-	while (cap < 2 * n)
-		cap *= 2;
-	v = calloc(cap, sizeof(*v));
-	if (!v) {
-		LOGE("relay: out of memory for the operator's requests: they apply at the next "
-		     "start");
-		return;
-	}
-	for (size_t o = 0; o < len; o += strlen(req + o) + 1) {
-		e = req_slot(v, cap, req + o + 1);
-		if (e->op != QTOOL_DELETE)
-			e->op = req[o];
-		e->qid = req + o + 1;
-	}
-	for (pp = &r->deferred; (m = *pp);) {
-		e = req_slot(v, cap, m->m.qid);
-		if (e->qid && e->op == QTOOL_DELETE) {
-			*pp = m->next;
-			msg_deleted(w, m);
-			continue;
-		}
-		if (e->qid && e->op == QTOOL_RELEASE && m->held) {
-			LOGI("relay: id=%s released by the operator: tried now", m->m.qid);
-			m->held = false;
-			m->d.next_try = 0;
-			due = true;
-		} else if (e->qid && e->op == QTOOL_REQUEUE && !m->held) {
-			LOGI("relay: id=%s requeued by the operator: tried now", m->m.qid);
-			m->d.next_try = 0;
-			due = true;
-		}
-		pp = &m->next;
-	}
-	for (m = r->moving; m; m = m->next) {
-		e = req_slot(v, cap, m->m.qid);
-		if (e->qid && e->op == QTOOL_DELETE && !m->dropped) {
-			LOGI("relay: id=%s deleted by the operator (while it moved)", m->m.qid);
-			m->dropped = true; /* relay_move_done() finishes it */
-		}
-	}
-	free(v);
-	if (due)
-		relay_tick(w);
-}
-
-void relay_flush(struct worker *w)
-{
-	struct relay *r = w->relay;
-
-	if (!r)
-		return;
-	for (struct rmsg *m = r->deferred; m; m = m->next)
-		m->d.next_try = 0;
-	relay_tick(w);
 }
 
 unsigned relay_queued(const struct worker *w, time_t *oldest)
@@ -998,7 +901,7 @@ void relay_fini(struct worker *w)
 	     r->deferred ? "deferred messages stay in the spool" : "nothing deferred");
 	while ((m = r->deferred)) {
 		r->deferred = m->next;
-		rmsg_free(w, m);
+		relay_msg_free(w, m);
 	}
 	while (r->conns)
 		relay_conn_free(w, r->conns);

@@ -99,6 +99,14 @@ struct done_set {
 /* Loads every done log of <d> into <s> (empty on entry). Returns 0 or
  * -errno. */
 int done_load(DIR *d, struct done_set *s);
+
+/* Scans a log of fixed-size records (done and hold logs): at each offset
+ * where <reclen> bytes remain, <take>(<arg>, record) returns 0 (taken:
+ * the next record follows), 1 (not a valid record) or -errno (stop, into
+ * *<err>). What is not a valid record is skipped to the next <magic>, so a
+ * torn or misaligned piece costs only itself. Returns the bytes skipped. */
+size_t spool_log_scan(const unsigned char *p, size_t len, const char magic[4], size_t reclen,
+                      int (*take)(void *arg, const unsigned char *rec), void *arg, int *err);
 void done_free(struct done_set *s);
 
 /* queue/spool_read.c: the defer set. */

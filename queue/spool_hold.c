@@ -186,29 +186,23 @@ static int hold_put(struct hold_set *s, const struct spool_hold *h)
 	return 0;
 }
 
+/* One hold record into the set (spool_log_scan's <take>). */
+static int hold_take(void *arg, const unsigned char *rec)
+{
+	struct spool_hold h;
+
+	return spool_hold_decode(rec, &h) ? 1 : hold_put(arg, &h);
+}
+
 /* Parses hold log <name> (<len> bytes at <p>): a record that fails a check
  * is skipped to the next magic, as in a done log. */
 static int hold_parse(struct hold_set *s, const char *name, const unsigned char *p, size_t len)
 {
-	static const unsigned char magic[4] = {'R', 'M', 'X', 'H'};
-	struct spool_hold h;
-	const unsigned char *q;
-	size_t off = 0, bad = 0, next;
 	int err;
+	size_t bad = spool_log_scan(p, len, "RMXH", SPOOL_HOLD_LEN, hold_take, s, &err);
 
-	while (off < len) {
-		if (len - off >= SPOOL_HOLD_LEN && !spool_hold_decode(p + off, &h)) {
-			err = hold_put(s, &h);
-			if (err)
-				return err;
-			off += SPOOL_HOLD_LEN;
-			continue;
-		}
-		q = off + 1 < len ? memmem(p + off + 1, len - off - 1, magic, sizeof(magic)) : NULL;
-		next = q ? (size_t)(q - p) : len;
-		bad += next - off;
-		off = next;
-	}
+	if (err)
+		return err;
 	if (bad)
 		LOGW("spool: %s: %zu bytes hold no valid hold record, ignored", name, bad);
 	s->bad_bytes += bad;

@@ -199,30 +199,49 @@ void done_free(struct done_set *s)
 	memset(s, 0, sizeof(*s));
 }
 
+size_t spool_log_scan(const unsigned char *p, size_t len, const char magic[4], size_t reclen,
+                      int (*take)(void *arg, const unsigned char *rec), void *arg, int *err)
+{
+	const unsigned char *q;
+	size_t off = 0, bad = 0, next;
+	int rc;
+
+	*err = 0;
+	while (off < len) {
+		if (len - off >= reclen && (rc = take(arg, p + off)) <= 0) {
+			if (rc < 0) {
+				*err = rc;
+				return bad;
+			}
+			off += reclen;
+			continue;
+		}
+		q = off + 1 < len ? memmem(p + off + 1, len - off - 1, magic, 4) : NULL;
+		next = q ? (size_t)(q - p) : len;
+		bad += next - off;
+		off = next;
+	}
+	return bad;
+}
+
+/* One done record into the set (spool_log_scan's <take>). */
+static int done_take(void *arg, const unsigned char *rec)
+{
+	struct spool_done d;
+
+	return spool_done_decode(rec, &d) ? 1 : done_add(arg, &d);
+}
+
 /* Parses the done log <name> (its bytes in <p>, <len> of them) into <s>.
  * A record that fails a check is skipped, and the next one is looked for
  * at the next magic, so a torn or misaligned piece costs only itself. */
 static int done_parse(struct done_set *s, const char *name, const unsigned char *p, size_t len)
 {
-	static const unsigned char magic[4] = {'R', 'M', 'X', 'D'};
-	struct spool_done d;
-	const unsigned char *q;
-	size_t off = 0, bad = 0, next;
 	int err;
+	size_t bad = spool_log_scan(p, len, "RMXD", SPOOL_DONE_LEN, done_take, s, &err);
 
-	while (off < len) {
-		if (len - off >= SPOOL_DONE_LEN && !spool_done_decode(p + off, &d)) {
-			err = done_add(s, &d);
-			if (err)
-				return err;
-			off += SPOOL_DONE_LEN;
-			continue;
-		}
-		q = off + 1 < len ? memmem(p + off + 1, len - off - 1, magic, sizeof(magic)) : NULL;
-		next = q ? (size_t)(q - p) : len;
-		bad += next - off;
-		off = next;
-	}
+	if (err)
+		return err;
 	if (bad)
 		LOGW("spool: %s: %zu bytes hold no valid done record, ignored", name, bad);
 	s->bad_bytes += bad;
