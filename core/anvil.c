@@ -26,8 +26,17 @@ struct anvil_ent {
 	struct anvil_win w[3];
 };
 
+/* The limits, a copy in each shard, read and changed under its lock
+ * (anvil_set_limits(): a reload changes them while sessions count). */
+struct anvil_lim {
+	uint32_t max_sessions;
+	struct anvil_rate conn, msg, rcpt;
+	int64_t keep_ms; /* how long an idle entry matters: twice the longest period */
+};
+
 struct anvil_shard {
 	atomic_flag lock;
+	struct anvil_lim lim;
 	size_t n, cap; /* entries in use, at most <cap> */
 	size_t hand;   /* where the search for an idle entry to evict goes on */
 	size_t mask;   /* slots - 1 (slots a power of two >= 2 cap) */
@@ -35,8 +44,7 @@ struct anvil_shard {
 } __attribute__((aligned(64)));
 
 struct anvil {
-	struct anvil_conf c;
-	int64_t keep_ms; /* how long an idle entry matters: twice the longest period */
+	unsigned prefix4, prefix6;
 	unsigned nshards;
 	struct anvil_shard *s;
 };
@@ -92,21 +100,17 @@ struct anvil *anvil_new(const struct anvil_conf *c)
 {
 	struct anvil *a = calloc(1, sizeof(*a));
 	size_t per, slots = 4;
-	uint32_t longest = 0;
 
 	if (!a)
 		return NULL;
-	a->c = *c;
+	a->prefix4 = c->prefix4;
+	a->prefix6 = c->prefix6;
 	a->nshards = c->max_entries >= ANVIL_SHARDS * 16 ? ANVIL_SHARDS : 1;
 	per = (c->max_entries + a->nshards - 1) / a->nshards;
 	if (per < 4)
 		per = 4;
 	while (slots < 2 * per)
 		slots *= 2;
-	for (const struct anvil_rate *r = &c->conn; r <= &c->rcpt; r++)
-		if (r->n && r->period_ms > longest)
-			longest = r->period_ms;
-	a->keep_ms = 2 * (int64_t)longest;
 	a->s = aligned_alloc(64, a->nshards * sizeof(*a->s));
 	if (!a->s) {
 		free(a);
@@ -126,6 +130,7 @@ struct anvil *anvil_new(const struct anvil_conf *c)
 			return NULL;
 		}
 	}
+	anvil_set_limits(a, c);
 	return a;
 }
 
@@ -162,7 +167,7 @@ int anvil_key_of(const struct anvil *a, const struct sockaddr *sa, struct anvil_
 		return -1;
 	}
 	k->b[0] = len == 4 ? 4 : 6;
-	bits = len == 4 ? a->c.prefix4 : a->c.prefix6;
+	bits = len == 4 ? a->prefix4 : a->prefix6;
 	if (bits > len * 8)
 		bits = (unsigned)len * 8;
 	memcpy(k->b + 1, src, bits / 8);
@@ -199,6 +204,23 @@ static struct anvil_shard *shard_lock(struct anvil *a, uint64_t h)
 static void shard_unlock(struct anvil_shard *sh)
 {
 	atomic_flag_clear_explicit(&sh->lock, memory_order_release);
+}
+
+void anvil_set_limits(struct anvil *a, const struct anvil_conf *c)
+{
+	struct anvil_lim l = {
+	    .max_sessions = c->max_sessions, .conn = c->conn, .msg = c->msg, .rcpt = c->rcpt};
+	uint32_t longest = 0;
+
+	for (const struct anvil_rate *r = &c->conn; r <= &c->rcpt; r++)
+		if (r->n && r->period_ms > longest)
+			longest = r->period_ms;
+	l.keep_ms = 2 * (int64_t)longest;
+	for (unsigned i = 0; i < a->nshards; i++) {
+		shard_acquire(&a->s[i]);
+		a->s[i].lim = l;
+		shard_unlock(&a->s[i]);
+	}
 }
 
 static bool ent_idle(const struct anvil_ent *e, int64_t now)
@@ -304,9 +326,9 @@ bool anvil_rate_fits(const struct anvil_rate *r, uint64_t prev, uint64_t cur, in
 	return est < r->n;
 }
 
-static void touch(struct anvil *a, struct anvil_ent *e, int64_t now)
+static void touch(const struct anvil_shard *sh, struct anvil_ent *e, int64_t now)
 {
-	e->idle_at = now + a->keep_ms;
+	e->idle_at = now + sh->lim.keep_ms;
 }
 
 static enum anvil_verdict connect_take(struct anvil *a, const struct anvil_key *k, int64_t now_ms,
@@ -318,13 +340,13 @@ static enum anvil_verdict connect_take(struct anvil *a, const struct anvil_key *
 	enum anvil_verdict v = ANVIL_OK;
 
 	if (e) {
-		if (a->c.max_sessions && e->sessions >= a->c.max_sessions)
+		if (sh->lim.max_sessions && e->sessions >= sh->lim.max_sessions)
 			v = ANVIL_SESSIONS;
-		else if (rate && !rate_take(&a->c.conn, &e->w[W_CONN], now_ms))
+		else if (rate && !rate_take(&sh->lim.conn, &e->w[W_CONN], now_ms))
 			v = ANVIL_RATE;
 		else
 			e->sessions++;
-		touch(a, e, now_ms);
+		touch(sh, e, now_ms);
 	}
 	shard_unlock(sh);
 	return v;
@@ -351,29 +373,26 @@ void anvil_disconnect(struct anvil *a, const struct anvil_key *k, int64_t now_ms
 		if (!memcmp(&sh->v[i].k, k, sizeof(*k))) {
 			if (sh->v[i].sessions)
 				sh->v[i].sessions--;
-			touch(a, &sh->v[i], now_ms);
+			touch(sh, &sh->v[i], now_ms);
 			break;
 		}
 	}
 	shard_unlock(sh);
 }
 
-static bool take(struct anvil *a, const struct anvil_rate *r, unsigned which,
-                 const struct anvil_key *k, int64_t now_ms)
+static bool take(struct anvil *a, unsigned which, const struct anvil_key *k, int64_t now_ms)
 {
-	uint64_t h;
-	struct anvil_shard *sh;
+	uint64_t h = key_hash(k);
+	struct anvil_shard *sh = shard_lock(a, h);
+	const struct anvil_rate *r = which == W_CONN  ? &sh->lim.conn
+	                             : which == W_MSG ? &sh->lim.msg
+	                                              : &sh->lim.rcpt;
 	struct anvil_ent *e;
 	bool ok = true;
 
-	if (!r->n)
-		return true;
-	h = key_hash(k);
-	sh = shard_lock(a, h);
-	e = ent_get(sh, k, h, now_ms);
-	if (e) {
+	if (r->n && (e = ent_get(sh, k, h, now_ms))) {
 		ok = rate_take(r, &e->w[which], now_ms);
-		touch(a, e, now_ms);
+		touch(sh, e, now_ms);
 	}
 	shard_unlock(sh);
 	return ok;
@@ -381,17 +400,17 @@ static bool take(struct anvil *a, const struct anvil_rate *r, unsigned which,
 
 bool anvil_connection(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
 {
-	return take(a, &a->c.conn, W_CONN, k, now_ms);
+	return take(a, W_CONN, k, now_ms);
 }
 
 bool anvil_message(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
 {
-	return take(a, &a->c.msg, W_MSG, k, now_ms);
+	return take(a, W_MSG, k, now_ms);
 }
 
 bool anvil_recipient(struct anvil *a, const struct anvil_key *k, int64_t now_ms)
 {
-	return take(a, &a->c.rcpt, W_RCPT, k, now_ms);
+	return take(a, W_RCPT, k, now_ms);
 }
 
 size_t anvil_sweep(struct anvil *a, unsigned from, unsigned n, int64_t now_ms)

@@ -56,6 +56,10 @@ int anvil_rate_parse(const char *s, struct anvil_rate *r);
 /* A table for <c> (copied), or NULL without memory. Main thread. */
 struct anvil *anvil_new(const struct anvil_conf *c);
 void anvil_free(struct anvil *a);
+/* New limits (max_sessions and the rates of <c>; its prefixes and size
+ * stay the table's): a reload. Counts and windows are kept; a window whose
+ * period changed starts again. Main thread, while any thread counts. */
+void anvil_set_limits(struct anvil *a, const struct anvil_conf *c);
 
 /* The key of address <sa> (AF_INET, AF_INET6; an IPv4-mapped IPv6 address
  * counts as IPv4). Returns 0, or -1 for another family. Any thread. */

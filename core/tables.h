@@ -34,6 +34,10 @@ struct tables {
 	bool has_tls;
 	void *tls;
 	void (*tls_free)(void *tls);
+	/* The per-client table (core/anvil; not owned: the gateway's, made at
+	 * start or by the first reload that sets a per-client limit, never
+	 * freed before the workers stop); NULL: no limit was ever set. */
+	struct anvil *anvil;
 };
 
 /* Reads the domains and recipient files <c> names, as conf_parse() took

@@ -223,17 +223,10 @@ int main(int argc, char **argv)
 		     (unsigned long long)rl.rlim_cur, conf.max_sessions);
 
 	gw.conf = &conf;
-	if (conf.client_max_sessions || conf.client_conn_rate.n || conf.client_msg_rate.n ||
-	    conf.client_rcpt_rate.n) {
-		gw.anvil = anvil_new(&(struct anvil_conf){
-		    .prefix4 = conf.client_prefix4,
-		    .prefix6 = conf.client_prefix6,
-		    .max_sessions = conf.client_max_sessions,
-		    .conn = conf.client_conn_rate,
-		    .msg = conf.client_msg_rate,
-		    .rcpt = conf.client_rcpt_rate,
-		    .max_entries = conf.client_table_size,
-		});
+	struct anvil_conf ac = reload_anvil_conf(&gw, &conf);
+
+	if (reload_limits_on(&ac)) {
+		gw.anvil = anvil_new(&ac);
 		if (!gw.anvil) {
 			fprintf(stderr, "ringmx: out of memory for the per-client table\n");
 			return 2;
@@ -266,6 +259,7 @@ int main(int argc, char **argv)
 	                            (ccf.ask & (1u << CLUSTER_RATE_RCPT) ? SMTP_RATE_RCPT : 0);
 	gw.tables->conf = &conf;
 	gw.tables->scf = gw.scf;
+	gw.tables->anvil = gw.anvil;
 	for (unsigned i = 0; i < gw.nmilters; i++)
 		LOGI("milter %u: %s (timeout %us, default action %s)", i + 1, gw.milters[i].text,
 		     conf.milter_timeout,

@@ -41,10 +41,31 @@ void reload_resolve(struct conf *c)
 		c->spool_min_free = c->max_message_size ? 2 * c->max_message_size : 64ull << 20;
 }
 
+struct anvil_conf reload_anvil_conf(const struct gateway *g, const struct conf *c)
+{
+	const struct conf *g0 = g->conf ? g->conf : c, *r = g0->limits_redis ? g0 : c;
+
+	return (struct anvil_conf){
+	    .prefix4 = g0->client_prefix4,
+	    .prefix6 = g0->client_prefix6,
+	    .max_sessions = c->client_max_sessions,
+	    .conn = r->client_conn_rate,
+	    .msg = r->client_msg_rate,
+	    .rcpt = r->client_rcpt_rate,
+	    .max_entries = g0->client_table_size,
+	};
+}
+
+bool reload_limits_on(const struct anvil_conf *a)
+{
+	return a->max_sessions || a->conn.n || a->msg.n || a->rcpt.n;
+}
+
 void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
                 struct smtp_server_conf *out)
 {
 	const struct conf *g0 = g->conf;
+	struct anvil_conf ac = reload_anvil_conf(g, c);
 
 	*out = (struct smtp_server_conf){
 	    .hostname = g0->hostname,
@@ -58,7 +79,7 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .bare_policy = c->bare_policy,
 	    .long_line_policy = c->long_line_policy,
 	    .nul_strip = c->nul_strip,
-	    .anvil = g0->client_msg_rate.n || g0->client_rcpt_rate.n ? g->anvil : NULL,
+	    .anvil = ac.msg.n || ac.rcpt.n ? g->anvil : NULL,
 	    .tls_available = tls,
 	    .allow_untrusted_routing = c->allow_untrusted_routing,
 	    .max_unknown = c->max_unknown_recipients,
@@ -100,8 +121,8 @@ static void report_write(struct gateway *g, const char *text)
 
 /* The names of the keys that differ between <a> and <b> whose liveness is
  * <live>, comma-separated into <out>. Returns how many. */
-static size_t changed_list(const struct conf *a, const struct conf *b, bool live, char *out,
-                           size_t outlen)
+static size_t changed_list(const struct gateway *g, const struct conf *a, const struct conf *b,
+                           bool live, char *out, size_t outlen)
 {
 	const char *names[128];
 	bool lv[128];
@@ -109,6 +130,10 @@ static size_t changed_list(const struct conf *a, const struct conf *b, bool live
 
 	out[0] = '\0';
 	for (size_t i = 0; i < n && i < 128; i++) {
+		/* Redis counts the rates with the startup ones (io/cluster). */
+		if (g->conf->limits_redis && !strncmp(names[i], "client-", 7) &&
+		    strstr(names[i], "-rate"))
+			lv[i] = false;
 		if (lv[i] != live)
 			continue;
 		if (len < outlen)
@@ -125,6 +150,7 @@ bool reload_run(struct gateway *g, unsigned started)
 	struct tls_ctx *tls = NULL;
 	struct conf *nc = calloc(1, sizeof(*nc));
 	char err[640], live[2048], restart[2048], report[4800];
+	struct anvil_conf ac;
 	int rc;
 
 	if (!nc) {
@@ -154,8 +180,20 @@ bool reload_run(struct gateway *g, unsigned started)
 			goto fail;
 		}
 	}
+	ac = reload_anvil_conf(g, nc);
+	if (!g->anvil && reload_limits_on(&ac)) {
+		/* The first per-client limit: the table, from now on. */
+		g->anvil = anvil_new(&ac);
+		if (!g->anvil) {
+			snprintf(err, sizeof(err), "out of memory for the per-client table");
+			goto fail;
+		}
+	}
 	if (tables_load(nc, &t, err, sizeof(err)))
 		goto fail;
+	if (g->anvil)
+		anvil_set_limits(g->anvil, &ac); /* nothing fails after this */
+	t->anvil = g->anvil;
 	t->conf = nc;
 	t->own_conf = nc;
 	t->has_tls = true;
@@ -165,8 +203,8 @@ bool reload_run(struct gateway *g, unsigned started)
 	tls = NULL;
 	nc = NULL; /* the snapshot's now */
 
-	changed_list(old && old->conf ? old->conf : g->conf, t->conf, true, live, sizeof(live));
-	changed_list(g->conf, t->conf, false, restart, sizeof(restart));
+	changed_list(g, old && old->conf ? old->conf : g->conf, t->conf, true, live, sizeof(live));
+	changed_list(g, g->conf, t->conf, false, restart, sizeof(restart));
 	log_threshold = t->conf->log_level;
 	LOGI("reload: %s%s; accepted domains %zu (were %zu), recipient tables %zu entries in %zu "
 	     "domains (were %zu in %zu)",

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 
+#include "core/anvil.h"
 #include "core/conf.h"
 #include "core/smtp_session.h"
 #include "io/types-t.h"
@@ -24,6 +25,13 @@ void reload_resolve(struct conf *c);
  * per-client table stay the startup ones); <tls>: a certificate is there. */
 void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
                 struct smtp_server_conf *out);
+/* The per-client limits of options <c> (core/anvil): its prefixes and
+ * table size are <g>'s startup ones, and so are the rates when Redis
+ * counts them (--limits-redis: restart only). */
+struct anvil_conf reload_anvil_conf(const struct gateway *g, const struct conf *c);
+/* Whether <c> sets any per-client limit. */
+bool reload_limits_on(const struct anvil_conf *a);
+
 /* The answer a reload leaves in the spool directory for `ringmx reload`
  * (io/control): "reloaded" or "failed, nothing changed: why" first. */
 #define RELOAD_REPORT "ringmx.reload"

@@ -25,6 +25,12 @@ static inline struct tls_ctx *session_tls(const struct worker *w)
 	return w->tables && w->tables->has_tls ? (struct tls_ctx *)w->tables->tls : w->g->tls;
 }
 
+/* The per-client table (core/anvil): once there, it stays. */
+static inline struct anvil *session_anvil(const struct worker *w)
+{
+	return w->tables ? w->tables->anvil : w->g->anvil;
+}
+
 /* Whether the client at <sa> is under the per-client limits, with its key. */
 void session_limits_for(const struct worker *w, const struct sockaddr *sa, struct smtp_peer *peer);
 /* The connection is ready for SMTP: TLS handshake or greeting. */

@@ -302,7 +302,7 @@ static void conn_free(struct worker *w, struct conn *c)
 	w->rejected.relay_denied += c->s.counts.relay_denied;
 	w->rejected.routing += c->s.counts.routing;
 	if (c->flags & C_ANVIL)
-		anvil_disconnect(w->g->anvil, &c->s.peer.key, w->now);
+		anvil_disconnect(session_anvil(w), &c->s.peer.key, w->now);
 	tables_unref(c->s.tables);
 	input_resume(w, c); /* off the pause list */
 	w->data_held -= c->held;
@@ -544,9 +544,9 @@ void session_resume(struct worker *w, struct conn *c)
 /* Whether the client at <sa> is under the per-client limits, with its key. */
 void session_limits_for(const struct worker *w, const struct sockaddr *sa, struct smtp_peer *peer)
 {
-	const struct gateway *g = w->g;
+	struct anvil *a = session_anvil(w);
 
-	peer->limited = g->anvil && anvil_key_of(g->anvil, sa, &peer->key) == 0 &&
+	peer->limited = a && anvil_key_of(a, sa, &peer->key) == 0 &&
 	                !policy_client_may_relay(&session_conf(w)->limits_exempt, sa);
 }
 
@@ -852,13 +852,15 @@ void session_tick(struct worker *w)
 	struct conn *c, *next;
 
 	session_delay_tick(w);
-	if (w->g->anvil) {
+	struct anvil *a = session_anvil(w);
+
+	if (a) {
 		/* The workers share the sweep of idle clients: all of the table
 		 * in about 8 ticks. */
-		unsigned n = anvil_shards(w->g->anvil) / (8 * w->g->nworkers) + 1;
+		unsigned n = anvil_shards(a) / (8 * w->g->nworkers) + 1;
 
-		anvil_sweep(w->g->anvil, w->anvil_next, n, w->now);
-		w->anvil_next = (w->anvil_next + n * w->g->nworkers) % anvil_shards(w->g->anvil);
+		anvil_sweep(a, w->anvil_next, n, w->now);
+		w->anvil_next = (w->anvil_next + n * w->g->nworkers) % anvil_shards(a);
 	}
 	while ((c = w->greet_head) && c->greet_at <= w->now) {
 		w->greet_head = c->greet_next;

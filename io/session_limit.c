@@ -32,7 +32,7 @@ void session_limit_refuse(struct worker *w, struct conn *c, bool rate)
 
 bool session_limit_start(struct worker *w, struct conn *c)
 {
-	struct anvil *a = w->g->anvil;
+	struct anvil *a = session_anvil(w);
 	bool ask = cluster_asks(w, CLUSTER_RATE_CONN);
 	enum anvil_verdict v = ask ? anvil_connect_sessions(a, &c->s.peer.key, w->now)
 	                           : anvil_connect(a, &c->s.peer.key, w->now);
@@ -50,7 +50,7 @@ bool session_limit_start(struct worker *w, struct conn *c)
 
 void session_rate_answer(struct worker *w, struct conn *c, enum cluster_rate_kind kind, int v)
 {
-	struct anvil *a = w->g->anvil;
+	struct anvil *a = session_anvil(w);
 	const struct anvil_key *k = &c->s.peer.key;
 	bool fits = false;
 

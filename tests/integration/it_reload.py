@@ -9,6 +9,7 @@ failed reload changes nothing, and options that need a restart are named
 in `ringmx reload`'s answer. `ringmx config -n` round-trips through a file."""
 import os
 import smtplib
+import socket
 import subprocess
 import tempfile
 import threading
@@ -151,6 +152,46 @@ def test_restart_only_named():
         gw.proc.send_signal(1)
         assert wait_until(lambda: gw.log().count("]: reload: ") > n, 10), gw.log()[-800:]
         assert rcpt_code(gw.port, "u@sig.test") == 250
+
+
+def messages_until_refused(port, n):
+    """MAIL codes of <n> messages in one session."""
+    codes = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+        c.ehlo("client.test")
+        for i in range(n):
+            code = c.mail("s@sender.test")[0]
+            codes.append(code)
+            if code != 250:
+                break
+            c.rcpt(f"u{i}@example.com")
+            c.data("Subject: rate\r\n\r\nhi\r\n")
+    return codes
+
+
+def test_client_limits_reload_live():
+    # Started with no per-client limit at all (the table is made by the
+    # reload that sets the first one), then tightened, then lifted.
+    gw = FileGateway(domains="example.com")
+    with gw:
+        assert messages_until_refused(gw.port, 4) == [250] * 4
+        gw.write(domains="example.com", **{"client-message-rate": "2/1m",
+                                           "client-max-sessions": "1"})
+        out = gw.reload()
+        assert "client-max-sessions" in out.split("needs a restart")[0], out
+        assert "client-message-rate" in out.split("needs a restart")[0], out
+        assert messages_until_refused(gw.port, 4) == [250, 250, 452]
+        held = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        assert held.makefile("rb").readline().startswith(b"220 ")
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        line = s.makefile("rb").readline()
+        assert line.startswith(b"421 4.7.0"), line
+        s.close()
+        held.close()
+        gw.write(domains="example.com", **{"client-max-sessions": "3"})
+        out = gw.reload()
+        assert "client-message-rate" in out.split("needs a restart")[0], out
+        assert wait_until(lambda: messages_until_refused(gw.port, 3) == [250] * 3, 5)
 
 
 def test_config_changed_only_round_trips():

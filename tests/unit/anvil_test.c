@@ -96,6 +96,33 @@ Test(anvil, sessions_counted_and_released)
 	anvil_free(a);
 }
 
+Test(anvil, limits_change_while_counting)
+{
+	struct anvil *a = table(2, NULL, "5/1m", 1000);
+	struct anvil_key k = key4(a, "192.0.2.9");
+	struct anvil_conf c = {.max_sessions = 3};
+
+	cr_assert_eq(anvil_connect(a, &k, 1000), ANVIL_OK);
+	cr_assert_eq(anvil_connect(a, &k, 1000), ANVIL_OK);
+	cr_expect_eq(anvil_connect(a, &k, 1000), ANVIL_SESSIONS);
+	for (int i = 0; i < 3; i++)
+		cr_expect(anvil_message(a, &k, 1000));
+	/* A reload: one more session, the counts kept; a tighter message
+	 * rate that the three counted already use up; no connection rate. */
+	cr_assert_eq(anvil_rate_parse("3/1m", &c.msg), 0);
+	anvil_set_limits(a, &c);
+	cr_expect_eq(anvil_connect(a, &k, 1001), ANVIL_OK);
+	cr_expect_eq(anvil_connect(a, &k, 1001), ANVIL_SESSIONS);
+	cr_expect_not(anvil_message(a, &k, 1001));
+	/* Lifted: no limit at all. */
+	anvil_set_limits(a, &(struct anvil_conf){0});
+	for (int i = 0; i < 20; i++) {
+		cr_expect_eq(anvil_connect(a, &k, 1002), ANVIL_OK);
+		cr_expect(anvil_message(a, &k, 1002));
+	}
+	anvil_free(a);
+}
+
 Test(anvil, rates_slide)
 {
 	struct anvil *a = table(0, "10/10s", "2/1m", 1000);
