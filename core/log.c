@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_level log_threshold = LOG_INFO;
+_Atomic int log_threshold = LOG_INFO;
 enum log_format log_format = LOG_FMT_TEXT;
 
 static char log_host[64] = "localhost";

@@ -16,6 +16,7 @@
 #ifndef RINGMX_CORE_LOG_H
 #define RINGMX_CORE_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -43,7 +44,8 @@ enum log_prog {
 	LOG_P_N,
 };
 
-extern enum log_level log_threshold;
+/* Written by a reload (main thread) while the workers log: atomic. */
+extern _Atomic int log_threshold;
 extern enum log_format log_format;
 
 /* Parses "error", "warn", "info" or "debug". Returns 0 or -EINVAL. */
@@ -103,7 +105,7 @@ void log_sink_set(struct log_sink *s);
 #define LOG_PROG LOG_P_MASTER
 #endif
 
-#define log_enabled(l) ((l) <= log_threshold)
+#define log_enabled(l) ((int)(l) <= atomic_load_explicit(&log_threshold, memory_order_relaxed))
 #define LOGE(...)      log_msg(LOG_PROG, LOG_ERR, __VA_ARGS__)
 #define LOGW(...)      log_msg(LOG_PROG, LOG_WARN, __VA_ARGS__)
 #define LOGI(...)                                                                                  \

@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	log_threshold = conf.log_level;
+	atomic_store_explicit(&log_threshold, (int)conf.log_level, memory_order_relaxed);
 	reload_resolve(&conf);
 	log_setup(conf.hostname, conf.log_format);
 	if (conf.ntls_certs) {

@@ -205,7 +205,7 @@ bool reload_run(struct gateway *g, unsigned started)
 
 	changed_list(g, old && old->conf ? old->conf : g->conf, t->conf, true, live, sizeof(live));
 	changed_list(g, g->conf, t->conf, false, restart, sizeof(restart));
-	log_threshold = t->conf->log_level;
+	atomic_store_explicit(&log_threshold, (int)t->conf->log_level, memory_order_relaxed);
 	LOGI("reload: %s%s; accepted domains %zu (were %zu), recipient tables %zu entries in %zu "
 	     "domains (were %zu in %zu)",
 	     live[0] ? "changed " : "no live setting changed", live, t->domains.ndomains,
