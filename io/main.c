@@ -176,9 +176,13 @@ int main(int argc, char **argv)
 		conf_fini(&conf);
 		return 2;
 	}
-	if (relay_conf_build(&gw.relay, &conf, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
+	err[0] = '\0';
+	if (relay_conf_build(&gw.relay, &conf, err, sizeof(err)) ||
+	    (gw.relay.nroutes && (relay_hop_names_init(&gw.hopnames, &gw.relay) ||
+	                          relay_conf_slots(&gw.relay, &gw.hopnames, err, sizeof(err))))) {
+		fprintf(stderr, "%s\n", err[0] ? err : "ringmx: out of memory");
 		relay_conf_free(&gw.relay);
+		relay_hop_names_fini(&gw.hopnames);
 		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 2;
@@ -186,6 +190,7 @@ int main(int argc, char **argv)
 	if (milter_targets_resolve(&gw, &conf, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		relay_conf_free(&gw.relay);
+		relay_hop_names_fini(&gw.hopnames);
 		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 2;
@@ -193,6 +198,7 @@ int main(int argc, char **argv)
 	if (tables_load(&conf, &gw.tables, err, sizeof(err))) {
 		fprintf(stderr, "ringmx: %s\n", err);
 		relay_conf_free(&gw.relay);
+		relay_hop_names_fini(&gw.hopnames);
 		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 2;
@@ -207,6 +213,7 @@ int main(int argc, char **argv)
 		       gw.tables->recipients ? recipients_domains(gw.tables->recipients) : 0);
 		tables_unref(gw.tables);
 		relay_conf_free(&gw.relay);
+		relay_hop_names_fini(&gw.hopnames);
 		tls_ctx_free(gw.tls);
 		conf_fini(&conf);
 		return 0;
@@ -289,6 +296,7 @@ int main(int argc, char **argv)
 	anvil_free(gw.anvil);
 	tables_unref(gw.tables);
 	relay_conf_free(&gw.relay);
+	relay_hop_names_fini(&gw.hopnames);
 	tls_ctx_free(gw.tls);
 	conf_fini(&conf);
 	return rc;

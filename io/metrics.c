@@ -220,30 +220,25 @@ static void render_spool(struct gateway *g, struct prom *p)
 
 static void render_delivery(struct gateway *g, struct prom *p)
 {
-	const struct relay_conf *rc = &g->relay;
+	const struct relay_hop_names *hn = &g->hopnames;
+	unsigned nhops = atomic_load_explicit(&hn->n, memory_order_acquire);
 	struct stats_hist h;
 
-	if (!rc->nroutes)
+	if (!g->relay.nroutes)
 		return; /* no --relay-to: nothing is delivered */
 	prom_family(p, "ringmx_deliveries_total", "counter",
-	            "Delivery attempts per recipient, by route, next hop and result.");
-	for (unsigned r = 0; r < rc->nroutes; r++) {
-		const struct relay_route *rt = &rc->routes[r];
+	            "Delivery attempts per recipient, by route, next hop and result (every "
+	            "next hop configured since the start).");
+	for (unsigned k = 0; k < nhops; k++) {
+		for (unsigned res = 0; res < WSTAT_DLV_N; res++) {
+			uint64_t n = 0;
+			const struct prom_label lb[] = {{"route", hn->v[k].route},
+			                                {"next_hop", hn->v[k].hop},
+			                                {"result", dlv_names[res]}};
 
-		for (unsigned k = 0; k < rt->nhops; k++) {
-			for (unsigned res = 0; res < WSTAT_DLV_N; res++) {
-				uint64_t n = 0;
-				const struct prom_label lb[] = {
-				    {"route", rt->domain ? rt->domain : "*"},
-				    {"next_hop", rt->hops[k].text},
-				    {"result", dlv_names[res]}};
-
-				for (unsigned i = 0; i < g->nworkers; i++)
-					n += stats_read(
-					    &g->workers[i]
-					         ->st.dlv[(rt->first_hop + k) * WSTAT_DLV_N + res]);
-				prom_sample_u64(p, "ringmx_deliveries_total", lb, 3, n);
-			}
+			for (unsigned i = 0; i < g->nworkers; i++)
+				n += stats_read(&g->workers[i]->st.dlv[k * WSTAT_DLV_N + res]);
+			prom_sample_u64(p, "ringmx_deliveries_total", lb, 3, n);
 		}
 	}
 	hist_total(g, offsetof(struct worker_stats, delivery), &metrics_delivery_bounds, &h);
@@ -391,7 +386,7 @@ void metrics_stop(struct gateway *g)
 
 int metrics_worker_init(struct worker *w)
 {
-	size_t n = (size_t)w->g->relay.nhops * WSTAT_DLV_N * sizeof(uint64_t);
+	size_t n = (size_t)w->g->hopnames.cap * WSTAT_DLV_N * sizeof(uint64_t);
 
 	if (!n)
 		return 0;

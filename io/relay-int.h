@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/retry.h"
+#include "core/tables.h"
 #include "core/smtp_client.h"
 #include "io/types-t.h"
 #include "queue/delivery.h"
@@ -54,6 +55,7 @@ struct rmsg {
 	bool dropped;      /* deleted by the operator while it moved */
 	bool held;         /* on hold (`ringmx queue hold`): in the deferred list, never
 	                    * dispatched (nor expired) until released */
+	unsigned gen;      /* the relay's <gen> its recipients were given routes in */
 	time_t move_try;   /* no move before this (one failed) */
 	/* When its jobs were last queued for connections (the log's delays=):
 	 * the worker clock (ms) and the wall clock (s). */
@@ -111,7 +113,10 @@ struct relay_route_state {
 };
 
 struct relay {
-	const struct relay_conf *rc;
+	struct relay_conf *rc; /* the next hops it delivers with (a reference) */
+	unsigned gen;   /* bumped when <rc> changes: messages routed before are routed again */
+	bool switching; /* a reload changed the next hops: the connections finish their jobs,
+	                 * take no more, and then the relay moves (relay_routes_check()) */
 	struct retry_conf retry;
 	struct relay_route_state *rs;
 	struct delivery_queue q; /* per route: the jobs waiting for a connection */
@@ -142,6 +147,20 @@ struct seg_file {
 	unsigned refs;
 };
 
+/* The options the relay reads (a reload's live ones once published). */
+static inline const struct conf *relay_cf(const struct worker *w)
+{
+	return w->tables && w->tables->conf ? w->tables->conf : w->g->conf;
+}
+
+/* The next hops the worker's snapshot asks for (the startup ones until a
+ * reload changes them). */
+static inline struct relay_conf *relay_conf_wanted(const struct worker *w)
+{
+	return w->tables && w->tables->relay ? (struct relay_conf *)w->tables->relay
+	                                     : (struct relay_conf *)&w->g->relay;
+}
+
 /* ---- io/relay.c, for the connections ---- */
 
 /* The open file of segment <segno> with one more reference, or -errno.
@@ -170,5 +189,12 @@ void relay_conn_dirty(struct relay *r, struct relay_conn *c);
  * its segment reference); marks <m> <st> in the done log. Worker thread. */
 void relay_msg_free(struct worker *w, struct rmsg *m);
 void relay_done_record(struct worker *w, struct rmsg *m, enum spool_state st);
+/* Queues one job per route for the message's pending recipients (routed
+ * again first when the next hops changed since). */
+void relay_msg_dispatch(struct worker *w, struct rmsg *m);
+
+/* io/relay_ops.c, for relay_tick(): moves the relay to the next hops a
+ * reload published, once the connections to the old ones are done. */
+void relay_routes_check(struct worker *w);
 
 #endif

@@ -142,6 +142,24 @@ static void rmsg_read(struct worker *w, struct rmsg *m)
 	m->fd = fd;
 }
 
+/* Gives the pending recipients of <m> their routes in the relay's next
+ * hops (again, after a reload changed them). */
+static void msg_route(struct relay *r, struct rmsg *m)
+{
+	for (unsigned i = 0; i < m->d.nrcpt; i++) {
+		int rt;
+
+		if (m->d.rcpt[i].state != DELIVERY_PENDING)
+			continue;
+		rt = relay_conf_route_of(r->rc, m->d.rcpt[i].addr);
+		if (rt < 0)
+			delivery_rcpt_fail(&m->d, i, "5.4.4 no route to the recipient's domain");
+		else
+			m->d.rcpt[i].route = (unsigned)rt;
+	}
+	m->gen = r->gen;
+}
+
 /* The header and envelope are in: the envelope parsed, the recipients
  * given routes. */
 static int rmsg_parsed(struct worker *w, struct rmsg *m)
@@ -156,19 +174,12 @@ static int rmsg_parsed(struct worker *w, struct rmsg *m)
 	m->d.body_8bit = m->m.body_8bit;
 	m->d.smtputf8 = m->m.smtputf8;
 	const char *p = m->m.rcpts;
-	for (unsigned i = 0; i < m->d.nrcpt; i++, p += strlen(p) + 1) {
-		int rt = relay_conf_route_of(w->relay->rc, p);
-
+	for (unsigned i = 0; i < m->d.nrcpt; i++, p += strlen(p) + 1)
 		m->d.rcpt[i].addr = p;
-		if (rt < 0)
-			delivery_rcpt_fail(&m->d, i, "5.4.4 no route to the recipient's domain");
-		else
-			m->d.rcpt[i].route = (unsigned)rt;
-	}
+	msg_route(w->relay, m);
 	return 0;
 }
 
-static void msg_dispatch(struct worker *w, struct rmsg *m);
 static void msg_bounce_read(struct worker *w, struct rmsg *m);
 static void msg_move_read(struct worker *w, struct rmsg *m);
 static void msg_move_failed(struct worker *w, struct rmsg *m, const char *why);
@@ -236,7 +247,7 @@ void relay_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
 			goto fail;
 		m->phase = RM_LOADED;
 		w->relay->nloading--;
-		msg_dispatch(w, m);
+		relay_msg_dispatch(w, m);
 		return;
 	case RM_DSN:
 		msg_bounce_read(w, m);
@@ -280,11 +291,12 @@ static bool msg_held(struct worker *w, struct rmsg *m)
 	return true;
 }
 
-/* Queues one job per route for the message's pending recipients. */
-static void msg_dispatch(struct worker *w, struct rmsg *m)
+void relay_msg_dispatch(struct worker *w, struct rmsg *m)
 {
 	if (msg_held(w, m))
 		return;
+	if (m->gen != w->relay->gen)
+		msg_route(w->relay, m);
 	/* A kick may give a job back at once (no socket could be made: the
 	 * route's jobs are deferred). The message is settled once, here,
 	 * after the dispatch: settled from inside it too, it would be put on
@@ -575,8 +587,7 @@ void relay_job_results(struct worker *w, struct relay_conn *c, struct delivery_j
 	struct relay *r = w->relay;
 	const struct delivery_msg *m = j->msg;
 	const struct relay_hop *hop = &r->rc->routes[c->route].hops[c->hop];
-	uint64_t *dlv =
-	    w->st.dlv + (size_t)(r->rc->routes[c->route].first_hop + c->hop) * WSTAT_DLV_N;
+	uint64_t *dlv = w->st.dlv + (size_t)hop->stat * WSTAT_DLV_N;
 	const struct rmsg *rm = rmsg_of(j->msg);
 	struct timespec ts;
 	int64_t setup;
@@ -780,6 +791,16 @@ static void msg_moves(struct worker *w, time_t now)
 	}
 }
 
+/* The retry schedule of options <cf> (live: a reload changes it). */
+static void relay_retry_conf(struct relay *r, const struct conf *cf)
+{
+	r->retry = (struct retry_conf)RETRY_CONF_INIT;
+	r->retry.min_backoff_s = cf->retry_min;
+	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
+	r->retry.max_lifetime_s = cf->max_queue_lifetime;
+	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
+}
+
 void relay_tick(struct worker *w)
 {
 	struct relay *r = w->relay;
@@ -788,6 +809,8 @@ void relay_tick(struct worker *w)
 
 	if (!r)
 		return;
+	relay_retry_conf(r, relay_cf(w));
+	relay_routes_check(w);
 	for (struct relay_conn *c = r->conns, *next; c; c = next) {
 		next = c->next;
 		if (!(c->rc.flags & RCONN_CLOSING) && c->deadline && c->deadline <= w->now) {
@@ -816,7 +839,7 @@ void relay_tick(struct worker *w)
 			r->oldest = m->m.arrival;
 		if (m->d.next_try <= now && !r->stopping && !m->held) {
 			*pp = m->next;
-			msg_dispatch(w, m);
+			relay_msg_dispatch(w, m);
 		} else {
 			pp = &m->next;
 		}
@@ -862,8 +885,7 @@ void relay_stop(struct worker *w, bool hard)
 
 int relay_init(struct worker *w, const struct relay_sink *sink)
 {
-	const struct relay_conf *rc = &w->g->relay;
-	const struct conf *cf = w->g->conf;
+	struct relay_conf *rc = (struct relay_conf *)&w->g->relay; /* not counted */
 	struct relay *r;
 
 	if (!rc->nroutes)
@@ -878,11 +900,7 @@ int relay_init(struct worker *w, const struct relay_sink *sink)
 		free(r);
 		return -ENOMEM;
 	}
-	r->retry = (struct retry_conf)RETRY_CONF_INIT;
-	r->retry.min_backoff_s = cf->retry_min;
-	r->retry.max_backoff_s = cf->retry_max < cf->retry_min ? cf->retry_min : cf->retry_max;
-	r->retry.max_lifetime_s = cf->max_queue_lifetime;
-	r->retry.bounce_lifetime_s = cf->max_queue_lifetime;
+	relay_retry_conf(r, w->g->conf);
 	r->sink = sink;
 	w->relay = r;
 	return 0;
@@ -912,6 +930,7 @@ void relay_fini(struct worker *w)
 	buf_free(&r->note);
 	delivery_queue_fini(&r->q);
 	free(r->rs);
+	relay_conf_unref(r->rc);
 	free(r);
 	w->relay = NULL;
 }

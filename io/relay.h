@@ -62,6 +62,10 @@ void relay_flush(struct worker *w);
  * held), QTOOL_REQUEUE tries a deferred, not held, one at once. O(messages
  * deferred + requests). */
 void relay_requests(struct worker *w, const char *req, size_t len);
+/* The worker took a reload's snapshot: if its next hops differ, the relay
+ * stops giving jobs to the old ones now, and moves once they are done
+ * (relay_tick() looks again each second). Worker thread. */
+void relay_reloaded(struct worker *w);
 /* Completions of a relay connection's receive, send and connect. */
 void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void relay_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);

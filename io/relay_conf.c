@@ -139,10 +139,8 @@ int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, siz
 		if (e)
 			return e;
 	}
-	for (unsigned i = 0; i < rc->nroutes; i++) {
-		rc->routes[i].first_hop = rc->nhops;
+	for (unsigned i = 0; i < rc->nroutes; i++)
 		rc->nhops += rc->routes[i].nhops;
-	}
 	if (c->relay_tls != CONF_RELAY_TLS_NONE) {
 		e = tls_client_ctx_new(&rc->tls, err, errlen);
 		if (e)
@@ -162,6 +160,74 @@ void relay_conf_free(struct relay_conf *rc)
 	tls_ctx_free(rc->tls);
 	memset(rc, 0, sizeof(*rc));
 	rc->def = -1;
+}
+
+struct relay_conf *relay_conf_ref(struct relay_conf *rc)
+{
+	if (rc && atomic_load_explicit(&rc->refs, memory_order_relaxed))
+		atomic_fetch_add_explicit(&rc->refs, 1, memory_order_relaxed);
+	return rc;
+}
+
+void relay_conf_unref(struct relay_conf *rc)
+{
+	if (!rc || !atomic_load_explicit(&rc->refs, memory_order_relaxed))
+		return;
+	if (atomic_fetch_sub_explicit(&rc->refs, 1, memory_order_acq_rel) == 1) {
+		relay_conf_free(rc);
+		free(rc);
+	}
+}
+
+int relay_hop_names_init(struct relay_hop_names *hn, const struct relay_conf *rc)
+{
+	hn->cap = rc->nhops + 256;
+	atomic_init(&hn->n, 0);
+	hn->v = calloc(hn->cap, sizeof(*hn->v));
+	return hn->v ? 0 : -ENOMEM;
+}
+
+void relay_hop_names_fini(struct relay_hop_names *hn)
+{
+	free(hn->v);
+	hn->v = NULL;
+	hn->cap = 0;
+}
+
+int relay_conf_slots(struct relay_conf *rc, struct relay_hop_names *hn, char *err, size_t errlen)
+{
+	unsigned n = atomic_load_explicit(&hn->n, memory_order_relaxed);
+
+	for (unsigned i = 0; i < rc->nroutes; i++) {
+		struct relay_route *r = &rc->routes[i];
+		const char *dom = r->domain ? r->domain : "*";
+
+		for (unsigned k = 0; k < r->nhops; k++) {
+			struct relay_hop *h = &r->hops[k];
+			unsigned at = 0;
+
+			while (at < n &&
+			       (strcmp(hn->v[at].route, dom) || strcmp(hn->v[at].hop, h->text)))
+				at++;
+			if (at == n) {
+				if (n == hn->cap) {
+					snprintf(err, errlen,
+					         "more next hops than the delivery counters have "
+					         "room for "
+					         "since the start (%u): restart to add %s",
+					         hn->cap, h->text);
+					return -ENOSPC;
+				}
+				snprintf(hn->v[n].route, sizeof(hn->v[n].route), "%s", dom);
+				snprintf(hn->v[n].hop, sizeof(hn->v[n].hop), "%s", h->text);
+				n++;
+			}
+			h->stat = at;
+		}
+	}
+	/* The names first, then their count (the metrics thread reads both). */
+	atomic_store_explicit(&hn->n, n, memory_order_release);
+	return 0;
 }
 
 int relay_conf_route_of(const struct relay_conf *rc, const char *rcpt)

@@ -133,7 +133,7 @@ static void rc_connect(struct worker *w, struct relay_conn *c)
 	c->flags |= RC_CONN;
 	c->rc.flags |= RCONN_SEND;
 	c->rc.inflight++;
-	c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+	c->deadline = w->now + (int64_t)relay_cf(w)->relay_timeout * 1000;
 	c->connect_ms = w->now;
 	c->setup_ms = -1; /* until its first READY */
 	sqe = ring_sqe(&w->ring);
@@ -151,8 +151,8 @@ void relay_conn_kick(struct worker *w, unsigned route)
 	struct relay_route_state *rs = &r->rs[route];
 	unsigned waiting;
 
-	if (r->stopping)
-		return;
+	if (r->stopping || r->switching)
+		return; /* switching: the jobs wait for the new next hops */
 	waiting = delivery_waiting(&r->q, route);
 	/* Idle connections pick jobs up at their next READY; open more only
 	 * for what they cannot take. One that is quitting takes nothing. */
@@ -160,7 +160,7 @@ void relay_conn_kick(struct worker *w, unsigned route)
 		if (!c->job && !(c->rc.flags & RCONN_CLOSING) && c->cl.state != SMTPC_S_QUIT &&
 		    c->cl.state != SMTPC_S_CLOSED)
 			waiting--;
-	while (waiting && rs->nconns < w->g->conf->relay_pool) {
+	while (waiting && rs->nconns < relay_cf(w)->relay_pool) {
 		struct relay_conn *c = calloc(1, sizeof(*c));
 
 		if (!c)
@@ -220,6 +220,10 @@ static void rc_failover(struct worker *w, struct relay_conn *c, bool connect, co
 {
 	struct relay *r = w->relay;
 
+	if (r->switching) {
+		relay_conn_close(w, c, close_why); /* no job: the new next hops take over */
+		return;
+	}
 	switch (delivery_failover(&r->q, c->route, &c->hop, r->rc->routes[c->route].nhops,
 	                          r->rs[c->route].nconns, connect)) {
 	case DELIVERY_FO_NEXT_HOP:
@@ -384,7 +388,7 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 		delivery_route_up(&r->q, c->route);
 		if (c->setup_ms < 0)
 			c->setup_ms = w->now - c->connect_ms;
-		if (!r->stopping && (c->job = delivery_take(&r->q, c->route))) {
+		if (!r->stopping && !r->switching && (c->job = delivery_take(&r->q, c->route))) {
 			c->job_ms = w->now;
 			if (smtp_client_send(&c->cl, &c->job->cm) < 0) {
 				smtp_client_fail(&c->cl, "5.6.0 message cannot be sent");
@@ -453,7 +457,7 @@ void relay_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	int err;
 
 	if (cqe->res > 0 && !(c->rc.flags & RCONN_CLOSING))
-		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+		c->deadline = w->now + (int64_t)relay_cf(w)->relay_timeout * 1000;
 	switch (conn_on_recv(&w->ring, &c->rc, cqe, rc_on_input, c, &err)) {
 	case CONN_RX_CLOSING:
 		rc_maybe_free(w, c);
@@ -525,7 +529,7 @@ static void rc_send(struct worker *w, struct relay_conn *c)
 	/* The client fills its <out> only up to out_max: the body keeps its
 	 * back-pressure, in clear or through TLS. */
 	if (conn_flush(&w->ring, &c->rc, &c->cl.out, c->cl.state == SMTPC_S_CLOSED)) {
-		c->deadline = w->now + (int64_t)w->g->conf->relay_timeout * 1000;
+		c->deadline = w->now + (int64_t)relay_cf(w)->relay_timeout * 1000;
 		return;
 	}
 	if (c->cl.act & SMTPC_ACT_CLOSE || c->cl.state == SMTPC_S_CLOSED) {

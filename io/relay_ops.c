@@ -1,6 +1,8 @@
 /* relay_ops: the operator's requests to the relay (`ringmx queue release`,
  * `requeue`, `delete` through io/control, and `--flush`), applied to the
- * worker's deferred and moving messages. See relay.h. */
+ * worker's deferred and moving messages; and a reload's new next hops,
+ * which the relay moves to once its connections to the old ones are done.
+ * See relay.h. */
 #include "io/relay.h"
 
 #include <stdbool.h>
@@ -11,6 +13,7 @@
 #include "core/log.h"
 #include "core/qtool.h"
 #include "io/relay-int.h"
+#include "io/relay_conf.h"
 #include "io/types-t.h"
 #include "queue/crc32c.h"
 #include "queue/spool.h"
@@ -112,4 +115,86 @@ void relay_flush(struct worker *w)
 	for (struct rmsg *m = r->deferred; m; m = m->next)
 		m->d.next_try = 0;
 	relay_tick(w);
+}
+
+/* ---- next hops changed by a reload ---- */
+
+void relay_routes_check(struct worker *w)
+{
+	struct relay *r = w->relay;
+	struct relay_conf *want = relay_conf_wanted(w);
+	struct relay_route_state *rs;
+	struct delivery_queue q;
+	struct rmsg *again = NULL, **tail = &again, *m;
+	struct delivery_job *j;
+
+	if (r->stopping)
+		return;
+	if (want == r->rc) {
+		if (r->switching) { /* reloaded back before the move: carry on */
+			r->switching = false;
+			for (unsigned rt = 0; rt < r->rc->nroutes; rt++)
+				if (delivery_waiting(&r->q, rt))
+					relay_conn_kick(w, rt);
+		}
+		return;
+	}
+	if (!r->switching) {
+		/* The connections to the old next hops finish the message they
+		 * carry and take no other; the idle ones go now. Jobs wait. */
+		r->switching = true;
+		for (struct relay_conn *c = r->conns, *next; c; c = next) {
+			next = c->next;
+			if (c->job || (c->rc.flags & RCONN_CLOSING))
+				continue;
+			if (c->cl.state == SMTPC_S_READY) {
+				smtp_client_quit(&c->cl);
+				relay_conn_dirty(r, c);
+			} else if (c->cl.state != SMTPC_S_QUIT) {
+				relay_conn_close(w, c, "4.3.0 next hops changed");
+			}
+		}
+	}
+	if (r->conns)
+		return; /* the next tick looks again */
+	rs = calloc(want->nroutes, sizeof(*rs));
+	if (!rs || delivery_queue_init(&q, want->nroutes)) {
+		free(rs);
+		LOGE("relay: out of memory for the new next hops: trying again in a second");
+		return;
+	}
+	/* The waiting jobs go back to their messages, which are routed and
+	 * queued again in the new next hops, in the order they came. */
+	for (unsigned rt = 0; rt < r->rc->nroutes; rt++) {
+		while ((j = delivery_take(&r->q, rt))) {
+			struct delivery_msg *d = delivery_job_unqueue(j);
+
+			if (d) {
+				*tail = rmsg_of(d);
+				tail = &rmsg_of(d)->next;
+			}
+		}
+	}
+	*tail = NULL;
+	delivery_queue_fini(&r->q);
+	free(r->rs);
+	r->q = q;
+	r->rs = rs;
+	relay_conf_unref(r->rc);
+	r->rc = relay_conf_ref(want);
+	r->gen++;
+	r->switching = false;
+	LOGI("relay: worker %u delivers to the new next hops: %u routes, %u hops", w->id,
+	     want->nroutes, want->nhops);
+	while ((m = again)) {
+		again = m->next;
+		m->next = NULL;
+		relay_msg_dispatch(w, m);
+	}
+}
+
+void relay_reloaded(struct worker *w)
+{
+	if (w->relay)
+		relay_routes_check(w);
 }

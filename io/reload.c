@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/tables.h"
+#include "io/relay_conf.h"
 #include "io/tls.h"
 
 #define RELOAD_REPORT  "ringmx.reload"
@@ -104,6 +105,69 @@ static void tls_free_opaque(void *x)
 	tls_ctx_free(x);
 }
 
+static void relay_unref_opaque(void *x)
+{
+	relay_conf_unref(x);
+}
+
+static bool str_differ(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
+}
+
+/* Whether <a> and <b> have other next hops (--relay-to, --route,
+ * --relay-tls: what struct relay_conf is built from). */
+static bool relay_keys_differ(const struct conf *a, const struct conf *b)
+{
+	if (str_differ(a->relay_to, b->relay_to) || a->nroutes != b->nroutes ||
+	    a->relay_tls != b->relay_tls)
+		return true;
+	for (unsigned i = 0; i < a->nroutes; i++)
+		if (str_differ(a->routes[i], b->routes[i]))
+			return true;
+	return false;
+}
+
+/* The next hops of the new snapshot <t> for options <nc>: the old
+ * snapshot's when they did not change, else built and resolved anew (a
+ * host name that does not resolve fails the reload). Delivery switched on
+ * or off needs a restart: then the old ones stay. Returns 0 or -errno with
+ * <err>. */
+static int reload_relay(struct gateway *g, const struct tables *old, const struct conf *nc,
+                        struct tables *t, char *err, size_t errlen)
+{
+	const struct conf *was = old && old->conf ? old->conf : g->conf;
+	struct relay_conf *rc;
+	int e;
+
+	t->relay_unref = relay_unref_opaque;
+	if (!relay_keys_differ(was, nc) || !g->relay.nroutes || (!nc->relay_to && !nc->nroutes)) {
+		t->relay = relay_conf_ref(old ? old->relay : NULL);
+		return 0;
+	}
+	rc = calloc(1, sizeof(*rc));
+	if (!rc) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	err[0] = '\0';
+	e = relay_conf_build(rc, nc, err, errlen);
+	if (!e)
+		e = relay_conf_slots(rc, &g->hopnames, err, errlen);
+	if (e) {
+		if (!err[0])
+			snprintf(err, errlen, "next hops: %s", strerror(-e));
+		else if (!strncmp(err, "ringmx: ", 8))
+			memmove(err, err + 8, strlen(err + 8) + 1);
+		relay_conf_free(rc);
+		free(rc);
+		return e;
+	}
+	atomic_store(&rc->refs, 1);
+	t->relay = rc;
+	return 0;
+}
+
 /* <spool>/ringmx.reload, whole or not at all (a temporary file renamed). */
 static void report_write(struct gateway *g, const char *text)
 {
@@ -133,6 +197,10 @@ static size_t changed_list(const struct gateway *g, const struct conf *a, const 
 		/* Redis counts the rates with the startup ones (io/cluster). */
 		if (g->conf->limits_redis && !strncmp(names[i], "client-", 7) &&
 		    strstr(names[i], "-rate"))
+			lv[i] = false;
+		/* Delivery itself switched on or off (io/relay is set up at start). */
+		if ((!strcmp(names[i], "relay-to") || !strcmp(names[i], "route")) &&
+		    !g->relay.nroutes != (!b->relay_to && !b->nroutes))
 			lv[i] = false;
 		if (lv[i] != live)
 			continue;
@@ -191,6 +259,11 @@ bool reload_run(struct gateway *g, unsigned started)
 	}
 	if (tables_load(nc, &t, err, sizeof(err)))
 		goto fail;
+	if (reload_relay(g, old, nc, t, err, sizeof(err))) {
+		tables_unref(t);
+		t = NULL;
+		goto fail;
+	}
 	if (g->anvil)
 		anvil_set_limits(g->anvil, &ac); /* nothing fails after this */
 	t->anvil = g->anvil;

@@ -359,7 +359,7 @@ struct worker_stats {
 	uint64_t mesh_full;                  /* descriptors a full mesh ring refused */
 	uint64_t queue_msgs;                 /* gauge: messages held for delivery (tick) */
 	uint64_t queue_oldest;               /* gauge: arrival (epoch s) of the oldest deferred */
-	uint64_t *dlv; /* [hop][WSTAT_DLV_N] in relay_conf order; NULL without --relay-to */
+	uint64_t *dlv; /* [hop slot][WSTAT_DLV_N] (g->hopnames); NULL without --relay-to */
 } __attribute__((aligned(64)));
 
 struct relay;
@@ -461,15 +461,17 @@ struct gateway {
 	const struct conf *conf; /* the startup options; a reload's live ones are in <tables> */
 	int argc;                /* the command line, parsed again at a reload (io/reload) */
 	char **argv;
-	struct tls_ctx *tls;       /* NULL: no certificate, no STARTTLS, no --listen-tls */
-	struct relay_conf relay;   /* next hops; relay.nroutes == 0: no delivery */
-	atomic_uint stop;          /* set before the workers are woken to stop */
-	atomic_uint flush_gen;     /* bumped by SIGUSR1: retry deferred messages now */
-	atomic_uint ctl_gen;       /* bumped by SIGUSR2: requests in the workers' <ctl> */
-	pthread_mutex_t ctl_mu;    /* guards each worker's <ctl>, and <holds> */
-	struct spool_holds *holds; /* the hold logs as last read: held messages are not
-	                            * dispatched (main thread replaces it) */
-	atomic_size_t nheld;       /* messages in <holds>: 0, nothing to look up */
+	struct tls_ctx *tls;             /* NULL: no certificate, no STARTTLS, no --listen-tls */
+	struct relay_conf relay;         /* next hops at start; relay.nroutes == 0: no delivery
+	                                  * (a reload's are in <tables>) */
+	struct relay_hop_names hopnames; /* the per-hop counters' slots (io/relay_conf) */
+	atomic_uint stop;                /* set before the workers are woken to stop */
+	atomic_uint flush_gen;           /* bumped by SIGUSR1: retry deferred messages now */
+	atomic_uint ctl_gen;             /* bumped by SIGUSR2: requests in the workers' <ctl> */
+	pthread_mutex_t ctl_mu;          /* guards each worker's <ctl>, and <holds> */
+	struct spool_holds *holds;       /* the hold logs as last read: held messages are not
+	                                  * dispatched (main thread replaces it) */
+	atomic_size_t nheld;             /* messages in <holds>: 0, nothing to look up */
 	struct smtp_server_conf scf;
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */

@@ -201,6 +201,7 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		/* A reload: sessions move over between transactions (io/session). */
 		tables_unref(w->tables);
 		w->tables = t;
+		relay_reloaded(w);
 	}
 	if (atomic_load(&w->g->ctl_gen) != w->ctl_gen) {
 		struct buf req = BUF_INIT;

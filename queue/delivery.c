@@ -203,6 +203,14 @@ struct delivery_msg *delivery_job_release(struct delivery_job *j)
 	return --m->jobs == 0 ? m : NULL;
 }
 
+struct delivery_msg *delivery_job_unqueue(struct delivery_job *j)
+{
+	for (unsigned k = 0; k < j->n; k++)
+		if (j->msg->rcpt[j->idx[k]].state == DELIVERY_BUSY)
+			j->msg->rcpt[j->idx[k]].state = DELIVERY_PENDING;
+	return delivery_job_release(j);
+}
+
 struct delivery_settlement delivery_settle(struct delivery_msg *m, const struct retry_conf *rc,
                                            time_t now)
 {

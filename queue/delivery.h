@@ -139,6 +139,12 @@ void delivery_job_why(struct delivery_job *j, const char *why);
  * that was its last job out (call delivery_settle() now), else NULL. */
 struct delivery_msg *delivery_job_release(struct delivery_job *j);
 
+/* Takes <j>, queued and never sent, back: its recipients are PENDING
+ * again, no attempt counted (the routes changed: io/relay dispatches its
+ * message again). Frees <j>; returns its message when that was its last
+ * job out, else NULL. */
+struct delivery_msg *delivery_job_unqueue(struct delivery_job *j);
+
 /* What to do with a message that has no job out. */
 enum delivery_outcome {
 	DELIVERY_SETTLE_DONE = 0, /* every recipient SENT: done (SPOOL_DELIVERED) */

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 from rmx import RINGMX, Checks, Gateway, free_port
 from it_relay import SMTP_SOURCE, wait_until
@@ -192,6 +193,52 @@ def test_client_limits_reload_live():
         out = gw.reload()
         assert "client-message-rate" in out.split("needs a restart")[0], out
         assert wait_until(lambda: messages_until_refused(gw.port, 3) == [250] * 3, 5)
+
+
+def test_next_hops_reload_live():
+    # The next hops change live: a message on its way to the old hop gets
+    # there (once), what comes after goes to the new one; a hop name that
+    # does not resolve fails the reload; switching delivery off needs a
+    # restart. The retry schedule changes with them.
+    from nexthop import NextHop
+    with NextHop() as a, NextHop() as b:
+        base = {"domains": "example.com", "retry-min": "1", "retry-max": "2"}
+        gw = FileGateway(**base, **{"relay-to": a.spec})
+        with gw:
+            for i in range(3):
+                assert rcpt_code(gw.port, f"a{i}@example.com") == 250  # no DATA: nothing sent
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                for i in range(3):
+                    c.sendmail("s@sender.test", [f"first{i}@example.com"],
+                               f"Subject: first {i}\r\n\r\nhi\r\n")
+            assert len(a.wait_messages(3)) == 3
+            a.delay = 3.0  # the next one is still on its connection at the reload
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                c.sendmail("s@sender.test", ["slow@example.com"], "Subject: slow\r\n\r\nhi\r\n")
+            time.sleep(1.0)
+            gw.write(**dict(base, **{"relay-to": b.spec, "retry-min": "2"}))
+            out = gw.reload()
+            assert "relay-to" in out.split("needs a restart")[0], out
+            assert "retry-min" in out.split("needs a restart")[0], out
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                for i in range(5):
+                    c.sendmail("s@sender.test", [f"second{i}@example.com"],
+                               f"Subject: second {i}\r\n\r\nhi\r\n")
+            assert len(b.wait_messages(5)) == 5, gw.log()[-1500:]
+            assert [m for m in a.wait_messages(4) if "slow@example.com" in m.rcpt_tos]
+            assert len(a.messages()) == 4  # the slow one once, the new ones not there
+            assert wait_until(lambda: "delivers to the new next hops" in gw.log(), 10)
+            # A name that does not resolve: nothing changes.
+            gw.write(**base, **{"relay-to": "no-such-host.invalid:25"})
+            out = gw.reload(ok=False)
+            assert "\nfailed, nothing changed: next hop" in out, out
+            # Delivery off needs a restart: the running hops stay.
+            gw.write(**base)
+            out = gw.reload()
+            assert "needs a restart: relay-to" in out, out
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                c.sendmail("s@sender.test", ["third@example.com"], "Subject: 3\r\n\r\nhi\r\n")
+            assert len(b.wait_messages(6)) == 6
 
 
 def test_config_changed_only_round_trips():

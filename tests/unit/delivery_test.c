@@ -429,6 +429,41 @@ Test(delivery, message_settles_after_its_last_job)
 	delivery_queue_fini(&q);
 }
 
+Test(delivery, unqueued_jobs_give_their_recipients_back_uncounted)
+{
+	static const int routes[] = {0, 1, 0};
+	struct delivery_queue q, q2;
+	struct delivery_msg m;
+	struct delivery_job *j;
+
+	cr_assert_eq(delivery_queue_init(&q, 2), 0);
+	msg_make(&m, "s@example.org", NOW, 3, routes);
+	cr_assert_eq(delivery_dispatch(&q, &m, NULL, NULL), 0);
+	cr_assert_eq(m.rcpt[0].state, DELIVERY_BUSY);
+	j = delivery_take(&q, 0);
+	delivery_job_result(j, 0, SMTPC_OK, "250 ok", "a.example:25"); /* one went */
+	cr_expect_null(delivery_job_release(j));
+	/* The routes change: the waiting job comes back, no attempt counted. */
+	cr_expect_eq(delivery_job_unqueue(delivery_take(&q, 1)), &m);
+	cr_expect_eq(m.jobs, 0);
+	cr_expect_eq(m.attempts, 0);
+	cr_expect_eq(m.rcpt[1].state, DELIVERY_PENDING);
+	cr_expect_eq(m.rcpt[0].state, DELIVERY_SENT);
+	/* Queued again in other routes: one job, for those still pending. */
+	cr_assert_eq(delivery_queue_init(&q2, 1), 0);
+	m.rcpt[1].route = 0;
+	m.rcpt[2].route = 0;
+	cr_assert_eq(delivery_dispatch(&q2, &m, NULL, NULL), 0);
+	j = delivery_take(&q2, 0);
+	cr_assert_not_null(j);
+	cr_expect_eq(j->n, 1, "the one already sent is not sent again: %u", j->n);
+	cr_expect_eq(j->idx[0], 1);
+	delivery_job_unqueue(j);
+	delivery_msg_fini(&m);
+	delivery_queue_fini(&q);
+	delivery_queue_fini(&q2);
+}
+
 /* ---- failover ---- */
 
 struct failover_case {
