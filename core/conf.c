@@ -112,6 +112,7 @@ enum conf_opt {
 	OPT_LOG_FORMAT,
 	OPT_LIMITS_REDIS,
 	OPT_LIMITS_REDIS_TIMEOUT,
+	OPT_DNS_SERVER,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -544,6 +545,33 @@ static int set_limits_redis(struct conf *c, const struct conf_key *k, const char
 	return CONF_OK;
 }
 
+static int set_dns_server(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                          size_t errlen)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	char host[64];
+	unsigned port;
+
+	/* ADDR, ADDR:PORT, [ADDR6]:PORT or a bare ADDR6: numeric only (a name
+	 * would need a resolver to find the resolver). */
+	if (inet_pton(AF_INET, arg, &a4) == 1 || inet_pton(AF_INET6, arg, &a6) == 1)
+		goto ok;
+	if (conf_split_hostport(arg, host, sizeof(host), &port) == 0 &&
+	    (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1))
+		goto ok;
+	return conf_err(err, errlen,
+	                "--%s: '%.*s' is not ADDR[:PORT] (192.0.2.53, 192.0.2.53:5353, "
+	                "[2001:db8::53]:53; numeric; port 1-65535)",
+	                k->name, CONF_SHOW_MAX, arg);
+ok:
+	if (c->ndns_servers == CONF_MAX_DNS_SERVERS)
+		return conf_err(err, errlen, "--%s: more than %u servers", k->name,
+		                CONF_MAX_DNS_SERVERS);
+	c->dns_servers[c->ndns_servers++] = arg;
+	return CONF_OK;
+}
+
 static int set_recipients_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                                size_t errlen)
 {
@@ -810,6 +838,9 @@ const struct conf_key conf_keys[] = {
           "connect and reply timeout to a next hop", NULL),
     ENUMK("relay-tls", OPT_RELAY_TLS, relay_tls, false, w_rtls, L, "none|may|encrypt", "may", NULL,
           "STARTTLS to next hops: never, when offered, required", NULL),
+    LISTK("dns-server", OPT_DNS_SERVER, set_dns_server, RS, "ADDR[:PORT]", NULL, "",
+          "DNS server to ask instead of /etc/resolv.conf's; repeatable",
+          "numeric, port 53 unless given (default: the system's)"),
     LISTK("milter", OPT_MILTER, set_milter, RS, "ADDR", NULL, "",
           "content filter before the 250: inet:HOST:PORT or unix:PATH;",
           "milter protocol 6; repeatable, applied in order (default: none)"),

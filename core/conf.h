@@ -101,6 +101,7 @@ struct conf_given {
 #define CONF_DEF_RECIPIENT_DELIMITER   "+" /* Postfix recipient_delimiter, as commonly set */
 #define CONF_DEF_MAX_UNKNOWN_RCPTS     20u /* then 421 4.7.0 and close */
 #define CONF_DEF_UNKNOWN_RCPT_DELAY_MS 0u
+#define CONF_MAX_DNS_SERVERS           8u /* --dns-server */
 
 /* --relay-tls, as Postfix's smtp_tls_security_level */
 enum conf_relay_tls {
@@ -187,6 +188,9 @@ struct conf {
 	const char *milters[CONF_MAX_MILTERS]; /* --milter inet:host:port / unix:/path, in order */
 	unsigned nmilters;
 	unsigned milter_timeout; /* seconds: connect, each reply, end of message */
+	/* DNS: --dns-server (restart-only). */
+	const char *dns_servers[CONF_MAX_DNS_SERVERS]; /* ADDR[:PORT] as given */
+	unsigned ndns_servers;
 	enum conf_milter_action milter_default_action;
 	const char *user; /* --user: drop root for this user after binding; NULL: stay */
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);

@@ -67,8 +67,6 @@ void tables_unref(struct tables *t)
 	policy_fini(&t->domains);
 	if (t->tls && t->tls_free)
 		t->tls_free(t->tls);
-	if (t->relay && t->relay_unref)
-		t->relay_unref(t->relay);
 	if (t->own_conf) {
 		conf_fini(t->own_conf);
 		free(t->own_conf);

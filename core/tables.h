@@ -38,11 +38,6 @@ struct tables {
 	 * start or by the first reload that sets a per-client limit, never
 	 * freed before the workers stop); NULL: no limit was ever set. */
 	struct anvil *anvil;
-	/* The next hops (io's struct relay_conf, held as an opaque pointer with
-	 * its release): a reload's when it changed them or kept a reload's;
-	 * NULL: the gateway's startup ones. */
-	void *relay;
-	void (*relay_unref)(void *relay);
 };
 
 /* Reads the domains and recipient files <c> names, as conf_parse() took

@@ -356,6 +356,7 @@ static int workers_new(struct gateway *g, uint32_t qid_seed)
 			w->anvil_next =
 			    (unsigned)((uint64_t)i * anvil_shards(g->anvil) / g->nworkers);
 		atomic_init(&w->tables_next, NULL);
+		atomic_init(&w->relay_next, NULL);
 		/* Each worker's share of --data-memory: sessions spread over the
 		 * workers (SO_REUSEPORT), and no counter is shared. */
 		w->data_cap = g->conf->data_memory / g->nworkers;
@@ -389,6 +390,8 @@ static void workers_free(struct gateway *g)
 			close(w->wakefd);
 		tables_unref(w->tables);
 		tables_unref(atomic_exchange(&w->tables_next, NULL));
+		relay_conf_unref(w->relay_want);
+		relay_conf_unref(atomic_exchange(&w->relay_next, NULL));
 		if (w->stat_limited)
 			LOGI("worker %u: %llu connections refused by per-client limits", i,
 			     (unsigned long long)w->stat_limited);

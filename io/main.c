@@ -21,6 +21,7 @@
 #include "io/cluster.h"
 #include "io/control.h"
 #include "io/gateway.h"
+#include "io/relay_dns.h"
 #include "io/reload.h"
 #include "io/milter.h"
 #include "io/queue_cli.h"
@@ -177,7 +178,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	err[0] = '\0';
-	if (relay_conf_build(&gw.relay, &conf, err, sizeof(err)) ||
+	gw.dns = relay_dns_new(&conf, err, sizeof(err));
+	if (!gw.dns) {
+		fprintf(stderr, "ringmx: %s\n", err);
+		tls_ctx_free(gw.tls);
+		conf_fini(&conf);
+		return 2;
+	}
+	if (relay_conf_build(&gw.relay, &conf, gw.dns, err, sizeof(err)) ||
 	    (gw.relay.nroutes && (relay_hop_names_init(&gw.hopnames, &gw.relay) ||
 	                          relay_conf_slots(&gw.relay, &gw.hopnames, err, sizeof(err))))) {
 		fprintf(stderr, "%s\n", err[0] ? err : "ringmx: out of memory");
@@ -279,12 +287,7 @@ int main(int argc, char **argv)
 		LOGW("--durability none: messages are acknowledged WITHOUT fdatasync; a crash or "
 		     "power loss loses them. For benchmarks only.");
 	if (gw.relay.nroutes)
-		for (unsigned i = 0; i < gw.relay.nroutes; i++)
-			for (unsigned k = 0; k < gw.relay.routes[i].nhops; k++)
-				LOGI("relay: %s next hop %u: %s",
-				     gw.relay.routes[i].domain ? gw.relay.routes[i].domain
-				                               : "default route",
-				     k + 1, gw.relay.routes[i].hops[k].text);
+		relay_conf_log(&gw.relay);
 	else
 		LOGI("no --relay-to: accepted mail stays in the spool");
 	if (gw.tables->recipients)
@@ -292,11 +295,14 @@ int main(int argc, char **argv)
 		     recipients_entries(gw.tables->recipients),
 		     recipients_domains(gw.tables->recipients),
 		     recipients_memory(gw.tables->recipients) / 1024);
+	reload_relay_start(&gw);
 	rc = gateway_run(&gw);
 	anvil_free(gw.anvil);
 	tables_unref(gw.tables);
+	relay_conf_unref(gw.relay_cur);
 	relay_conf_free(&gw.relay);
 	relay_hop_names_fini(&gw.hopnames);
+	relay_dns_free(gw.dns);
 	tls_ctx_free(gw.tls);
 	conf_fini(&conf);
 	return rc;

@@ -157,8 +157,7 @@ static inline const struct conf *relay_cf(const struct worker *w)
  * reload changes them). */
 static inline struct relay_conf *relay_conf_wanted(const struct worker *w)
 {
-	return w->tables && w->tables->relay ? (struct relay_conf *)w->tables->relay
-	                                     : (struct relay_conf *)&w->g->relay;
+	return w->relay_want ? w->relay_want : (struct relay_conf *)&w->g->relay;
 }
 
 /* ---- io/relay.c, for the connections ---- */

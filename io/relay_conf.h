@@ -9,19 +9,25 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "core/conf.h"
 
 struct tls_ctx;
+struct relay_dns;
 
-/* One next hop: an address to connect to. */
+#define RELAY_ADDRS_PER_NAME 8u /* hops a host name gives at most (A, then AAAA) */
+#define RELAY_MX_MAX         8u /* exchanges an MX lookup gives at most */
+
+/* One next hop: an address to connect to. A configured host name gives
+ * one per address, an "mx:" one per address of each exchange, in order. */
 struct relay_hop {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	bool lmtp;      /* RFC 2033 */
-	char text[96];  /* as configured, for logs: "mx.example:25", "lmtp:[::1]:24" */
-	char host[256]; /* the host part, for TLS SNI */
+	char text[96];  /* as configured: "mx.example:25", "lmtp:[::1]:24", "mx:example.com" */
+	char host[256]; /* the host name (the exchange's for mx:), for TLS SNI */
 	char name[320]; /* "host[addr]:port", for the log's relay= (Postfix's form) */
 	unsigned stat;  /* its slot in the per-hop counters (struct relay_hop_names) */
 };
@@ -47,12 +53,19 @@ struct relay_conf {
 	int def;             /* index of the default route, -1 if there is none */
 	struct tls_ctx *tls; /* client context for STARTTLS; NULL: --relay-tls none */
 	bool require_tls;    /* --relay-tls encrypt */
+	uint32_t ttl;        /* seconds until its names are looked up again (the smallest TTL);
+	                      * 0: only addresses, nothing to look up */
 };
 
-/* Parses --relay-to and --route. Returns 0 (rc->nroutes == 0: no delivery)
- * or -EINVAL with one line in <err>. Main thread, at start. On error, what
- * was built is freed by relay_conf_free(). */
-int relay_conf_build(struct relay_conf *rc, const struct conf *c, char *err, size_t errlen);
+/* Parses --relay-to and --route, names looked up with <dns>. Returns 0
+ * (rc->nroutes == 0: no delivery) or -EINVAL with one line in <err>. Main
+ * thread. On error, what was built is freed by relay_conf_free(). */
+int relay_conf_build(struct relay_conf *rc, const struct conf *c, struct relay_dns *dns, char *err,
+                     size_t errlen);
+/* Logs each route's next hops, in order: address and configured form. */
+void relay_conf_log(const struct relay_conf *rc);
+/* Whether <a> and <b> connect to the same addresses in the same order. */
+bool relay_conf_same(const struct relay_conf *a, const struct relay_conf *b);
 /* Frees what relay_conf_build() allocated; <rc> is left empty (def -1). */
 void relay_conf_free(struct relay_conf *rc);
 /* A reference to <rc> (NULL and the startup one: not counted); returns

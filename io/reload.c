@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/tables.h"
+#include "io/control.h"
 #include "io/relay_conf.h"
 #include "io/tls.h"
 
@@ -105,11 +106,6 @@ static void tls_free_opaque(void *x)
 	tls_ctx_free(x);
 }
 
-static void relay_unref_opaque(void *x)
-{
-	relay_conf_unref(x);
-}
-
 static bool str_differ(const char *a, const char *b)
 {
 	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
@@ -128,30 +124,20 @@ static bool relay_keys_differ(const struct conf *a, const struct conf *b)
 	return false;
 }
 
-/* The next hops of the new snapshot <t> for options <nc>: the old
- * snapshot's when they did not change, else built and resolved anew (a
- * host name that does not resolve fails the reload). Delivery switched on
- * or off needs a restart: then the old ones stay. Returns 0 or -errno with
- * <err>. */
-static int reload_relay(struct gateway *g, const struct tables *old, const struct conf *nc,
-                        struct tables *t, char *err, size_t errlen)
+/* Next hops built and looked up anew for options <c>, counted (one
+ * reference, the caller's), or NULL with one line in <err>. Main thread. */
+static struct relay_conf *relay_new(struct gateway *g, const struct conf *c, char *err,
+                                    size_t errlen)
 {
-	const struct conf *was = old && old->conf ? old->conf : g->conf;
-	struct relay_conf *rc;
+	struct relay_conf *rc = calloc(1, sizeof(*rc));
 	int e;
 
-	t->relay_unref = relay_unref_opaque;
-	if (!relay_keys_differ(was, nc) || !g->relay.nroutes || (!nc->relay_to && !nc->nroutes)) {
-		t->relay = relay_conf_ref(old ? old->relay : NULL);
-		return 0;
-	}
-	rc = calloc(1, sizeof(*rc));
 	if (!rc) {
 		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
+		return NULL;
 	}
 	err[0] = '\0';
-	e = relay_conf_build(rc, nc, err, errlen);
+	e = relay_conf_build(rc, c, g->dns, err, errlen);
 	if (!e)
 		e = relay_conf_slots(rc, &g->hopnames, err, errlen);
 	if (e) {
@@ -161,11 +147,87 @@ static int reload_relay(struct gateway *g, const struct tables *old, const struc
 			memmove(err, err + 8, strlen(err + 8) + 1);
 		relay_conf_free(rc);
 		free(rc);
-		return e;
+		return NULL;
 	}
 	atomic_store(&rc->refs, 1);
-	t->relay = rc;
-	return 0;
+	return rc;
+}
+
+/* Hands next hops <rc> (the caller's reference, now the gateway's) to the
+ * first <started> workers; the caller wakes them. Main thread. */
+static void relay_publish(struct gateway *g, struct relay_conf *rc, unsigned started)
+{
+	for (unsigned i = 0; i < started; i++)
+		relay_conf_unref(atomic_exchange(&g->workers[i]->relay_next, relay_conf_ref(rc)));
+	relay_conf_unref(g->relay_cur);
+	g->relay_cur = rc;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* When the names of <rc> are to be looked up again. */
+static void relay_due(struct gateway *g, const struct relay_conf *rc)
+{
+	g->relay_due_ms = rc->ttl ? mono_ms() + (int64_t)rc->ttl * 1000 : 0;
+}
+
+void reload_relay_start(struct gateway *g)
+{
+	relay_due(g, &g->relay);
+}
+
+/* The next hops of options <nc> when a reload changed them (a host name
+ * that does not resolve fails the reload: *<out> NULL and -1), else *<out>
+ * NULL: the running ones stay. Delivery switched on or off needs a
+ * restart: then the old ones stay too. */
+static int reload_relay(struct gateway *g, const struct tables *old, const struct conf *nc,
+                        struct relay_conf **out, char *err, size_t errlen)
+{
+	const struct conf *was = old && old->conf ? old->conf : g->conf;
+
+	*out = NULL;
+	if (!relay_keys_differ(was, nc) || !g->relay.nroutes || (!nc->relay_to && !nc->nroutes))
+		return 0;
+	*out = relay_new(g, nc, err, errlen);
+	return *out ? 0 : -1;
+}
+
+int64_t reload_relay_tick(struct gateway *g, unsigned started)
+{
+	const struct conf *c = g->tables && g->tables->conf ? g->tables->conf : g->conf;
+	const struct relay_conf *cur = g->relay_cur ? g->relay_cur : &g->relay;
+	struct relay_conf *rc;
+	char err[640];
+	int64_t now = mono_ms();
+
+	if (!g->relay_due_ms)
+		return -1;
+	if (now < g->relay_due_ms)
+		return g->relay_due_ms - now;
+	rc = relay_new(g, c, err, sizeof(err));
+	if (!rc) {
+		/* The addresses that worked stay in use. */
+		LOGW("next hops: %s: the current addresses stay; asking again in %us", err,
+		     RELOAD_RELAY_RETRY_S);
+		g->relay_due_ms = now + RELOAD_RELAY_RETRY_S * 1000;
+		return RELOAD_RELAY_RETRY_S * 1000;
+	}
+	relay_due(g, rc);
+	if (relay_conf_same(cur, rc)) {
+		relay_conf_unref(rc);
+	} else {
+		LOGI("next hops: new addresses (%u hops); the workers move to them", rc->nhops);
+		relay_conf_log(rc);
+		relay_publish(g, rc, started);
+		control_wake(g, started);
+	}
+	return g->relay_due_ms ? g->relay_due_ms - mono_ms() : -1;
 }
 
 /* <spool>/ringmx.reload, whole or not at all (a temporary file renamed). */
@@ -219,6 +281,7 @@ bool reload_run(struct gateway *g, unsigned started)
 	struct conf *nc = calloc(1, sizeof(*nc));
 	char err[640], live[2048], restart[2048], report[4800];
 	struct anvil_conf ac;
+	struct relay_conf *nrelay = NULL;
 	int rc;
 
 	if (!nc) {
@@ -259,7 +322,7 @@ bool reload_run(struct gateway *g, unsigned started)
 	}
 	if (tables_load(nc, &t, err, sizeof(err)))
 		goto fail;
-	if (reload_relay(g, old, nc, t, err, sizeof(err))) {
+	if (reload_relay(g, old, nc, &nrelay, err, sizeof(err))) {
 		tables_unref(t);
 		t = NULL;
 		goto fail;
@@ -288,6 +351,10 @@ bool reload_run(struct gateway *g, unsigned started)
 		LOGW("reload: changed but needs a restart (the running values stay): %s", restart);
 	for (unsigned i = 0; i < started; i++)
 		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
+	if (nrelay) {
+		relay_due(g, nrelay);
+		relay_publish(g, nrelay, started);
+	}
 	g->tables = t;
 	tables_unref(old);
 	snprintf(report, sizeof(report), "reloaded\nchanged: %s\nneeds a restart: %s\n",

@@ -11,6 +11,7 @@
 #define RINGMX_IO_RELOAD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/anvil.h"
 #include "core/conf.h"
@@ -40,5 +41,18 @@ bool reload_limits_on(const struct anvil_conf *a);
  * workers (the caller wakes them). Returns whether the new settings are in
  * use. Main thread. */
 bool reload_run(struct gateway *g, unsigned started);
+
+/* Names of next hops are looked up again when their TTL runs out
+ * (io/relay_dns); a lookup that fails keeps the running addresses and is
+ * tried again after this. */
+#define RELOAD_RELAY_RETRY_S 30u
+
+/* At start: when the startup next hops' names are due again. */
+void reload_relay_start(struct gateway *g);
+/* Looks the next hops' names up again if they are due, and hands new
+ * addresses to the first <started> workers (and wakes them). Returns the
+ * ms until the next lookup, -1 for never. Main thread (io/control's
+ * wait). */
+int64_t reload_relay_tick(struct gateway *g, unsigned started);
 
 #endif

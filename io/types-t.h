@@ -421,6 +421,11 @@ struct worker {
 	 * the worker, which takes it from there. */
 	struct tables *tables;
 	_Atomic(struct tables *) tables_next;
+	/* The next hops its relay is to deliver with (io/relay_conf; a
+	 * reference; NULL: the gateway's startup ones), handed over the same
+	 * way by a reload or a lookup that found new addresses. */
+	struct relay_conf *relay_want;
+	_Atomic(struct relay_conf *) relay_next;
 	struct smtp_counts rejected; /* RCPT refusals of the sessions ended */
 	unsigned anvil_next;         /* the next shard of g->anvil this worker sweeps */
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
@@ -465,13 +470,19 @@ struct gateway {
 	struct relay_conf relay;         /* next hops at start; relay.nroutes == 0: no delivery
 	                                  * (a reload's are in <tables>) */
 	struct relay_hop_names hopnames; /* the per-hop counters' slots (io/relay_conf) */
-	atomic_uint stop;                /* set before the workers are woken to stop */
-	atomic_uint flush_gen;           /* bumped by SIGUSR1: retry deferred messages now */
-	atomic_uint ctl_gen;             /* bumped by SIGUSR2: requests in the workers' <ctl> */
-	pthread_mutex_t ctl_mu;          /* guards each worker's <ctl>, and <holds> */
-	struct spool_holds *holds;       /* the hold logs as last read: held messages are not
-	                                  * dispatched (main thread replaces it) */
-	atomic_size_t nheld;             /* messages in <holds>: 0, nothing to look up */
+	/* The next hops' names (main thread): the resolver, the next hops
+	 * last handed to the workers (a reference; NULL: <relay>), and when
+	 * their names are looked up again (CLOCK_MONOTONIC ms; 0: never). */
+	struct relay_dns *dns;
+	struct relay_conf *relay_cur;
+	int64_t relay_due_ms;
+	atomic_uint stop;          /* set before the workers are woken to stop */
+	atomic_uint flush_gen;     /* bumped by SIGUSR1: retry deferred messages now */
+	atomic_uint ctl_gen;       /* bumped by SIGUSR2: requests in the workers' <ctl> */
+	pthread_mutex_t ctl_mu;    /* guards each worker's <ctl>, and <holds> */
+	struct spool_holds *holds; /* the hold logs as last read: held messages are not
+	                            * dispatched (main thread replaces it) */
+	atomic_size_t nheld;       /* messages in <holds>: 0, nothing to look up */
 	struct smtp_server_conf scf;
 	struct tables *tables; /* the current snapshot (main thread); workers hold their own */
 	unsigned nproxy;       /* --listen-proxy / --listen-tls-proxy listeners */

@@ -201,6 +201,13 @@ static void on_eventfd(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		/* A reload: sessions move over between transactions (io/session). */
 		tables_unref(w->tables);
 		w->tables = t;
+	}
+	struct relay_conf *rn = atomic_exchange(&w->relay_next, NULL);
+
+	if (rn) {
+		/* New next hops: the relay moves once its connections are done. */
+		relay_conf_unref(w->relay_want);
+		w->relay_want = rn;
 		relay_reloaded(w);
 	}
 	if (atomic_load(&w->g->ctl_gen) != w->ctl_gen) {
