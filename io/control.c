@@ -221,8 +221,11 @@ int control_wait(struct gateway *g, const sigset_t *set, unsigned started)
 	for (;;) {
 		/* Woken by a signal, or when io/service has something due (a
 		 * watchdog ping, a status line); -1: nothing ever is. */
-		int64_t ms = service_tick(g, started), rms = reload_relay_tick(g, started);
+		bool wake = false;
+		int64_t ms = service_tick(g, started), rms = reload_relay_tick(g, started, &wake);
 
+		if (wake)
+			control_wake(g, started); /* new next hops' addresses */
 		if (rms >= 0 && (ms < 0 || rms < ms))
 			ms = rms; /* next hops' names due (io/relay_dns) */
 		struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};

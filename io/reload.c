@@ -13,7 +13,6 @@
 
 #include "core/log.h"
 #include "core/tables.h"
-#include "io/control.h"
 #include "io/relay_conf.h"
 #include "io/tls.h"
 
@@ -198,7 +197,7 @@ static int reload_relay(struct gateway *g, const struct tables *old, const struc
 	return *out ? 0 : -1;
 }
 
-int64_t reload_relay_tick(struct gateway *g, unsigned started)
+int64_t reload_relay_tick(struct gateway *g, unsigned started, bool *wake)
 {
 	const struct conf *c = g->tables && g->tables->conf ? g->tables->conf : g->conf;
 	const struct relay_conf *cur = g->relay_cur ? g->relay_cur : &g->relay;
@@ -225,7 +224,7 @@ int64_t reload_relay_tick(struct gateway *g, unsigned started)
 		LOGI("next hops: new addresses (%u hops); the workers move to them", rc->nhops);
 		relay_conf_log(rc);
 		relay_publish(g, rc, started);
-		control_wake(g, started);
+		*wake = true;
 	}
 	return g->relay_due_ms ? g->relay_due_ms - mono_ms() : -1;
 }

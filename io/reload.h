@@ -50,9 +50,9 @@ bool reload_run(struct gateway *g, unsigned started);
 /* At start: when the startup next hops' names are due again. */
 void reload_relay_start(struct gateway *g);
 /* Looks the next hops' names up again if they are due, and hands new
- * addresses to the first <started> workers (and wakes them). Returns the
- * ms until the next lookup, -1 for never. Main thread (io/control's
- * wait). */
-int64_t reload_relay_tick(struct gateway *g, unsigned started);
+ * addresses to the first <started> workers (*<wake> set: the caller wakes
+ * them). Returns the ms until the next lookup, -1 for never. Main thread
+ * (io/control's wait). */
+int64_t reload_relay_tick(struct gateway *g, unsigned started, bool *wake);
 
 #endif
