@@ -116,8 +116,10 @@ static void run(struct relay_dns *d)
 		int64_t left = deadline - mono_ms(), ms;
 
 		for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-			short ev = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-			                   (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+			/* ares.h's macros shift a signed 1 by up to 31: unsigned here. */
+			unsigned ub = (unsigned)bits;
+			short ev = (short)((ub & (1u << i) ? POLLIN : 0) |
+			                   (ub & (1u << (i + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
 
 			if (ev)
 				pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
