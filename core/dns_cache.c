@@ -11,7 +11,7 @@
 #include <string.h>
 
 struct dc_entry {
-	char *key;   /* NULL: free slot */
+	char *key; /* NULL: free slot */
 	void *val;
 	size_t vlen;
 	int64_t expires;

@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int __attribute__((format(printf, 3, 4)))
-bad(char *err, size_t errlen, const char *fmt, ...)
+static int __attribute__((format(printf, 3, 4))) bad(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -125,15 +124,18 @@ int dnsbl_site_parse(const char *s, struct dnsbl_site *out, char *err, size_t er
 
 		for (unsigned i = 0; i < 4; i++) {
 			if (octet_parse(&q, &out->filter[i]) < 0)
-				return bad(err, errlen,
-				           "'%.100s': the filter is not d.d.d.d (each d a number 0-255, "
-				           "[a..b] or [a;b;c])",
-				           s);
+				return bad(
+				    err, errlen,
+				    "'%.100s': the filter is not d.d.d.d (each d a number 0-255, "
+				    "[a..b] or [a;b;c])",
+				    s);
 			if (i < 3 && *q++ != '.')
-				return bad(err, errlen, "'%.100s': the filter needs four octets", s);
+				return bad(err, errlen, "'%.100s': the filter needs four octets",
+				           s);
 		}
 		if (*q && *q != '*')
-			return bad(err, errlen, "'%.100s': unexpected '%c' after the filter", s, *q);
+			return bad(err, errlen, "'%.100s': unexpected '%c' after the filter", s,
+			           *q);
 		out->has_filter = true;
 	}
 	if (star) {
@@ -145,7 +147,8 @@ int dnsbl_site_parse(const char *s, struct dnsbl_site *out, char *err, size_t er
 			return bad(err, errlen, "'%.100s': the weight is not a number", s);
 		w = strtol(q, &end, 10);
 		if (*end || w < -1000 || w > 1000 || w == 0)
-			return bad(err, errlen, "'%.100s': the weight must be -1000..1000, not 0", s);
+			return bad(err, errlen, "'%.100s': the weight must be -1000..1000, not 0",
+			           s);
 		out->weight = (int)w;
 	}
 	return 0;
@@ -165,8 +168,8 @@ void dnsbl_site_format(const struct dnsbl_site *s, char *out, size_t outlen)
 				continue;
 			}
 			for (unsigned j = 0; j < o->n && len < outlen; j++) {
-				len += (size_t)snprintf(out + len, outlen - len, "%s%u", j ? ";" : "[",
-				                        o->lo[j]);
+				len += (size_t)snprintf(out + len, outlen - len, "%s%u",
+				                        j ? ";" : "[", o->lo[j]);
 				if (o->hi[j] != o->lo[j] && len < outlen)
 					len += (size_t)snprintf(out + len, outlen - len, "..%u",
 					                        o->hi[j]);

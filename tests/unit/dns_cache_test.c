@@ -60,8 +60,12 @@ static size_t pkt(unsigned char *p, unsigned rcode, unsigned an, unsigned ns, co
                   size_t rrlen)
 {
 	static const unsigned char q[] = {1, 'x', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
-	unsigned char h[12] = {0x12, 0x34, 0x81, (unsigned char)(0x80 | rcode), 0, 1, 0,
-	                       (unsigned char)an, 0, (unsigned char)ns, 0, 0};
+	unsigned char h[12] = {0x12, 0x34,
+	                       0x81, (unsigned char)(0x80 | rcode),
+	                       0,    1,
+	                       0,    (unsigned char)an,
+	                       0,    (unsigned char)ns,
+	                       0,    0};
 
 	memcpy(p, h, 12);
 	memcpy(p + 12, q, sizeof(q));
@@ -71,12 +75,12 @@ static size_t pkt(unsigned char *p, unsigned rcode, unsigned an, unsigned ns, co
 
 /* An A record for the question's name (pointer to offset 12), TTL <t>. */
 #define A_RR(t)                                                                                    \
-	0xc0, 12, 0, 1, 0, 1, (t) >> 24, ((t) >> 16) & 0xff, ((t) >> 8) & 0xff, (t) & 0xff, 0, 4,  \
+	0xc0, 12, 0, 1, 0, 1, (t) >> 24, ((t) >> 16) & 0xff, ((t) >> 8) & 0xff, (t)&0xff, 0, 4,    \
 	    127, 0, 0, 2
 /* An SOA for "test" (offset 14), TTL <t>, MINIMUM <m>. */
 #define SOA_RR(t, m)                                                                               \
-	0xc0, 14, 0, 6, 0, 1, 0, 0, (t) >> 8, (t) & 0xff, 0, 28, 1, 'n', 0xc0, 14, 1, 'h', 0xc0,   \
-	    14, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, (m) >> 8, (m) & 0xff
+	0xc0, 14, 0, 6, 0, 1, 0, 0, (t) >> 8, (t)&0xff, 0, 28, 1, 'n', 0xc0, 14, 1, 'h', 0xc0, 14, \
+	    0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, (m) >> 8, (m)&0xff
 
 Test(dns_cache, ttl_of_records)
 {
@@ -125,7 +129,7 @@ Test(dns_cache, garbage_is_refused)
 		for (size_t i = 0; i < len; i++)
 			p[i] = (unsigned char)rand();
 		if (len > 12)
-			p[5] = 1; /* a question: parsing goes past the header */
+			p[5] = 1;                /* a question: parsing goes past the header */
 		(void)dns_msg_info(p, len, &mi); /* ASan: never past <len> */
 	}
 	/* A compression loop cannot hang the name skipper: pointers are

@@ -104,9 +104,11 @@ Test(dnsbl, reverse_names)
 	cr_assert_eq(dnsbl_ptr_name("127.0.0.1", out, sizeof(out)), 0);
 	cr_expect_str_eq(out, "1.0.0.127.in-addr.arpa");
 	cr_assert_eq(dnsbl_reverse_name("2001:db8::567:89ab", "bl.test", out, sizeof(out)), 0);
-	cr_expect_str_eq(out, "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test");
+	cr_expect_str_eq(out,
+	                 "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test");
 	cr_assert_eq(dnsbl_ptr_name("::1", out, sizeof(out)), 0);
-	cr_expect_str_eq(out, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa");
+	cr_expect_str_eq(
+	    out, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa");
 	cr_expect_eq(dnsbl_reverse_name("unknown", "bl.test", out, sizeof(out)), -1);
 	cr_expect_eq(dnsbl_reverse_name("192.0.2.1", "bl.test", out, 10), -1);
 	cr_assert_eq(dnsbl_rhs_name("Example.COM.", "rhs.test", out, sizeof(out)), 0);
