@@ -10,7 +10,6 @@
  * behind it are fed then. */
 #include "io/session.h"
 #include "io/session-int.h"
-#include "io/session_dns.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* session_dns: the DNS checks of a server session, on the worker's
- * resolver (io/dns). See session_dns.h.
+ * resolver (io/dns). Declared in session-int.h and session.h.
  *
  * At connect (session_begin(), after the PROXY header and the per-client
  * limits): every --dnsbl site's question and the PTR question go out at
@@ -21,7 +21,6 @@
  * A session that closes while its questions are out stays allocated until
  * their answers (c->rc.inflight counts them; c-ares's own timeout bounds
  * them). Nothing here blocks: the answers come as ring completions. */
-#include "io/session_dns.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -32,7 +32,6 @@
 #include "io/ring.h"
 #include "io/route.h"
 #include "io/session.h"
-#include "io/session_dns.h"
 #include "io/spill.h"
 
 /* ---- the mesh ---- */
