@@ -305,6 +305,44 @@ def test_unknown_client_hostname_and_tempfail_action():
             assert dm.queries("31.0.0.127.zen.test") == 2
 
 
+def test_reload_changes_the_lists():
+    gw = Gateway()
+    with Dnsmasq(gw.tmp.name, ["--address=/40.0.0.127.zen.test/127.0.0.2",
+                               "--address=/40.0.0.127.other.test/127.0.0.2"]) as dm:
+        conf = os.path.join(gw.tmp.name, "ringmx.conf")
+        base = ("listen = 127.0.0.1:%d\nspool = %s\nthreads = 1\nhostname = mx.test\n"
+                "domains = example.com\ndns-server = 127.0.0.1:%d\n"
+                % (gw.port, gw.spool, dm.port))
+
+        def write(extra):
+            with open(conf + ".new", "w") as f:
+                f.write(base + extra)
+            os.rename(conf + ".new", conf)
+
+        write("")
+        gw.argv = [gw.argv[0], "--config", conf]
+        with gw:
+            assert session(gw.port, "127.0.0.40")[-1][0] == 250
+            write("dnsbl = zen.test\n")
+            r = subprocess.run([gw.argv[0], "reload", "--spool", gw.spool], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+            r = session(gw.port, "127.0.0.40")
+            assert r[1][0] == 554 and "zen.test" in r[1][1], r
+            # the threshold and the action too; the verdicts of before are gone
+            write("dnsbl = zen.test, other.test*2\ndnsbl-threshold = 4\n")
+            r = subprocess.run([gw.argv[0], "reload", "--spool", gw.spool], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert session(gw.port, "127.0.0.40")[-1][0] == 250
+            write("dnsbl = zen.test, other.test*2\ndnsbl-threshold = 3\n"
+                  "dnsbl-action = tempfail\n")
+            subprocess.run([gw.argv[0], "reload", "--spool", gw.spool], capture_output=True,
+                           text=True, timeout=30)
+            r = session(gw.port, "127.0.0.40")
+            assert r[1][0] == 450 and "other.test" in r[1][1], r
+
+
 if __name__ == "__main__":
     if not os.path.exists(DNSMASQ) or dnslib is None:
         print("skip: needs dnsmasq (Debian dnsmasq-base) and python3-dnslib")
