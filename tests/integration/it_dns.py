@@ -287,13 +287,30 @@ def test_broken_answers_timeouts_and_a_second_client():
             gw.stop()
 
 
+def metric(port, line):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    for ln in data.decode().splitlines():
+        if ln.startswith(line + " "):
+            return int(float(ln.split()[-1]))
+    raise AssertionError("no %s in the metrics" % line)
+
+
 def test_unknown_client_hostname_and_tempfail_action():
     gw0 = Gateway("--threads", "1")
+    mport = free_port()
     with Dnsmasq(gw0.tmp.name, ["--host-record=named.good.test,127.0.0.30",
                                 "--address=/31.0.0.127.zen.test/127.0.0.2"]) as dm:
         with Gateway("--threads", "1", "--dns-server", "127.0.0.1:%d" % dm.port,
                      "--reject-unknown-client-hostname", "--dnsbl", "zen.test",
-                     "--dnsbl-action", "tempfail", "--dnsbl-cache-ttl", "0") as gw:
+                     "--dnsbl-action", "tempfail", "--dnsbl-cache-ttl", "0",
+                     "--metrics-listen", "127.0.0.1:%d" % mport) as gw:
             r = session(gw.port, "127.0.0.30")
             assert r[-1][0] == 250, r
             r = session(gw.port, "127.0.0.32")
@@ -303,6 +320,9 @@ def test_unknown_client_hostname_and_tempfail_action():
             # no verdict cache: the second session asks again
             session(gw.port, "127.0.0.31")
             assert dm.queries("31.0.0.127.zen.test") == 2
+            t = 'ringmx_messages_tempfailed_total{reason="%s"}'
+            assert metric(mport, t % "unknown_client_hostname") == 1
+            assert metric(mport, t % "dnsbl_tempfail") == 2
 
 
 def test_reload_changes_the_lists():
