@@ -22,11 +22,8 @@ struct io_uring_sqe *ring_sqe(struct ring *r);
  * timeout armed for the earliest time a caller needs, one oneshot poll
  * per socket and direction, re-armed by the owner after each completion.
  * Which of several timeouts in flight fired is not known: the owner
- * looks at everything due, sets <armed_at> to 0 and arms again. */
-struct ring_timer {
-	struct __kernel_timespec ts; /* copied by the kernel at submission */
-	int64_t armed_at;            /* ms the one armed last fires at; 0: none known */
-};
+ * looks at everything due, sets <armed_at> to 0 and arms again
+ * (struct ring_timer: types-t.h). */
 /* Arms <t> for worker ms <at> (0: nothing due) unless a timeout armed
  * already fires no later; its completion carries <ud>. */
 void ring_timer_at(struct ring *r, struct ring_timer *t, int64_t now, int64_t at, uint64_t ud);

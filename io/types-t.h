@@ -239,6 +239,13 @@ struct ring {
 	unsigned nbufs;               /* a power of two: RX_BUF_COUNT for a worker */
 };
 
+/* A timer on a ring for the earliest time its owner needs (io/ring's
+ * ring_timer_at()). */
+struct ring_timer {
+	struct __kernel_timespec ts; /* copied by the kernel at submission */
+	int64_t armed_at;            /* ms the one armed last fires at; 0: none known */
+};
+
 /* A connection on the worker's ring (io/conn.c): what the server session
  * and the relay's connections to next hops share. The owner embeds it
  * FIRST, so that user_data naming the owner names it too. */
@@ -383,9 +390,8 @@ struct worker {
 	int wakefd;
 	uint64_t wakeval;
 	struct __kernel_timespec tick_ts;
-	struct __kernel_timespec delay_ts; /* the delay lists' timer */
-	int64_t delay_armed_at;            /* ms the last one armed fires at; 0: none known */
-	int64_t now;                       /* ms, CLOCK_MONOTONIC, refreshed per round */
+	struct ring_timer delay_timer; /* the delay lists' timer (io/ring.h) */
+	int64_t now;                   /* ms, CLOCK_MONOTONIC, refreshed per round */
 	struct ring_log log;
 
 	struct conn_list live; /* every open conn, least recently active first */
