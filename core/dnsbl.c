@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int __attribute__((format(printf, 3, 4))) bad(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -182,6 +183,15 @@ void dnsbl_site_format(const struct dnsbl_site *s, char *out, size_t outlen)
 		snprintf(out + len, outlen - len, "*%d", s->weight);
 }
 
+const char *dnsbl_client_addr(const char *ip)
+{
+	struct in_addr a4;
+
+	if (strncasecmp(ip, "::ffff:", 7) == 0 && inet_pton(AF_INET, ip + 7, &a4) == 1)
+		return ip + 7;
+	return ip;
+}
+
 int dnsbl_reverse_name(const char *ip, const char *zone, char *out, size_t outlen)
 {
 	unsigned char a[16];
@@ -189,6 +199,7 @@ int dnsbl_reverse_name(const char *ip, const char *zone, char *out, size_t outle
 	size_t len = 0;
 	int n;
 
+	ip = dnsbl_client_addr(ip);
 	if (inet_pton(AF_INET, ip, a) == 1) {
 		n = snprintf(out, outlen, "%u.%u.%u.%u.%s", a[3], a[2], a[1], a[0], zone);
 		return n > 0 && (size_t)n < outlen && (size_t)n <= DNSBL_NAME_MAX ? 0 : -1;
@@ -209,6 +220,7 @@ int dnsbl_reverse_name(const char *ip, const char *zone, char *out, size_t outle
 
 int dnsbl_ptr_name(const char *ip, char *out, size_t outlen)
 {
+	ip = dnsbl_client_addr(ip);
 	return dnsbl_reverse_name(ip, strchr(ip, ':') ? "ip6.arpa" : "in-addr.arpa", out, outlen);
 }
 

@@ -39,8 +39,13 @@ void dnsbl_site_format(const struct dnsbl_site *s, char *out, size_t outlen);
 /* The query name of client <ip> (numeric IPv4 or IPv6 text) in <zone>:
  * "4.3.2.1.zone" or the 32 nibbles of an IPv6 address, low first.
  * <zone> "in-addr.arpa" / "ip6.arpa" give the PTR name (see
- * dnsbl_ptr_name()). Returns 0, or -1 (not an address, or too long). */
+ * dnsbl_ptr_name()); an IPv4-mapped address as its IPv4 one. Returns 0,
+ * or -1 (not an address, or too long). */
 int dnsbl_reverse_name(const char *ip, const char *zone, char *out, size_t outlen);
+/* <ip> itself, or its IPv4 part when it is an IPv4-mapped IPv6 address
+ * ("::ffff:192.0.2.1", as a dual-stack listener sees an IPv4 client):
+ * the address its DNS names are made of. */
+const char *dnsbl_client_addr(const char *ip);
 /* The PTR query name of <ip>: in-addr.arpa or ip6.arpa. */
 int dnsbl_ptr_name(const char *ip, char *out, size_t outlen);
 /* The RHSBL query name of <domain> in <zone>: "domain.zone". */

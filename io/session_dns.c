@@ -296,7 +296,8 @@ static void on_answer(void *arg, const struct dns_answer *a)
 	struct sdns_conn *q = sl->q;
 	struct conn *c = q->c;
 	struct worker *w = c->w;
-	bool v6 = strchr(c->s.peer.addr, ':') != NULL;
+	const char *ip = dnsbl_client_addr(c->s.peer.addr);
+	bool v6 = strchr(ip, ':') != NULL;
 	uint8_t addrs[DNSBL_ANSWERS][16];
 	unsigned n = 0;
 	enum dns_result r;
@@ -337,7 +338,7 @@ static void on_answer(void *arg, const struct dns_answer *a)
 		if (r == DNS_R_TEMP)
 			q->temp = true;
 		for (unsigned i = 0; i < n && !q->name[0]; i++)
-			if (addr_is(c->s.peer.addr, addrs[i], v6))
+			if (addr_is(ip, addrs[i], v6))
 				snprintf(q->name, sizeof(q->name), "%s", q->names[sl->idx]);
 		break;
 	case SK_MX:

@@ -325,6 +325,27 @@ def test_unknown_client_hostname_and_tempfail_action():
             assert metric(mport, t % "dnsbl_tempfail") == 2
 
 
+def test_greet_delay_and_talking_first():
+    gw0 = Gateway("--threads", "1")
+    with Dnsmasq(gw0.tmp.name, ["--address=/50.0.0.127.zen.test/127.0.0.2"]) as dm:
+        with Gateway("--threads", "1", "--dns-server", "127.0.0.1:%d" % dm.port,
+                     "--dnsbl", "zen.test", "--greet-delay", "400") as gw:
+            # the greeting comes after --greet-delay, the lookups done by then
+            t0 = time.time()
+            r = session(gw.port, "127.0.0.50")
+            assert r[0][0] == 220 and time.time() - t0 >= 0.4, r
+            assert r[1][0] == 554 and "zen.test" in r[1][1], r
+            # a client that talks while the greeting waits is caught as before
+            c = Conn.__new__(Conn)
+            c.s = socket.create_connection(("127.0.0.1", gw.port), timeout=10,
+                                           source_address=("127.0.0.51", 0))
+            c.rx = b""
+            c.send("EHLO early.test\r\n")
+            code, text = c.reply()
+            assert code == 554 and "talked before greeting" in text, text
+            c.close()
+
+
 def test_reload_changes_the_lists():
     gw = Gateway()
     with Dnsmasq(gw.tmp.name, ["--address=/40.0.0.127.zen.test/127.0.0.2",

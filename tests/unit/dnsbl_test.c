@@ -109,6 +109,13 @@ Test(dnsbl, reverse_names)
 	cr_assert_eq(dnsbl_ptr_name("::1", out, sizeof(out)), 0);
 	cr_expect_str_eq(
 	    out, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa");
+	/* A dual-stack listener's IPv4 client: its IPv4 names. */
+	cr_assert_eq(dnsbl_reverse_name("::ffff:192.0.2.99", "zen.example", out, sizeof(out)), 0);
+	cr_expect_str_eq(out, "99.2.0.192.zen.example");
+	cr_assert_eq(dnsbl_ptr_name("::FFFF:192.0.2.99", out, sizeof(out)), 0);
+	cr_expect_str_eq(out, "99.2.0.192.in-addr.arpa");
+	cr_expect_str_eq(dnsbl_client_addr("::ffff:192.0.2.99"), "192.0.2.99");
+	cr_expect_str_eq(dnsbl_client_addr("2001:db8::1"), "2001:db8::1");
 	cr_expect_eq(dnsbl_reverse_name("unknown", "bl.test", out, sizeof(out)), -1);
 	cr_expect_eq(dnsbl_reverse_name("192.0.2.1", "bl.test", out, 10), -1);
 	cr_assert_eq(dnsbl_rhs_name("Example.COM.", "rhs.test", out, sizeof(out)), 0);
