@@ -72,7 +72,7 @@ fuzz milter_fuzz tests/fuzz/corpus-milter "$msecs" 16384 "" core/milter.c core/b
 	tests/fuzz/milter_fuzz.c
 echo "conf_fuzz (${csecs}s):"
 fuzz conf_fuzz tests/fuzz/corpus-conf "$csecs" 4096 "" core/conf.c core/conf_print.c core/policy.c \
-	core/anvil.c core/log.c core/utc.c tests/fuzz/conf_fuzz.c
+	core/dnsbl.c core/anvil.c core/log.c core/utc.c tests/fuzz/conf_fuzz.c
 echo "dns_fuzz (${nsecs}s):"
 libs="-lcares"
 fuzz dns_fuzz tests/fuzz/corpus-dns "$nsecs" 4096 "" io/dns_parse.c core/dns_cache.c core/dnsbl.c \
