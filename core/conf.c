@@ -113,6 +113,15 @@ enum conf_opt {
 	OPT_LIMITS_REDIS,
 	OPT_LIMITS_REDIS_TIMEOUT,
 	OPT_DNS_SERVER,
+	OPT_DNSBL,
+	OPT_DNSBL_THRESHOLD,
+	OPT_DNSBL_ACTION,
+	OPT_DNSBL_TIMEOUT,
+	OPT_DNSBL_CACHE_TTL,
+	OPT_RHSBL_SENDER,
+	OPT_PEERNAME_LOOKUP,
+	OPT_REJECT_UNKNOWN_CLIENT,
+	OPT_REJECT_UNKNOWN_SENDER,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -572,6 +581,25 @@ ok:
 	return CONF_OK;
 }
 
+static int set_dnsbl(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                     size_t errlen)
+{
+	bool rhs = k->id == OPT_RHSBL_SENDER;
+	struct dnsbl_site *sites = rhs ? c->rhsbl : c->dnsbl;
+	unsigned *n = rhs ? &c->nrhsbl : &c->ndnsbl, max = rhs ? CONF_MAX_RHSBL : CONF_MAX_DNSBL;
+	char why[200];
+
+	if (*n == max)
+		return conf_err(err, errlen, "--%s: more than %u sites", k->name, max);
+	if (dnsbl_site_parse(arg, &sites[*n], why, sizeof(why)) < 0)
+		return conf_err(err, errlen,
+		                "--%s: %s (SITE[=FILTER][*WEIGHT], as zen.example*3 or "
+		                "list.dnswl.test=127.0.[0..255].[1..3]*-2)",
+		                k->name, why);
+	(*n)++;
+	return CONF_OK;
+}
+
 static int set_recipients_file(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                                size_t errlen)
 {
@@ -688,6 +716,7 @@ static const char *const w_logfmt[] = {"text", "json", NULL};
 static const char *const w_dur[] = {"fsync", "none", NULL};
 static const char *const w_rtls[] = {"none", "may", "encrypt", NULL};
 static const char *const w_milter[] = {"tempfail", "accept", "reject", NULL};
+static const char *const w_dnsbl[] = {"reject", "tempfail", "log", NULL};
 
 const struct conf_key conf_keys[] = {
     LISTK("listen", OPT_LISTEN, set_listen, RS, "ADDR:PORT", CONF_DEF_LISTEN, NULL,
@@ -838,9 +867,6 @@ const struct conf_key conf_keys[] = {
           "connect and reply timeout to a next hop", NULL),
     ENUMK("relay-tls", OPT_RELAY_TLS, relay_tls, false, w_rtls, L, "none|may|encrypt", "may", NULL,
           "STARTTLS to next hops: never, when offered, required", NULL),
-    LISTK("dns-server", OPT_DNS_SERVER, set_dns_server, RS, "ADDR[:PORT]", NULL, "",
-          "DNS server to ask instead of /etc/resolv.conf's; repeatable",
-          "numeric, port 53 unless given (default: the system's)"),
     LISTK("milter", OPT_MILTER, set_milter, RS, "ADDR", NULL, "",
           "content filter before the 250: inet:HOST:PORT or unix:PATH;",
           "milter protocol 6; repeatable, applied in order (default: none)"),
@@ -849,6 +875,33 @@ const struct conf_key conf_keys[] = {
     ENUMK("milter-default-action", OPT_MILTER_DEFAULT_ACTION, milter_default_action, false,
           w_milter, 0, "A", "tempfail", "", "a filter down or broken: tempfail (451 4.7.1),",
           "accept or reject (550 5.7.1) (default: tempfail)"),
+    LISTK("dns-server", OPT_DNS_SERVER, set_dns_server, RS, "ADDR[:PORT]", NULL, "",
+          "DNS server to ask instead of /etc/resolv.conf's; repeatable",
+          "numeric, port 53 unless given (default: the system's)"),
+    LISTK("dnsbl", OPT_DNSBL, set_dnsbl, RS | L, "SITE[=FILTER][*W]", NULL, "",
+          "DNS list scoring each client at connect, postscreen style:",
+          "FILTER 127.0.0.[2..11], W<0 an allowlist; repeatable (default: none)"),
+    UINTK("dnsbl-threshold", OPT_DNSBL_THRESHOLD, dnsbl_threshold, 1, 1000, L, "N", "1", NULL,
+          "a client (or sender domain) scoring this much is listed", NULL),
+    ENUMK("dnsbl-action", OPT_DNSBL_ACTION, dnsbl_action, false, w_dnsbl, L, "reject|tempfail|log",
+          "reject", NULL, "a listed client: 554 5.7.1 or 450 4.7.1",
+          "to every command after the greeting, or a log line only"),
+    UINTK("dnsbl-timeout", OPT_DNSBL_TIMEOUT, dnsbl_timeout_ms, 100, 60000, L, "MS", "2000", NULL,
+          "DNS answers the greeting (or MAIL) waits for; a list",
+          "not answering by then: not listed"),
+    UINTK("dnsbl-cache-ttl", OPT_DNSBL_CACHE_TTL, dnsbl_cache_ttl, 0, 86400 * 7, L, "SECONDS",
+          "3600", NULL, "a client's verdict kept per worker, 0: not kept", NULL),
+    LISTK("rhsbl-sender", OPT_RHSBL_SENDER, set_dnsbl, RS | L, "SITE[=FILTER][*W]", NULL, "",
+          "domain list for MAIL FROM's domain: a score at",
+          "--dnsbl-threshold gets 554 5.7.1; repeatable (default: none)"),
+    FLAGK("peername-lookup", OPT_PEERNAME_LOOKUP, peername_lookup, L,
+          "look up each client's name (PTR, forward-confirmed): Received:", "and the log"),
+    FLAGK("reject-unknown-client-hostname", OPT_REJECT_UNKNOWN_CLIENT,
+          reject_unknown_client_hostname, L, "a client without a forward-confirmed name",
+          "gets 450 4.7.25 (RFC 7372) to each command"),
+    FLAGK("reject-unknown-sender-domain", OPT_REJECT_UNKNOWN_SENDER, reject_unknown_sender_domain,
+          L, "MAIL FROM a domain with no MX and no A/AAAA:",
+          "550 5.1.8; null MX 550 5.1.8; no DNS answer 450 4.1.8"),
     STRK("user", OPT_USER, user, NULL, 0, "NAME", NULL, "none",
          "after binding, run as this user; owns the spool", NULL),
     LISTK("metrics-listen", OPT_METRICS_LISTEN, set_metrics_listen, 0, "ADDR:PORT", NULL, "none",

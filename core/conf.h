@@ -13,6 +13,7 @@
 
 #include "core/anvil.h"
 #include "core/log.h"
+#include "core/dnsbl.h"
 #include "core/policy.h"
 #include "core/smtp_data.h"
 
@@ -101,7 +102,18 @@ struct conf_given {
 #define CONF_DEF_RECIPIENT_DELIMITER   "+" /* Postfix recipient_delimiter, as commonly set */
 #define CONF_DEF_MAX_UNKNOWN_RCPTS     20u /* then 421 4.7.0 and close */
 #define CONF_DEF_UNKNOWN_RCPT_DELAY_MS 0u
-#define CONF_MAX_DNS_SERVERS           8u /* --dns-server */
+#define CONF_MAX_DNSBL                 16u   /* --dnsbl sites */
+#define CONF_MAX_RHSBL                 8u    /* --rhsbl-sender sites */
+#define CONF_MAX_DNS_SERVERS           8u    /* --dns-server */
+#define CONF_DEF_DNSBL_TIMEOUT_MS      2000u /* a list's answer, then "not listed" */
+#define CONF_DEF_DNSBL_CACHE_TTL       3600u /* seconds a client's verdict is kept */
+
+/* --dnsbl-action: what a client at or over --dnsbl-threshold gets */
+enum conf_dnsbl_action {
+	CONF_DNSBL_REJECT = 0, /* 554 5.7.1 to each command after the greeting */
+	CONF_DNSBL_TEMPFAIL,   /* 450 4.7.1 likewise */
+	CONF_DNSBL_LOG,        /* logged only */
+};
 
 /* --relay-tls, as Postfix's smtp_tls_security_level */
 enum conf_relay_tls {
@@ -188,9 +200,21 @@ struct conf {
 	const char *milters[CONF_MAX_MILTERS]; /* --milter inet:host:port / unix:/path, in order */
 	unsigned nmilters;
 	unsigned milter_timeout; /* seconds: connect, each reply, end of message */
-	/* DNS: --dns-server (restart-only). */
+	/* DNS (io/dns, io/session_dns): --dns-server (restart-only), then the
+	 * checks, all live. */
 	const char *dns_servers[CONF_MAX_DNS_SERVERS]; /* ADDR[:PORT] as given */
 	unsigned ndns_servers;
+	struct dnsbl_site dnsbl[CONF_MAX_DNSBL]; /* --dnsbl, in order */
+	unsigned ndnsbl;
+	unsigned dnsbl_threshold; /* a score at or over it is listed */
+	enum conf_dnsbl_action dnsbl_action;
+	unsigned dnsbl_timeout_ms; /* the greeting waits at most this for the answers */
+	unsigned dnsbl_cache_ttl;  /* seconds a client's verdict is kept (per worker) */
+	struct dnsbl_site rhsbl[CONF_MAX_RHSBL]; /* --rhsbl-sender */
+	unsigned nrhsbl;
+	bool peername_lookup;                /* PTR and forward-confirm each client */
+	bool reject_unknown_client_hostname; /* no FCrDNS name: 450 4.7.25 */
+	bool reject_unknown_sender_domain;   /* MAIL FROM domain without MX/A/AAAA: 550/450 */
 	enum conf_milter_action milter_default_action;
 	const char *user; /* --user: drop root for this user after binding; NULL: stay */
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);

@@ -50,6 +50,9 @@ struct smtp_server_conf {
 	/* Content filters (milters) run: a MAIL or RCPT the session takes
 	 * waits for their word (SMTP_ACT_FILTER) before its 250. */
 	bool filters;
+	/* MAIL FROM's domain is checked in the DNS by the caller
+	 * (--reject-unknown-sender-domain, --rhsbl-sender): SMTP_ACT_DNS. */
+	bool sender_dns;
 };
 
 #endif

@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -629,6 +630,18 @@ static void smtp_on_mail(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		smtp_stat_refuse(s, SMTP_RF_STORAGE);
 		return;
 	}
+	/* The sender domain's DNS check, before the rate (which counts). */
+	if (s->cf->sender_dns && a.domain.len && a.domain.p[0] != '[' && !s->dns_verdict) {
+		free(s->dns_domain);
+		s->dns_domain = strndup(a.domain.p, a.domain.len);
+		if (!s->dns_domain) {
+			smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+			smtp_stat_refuse(s, SMTP_RF_STORAGE);
+			return;
+		}
+		s->act |= SMTP_ACT_DNS;
+		return; /* asked: this command runs again with the verdict */
+	}
 	rate = smtp_rate_check(s, SMTP_RATE_MSG);
 	if (rate < 0)
 		return; /* asked: this command runs again with the verdict */
@@ -1187,6 +1200,13 @@ static void smtp_command(struct smtp_session *s, const char *p, size_t n)
 		           "503 5.5.1 Error: talked before greeting");
 		return;
 	}
+	if (s->refuse_all && !(c && (c->flags & SMTP_C_PREGREET))) {
+		/* A listed or unnamed client: every command but QUIT, counted
+		 * as an error (so --max-errors closes the session). */
+		smtp_reply(s, c ? c : &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR, "%s",
+		           s->refuse_all);
+		return;
+	}
 	if (!c) {
 		smtp_reply(s, &smtp_cmds[SMTP_CMD_UNKNOWN], SMTP_R_ERR,
 		           "500 5.5.2 Error: command not recognized");
@@ -1243,9 +1263,9 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	if (s->line.len == 0) {
 		smtp_command(s, p, n); /* the common case: no copy */
 		/* Waiting for a rate's verdict: the line runs again then. */
-		if ((s->act & SMTP_ACT_RATE) && buf_append(&s->line, p, n)) {
+		if ((s->act & (SMTP_ACT_RATE | SMTP_ACT_DNS)) && buf_append(&s->line, p, n)) {
 			LOGW("smtp: client=[%s] out of memory for a command line", s->peer.addr);
-			s->act &= ~SMTP_ACT_RATE;
+			s->act &= ~(SMTP_ACT_RATE | SMTP_ACT_DNS);
 			smtp_close(s);
 		}
 		return n;
@@ -1257,7 +1277,7 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	smtp_command(s, s->line.p, s->line.len);
 	/* Idle sessions hold no line memory. */
-	if (!(s->act & SMTP_ACT_RATE))
+	if (!(s->act & (SMTP_ACT_RATE | SMTP_ACT_DNS)))
 		buf_free(&s->line);
 	return n;
 }
@@ -1286,6 +1306,10 @@ void smtp_session_fini(struct smtp_session *s)
 	buf_free(&s->tx.from);
 	buf_free(&s->tx.rcpts);
 	buf_free(&s->tx.body);
+	free(s->dns_domain);
+	free(s->client_name);
+	free(s->refuse_all);
+	s->dns_domain = s->client_name = s->refuse_all = NULL;
 }
 
 void smtp_session_greet(struct smtp_session *s)
@@ -1316,7 +1340,8 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 	}
 	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
 	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
-	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE))) {
+	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE |
+	                   SMTP_ACT_DNS))) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
@@ -1324,8 +1349,8 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 		else
 			n = smtp_line_feed(s, p + off, len - off);
 		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
-		    !(s->act &
-		      (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE)))
+		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER |
+		                SMTP_ACT_RATE | SMTP_ACT_DNS)))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
@@ -1350,7 +1375,47 @@ void smtp_session_rate_done(struct smtp_session *s, bool fits)
 		smtp_command(s, s->line.p, s->line.len);
 		s->rate_verdict = 0;
 	}
+	s->dns_verdict = 0; /* the sender check that passed before the rate is done */
 	buf_free(&s->line);
+}
+
+void smtp_session_dns_done(struct smtp_session *s, const char *reply, enum smtp_refusal why)
+{
+	if (!(s->act & SMTP_ACT_DNS))
+		return;
+	s->act &= ~SMTP_ACT_DNS;
+	free(s->dns_domain);
+	s->dns_domain = NULL;
+	if (s->state != SMTP_S_CLOSED) {
+		if (reply) {
+			smtp_reply(s, &smtp_cmds[SMTP_CMD_MAIL], 0, "%s", reply);
+			smtp_stat_refuse(s, why);
+		} else {
+			/* The command again, from its start, past the check: its
+			 * checks up to it had no effect. A rate asked now keeps
+			 * the line and the pass until its own verdict. */
+			s->dns_verdict = 1;
+			smtp_command(s, s->line.p, s->line.len);
+			if (s->act & SMTP_ACT_RATE)
+				return;
+			s->dns_verdict = 0;
+		}
+	}
+	buf_free(&s->line);
+}
+
+void smtp_session_client_name(struct smtp_session *s, const char *name)
+{
+	free(s->client_name);
+	s->client_name = strdup(name && name[0] ? name : "unknown");
+}
+
+void smtp_session_refuse_all(struct smtp_session *s, const char *reply, enum smtp_refusal why)
+{
+	free(s->refuse_all);
+	s->refuse_all = reply ? strdup(reply) : NULL;
+	if (reply)
+		smtp_stat_refuse(s, why);
 }
 
 void smtp_session_msg_result(struct smtp_session *s, int err, const char *qid)
@@ -1571,7 +1636,10 @@ int smtp_session_received(const struct smtp_session *s, struct buf *b, const cha
 	if (s->tx.nrcpt == 1)
 		rcpt = smtp_tx_rcpt_next(&s->tx, &it);
 	/* RFC 5321 4.4; the helo text has no CR or LF (smtp_command()). */
-	err = buf_printf(b, "Received: from %s ([%s%s])\r\n", s->helo[0] ? s->helo : "unknown",
+	/* Postfix's form: "(name [addr])", the name forward-confirmed or
+	 * "unknown", when the client's name was looked up. */
+	err = buf_printf(b, "Received: from %s (%s%s[%s%s])\r\n", s->helo[0] ? s->helo : "unknown",
+	                 s->client_name ? s->client_name : "", s->client_name ? " " : "",
 	                 strchr(s->peer.addr, ':') ? "IPv6:" : "", s->peer.addr);
 	/* Postfix's style: "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)". */
 	if (!err && (s->flags & SMTP_F_TLS))
@@ -1633,6 +1701,12 @@ const char *smtp_refusal_name(enum smtp_refusal r, bool *temporary)
 	    [SMTP_RF_RECIPIENTS] = {"max_recipients", true},
 	    [SMTP_RF_UNKNOWN_LIMIT] = {"max_unknown_recipients", true},
 	    [SMTP_RF_ERRORS] = {"max_errors", true},
+	    [SMTP_RF_DNSBL] = {"dnsbl", false},
+	    [SMTP_RF_DNSBL_TEMP] = {"dnsbl_tempfail", true},
+	    [SMTP_RF_UNKNOWN_CLIENT] = {"unknown_client_hostname", true},
+	    [SMTP_RF_SENDER_DOMAIN] = {"unknown_sender_domain", false},
+	    [SMTP_RF_SENDER_DNS] = {"sender_domain_dns", true},
+	    [SMTP_RF_RHSBL] = {"rhsbl", false},
 	};
 
 	if ((unsigned)r >= SMTP_RF_N)

@@ -63,6 +63,12 @@ enum smtp_state {
  * nothing until smtp_session_rate_done() gives the verdict. */
 #define SMTP_ACT_RATE 0x20u
 
+/* With cf->sender_dns: MAIL FROM's domain is the caller's to check in
+ * the DNS (s->dns_domain: which): the command waits, unanswered, with the
+ * input after it kept back, as for SMTP_ACT_RATE; feed nothing until
+ * smtp_session_dns_done() gives the verdict. */
+#define SMTP_ACT_DNS 0x40u
+
 /* The rates the caller may decide (cf->rate_ask, s->rate_kind). */
 #define SMTP_RATE_MSG  0x1u /* MAIL: --client-message-rate */
 #define SMTP_RATE_RCPT 0x2u /* RCPT: --client-recipient-rate */
@@ -127,6 +133,12 @@ enum smtp_refusal {
 	SMTP_RF_RECIPIENTS,       /* --max-recipients: 452 4.5.3 */
 	SMTP_RF_UNKNOWN_LIMIT,    /* --max-unknown-recipients reached: 421 4.7.0 */
 	SMTP_RF_ERRORS,           /* --max-errors reached: 421 4.7.0 */
+	SMTP_RF_DNSBL,            /* a DNS list's client (--dnsbl-action reject): 554 5.7.1 */
+	SMTP_RF_DNSBL_TEMP,       /* the same with --dnsbl-action tempfail: 450 4.7.1 */
+	SMTP_RF_UNKNOWN_CLIENT,   /* no forward-confirmed client name: 450 4.7.25 */
+	SMTP_RF_SENDER_DOMAIN,    /* MAIL: unknown sender domain or null MX: 550 5.1.8 */
+	SMTP_RF_SENDER_DNS,       /* MAIL: no DNS answer for the sender domain: 450 4.1.8 */
+	SMTP_RF_RHSBL,            /* MAIL: the sender domain is listed (--rhsbl-sender): 554 */
 	SMTP_RF_N,
 };
 
@@ -158,6 +170,15 @@ struct smtp_session {
 	bool rate_remote;   /* set by the caller: they are asked for now */
 	unsigned rate_kind; /* with SMTP_ACT_RATE: SMTP_RATE_MSG or SMTP_RATE_RCPT */
 	int rate_verdict;   /* smtp_session_rate_done()'s, while the command runs again */
+	/* The sender domain's DNS check (cf->sender_dns, SMTP_ACT_DNS). */
+	char *dns_domain; /* with SMTP_ACT_DNS: MAIL FROM's domain (owned) */
+	int dns_verdict;  /* 1 while the command runs again after a pass */
+	/* Set by the caller after the connect checks (io/session_dns): the
+	 * client's forward-confirmed name, "unknown" without one (NULL: not
+	 * looked up), and a reply every command but QUIT gets instead of its
+	 * own (a DNS list's listing, an unknown client name). Owned. */
+	char *client_name;
+	char *refuse_all;
 	/* What the recipients are checked against, set by the caller outside a
 	 * transaction (smtp_session_in_tx() false) and held by it: the
 	 * snapshot a transaction started with stays until it ends. NULL: the
@@ -213,6 +234,19 @@ void smtp_session_delay_done(struct smtp_session *s);
  * answered as usual); false, 452 4.7.0. Clears SMTP_ACT_RATE; the caller
  * then feeds the input it kept back. */
 void smtp_session_rate_done(struct smtp_session *s, bool fits);
+
+/* The verdict for SMTP_ACT_DNS: <reply> NULL, the command goes on (the
+ * rate and the rest of its checks, then 250); else that reply instead
+ * (one line, the code first), counted as refusal <why>. Clears
+ * SMTP_ACT_DNS; the caller then feeds the input it kept back. */
+void smtp_session_dns_done(struct smtp_session *s, const char *reply, enum smtp_refusal why);
+
+/* The connect checks' results (before the greeting): the client's
+ * verified name (NULL or "": "unknown"), and <reply> (NULL: none) for
+ * every command but QUIT from now on, counted once as refusal <why>.
+ * Copied. */
+void smtp_session_client_name(struct smtp_session *s, const char *name);
+void smtp_session_refuse_all(struct smtp_session *s, const char *reply, enum smtp_refusal why);
 
 /* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =

@@ -80,8 +80,7 @@ struct cluster {
 	int64_t connect_deadline;        /* while connecting */
 	int64_t retry_at;                /* while down */
 	unsigned backoff_ms;
-	int64_t timer_at; /* the timer armed fires then; 0: none known */
-	struct __kernel_timespec ts;
+	struct ring_timer timer;
 	const char *why; /* the reason of a drop of our own, for the log */
 	struct buf cmd;
 	uint64_t stat_redis;    /* verdicts Redis gave */
@@ -117,8 +116,7 @@ static void outage_end(struct cluster *cl)
 static void timer_arm(struct cluster *cl)
 {
 	struct worker *w = cl->w;
-	struct io_uring_sqe *sqe;
-	int64_t at = 0, ms;
+	int64_t at = 0;
 
 	for (struct cluster_req *q = cl->head; q; q = q->next) {
 		if (q->c) { /* the oldest still awaited: the earliest deadline */
@@ -130,30 +128,16 @@ static void timer_arm(struct cluster *cl)
 		at = cl->connect_deadline;
 	if (!cl->ac && !cl->stopping && (!at || cl->retry_at < at))
 		at = cl->retry_at;
-	if (!at || (cl->timer_at && cl->timer_at <= at))
-		return;
-	ms = at - w->now;
-	if (ms < 1)
-		ms = 1;
-	cl->ts.tv_sec = ms / 1000;
-	cl->ts.tv_nsec = (ms % 1000) * 1000000;
-	sqe = ring_sqe(&w->ring);
-	io_uring_prep_timeout(sqe, &cl->ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(cl, UD_CLUSTER_TIMER));
-	cl->timer_at = w->now + ms;
+	ring_timer_at(&w->ring, &cl->timer, w->now, at, UD(cl, UD_CLUSTER_TIMER));
 }
 
 /* ---- polls: hiredis's event hooks ---- */
 
 static void poll_arm(struct cluster *cl, struct cluster_poll *pl)
 {
-	struct io_uring_sqe *sqe;
-
 	if (!cl->ac || !pl->want || pl->armed)
 		return;
-	sqe = ring_sqe(&cl->w->ring);
-	io_uring_prep_poll_add(sqe, cl->ac->c.fd, pl->mask);
-	io_uring_sqe_set_data64(sqe, UD(pl, UD_CLUSTER_POLL));
+	ring_poll_fd(&cl->w->ring, cl->ac->c.fd, pl->mask, UD(pl, UD_CLUSTER_POLL));
 	pl->armed = true;
 	pl->gen = cl->gen;
 }
@@ -209,12 +193,8 @@ static void ev_cleanup(void *priv)
 		why = cl->ac && cl->ac->c.err && cl->ac->c.errstr[0] ? cl->ac->c.errstr
 		                                                     : "connection closed";
 	for (unsigned i = 0; i < 2; i++) {
-		if (ps[i]->armed && ps[i]->gen == cl->gen && !cl->stopping) {
-			struct io_uring_sqe *sqe = ring_sqe(&cl->w->ring);
-
-			io_uring_prep_poll_remove(sqe, UD(ps[i], UD_CLUSTER_POLL));
-			io_uring_sqe_set_data64(sqe, UD_NONE);
-		}
+		if (ps[i]->armed && ps[i]->gen == cl->gen && !cl->stopping)
+			ring_poll_cancel(&cl->w->ring, UD(ps[i], UD_CLUSTER_POLL));
 		ps[i]->want = false;
 	}
 	if (!cl->stopping)
@@ -494,7 +474,7 @@ void cluster_on_timer(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	char why[64];
 
 	/* Which of the timers armed this was is not known: all is looked at. */
-	cl->timer_at = 0;
+	cl->timer.armed_at = 0;
 	if (cl->stopping)
 		return;
 	for (struct cluster_req *q = cl->head; q; q = q->next) {

@@ -19,6 +19,7 @@
 #include "core/tables.h"
 #include "io/tls.h"
 #include "io/cluster.h"
+#include "io/dns.h"
 #include "io/control.h"
 #include "io/gateway.h"
 #include "io/relay_dns.h"
@@ -246,6 +247,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ringmx: out of memory for the per-client table\n");
 			return 2;
 		}
+	}
+	if (dns_library_init() < 0) {
+		fprintf(stderr, "ringmx: c-ares: initialisation failed\n");
+		anvil_free(gw.anvil);
+		return 1;
 	}
 	struct cluster_conf ccf = {0};
 	if (conf.limits_redis) {

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/dns_cache.h"
+
 struct relay_dns {
 	ares_channel ch;
 	int64_t deadline; /* CLOCK_MONOTONIC ms: relay_dns_begin()'s bound */
@@ -268,6 +270,7 @@ int relay_dns_mx(struct relay_dns *d, const char *domain, struct relay_mx *out, 
 {
 	struct answer a = {.status = ARES_ECANCELLED};
 	struct ares_mx_reply *mx = NULL;
+	struct dns_msg_info mi;
 	unsigned n = 0;
 	int rc;
 
@@ -282,7 +285,9 @@ int relay_dns_mx(struct relay_dns *d, const char *domain, struct relay_mx *out, 
 		return a.status == ARES_ENOTFOUND ? -ENOENT : -EAGAIN;
 	}
 	rc = ares_parse_mx_reply(a.abuf, a.alen, &mx);
-	*ttl = relay_dns_answer_ttl(a.abuf, a.alen);
+	/* The TTL as core/dns_cache reads it (the smallest of the records). */
+	*ttl = dns_msg_info(a.abuf, (size_t)a.alen, &mi) == 0 && mi.ancount ? mi.ttl
+	                                                                    : RELAY_DNS_FILE_TTL;
 	free(a.abuf);
 	if (rc == ARES_ENODATA)
 		return 0;
@@ -302,47 +307,4 @@ int relay_dns_mx(struct relay_dns *d, const char *domain, struct relay_mx *out, 
 		return -ENXIO;
 	}
 	return (int)n;
-}
-
-uint32_t relay_dns_answer_ttl(const unsigned char *abuf, int alen)
-{
-	uint32_t best = UINT32_MAX;
-	const unsigned char *p, *end = abuf + alen;
-	unsigned qd, an;
-	long enclen;
-	char *name;
-
-	if (!abuf || alen < 12)
-		return best;
-	qd = (unsigned)abuf[4] << 8 | abuf[5];
-	an = (unsigned)abuf[6] << 8 | abuf[7];
-	p = abuf + 12;
-	for (unsigned i = 0; i < qd; i++) {
-		if (ares_expand_name(p, abuf, alen, &name, &enclen) != ARES_SUCCESS)
-			return UINT32_MAX;
-		ares_free_string(name);
-		p += enclen + 4; /* type, class */
-		if (p > end)
-			return UINT32_MAX;
-	}
-	for (unsigned i = 0; i < an; i++) {
-		uint32_t t;
-		unsigned rdlen;
-
-		if (p >= end || ares_expand_name(p, abuf, alen, &name, &enclen) != ARES_SUCCESS)
-			return UINT32_MAX;
-		ares_free_string(name);
-		p += enclen;
-		if (end - p < 10)
-			return UINT32_MAX;
-		t = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-		rdlen = (unsigned)p[8] << 8 | p[9];
-		p += 10;
-		if ((size_t)(end - p) < rdlen)
-			return UINT32_MAX;
-		p += rdlen;
-		if (t < best)
-			best = t;
-	}
-	return best;
 }

@@ -58,9 +58,4 @@ int relay_dns_addrs(struct relay_dns *d, const char *host, unsigned port, struct
 int relay_dns_mx(struct relay_dns *d, const char *domain, struct relay_mx *out, unsigned max,
                  uint32_t *ttl, char *err, size_t errlen);
 
-/* The smallest TTL of the answer section of DNS message <abuf> (its
- * names read by c-ares); UINT32_MAX when it has none or is malformed. Any
- * thread. */
-uint32_t relay_dns_answer_ttl(const unsigned char *abuf, int alen);
-
 #endif

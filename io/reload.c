@@ -87,6 +87,7 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .unknown_delay_ms = c->unknown_recipient_delay_ms,
 	    .filters = g->nmilters != 0, /* the filters are the startup ones */
 	    .rate_ask = g->scf.rate_ask, /* and so is --limits-redis */
+	    .sender_dns = c->reject_unknown_sender_domain || c->nrhsbl,
 	};
 }
 

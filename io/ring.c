@@ -51,6 +51,40 @@ struct io_uring_sqe *ring_sqe(struct ring *r)
 	return sqe;
 }
 
+void ring_timer_at(struct ring *r, struct ring_timer *t, int64_t now, int64_t at, uint64_t ud)
+{
+	struct io_uring_sqe *sqe;
+	int64_t ms;
+
+	if (!at || (t->armed_at && t->armed_at <= at))
+		return;
+	ms = at - now;
+	if (ms < 1)
+		ms = 1;
+	t->ts.tv_sec = ms / 1000;
+	t->ts.tv_nsec = (ms % 1000) * 1000000;
+	sqe = ring_sqe(r);
+	io_uring_prep_timeout(sqe, &t->ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud);
+	t->armed_at = now + ms;
+}
+
+void ring_poll_fd(struct ring *r, int fd, unsigned mask, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_poll_add(sqe, fd, mask);
+	io_uring_sqe_set_data64(sqe, ud);
+}
+
+void ring_poll_cancel(struct ring *r, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_poll_remove(sqe, ud);
+	io_uring_sqe_set_data64(sqe, 0); /* UD_NONE */
+}
+
 const char *ring_rx(struct ring *r, unsigned bid)
 {
 	return r->rx + (size_t)bid * RX_BUF_SIZE;

@@ -17,6 +17,21 @@ int64_t ring_clock_us(void);
 /* A free SQE of <r>; submits what is queued when the ring is full. Never
  * NULL. */
 struct io_uring_sqe *ring_sqe(struct ring *r);
+/* A foreign library's timer and sockets on the ring (io/cluster's
+ * hiredis, io/dns's c-ares, io/session_delay's tarpit): one oneshot
+ * timeout armed for the earliest time a caller needs, one oneshot poll
+ * per socket and direction, re-armed by the owner after each completion.
+ * Which of several timeouts in flight fired is not known: the owner
+ * looks at everything due, sets <armed_at> to 0 and arms again
+ * (struct ring_timer: types-t.h). */
+/* Arms <t> for worker ms <at> (0: nothing due) unless a timeout armed
+ * already fires no later; its completion carries <ud>. */
+void ring_timer_at(struct ring *r, struct ring_timer *t, int64_t now, int64_t at, uint64_t ud);
+/* A oneshot poll of <fd> for <mask> (POLLIN, POLLOUT); completion <ud>. */
+void ring_poll_fd(struct ring *r, int fd, unsigned mask, uint64_t ud);
+/* Cancels the poll whose completion is <ud> (its completion still comes,
+ * -ECANCELED); the cancel's own completion is UD_NONE. */
+void ring_poll_cancel(struct ring *r, uint64_t ud);
 /* Receive buffer <bid> of <r>'s provided buffer ring. */
 const char *ring_rx(struct ring *r, unsigned bid);
 /* Gives receive buffer <bid> back to the kernel. */

@@ -1,5 +1,5 @@
-/* session-int: what io/session.c, io/session_proxy.c and
- * io/session_limit.c share (the PROXY header comes before the session
+/* session-int: what io/session.c, io/session_proxy.c, io/session_limit.c
+ * and io/session_dns.c share (the PROXY header comes before the session
  * starts, and hands it the bytes after; the per-client limits decide
  * whether it starts, and the rates' verdicts come back to it). */
 #ifndef RINGMX_IO_SESSION_INT_H
@@ -66,5 +66,16 @@ void session_delay_tick(struct worker *w);
  * message (the input that waited is fed). */
 void session_commit(struct worker *w, struct conn *c);
 void session_resume(struct worker *w, struct conn *c);
+
+/* The DNS checks (io/session_dns.c): at connect (the --dnsbl scores, the
+ * client's forward-confirmed name; the greeting waits for them, C_DNSQ,
+ * or the verdict kept for the address applies at once); true, and the
+ * greeting noted as due, while they run; at MAIL (SMTP_ACT_DNS: the
+ * sender domain's questions go out, unless they are out); the conn is
+ * freed. Settings from the session's snapshot (live). */
+void session_dns_start(struct worker *w, struct conn *c);
+bool session_dns_holds_greet(struct conn *c);
+void session_dns_sender(struct worker *w, struct conn *c);
+void session_dns_free(struct worker *w, struct conn *c);
 
 #endif

@@ -297,6 +297,7 @@ static void conn_free(struct worker *w, struct conn *c)
 {
 	if (c->flags & C_CONNLOG)
 		smtp_session_log_disconnect(&c->s);
+	session_dns_free(w, c);
 	stats_add_local(&w->st.closed[c->lidx][(c->s.flags & SMTP_F_TLS) ? 1 : 0], 1);
 	w->rejected.unknown += c->s.counts.unknown;
 	w->rejected.relay_denied += c->s.counts.relay_denied;
@@ -467,7 +468,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		c->s.cf = c->s.tables ? &c->s.tables->scf : &w->g->scf;
 	}
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len ||
-	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE))) {
+	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE | SMTP_ACT_DNS))) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			session_close(w, c);
 			return;
@@ -480,7 +481,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		 * in; a replay (no new bytes) goes on to act on a delay the
 		 * verdict brought. */
 		if ((c->s.act & SMTP_ACT_FILTER) ||
-		    ((c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE)) && n))
+		    ((c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE | SMTP_ACT_DNS)) && n))
 			return;
 		/* Replay what waited, then nothing else is left over. */
 		p = NULL;
@@ -492,8 +493,8 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	} else {
 		used = smtp_session_feed(&c->s, p, n);
 		if (used < n &&
-		    (c->s.act &
-		     (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE)) &&
+		    (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER |
+		                 SMTP_ACT_RATE | SMTP_ACT_DNS)) &&
 		    buf_append(&c->pending, p + used, n - used)) {
 			session_close(w, c);
 			return;
@@ -514,6 +515,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	}
 	if ((c->s.act & SMTP_ACT_DELAY) && !(c->flags & C_DELAYQ))
 		session_delay_start(w, c);
+	session_dns_sender(w, c); /* SMTP_ACT_DNS: the sender domain's questions */
 	if ((c->s.act & SMTP_ACT_RATE) && !(c->flags & C_RATEQ))
 		cluster_ask(w, c,
 		            c->s.rate_kind == SMTP_RATE_MSG ? CLUSTER_RATE_MSG : CLUSTER_RATE_RCPT);
@@ -568,6 +570,8 @@ bool session_on_input(void *owner, const char *p, size_t n)
 
 void session_greet(struct worker *w, struct conn *c)
 {
+	if (session_dns_holds_greet(c))
+		return; /* greeted once the DNS answers are in (io/session_dns) */
 	if (c->state == CONN_S_NEW)
 		conn_set_state(c, CONN_S_OPEN);
 	if (w->stopping)
@@ -693,6 +697,7 @@ void session_start(struct worker *w, struct conn *c)
 /* The limits are passed: the TLS handshake or the greeting. */
 void session_begin(struct worker *w, struct conn *c)
 {
+	session_dns_start(w, c); /* the greeting waits for its answers */
 	if (c->flags & C_ITLS) {
 		tls_begin(w, c); /* greeted once the handshake is done */
 		return;

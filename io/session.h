@@ -38,4 +38,14 @@ void session_stop(struct worker *w);
 /* Frees the pooled conns of a stopped worker. */
 void session_pool_free(struct worker *w);
 
+/* The DNS checks (io/session_dns.c): the worker's resolver and verdict
+ * cache (w->sdns; 0, or -1 logged), gone after the loop (nothing more is
+ * dispatched); the completions of the resolver's socket polls and timer
+ * and of the checks' deadlines. */
+int session_dns_init(struct worker *w);
+void session_dns_fini(struct worker *w);
+void session_dns_on_poll(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void session_dns_on_timer(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void session_dns_on_wait(struct worker *w, void *p, struct io_uring_cqe *cqe);
+
 #endif

@@ -14,26 +14,15 @@
  * lists: nothing blocks, other sessions go on, and the replies keep their
  * PIPELINING order. A list holds sessions of one delay length, so it is in
  * order of due time; a ring timeout is armed for the earliest head (the
- * kernel copies its time at submission, so <delay_ts> can be reused). */
+ * kernel copies its time at submission: io/ring's ring_timer_at()). */
 static void delay_arm(struct worker *w)
 {
-	struct io_uring_sqe *sqe;
-	int64_t at = 0, ms;
+	int64_t at = 0;
 
 	for (unsigned i = 0; i < 2; i++)
 		if (w->delayq[i].head && (!at || w->delayq[i].head->delay_at < at))
 			at = w->delayq[i].head->delay_at;
-	if (!at || (w->delay_armed_at && w->delay_armed_at <= at))
-		return;
-	ms = at - w->now;
-	if (ms < 1)
-		ms = 1;
-	w->delay_ts.tv_sec = ms / 1000;
-	w->delay_ts.tv_nsec = (ms % 1000) * 1000000;
-	sqe = ring_sqe(&w->ring);
-	io_uring_prep_timeout(sqe, &w->delay_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, UD_DELAY));
-	w->delay_armed_at = w->now + ms;
+	ring_timer_at(&w->ring, &w->delay_timer, w->now, at, UD(w, UD_DELAY));
 }
 
 void session_delay_start(struct worker *w, struct conn *c)
@@ -94,6 +83,6 @@ void session_on_delay(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	/* Which timer this was is not known: the next one is armed afresh
 	 * (one more in flight at most, never a late one). */
-	w->delay_armed_at = 0;
+	w->delay_timer.armed_at = 0;
 	session_delay_tick(w);
 }

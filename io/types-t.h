@@ -71,6 +71,9 @@ enum ud_op {
 	UD_MILTER_NOP,     /* struct mchain: a filters' answer given in the next round */
 	UD_CLUSTER_POLL,   /* struct cluster_poll (io/cluster): the Redis socket is ready */
 	UD_CLUSTER_TIMER,  /* struct cluster: overdue answers, connect deadline, reconnect */
+	UD_DNS_POLL,       /* struct dns_poll (io/dns): a c-ares socket is ready */
+	UD_DNS_TIMER,      /* struct dns: c-ares's next timeout */
+	UD_DNS_WAIT,       /* struct sdns (io/session_dns): a session's DNS deadline */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -94,6 +97,7 @@ enum ud_op {
 #define C_MILTERED 0x10000u
 #define C_CONNLOG  0x20000u /* its "connect from" line is out: "disconnect from" follows */
 #define C_RATEQ    0x40000u /* waiting for a rate's verdict from Redis (io/cluster) */
+#define C_DNSQ     0x80000u /* its connect checks' DNS answers are awaited (io/session_dns) */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -235,6 +239,13 @@ struct ring {
 	unsigned nbufs;               /* a power of two: RX_BUF_COUNT for a worker */
 };
 
+/* A timer on a ring for the earliest time its owner needs (io/ring's
+ * ring_timer_at()). */
+struct ring_timer {
+	struct __kernel_timespec ts; /* copied by the kernel at submission */
+	int64_t armed_at;            /* ms the one armed last fires at; 0: none known */
+};
+
 /* A connection on the worker's ring (io/conn.c): what the server session
  * and the relay's connections to next hops share. The owner embeds it
  * FIRST, so that user_data naming the owner names it too. */
@@ -314,6 +325,7 @@ struct conn {
 	struct conn *cl_next;       /* on the worker's list of verdicts given (io/cluster) */
 	int8_t cl_verdict;          /* 1 fits, -1 over, 0 the local table decides */
 	uint8_t cl_kind;            /* enum cluster_rate_kind of that verdict */
+	struct sdns_conn *dq;       /* its DNS checks (io/session_dns); NULL: none yet */
 	char qid[SMTP_QID_MAX + 1];
 	uint16_t port;
 	uint8_t lidx; /* its listener's index in conf->listen (metrics) */
@@ -364,6 +376,8 @@ struct worker_stats {
 
 struct relay;
 struct mfilt;
+struct sdns;
+struct sdns_conn;
 
 struct worker {
 	struct gateway *g;
@@ -376,9 +390,8 @@ struct worker {
 	int wakefd;
 	uint64_t wakeval;
 	struct __kernel_timespec tick_ts;
-	struct __kernel_timespec delay_ts; /* the delay lists' timer */
-	int64_t delay_armed_at;            /* ms the last one armed fires at; 0: none known */
-	int64_t now;                       /* ms, CLOCK_MONOTONIC, refreshed per round */
+	struct ring_timer delay_timer; /* the delay lists' timer (io/ring.h) */
+	int64_t now;                   /* ms, CLOCK_MONOTONIC, refreshed per round */
 	struct ring_log log;
 
 	struct conn_list live; /* every open conn, least recently active first */
@@ -431,6 +444,7 @@ struct worker {
 	uint64_t stat_limited;       /* connections refused by a per-client limit */
 	struct mfilt *mfilts;        /* connections to filters (io/milter), for their timeouts */
 	struct cluster *cluster;     /* its link to --limits-redis (io/cluster); NULL: none */
+	struct sdns *sdns;           /* its resolver and DNS verdicts (io/session_dns) */
 
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */

@@ -267,6 +267,9 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_MILTER_NOP] = milter_on_nop,
     [UD_CLUSTER_POLL] = cluster_on_poll,
     [UD_CLUSTER_TIMER] = cluster_on_timer,
+    [UD_DNS_POLL] = session_dns_on_poll,
+    [UD_DNS_TIMER] = session_dns_on_timer,
+    [UD_DNS_WAIT] = session_dns_on_wait,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -491,6 +494,10 @@ void *worker_main(void *arg)
 		worker_signal_ready(w, -ENOMEM);
 		goto out;
 	}
+	if (session_dns_init(w) < 0) {
+		worker_signal_ready(w, -ENOMEM);
+		goto out;
+	}
 	arm_accept(w);
 	arm_wake(w);
 	arm_timer(w);
@@ -550,6 +557,7 @@ void *worker_main(void *arg)
 	relay_fini(w);
 	commit_fini(w);
 	cluster_stop(w);
+	session_dns_fini(w); /* no completion is dispatched any more */
 	io_uring_queue_exit(&w->ring.uring);
 	LOGI(
 	    "worker %u: stopped; %llu messages in %llu group commits (%.1f per fdatasync, at most "

@@ -6,8 +6,9 @@
 # tests/fuzz/corpus-recipients), the PROXY header parser
 # (tests/fuzz/proxy_fuzz.c, tests/fuzz/corpus-proxy), the milter client
 # (tests/fuzz/milter_fuzz.c, tests/fuzz/corpus-milter) and the
-# configuration file (tests/fuzz/conf_fuzz.c, tests/fuzz/corpus-conf) a
-# sixth each; runs never modify the corpora.
+# configuration file (tests/fuzz/conf_fuzz.c, tests/fuzz/corpus-conf) and
+# the DNS answers (tests/fuzz/dns_fuzz.c, tests/fuzz/corpus-dns) a seventh
+# each; runs never modify the corpora.
 # Exits non-zero on a crash or a disagreement, leaving that fuzzer's work
 # directory (with the crashing input) in place and printing its path.
 # CLANG overrides the compiler; FUZZ_JOBS=n runs n workers (default: one, in
@@ -19,22 +20,24 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 # Each fuzzer gets at least a second: -max_total_time=0 would run forever.
-rsecs=$((secs / 6))
+rsecs=$((secs / 7))
 [ "$rsecs" -ge 1 ] || rsecs=1
 psecs=$rsecs
 msecs=$rsecs
 csecs=$rsecs
-dsecs=$((secs - rsecs - psecs - msecs - csecs))
+nsecs=$rsecs
+dsecs=$((secs - rsecs - psecs - msecs - csecs - nsecs))
 [ "$dsecs" -ge 1 ] || dsecs=1
 
-# fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES...
+# fuzz NAME CORPUS SECONDS MAX_LEN CFLAGS SOURCES... (libraries in $libs)
+libs=""
 fuzz() {
 	name=$1 corpus=$2 fsecs=$3 maxlen=$4 cflags=$5
 	shift 5
 	work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
 	# shellcheck disable=SC2086
 	${CLANG:-clang} -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=gnu11 -D_GNU_SOURCE $cflags -I. "$@" -o "$work/$name"
+		-std=gnu11 -D_GNU_SOURCE $cflags -I. "$@" $libs -o "$work/$name"
 	mkdir "$work/corpus"
 	cp "$corpus"/* "$work/corpus/"
 
@@ -69,4 +72,9 @@ fuzz milter_fuzz tests/fuzz/corpus-milter "$msecs" 16384 "" core/milter.c core/b
 	tests/fuzz/milter_fuzz.c
 echo "conf_fuzz (${csecs}s):"
 fuzz conf_fuzz tests/fuzz/corpus-conf "$csecs" 4096 "" core/conf.c core/conf_print.c core/policy.c \
-	core/anvil.c core/log.c core/utc.c tests/fuzz/conf_fuzz.c
+	core/dnsbl.c core/anvil.c core/log.c core/utc.c tests/fuzz/conf_fuzz.c
+echo "dns_fuzz (${nsecs}s):"
+libs="-lcares"
+fuzz dns_fuzz tests/fuzz/corpus-dns "$nsecs" 4096 "" io/dns_parse.c core/dns_cache.c core/dnsbl.c \
+	tests/fuzz/dns_fuzz.c
+libs=""

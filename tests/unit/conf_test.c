@@ -1139,3 +1139,45 @@ Test(conf, limits_redis)
 	conf_fini(&conf);
 	cr_assert_eq(PARSE("--limits-redis-timeout", "10001"), CONF_ERR);
 }
+
+Test(conf, dns_options)
+{
+	cr_assert_eq(PARSE("--dns-server", "127.0.0.1:5353", "--dns-server", "[::1]:53",
+	                   "--dns-server", "192.0.2.53", "--dnsbl", "zen.example*3", "--dnsbl",
+	                   "list.dnswl.test=127.0.[0..255].[1..3]*-2", "--dnsbl-threshold", "4",
+	                   "--dnsbl-action", "tempfail", "--dnsbl-timeout", "500",
+	                   "--dnsbl-cache-ttl", "0", "--rhsbl-sender", "dbl.example*2",
+	                   "--peername-lookup", "--reject-unknown-client-hostname",
+	                   "--reject-unknown-sender-domain"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.ndns_servers, 3);
+	cr_assert_str_eq(conf.dns_servers[1], "[::1]:53");
+	cr_assert_eq(conf.ndnsbl, 2);
+	cr_assert_str_eq(conf.dnsbl[0].domain, "zen.example");
+	cr_assert_eq(conf.dnsbl[0].weight, 3);
+	cr_assert_eq(conf.dnsbl[1].weight, -2);
+	cr_assert(conf.dnsbl[1].has_filter);
+	cr_assert_eq(conf.dnsbl_threshold, 4);
+	cr_assert_eq(conf.dnsbl_action, CONF_DNSBL_TEMPFAIL);
+	cr_assert_eq(conf.dnsbl_timeout_ms, 500);
+	cr_assert_eq(conf.dnsbl_cache_ttl, 0);
+	cr_assert_eq(conf.nrhsbl, 1);
+	cr_assert_eq(conf.rhsbl[0].weight, 2);
+	cr_assert(conf.peername_lookup && conf.reject_unknown_client_hostname &&
+	          conf.reject_unknown_sender_domain);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE0(), CONF_OK, "%s", err);
+	cr_assert_eq(conf.ndnsbl, 0);
+	cr_assert_eq(conf.dnsbl_threshold, 1);
+	cr_assert_eq(conf.dnsbl_action, CONF_DNSBL_REJECT);
+	cr_assert_eq(conf.dnsbl_timeout_ms, 2000);
+	cr_assert_eq(conf.dnsbl_cache_ttl, 3600);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--dnsbl", "zen..example"), CONF_ERR);
+	cr_assert(strstr(err, "--dnsbl"), "%s", err);
+	cr_assert_eq(PARSE("--dnsbl", "bl.test=127.0.0.[9..2]"), CONF_ERR);
+	cr_assert_eq(PARSE("--dns-server", "dns.example:53"), CONF_ERR);
+	cr_assert(strstr(err, "--dns-server"), "%s", err);
+	cr_assert_eq(PARSE("--dnsbl-action", "drop"), CONF_ERR);
+	cr_assert_eq(PARSE("--dnsbl-threshold", "0"), CONF_ERR);
+}

@@ -1611,3 +1611,80 @@ Test(smtp_session, rate_verdict_after_close_answers_nothing)
 	cr_assert_eq(s->out.len, mark);
 	rate_end(&rf);
 }
+
+/* ---- The sender domain checked in the DNS by the caller (SMTP_ACT_DNS) ---- */
+
+Test(smtp_session, sender_dns_waits_keeps_order_and_refuses)
+{
+	struct smtp_server_conf cf;
+	struct smtp_session s;
+	const char *in = "EHLO c\r\nMAIL FROM:<a@bad.example>\r\nMAIL FROM:<a@good.example>\r\n"
+	                 "MAIL FROM:<>\r\nRCPT TO:<x@example.com>\r\n";
+	size_t off = 0, len = strlen(in);
+	unsigned asked = 0;
+
+	conf_for(CF_DEFAULT, &cf);
+	cf.sender_dns = true;
+	smtp_session_init(&s, &cf, NULL);
+	smtp_session_greet(&s);
+	s.out.len = 0;
+	while (off < len) {
+		size_t out0;
+
+		off += smtp_session_feed(&s, in + off, len - off);
+		if (!(s.act & SMTP_ACT_DNS))
+			continue;
+		/* Nothing answered while it waits, nothing more consumed. */
+		out0 = s.out.len;
+		cr_assert_eq(smtp_session_feed(&s, in + off, len - off), 0);
+		cr_assert_eq(s.out.len, out0);
+		asked++;
+		if (asked == 1) {
+			cr_assert_str_eq(s.dns_domain, "bad.example");
+			smtp_session_dns_done(&s, "550 5.1.8 <bad.example>: Domain not found",
+			                      SMTP_RF_SENDER_DOMAIN);
+		} else {
+			cr_assert_str_eq(s.dns_domain, "good.example");
+			smtp_session_dns_done(&s, NULL, SMTP_RF_SENDER_DOMAIN);
+		}
+		cr_assert_not(s.act & SMTP_ACT_DNS);
+	}
+	/* The null sender has no domain: not asked. */
+	cr_assert_eq(asked, 2);
+	cr_assert_str_eq(buf_cstr(&s.out),
+	                 EHLO_R "550 5.1.8 <bad.example>: Domain not found\r\n" MAIL_OK
+	                        "503 5.5.1 Error: nested MAIL command\r\n" RCPT_OK);
+	smtp_session_fini(&s);
+}
+
+Test(smtp_session, refuse_all_but_quit_and_the_client_name)
+{
+	struct smtp_server_conf cf;
+	struct smtp_session s;
+	struct buf b = BUF_INIT;
+
+	conf_for(CF_DEFAULT, &cf);
+	smtp_session_init(&s, &cf, NULL);
+	snprintf(s.peer.addr, sizeof(s.peer.addr), "192.0.2.7");
+	smtp_session_client_name(&s, "mail.example.org");
+	smtp_session_greet(&s);
+	s.out.len = 0;
+	smtp_session_feed(&s, "EHLO c\r\n", 8);
+	cr_assert_eq(smtp_session_feed(&s, "MAIL FROM:<a@b.example>\r\n", 25), 25);
+	cr_assert_eq(smtp_session_received(&s, &b, "Q1", 0), 0);
+	cr_assert(strstr(buf_cstr(&b), "Received: from c (mail.example.org [192.0.2.7])"), "%s",
+	          buf_cstr(&b));
+	buf_free(&b);
+	smtp_session_refuse_all(&s,
+	                        "554 5.7.1 Service unavailable; client [192.0.2.7] blocked "
+	                        "using zen.example",
+	                        SMTP_RF_DNSBL);
+	s.out.len = 0;
+	smtp_session_feed(&s, "RSET\r\nNOOP\r\nQUIT\r\n", 18);
+	cr_assert_str_eq(
+	    buf_cstr(&s.out),
+	    "554 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.example\r\n"
+	    "554 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.example\r\n"
+	    "221 2.0.0 Bye\r\n");
+	smtp_session_fini(&s);
+}
