@@ -16,6 +16,7 @@
 #include <math.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -204,12 +205,17 @@ void rb_report_table(FILE *f, const struct rb_result *r)
 static int write_file(const char *path, rb_writer_fn *fn, const void *arg)
 {
 	char tmp[PATH_MAX];
+	struct stat st;
+	/* Not a regular file (/dev/null, /dev/stdout, a pipe): written into as
+	 * it is; a rename() would put a regular file in its place. */
+	bool direct = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
 	FILE *f;
 	int err = 0;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+	if (!direct &&
+	    snprintf(tmp, sizeof(tmp), "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	f = fopen(tmp, "we");
+	f = fopen(direct ? path : tmp, "we");
 	if (!f)
 		return -errno;
 	errno = 0;
@@ -219,6 +225,8 @@ static int write_file(const char *path, rb_writer_fn *fn, const void *arg)
 	/* fclose() flushes the buffer: most write errors (ENOSPC) show here. */
 	if (fclose(f) != 0 && !err)
 		err = -errno;
+	if (direct)
+		return err;
 	if (!err && rename(tmp, path) != 0)
 		err = -errno;
 	if (err)
