@@ -758,6 +758,7 @@ int milter_msg_load(struct milter_msg *msg, const char *p, size_t n, struct sv f
 
 	msg->has_sep = false;
 	msg->quarantined = false;
+	msg->body_replaced = false;
 	msg->hdrs.len = msg->body.len = msg->from.len = msg->rcpts.len = msg->reason.len = 0;
 	while (at < n) {
 		const char *lf = memchr(p + at, '\n', n - at);
@@ -782,6 +783,49 @@ int milter_msg_load(struct milter_msg *msg, const char *p, size_t n, struct sv f
 		return -ENOMEM;
 	msg->nrcpt = nrcpt;
 	return fields_index(msg);
+}
+
+int milter_hdr_end(const char *p, size_t n, bool final, size_t *hlen)
+{
+	size_t at = 0;
+
+	while (at < n) {
+		const char *lf = memchr(p + at, '\n', n - at);
+		size_t e, ll;
+
+		if (!lf)
+			break; /* a line not complete yet */
+		e = (size_t)(lf - p) + 1;
+		ll = e - at;
+		if ((ll == 2 && p[at] == '\r') || ll == 1) {
+			*hlen = e; /* the empty line: the body after it */
+			return 1;
+		}
+		/* Continuation lines are fields' (a Received: header comes first). */
+		if (!(p[at] == ' ' || p[at] == '\t' || is_field_start(p + at, ll))) {
+			*hlen = at;
+			return 1;
+		}
+		at = e;
+	}
+	/* An incomplete line that cannot begin a field ends it too. */
+	if (at < n && !(p[at] == ' ' || p[at] == '\t' || (p[at] == '\r' && at + 1 == n))) {
+		size_t i = at;
+
+		while (i < n && (unsigned char)p[i] > ' ' && (unsigned char)p[i] < 0x7f &&
+		       p[i] != ':')
+			i++;
+		while (i < n && (p[i] == ' ' || p[i] == '\t'))
+			i++;
+		if (i < n && (i == at || p[i] != ':')) {
+			*hlen = at;
+			return 1;
+		}
+	}
+	if (!final)
+		return 0;
+	*hlen = at;
+	return 1;
 }
 
 void milter_msg_fini(struct milter_msg *msg)
@@ -1025,6 +1069,7 @@ int milter_apply(const struct milter *m, struct milter_msg *msg, char *why, size
 			msg->body = nbody;
 			nbody = (struct buf)BUF_INIT;
 			msg->has_sep = true;
+			msg->body_replaced = true;
 		}
 	}
 	if (err == -ENOMEM)

@@ -257,8 +257,19 @@ struct milter_msg {
 	struct buf rcpts;  /* recipients without <>, each followed by NUL */
 	unsigned nrcpt;
 	bool quarantined;
-	struct buf reason; /* the quarantine reason */
+	struct buf reason;  /* the quarantine reason */
+	bool body_replaced; /* a filter replaced the body (milter_apply()) */
 };
+
+/* The end of the header block at the start of the content <p>,<n> (CRLF
+ * lines) as milter_msg_load() would find it after a Received: header: the
+ * offset where the body starts (after the empty line, or at the first line
+ * that is not part of a header field). Returns 1 and sets *<hlen> when the
+ * <n> octets decide it; 0 when more are needed, unless <final> (no more
+ * will be looked at: the content ends there, or the header block is too
+ * large to hold): then 1, *<hlen> the end of the last complete line.
+ * Lets io/ send the header fields before the body has arrived. */
+int milter_hdr_end(const char *p, size_t n, bool final, size_t *hlen);
 
 /* Splits the content <p>,<n> (CRLF lines) into header fields and body;
  * copies the envelope. Returns 0 or -ENOMEM. A line that is not a header

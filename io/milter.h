@@ -31,6 +31,21 @@ void milter_command(struct worker *w, struct conn *c);
  * configured (the caller spools it); true: the filters have it, and it is
  * spooled (session_commit()), refused or discarded later. */
 bool milter_message(struct worker *w, struct conn *c);
+/* (io/milter_stream.c) After input or a completion, before content is
+ * taken from tx.body for the disk (io/session's content_flow): finds the
+ * end of the header block (at most <hdr_max> octets are held for it),
+ * then hands the filters what came of the body. */
+void milter_stream(struct worker *w, struct conn *c, size_t hdr_max);
+/* True while the content must stay in tx.body: filters are configured and
+ * the header block is not complete yet. */
+bool milter_stream_hold(const struct worker *w, const struct conn *c);
+/* True while the filter the body streams to is that far behind that the
+ * client's input should pause. */
+bool milter_stream_full(const struct conn *c);
+/* Opens the segment <c>'s body streams into with filters (the head is
+ * written at the end, as the filters left it). Returns 0, -EAGAIN (not
+ * now: the last message's segment is still busy) or -errno. */
+int milter_stream_spill(struct worker *w, struct conn *c);
 /* <c> is closing: its filter connections close (what runs is dropped:
  * nothing was answered to the client). */
 void milter_session_end(struct worker *w, struct conn *c);
@@ -40,6 +55,7 @@ void milter_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_nop(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void milter_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* Once a second: filters past --milter-timeout. */
 void milter_tick(struct worker *w);
 

@@ -60,5 +60,8 @@ void session_delay_tick(struct worker *w);
  * message (the input that waited is fed). */
 void session_commit(struct worker *w, struct conn *c);
 void session_resume(struct worker *w, struct conn *c);
+/* The filters took the body that waited (io/milter_stream): streams, pauses
+ * or resumes <c>'s input as its content stands. */
+void session_content_flow(struct worker *w, struct conn *c);
 
 #endif

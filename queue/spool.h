@@ -109,6 +109,11 @@ struct spool_env {
 	/* Held by a content filter (quarantine), with its reason: spooled,
 	 * never delivered, listed "held" until deleted. NULL: not held. */
 	const char *quarantine;
+	/* > 0: the envelope ends with a line "pad ....\n" of exactly <pad>
+	 * octets (at least 5), which readers skip: a writer that placed the
+	 * body before it knew the header block's length (io/milter_stream.c)
+	 * fills the gap with it. */
+	size_t pad;
 };
 
 /* A record read back: views into the reader's memory, valid during the

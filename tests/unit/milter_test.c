@@ -499,6 +499,47 @@ Test(milter, message_written_back_byte_exact)
 	}
 }
 
+/* The header block's end found on any prefix of the content is where
+ * milter_msg_load() puts the body (after a Received: header), and a prefix
+ * that cannot tell says so. */
+Test(milter, header_end_found_on_any_prefix_as_the_load_finds_it)
+{
+	static const char *const texts[] = {
+	    msg_text,
+	    "Subject: no body\r\n",
+	    "Subject: empty body\r\n\r\n",
+	    "Subject: a\r\n folded\r\nX: y\r\n\r\nbody\r\n\r\nmore\r\n",
+	    "not a header line\r\nSubject: x\r\n",
+	    "Subject: x\r\n: no name\r\nbody\r\n",
+	    "From mbox line\r\n\r\nx\r\n",
+	    "",
+	    " leading fold\r\n\r\nb\r\n",
+	    "\r\nbody only\r\n",
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		const char *t = texts[i];
+		size_t n = strlen(t), want, got;
+		struct milter_msg msg = {0};
+		struct buf all = BUF_INIT;
+
+		buf_append_str(&all, "Received: x\r\n");
+		buf_append(&all, t, n);
+		cr_assert_eq(milter_msg_load(&msg, all.p, all.len, SV(""), "", 0, 0), 0);
+		want = msg.hdrs.len - 13 + (msg.has_sep ? 2 : 0);
+		cr_assert_eq(milter_hdr_end(t, n, true, &got), 1);
+		cr_assert_eq(got, want, "case %zu: %zu, the load %zu", i, got, want);
+		for (size_t k = 0; k <= n; k++) {
+			size_t h = 0;
+
+			if (milter_hdr_end(t, k, false, &h))
+				cr_assert_eq(h, want, "case %zu at %zu: %zu, not %zu", i, k, h,
+				             want);
+		}
+		buf_free(&all);
+		milter_msg_fini(&msg);
+	}
+}
+
 Test(milter, fields_as_sent_to_a_filter)
 {
 	struct milter_msg msg;

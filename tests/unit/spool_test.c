@@ -343,6 +343,43 @@ Test(spool, rec_open_then_seal_writes_what_build_writes)
 	buf_free(&scratch);
 }
 
+/* A pad line makes the envelope exactly as long as asked, every reader
+ * skips it, and a pad too short to be a line is refused. */
+Test(spool, pad_fills_the_envelope_to_the_octet_and_is_skipped)
+{
+	struct spool_env e = env_n("Q8");
+	struct buf plain = BUF_INIT, rec = BUF_INIT, scratch = BUF_INIT;
+	struct spool_msg m;
+	size_t pads[] = {5, 6, 70, 129, 4000};
+
+	cr_assert_eq(spool_rec_open(&plain, &e), 0);
+	for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++) {
+		size_t env_len;
+
+		e.pad = pads[i];
+		rec.len = 0;
+		cr_assert_eq(spool_rec_open(&rec, &e), 0);
+		cr_assert_eq(rec.len, plain.len + pads[i], "pad %zu", pads[i]);
+		env_len = rec.len - SPOOL_HDR_LEN;
+		cr_assert_eq(spool_rec_seal(rec.p, env_len, sizeof(body1) - 1,
+		                            crc32c(crc32c(0, rec.p + SPOOL_HDR_LEN, env_len), body1,
+		                                   sizeof(body1) - 1)),
+		             0);
+		cr_assert_eq(buf_append(&rec, body1, sizeof(body1) - 1), 0);
+		cr_assert_eq(spool_rec_parse(rec.p, rec.len, &m, &scratch), 0);
+		cr_assert_str_eq(m.qid, "Q8");
+		cr_assert_eq(m.nrcpt, 2);
+		cr_assert_str_eq(m.quarantine, "");
+		cr_assert_eq(m.body_len, sizeof(body1) - 1);
+	}
+	e.pad = 4;
+	rec.len = 0;
+	cr_assert_eq(spool_rec_open(&rec, &e), -EINVAL);
+	buf_free(&plain);
+	buf_free(&rec);
+	buf_free(&scratch);
+}
+
 Test(spool, rec_open_refuses_what_build_refuses)
 {
 	struct spool_env e = env_n("Q\n1");
