@@ -188,7 +188,10 @@ struct conf {
 	unsigned nmilters;
 	unsigned milter_timeout; /* seconds: connect, each reply, end of message */
 	enum conf_milter_action milter_default_action;
-	const char *user; /* --user: drop root for this user after binding; NULL: stay */
+	const char *milter_protocol; /* --milter-protocol as given ("6", "2 no_header_reply") */
+	unsigned milter_version;     /* its version: 2, 3, 4 or 6 */
+	bool milter_no_header_reply; /* no_header_reply: offer SMFIP_NR_HDR below version 6 */
+	const char *user;            /* --user: drop root for this user after binding; NULL: stay */
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);
 	 * addrlen 0: no metrics server (the default). */
 	struct conf_listen metrics_listen;

@@ -167,6 +167,7 @@ static struct mfilt *mf_new(struct worker *w, struct mchain *ch, unsigned idx)
 	f->ch = ch;
 	f->idx = idx;
 	milter_init(&f->m, MF_ACTIONS, MILTER_P_OFFER);
+	milter_set_version(&f->m, w->g->conf->milter_version, w->g->conf->milter_no_header_reply);
 	f->next = w->mfilts;
 	if (w->mfilts)
 		w->mfilts->prev = f;

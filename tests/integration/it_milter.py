@@ -638,6 +638,44 @@ def answer_until(s, stop_cmd):
         s.sendall(pkt(b"c"))
 
 
+def test_protocol_version_2():
+    """--milter-protocol 2: version 2 offered with its steps and actions only
+    (Postfix's masks), no DATA step sent, the filter's header added."""
+    seen = []
+
+    def v2(s):
+        cmd, data = read_pkt(s)
+        assert cmd == b"O"
+        seen.append(struct.unpack(">III", data[:12]))
+        s.sendall(pkt(b"O", struct.pack(">III", 2, 0x01, 0)))
+        while True:
+            cmd, _ = read_pkt(s)
+            seen.append(cmd)
+            if cmd == b"Q":
+                return
+            if cmd in (b"D", b"A"):
+                continue
+            if cmd == b"E":
+                s.sendall(pkt(b"h", b"X-V2\0yes\0"))
+            s.sendall(pkt(b"c"))
+
+    f = FakeFilter(v2)
+    try:
+        with NextHop() as hop, Gateway("--milter", f.spec, "--milter-protocol", "2",
+                                       "--relay-to", hop.spec) as gw:
+            c = smtp(gw)
+            r = send(c, "a@example.org", ["b@example.com"], msg("v2", "none"))
+            assert r[-1][0] == 250, (r, gw.log()[-1500:])
+            c.cmd("QUIT")
+            m = hop_msg(hop, "v2")
+            assert m.content.endswith(b"X-V2: yes\r\n\r\nbody line\r\n"), m.content
+            assert wait_until(lambda: b"Q" in seen, 5), seen
+            assert seen[0] == (2, 0x3f, 0x7f), seen[0]
+            assert b"T" not in seen and b"M" in seen and b"E" in seen, seen
+    finally:
+        f.close()
+
+
 def test_broken_filters():
     def too_long(s):
         optneg(s)
