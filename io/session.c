@@ -801,7 +801,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	if (err == 0) {
 		size_t it = 0;
 
-		if (r->segno >= 0 && !c->quarantine) /* a held one stays in the spool */
+		if (r->segno >= 0) /* a quarantined one: held by the relay (control_held()) */
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));

@@ -407,11 +407,17 @@ def test_quarantine():
             # held across a restart too, never delivered
             gw.stop()
             gw.start()
-            assert wait_until(lambda: "held (held by the test filter)" in gw.log(), 10), \
+            assert wait_until(lambda: "quarantined (held by the test filter)" in gw.log(), 10), \
                 gw.log()[-1500:]
             time.sleep(2)
             assert [m for m in hop.messages() if b"Subject: held" in m.content] == []
             assert gw.count() == 1
+            # a held message like any `ringmx queue hold`: released, it goes
+            qid = lines[0].split()[0]
+            assert qid in gw.queue("release", qid), gw.log()[-1500:]
+            hop_msg(hop, "held")
+            assert wait_until(lambda: gw.count() == 0, 10)
+            assert f"id={qid} released by the operator" in gw.log()
 
 
 # ------------------------------------------- streaming, spilled messages

@@ -2961,6 +2961,51 @@ Test(spool, recover_keeps_the_holds_of_pending_messages_only)
 	rm_dir(dir);
 }
 
+/* A message a content filter quarantined is held like one the operator
+ * held: listed held with its reason, until a release (a hold record) lets
+ * it go; recovery keeps that release (the envelope would hold it again),
+ * and a hold after it holds it again. */
+Test(spool, quarantined_message_is_held_until_released)
+{
+	char *dir = tmp_dir(), *s;
+	char name[64];
+	struct spool_env e = env_n("Q0");
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	struct spool_recovery r;
+	time_t now = 1700000000 + 60;
+	int fd, ret;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	e.quarantine = "spam \"score\" 20";
+	seg_append(fd, &e, &b, 1);
+	e.qid = "Q1";
+	e.quarantine = NULL;
+	seg_append(fd, &e, &b, 1);
+	close(fd);
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " held reason=\"spam \\\"score\\\" 20\"\n"), "%s",
+	                   s);
+	cr_expect_not_null(strstr(s, "Q1" RCPTS " active\n"), "%s", s);
+	free(s);
+	hold(dir, 10, "Q0", 100, false);
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " active\n"), "%s", s);
+	free(s);
+	cr_assert_eq(spool_recover(dir, 0x100, NULL, NULL, &r), 0);
+	cr_expect_eq(r.held, 0);
+	cr_expect_eq(count_files(dir, "hold-"), 1); /* the release, kept */
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " active\n"), "%s", s);
+	free(s);
+	hold(dir, 0x200, "Q0", 101, true);
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " held reason="), "%s", s);
+	free(s);
+	rm_dir(dir);
+}
+
 static char *report(const char *dir, const struct spool_select *sel, enum spool_report_kind k)
 {
 	char *s = NULL;
