@@ -626,6 +626,9 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 		head = stream_spilled_head(w, ch);
 		if (head) {
 			spill_abort(w, &c->sp);
+			buf_reset(&c->rec,
+			          OUT_KEEP); /* (the next message builds its record there) */
+			buf_reset(&c->rcvd, OUT_KEEP);
 			c->quarantine = NULL;
 			smtp_session_msg_reply(&c->s, head);
 			session_resume(w, c);

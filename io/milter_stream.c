@@ -55,6 +55,7 @@
 
 #define STREAM_PEND_MAX (2u * MILTER_CHUNK) /* body octets waiting for the filter: pause */
 #define STREAM_HDR_ROOM (32u << 10)         /* room for the filters' header changes */
+#define STREAM_HDR_MAX  (256u << 10)        /* header block held, at most (the pad's bound) */
 
 static bool stale(const struct mchain *ch)
 {
@@ -166,6 +167,8 @@ void milter_stream(struct worker *w, struct conn *c, size_t hdr_max)
 			stream_kick(w, ch); /* (a write it waited for is done) */
 		return;
 	}
+	if (hdr_max > STREAM_HDR_MAX)
+		hdr_max = STREAM_HDR_MAX;
 	if (!ch->hdr_done) {
 		if (ch->op != MC_NONE ||
 		    !milter_hdr_end(tx->body.p, tx->body.len, tx->body.len >= hdr_max, &hlen))

@@ -445,6 +445,7 @@ void session_commit(struct worker *w, struct conn *c)
 	body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
 	body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
 	c->msg_size = c->rcvd.len + c->s.tx.body.len;
+	buf_reset(&c->rec, OUT_KEEP); /* spool_rec_build() appends */
 	if (!err)
 		err = spool_rec_build(&c->rec, &env, body, 2);
 	c->cr = (struct commit_rec){

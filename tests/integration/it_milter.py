@@ -682,6 +682,41 @@ def test_protocol_version_2():
         f.close()
 
 
+def test_spilled_header_changes_past_the_room():
+    """A filter adding more than the room before a streamed body (32 KB of
+    header): 451 4.3.0, logged, nothing spooled, no segment left; a small
+    message with the same change goes through (it is written whole), its
+    record sound (the refused one's head left nothing behind)."""
+    def big_header(s):
+        optneg(s, actions=0x01)
+        while True:
+            cmd, _ = read_pkt(s)
+            if cmd == b"Q":
+                return
+            if cmd in (b"D", b"A"):
+                continue
+            if cmd == b"E":
+                s.sendall(pkt(b"h", b"X-Big\0" + b"v" * 40000 + b"\0"))
+            s.sendall(pkt(b"c"))
+
+    f = FakeFilter(big_header)
+    try:
+        with Gateway("--milter", f.spec, "--data-buffer", "64k") as gw:
+            c = smtp(gw)
+            r = send(c, "a@example.org", ["b@example.com"],
+                     msg("room", "none", body=body_lines(3000, "r")))
+            assert r[-1][0] == 451 and "4.3.0" in r[-1][1], (r, gw.log()[-1500:])
+            assert "do not fit the room before the body" in gw.log()
+            r = send(c, "a@example.org", ["b@example.com"], msg("small", "none"))
+            assert r[-1][0] == 250, r
+            c.cmd("QUIT")
+            assert gw.count() == 1, (gw.queue(), os.listdir(gw.spool))
+            segs = [n for n in os.listdir(gw.spool) if n.startswith("seg-")]
+            assert len(segs) == 1, segs
+    finally:
+        f.close()
+
+
 def test_broken_filters():
     def too_long(s):
         optneg(s)
