@@ -92,6 +92,12 @@ static int stream_feed(struct mchain *ch, const struct smtp_tx *tx)
 		return 0; /* nothing new (or the content was dropped: refused at its end) */
 	from = (size_t)(ch->fed - tx->body_taken);
 	ch->fed = end;
+	if (!ch->live) {
+		/* Nobody takes the body as it comes (the filter at the message
+		 * left it out, skipped it, or the chain answered): none kept. */
+		ch->live_off = true;
+		buf_reset(&ch->pend, 0);
+	}
 	if (ch->live_off)
 		return 0;
 	return buf_append(&ch->pend, tx->body.p + from, tx->body.len - from);
@@ -366,8 +372,13 @@ enum mf_step mf_body_step(struct worker *w, struct mfilt *f)
 		ch->rbuf.len = k;
 		return MS_WAIT;
 	}
-	/* The end of message, once the content is complete. */
-	stream_leave(ch, f);
+	/* The end of message, once the content is complete. It stays the
+	 * chain's filter until then: the body that comes is nobody's. */
+	if (ch->live == f) {
+		ch->live = NULL;
+		ch->live_off = true;
+		buf_reset(&ch->pend, 0);
+	}
 	if (!ch->data_end)
 		return MS_WAIT;
 	f->phase = MP_EOM;
