@@ -408,6 +408,18 @@ void milter_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		chain_next(w, ch, MS_STOP);
 		return;
 	}
+	/* A chunk that ends where the disk does takes the tail's start, so
+	 * that the chunks are full ones however the writes fell. */
+	if (ch->rbuf.len < MILTER_CHUNK && f->body_off + ch->rbuf.len == ch->disk_len) {
+		size_t k = MILTER_CHUNK - ch->rbuf.len;
+
+		if (k > ch->c->s.tx.body.len)
+			k = ch->c->s.tx.body.len;
+		if (buf_append(&ch->rbuf, ch->c->s.tx.body.p, k)) {
+			chain_next(w, ch, mf_fail(w, f, "out of memory"));
+			return;
+		}
+	}
 	r = body_send(w, f, ch->rbuf.p, ch->rbuf.len);
 	if (r == MS_NEXT)
 		r = mf_body_step(w, f);

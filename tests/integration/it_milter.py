@@ -417,7 +417,7 @@ def test_quarantine():
             assert qid in gw.queue("release", qid), gw.log()[-1500:]
             hop_msg(hop, "held")
             assert wait_until(lambda: gw.count() == 0, 10)
-            assert f"id={qid} released by the operator" in gw.log()
+            assert wait_until(lambda: f"id={qid} released by the operator" in gw.log(), 5)
 
 
 # ------------------------------------------- streaming, spilled messages
@@ -706,13 +706,14 @@ def test_spilled_header_changes_past_the_room():
             r = send(c, "a@example.org", ["b@example.com"],
                      msg("room", "none", body=body_lines(3000, "r")))
             assert r[-1][0] == 451 and "4.3.0" in r[-1][1], (r, gw.log()[-1500:])
-            assert "do not fit the room before the body" in gw.log()
+            assert wait_until(lambda: "do not fit the room before the body" in gw.log(), 5)
             r = send(c, "a@example.org", ["b@example.com"], msg("small", "none"))
             assert r[-1][0] == 250, r
             c.cmd("QUIT")
             assert gw.count() == 1, (gw.queue(), os.listdir(gw.spool))
-            segs = [n for n in os.listdir(gw.spool) if n.startswith("seg-")]
-            assert len(segs) == 1, segs
+            assert wait_until(lambda: len([n for n in os.listdir(gw.spool)
+                                           if n.startswith("seg-")]) == 1, 5), \
+                os.listdir(gw.spool)
     finally:
         f.close()
 
