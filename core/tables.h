@@ -34,6 +34,13 @@ struct tables {
 	bool has_tls;
 	void *tls;
 	void (*tls_free)(void *tls);
+	/* A reload's --milter targets, resolved (io's struct milter_target,
+	 * <nmilters> of them, one allocation freed with free()); <has_milters>
+	 * false: the gateway's startup ones apply. A session's filters are
+	 * those of the snapshot its first transaction with filters had. */
+	bool has_milters;
+	void *milters;
+	unsigned nmilters;
 };
 
 /* Reads the domains and recipient files <c> names, as conf_parse() took

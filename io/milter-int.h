@@ -55,7 +55,10 @@ struct mchain;
 struct mfilt {
 	struct ring_conn rc; /* first: user_data names both */
 	struct milter m;
-	struct mchain *ch; /* NULL once the session is gone (closing) */
+	const struct milter_target *t; /* its address, in <snap> or the gateway's */
+	const struct conf *cf;         /* its timeout, default action, protocol */
+	struct tables *snap;           /* held while it lives; NULL: the startup ones */
+	struct mchain *ch;             /* NULL once the session is gone (closing) */
 	struct worker *w;
 	unsigned idx; /* its --milter */
 	enum mf_state st;
@@ -73,6 +76,9 @@ struct mfilt {
 struct mchain {
 	struct conn *c;
 	unsigned n;
+	const struct milter_target *targets; /* <n> of them: the session's filters */
+	const struct conf *mcf;              /* the options they run under */
+	struct tables *snap;                 /* the reload's snapshot they are in, held */
 	struct mfilt *f[CONF_MAX_MILTERS];
 	enum mc_op op;
 	unsigned cur;     /* the filter the operation is at */

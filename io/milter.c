@@ -44,7 +44,7 @@
 
 const char *mf_name(const struct mfilt *f)
 {
-	return f->w->g->milters[f->idx].text;
+	return f->t->text;
 }
 
 static void mf_maybe_free(struct mfilt *f)
@@ -62,6 +62,7 @@ static void mf_maybe_free(struct mfilt *f)
 	conn_fini(&f->rc);
 	milter_fini(&f->m);
 	buf_free(&f->refuse);
+	tables_unref(f->snap); /* (its address and options were in it) */
 	free(f);
 }
 
@@ -79,7 +80,7 @@ static void chain_finish(struct worker *w, struct mchain *ch);
  * the session. Returns what that makes of the operation at <f>. */
 static enum mf_step mf_fail_as(struct worker *w, struct mfilt *f, const char *why, bool running)
 {
-	enum conf_milter_action a = w->g->conf->milter_default_action;
+	enum conf_milter_action a = f->cf->milter_default_action;
 	struct mchain *ch = f->ch;
 
 	if (f->st == MF_CONNECTING) {
@@ -132,13 +133,13 @@ enum mf_step mf_sent(struct worker *w, struct mfilt *f, int r)
 	mf_flush(w, f);
 	if (r == 0)
 		return MS_NEXT;
-	f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000;
+	f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000;
 	return MS_WAIT;
 }
 
 static void mf_connect(struct worker *w, struct mfilt *f)
 {
-	const struct milter_target *t = &w->g->milters[f->idx];
+	const struct milter_target *t = f->t;
 	struct io_uring_sqe *sqe;
 	int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -150,7 +151,7 @@ static void mf_connect(struct worker *w, struct mfilt *f)
 	f->st = MF_CONNECTING;
 	f->rc.flags |= RCONN_SEND;
 	f->rc.inflight++;
-	f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000;
+	f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000;
 	sqe = ring_sqe(&w->ring);
 	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&t->addr, t->addrlen);
 	io_uring_sqe_set_data64(sqe, UD(f, UD_MILTER_CONNECT));
@@ -166,8 +167,11 @@ static struct mfilt *mf_new(struct worker *w, struct mchain *ch, unsigned idx)
 	f->w = w;
 	f->ch = ch;
 	f->idx = idx;
+	f->t = &ch->targets[idx];
+	f->cf = ch->mcf;
+	f->snap = ch->snap ? tables_ref(ch->snap) : NULL;
 	milter_init(&f->m, MF_ACTIONS, MILTER_P_OFFER);
-	milter_set_version(&f->m, w->g->conf->milter_version, w->g->conf->milter_no_header_reply);
+	milter_set_version(&f->m, f->cf->milter_version, f->cf->milter_no_header_reply);
 	f->next = w->mfilts;
 	if (w->mfilts)
 		w->mfilts->prev = f;
@@ -323,7 +327,7 @@ static enum mf_step mf_msg_next(struct worker *w, struct mfilt *f)
 static enum mf_step mf_begin(struct worker *w, struct mfilt *f)
 {
 	struct mchain *ch = f->ch;
-	enum conf_milter_action a = w->g->conf->milter_default_action;
+	enum conf_milter_action a = f->cf->milter_default_action;
 
 	switch (f->st) {
 	case MF_SKIP:
@@ -547,7 +551,7 @@ static void chain_log(struct worker *w, struct mchain *ch, enum mc_op op, const 
 {
 	struct conn *c = ch->c;
 
-	LOGI("milter: %s: id=%s client=[%s] %s: %s", w->g->milters[ch->refused_by].text,
+	LOGI("milter: %s: id=%s client=[%s] %s: %s", ch->targets[ch->refused_by].text,
 	     op == MC_MSG ? c->qid : "-", c->s.peer.addr, what, buf_cstr(&ch->reply));
 }
 
@@ -649,6 +653,7 @@ void chain_free(struct mchain *ch)
 	buf_free(&ch->rbuf);
 	buf_free(&ch->reply);
 	buf_free(&ch->tmp);
+	tables_unref(ch->snap);
 	free(ch);
 }
 
@@ -662,7 +667,19 @@ static struct mchain *chain_of(struct worker *w, struct conn *c)
 	if (!ch)
 		return NULL;
 	ch->c = c;
-	ch->n = w->g->nmilters;
+	/* The filters of the session's snapshot (a reload's), else the
+	 * startup ones; kept for the session: a reload changes the filters of
+	 * the sessions that start after it. */
+	if (c->s.tables && c->s.tables->has_milters) {
+		ch->snap = tables_ref(c->s.tables);
+		ch->targets = ch->snap->milters;
+		ch->n = ch->snap->nmilters;
+		ch->mcf = ch->snap->conf;
+	} else {
+		ch->targets = w->g->milters;
+		ch->n = w->g->nmilters;
+		ch->mcf = w->g->conf;
+	}
 	for (unsigned i = 0; i < ch->n; i++) {
 		ch->f[i] = mf_new(w, ch, i);
 		if (!ch->f[i]) {
@@ -670,6 +687,7 @@ static struct mchain *chain_of(struct worker *w, struct conn *c)
 				ch->f[k]->ch = NULL;
 				mf_maybe_free(ch->f[k]);
 			}
+			tables_unref(ch->snap);
 			free(ch);
 			return NULL;
 		}
@@ -717,10 +735,8 @@ bool milter_message(struct worker *w, struct conn *c)
 {
 	struct mchain *ch = c->mch;
 
-	if (!w->g->nmilters)
-		return false;
-	if (!ch)
-		return false; /* (never: MAIL made the chain) */
+	if (!c->s.cf->filters || !ch)
+		return false; /* no filters for this transaction (MAIL made the chain) */
 	return stream_message_end(w, ch);
 }
 
@@ -790,7 +806,7 @@ void milter_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		mf_fail_async(w, f, why);
 		return;
 	}
-	if (w->g->milters[f->idx].addr.ss_family != AF_UNIX)
+	if (f->t->addr.ss_family != AF_UNIX)
 		setsockopt(f->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_arm_recv(&w->ring, &f->rc);
 	f->st = MF_OPEN; /* for sending; negotiated at MP_OPTNEG's answer */
@@ -834,7 +850,7 @@ void milter_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	int err;
 
 	if (cqe->res > 0)
-		f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000; /* progress */
+		f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000; /* progress */
 	switch (conn_on_recv(&w->ring, &f->rc, cqe, mf_on_input, f, &err)) {
 	case CONN_RX_CLOSING:
 		mf_maybe_free(f);
@@ -895,7 +911,7 @@ void milter_tick(struct worker *w)
 				continue;
 			snprintf(why, sizeof(why), "no %s in %us",
 			         f->st == MF_CONNECTING ? "connection" : "reply",
-			         w->g->conf->milter_timeout);
+			         f->cf->milter_timeout);
 			mf_fail_async(w, f, why);
 			again = true;
 			break;

@@ -21,6 +21,9 @@
 /* Resolves the --milter addresses of <cf> into g->milters. Returns 0 or
  * -EINVAL with a line in <err>. Main thread, at start. */
 int milter_targets_resolve(struct gateway *g, const struct conf *cf, char *err, size_t errlen);
+/* The same into <v> (cf->nmilters of them): a reload's (io/reload, main
+ * thread), kept in its snapshot. */
+int milter_targets_load(struct milter_target *v, const struct conf *cf, char *err, size_t errlen);
 
 /* <c> raised SMTP_ACT_FILTER (a MAIL or RCPT): runs it through the
  * filters; their answer goes to smtp_session_filter_done() and the session

@@ -192,7 +192,8 @@ void milter_stream(struct worker *w, struct conn *c, size_t hdr_max)
 
 bool milter_stream_hold(const struct worker *w, const struct conn *c)
 {
-	return w->g->nmilters && (!c->mch || !c->mch->hdr_done);
+	(void)w;
+	return c->s.cf->filters && (!c->mch || !c->mch->hdr_done);
 }
 
 bool milter_stream_full(const struct conn *c)

@@ -235,7 +235,7 @@ static void content_flow(struct worker *w, struct conn *c)
 	    (tx->body.len >= chunk_size(cf) || over) &&
 	    (!spill_active(&c->sp) || spill_buf(&c->sp))) {
 		if (!spill_active(&c->sp))
-			err = w->g->nmilters ? milter_stream_spill(w, c) : stream_open(w, c);
+			err = c->s.cf->filters ? milter_stream_spill(w, c) : stream_open(w, c);
 		if (err < 0) {
 			if (err != -EAGAIN) /* (-EAGAIN: when the last segment is done) */
 				smtp_session_body_fail(&c->s);

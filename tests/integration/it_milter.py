@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-from rmx import Checks, Gateway, QUEUED, free_port
+from rmx import RINGMX, Checks, Gateway, QUEUED, free_port
 from nexthop import HAVE_AIOSMTPD, NextHop
 
 TESTMILTER = os.environ.get("RMX_TESTMILTER") or os.path.join(
@@ -716,6 +716,58 @@ def test_spilled_header_changes_past_the_room():
                 os.listdir(gw.spool)
     finally:
         f.close()
+
+
+def test_reload_changes_the_filters_of_new_sessions():
+    """--milter and its options reload live: sessions that start after a
+    reload use the new filters, one in progress keeps its own; a reload
+    that cannot resolve a filter changes nothing; none after a reload: no
+    filter."""
+    def reload(gw, ok=True):
+        r = subprocess.run([RINGMX, "reload", "--spool",
+                            gw.spool], capture_output=True, text=True, timeout=30)
+        assert r.returncode == (0 if ok else 1), r.stdout + r.stderr
+        return r.stdout
+
+    def write(path, text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.rename(path + ".new", path)
+
+    def chains(tag):
+        return re.findall(rb"X-Chain-(\w+):", hop_msg(hop, tag).content)
+
+    with NextHop() as hop, Filter("-c", "-n", "a") as fa, Filter("-c", "-n", "b") as fb:
+        tmp = tempfile.mkdtemp(prefix="rmx-milter-conf-")
+        path = os.path.join(tmp, "ringmx.conf")
+        write(path, f"milter = {fa.spec}\n")
+        try:
+            with Gateway("--config", path, "--relay-to", hop.spec) as gw:
+                old = smtp(gw)
+                assert send(old, "a@example.org", ["b@example.com"], msg("r1", "-"))[-1][0] == 250
+                assert chains("r1") == [b"a"]
+                write(path, f"milter = {fb.spec}\nmilter-timeout = 5\n")
+                out = reload(gw)
+                assert "changed: milter, milter-timeout" in out, out
+                assert send(old, "a@example.org", ["b@example.com"], msg("r2", "-"))[-1][0] == 250
+                assert chains("r2") == [b"a"]  # the session in progress keeps its filter
+                new = smtp(gw)
+                assert send(new, "a@example.org", ["b@example.com"], msg("r3", "-"))[-1][0] == 250
+                assert chains("r3") == [b"b"]
+                write(path, "milter = inet:no-such-host.invalid:1\n")
+                assert "failed, nothing changed" in reload(gw, ok=False)
+                new2 = smtp(gw)
+                assert send(new2, "a@example.org", ["b@example.com"], msg("r4", "-"))[-1][0] == 250
+                assert chains("r4") == [b"b"]
+                write(path, "")
+                assert "changed: milter, milter-timeout" in reload(gw)
+                new3 = smtp(gw)
+                assert send(new3, "a@example.org", ["b@example.com"], msg("r5", "-"))[-1][0] == 250
+                assert chains("r5") == []
+                for c in (old, new, new2, new3):
+                    c.cmd("QUIT")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_broken_filters():
