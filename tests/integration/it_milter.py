@@ -550,6 +550,29 @@ def test_filter_killed_mid_body():
         assert hop.messages() == []
 
 
+def test_gateway_killed_mid_body():
+    """The gateway dies (SIGKILL) while a large message streams to the
+    filter and into its segment: after the restart recovery finds nothing
+    to deliver (the segment's head was never written) and removes it."""
+    head = b"Subject: crash\r\nX-Test: addheader\r\n\r\n"
+    with Filter(chunk_log=True) as f:
+        gw = Gateway("--milter", f.spec, "--data-buffer", "64k")
+        with gw:
+            c = smtp(gw)
+            begin_data(c)
+            c.send(stuffed(head + body_lines(5000, "c")))
+            assert wait_until(lambda: f.chunks()[0], 10), gw.log()[-1500:]
+            assert wait_until(lambda: any(n.startswith("seg-") for n in os.listdir(gw.spool)),
+                              5)
+            gw.proc.kill()
+            gw.proc.wait(10)
+            c.close()
+            gw.start()
+            assert gw.count() == 0
+            assert not [n for n in os.listdir(gw.spool) if n.startswith("seg-")], \
+                os.listdir(gw.spool)
+
+
 def test_bdat_reset_while_streaming():
     """A BDAT message reset (RSET) after its header block went to the filter:
     the filter hears ABORT, the next message goes through."""
