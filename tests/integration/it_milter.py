@@ -13,8 +13,18 @@ change and delete a header, change the sender, add and delete a
 recipient, replace the body), the macros the filter saw, body chunks of 64
 KB at most and SKIP, two filters in a chain (the second sees the first
 one's changes), a filter down, killed, too slow or broken: the default
-action (451 4.7.1 and nothing spooled; accept and reject too), and a
-filter asking for quarantine (not offered): the default action.
+action (451 4.7.1 and nothing spooled; accept and reject too), a
+quarantined message held in the queue's hold state and released.
+
+Streaming: the body reaches the filter (its chunk log, rmx_testmilter -l)
+before the client sent the end of data; a 3 MB message streamed to two
+chained filters and into its segment, their header, envelope and body
+changes byte-exact at the next hop (the second filter reads the body back
+from the segment); header changes too large for the room before a streamed
+body: 451 4.3.0; a filter killed mid-body: 451 4.7.1, no segment left;
+the gateway killed mid-body: nothing after the restart; a BDAT message
+reset while it streams. --milter-protocol 2 as a fake filter sees it; the
+filters changed by a reload for new sessions only.
 
 Every wait is bounded. Exit 77 (skipped) without rmx_testmilter or aiosmtpd."""
 import os
