@@ -109,6 +109,7 @@ enum conf_opt {
 	OPT_MILTER,
 	OPT_MILTER_TIMEOUT,
 	OPT_MILTER_DEFAULT_ACTION,
+	OPT_MILTER_PROTOCOL,
 	OPT_LOG_FORMAT,
 	OPT_LIMITS_REDIS,
 	OPT_LIMITS_REDIS_TIMEOUT,
@@ -506,6 +507,43 @@ static int set_milter(struct conf *c, const struct conf_key *k, const char *arg,
 	return CONF_OK;
 }
 
+/* Postfix's milter_protocol: a version (2, 3, 4 or 6) and the extension
+ * no_header_reply, separated by spaces or commas, in any order. */
+static int set_milter_protocol(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                               size_t errlen)
+{
+	unsigned version = 0;
+	bool nhr = false;
+	const char *p = arg;
+
+	while (*p) {
+		size_t n;
+
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		n = strcspn(p, " ,\t");
+		if (!n)
+			break;
+		if (n == 1 && strchr("2346", *p) && !version)
+			version = (unsigned)(*p - '0');
+		else if (n == 15 && !strncmp(p, "no_header_reply", 15))
+			nhr = true;
+		else
+			return conf_err(err, errlen,
+			                "--%s: '%.*s': a version (2, 3, 4 or 6), once, and "
+			                "optionally no_header_reply",
+			                k->name, CONF_SHOW_MAX, arg);
+		p += n;
+	}
+	if (!version)
+		return conf_err(err, errlen, "--%s: '%.*s': no protocol version (2, 3, 4 or 6)",
+		                k->name, CONF_SHOW_MAX, arg);
+	c->milter_protocol = arg;
+	c->milter_version = version;
+	c->milter_no_header_reply = nhr;
+	return CONF_OK;
+}
+
 int conf_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
 {
 	const char *colon = strrchr(s, ':'), *h = s;
@@ -867,14 +905,17 @@ const struct conf_key conf_keys[] = {
           "connect and reply timeout to a next hop", NULL),
     ENUMK("relay-tls", OPT_RELAY_TLS, relay_tls, false, w_rtls, L, "none|may|encrypt", "may", NULL,
           "STARTTLS to next hops: never, when offered, required", NULL),
-    LISTK("milter", OPT_MILTER, set_milter, RS, "ADDR", NULL, "",
+    LISTK("milter", OPT_MILTER, set_milter, RS | L, "ADDR", NULL, "",
           "content filter before the 250: inet:HOST:PORT or unix:PATH;",
-          "milter protocol 6; repeatable, applied in order (default: none)"),
-    UINTK("milter-timeout", OPT_MILTER_TIMEOUT, milter_timeout, 1, 3600, 0, "SECONDS", "30", NULL,
+          "repeatable, applied in order (default: none)"),
+    UINTK("milter-timeout", OPT_MILTER_TIMEOUT, milter_timeout, 1, 3600, L, "SECONDS", "30", NULL,
           "a filter's connect, each reply, end of message", NULL),
     ENUMK("milter-default-action", OPT_MILTER_DEFAULT_ACTION, milter_default_action, false,
-          w_milter, 0, "A", "tempfail", "", "a filter down or broken: tempfail (451 4.7.1),",
+          w_milter, L, "A", "tempfail", "", "a filter down or broken: tempfail (451 4.7.1),",
           "accept or reject (550 5.7.1) (default: tempfail)"),
+    STRK("milter-protocol", OPT_MILTER_PROTOCOL, milter_protocol, set_milter_protocol, L, "V", "6",
+         NULL, "milter protocol version offered: 2, 3, 4 or 6,",
+         "and no_header_reply (as Postfix's milter_protocol)"),
     LISTK("dns-server", OPT_DNS_SERVER, set_dns_server, RS, "ADDR[:PORT]", NULL, "",
           "DNS server to ask instead of /etc/resolv.conf's; repeatable",
           "numeric, port 53 unless given (default: the system's)"),

@@ -216,7 +216,10 @@ struct conf {
 	bool reject_unknown_client_hostname; /* no FCrDNS name: 450 4.7.25 */
 	bool reject_unknown_sender_domain;   /* MAIL FROM domain without MX/A/AAAA: 550/450 */
 	enum conf_milter_action milter_default_action;
-	const char *user; /* --user: drop root for this user after binding; NULL: stay */
+	const char *milter_protocol; /* --milter-protocol as given ("6", "2 no_header_reply") */
+	unsigned milter_version;     /* its version: 2, 3, 4 or 6 */
+	bool milter_no_header_reply; /* no_header_reply: offer SMFIP_NR_HDR below version 6 */
+	const char *user;            /* --user: drop root for this user after binding; NULL: stay */
 	/* --metrics-listen: where GET /metrics is served (io/metrics.c);
 	 * addrlen 0: no metrics server (the default). */
 	struct conf_listen metrics_listen;

@@ -57,6 +57,37 @@ void milter_init(struct milter *m, uint32_t actions, uint32_t proto)
 	memset(m, 0, sizeof(*m));
 	m->offer_actions = actions & MILTER_A_ALL;
 	m->offer_proto = proto & MILTER_P_OFFER;
+	m->offer_version = MILTER_VERSION;
+}
+
+int milter_set_version(struct milter *m, uint32_t version, bool no_header_reply)
+{
+	uint32_t steps;
+
+	switch (version) {
+	case 2:
+		steps = MILTER_P_V2;
+		break;
+	case 3:
+		steps = MILTER_P_V3;
+		break;
+	case 4:
+		steps = MILTER_P_V4;
+		break;
+	case 6:
+		m->offer_version = 6;
+		m->absent = 0;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+	if (no_header_reply)
+		steps |= MILTER_P_NR_HDR;
+	m->offer_version = version;
+	m->offer_proto &= steps;
+	m->offer_actions &= MILTER_A_V2;
+	m->absent = MILTER_P_NOSENDS & ~steps;
+	return 0;
 }
 
 void milter_fini(struct milter *m)
@@ -125,7 +156,7 @@ int milter_send_optneg(struct milter *m)
 
 	if (at < 0)
 		return -1;
-	put32(v, MILTER_VERSION);
+	put32(v, m->offer_version);
 	put32(v + 4, m->offer_actions);
 	put32(v + 8, m->offer_proto);
 	if (buf_append(&m->out, v, sizeof(v)))
@@ -143,7 +174,7 @@ bool milter_wants(const struct milter *m, enum milter_stage st)
 	    [MILTER_ST_EOH] = MILTER_P_NOEOH,         [MILTER_ST_BODY] = MILTER_P_NOBODY,
 	};
 
-	return (unsigned)st < MILTER_ST_N && !(m->proto & no[st]);
+	return (unsigned)st < MILTER_ST_N && !((m->proto | m->absent) & no[st]);
 }
 
 /* Whether macro <name> is in the filter's list for <stage> ("{x}" and "x"
@@ -399,9 +430,9 @@ static int on_optneg(struct milter *m, struct sv d)
 	v = get32(d.p);
 	a = get32(d.p + 4);
 	p = get32(d.p + 8);
-	if (v < 2 || v > MILTER_VERSION)
-		return fail(m, "filter speaks protocol version %u (2 to %u supported)", v,
-		            MILTER_VERSION);
+	if (v < 2 || v > m->offer_version)
+		return fail(m, "filter speaks protocol version %u (2 to %u offered)", v,
+		            m->offer_version);
 	if (a & ~m->offer_actions)
 		return fail(m, "filter wants actions 0x%x not offered (0x%x)", a, m->offer_actions);
 	if (p & ~m->offer_proto)
@@ -758,6 +789,7 @@ int milter_msg_load(struct milter_msg *msg, const char *p, size_t n, struct sv f
 
 	msg->has_sep = false;
 	msg->quarantined = false;
+	msg->body_replaced = false;
 	msg->hdrs.len = msg->body.len = msg->from.len = msg->rcpts.len = msg->reason.len = 0;
 	while (at < n) {
 		const char *lf = memchr(p + at, '\n', n - at);
@@ -782,6 +814,49 @@ int milter_msg_load(struct milter_msg *msg, const char *p, size_t n, struct sv f
 		return -ENOMEM;
 	msg->nrcpt = nrcpt;
 	return fields_index(msg);
+}
+
+int milter_hdr_end(const char *p, size_t n, bool final, size_t *hlen)
+{
+	size_t at = 0;
+
+	while (at < n) {
+		const char *lf = memchr(p + at, '\n', n - at);
+		size_t e, ll;
+
+		if (!lf)
+			break; /* a line not complete yet */
+		e = (size_t)(lf - p) + 1;
+		ll = e - at;
+		if ((ll == 2 && p[at] == '\r') || ll == 1) {
+			*hlen = e; /* the empty line: the body after it */
+			return 1;
+		}
+		/* Continuation lines are fields' (a Received: header comes first). */
+		if (!(p[at] == ' ' || p[at] == '\t' || is_field_start(p + at, ll))) {
+			*hlen = at;
+			return 1;
+		}
+		at = e;
+	}
+	/* An incomplete line that cannot begin a field ends it too. */
+	if (at < n && !(p[at] == ' ' || p[at] == '\t' || (p[at] == '\r' && at + 1 == n))) {
+		size_t i = at;
+
+		while (i < n && (unsigned char)p[i] > ' ' && (unsigned char)p[i] < 0x7f &&
+		       p[i] != ':')
+			i++;
+		while (i < n && (p[i] == ' ' || p[i] == '\t'))
+			i++;
+		if (i < n && (i == at || p[i] != ':')) {
+			*hlen = at;
+			return 1;
+		}
+	}
+	if (!final)
+		return 0;
+	*hlen = at;
+	return 1;
 }
 
 void milter_msg_fini(struct milter_msg *msg)
@@ -1025,6 +1100,7 @@ int milter_apply(const struct milter *m, struct milter_msg *msg, char *why, size
 			msg->body = nbody;
 			nbody = (struct buf)BUF_INIT;
 			msg->has_sep = true;
+			msg->body_replaced = true;
 		}
 	}
 	if (err == -ENOMEM)

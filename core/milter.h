@@ -106,6 +106,20 @@
  * and the leading space; not RCPT_REJ (refused recipients are not sent). */
 #define MILTER_P_OFFER 0x1ff7ffu
 
+/* By protocol version, as Postfix's milter_protocol (milter8.c) and
+ * libmilter (mfdef.h) define them: the steps a version has, which may be
+ * left out (2: connect ... end of header; 3: and unknown commands; 4: and
+ * DATA; 6: every step, unanswered ones, SKIP, the leading space), and the
+ * actions (2 to 4: libmilter's SMFI_V2_ACTS; 6: all). A step a version
+ * does not have is never sent to a filter negotiated at it. */
+#define MILTER_P_V2                                                                                \
+	(MILTER_P_NOCONNECT | MILTER_P_NOHELO | MILTER_P_NOMAIL | MILTER_P_NORCPT |                \
+	 MILTER_P_NOBODY | MILTER_P_NOHDRS | MILTER_P_NOEOH)
+#define MILTER_P_V3      (MILTER_P_V2 | MILTER_P_NOUNKNOWN)
+#define MILTER_P_V4      (MILTER_P_V3 | MILTER_P_NODATA)
+#define MILTER_A_V2      0x03fu
+#define MILTER_P_NOSENDS (MILTER_P_V4) /* every "leave it out" bit */
+
 /* One decoded packet: views into the caller's bytes. */
 struct milter_pkt {
 	char cmd;
@@ -165,6 +179,8 @@ struct milter {
 	enum milter_state state;
 	enum milter_stage await; /* what the awaited reply answers */
 	uint32_t version;        /* negotiated (2..6) */
+	uint32_t offer_version;  /* offered: MILTER_VERSION unless milter_set_version() */
+	uint32_t absent;         /* MILTER_P_NO* steps the offered version lacks: never sent */
 	uint32_t actions;        /* MILTER_A_* the filter chose */
 	uint32_t proto;          /* MILTER_P_* the filter chose */
 	uint32_t offer_actions;  /* what was offered */
@@ -183,6 +199,11 @@ struct milter {
 
 /* Prepares <m> to offer <actions> and <proto> (MILTER_A_*, MILTER_P_*). */
 void milter_init(struct milter *m, uint32_t actions, uint32_t proto);
+/* Offers protocol <version> (2, 3, 4 or 6; --milter-protocol) instead of
+ * 6: what is offered is cut to what that version has, plus
+ * MILTER_P_NR_HDR when <no_header_reply>; the filter must answer with a
+ * version no higher. Before milter_send_optneg(). Returns 0 or -EINVAL. */
+int milter_set_version(struct milter *m, uint32_t version, bool no_header_reply);
 void milter_fini(struct milter *m);
 
 /* A macro for milter_send_macros(): name as libmilter spells it ("j",
@@ -257,8 +278,19 @@ struct milter_msg {
 	struct buf rcpts;  /* recipients without <>, each followed by NUL */
 	unsigned nrcpt;
 	bool quarantined;
-	struct buf reason; /* the quarantine reason */
+	struct buf reason;  /* the quarantine reason */
+	bool body_replaced; /* a filter replaced the body (milter_apply()) */
 };
+
+/* The end of the header block at the start of the content <p>,<n> (CRLF
+ * lines) as milter_msg_load() would find it after a Received: header: the
+ * offset where the body starts (after the empty line, or at the first line
+ * that is not part of a header field). Returns 1 and sets *<hlen> when the
+ * <n> octets decide it; 0 when more are needed, unless <final> (no more
+ * will be looked at: the content ends there, or the header block is too
+ * large to hold): then 1, *<hlen> the end of the last complete line.
+ * Lets io/ send the header fields before the body has arrived. */
+int milter_hdr_end(const char *p, size_t n, bool final, size_t *hlen);
 
 /* Splits the content <p>,<n> (CRLF lines) into header fields and body;
  * copies the envelope. Returns 0 or -ENOMEM. A line that is not a header

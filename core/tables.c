@@ -67,6 +67,7 @@ void tables_unref(struct tables *t)
 	policy_fini(&t->domains);
 	if (t->tls && t->tls_free)
 		t->tls_free(t->tls);
+	free(t->milters);
 	if (t->own_conf) {
 		conf_fini(t->own_conf);
 		free(t->own_conf);

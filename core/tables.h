@@ -38,6 +38,13 @@ struct tables {
 	 * start or by the first reload that sets a per-client limit, never
 	 * freed before the workers stop); NULL: no limit was ever set. */
 	struct anvil *anvil;
+	/* A reload's --milter targets, resolved (io's struct milter_target,
+	 * <nmilters> of them, one allocation freed with free()); <has_milters>
+	 * false: the gateway's startup ones apply. A session's filters are
+	 * those of the snapshot its first transaction with filters had. */
+	bool has_milters;
+	void *milters;
+	unsigned nmilters;
 };
 
 /* Reads the domains and recipient files <c> names, as conf_parse() took

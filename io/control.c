@@ -181,14 +181,14 @@ void control_fini(struct gateway *g)
 	g->holds = NULL;
 }
 
-bool control_held(struct gateway *g, const char *qid)
+bool control_held(struct gateway *g, const char *qid, bool quarantined)
 {
 	bool held;
 
-	if (!atomic_load_explicit(&g->nheld, memory_order_relaxed))
+	if (!quarantined && !atomic_load_explicit(&g->nheld, memory_order_relaxed))
 		return false;
 	pthread_mutex_lock(&g->ctl_mu);
-	held = spool_holds_held(g->holds, qid);
+	held = spool_holds_held_q(g->holds, qid, quarantined);
 	pthread_mutex_unlock(&g->ctl_mu);
 	return held;
 }

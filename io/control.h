@@ -39,9 +39,10 @@ void control_wake(struct gateway *g, unsigned started);
 void control_start(struct gateway *g);
 /* Frees what control_start() loaded. Main thread, after the workers. */
 void control_fini(struct gateway *g);
-/* Whether the operator holds <qid> (the hold logs as last read). Any
- * thread: a lock only while something is held. */
-bool control_held(struct gateway *g, const char *qid);
+/* Whether the operator holds <qid> (the hold logs as last read); with
+ * <quarantined> (a content filter quarantined it), unless the operator
+ * released it. Any thread: a lock only while something may be held. */
+bool control_held(struct gateway *g, const char *qid, bool quarantined);
 /* Worker side of SIGUSR2: takes the worker's requests into <out> (empty
  * on entry; the caller frees it): "<op><qid>\0" each, <op> one byte of
  * enum qtool_op (QTOOL_RELEASE, QTOOL_REQUEUE, QTOOL_DELETE). The worker's

@@ -172,11 +172,8 @@ static int on_recovered(void *arg, const struct spool_msg *m)
 	}
 	struct mq_item d = QDESC(g->recov_last_seg, route_hash(rcpt), m->offset);
 	segreg_hold(&g->segs, g->recov_last_seg); /* released when it is delivered */
-	if (*m->quarantine) {
-		/* Held by a content filter: kept (its segment too), never routed. */
-		LOGI("recovered %s: held (%s)", m->qid, m->quarantine);
-		return 0;
-	}
+	if (*m->quarantine) /* held by the relay unless released (control_held()) */
+		LOGI("recovered %s: quarantined (%s)", m->qid, m->quarantine);
 	return buf_append(&g->recov, &d, sizeof(d)) ? -ENOMEM : 0;
 }
 

@@ -17,6 +17,7 @@
  * Its modifications are only carried out after its final reply, so a
  * filter dying mid-message never leaves a half-modified message. */
 #include "io/milter.h"
+#include "io/milter-int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,86 +37,14 @@
 #include "io/conn.h"
 #include "io/ring.h"
 #include "io/session-int.h"
+#include "io/spill.h"
 #include "io/tls.h"
-
-#define MF_TEMPFAIL_REPLY "451 4.7.1 Service unavailable - try again later"
-#define MF_REJECT_REPLY   "550 5.7.1 Command rejected"
-#define MF_DISCARD_REPLY  "250 2.0.0 Ok: discarded by a content filter"
-/* What ringmx lets a filter do: everything (quarantine: the message is
- * spooled held, never delivered, listed "held" by `ringmx queue`). */
-#define MF_ACTIONS MILTER_A_ALL
-
-enum mf_state {
-	MF_DOWN = 0,   /* not connected yet */
-	MF_CONNECTING, /* the connect is in flight */
-	MF_OPEN,       /* negotiated: commands may go */
-	MF_SKIP,       /* it accepted the connection: left out for the session */
-	MF_FAILED,     /* failed: the default action for the session */
-};
-
-enum mf_phase {
-	MP_IDLE = 0,
-	MP_OPTNEG, /* the negotiation */
-	MP_CONN,   /* CONNECT */
-	MP_HELO,
-	MP_MAIL,
-	MP_RCPT,
-	MP_DATA,
-	MP_HDR, /* header field <hdr> */
-	MP_EOH,
-	MP_BODY, /* the chunk at <body_off> */
-	MP_EOM,
-};
-
-/* What a filter's step came to. */
-enum mf_step {
-	MS_WAIT, /* a reply or the connect is awaited */
-	MS_NEXT, /* this filter is through with the operation: the next one */
-	MS_STOP, /* the operation ends here (ch->reply, or ch->discard) */
-};
-
-enum mc_op { MC_NONE = 0, MC_MAIL, MC_RCPT, MC_MSG };
-
-struct mchain;
-
-struct mfilt {
-	struct ring_conn rc; /* first: user_data names both */
-	struct milter m;
-	struct mchain *ch; /* NULL once the session is gone (closing) */
-	struct worker *w;
-	unsigned idx; /* its --milter */
-	enum mf_state st;
-	enum mf_phase phase;
-	bool in_msg;   /* it got a MAIL not ended by its end of message or an ABORT */
-	bool msg_done; /* it took its decision on this message: left out until the next MAIL */
-	int in_res;    /* MILTER_IN_* of the last input, acted on after the receive */
-	size_t hdr, body_off;
-	int64_t deadline;          /* ms: the awaited reply or connect must be in by then */
-	struct buf refuse;         /* it refused the connection (CONNECT or HELO): every MAIL */
-	struct mfilt *prev, *next; /* the worker's list */
-};
-
-struct mchain {
-	struct conn *c;
-	unsigned n;
-	struct mfilt *f[CONF_MAX_MILTERS];
-	enum mc_op op;
-	unsigned cur;     /* the filter the operation is at */
-	bool starting;    /* inside milter_command() / milter_message() */
-	bool nop;         /* a UD_MILTER_NOP is in flight */
-	bool dead;        /* the session went while it was: freed at its completion */
-	bool discard;     /* a filter discarded the message */
-	struct buf reply; /* the operation's refusal; empty: none */
-	unsigned refused_by;
-	struct milter_msg msg;
-	struct buf tmp;
-};
 
 /* ---- filters ---- */
 
-static const char *mf_name(const struct mfilt *f)
+const char *mf_name(const struct mfilt *f)
 {
-	return f->w->g->milters[f->idx].text;
+	return f->t->text;
 }
 
 static void mf_maybe_free(struct mfilt *f)
@@ -133,6 +62,7 @@ static void mf_maybe_free(struct mfilt *f)
 	conn_fini(&f->rc);
 	milter_fini(&f->m);
 	buf_free(&f->refuse);
+	tables_unref(f->snap); /* (its address and options were in it) */
 	free(f);
 }
 
@@ -145,13 +75,12 @@ static void mf_flush(struct worker *w, struct mfilt *f)
 
 /* The chain's answer to the session (possibly deferred to a NOP). */
 static void chain_finish(struct worker *w, struct mchain *ch);
-static void chain_run(struct worker *w, struct mchain *ch);
 
 /* <f> failed (<why>, logged): closed, the default action for the rest of
  * the session. Returns what that makes of the operation at <f>. */
 static enum mf_step mf_fail_as(struct worker *w, struct mfilt *f, const char *why, bool running)
 {
-	enum conf_milter_action a = w->g->conf->milter_default_action;
+	enum conf_milter_action a = f->cf->milter_default_action;
 	struct mchain *ch = f->ch;
 
 	if (f->st == MF_CONNECTING) {
@@ -180,12 +109,10 @@ static enum mf_step mf_fail_as(struct worker *w, struct mfilt *f, const char *wh
 }
 
 /* <f> fails while the operation is at it. */
-static enum mf_step mf_fail(struct worker *w, struct mfilt *f, const char *why)
+enum mf_step mf_fail(struct worker *w, struct mfilt *f, const char *why)
 {
 	return mf_fail_as(w, f, why, true);
 }
-
-static void chain_next(struct worker *w, struct mchain *ch, enum mf_step r);
 
 /* <f> fails in a completion: the operation goes on if it was at it. */
 static void mf_fail_async(struct worker *w, struct mfilt *f, const char *why)
@@ -199,20 +126,20 @@ static void mf_fail_async(struct worker *w, struct mfilt *f, const char *why)
 }
 
 /* A command was appended: sent, and its reply awaited (or not). */
-static enum mf_step mf_sent(struct worker *w, struct mfilt *f, int r)
+enum mf_step mf_sent(struct worker *w, struct mfilt *f, int r)
 {
 	if (r < 0)
 		return mf_fail(w, f, "out of memory");
 	mf_flush(w, f);
 	if (r == 0)
 		return MS_NEXT;
-	f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000;
+	f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000;
 	return MS_WAIT;
 }
 
 static void mf_connect(struct worker *w, struct mfilt *f)
 {
-	const struct milter_target *t = &w->g->milters[f->idx];
+	const struct milter_target *t = f->t;
 	struct io_uring_sqe *sqe;
 	int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -224,7 +151,7 @@ static void mf_connect(struct worker *w, struct mfilt *f)
 	f->st = MF_CONNECTING;
 	f->rc.flags |= RCONN_SEND;
 	f->rc.inflight++;
-	f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000;
+	f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000;
 	sqe = ring_sqe(&w->ring);
 	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&t->addr, t->addrlen);
 	io_uring_sqe_set_data64(sqe, UD(f, UD_MILTER_CONNECT));
@@ -240,7 +167,11 @@ static struct mfilt *mf_new(struct worker *w, struct mchain *ch, unsigned idx)
 	f->w = w;
 	f->ch = ch;
 	f->idx = idx;
+	f->t = &ch->targets[idx];
+	f->cf = ch->mcf;
+	f->snap = ch->snap ? tables_ref(ch->snap) : NULL;
 	milter_init(&f->m, MF_ACTIONS, MILTER_P_OFFER);
+	milter_set_version(&f->m, f->cf->milter_version, f->cf->milter_no_header_reply);
 	f->next = w->mfilts;
 	if (w->mfilts)
 		w->mfilts->prev = f;
@@ -250,7 +181,7 @@ static struct mfilt *mf_new(struct worker *w, struct mchain *ch, unsigned idx)
 
 /* ---- macros ---- */
 
-static void mf_send_macros(struct mfilt *f, enum milter_stage st)
+void mf_send_macros(struct mfilt *f, enum milter_stage st)
 {
 	struct conn *c = f->ch->c;
 	struct smtp_session *s = &c->s;
@@ -383,26 +314,9 @@ static enum mf_step mf_msg_next(struct worker *w, struct mfilt *f)
 			continue;
 		case MP_EOH:
 			f->phase = MP_BODY;
-			f->body_off = 0;
 			break;
 		case MP_BODY:
-			if (f->body_off >= ch->msg.body.len ||
-			    !milter_wants(&f->m, MILTER_ST_BODY)) {
-				f->phase = MP_EOM;
-				mf_send_macros(f, MILTER_ST_EOM);
-				return mf_sent(w, f, milter_send_eom(&f->m));
-			} else {
-				size_t k = ch->msg.body.len - f->body_off;
-
-				if (k > MILTER_CHUNK)
-					k = MILTER_CHUNK;
-				r = mf_sent(
-				    w, f, milter_send_body(&f->m, ch->msg.body.p + f->body_off, k));
-				f->body_off += k;
-				if (r != MS_NEXT)
-					return r;
-				continue;
-			}
+			return mf_body_step(w, f); /* io/milter_stream.c */
 		default:
 			return mf_fail(w, f, "internal: message phase out of order");
 		}
@@ -413,7 +327,7 @@ static enum mf_step mf_msg_next(struct worker *w, struct mfilt *f)
 static enum mf_step mf_begin(struct worker *w, struct mfilt *f)
 {
 	struct mchain *ch = f->ch;
-	enum conf_milter_action a = w->g->conf->milter_default_action;
+	enum conf_milter_action a = f->cf->milter_default_action;
 
 	switch (f->st) {
 	case MF_SKIP:
@@ -452,9 +366,13 @@ static enum mf_step mf_begin(struct worker *w, struct mfilt *f)
 			return MS_NEXT;
 		return mf_send_rcpt(w, f);
 	case MC_MSG:
-		if (f->msg_done)
-			return MS_NEXT;
+		if (f->msg_done || ch->serial != ch->c->s.tx.serial)
+			return MS_NEXT; /* (a message the client reset: ABORT at the next MAIL) */
 		f->phase = MP_DATA;
+		f->skip = false;
+		f->body_off = 0;
+		if (!ch->live && !ch->live_off && !ch->data_end)
+			ch->live = f; /* the body goes to it as it comes */
 		mf_send_macros(f, MILTER_ST_DATA);
 		{
 			enum mf_step r = mf_sent(w, f, milter_send_data(&f->m));
@@ -549,7 +467,7 @@ static enum mf_step mf_answered(struct worker *w, struct mfilt *f)
 		if (ph == MP_MAIL || ph == MP_RCPT)
 			return MS_NEXT;
 		if (v == MILTER_V_SKIP)
-			f->body_off = ch->msg.body.len; /* the rest of the body is not wanted */
+			f->skip = true; /* the rest of the body is not wanted */
 		return mf_msg_next(w, f);
 	case MILTER_V_ACCEPT:
 		if (ph == MP_EOM)
@@ -586,10 +504,12 @@ static enum mf_step mf_answered(struct worker *w, struct mfilt *f)
 
 /* ---- the chain ---- */
 
-static void chain_next(struct worker *w, struct mchain *ch, enum mf_step r)
+void chain_next(struct worker *w, struct mchain *ch, enum mf_step r)
 {
 	if (r == MS_WAIT)
 		return;
+	if (ch->cur < ch->n)
+		stream_leave(ch, ch->f[ch->cur]);
 	if (r == MS_NEXT)
 		ch->cur++;
 	else
@@ -597,18 +517,23 @@ static void chain_next(struct worker *w, struct mchain *ch, enum mf_step r)
 	chain_run(w, ch);
 }
 
-static void chain_run(struct worker *w, struct mchain *ch)
+void chain_run(struct worker *w, struct mchain *ch)
 {
 	while (ch->cur < ch->n) {
 		enum mf_step r = mf_begin(w, ch->f[ch->cur]);
 
 		if (r == MS_WAIT)
 			return;
+		stream_leave(ch, ch->f[ch->cur]);
 		if (r == MS_STOP)
 			break;
 		ch->cur++;
 	}
 	ch->cur = ch->n;
+	if (ch->op == MC_MSG && !ch->live) {
+		ch->live_off = true; /* nobody takes the body as it comes */
+		buf_reset(&ch->pend, 0);
+	}
 	if (ch->starting) {
 		/* Answered without waiting: in a later completion, not under
 		 * the session's feed that asked. */
@@ -626,7 +551,7 @@ static void chain_log(struct worker *w, struct mchain *ch, enum mc_op op, const 
 {
 	struct conn *c = ch->c;
 
-	LOGI("milter: %s: id=%s client=[%s] %s: %s", w->g->milters[ch->refused_by].text,
+	LOGI("milter: %s: id=%s client=[%s] %s: %s", ch->targets[ch->refused_by].text,
 	     op == MC_MSG ? c->qid : "-", c->s.peer.addr, what, buf_cstr(&ch->reply));
 }
 
@@ -635,7 +560,25 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 	struct conn *c = ch->c;
 	enum mc_op op = ch->op;
 	struct smtp_tx *tx = &c->s.tx;
+	bool on_disk = ch->spilled && !ch->msg.body_replaced; /* the body is in its segment */
+	const char *head;
 
+	if (op == MC_MSG) {
+		if (ch->serial != tx->serial) {
+			/* The client reset the message while it streamed (BDAT,
+			 * RSET): the filters get ABORT at the next MAIL, which
+			 * may be waiting for this. */
+			ch->op = MC_NONE;
+			c->flags &= ~C_FILTER;
+			if (c->s.act & SMTP_ACT_FILTER)
+				milter_command(w, c);
+			return;
+		}
+		if (!ch->data_end) {
+			ch->early = true; /* answered at the end of the content */
+			return;
+		}
+	}
 	ch->op = MC_NONE;
 	c->flags &= ~C_FILTER;
 	if (op == MC_MAIL || op == MC_RCPT) {
@@ -645,6 +588,9 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 		session_resume(w, c);
 		return;
 	}
+	if (ch->spilled &&
+	    (ch->reply.len || ch->discard || ch->msg.nrcpt == 0 || ch->msg.body_replaced))
+		spill_abort(w, &c->sp); /* its segment never becomes a message */
 	if (ch->reply.len) {
 		chain_log(w, ch, op, "message refused");
 		smtp_session_msg_reply(&c->s, buf_cstr(&ch->reply));
@@ -664,7 +610,7 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 	 * envelope go to the spool. */
 	tx->from.len = 0;
 	tx->rcpts.len = 0;
-	if (milter_msg_write(&ch->msg, &tx->body) ||
+	if ((!on_disk && milter_msg_write(&ch->msg, &tx->body)) ||
 	    buf_append_sv(&tx->from, buf_sv(&ch->msg.from)) ||
 	    buf_append_sv(&tx->rcpts, buf_sv(&ch->msg.rcpts))) {
 		LOGW("milter: id=%s client=[%s] out of memory for the filtered message", c->qid,
@@ -679,16 +625,35 @@ static void chain_finish(struct worker *w, struct mchain *ch)
 	c->quarantine = ch->msg.quarantined ? (ch->msg.reason.len ? buf_cstr(&ch->msg.reason)
 	                                                          : "quarantined by a filter")
 	                                    : NULL;
+	if (on_disk) {
+		/* The head fills the room before the body (io/milter_stream.c). */
+		head = stream_spilled_head(w, ch);
+		if (head) {
+			spill_abort(w, &c->sp);
+			buf_reset(&c->rec,
+			          OUT_KEEP); /* (the next message builds its record there) */
+			buf_reset(&c->rcvd, OUT_KEEP);
+			c->quarantine = NULL;
+			smtp_session_msg_reply(&c->s, head);
+			session_resume(w, c);
+			return;
+		}
+		session_commit(w, c);
+		return;
+	}
 	buf_reset(&c->rcvd, OUT_KEEP);
 	c->flags |= C_MILTERED;
 	session_commit(w, c);
 }
 
-static void chain_free(struct mchain *ch)
+void chain_free(struct mchain *ch)
 {
 	milter_msg_fini(&ch->msg);
+	buf_free(&ch->pend);
+	buf_free(&ch->rbuf);
 	buf_free(&ch->reply);
 	buf_free(&ch->tmp);
+	tables_unref(ch->snap);
 	free(ch);
 }
 
@@ -702,7 +667,19 @@ static struct mchain *chain_of(struct worker *w, struct conn *c)
 	if (!ch)
 		return NULL;
 	ch->c = c;
-	ch->n = w->g->nmilters;
+	/* The filters of the session's snapshot (a reload's), else the
+	 * startup ones; kept for the session: a reload changes the filters of
+	 * the sessions that start after it. */
+	if (c->s.tables && c->s.tables->has_milters) {
+		ch->snap = tables_ref(c->s.tables);
+		ch->targets = ch->snap->milters;
+		ch->n = ch->snap->nmilters;
+		ch->mcf = ch->snap->conf;
+	} else {
+		ch->targets = w->g->milters;
+		ch->n = w->g->nmilters;
+		ch->mcf = w->g->conf;
+	}
 	for (unsigned i = 0; i < ch->n; i++) {
 		ch->f[i] = mf_new(w, ch, i);
 		if (!ch->f[i]) {
@@ -710,6 +687,7 @@ static struct mchain *chain_of(struct worker *w, struct conn *c)
 				ch->f[k]->ch = NULL;
 				mf_maybe_free(ch->f[k]);
 			}
+			tables_unref(ch->snap);
 			free(ch);
 			return NULL;
 		}
@@ -718,8 +696,7 @@ static struct mchain *chain_of(struct worker *w, struct conn *c)
 	return ch;
 }
 
-/* Runs <op> through the chain; or, with <reply>, answers it so. */
-static void chain_start(struct worker *w, struct mchain *ch, enum mc_op op, const char *reply)
+void chain_start(struct worker *w, struct mchain *ch, enum mc_op op, const char *reply)
 {
 	ch->op = op;
 	ch->cur = 0;
@@ -747,37 +724,20 @@ void milter_command(struct worker *w, struct conn *c)
 	}
 	if (ch->op != MC_NONE)
 		return; /* (never: one at a time) */
-	if (c->s.filter_verb == 'M')
+	if (c->s.filter_verb == 'M') {
 		ch->discard = false;
+		stream_reset(ch);
+	}
 	chain_start(w, ch, c->s.filter_verb == 'M' ? MC_MAIL : MC_RCPT, NULL);
 }
 
 bool milter_message(struct worker *w, struct conn *c)
 {
-	struct mchain *ch;
-	struct buf all = BUF_INIT;
-	time_t now = time(NULL);
-	int err;
+	struct mchain *ch = c->mch;
 
-	if (!w->g->nmilters)
-		return false;
-	ch = c->mch;
-	if (!ch || ch->op != MC_NONE)
-		return false; /* (never: MAIL made the chain) */
-	commit_qid(w, c->qid, now);
-	buf_reset(&c->rcvd, OUT_KEEP);
-	err = smtp_session_received(&c->s, &c->rcvd, c->qid, now);
-	if (!err)
-		err = buf_append(&all, c->rcvd.p, c->rcvd.len) ||
-		              buf_append(&all, c->s.tx.body.p, c->s.tx.body.len)
-		          ? -ENOMEM
-		          : 0;
-	if (!err)
-		err = milter_msg_load(&ch->msg, all.p, all.len, buf_sv(&c->s.tx.from),
-		                      c->s.tx.rcpts.p, c->s.tx.rcpts.len, c->s.tx.nrcpt);
-	buf_free(&all);
-	chain_start(w, ch, MC_MSG, err ? "452 4.3.1 Insufficient system storage" : NULL);
-	return true;
+	if (!c->s.cf->filters || !ch)
+		return false; /* no filters for this transaction (MAIL made the chain) */
+	return stream_message_end(w, ch);
 }
 
 void milter_session_end(struct worker *w, struct conn *c)
@@ -806,8 +766,8 @@ void milter_session_end(struct worker *w, struct conn *c)
 			conn_close(&w->ring, &f->rc);
 		mf_maybe_free(f);
 	}
-	if (ch->nop)
-		ch->dead = true;
+	if (ch->nop || ch->reading)
+		ch->dead = true; /* freed at that completion */
 	else
 		chain_free(ch);
 }
@@ -821,7 +781,8 @@ void milter_on_nop(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	(void)cqe;
 	ch->nop = false;
 	if (ch->dead) {
-		chain_free(ch);
+		if (!ch->reading)
+			chain_free(ch);
 		return;
 	}
 	chain_finish(w, ch);
@@ -845,7 +806,7 @@ void milter_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe)
 		mf_fail_async(w, f, why);
 		return;
 	}
-	if (w->g->milters[f->idx].addr.ss_family != AF_UNIX)
+	if (f->t->addr.ss_family != AF_UNIX)
 		setsockopt(f->rc.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_arm_recv(&w->ring, &f->rc);
 	f->st = MF_OPEN; /* for sending; negotiated at MP_OPTNEG's answer */
@@ -889,7 +850,7 @@ void milter_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	int err;
 
 	if (cqe->res > 0)
-		f->deadline = w->now + (int64_t)w->g->conf->milter_timeout * 1000; /* progress */
+		f->deadline = w->now + (int64_t)f->cf->milter_timeout * 1000; /* progress */
 	switch (conn_on_recv(&w->ring, &f->rc, cqe, mf_on_input, f, &err)) {
 	case CONN_RX_CLOSING:
 		mf_maybe_free(f);
@@ -904,6 +865,8 @@ void milter_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	case CONN_RX_OK:
 		if (f->ch && f->st != MF_FAILED)
 			mf_act(w, f);
+		if (f->ch)
+			stream_flow(w, f->ch);
 		return;
 	}
 }
@@ -927,6 +890,7 @@ void milter_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	}
 	if (res == 0 && f->m.out.len)
 		mf_flush(w, f);
+	stream_flow(w, f->ch);
 }
 
 void milter_tick(struct worker *w)
@@ -947,7 +911,7 @@ void milter_tick(struct worker *w)
 				continue;
 			snprintf(why, sizeof(why), "no %s in %us",
 			         f->st == MF_CONNECTING ? "connection" : "reply",
-			         w->g->conf->milter_timeout);
+			         f->cf->milter_timeout);
 			mf_fail_async(w, f, why);
 			again = true;
 			break;

@@ -21,6 +21,9 @@
 /* Resolves the --milter addresses of <cf> into g->milters. Returns 0 or
  * -EINVAL with a line in <err>. Main thread, at start. */
 int milter_targets_resolve(struct gateway *g, const struct conf *cf, char *err, size_t errlen);
+/* The same into <v> (cf->nmilters of them): a reload's (io/reload, main
+ * thread), kept in its snapshot. */
+int milter_targets_load(struct milter_target *v, const struct conf *cf, char *err, size_t errlen);
 
 /* <c> raised SMTP_ACT_FILTER (a MAIL or RCPT): runs it through the
  * filters; their answer goes to smtp_session_filter_done() and the session
@@ -31,6 +34,21 @@ void milter_command(struct worker *w, struct conn *c);
  * configured (the caller spools it); true: the filters have it, and it is
  * spooled (session_commit()), refused or discarded later. */
 bool milter_message(struct worker *w, struct conn *c);
+/* (io/milter_stream.c) After input or a completion, before content is
+ * taken from tx.body for the disk (io/session's content_flow): finds the
+ * end of the header block (at most <hdr_max> octets are held for it),
+ * then hands the filters what came of the body. */
+void milter_stream(struct worker *w, struct conn *c, size_t hdr_max);
+/* True while the content must stay in tx.body: filters are configured and
+ * the header block is not complete yet. */
+bool milter_stream_hold(const struct worker *w, const struct conn *c);
+/* True while the filter the body streams to is that far behind that the
+ * client's input should pause. */
+bool milter_stream_full(const struct conn *c);
+/* Opens the segment <c>'s body streams into with filters (the head is
+ * written at the end, as the filters left it). Returns 0, -EAGAIN (not
+ * now: the last message's segment is still busy) or -errno. */
+int milter_stream_spill(struct worker *w, struct conn *c);
 /* <c> is closing: its filter connections close (what runs is dropped:
  * nothing was answered to the client). */
 void milter_session_end(struct worker *w, struct conn *c);
@@ -40,6 +58,7 @@ void milter_on_recv(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_send(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_connect(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void milter_on_nop(struct worker *w, void *p, struct io_uring_cqe *cqe);
+void milter_on_read(struct worker *w, void *p, struct io_uring_cqe *cqe);
 /* Once a second: filters past --milter-timeout. */
 void milter_tick(struct worker *w);
 

@@ -65,11 +65,18 @@ bad:
 	return -EINVAL;
 }
 
-int milter_targets_resolve(struct gateway *g, const struct conf *cf, char *err, size_t errlen)
+int milter_targets_load(struct milter_target *v, const struct conf *cf, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < cf->nmilters; i++)
-		if (target_parse(&g->milters[i], cf->milters[i], err, errlen))
+		if (target_parse(&v[i], cf->milters[i], err, errlen))
 			return -EINVAL;
+	return 0;
+}
+
+int milter_targets_resolve(struct gateway *g, const struct conf *cf, char *err, size_t errlen)
+{
+	if (milter_targets_load(g->milters, cf, err, errlen))
+		return -EINVAL;
 	g->nmilters = cf->nmilters;
 	return 0;
 }

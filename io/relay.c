@@ -281,7 +281,7 @@ static bool msg_held(struct worker *w, struct rmsg *m)
 {
 	struct relay *r = w->relay;
 
-	if (!control_held(w->g, m->m.qid))
+	if (!control_held(w->g, m->m.qid, m->m.quarantine && *m->m.quarantine))
 		return false;
 	if (!m->held)
 		LOGI("relay: id=%s on hold: not delivered until released", m->m.qid);

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/tables.h"
 #include "io/relay_conf.h"
+#include "io/milter.h"
 #include "io/tls.h"
 
 #define RELOAD_REPORT  "ringmx.reload"
@@ -85,7 +86,7 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .allow_untrusted_routing = c->allow_untrusted_routing,
 	    .max_unknown = c->max_unknown_recipients,
 	    .unknown_delay_ms = c->unknown_recipient_delay_ms,
-	    .filters = g->nmilters != 0, /* the filters are the startup ones */
+	    .filters = c->nmilters != 0, /* (a reload's resolved into its snapshot) */
 	    .rate_ask = g->scf.rate_ask, /* and so is --limits-redis */
 	    .sender_dns = c->reject_unknown_sender_domain || c->nrhsbl,
 	};
@@ -278,6 +279,7 @@ bool reload_run(struct gateway *g, unsigned started)
 {
 	struct tables *t = NULL, *old = g->tables;
 	struct tls_ctx *tls = NULL;
+	struct milter_target *milters = NULL;
 	struct conf *nc = calloc(1, sizeof(*nc));
 	char err[640], live[2048], restart[2048], report[4800];
 	struct anvil_conf ac;
@@ -311,6 +313,12 @@ bool reload_run(struct gateway *g, unsigned started)
 			goto fail;
 		}
 	}
+	if (nc->nmilters && !(milters = calloc(nc->nmilters, sizeof(*milters)))) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto fail;
+	}
+	if (milter_targets_load(milters, nc, err, sizeof(err)))
+		goto fail;
 	ac = reload_anvil_conf(g, nc);
 	if (!g->anvil && reload_limits_on(&ac)) {
 		/* The first per-client limit: the table, from now on. */
@@ -330,6 +338,10 @@ bool reload_run(struct gateway *g, unsigned started)
 	if (g->anvil)
 		anvil_set_limits(g->anvil, &ac); /* nothing fails after this */
 	t->anvil = g->anvil;
+	t->has_milters = true;
+	t->milters = milters;
+	t->nmilters = nc->nmilters;
+	milters = NULL;
 	t->conf = nc;
 	t->own_conf = nc;
 	t->has_tls = true;
@@ -364,6 +376,7 @@ bool reload_run(struct gateway *g, unsigned started)
 fail:
 	LOGE("reload failed, nothing changed: %s", err);
 	tls_ctx_free(tls);
+	free(milters);
 	if (nc) {
 		conf_fini(nc);
 		free(nc);

@@ -66,6 +66,9 @@ void session_delay_tick(struct worker *w);
  * message (the input that waited is fed). */
 void session_commit(struct worker *w, struct conn *c);
 void session_resume(struct worker *w, struct conn *c);
+/* The filters took the body that waited (io/milter_stream): streams, pauses
+ * or resumes <c>'s input as its content stands. */
+void session_content_flow(struct worker *w, struct conn *c);
 
 /* The DNS checks (io/session_dns.c): at connect (the --dnsbl scores, the
  * client's forward-confirmed name; the greeting waits for them, C_DNSQ,

@@ -226,17 +226,19 @@ static void content_flow(struct worker *w, struct conn *c)
 	bool over = w->data_held > w->data_cap;
 	bool pause = false;
 	struct buf *b;
+	int err = 0;
 
 	if (spill_active(&c->sp) && c->sp_serial != tx->serial)
 		stream_abort(w, c); /* refused (too big, bare LF...), reset, or a new one */
-	if (in && over && w->g->nmilters) {
-		smtp_session_body_fail(&c->s); /* the filters need it whole: 452 at its end */
-		in = false;
-	}
-	if (in && tx->body.len && !w->g->nmilters && (tx->body.len >= chunk_size(cf) || over) &&
+	milter_stream(w, c, chunk_size(cf)); /* the filters see it before it is taken */
+	if (in && tx->body.len && !milter_stream_hold(w, c) &&
+	    (tx->body.len >= chunk_size(cf) || over) &&
 	    (!spill_active(&c->sp) || spill_buf(&c->sp))) {
-		if (!spill_active(&c->sp) && stream_open(w, c) < 0) {
-			smtp_session_body_fail(&c->s);
+		if (!spill_active(&c->sp))
+			err = c->s.cf->filters ? milter_stream_spill(w, c) : stream_open(w, c);
+		if (err < 0) {
+			if (err != -EAGAIN) /* (-EAGAIN: when the last segment is done) */
+				smtp_session_body_fail(&c->s);
 		} else {
 			b = spill_buf(&c->sp);
 			smtp_session_body_take(&c->s, b);
@@ -255,12 +257,18 @@ static void content_flow(struct worker *w, struct conn *c)
 		conn_meter(&w->ring, &c->rc, false);
 	if (c->s.state == SMTP_S_SPOOL)
 		pause = c->pending.len >= PENDING_PAUSE;
-	else if (in && !w->g->nmilters)
-		pause = tx->body.len >= chunk_size(cf) || w->data_held > w->data_cap;
+	else if (in)
+		pause = tx->body.len >= chunk_size(cf) || w->data_held > w->data_cap ||
+		        milter_stream_full(c);
 	if (pause)
 		input_pause(w, c);
 	else
 		input_resume(w, c);
+}
+
+void session_content_flow(struct worker *w, struct conn *c)
+{
+	content_flow(w, c);
 }
 
 /* A streamed write of <sp>'s session completed: its memory is free. */
@@ -438,6 +446,7 @@ void session_commit(struct worker *w, struct conn *c)
 	body[0] = (struct iovec){c->rcvd.p, c->rcvd.len};
 	body[1] = (struct iovec){c->s.tx.body.p, c->s.tx.body.len};
 	c->msg_size = c->rcvd.len + c->s.tx.body.len;
+	buf_reset(&c->rec, OUT_KEEP); /* spool_rec_build() appends */
 	if (!err)
 		err = spool_rec_build(&c->rec, &env, body, 2);
 	c->cr = (struct commit_rec){
@@ -798,7 +807,7 @@ static void on_committed(struct worker *w, struct commit_rec *r, int err)
 	if (err == 0) {
 		size_t it = 0;
 
-		if (r->segno >= 0 && !c->quarantine) /* a held one stays in the spool */
+		if (r->segno >= 0) /* a quarantined one: held by the relay (control_held()) */
 			route_outbox_add(
 			    w,
 			    QDESC(r->segno, route_hash(smtp_tx_rcpt_next(&c->s.tx, &it)), r->off));

@@ -53,20 +53,51 @@ static void seg_name(const struct worker *w, const struct spill *sp, char *name,
 	spool_seg_name(name, len, w->g->start_id, w->id, sp->seq);
 }
 
-int spill_open(struct worker *w, struct spill *sp, const struct buf *rec, const struct buf *rcvd)
+/* Creates the segment; read and write (io/milter_stream reads the content
+ * back for a second filter). */
+static int seg_create(struct worker *w, struct spill *sp, uint64_t at)
 {
 	char name[96];
 	unsigned seq = ++w->cm.seg_seq; /* never reused: the committer's sequence */
 	int fd;
 
 	spool_seg_name(name, sizeof(name), w->g->start_id, w->id, seq);
-	fd = openat(w->g->spool_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	fd = openat(w->g->spool_dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
 	sp->fd = fd;
 	sp->seq = seq;
-	sp->at = rec->len + rcvd->len;
+	sp->at = at;
 	sp->content = 0;
+	sp->late = false;
+	sp->body_at = 0;
+	LOGD("worker %u: spool segment %s: a message streams into it", w->id, name);
+	return 0;
+}
+
+int spill_open_body(struct worker *w, struct spill *sp, uint64_t at)
+{
+	int err = seg_create(w, sp, at);
+
+	if (err)
+		return err;
+	sp->late = true;
+	sp->body_at = at;
+	sp->crc = 0;
+	sp->err = 0;
+	sp->fin_left = 0;
+	sp->aborted = false;
+	sp->fin = NULL;
+	sp->tail = NULL;
+	return 0;
+}
+
+int spill_open(struct worker *w, struct spill *sp, const struct buf *rec, const struct buf *rcvd)
+{
+	int err = seg_create(w, sp, rec->len + rcvd->len);
+
+	if (err)
+		return err;
 	sp->crc =
 	    crc32c(crc32c(0, rec->p + SPOOL_HDR_LEN, rec->len - SPOOL_HDR_LEN), rcvd->p, rcvd->len);
 	sp->err = 0;
@@ -74,7 +105,6 @@ int spill_open(struct worker *w, struct spill *sp, const struct buf *rec, const 
 	sp->aborted = false;
 	sp->fin = NULL;
 	sp->tail = NULL;
-	LOGD("worker %u: spool segment %s: a message streams into it", w->id, name);
 	return 0;
 }
 
@@ -179,6 +209,18 @@ static void fin_submit(struct worker *w, struct spill *sp)
 	if (tail->len)
 		sp->crc = crc32c(sp->crc, tail->p, tail->len);
 	body_len = r->iov[1].iov_len + sp->content + tail->len;
+	if (sp->late) {
+		/* The head, known only now, before the content's crc. */
+		uint32_t head = crc32c(crc32c(0, (const char *)r->iov[0].iov_base + SPOOL_HDR_LEN,
+		                              r->iov[0].iov_len - SPOOL_HDR_LEN),
+		                       r->iov[1].iov_base, r->iov[1].iov_len);
+
+		if (r->iov[0].iov_len + r->iov[1].iov_len != sp->body_at) {
+			fail(w, sp, -EINVAL);
+			goto refuse;
+		}
+		sp->crc = crc32c_combine(head, sp->crc, sp->content + tail->len);
+	}
 	err = spool_rec_seal(r->iov[0].iov_base, r->iov[0].iov_len - SPOOL_HDR_LEN, body_len,
 	                     sp->crc);
 	if (err) {

@@ -45,6 +45,12 @@ void spill_fini(struct spill *sp);
  * the owner's, unchanged, until the message is answered or abandoned.
  * Returns 0 or -errno (nothing left behind). */
 int spill_open(struct worker *w, struct spill *sp, const struct buf *rec, const struct buf *rcvd);
+/* The same with the head not known yet (io/milter_stream: the filters
+ * may still change the header block and the envelope): the content goes
+ * at offset <at>, the record's start stays zeros, and spill_finish()'s
+ * iov[0] and iov[1] (header and envelope, then the header block) must
+ * fill [0, <at>) exactly. Returns 0 or -errno. */
+int spill_open_body(struct worker *w, struct spill *sp, uint64_t at);
 /* An empty write buffer, or NULL while SPILL_WRITES writes are in flight.
  * The owner moves content into it (smtp_session_body_take() swaps
  * buffers: no copy) and hands it to spill_write(), which writes it at its

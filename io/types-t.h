@@ -69,6 +69,7 @@ enum ud_op {
 	UD_MILTER_SEND, /* struct mfilt: a send */
 	UD_MILTER_CONNECT, /* struct mfilt: its connect */
 	UD_MILTER_NOP,     /* struct mchain: a filters' answer given in the next round */
+	UD_MILTER_READ,    /* struct mchain: the body read back from its segment */
 	UD_CLUSTER_POLL,   /* struct cluster_poll (io/cluster): the Redis socket is ready */
 	UD_CLUSTER_TIMER,  /* struct cluster: overdue answers, connect deadline, reconnect */
 	UD_DNS_POLL,       /* struct dns_poll (io/dns): a c-ares socket is ready */
@@ -154,6 +155,8 @@ struct spill {
 	unsigned fin_left; /* of them, steps of the end still to complete */
 	unsigned fin_step; /* steps of the end completed (they complete in order) */
 	bool aborted;      /* the transaction is gone: close and unlink once idle */
+	bool late;         /* spill_open_body(): the head (envelope, headers) comes at the end */
+	uint64_t body_at;  /* with <late>: where the content starts; <crc> covers it alone */
 	struct spill_buf wb[SPILL_WRITES];
 	struct commit_rec *fin; /* set by spill_finish(): answered at the end */
 	struct buf *tail;       /* the owner's last content, until it moves into wb[0] */

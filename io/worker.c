@@ -265,6 +265,7 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_MILTER_SEND] = milter_on_send,
     [UD_MILTER_CONNECT] = milter_on_connect,
     [UD_MILTER_NOP] = milter_on_nop,
+    [UD_MILTER_READ] = milter_on_read,
     [UD_CLUSTER_POLL] = cluster_on_poll,
     [UD_CLUSTER_TIMER] = cluster_on_timer,
     [UD_DNS_POLL] = session_dns_on_poll,

@@ -164,8 +164,17 @@ void defer_free(struct defer_set *s);
 struct hold_ent {
 	struct spool_hold h; /* the record that wins */
 	bool used;
-	bool needed; /* a pending message has this queue id (recovery) */
+	bool needed;      /* a pending message has this queue id (recovery) */
+	bool quarantined; /* that message is a content filter's quarantine: a release is kept */
 };
+
+/* Whether pending message <m> is held: as the hold record that wins says
+ * (<he>, NULL: none), else as its envelope says: a message a content
+ * filter quarantined is held from the start, until a release. */
+static inline bool spool_held(const struct hold_ent *he, const struct spool_msg *m)
+{
+	return he ? he->h.op == SPOOL_HOLD_ON : *m->quarantine != '\0';
+}
 
 /* Every hold log of a directory, by queue id (open addressing). */
 struct hold_set {

@@ -109,6 +109,15 @@ int spool_rec_open(struct buf *out, const struct spool_env *e)
 		                 e->smtputf8 ? 1 : 0);
 	if (!err && e->quarantine) /* a key older readers skip */
 		err = env_line(out, "quarantine", *e->quarantine ? e->quarantine : "-");
+	if (!err && e->pad) { /* a key every reader skips */
+		err = e->pad < 5 ? -EINVAL : buf_append(out, "pad ", 4);
+		for (size_t i = 0; !err && i < e->pad - 5; i += 64)
+			err = buf_append(
+			    out, "................................................................",
+			    e->pad - 5 - i < 64 ? e->pad - 5 - i : 64);
+		if (!err)
+			err = buf_append(out, "\n", 1);
+	}
 	if (!err && out->len - start - SPOOL_HDR_LEN > SPOOL_ENV_MAX)
 		err = -EINVAL;
 	if (!err)

@@ -106,9 +106,16 @@ struct spool_env {
 	unsigned nrcpt;
 	bool body_8bit;
 	bool smtputf8;
-	/* Held by a content filter (quarantine), with its reason: spooled,
-	 * never delivered, listed "held" until deleted. NULL: not held. */
+	/* Held by a content filter (quarantine), with its reason: spooled
+	 * held from the start, as a `ringmx queue hold` holds (listed "held
+	 * reason=..."), until `ringmx queue release` (a hold log's record
+	 * overrides it) or a delete. NULL: not held. */
 	const char *quarantine;
+	/* > 0: the envelope ends with a line "pad ....\n" of exactly <pad>
+	 * octets (at least 5), which readers skip: a writer that placed the
+	 * body before it knew the header block's length (io/milter_stream.c)
+	 * fills the gap with it. */
+	size_t pad;
 };
 
 /* A record read back: views into the reader's memory, valid during the
@@ -444,6 +451,9 @@ struct spool_holds;
 int spool_holds_load(const char *dir, struct spool_holds **out);
 /* Whether <qid> is held. <h> may be NULL (nothing is). */
 bool spool_holds_held(const struct spool_holds *h, const char *qid);
+/* The same for a message a content filter quarantined (<quarantined>):
+ * held unless a record releases it. */
+bool spool_holds_held_q(const struct spool_holds *h, const char *qid, bool quarantined);
 /* How many queue ids are held. */
 size_t spool_holds_count(const struct spool_holds *h);
 /* The largest stamp read (0: none): a new record gets a larger one, so

@@ -68,7 +68,7 @@ static int query_visit(void *arg, const struct spool_msg *m)
 	if (m->state == SPOOL_PENDING) {
 		he = hold_find(&q->hold, m->qid);
 		de = defer_find(&q->defer, m->qid);
-		if (he && he->h.op == SPOOL_HOLD_ON)
+		if (spool_held(he, m))
 			state = SPOOL_SEL_HELD;
 		else
 			state = de ? SPOOL_SEL_DEFERRED : SPOOL_SEL_ACTIVE;
@@ -208,7 +208,7 @@ static int list_one(void *arg, const struct spool_msg *m, unsigned state,
 		fputc('-', l->out);
 	for (unsigned i = 0; i < m->nrcpt; i++, r += strlen(r) + 1)
 		fprintf(l->out, "%s%s", i ? "," : "", r);
-	if (m->state == SPOOL_PENDING && *m->quarantine) {
+	if (m->state == SPOOL_PENDING && state == SPOOL_SEL_HELD && *m->quarantine) {
 		fputs(" held reason=", l->out); /* a content filter's quarantine */
 		spool_put_quoted(l->out, m->quarantine);
 	} else if (m->state == SPOOL_PENDING)

@@ -276,19 +276,28 @@ static int write_new(int dfd, const char *name, const unsigned char *r, size_t n
 	return fsync(dfd) < 0 ? -errno : 0;
 }
 
+static bool hold_kept(const struct hold_ent *e)
+{
+	return e->used && e->needed && (e->h.op == SPOOL_HOLD_ON || e->quarantined);
+}
+
 int hold_compact(DIR *d, struct hold_set *s, uint64_t start_id, unsigned long *kept)
 {
 	int dfd = dirfd(d), err = 0;
 	unsigned char *out = NULL, *p;
 	char name[64];
-	size_t keep = 0;
+	size_t keep = 0, held = 0;
 
 	*kept = 0;
-	for (size_t i = 0; i < s->cap; i++)
-		keep += s->v[i].used && s->v[i].needed && s->v[i].h.op == SPOOL_HOLD_ON;
+	/* Needed: the holds of pending messages, and the releases of
+	 * quarantined ones (their envelope would hold them again). */
+	for (size_t i = 0; i < s->cap; i++) {
+		keep += hold_kept(&s->v[i]);
+		held += hold_kept(&s->v[i]) && s->v[i].h.op == SPOOL_HOLD_ON;
+	}
 	/* Nothing to drop: a single log of needed holds stays as it is. */
 	if (keep == s->n && !s->superseded && !s->bad_bytes && s->nlogs <= 1) {
-		*kept = keep;
+		*kept = held;
 		return 0;
 	}
 	hold_recovered_name(name, sizeof(name), start_id);
@@ -302,7 +311,7 @@ int hold_compact(DIR *d, struct hold_set *s, uint64_t start_id, unsigned long *k
 		for (size_t i = 0; i < s->cap; i++) {
 			const struct hold_ent *e = &s->v[i];
 
-			if (e->used && e->needed && e->h.op == SPOOL_HOLD_ON) {
+			if (hold_kept(e)) {
 				spool_hold_encode(p, &e->h);
 				p += SPOOL_HOLD_LEN;
 			}
@@ -320,9 +329,9 @@ int hold_compact(DIR *d, struct hold_set *s, uint64_t start_id, unsigned long *k
 	}
 	if (fsync(dfd) < 0)
 		return -errno;
-	*kept = keep;
+	*kept = held;
 	LOGI("spool: hold logs: %zu compacted into %s, %zu messages held", s->nlogs,
-	     keep ? name : "none", keep);
+	     keep ? name : "none", held);
 	return 0;
 }
 
@@ -360,6 +369,13 @@ bool spool_holds_held(const struct spool_holds *h, const char *qid)
 	const struct hold_ent *e = h ? hold_find(&h->s, qid) : NULL;
 
 	return e && e->h.op == SPOOL_HOLD_ON;
+}
+
+bool spool_holds_held_q(const struct spool_holds *h, const char *qid, bool quarantined)
+{
+	const struct hold_ent *e = h ? hold_find(&h->s, qid) : NULL;
+
+	return e ? e->h.op == SPOOL_HOLD_ON : quarantined;
 }
 
 size_t spool_holds_count(const struct spool_holds *h)

@@ -725,8 +725,10 @@ int walk_seg(struct spool_walker *w, const char *name, int fd, uint64_t size)
 		if (m.state == SPOOL_PENDING && w->hold) {
 			struct hold_ent *he = hold_find(w->hold, m.qid);
 
-			if (he)
+			if (he) {
 				he->needed = true;
+				he->quarantined = *m.quarantine != '\0';
+			}
 		}
 		err = w->fn ? w->fn(w->arg, &m) : 0;
 		if (err)

@@ -55,6 +55,29 @@ static int next_cmd(struct milter *m, unsigned step)
 	}
 }
 
+/* The input as message content: the header block's end found on a prefix
+ * is the one the whole finds, and where milter_msg_load() puts the body. */
+static void hdr_end_check(const char *p, size_t n, size_t split)
+{
+	struct milter_msg msg = {0};
+	struct buf all = BUF_INIT;
+	size_t whole, part;
+
+	if (milter_hdr_end(p, n, true, &whole) != 1 || whole > n)
+		abort();
+	if (milter_hdr_end(p, split, false, &part) && part != whole)
+		abort();
+	if (buf_append_str(&all, "Received: x\r\n") || buf_append(&all, p, n) ||
+	    milter_msg_load(&msg, all.p, all.len, SV(""), "", 0, 0))
+		abort();
+	/* An unterminated last line: the load takes it as a field, the
+	 * stream as body (it never sees content without its final CRLF). */
+	if (n && p[n - 1] == '\n' && n - msg.body.len != whole)
+		abort();
+	buf_free(&all);
+	milter_msg_fini(&msg);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct milter m;
@@ -67,9 +90,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (len > 0 && ((size_t)len > size || k.data.p + k.data.len != p + len))
 		abort();
 	milter_init(&m, MILTER_A_ALL, MILTER_P_OFFER);
+	/* The protocol version offered (--milter-protocol), as the last octet says. */
+	if (size &&
+	    milter_set_version(&m, (uint32_t) "2346"[data[size - 1] % 4] - '0', data[size - 1] & 4))
+		abort();
 	milter_send_optneg(&m);
 	/* In two parts, split where the first octet says. */
 	size_t split = size ? data[0] % (size + 1) : 0;
+	hdr_end_check(p, size, split);
 	r = milter_input(&m, p, split);
 	if (r == MILTER_IN_WAIT)
 		r = milter_input(&m, p + split, size - split);

@@ -13,8 +13,18 @@ change and delete a header, change the sender, add and delete a
 recipient, replace the body), the macros the filter saw, body chunks of 64
 KB at most and SKIP, two filters in a chain (the second sees the first
 one's changes), a filter down, killed, too slow or broken: the default
-action (451 4.7.1 and nothing spooled; accept and reject too), and a
-filter asking for quarantine (not offered): the default action.
+action (451 4.7.1 and nothing spooled; accept and reject too), a
+quarantined message held in the queue's hold state and released.
+
+Streaming: the body reaches the filter (its chunk log, rmx_testmilter -l)
+before the client sent the end of data; a 3 MB message streamed to two
+chained filters and into its segment, their header, envelope and body
+changes byte-exact at the next hop (the second filter reads the body back
+from the segment); header changes too large for the room before a streamed
+body: 451 4.3.0; a filter killed mid-body: 451 4.7.1, no segment left;
+the gateway killed mid-body: nothing after the restart; a BDAT message
+reset while it streams. --milter-protocol 2 as a fake filter sees it; the
+filters changed by a reload for new sessions only.
 
 Every wait is bounded. Exit 77 (skipped) without rmx_testmilter or aiosmtpd."""
 import os
@@ -29,7 +39,7 @@ import tempfile
 import threading
 import time
 
-from rmx import Checks, Gateway, QUEUED, free_port
+from rmx import RINGMX, Checks, Gateway, QUEUED, free_port
 from nexthop import HAVE_AIOSMTPD, NextHop
 
 TESTMILTER = os.environ.get("RMX_TESTMILTER") or os.path.join(
@@ -51,8 +61,11 @@ def wait_until(fn, timeout=WAIT, step=0.05):
 class Filter:
     """rmx_testmilter on a unix socket (or a port with inet=True)."""
 
-    def __init__(self, *args, inet=False):
+    def __init__(self, *args, inet=False, chunk_log=False):
         self.tmp = tempfile.TemporaryDirectory(prefix="rmx-milter-")
+        self.chunk_log = os.path.join(self.tmp.name, "chunks")
+        if chunk_log:
+            args = ("-l", self.chunk_log) + tuple(args)
         if inet:
             port = free_port()
             sock, self.spec = f"inet:{port}@127.0.0.1", f"inet:127.0.0.1:{port}"
@@ -66,6 +79,21 @@ class Filter:
         if line.strip() != b"ready":
             self.stop()
             raise RuntimeError("rmx_testmilter did not start: %r" % line)
+
+    def chunks(self):
+        """[(octets, octets so far, time)] of the body chunks it was given,
+        and the end of message's total (None before)."""
+        if not os.path.exists(self.chunk_log):
+            return [], None
+        out, eom = [], None
+        with open(self.chunk_log) as f:
+            for line in f:
+                w = line.split()
+                if w[0] == "body":
+                    out.append((int(w[1]), int(w[2]), float(w[3])))
+                elif w[0] == "eom":
+                    eom = int(w[1])
+        return out, eom
 
     def kill(self):
         if self.proc.poll() is None:
@@ -389,11 +417,191 @@ def test_quarantine():
             # held across a restart too, never delivered
             gw.stop()
             gw.start()
-            assert wait_until(lambda: "held (held by the test filter)" in gw.log(), 10), \
+            assert wait_until(lambda: "quarantined (held by the test filter)" in gw.log(), 10), \
                 gw.log()[-1500:]
             time.sleep(2)
             assert [m for m in hop.messages() if b"Subject: held" in m.content] == []
             assert gw.count() == 1
+            # a held message like any `ringmx queue hold`: released, it goes
+            qid = lines[0].split()[0]
+            assert qid in gw.queue("release", qid), gw.log()[-1500:]
+            hop_msg(hop, "held")
+            assert wait_until(lambda: gw.count() == 0, 10)
+            assert wait_until(lambda: f"id={qid} released by the operator" in gw.log(), 5)
+
+
+# ------------------------------------------- streaming, spilled messages
+def body_lines(n_lines, tag):
+    """A body of <n_lines> lines of 100 octets, each numbered (dot-first
+    lines among them, for the stuffing)."""
+    return b"".join((b"." if i % 97 == 0 else b"") +
+                    (b"%s %08d " % (tag.encode(), i)).ljust(98, b"z") + b"\r\n"
+                    for i in range(n_lines))
+
+
+def spilled(gw):
+    """Messages the gateway streamed to a segment of their own (its stop line)."""
+    return sum(int(n) for n in re.findall(r"(\d+) messages streamed to a segment of their own",
+                                          gw.log()))
+
+
+def begin_data(c, rcpts=("b@example.com",)):
+    assert c.cmd("MAIL FROM:<a@example.org>")[0] == 250
+    for r in rcpts:
+        assert c.cmd(f"RCPT TO:<{r}>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+
+
+def stuffed(b):
+    return b.replace(b"\r\n.", b"\r\n..") if not b.startswith(b".") else \
+        b"." + b.replace(b"\r\n.", b"\r\n..")
+
+
+def test_body_streams_before_the_end_of_data():
+    """The first half of the body reaches the filter, in chunks of 64 KB at
+    most, while the client still holds back the rest and the end of data."""
+    head = b"Subject: stream\r\nX-Test: addheader\r\n\r\n"
+    first, rest = body_lines(2000, "a"), body_lines(2000, "b")  # 200,000 octets each
+    with NextHop() as hop, Filter(chunk_log=True) as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec, "--data-buffer", "64k") as gw:
+        c = smtp(gw)
+        begin_data(c)
+        c.send(stuffed(head + first))
+        seen = wait_until(lambda: f.chunks()[0], 10)
+        assert seen, ("no body chunk reached the filter before the end of data", gw.log()[-1500:])
+        t_seen = time.time()
+        assert f.chunks()[1] is None  # no end of message yet
+        c.send(stuffed(rest) + b".\r\n")
+        r = c.reply()
+        assert r[0] == 250, r
+        chunks, eom = f.chunks()
+        assert eom == len(first + rest), (eom, len(first + rest))
+        assert all(0 < k <= 65535 for k, _, _ in chunks), chunks
+        assert sum(k for k, _, _ in chunks) == eom
+        assert chunks[0][2] <= t_seen
+        m = hop_msg(hop, "stream")
+        _, _, after = split_received(m.content)
+        assert after == head[:-2] + b"X-Added: added by the filter\r\n\r\n" + first + rest
+        c.cmd("QUIT")
+        gw.stop()
+        assert spilled(gw) == 1, gw.log()[-2000:]
+
+
+def test_spilled_message_modified_byte_exact():
+    """A 3 MB message streams into its segment while the filters see it; their
+    header changes (added, inserted, changed, deleted), the envelope changes
+    and, in another message, the replaced body reach the next hop byte for
+    byte, with two filters in a chain (the second one reads the body back
+    from the segment)."""
+    big = body_lines(30000, "big")  # 3,000,000 octets
+    with NextHop() as hop, Filter("-c", "-n", "one") as f1, \
+            Filter("-c", "-n", "two", inet=True) as f2, \
+            Gateway("--milter", f1.spec, "--milter", f2.spec, "--relay-to", hop.spec,
+                    "--data-buffer", "64k") as gw:
+        c = smtp(gw)
+        content = (b"Subject: bigmod\r\nX-Test-one: addheader,insheader,chgheader,delheader,"
+                   b"chgfrom,addrcpt\r\nX-Delete-Me: gone\r\nX-Keep: folded\r\n\tline\r\n"
+                   b"\r\n" + big)
+        r = send(c, "a@example.org", ["b@example.com"], content)
+        assert r[-1][0] == 250, (r, gw.log()[-2000:])
+        content2 = (b"Subject: bigrepl\r\nX-Test-two: replbody\r\n\r\n" + big)
+        r = send(c, "a@example.org", ["b@example.com"], content2)
+        assert r[-1][0] == 250, (r, gw.log()[-2000:])
+        c.cmd("QUIT")
+        chunks = -(-len(big) // 65535)
+        m = hop_msg(hop, "changed subject")
+        before, _, after = split_received(m.content)
+        assert before == b"X-Inserted: at the top\r\n", before[:200]
+        want = (b"Subject: changed subject\r\nX-Test-one: addheader,insheader,chgheader,"
+                b"delheader,chgfrom,addrcpt\r\nX-Keep: folded\r\n\tline\r\n"
+                b"X-Chain-one: saw=X-Test-one,X-Delete-Me,X-Keep len=%d chunks=%d\r\n"
+                b"X-Added: added by the filter\r\n"
+                b"X-Chain-two: saw=X-Inserted,X-Test-one,X-Keep,X-Chain-one,X-Added len=%d "
+                b"chunks=%d\r\n\r\n" % (len(big), chunks, len(big), chunks)) + big
+        assert after == want, (after[:800], want[:800])
+        assert m.mail_from == "new-sender@example.org", m.mail_from
+        assert sorted(m.rcpt_tos) == ["added@example.com", "b@example.com"], m.rcpt_tos
+        m = hop_msg(hop, "bigrepl")
+        _, _, after = split_received(m.content)
+        assert after == (b"Subject: bigrepl\r\nX-Test-two: replbody\r\n"
+                         b"X-Chain-one: saw=X-Test-two len=%d chunks=%d\r\n"
+                         b"X-Chain-two: saw=X-Test-two,X-Chain-one len=%d chunks=%d\r\n"
+                         b"\r\nreplaced body\r\nsecond line\r\n"
+                         % (len(big), chunks, len(big), chunks)), after[:600]
+        gw.stop()
+        assert spilled(gw) == 1, gw.log()[-2000:]  # the replaced one went whole
+
+
+def test_filter_killed_mid_body():
+    """The filter dies while a large message streams (to it and to the
+    disk): 451 4.7.1, nothing spooled, no segment left that a restart could
+    deliver."""
+    head = b"Subject: killed\r\nX-Test: addheader\r\n\r\n"
+    half = body_lines(5000, "k")
+    with NextHop() as hop, Filter(chunk_log=True) as f:
+        gw = Gateway("--milter", f.spec, "--relay-to", hop.spec, "--data-buffer", "64k")
+        with gw:
+            c = smtp(gw)
+            begin_data(c)
+            c.send(stuffed(head + half))
+            assert wait_until(lambda: f.chunks()[0], 10), gw.log()[-1500:]
+            f.kill()
+            c.send(stuffed(half) + b".\r\n")
+            r = c.reply()
+            assert r == (451, TEMPFAIL), r
+            c.close()
+            assert gw.count() == 0
+            assert wait_until(lambda: not [n for n in os.listdir(gw.spool)
+                                           if n.startswith("seg-")], 5), os.listdir(gw.spool)
+            gw.stop()
+            gw.start()
+            time.sleep(1)
+            assert gw.count() == 0
+        assert hop.messages() == []
+
+
+def test_gateway_killed_mid_body():
+    """The gateway dies (SIGKILL) while a large message streams to the
+    filter and into its segment: after the restart recovery finds nothing
+    to deliver (the segment's head was never written) and removes it."""
+    head = b"Subject: crash\r\nX-Test: addheader\r\n\r\n"
+    with Filter(chunk_log=True) as f:
+        gw = Gateway("--milter", f.spec, "--data-buffer", "64k")
+        with gw:
+            c = smtp(gw)
+            begin_data(c)
+            c.send(stuffed(head + body_lines(5000, "c")))
+            assert wait_until(lambda: f.chunks()[0], 10), gw.log()[-1500:]
+            assert wait_until(lambda: any(n.startswith("seg-") for n in os.listdir(gw.spool)),
+                              5)
+            gw.proc.kill()
+            gw.proc.wait(10)
+            c.close()
+            gw.start()
+            assert gw.count() == 0
+            assert not [n for n in os.listdir(gw.spool) if n.startswith("seg-")], \
+                os.listdir(gw.spool)
+
+
+def test_bdat_reset_while_streaming():
+    """A BDAT message reset (RSET) after its header block went to the filter:
+    the filter hears ABORT, the next message goes through."""
+    with NextHop() as hop, Filter("-c") as f, \
+            Gateway("--milter", f.spec, "--relay-to", hop.spec) as gw:
+        c = smtp(gw)
+        assert c.cmd("MAIL FROM:<a@example.org>")[0] == 250
+        assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+        chunk = b"Subject: dropped\r\nX-Test: reject\r\n\r\n" + body_lines(1500, "d")
+        c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+        assert c.reply()[0] == 250
+        assert c.cmd("RSET")[0] == 250
+        r = send(c, "a@example.org", ["b@example.com"], msg("afterreset", "addheader"))
+        assert r[-1][0] == 250, (r, gw.log()[-1500:])
+        m = hop_msg(hop, "afterreset")
+        assert b"X-Added: added by the filter\r\n" in m.content
+        assert b"chunks=1\r\n" in m.content  # its own body only
+        c.cmd("QUIT")
+        assert gw.count() == 0 or wait_until(lambda: gw.count() == 0, 10)
 
 
 # ------------------------------------------------------ fake, broken filters
@@ -467,6 +675,132 @@ def answer_until(s, stop_cmd):
         if cmd == stop_cmd:
             return
         s.sendall(pkt(b"c"))
+
+
+def test_protocol_version_2():
+    """--milter-protocol 2: version 2 offered with its steps and actions only
+    (Postfix's masks), no DATA step sent, the filter's header added."""
+    seen = []
+
+    def v2(s):
+        cmd, data = read_pkt(s)
+        assert cmd == b"O"
+        seen.append(struct.unpack(">III", data[:12]))
+        s.sendall(pkt(b"O", struct.pack(">III", 2, 0x01, 0)))
+        while True:
+            cmd, _ = read_pkt(s)
+            seen.append(cmd)
+            if cmd == b"Q":
+                return
+            if cmd in (b"D", b"A"):
+                continue
+            if cmd == b"E":
+                s.sendall(pkt(b"h", b"X-V2\0yes\0"))
+            s.sendall(pkt(b"c"))
+
+    f = FakeFilter(v2)
+    try:
+        with NextHop() as hop, Gateway("--milter", f.spec, "--milter-protocol", "2",
+                                       "--relay-to", hop.spec) as gw:
+            c = smtp(gw)
+            r = send(c, "a@example.org", ["b@example.com"], msg("v2", "none"))
+            assert r[-1][0] == 250, (r, gw.log()[-1500:])
+            c.cmd("QUIT")
+            m = hop_msg(hop, "v2")
+            assert m.content.endswith(b"X-V2: yes\r\n\r\nbody line\r\n"), m.content
+            assert wait_until(lambda: b"Q" in seen, 5), seen
+            assert seen[0] == (2, 0x3f, 0x7f), seen[0]
+            assert b"T" not in seen and b"M" in seen and b"E" in seen, seen
+    finally:
+        f.close()
+
+
+def test_spilled_header_changes_past_the_room():
+    """A filter adding more than the room before a streamed body (32 KB of
+    header): 451 4.3.0, logged, nothing spooled, no segment left; a small
+    message with the same change goes through (it is written whole), its
+    record sound (the refused one's head left nothing behind)."""
+    def big_header(s):
+        optneg(s, actions=0x01)
+        while True:
+            cmd, _ = read_pkt(s)
+            if cmd == b"Q":
+                return
+            if cmd in (b"D", b"A"):
+                continue
+            if cmd == b"E":
+                s.sendall(pkt(b"h", b"X-Big\0" + b"v" * 40000 + b"\0"))
+            s.sendall(pkt(b"c"))
+
+    f = FakeFilter(big_header)
+    try:
+        with Gateway("--milter", f.spec, "--data-buffer", "64k") as gw:
+            c = smtp(gw)
+            r = send(c, "a@example.org", ["b@example.com"],
+                     msg("room", "none", body=body_lines(3000, "r")))
+            assert r[-1][0] == 451 and "4.3.0" in r[-1][1], (r, gw.log()[-1500:])
+            assert wait_until(lambda: "do not fit the room before the body" in gw.log(), 5)
+            r = send(c, "a@example.org", ["b@example.com"], msg("small", "none"))
+            assert r[-1][0] == 250, r
+            c.cmd("QUIT")
+            assert gw.count() == 1, (gw.queue(), os.listdir(gw.spool))
+            assert wait_until(lambda: len([n for n in os.listdir(gw.spool)
+                                           if n.startswith("seg-")]) == 1, 5), \
+                os.listdir(gw.spool)
+    finally:
+        f.close()
+
+
+def test_reload_changes_the_filters_of_new_sessions():
+    """--milter and its options reload live: sessions that start after a
+    reload use the new filters, one in progress keeps its own; a reload
+    that cannot resolve a filter changes nothing; none after a reload: no
+    filter."""
+    def reload(gw, ok=True):
+        r = subprocess.run([RINGMX, "reload", "--spool",
+                            gw.spool], capture_output=True, text=True, timeout=30)
+        assert r.returncode == (0 if ok else 1), r.stdout + r.stderr
+        return r.stdout
+
+    def write(path, text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.rename(path + ".new", path)
+
+    def chains(tag):
+        return re.findall(rb"X-Chain-(\w+):", hop_msg(hop, tag).content)
+
+    with NextHop() as hop, Filter("-c", "-n", "a") as fa, Filter("-c", "-n", "b") as fb:
+        tmp = tempfile.mkdtemp(prefix="rmx-milter-conf-")
+        path = os.path.join(tmp, "ringmx.conf")
+        write(path, f"milter = {fa.spec}\n")
+        try:
+            with Gateway("--config", path, "--relay-to", hop.spec) as gw:
+                old = smtp(gw)
+                assert send(old, "a@example.org", ["b@example.com"], msg("r1", "-"))[-1][0] == 250
+                assert chains("r1") == [b"a"]
+                write(path, f"milter = {fb.spec}\nmilter-timeout = 5\n")
+                out = reload(gw)
+                assert "changed: milter, milter-timeout" in out, out
+                assert send(old, "a@example.org", ["b@example.com"], msg("r2", "-"))[-1][0] == 250
+                assert chains("r2") == [b"a"]  # the session in progress keeps its filter
+                new = smtp(gw)
+                assert send(new, "a@example.org", ["b@example.com"], msg("r3", "-"))[-1][0] == 250
+                assert chains("r3") == [b"b"]
+                write(path, "milter = inet:no-such-host.invalid:1\n")
+                assert "failed, nothing changed" in reload(gw, ok=False)
+                new2 = smtp(gw)
+                assert send(new2, "a@example.org", ["b@example.com"], msg("r4", "-"))[-1][0] == 250
+                assert chains("r4") == [b"b"]
+                write(path, "")
+                assert "changed: milter, milter-timeout" in reload(gw)
+                new3 = smtp(gw)
+                assert send(new3, "a@example.org", ["b@example.com"], msg("r5", "-"))[-1][0] == 250
+                assert chains("r5") == []
+                for c in (old, new, new2, new3):
+                    c.cmd("QUIT")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_broken_filters():

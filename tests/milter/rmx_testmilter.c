@@ -16,21 +16,25 @@
  *   after another shows what it was given;
  * - skip (an action too): the body callback answers SKIP after the first
  *   chunk;
- * - -q: it asks for the quarantine action at negotiation (which ringmx
- *   does not offer: the filter then refuses to work, as libmilter does).
+ * - -q: it asks for the quarantine action at negotiation;
+ * - -l FILE: a line per body chunk, "body <octets> <octets so far>
+ *   <seconds since the epoch>", and "eom <octets>" at the end of message,
+ *   each flushed at once: a test sees when the body reached the filter.
  *
- * Usage: rmx_testmilter -p SOCKET [-n NAME] [-c] [-q]   (SOCKET as libmilter:
+ * Usage: rmx_testmilter -p SOCKET [-n NAME] [-c] [-q] [-l FILE]   (SOCKET as libmilter:
  * inet:PORT@127.0.0.1 or unix:/path). Runs until killed. */
 #include <libmilter/mfapi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static const char *name = "";
 static char hdr_name[64] = "X-Test";
 static int chain;
+static FILE *chunk_log;
 
 struct priv {
 	char actions[512];
@@ -150,6 +154,14 @@ static sfsistat on_body(SMFICTX *ctx, unsigned char *b, size_t len)
 	(void)b;
 	p->body_len += len;
 	p->chunks++;
+	if (chunk_log) {
+		struct timeval tv;
+
+		gettimeofday(&tv, NULL);
+		fprintf(chunk_log, "body %zu %zu %ld.%06ld\n", len, p->body_len, (long)tv.tv_sec,
+		        (long)tv.tv_usec);
+		fflush(chunk_log);
+	}
 	if (has(p, "skip"))
 		return SMFIS_SKIP;
 	return SMFIS_CONTINUE;
@@ -161,6 +173,10 @@ static sfsistat on_eom(SMFICTX *ctx)
 	struct priv *p = priv_of(ctx);
 	char v[1200];
 
+	if (chunk_log) {
+		fprintf(chunk_log, "eom %zu\n", p->body_len);
+		fflush(chunk_log);
+	}
 	if (chain) {
 		char h[80];
 
@@ -243,7 +259,7 @@ int main(int argc, char **argv)
 	const char *sock = NULL;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "p:n:cq")) != -1) {
+	while ((opt = getopt(argc, argv, "p:n:cql:")) != -1) {
 		switch (opt) {
 		case 'p':
 			sock = optarg;
@@ -258,13 +274,21 @@ int main(int argc, char **argv)
 		case 'q':
 			d.xxfi_flags |= SMFIF_QUARANTINE;
 			break;
+		case 'l':
+			chunk_log = fopen(optarg, "a");
+			if (!chunk_log) {
+				perror(optarg);
+				return 2;
+			}
+			break;
 		default:
-			fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q]\n", argv[0]);
+			fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q] [-l FILE]\n",
+			        argv[0]);
 			return 2;
 		}
 	}
 	if (!sock) {
-		fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q]\n", argv[0]);
+		fprintf(stderr, "usage: %s -p SOCKET [-n NAME] [-c] [-q] [-l FILE]\n", argv[0]);
 		return 2;
 	}
 	if (smfi_setconn((char *)sock) == MI_FAILURE || smfi_register(d) == MI_FAILURE ||

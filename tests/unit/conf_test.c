@@ -1066,7 +1066,27 @@ Test(conf, milters)
 	cr_assert_eq(conf.nmilters, 0);
 	cr_assert_eq(conf.milter_timeout, CONF_DEF_MILTER_TIMEOUT);
 	cr_assert_eq(conf.milter_default_action, CONF_MILTER_TEMPFAIL);
+	cr_assert_eq(conf.milter_version, 6);
+	cr_assert_not(conf.milter_no_header_reply);
 	conf_fini(&conf);
+	static const struct {
+		const char *arg;
+		unsigned v;
+		bool nhr;
+	} protos[] = {
+	    {"2", 2, false},
+	    {"3", 3, false},
+	    {"4 no_header_reply", 4, true},
+	    {"no_header_reply,2", 2, true},
+	    {" 6 ", 6, false},
+	};
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++) {
+		cr_assert_eq(PARSE("--milter-protocol", protos[i].arg), CONF_OK, "%s", err);
+		cr_assert_eq(conf.milter_version, protos[i].v, "%s", protos[i].arg);
+		cr_assert_eq(conf.milter_no_header_reply, protos[i].nhr, "%s", protos[i].arg);
+		cr_assert_str_eq(conf.milter_protocol, protos[i].arg);
+		conf_fini(&conf);
+	}
 	cr_assert_eq(PARSE("--milter", "inet:127.0.0.1:11332", "--milter", "unix:/run/f.sock",
 	                   "--milter-timeout", "5", "--milter-default-action", "accept"),
 	             CONF_OK, "%s", err);
@@ -1083,6 +1103,9 @@ Test(conf, milters)
 	    {"--milter", "127.0.0.1:11332"}, {"--milter", "inet:host"},
 	    {"--milter", "inet:host:"},      {"--milter", "unix:relative"},
 	    {"--milter-timeout", "0"},       {"--milter-default-action", "discard"},
+	    {"--milter-protocol", "5"},      {"--milter-protocol", "2 6"},
+	    {"--milter-protocol", ""},       {"--milter-protocol", "no_header_reply"},
+	    {"--milter-protocol", "6 nhr"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		cr_assert_eq(PARSE(bad[i][0], bad[i][1]), CONF_ERR, "%s %s", bad[i][0], bad[i][1]);

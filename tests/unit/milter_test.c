@@ -76,6 +76,68 @@ Test(milter, optneg_encoded_as_libmilter_reads_it)
 	milter_fini(&m);
 }
 
+/* --milter-protocol: the version offered, the steps and actions cut to
+ * what it has (Postfix's milter8.c masks), a filter answering higher
+ * refused, and the steps the version lacks never sent. */
+Test(milter, protocol_version_offers_what_that_version_has)
+{
+	static const struct {
+		uint32_t v;
+		bool nhr;
+		uint32_t act, proto;
+		bool data;
+	} cases[] = {
+	    {2, false, 0x3f, 0x7f, false},  {2, true, 0x3f, 0xff, false},
+	    {3, false, 0x3f, 0x17f, false}, {4, false, 0x3f, 0x37f, true},
+	    {4, true, 0x3f, 0x3ff, true},   {6, false, 0x1ff, MILTER_P_OFFER, true},
+	};
+	struct milter m;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char want[17] = "\0\0\0\x0dO", r[32];
+		size_t n;
+
+		put32(want + 5, cases[i].v);
+		put32(want + 9, cases[i].act);
+		put32(want + 13, cases[i].proto);
+		milter_init(&m, MILTER_A_ALL, MILTER_P_OFFER);
+		cr_assert_eq(milter_set_version(&m, cases[i].v, cases[i].nhr), 0);
+		cr_assert_eq(milter_send_optneg(&m), 1);
+		cr_assert_eq(m.out.len, 17);
+		cr_assert_eq(memcmp(m.out.p, want, 17), 0, "case %zu", i);
+		m.out.len = 0;
+		/* A filter that chooses nothing: every step as the version has it. */
+		n = optneg_reply(r, cases[i].v, 0, 0);
+		cr_assert_eq(milter_input(&m, r, n), MILTER_IN_DONE, "case %zu: %s", i, m.err);
+		cr_assert_eq(m.version, cases[i].v);
+		cr_assert_eq(milter_wants(&m, MILTER_ST_DATA), cases[i].data, "case %zu", i);
+		cr_assert_eq(milter_send_data(&m), cases[i].data ? 1 : 0, "case %zu", i);
+		cr_assert_eq(m.out.len, cases[i].data ? 5u : 0u, "case %zu", i);
+		cr_assert(milter_wants(&m, MILTER_ST_HEADER));
+		milter_fini(&m);
+		if (cases[i].v == 6)
+			continue;
+		/* Answered with a higher version, or asking for what the version
+		 * lacks: a protocol error. */
+		milter_init(&m, MILTER_A_ALL, MILTER_P_OFFER);
+		milter_set_version(&m, cases[i].v, cases[i].nhr);
+		milter_send_optneg(&m);
+		n = optneg_reply(r, 6, 0, 0);
+		cr_assert_eq(milter_input(&m, r, n), MILTER_IN_ERROR, "case %zu", i);
+		milter_fini(&m);
+		milter_init(&m, MILTER_A_ALL, MILTER_P_OFFER);
+		milter_set_version(&m, cases[i].v, cases[i].nhr);
+		milter_send_optneg(&m);
+		n = optneg_reply(r, cases[i].v, MILTER_A_CHGFROM, 0);
+		cr_assert_eq(milter_input(&m, r, n), MILTER_IN_ERROR, "case %zu", i);
+		milter_fini(&m);
+	}
+	milter_init(&m, MILTER_A_ALL, MILTER_P_OFFER);
+	cr_assert_eq(milter_set_version(&m, 5, false), -EINVAL);
+	cr_assert_eq(milter_set_version(&m, 1, false), -EINVAL);
+	milter_fini(&m);
+}
+
 Test(milter, decoder_bounds)
 {
 	struct milter_pkt k;
@@ -495,6 +557,47 @@ Test(milter, message_written_back_byte_exact)
 		cr_assert_eq(out.len, strlen(texts[i]), "case %zu", i);
 		cr_assert(out.len == 0 || memcmp(out.p, texts[i], out.len) == 0, "case %zu", i);
 		buf_free(&out);
+		milter_msg_fini(&msg);
+	}
+}
+
+/* The header block's end found on any prefix of the content is where
+ * milter_msg_load() puts the body (after a Received: header), and a prefix
+ * that cannot tell says so. */
+Test(milter, header_end_found_on_any_prefix_as_the_load_finds_it)
+{
+	static const char *const texts[] = {
+	    msg_text,
+	    "Subject: no body\r\n",
+	    "Subject: empty body\r\n\r\n",
+	    "Subject: a\r\n folded\r\nX: y\r\n\r\nbody\r\n\r\nmore\r\n",
+	    "not a header line\r\nSubject: x\r\n",
+	    "Subject: x\r\n: no name\r\nbody\r\n",
+	    "From mbox line\r\n\r\nx\r\n",
+	    "",
+	    " leading fold\r\n\r\nb\r\n",
+	    "\r\nbody only\r\n",
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		const char *t = texts[i];
+		size_t n = strlen(t), want, got;
+		struct milter_msg msg = {0};
+		struct buf all = BUF_INIT;
+
+		buf_append_str(&all, "Received: x\r\n");
+		buf_append(&all, t, n);
+		cr_assert_eq(milter_msg_load(&msg, all.p, all.len, SV(""), "", 0, 0), 0);
+		want = msg.hdrs.len - 13 + (msg.has_sep ? 2 : 0);
+		cr_assert_eq(milter_hdr_end(t, n, true, &got), 1);
+		cr_assert_eq(got, want, "case %zu: %zu, the load %zu", i, got, want);
+		for (size_t k = 0; k <= n; k++) {
+			size_t h = 0;
+
+			if (milter_hdr_end(t, k, false, &h))
+				cr_assert_eq(h, want, "case %zu at %zu: %zu, not %zu", i, k, h,
+				             want);
+		}
+		buf_free(&all);
 		milter_msg_fini(&msg);
 	}
 }

@@ -343,6 +343,43 @@ Test(spool, rec_open_then_seal_writes_what_build_writes)
 	buf_free(&scratch);
 }
 
+/* A pad line makes the envelope exactly as long as asked, every reader
+ * skips it, and a pad too short to be a line is refused. */
+Test(spool, pad_fills_the_envelope_to_the_octet_and_is_skipped)
+{
+	struct spool_env e = env_n("Q8");
+	struct buf plain = BUF_INIT, rec = BUF_INIT, scratch = BUF_INIT;
+	struct spool_msg m;
+	size_t pads[] = {5, 6, 70, 129, 4000};
+
+	cr_assert_eq(spool_rec_open(&plain, &e), 0);
+	for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++) {
+		size_t env_len;
+
+		e.pad = pads[i];
+		rec.len = 0;
+		cr_assert_eq(spool_rec_open(&rec, &e), 0);
+		cr_assert_eq(rec.len, plain.len + pads[i], "pad %zu", pads[i]);
+		env_len = rec.len - SPOOL_HDR_LEN;
+		cr_assert_eq(spool_rec_seal(rec.p, env_len, sizeof(body1) - 1,
+		                            crc32c(crc32c(0, rec.p + SPOOL_HDR_LEN, env_len), body1,
+		                                   sizeof(body1) - 1)),
+		             0);
+		cr_assert_eq(buf_append(&rec, body1, sizeof(body1) - 1), 0);
+		cr_assert_eq(spool_rec_parse(rec.p, rec.len, &m, &scratch), 0);
+		cr_assert_str_eq(m.qid, "Q8");
+		cr_assert_eq(m.nrcpt, 2);
+		cr_assert_str_eq(m.quarantine, "");
+		cr_assert_eq(m.body_len, sizeof(body1) - 1);
+	}
+	e.pad = 4;
+	rec.len = 0;
+	cr_assert_eq(spool_rec_open(&rec, &e), -EINVAL);
+	buf_free(&plain);
+	buf_free(&rec);
+	buf_free(&scratch);
+}
+
 Test(spool, rec_open_refuses_what_build_refuses)
 {
 	struct spool_env e = env_n("Q\n1");
@@ -2921,6 +2958,51 @@ Test(spool, recover_keeps_the_holds_of_pending_messages_only)
 	cr_assert_eq(spool_recover(dir, 0x102, NULL, NULL, &r), 0);
 	cr_expect_eq(r.held, 0);
 	cr_expect_eq(count_files(dir, "hold-"), 0);
+	rm_dir(dir);
+}
+
+/* A message a content filter quarantined is held like one the operator
+ * held: listed held with its reason, until a release (a hold record) lets
+ * it go; recovery keeps that release (the envelope would hold it again),
+ * and a hold after it holds it again. */
+Test(spool, quarantined_message_is_held_until_released)
+{
+	char *dir = tmp_dir(), *s;
+	char name[64];
+	struct spool_env e = env_n("Q0");
+	struct iovec b = {(void *)body1, sizeof(body1) - 1};
+	struct spool_recovery r;
+	time_t now = 1700000000 + 60;
+	int fd, ret;
+
+	spool_seg_name(name, sizeof(name), 1, 0, 0);
+	fd = seg_open(dir, name);
+	e.quarantine = "spam \"score\" 20";
+	seg_append(fd, &e, &b, 1);
+	e.qid = "Q1";
+	e.quarantine = NULL;
+	seg_append(fd, &e, &b, 1);
+	close(fd);
+	s = list(dir, 0, now, &ret);
+	cr_assert_eq(ret, 0);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " held reason=\"spam \\\"score\\\" 20\"\n"), "%s",
+	                   s);
+	cr_expect_not_null(strstr(s, "Q1" RCPTS " active\n"), "%s", s);
+	free(s);
+	hold(dir, 10, "Q0", 100, false);
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " active\n"), "%s", s);
+	free(s);
+	cr_assert_eq(spool_recover(dir, 0x100, NULL, NULL, &r), 0);
+	cr_expect_eq(r.held, 0);
+	cr_expect_eq(count_files(dir, "hold-"), 1); /* the release, kept */
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " active\n"), "%s", s);
+	free(s);
+	hold(dir, 0x200, "Q0", 101, true);
+	s = list(dir, 0, now, &ret);
+	cr_expect_not_null(strstr(s, "Q0" RCPTS " held reason="), "%s", s);
+	free(s);
 	rm_dir(dir);
 }
 
