@@ -12,6 +12,7 @@
 
 struct anvil;
 struct policy;
+struct verify_cache;
 
 /* Shared by every session of a gateway; read-only once published (at start, and in each reload's
  * snapshot, core/tables). */
@@ -50,6 +51,13 @@ struct smtp_server_conf {
 	/* Content filters (milters) run: a MAIL or RCPT the session takes
 	 * waits for their word (SMTP_ACT_FILTER) before its 250. */
 	bool filters;
+	/* Next-hop recipient verification (--verify-recipients): the cache
+	 * shared by every worker (core/verify_cache; NULL: none), and which
+	 * domains: every accepted one (<verify_all>) or <verify_domains>. */
+	struct verify_cache *vcache;
+	const struct policy *verify_domains;
+	bool verify_all;
+	bool verify_fail_open; /* a probe that cannot tell (4xx, down) takes the recipient */
 };
 
 #endif
