@@ -33,6 +33,9 @@ struct verify_wait_ent {
 	struct verify_wait_ent *qnext; /* on a probe queue */
 	unsigned route;                /* the next hop's route */
 	int64_t deadline;              /* worker clock, ms */
+	struct verify_wait_ent *dnext; /* on the list of results to give */
+	int res;                       /* enum verify_result, once known */
+	char text[VERIFY_TEXT_MAX + 1];
 	size_t klen;
 	char key[]; /* <klen> octets, NUL after */
 };

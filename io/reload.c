@@ -65,6 +65,12 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .unknown_delay_ms = c->unknown_recipient_delay_ms,
 	    .filters = g->nmilters != 0, /* the filters are the startup ones */
 	    .rate_ask = g->scf.rate_ask, /* and so is --limits-redis */
+	    /* The cache is the startup one (NULL: verification was off then);
+	     * which domains, and failing open, are the snapshot's. */
+	    .vcache = g->vcache,
+	    .verify_domains = &c->verify_domains,
+	    .verify_all = c->verify_all,
+	    .verify_fail_open = c->verify_fail_open,
 	};
 }
 
@@ -175,6 +181,9 @@ bool reload_run(struct gateway *g, unsigned started)
 	     rdomains_of(old));
 	if (restart[0])
 		LOGW("reload: changed but needs a restart (the running values stay): %s", restart);
+	if (!g->vcache && (t->conf->verify_all || t->conf->verify_domains.ndomains))
+		LOGW("reload: --verify-recipients was off at start: it needs a restart to begin "
+		     "(its domains change live once it runs)");
 	for (unsigned i = 0; i < started; i++)
 		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
 	g->tables = t;
