@@ -221,8 +221,9 @@ def test_hundred_parallel_rcpts_one_probe():
                                r"probe of this worker, (\d+) waited on another", gw.log())
             assert len(stats) == 2, stats
             assert sum(int(p) for p, _, _ in stats) == 2, stats
-            # Both workers had sessions: the other one waited on the first's probe.
+            # Both workers had sessions, and one waited on the other's probe.
             assert all(int(p) + int(c) + int(f) > 0 for p, c, f in stats), stats
+            assert sum(int(f) for _, _, f in stats) > 0, stats
     finally:
         hop.stop()
 
