@@ -414,10 +414,11 @@ static void vc_act(struct worker *w, struct vconn *c)
 			v->stat_probes += c->nbatch;
 			c->deadline = w->now + (int64_t)session_conf(w)->verify_timeout * 1000;
 			if (smtp_client_send(&c->cl, &c->msg) < 0) {
-				/* An address the client cannot send (a control octet). */
+				/* Cannot be sent (no memory, or an address the client
+				 * refuses): not the next hop's word, so temporary. */
 				for (unsigned i = 0; i < c->nbatch; i++)
-					probe_done(w, c->batch[i], VERIFY_REJECT,
-					           "5.1.3 bad recipient address syntax");
+					probe_done(w, c->batch[i], VERIFY_TEMP,
+					           "4.3.0 the address cannot be probed");
 				c->nbatch = 0;
 			}
 		} else {
