@@ -256,3 +256,29 @@ Test(verify_cache, threads_share_it)
 	cr_assert_leq(verify_cache_count(vc), 1u << 14);
 	verify_cache_free(vc);
 }
+
+Test(verify_cache, long_and_short_keys_side_by_side)
+{
+	struct verify_cache *vc = verify_cache_new(4);
+	char k[VERIFY_KEY_MAX + 2];
+	struct buf b = BUF_INIT;
+
+	memset(k, 'a', sizeof(k));
+	memcpy(k + VERIFY_KEY_MAX - 10, "@x.test", 7);
+	cr_assert_eq(verify_cache_put(vc, k, VERIFY_KEY_MAX - 3, VERIFY_OK, NULL, 2000, 1000, NULL),
+	             0, "a key as long as an address can be");
+	cr_assert_eq(verify_cache_put(vc, k, VERIFY_KEY_MAX + 1, VERIFY_OK, NULL, 2000, 1000, NULL),
+	             -ENOMEM, "longer: not kept");
+	for (size_t n = 38; n <= 42; n++) /* either side of the inline size */
+		cr_assert_eq(verify_cache_put(vc, k + VERIFY_KEY_MAX - 3 - n, n, VERIFY_REJECT,
+		                              "550 x", 2000, 1000, NULL),
+		             0);
+	cr_assert_eq(verify_cache_count(vc), 4, "evicted to the bound, long keys freed");
+	for (size_t n = 39; n <= 42; n++)
+		cr_assert_eq(
+		    verify_cache_get(vc, k + VERIFY_KEY_MAX - 3 - n, n, 1000, false, NULL, 0),
+		    VERIFY_REJECT, "%zu", n);
+	cr_assert_eq(verify_cache_dump(vc, &b, 1000), 4);
+	buf_free(&b);
+	verify_cache_free(vc);
+}
