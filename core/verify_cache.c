@@ -14,22 +14,30 @@
 
 /* Keys up to this long live in the entry itself: one cache miss less per
  * lookup, and no allocation (most addresses are shorter). */
-#define KEY_INLINE 40
+#define KEY_INLINE 32 /* with the fields before and after it: 64 octets */
 
+/* One cache line (the array is 64-byte aligned): a lookup's hit reads the
+ * bucket head and this line, nothing else; the text of a rejection and
+ * the waiters of a probe in flight are behind a pointer. */
 struct vc_ent {
 	uint64_t hash;
+	uint32_t next; /* in its bucket's chain; NIL ends it */
+	uint16_t klen;
+	uint8_t res; /* enum verify_result */
+	uint8_t ref; /* CLOCK: used since the hand last passed */
 	union {
 		char *p;             /* klen >= KEY_INLINE: owned, NUL after */
 		char in[KEY_INLINE]; /* shorter: here, NUL after */
 	} key;
-	char *text;        /* owned, NUL-terminated; NULL: none */
-	int64_t expires;   /* epoch s: fresh while now < expires (PENDING: its deadline) */
-	uint64_t *waiting; /* PENDING: workers to wake, VERIFY_WMASK_WORDS words; NULL: none */
-	uint32_t next;     /* in its bucket's chain; NIL ends it */
-	uint16_t klen;
-	uint8_t res; /* enum verify_result */
-	uint8_t ref; /* CLOCK: used since the hand last passed */
-};
+	int64_t expires; /* epoch s: fresh while now < expires (PENDING: its deadline) */
+	/* Owned; which one by <res>: a probe in flight has no text yet, a
+	 * result no waiters any more. */
+	union {
+		char *text;        /* not PENDING: NUL-terminated; NULL: none */
+		uint64_t *waiting; /* PENDING: workers to wake, VERIFY_WMASK_WORDS words */
+	} aux;
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct vc_ent) == 64, "a cache entry is one cache line");
 
 struct vc_shard {
 	pthread_mutex_t mu;
@@ -57,6 +65,16 @@ static void key_free(struct vc_ent *e)
 {
 	if (e->klen >= KEY_INLINE)
 		free(e->key.p);
+}
+
+/* Frees the text or the waiters, whichever <e> holds. */
+static void aux_free(struct vc_ent *e)
+{
+	if (e->res == VERIFY_PENDING)
+		free(e->aux.waiting);
+	else
+		free(e->aux.text);
+	e->aux.text = NULL;
 }
 
 static uint64_t fnv64(const char *p, size_t n)
@@ -140,8 +158,7 @@ void verify_cache_free(struct verify_cache *vc)
 
 		for (uint32_t k = 0; k < sh->n; k++) {
 			key_free(&sh->ents[k]);
-			free(sh->ents[k].text);
-			free(sh->ents[k].waiting);
+			aux_free(&sh->ents[k]);
 		}
 		free(sh->ents);
 		free(sh->heads);
@@ -199,12 +216,12 @@ static void copy_text(const struct vc_ent *e, char *text, size_t tlen)
 	if (!text || !tlen)
 		return;
 	text[0] = '\0';
-	if (e->text) {
-		size_t n = strlen(e->text);
+	if (e->res != VERIFY_PENDING && e->aux.text) {
+		size_t n = strlen(e->aux.text);
 
 		if (n >= tlen)
 			n = tlen - 1;
-		memcpy(text, e->text, n);
+		memcpy(text, e->aux.text, n);
 		text[n] = '\0';
 	}
 }
@@ -244,9 +261,12 @@ static uint32_t slot_new(struct vc_shard *sh, int64_t now)
 
 			if (cap > sh->max)
 				cap = sh->max;
-			ne = realloc(sh->ents, (size_t)cap * sizeof(*ne));
+			ne = aligned_alloc(64, (size_t)cap * sizeof(*ne));
 			if (!ne)
 				return NIL;
+			if (sh->n)
+				memcpy(ne, sh->ents, (size_t)sh->n * sizeof(*ne));
+			free(sh->ents);
 			sh->ents = ne;
 			sh->cap = cap;
 		}
@@ -266,14 +286,14 @@ static uint32_t slot_new(struct vc_shard *sh, int64_t now)
 		}
 		unlink_ent(sh, i);
 		key_free(e);
-		free(e->text);
-		free(e->waiting);
+		aux_free(e);
 		return i;
 	}
 	return NIL;
 }
 
-/* Sets <e>'s text to <text> (NULL: none). false: no memory. */
+/* Sets the text of <e> (not PENDING) to <text> (NULL: none). false: no
+ * memory. */
 static bool set_text(struct vc_ent *e, const char *text)
 {
 	char *t = NULL;
@@ -287,8 +307,8 @@ static bool set_text(struct vc_ent *e, const char *text)
 		memcpy(t, text, n);
 		t[n] = '\0';
 	}
-	free(e->text);
-	e->text = t;
+	free(e->aux.text);
+	e->aux.text = t;
 	return true;
 }
 
@@ -372,17 +392,18 @@ enum verify_result verify_cache_claim(struct verify_cache *vc, const char *key, 
 		if (r == VERIFY_REJECT)
 			copy_text(e, text, tlen);
 	} else if (r == VERIFY_PENDING) {
-		if (!e->waiting)
-			e->waiting = calloc(VERIFY_WMASK_WORDS, sizeof(*e->waiting));
-		if (e->waiting && wid < VERIFY_WORKERS)
-			e->waiting[wid / 64] |= 1ull << (wid % 64);
+		if (!e->aux.waiting)
+			e->aux.waiting = calloc(VERIFY_WMASK_WORDS, sizeof(*e->aux.waiting));
+		if (e->aux.waiting && wid < VERIFY_WORKERS)
+			e->aux.waiting[wid / 64] |= 1ull << (wid % 64);
 	} else {
 		/* Nothing fresh: ours to probe. A stale PENDING (its worker
 		 * went away, or it overran) is taken over, its waiters kept. */
+		if (e->res != VERIFY_PENDING)
+			aux_free(e); /* its old text; no waiters yet */
 		e->res = VERIFY_PENDING;
 		e->expires = pend_until;
 		e->ref = 1;
-		set_text(e, NULL);
 	}
 	pthread_mutex_unlock(&sh->mu);
 	return r;
@@ -404,12 +425,11 @@ int verify_cache_put(struct verify_cache *vc, const char *key, size_t klen, enum
 		pthread_mutex_unlock(&sh->mu);
 		return -ENOMEM;
 	}
-	if (e->waiting) {
-		if (woken)
+	if (e->res == VERIFY_PENDING) {
+		if (woken && e->aux.waiting)
 			for (unsigned i = 0; i < VERIFY_WMASK_WORDS; i++)
-				woken[i] |= e->waiting[i];
-		free(e->waiting);
-		e->waiting = NULL;
+				woken[i] |= e->aux.waiting[i];
+		aux_free(e);
 	}
 	e->res = (uint8_t)res;
 	e->expires = expires;
@@ -473,8 +493,9 @@ ssize_t verify_cache_dump(struct verify_cache *vc, struct buf *out, int64_t now)
 
 			if ((e->res != VERIFY_OK && e->res != VERIFY_REJECT) || now >= e->expires)
 				continue;
-			err = verify_rec_encode(out, ent_key(e), e->klen,
-			                        (enum verify_result)e->res, e->expires, e->text);
+			err =
+			    verify_rec_encode(out, ent_key(e), e->klen, (enum verify_result)e->res,
+			                      e->expires, e->aux.text);
 			n++;
 		}
 		pthread_mutex_unlock(&sh->mu);
