@@ -258,6 +258,31 @@ def test_cache_survives_a_restart():
         tmp.tmp.cleanup()
 
 
+def test_table_refusal_is_never_probed():
+    hop = hop_knowing()
+    gw = Gateway("--relay-to", hop.spec, "--verify-recipients", "all")
+    users = os.path.join(gw.tmp.name, "users")
+    with open(users, "w") as f:
+        f.write("bob@example.com\nghost@example.com\n")
+    gw.argv += ["--recipients-file", users]
+    try:
+        with gw:
+            c = Client(gw)
+            c.ehlo()
+            c.cmd("MAIL FROM:<a@sender.test>")
+            code, text = c.cmd("RCPT TO:<eve@example.com>")
+            assert code == 550 and text.endswith("User unknown"), (code, text)
+            assert c.cmd("RCPT TO:<bob@example.com>")[0] == 250
+            # In the table, but the next hop does not know it.
+            code, text = c.cmd("RCPT TO:<ghost@example.com>")
+            assert code == 550 and "undeliverable address" in text, (code, text)
+            c.close()
+            assert hop.probes("eve@example.com") == [], hop.rcpt_log
+            assert len(hop.probes()) == 2, hop.rcpt_log
+    finally:
+        hop.stop()
+
+
 def test_pipelining_keeps_the_order():
     hop = hop_knowing(KNOWN | {"x@other.test"})
     hop.rcpt_delay = 0.2
