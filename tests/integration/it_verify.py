@@ -163,11 +163,12 @@ def test_next_hop_down_is_temporary_or_fail_open():
         c.ehlo()
         c.cmd("MAIL FROM:<a@sender.test>")
         assert c.cmd("RCPT TO:<bob@example.com>") == (250, "2.1.5 Ok")
-        assert c.cmd("DATA")[0] == 354
-        c.send(BODY + b".\r\n")
-        assert c.reply()[0] == 250
+        assert c.cmd("RCPT TO:<alice@example.com>") == (250, "2.1.5 Ok")
+        # (No DATA: a message for a next hop that is down would only be
+        # deferred; what is tested here is the RCPT.)
+        c.cmd("RSET")
         c.close()
-        assert wait_until(lambda: "accepted (--verify-fail-open)" in gw.log(), 5)
+        assert wait_until(lambda: gw.log().count("accepted (--verify-fail-open)") == 2, 5)
 
 
 def test_slow_next_hop_times_out():
