@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,6 +124,13 @@ enum conf_opt {
 	OPT_PEERNAME_LOOKUP,
 	OPT_REJECT_UNKNOWN_CLIENT,
 	OPT_REJECT_UNKNOWN_SENDER,
+	OPT_VERIFY_RECIPIENTS,
+	OPT_VERIFY_FAIL_OPEN,
+	OPT_VERIFY_POSITIVE_TTL,
+	OPT_VERIFY_NEGATIVE_TTL,
+	OPT_VERIFY_CACHE_SIZE,
+	OPT_VERIFY_TIMEOUT,
+	OPT_VERIFY_POOL,
 };
 
 /* Formats one line into <err>. Control characters from argv or a file
@@ -650,6 +658,39 @@ static int set_recipients_file(struct conf *c, const struct conf_key *k, const c
 	return CONF_OK;
 }
 
+/* "all", or domains (comma/space separated) whose recipients the next
+ * hop verifies. */
+static int set_verify(struct conf *c, const struct conf_key *k, const char *arg, char *err,
+                      size_t errlen)
+{
+	const char *p = arg;
+	char tok[256], why[512];
+	bool any = false;
+
+	while (*p) {
+		size_t n;
+
+		p += strspn(p, ", \t");
+		n = strcspn(p, ", \t");
+		if (!n)
+			break;
+		if (n >= sizeof(tok))
+			return conf_err(err, errlen, "--%s: '%.*s...': too long", k->name,
+			                CONF_SHOW_MAX, p);
+		memcpy(tok, p, n);
+		tok[n] = '\0';
+		p += n;
+		any = true;
+		if (!strcasecmp(tok, "all"))
+			c->verify_all = true;
+		else if (policy_add_domains(&c->verify_domains, tok, why, sizeof(why)) < 0)
+			return conf_err(err, errlen, "--%s: %s", k->name, why);
+	}
+	if (!any)
+		return conf_err(err, errlen, "--%s: a domain or 'all', none given", k->name);
+	return CONF_OK;
+}
+
 static int set_delimiter(struct conf *c, const struct conf_key *k, const char *arg, char *err,
                          size_t errlen)
 {
@@ -789,6 +830,21 @@ const struct conf_key conf_keys[] = {
           "N", "20", NULL, "unknown users in a session, then 421 (0: no limit)", NULL),
     UINTK("unknown-recipient-delay", OPT_UNKNOWN_RCPT_DELAY, unknown_recipient_delay_ms, 0, 60000,
           L, "MS", "0", NULL, "wait before each 550 5.1.1, 0-60000", NULL),
+    LISTK("verify-recipients", OPT_VERIFY_RECIPIENTS, set_verify, R | L, "DOMAIN|all", NULL, "",
+          "ask the next hop at RCPT if users of these domains exist",
+          "(all: every accepted one; default: none); repeatable; 5xx: 550 5.1.1"),
+    FLAGK("verify-fail-open", OPT_VERIFY_FAIL_OPEN, verify_fail_open, L,
+          "accept a recipient the next hop could not verify (default: 450 4.1.1)", NULL),
+    UINTK("verify-positive-ttl", OPT_VERIFY_POSITIVE_TTL, verify_positive_ttl, 1, 86400 * 365, L,
+          "SECONDS", "604800", NULL, "keep a verified recipient this long", NULL),
+    UINTK("verify-negative-ttl", OPT_VERIFY_NEGATIVE_TTL, verify_negative_ttl, 1, 86400 * 365, L,
+          "SECONDS", "10800", NULL, "keep a refused recipient this long", NULL),
+    UINTK("verify-cache-size", OPT_VERIFY_CACHE_SIZE, verify_cache_size, 16, 100000000, 0, "N",
+          "1000000", NULL, "addresses the verification cache holds", NULL),
+    UINTK("verify-timeout", OPT_VERIFY_TIMEOUT, verify_timeout, 1, 600, L, "SECONDS", "10", NULL,
+          "a probe's connect and each reply, then 450 4.1.1", NULL),
+    UINTK("verify-pool", OPT_VERIFY_POOL, verify_pool, 1, 100, 0, "N", "2", NULL,
+          "probe connections per next hop and worker, 1-100", NULL),
     SIZEK("max-message-size", OPT_MAX_MESSAGE_SIZE, max_message_size, 0, UINT64_MAX, true, L,
           "BYTES", "10240000", NULL, "largest message, k/m/g = x1024, 0 = no limit", NULL),
     UINTK("max-recipients", OPT_MAX_RECIPIENTS, max_recipients, 1, 1000000, L, "N", "1000", NULL,
@@ -1044,6 +1100,7 @@ void conf_defaults_into(struct conf *c)
 	policy_init(&c->policy);
 	policy_init(&c->proxy_nets);
 	policy_init(&c->limits_exempt);
+	policy_init(&c->verify_domains);
 	/* The table's defaults, except the lists' (listen, domains: applied
 	 * at the end of conf_parse() when none was given). */
 	for (size_t i = 0; i < conf_nkeys; i++) {
@@ -1385,6 +1442,12 @@ static int conf_finish(struct conf *c, bool domains_set, char *err, size_t errle
 			return conf_err(err, errlen, "ringmx: %s", why);
 	}
 	policy_finish(&c->policy);
+	policy_finish(&c->verify_domains);
+	if ((c->verify_all || c->verify_domains.ndomains) && !c->relay_to && !c->nroutes)
+		return conf_err(
+		    err, errlen,
+		    "ringmx: --verify-recipients needs a next hop to ask (--relay-to or "
+		    "--route)");
 	return CONF_OK;
 }
 
@@ -1467,6 +1530,7 @@ void conf_fini(struct conf *c)
 	policy_fini(&c->policy);
 	policy_fini(&c->proxy_nets);
 	policy_fini(&c->limits_exempt);
+	policy_fini(&c->verify_domains);
 	free(c->given);
 	c->given = NULL;
 	c->ngiven = c->given_cap = 0;

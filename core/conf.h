@@ -141,9 +141,19 @@ struct conf {
 	unsigned ndomain_srcs;
 	const char *recipients_files[CONF_MAX_RECIPIENTS_FILES]; /* --recipients-file, in order */
 	unsigned nrecipients_files;
-	const char *recipient_delimiter;     /* address extension characters; "" none */
-	bool recipients_exact_case;          /* --recipients-exact-case */
-	unsigned max_unknown_recipients;     /* per session, then 421; 0 = no limit */
+	const char *recipient_delimiter; /* address extension characters; "" none */
+	bool recipients_exact_case;      /* --recipients-exact-case */
+	/* --verify-recipients: the domains whose recipients the next hop is
+	 * asked about at RCPT (io/verify); <verify_all>: every accepted one. */
+	struct policy verify_domains;
+	bool verify_all;
+	bool verify_fail_open;           /* --verify-fail-open: a probe that cannot tell accepts */
+	unsigned verify_positive_ttl;    /* seconds a 2xx is cached */
+	unsigned verify_negative_ttl;    /* seconds a 5xx is cached */
+	unsigned verify_cache_size;      /* entries of the shared cache */
+	unsigned verify_timeout;         /* seconds: a probe's connect and each reply */
+	unsigned verify_pool;            /* probe connections per next hop and worker */
+	unsigned max_unknown_recipients; /* per session, then 421; 0 = no limit */
 	unsigned unknown_recipient_delay_ms; /* before each 550 5.1.1 */
 	uint64_t max_message_size;
 	unsigned max_recipients;

@@ -304,7 +304,7 @@ static bool smtpc_send_cmd(struct smtp_client *c, unsigned k)
 		return smtpc_put(c, "DATA");
 	if (k > 0)
 		return smtpc_put(c, "RCPT TO:<%s>", m->rcpts[k - 1]);
-	if (c->caps & SMTPC_CAP_SIZE)
+	if ((c->caps & SMTPC_CAP_SIZE) && !m->probe) /* a probe has no size */
 		return smtpc_put(c, "MAIL FROM:<%s> SIZE=%" PRIu64 "%s%s", m->from, m->size,
 		                 (m->body_8bit && (c->caps & SMTPC_CAP_8BITMIME)) ? " BODY=8BITMIME"
 		                                                                  : "",
@@ -485,11 +485,17 @@ static void smtpc_on_env(struct smtp_client *c, unsigned code, struct sv text)
 		} else if (cls == 2) {
 			r->accepted = true;
 			c->naccepted++;
+			if (c->msg->probe)
+				smtpc_decide(c, k - 1, SMTPC_STAGE_RCPT, code, text);
 		} else if (cls == 3) {
 			smtpc_proto_error(c, "unexpected RCPT reply", text);
 			return;
 		} else {
 			smtpc_decide(c, k - 1, SMTPC_STAGE_RCPT, code, text);
+		}
+		if (c->msg->probe && k == n) {
+			smtpc_tx_abort(c); /* a probe: every RCPT answered, never DATA */
+			return;
 		}
 		if (pipelined)
 			return;
@@ -861,10 +867,12 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *m)
 	if (c->caps & SMTPC_CAP_PIPELINING) {
 		/* RFC 2920 3.1: DATA may end the batch. */
 		c->tx_flags |= SMTPC_TX_PIPELINED;
-		for (unsigned k = 0; k <= m->nrcpt + 1; k++)
+		unsigned last = m->probe ? m->nrcpt : m->nrcpt + 1; /* a probe: no DATA */
+
+		for (unsigned k = 0; k <= last; k++)
 			if (!smtpc_send_cmd(c, k))
 				return 0; /* closed; the results say why */
-		c->next_cmd = m->nrcpt + 2;
+		c->next_cmd = last + 1;
 		return 0;
 	}
 	if (smtpc_send_cmd(c, 0))

@@ -95,6 +95,10 @@ struct smtp_client_msg {
 	uint64_t size;  /* SIZE= value (content octets) when the next hop offers SIZE */
 	bool body_8bit; /* the content has 8-bit octets */
 	bool smtputf8;  /* needs SMTPUTF8 (also assumed for a non-ASCII address) */
+	/* A recipient check, not a message (a callout: io/verify): MAIL and
+	 * the RCPTs, then RSET instead of DATA. Each recipient's result is
+	 * its RCPT reply (2xx: SMTPC_OK); no content is ever sent. */
+	bool probe;
 };
 
 enum smtp_client_status {

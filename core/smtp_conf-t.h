@@ -12,6 +12,7 @@
 
 struct anvil;
 struct policy;
+struct verify_cache;
 
 /* Shared by every session of a gateway; read-only once published (at start, and in each reload's
  * snapshot, core/tables). */
@@ -53,6 +54,13 @@ struct smtp_server_conf {
 	/* MAIL FROM's domain is checked in the DNS by the caller
 	 * (--reject-unknown-sender-domain, --rhsbl-sender): SMTP_ACT_DNS. */
 	bool sender_dns;
+	/* Next-hop recipient verification (--verify-recipients): the cache
+	 * shared by every worker (core/verify_cache; NULL: none), and which
+	 * domains: every accepted one (<verify_all>) or <verify_domains>. */
+	struct verify_cache *vcache;
+	const struct policy *verify_domains;
+	bool verify_all;
+	bool verify_fail_open; /* a probe that cannot tell (4xx, down) takes the recipient */
 };
 
 #endif

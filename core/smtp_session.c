@@ -27,6 +27,7 @@
 #include "core/maillog.h"
 #include "core/stats.h"
 #include "core/utc.h"
+#include "core/verify_cache.h"
 
 /* Its log lines name ringmx/smtpd (core/log.h). */
 #undef LOG_PROG
@@ -679,6 +680,55 @@ unsupported:
 	smtp_reply(s, c, SMTP_R_ERR, "555 5.5.4 Unsupported option: %.*s", (int)tok.len, tok.p);
 }
 
+/* The recipient passed every check: it is in the transaction. */
+static void smtp_rcpt_take(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv mailbox)
+{
+	if (buf_append_sv(&s->tx.rcpts, mailbox) || buf_append(&s->tx.rcpts, "", 1)) {
+		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+		smtp_stat_refuse(s, SMTP_RF_STORAGE);
+		return;
+	}
+	s->tx.nrcpt++;
+	smtp_set_state(s, SMTP_S_RCPT);
+	if (s->cf->filters) {
+		s->act |= SMTP_ACT_FILTER;
+		s->filter_verb = 'R';
+		return;
+	}
+	smtp_reply(s, c, 0, "250 2.1.5 Ok");
+}
+
+/* Whether the next hop is asked about <a>: a cache is there, and its
+ * domain is one of --verify-recipients (or, with "all", accepted). */
+static bool smtp_verify_wanted(const struct smtp_session *s, const struct smtp_addr *a,
+                               const struct policy *pol)
+{
+	const struct smtp_server_conf *cf = s->cf;
+
+	if (!cf->vcache || !a->domain.len || a->domain.p[0] == '[')
+		return false;
+	if (cf->verify_all && pol && policy_domain_accepted(pol, a->domain))
+		return true;
+	return cf->verify_domains && cf->verify_domains->ndomains &&
+	       policy_domain_accepted(cf->verify_domains, a->domain);
+}
+
+/* 550 5.1.1 quoting the next hop (Postfix's reject_unverified_recipient
+ * wording); counted and delayed as an unknown user. */
+static void smtp_verify_reject(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv path,
+                               const char *text)
+{
+	s->counts.unknown++;
+	smtp_reply(s, c, 0,
+	           "550 5.1.1 <%.*s>: Recipient address rejected: undeliverable address: %s",
+	           (int)path.len, path.p, text && text[0] ? text : "refused by the next hop");
+	smtp_stat_refuse(s, SMTP_RF_VERIFY_REJECTED);
+	if (s->cf->unknown_delay_ms) {
+		s->act |= SMTP_ACT_DELAY;
+		s->delay_ms = s->cf->unknown_delay_ms;
+	}
+}
+
 static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, struct sv arg)
 {
 	const struct smtp_server_conf *cf = s->cf;
@@ -772,19 +822,40 @@ static void smtp_on_rcpt(struct smtp_session *s, const struct smtp_cmd_def *c, s
 		}
 		return;
 	}
-	if (buf_append_sv(&s->tx.rcpts, a.mailbox) || buf_append(&s->tx.rcpts, "", 1)) {
-		smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
-		smtp_stat_refuse(s, SMTP_RF_STORAGE);
-		return;
+	/* The next hop knows its users (--verify-recipients): asked once per
+	 * address and cache period, the answer shared by every worker; a
+	 * miss waits for the probe (SMTP_ACT_VERIFY), unanswered. */
+	if (smtp_verify_wanted(s, &a, pol)) {
+		char key[VERIFY_KEY_MAX + 1], text[VERIFY_TEXT_MAX + 1];
+		size_t klen = verify_key(key, sizeof(key), a.mailbox.p, a.mailbox.len);
+		enum verify_result r = VERIFY_NONE;
+
+		if (klen)
+			r = verify_cache_get(cf->vcache, key, klen, s->now_s, false, text,
+			                     sizeof(text));
+		if (r == VERIFY_REJECT) {
+			smtp_verify_reject(s, c, a.path, text);
+			return;
+		}
+		if (r != VERIFY_OK && klen) {
+			buf_reset(&s->verify, 0);
+			/* key NUL mailbox NUL "<" path ">" NUL */
+			if (buf_append(&s->verify, key, klen + 1) ||
+			    buf_append_sv(&s->verify, a.mailbox) ||
+			    buf_append(&s->verify, "\0<", 2) || buf_append_sv(&s->verify, a.path) ||
+			    buf_append(&s->verify, ">", 2)) {
+				buf_free(&s->verify);
+				smtp_reply(s, c, 0, "452 4.3.1 Insufficient system storage");
+				smtp_stat_refuse(s, SMTP_RF_STORAGE);
+				return;
+			}
+			s->verify_mbox = (uint16_t)(klen + 1);
+			s->verify_path = (uint16_t)(klen + 1 + a.mailbox.len + 1);
+			s->act |= SMTP_ACT_VERIFY;
+			return;
+		}
 	}
-	s->tx.nrcpt++;
-	smtp_set_state(s, SMTP_S_RCPT);
-	if (cf->filters) {
-		s->act |= SMTP_ACT_FILTER;
-		s->filter_verb = 'R';
-		return;
-	}
-	smtp_reply(s, c, 0, "250 2.1.5 Ok");
+	smtp_rcpt_take(s, c, a.mailbox);
 	return;
 bad_addr:
 	smtp_reply(s, c, SMTP_R_ERR, "501 5.1.3 Bad recipient address syntax");
@@ -1310,6 +1381,7 @@ void smtp_session_fini(struct smtp_session *s)
 	free(s->client_name);
 	free(s->refuse_all);
 	s->dns_domain = s->client_name = s->refuse_all = NULL;
+	buf_free(&s->verify);
 }
 
 void smtp_session_greet(struct smtp_session *s)
@@ -1341,7 +1413,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 	/* SMTP_ACT_STARTTLS: not one more byte, whatever comes next. */
 	while (off < len && s->state != SMTP_S_CLOSED && s->state != SMTP_S_SPOOL &&
 	       !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE |
-	                   SMTP_ACT_DNS))) {
+	                   SMTP_ACT_DNS | SMTP_ACT_VERIFY))) {
 		if (s->tx.flags & SMTP_TX_CHUNK)
 			n = smtp_chunk_feed(s, p + off, len - off);
 		else if (s->state == SMTP_S_DATA)
@@ -1350,7 +1422,7 @@ size_t smtp_session_feed(struct smtp_session *s, const char *p, size_t len)
 			n = smtp_line_feed(s, p + off, len - off);
 		if (n == 0 && s->state != SMTP_S_SPOOL && s->state != SMTP_S_CLOSED &&
 		    !(s->act & (SMTP_ACT_STARTTLS | SMTP_ACT_DELAY | SMTP_ACT_FILTER |
-		                SMTP_ACT_RATE | SMTP_ACT_DNS)))
+		                SMTP_ACT_RATE | SMTP_ACT_DNS | SMTP_ACT_VERIFY)))
 			break; /* no progress: a broken invariant, but never spin */
 		off += n;
 	}
@@ -1361,6 +1433,54 @@ void smtp_session_delay_done(struct smtp_session *s)
 {
 	s->act &= ~SMTP_ACT_DELAY;
 	s->delay_ms = 0;
+}
+
+const char *smtp_session_verify_key(const struct smtp_session *s, size_t *klen)
+{
+	*klen = s->verify_mbox ? s->verify_mbox - 1u : 0;
+	return s->verify.p ? s->verify.p : "";
+}
+
+const char *smtp_session_verify_addr(const struct smtp_session *s)
+{
+	return s->verify.p ? s->verify.p + s->verify_mbox : "";
+}
+
+void smtp_session_verify_done(struct smtp_session *s, int res, const char *text)
+{
+	const struct smtp_cmd_def *c = &smtp_cmds[SMTP_CMD_RCPT];
+	struct sv path, mbox;
+
+	if (!(s->act & SMTP_ACT_VERIFY))
+		return;
+	s->act &= ~SMTP_ACT_VERIFY;
+	if (s->state != SMTP_S_CLOSED && s->verify.p) {
+		path = sv_cstr(s->verify.p + s->verify_path); /* "<path>" */
+		mbox = sv_cstr(s->verify.p + s->verify_mbox);
+		s->cmd_arg = path; /* the log's to= */
+		if (res == VERIFY_OK) {
+			smtp_rcpt_take(s, c, mbox);
+		} else if (res == VERIFY_REJECT) {
+			smtp_verify_reject(s, c, sv_make(path.p + 1, path.len - 2), text);
+		} else if (s->cf->verify_fail_open) {
+			LOGI("verify: client=[%s] to=%.*s not verified (%s): accepted "
+			     "(--verify-fail-open)",
+			     s->peer.addr, (int)path.len, path.p,
+			     text && text[0] ? text : "no answer");
+			smtp_rcpt_take(s, c, mbox);
+		} else {
+			smtp_reply(
+			    s, c, 0,
+			    "450 4.1.1 <%.*s>: Recipient address rejected: unverified address: "
+			    "%s",
+			    (int)path.len - 2, path.p + 1,
+			    text && text[0] ? text : "the next hop did not answer");
+			smtp_stat_refuse(s, SMTP_RF_VERIFY_TEMP);
+		}
+		s->cmd_arg = (struct sv){0};
+	}
+	buf_free(&s->verify);
+	s->verify_mbox = s->verify_path = 0;
 }
 
 void smtp_session_rate_done(struct smtp_session *s, bool fits)
@@ -1700,6 +1820,8 @@ const char *smtp_refusal_name(enum smtp_refusal r, bool *temporary)
 	    [SMTP_RF_SPOOL_ERROR] = {"spool_error", true},
 	    [SMTP_RF_RECIPIENTS] = {"max_recipients", true},
 	    [SMTP_RF_UNKNOWN_LIMIT] = {"max_unknown_recipients", true},
+	    [SMTP_RF_VERIFY_REJECTED] = {"verify_rejected", false},
+	    [SMTP_RF_VERIFY_TEMP] = {"verify_tempfailed", true},
 	    [SMTP_RF_ERRORS] = {"max_errors", true},
 	    [SMTP_RF_DNSBL] = {"dnsbl", false},
 	    [SMTP_RF_DNSBL_TEMP] = {"dnsbl_tempfail", true},

@@ -68,6 +68,12 @@ enum smtp_state {
  * input after it kept back, as for SMTP_ACT_RATE; feed nothing until
  * smtp_session_dns_done() gives the verdict. */
 #define SMTP_ACT_DNS 0x40u
+/* With cf->vcache: a RCPT for a domain under --verify-recipients that
+ * the cache cannot answer waits, unanswered, for the next hop's word:
+ * send what is in <out>, feed nothing (keep the rest of the input), probe
+ * smtp_session_verify_addr() (its cache key: smtp_session_verify_key()),
+ * then call smtp_session_verify_done() (which clears this bit). */
+#define SMTP_ACT_VERIFY 0x80u
 
 /* The rates the caller may decide (cf->rate_ask, s->rate_kind). */
 #define SMTP_RATE_MSG  0x1u /* MAIL: --client-message-rate */
@@ -139,6 +145,8 @@ enum smtp_refusal {
 	SMTP_RF_SENDER_DOMAIN,    /* MAIL: unknown sender domain or null MX: 550 5.1.8 */
 	SMTP_RF_SENDER_DNS,       /* MAIL: no DNS answer for the sender domain: 450 4.1.8 */
 	SMTP_RF_RHSBL,            /* MAIL: the sender domain is listed (--rhsbl-sender): 554 */
+	SMTP_RF_VERIFY_REJECTED,  /* RCPT refused by the next hop's probe: 550 5.1.1 */
+	SMTP_RF_VERIFY_TEMP,      /* RCPT the next hop could not verify: 450 4.1.1 */
 	SMTP_RF_N,
 };
 
@@ -193,7 +201,13 @@ struct smtp_session {
 	/* Final replies per verb (the disconnect log line): sent, and of
 	 * them 2xx. DATA's 354 is not one: its reply after the content is. */
 	uint32_t cmd_sent[SMTP_STAT_VERBS], cmd_ok[SMTP_STAT_VERBS];
-	struct sv cmd_arg;    /* the argument of the command being run; into rx, for logs */
+	struct sv cmd_arg; /* the argument of the command being run; into rx, for logs */
+	int64_t now_s;     /* set by the caller before each feed: wall clock, s (vcache) */
+	/* With SMTP_ACT_VERIFY: the recipient's cache key, mailbox and path
+	 * ("<path>"), each NUL-terminated, at offsets 0, <verify_mbox> and
+	 * <verify_path>. Freed once answered. */
+	struct buf verify;
+	uint16_t verify_mbox, verify_path;
 	bool storage_low;     /* set by the caller: the spool is short of space, MAIL gets 452 */
 	char helo[256];       /* EHLO/HELO argument, truncated; "" before it */
 	char tls_version[16]; /* "TLSv1.3" once SMTP_F_TLS, for Received:; "" before */
@@ -247,6 +261,17 @@ void smtp_session_dns_done(struct smtp_session *s, const char *reply, enum smtp_
  * Copied. */
 void smtp_session_client_name(struct smtp_session *s, const char *name);
 void smtp_session_refuse_all(struct smtp_session *s, const char *reply, enum smtp_refusal why);
+/* SMTP_ACT_VERIFY's address: its cache key (*<klen> octets, NUL after)
+ * and the mailbox to ask the next hop about (NUL-terminated). */
+const char *smtp_session_verify_key(const struct smtp_session *s, size_t *klen);
+const char *smtp_session_verify_addr(const struct smtp_session *s);
+/* The next hop's word on SMTP_ACT_VERIFY's recipient (enum verify_result
+ * <res>, its reply <text> for REJECT and TEMP, may be NULL): OK takes the
+ * recipient (250, or SMTP_ACT_FILTER with filters); REJECT is 550 5.1.1
+ * quoting <text>; anything else is 450 4.1.1, or taken with
+ * cf->verify_fail_open. Clears SMTP_ACT_VERIFY; the caller then feeds the
+ * input it kept back. */
+void smtp_session_verify_done(struct smtp_session *s, int res, const char *text);
 
 /* The spool's answer for the message of SMTP_ACT_MSG_READY: <err> 0 = it
  * is durable as <qid> (250 2.0.0 Ok: queued as <qid>); -ENOSPC / -EDQUOT =

@@ -34,6 +34,7 @@
 #include "io/metrics.h"
 #include "io/ring.h"
 #include "io/service.h"
+#include "io/verify_store.h"
 #include "io/session.h"
 #include "io/worker.h"
 
@@ -498,6 +499,9 @@ int gateway_run(struct gateway *g)
 		segreg_seal(&g->segs, i);
 		segreg_recovered(&g->segs, i);
 	}
+	err = verify_store_start(g); /* before any worker looks at the cache */
+	if (err)
+		goto out_recov;
 	pthread_mutex_init(&g->ctl_mu, NULL);
 	control_start(g); /* the hold logs, after recovery compacted them */
 	control_block_signals(&set);
@@ -526,9 +530,11 @@ int gateway_run(struct gateway *g)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(g->workers[i]->thread, NULL);
 	metrics_stop(g); /* before the workers it reads are freed */
+	verify_store_stop(g);
 	if (ok)
 		control_pid_remove(g);
 out_workers:
+	verify_store_stop(g);
 	workers_free(g);
 	control_fini(g);
 out_recov:

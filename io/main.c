@@ -17,6 +17,7 @@
 #include "core/conf.h"
 #include "core/log.h"
 #include "core/tables.h"
+#include "core/verify_cache.h"
 #include "io/tls.h"
 #include "io/cluster.h"
 #include "io/dns.h"
@@ -273,6 +274,18 @@ int main(int argc, char **argv)
 	gw.nworkers = conf.threads;
 	gw.argc = argc;
 	gw.argv = argv;
+	if (conf.verify_all || conf.verify_domains.ndomains) {
+		gw.vcache = verify_cache_new(conf.verify_cache_size);
+		if (!gw.vcache) {
+			fprintf(stderr, "ringmx: out of memory for the verification cache\n");
+			return 2;
+		}
+		LOGI("verify: recipients of %s are verified with their next hop (cache of %u, "
+		     "positive %us, negative %us%s)",
+		     conf.verify_all ? "every accepted domain" : "the --verify-recipients domains",
+		     conf.verify_cache_size, conf.verify_positive_ttl, conf.verify_negative_ttl,
+		     conf.verify_fail_open ? ", fail open" : "");
+	}
 	reload_scf(&gw, &conf, gw.tls != NULL, &gw.scf);
 	gw.scf.rate_ask = !gw.cluster
 	                      ? 0
@@ -303,6 +316,7 @@ int main(int argc, char **argv)
 		     recipients_memory(gw.tables->recipients) / 1024);
 	reload_relay_start(&gw);
 	rc = gateway_run(&gw);
+	verify_cache_free(gw.vcache);
 	anvil_free(gw.anvil);
 	tables_unref(gw.tables);
 	relay_conf_unref(gw.relay_cur);

@@ -89,6 +89,12 @@ void reload_scf(const struct gateway *g, const struct conf *c, bool tls,
 	    .filters = c->nmilters != 0, /* (a reload's resolved into its snapshot) */
 	    .rate_ask = g->scf.rate_ask, /* and so is --limits-redis */
 	    .sender_dns = c->reject_unknown_sender_domain || c->nrhsbl,
+	    /* The cache is the startup one (NULL: verification was off then);
+	     * which domains, and failing open, are the snapshot's. */
+	    .vcache = g->vcache,
+	    .verify_domains = &c->verify_domains,
+	    .verify_all = c->verify_all,
+	    .verify_fail_open = c->verify_fail_open,
 	};
 }
 
@@ -361,6 +367,9 @@ bool reload_run(struct gateway *g, unsigned started)
 	     rdomains_of(old));
 	if (restart[0])
 		LOGW("reload: changed but needs a restart (the running values stay): %s", restart);
+	if (!g->vcache && (t->conf->verify_all || t->conf->verify_domains.ndomains))
+		LOGW("reload: --verify-recipients was off at start: it needs a restart to begin "
+		     "(its domains change live once it runs)");
 	for (unsigned i = 0; i < started; i++)
 		tables_unref(atomic_exchange(&g->workers[i]->tables_next, tables_ref(t)));
 	if (nrelay) {

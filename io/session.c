@@ -36,6 +36,7 @@
 #include "io/route.h"
 #include "io/spill.h"
 #include "io/tls.h"
+#include "io/verify.h"
 
 /* Its log lines name ringmx/smtpd (core/log.h). */
 #undef LOG_PROG
@@ -347,6 +348,7 @@ void session_close(struct worker *w, struct conn *c)
 		return;
 	conn_set_state(c, CONN_S_CLOSING);
 	milter_session_end(w, c);
+	verify_session_end(w, c);
 	conn_close(&w->ring, &c->rc);
 	live_unlink(w, c);
 	stream_abort(w, c); /* a message cut off in its content never exists */
@@ -468,6 +470,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		return;
 	c->s.storage_low = w->storage_low;
 	c->s.now_ms = w->now;
+	c->s.now_s = (int64_t)time(NULL); /* the verification cache's clock */
 	c->s.overload = atomic_load_explicit(&w->g->overload, memory_order_relaxed);
 	c->s.rate_remote = cluster_asks(w, CLUSTER_RATE_MSG) || cluster_asks(w, CLUSTER_RATE_RCPT);
 	if (c->s.tables != w->tables && !smtp_session_in_tx(&c->s)) {
@@ -477,7 +480,8 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		c->s.cf = c->s.tables ? &c->s.tables->scf : &w->g->scf;
 	}
 	if (c->s.state == SMTP_S_SPOOL || c->pending.len ||
-	    (c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE | SMTP_ACT_DNS))) {
+	    (c->s.act &
+	     (SMTP_ACT_DELAY | SMTP_ACT_FILTER | SMTP_ACT_RATE | SMTP_ACT_DNS | SMTP_ACT_VERIFY))) {
 		if (c->pending.len + n > PENDING_MAX || buf_append(&c->pending, p, n)) {
 			session_close(w, c);
 			return;
@@ -489,7 +493,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		/* Fed when the delay is over, the filters answered or the verdict
 		 * in; a replay (no new bytes) goes on to act on a delay the
 		 * verdict brought. */
-		if ((c->s.act & SMTP_ACT_FILTER) ||
+		if ((c->s.act & (SMTP_ACT_FILTER | SMTP_ACT_VERIFY)) ||
 		    ((c->s.act & (SMTP_ACT_DELAY | SMTP_ACT_RATE | SMTP_ACT_DNS)) && n))
 			return;
 		/* Replay what waited, then nothing else is left over. */
@@ -503,7 +507,7 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		used = smtp_session_feed(&c->s, p, n);
 		if (used < n &&
 		    (c->s.act & (SMTP_ACT_MSG_READY | SMTP_ACT_DELAY | SMTP_ACT_FILTER |
-		                 SMTP_ACT_RATE | SMTP_ACT_DNS)) &&
+		                 SMTP_ACT_RATE | SMTP_ACT_DNS | SMTP_ACT_VERIFY)) &&
 		    buf_append(&c->pending, p + used, n - used)) {
 			session_close(w, c);
 			return;
@@ -525,6 +529,8 @@ void session_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	if ((c->s.act & SMTP_ACT_DELAY) && !(c->flags & C_DELAYQ))
 		session_delay_start(w, c);
 	session_dns_sender(w, c); /* SMTP_ACT_DNS: the sender domain's questions */
+	if ((c->s.act & SMTP_ACT_VERIFY) && !(c->flags & C_VERIFYQ))
+		verify_ask(w, c); /* answered in a later round (io/verify) */
 	if ((c->s.act & SMTP_ACT_RATE) && !(c->flags & C_RATEQ))
 		cluster_ask(w, c,
 		            c->s.rate_kind == SMTP_RATE_MSG ? CLUSTER_RATE_MSG : CLUSTER_RATE_RCPT);

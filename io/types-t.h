@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/smtp_session.h"
 #include "core/stats.h"
+#include "core/verify_wait.h"
 #include "io/relay_conf.h"
 #include "queue/mq.h"
 #include "queue/segreg.h"
@@ -75,6 +76,10 @@ enum ud_op {
 	UD_DNS_POLL,       /* struct dns_poll (io/dns): a c-ares socket is ready */
 	UD_DNS_TIMER,      /* struct dns: c-ares's next timeout */
 	UD_DNS_WAIT,       /* struct sdns (io/session_dns): a session's DNS deadline */
+	UD_VERIFY_RECV,    /* struct vconn (io/verify.c): multishot receive */
+	UD_VERIFY_SEND,    /* struct vconn: a send */
+	UD_VERIFY_CONNECT, /* struct vconn: its connect */
+	UD_VERIFY_WAKE,    /* struct worker: MSG_RING, another worker put a result waited on */
 	UD_NOPS
 };
 #define UD_SHIFT  56
@@ -96,9 +101,10 @@ enum ud_op {
 /* The filters rebuilt the message: tx.body holds the Received: header,
  * and the queue id is given (io/milter) */
 #define C_MILTERED 0x10000u
-#define C_CONNLOG  0x20000u /* its "connect from" line is out: "disconnect from" follows */
-#define C_RATEQ    0x40000u /* waiting for a rate's verdict from Redis (io/cluster) */
-#define C_DNSQ     0x80000u /* its connect checks' DNS answers are awaited (io/session_dns) */
+#define C_CONNLOG  0x20000u  /* its "connect from" line is out: "disconnect from" follows */
+#define C_RATEQ    0x40000u  /* waiting for a rate's verdict from Redis (io/cluster) */
+#define C_DNSQ     0x80000u  /* its connect checks' DNS answers are awaited (io/session_dns) */
+#define C_VERIFYQ  0x100000u /* a RCPT waits for the next hop's probe (io/verify): on c->vw */
 
 /* Where a server session is. Every change goes through conn_set_state() in
  * io/session.c, traced at --log-level debug, as core/ traces its own. */
@@ -326,6 +332,7 @@ struct conn {
 	struct tables *tls_snap;    /* holds the TLS context of <rc.tls> until the close */
 	struct cluster_req *cl_req; /* the Redis request it waits on (C_RATEQ); NULL: none */
 	struct conn *cl_next;       /* on the worker's list of verdicts given (io/cluster) */
+	struct verify_waiter vw;    /* with C_VERIFYQ: on its address's entry (io/verify) */
 	int8_t cl_verdict;          /* 1 fits, -1 over, 0 the local table decides */
 	uint8_t cl_kind;            /* enum cluster_rate_kind of that verdict */
 	struct sdns_conn *dq;       /* its DNS checks (io/session_dns); NULL: none yet */
@@ -448,6 +455,7 @@ struct worker {
 	struct mfilt *mfilts;        /* connections to filters (io/milter), for their timeouts */
 	struct cluster *cluster;     /* its link to --limits-redis (io/cluster); NULL: none */
 	struct sdns *sdns;           /* its resolver and DNS verdicts (io/session_dns) */
+	struct verify *verify;       /* its probes of next hops (io/verify); NULL: none */
 
 	/* Heartbeat: w->now at the worker's last tick (once a second), read by
 	 * the main thread before it feeds systemd's watchdog (io/service). */
@@ -507,7 +515,12 @@ struct gateway {
 	struct milter_target milters[CONF_MAX_MILTERS]; /* --milter, in order */
 	unsigned nmilters;
 	struct cluster_conf *cluster; /* --limits-redis: the rates kept there; NULL: none */
-	atomic_bool overload;         /* sessions over --overload-threshold (io/session) */
+	/* --verify-recipients: the verdicts of the next hops, shared by the
+	 * workers, and the thread that keeps them on disk (io/verify_store);
+	 * NULL: verification was off at start (a reload cannot turn it on). */
+	struct verify_cache *vcache;
+	struct verify_store *vstore;
+	atomic_bool overload; /* sessions over --overload-threshold (io/session) */
 	unsigned nworkers;
 	struct worker **workers;
 	uint64_t start_id; /* unique per start: names this run's segments */

@@ -33,6 +33,7 @@
 #include "io/route.h"
 #include "io/session.h"
 #include "io/spill.h"
+#include "io/verify.h"
 
 /* ---- the mesh ---- */
 
@@ -150,6 +151,7 @@ static void on_tick(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	stats_tick(w);
 	session_tick(w);
 	milter_tick(w);
+	verify_tick(w);
 	if (w->stopping && w->now >= w->grace_end)
 		relay_stop(w, true);
 	if (w->rearm_accept && !w->stopping) {
@@ -271,6 +273,10 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_DNS_POLL] = session_dns_on_poll,
     [UD_DNS_TIMER] = session_dns_on_timer,
     [UD_DNS_WAIT] = session_dns_on_wait,
+    [UD_VERIFY_RECV] = verify_on_recv,
+    [UD_VERIFY_SEND] = verify_on_send,
+    [UD_VERIFY_CONNECT] = verify_on_connect,
+    [UD_VERIFY_WAKE] = verify_on_wake,
 };
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -409,7 +415,8 @@ static void worker_signal_ready(struct worker *w, int res)
 
 static bool worker_done(const struct worker *w)
 {
-	if (!w->stopping || w->nconns || commit_busy(w) || relay_busy(w) || ring_log_busy(w))
+	if (!w->stopping || w->nconns || commit_busy(w) || relay_busy(w) || verify_busy(w) ||
+	    ring_log_busy(w))
 		return false;
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].armed)
@@ -490,6 +497,11 @@ void *worker_main(void *arg)
 		worker_signal_ready(w, err);
 		goto out;
 	}
+	if (verify_init(w) < 0) {
+		LOGE("worker %u: out of memory for recipient verification", w->id);
+		worker_signal_ready(w, -ENOMEM);
+		goto out;
+	}
 	if (w->g->cluster && cluster_start(w) < 0) {
 		LOGE("worker %u: out of memory for the --limits-redis link", w->id);
 		worker_signal_ready(w, -ENOMEM);
@@ -540,6 +552,7 @@ void *worker_main(void *arg)
 		 * away), once every session fed this round has asked. */
 		cluster_round(w);
 		commit_flush(w);
+		verify_round(w); /* results to sessions, before their sends */
 		relay_round(w);
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
@@ -556,6 +569,7 @@ void *worker_main(void *arg)
 		if (w->lst[i].fd >= 0)
 			close(w->lst[i].fd);
 	relay_fini(w);
+	verify_fini(w);
 	commit_fini(w);
 	cluster_stop(w);
 	session_dns_fini(w); /* no completion is dispatched any more */

@@ -110,6 +110,10 @@ class _Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         hop = self.hop
+        with hop._lock:
+            hop.rcpt_log.append((envelope.mail_from, address))
+        if hop.rcpt_delay:
+            await asyncio.sleep(hop.rcpt_delay)
         if hop._temp_fail("rcpt"):
             return hop.temp_reply
         if hop.reject_rcpt and hop.reject_rcpt(address):
@@ -196,6 +200,7 @@ class NextHop:
         self.connections = 0   # sessions opened (the controller's own probe excluded)
         self.max_concurrent = 0  # most sessions open at once
         self.mail_commands = 0
+        self.rcpt_log = []     # (mail_from as aiosmtpd has it, "<>" null; address) per RCPT
         self.temp_failures = 0
         self.queue_seq = 0
         # behaviour
@@ -209,6 +214,7 @@ class NextHop:
         self.reject_data = (lambda a: a.lower().startswith("bad")) if lmtp else None
         self.defer_rcpt = None
         self.delay = 0.0
+        self.rcpt_delay = 0.0  # seconds each RCPT takes before its reply
 
     # -- behaviour -----------------------------------------------------------
     def fail_for(self, seconds, stage=None):
@@ -241,6 +247,13 @@ class NextHop:
     def _record(self, m):
         with self._lock:
             self._msgs.append(m)
+
+    def probes(self, addr=None):
+        """RCPTs of null-sender transactions (recipient verification probes),
+        of <addr> only if given."""
+        with self._lock:
+            return [a for f, a in self.rcpt_log
+                    if f == "<>" and (addr is None or a.lower() == addr.lower())]
 
     def messages(self):
         with self._lock:

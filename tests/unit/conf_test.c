@@ -303,6 +303,15 @@ Test(conf, invalid_options)
 	    {{"--recipient-delimiter", "+@"}, "--recipient-delimiter: '+@'"},
 	    {{"--recipient-delimiter", "a b"}, "--recipient-delimiter"},
 	    {{"--max-unknown-recipients", "x"}, "--max-unknown-recipients"},
+	    {{"--verify-recipients", "example.com"},
+	     "--verify-recipients needs a next hop to ask (--relay-to or --route)"},
+	    {{"--verify-recipients", "bad_domain", "--relay-to", "127.0.0.1:25"},
+	     "--verify-recipients: bad domain"},
+	    {{"--verify-recipients", ", ", "--relay-to", "127.0.0.1:25"},
+	     "--verify-recipients: a domain or 'all', none given"},
+	    {{"--verify-positive-ttl", "0"}, "--verify-positive-ttl"},
+	    {{"--verify-cache-size", "15"}, "--verify-cache-size"},
+	    {{"--verify-pool", "101"}, "--verify-pool"},
 	    {{"--unknown-recipient-delay", "60001"}, "--unknown-recipient-delay"},
 	    {{"--max-line-length", "2"}, "--max-line-length"},
 	    {{"--max-line-length", "1000001"}, "--max-line-length"},
@@ -487,6 +496,41 @@ Test(conf, recipient_options)
 	cr_assert_str_eq(conf.recipient_delimiter, "");
 	cr_assert_eq(conf.max_unknown_recipients, CONF_DEF_MAX_UNKNOWN_RCPTS);
 	cr_assert_not(conf.recipients_exact_case);
+}
+
+Test(conf, verify_options)
+{
+	struct sv d = SV_INIT("Example.COM");
+
+	cr_assert_eq(PARSE("--relay-to", "127.0.0.1:25"), CONF_OK, "%s", err);
+	cr_assert_not(conf.verify_all);
+	cr_assert_eq(conf.verify_domains.ndomains, 0);
+	cr_assert_eq(conf.verify_positive_ttl, 604800);
+	cr_assert_eq(conf.verify_negative_ttl, 10800);
+	cr_assert_eq(conf.verify_cache_size, 1000000);
+	cr_assert_eq(conf.verify_timeout, 10);
+	cr_assert_eq(conf.verify_pool, 2);
+	cr_assert_not(conf.verify_fail_open);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--relay-to", "127.0.0.1:25", "--verify-recipients",
+	                   "example.com, b.test", "--verify-recipients", "c.test",
+	                   "--verify-fail-open", "--verify-positive-ttl", "60",
+	                   "--verify-negative-ttl", "30", "--verify-cache-size", "5000",
+	                   "--verify-pool", "3"),
+	             CONF_OK, "%s", err);
+	cr_assert_eq(conf.verify_domains.ndomains, 3);
+	cr_assert(policy_domain_accepted(&conf.verify_domains, d));
+	cr_assert_not(conf.verify_all);
+	cr_assert(conf.verify_fail_open);
+	cr_assert_eq(conf.verify_positive_ttl, 60);
+	cr_assert_eq(conf.verify_negative_ttl, 30);
+	cr_assert_eq(conf.verify_cache_size, 5000);
+	cr_assert_eq(conf.verify_pool, 3);
+	conf_fini(&conf);
+	cr_assert_eq(PARSE("--route", "x.test=127.0.0.1:25", "--verify-recipients", "ALL"), CONF_OK,
+	             "%s", err);
+	cr_assert(conf.verify_all);
+	cr_assert_eq(conf.verify_domains.ndomains, 0);
 }
 
 Test(conf, domain_sources_kept_in_order_for_reload)

@@ -67,6 +67,7 @@ struct tmsg {
 	uint64_t size; /* 0: the body's length */
 	bool b8, utf8;
 	const char *body; /* NULL: BODY */
+	bool probe;       /* a recipient check: no DATA, RSET after the RCPTs */
 };
 
 struct tcase {
@@ -261,6 +262,7 @@ static void run(const struct tcase *tc, size_t split, size_t step, struct result
 		    .size = t->size ? t->size : strlen(tmsg_body(t)),
 		    .body_8bit = t->b8,
 		    .smtputf8 = t->utf8,
+		    .probe = t->probe,
 		};
 	}
 	smtp_client_init(&c, &cf, "192.0.2.25");
@@ -577,6 +579,45 @@ static const struct tcase param_cases[] = {
 Test(smtp_client, mail_parameters)
 {
 	CHECK_CASES(param_cases);
+}
+
+/* ---- Recipient checks (io/verify's callouts): never DATA ---- */
+
+#define C_MAIL0 "MAIL FROM:<>\r\n"
+#define PROBE(...)                                                                                 \
+	{                                                                                          \
+		.from = "", .rcpts = {__VA_ARGS__}, .size = 0, .probe = true                       \
+	}
+
+static const struct tcase probe_cases[] = {
+    {"pipelined_probe_ends_with_rset", GREET EHLO_R MAIL_OK RCPT_OK UNKNOWN RSET_OK BYE,
+     C_EHLO C_MAIL0 C_RCPT("b") C_RCPT("c") C_RSET C_QUIT,
+     R("b", "ok", "RCPT TO", 250, "250 2.1.5 Ok")
+         R("c", "perm", "RCPT TO", 550,
+           "550 5.1.1 <c@example.com>: Recipient address rejected: User unknown") DONE,
+     .nmsgs = 1, .msgs = {PROBE("b@example.com", "c@example.com")}, .closed = true},
+    {"probe_without_pipelining_one_by_one", GREET EHLO_NP MAIL_OK RCPT_OK GREYLIST RSET_OK BYE,
+     C_EHLO C_MAIL0 C_RCPT("b") C_RCPT("d") C_RSET C_QUIT,
+     R("b", "ok", "RCPT TO", 250, "250 2.1.5 Ok")
+         R("d", "temp", "RCPT TO", 451,
+           "451 4.7.1 <d@example.com>: Recipient address rejected: Greylisted") DONE,
+     .nmsgs = 1, .msgs = {PROBE("b@example.com", "d@example.com")}, .closed = true},
+    {"two_probes_on_one_connection",
+     GREET EHLO_R MAIL_OK RCPT_OK RSET_OK MAIL_OK UNKNOWN RSET_OK BYE,
+     C_EHLO C_MAIL0 C_RCPT("b") C_RSET C_MAIL0 C_RCPT("c") C_RSET C_QUIT,
+     R("b", "ok", "RCPT TO", 250, "250 2.1.5 Ok")
+         DONE R("c", "perm", "RCPT TO", 550,
+                "550 5.1.1 <c@example.com>: Recipient address rejected: User unknown") DONE,
+     .nmsgs = 2, .msgs = {PROBE("b@example.com"), PROBE("c@example.com")}, .closed = true},
+    {"probe_mail_refused_pipelined", GREET EHLO_R "451 4.3.0 try later\r\n" NEEDMAIL RSET_OK BYE,
+     C_EHLO C_MAIL0 C_RCPT("b") C_RSET C_QUIT,
+     R("b", "temp", "MAIL FROM", 451, "451 4.3.0 try later") DONE, .nmsgs = 1,
+     .msgs = {PROBE("b@example.com")}, .closed = true},
+};
+
+Test(smtp_client, probes_never_send_data)
+{
+	CHECK_CASES(probe_cases);
 }
 
 Test(smtp_client, transaction_notes)

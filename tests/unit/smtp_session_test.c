@@ -20,6 +20,7 @@
 
 #include "core/log.h"
 #include "core/tables.h"
+#include "core/verify_cache.h"
 #include "tests/unit/testutil.h"
 
 #define HOST      "mx.example.net"
@@ -1687,4 +1688,145 @@ Test(smtp_session, refuse_all_but_quit_and_the_client_name)
 	    "554 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.example\r\n"
 	    "221 2.0.0 Bye\r\n");
 	smtp_session_fini(&s);
+}
+
+/* ---- Next-hop verification (--verify-recipients: SMTP_ACT_VERIFY) ---- */
+
+struct verify_fixture {
+	struct fixture f;
+	struct verify_cache *vc;
+};
+
+static void verify_start(struct verify_fixture *vf, bool fail_open)
+{
+	vf->vc = verify_cache_new(100);
+	cr_assert_not_null(vf->vc);
+	conf_for(CF_DEFAULT, &vf->f.cf);
+	vf->f.cf.max_recipients = 100;
+	vf->f.cf.vcache = vf->vc;
+	vf->f.cf.verify_all = true;
+	vf->f.cf.verify_fail_open = fail_open;
+	peer_for(false, &vf->f.peer);
+	smtp_session_init(&vf->f.s, &vf->f.cf, &vf->f.peer);
+	smtp_session_greet(&vf->f.s);
+	vf->f.s.now_s = 1000;
+	smtp_session_feed(&vf->f.s, "EHLO c.example.org\r\n", 20);
+}
+
+static void verify_end(struct verify_fixture *vf)
+{
+	smtp_session_fini(&vf->f.s);
+	verify_cache_free(vf->vc);
+}
+
+Test(smtp_session, verify_cached_verdicts_answer_at_once)
+{
+	static const char in[] = "MAIL FROM:<a@example.org>\r\nRCPT TO:<Known@EXAMPLE.com>\r\n"
+	                         "RCPT TO:<gone@example.com>\r\nRCPT TO:<x@elsewhere.org>\r\n";
+	struct verify_fixture vf;
+	struct smtp_session *s = &vf.f.s;
+	size_t mark;
+
+	verify_start(&vf, false);
+	verify_cache_put(vf.vc, "Known@example.com", 17, VERIFY_OK, NULL, 2000, 1000, NULL);
+	verify_cache_put(vf.vc, "gone@example.com", 16, VERIFY_REJECT,
+	                 "550 5.1.1 <gone@example.com>: User unknown", 2000, 1000, NULL);
+	mark = s->out.len;
+	cr_assert_eq(smtp_session_feed(s, in, sizeof(in) - 1), sizeof(in) - 1);
+	cr_assert_not(s->act & SMTP_ACT_VERIFY);
+	cr_assert_str_eq(out_since(s, mark), MAIL_OK RCPT_OK
+	                 "550 5.1.1 <gone@example.com>: Recipient address rejected: "
+	                 "undeliverable address: 550 5.1.1 <gone@example.com>: User "
+	                 "unknown\r\n"
+	                 "554 5.7.1 <x@elsewhere.org>: Relay access denied\r\n");
+	cr_assert_eq(s->tx.nrcpt, 1);
+	cr_assert_eq(s->counts.unknown, 1);
+	verify_end(&vf);
+}
+
+Test(smtp_session, verify_miss_waits_and_keeps_the_pipeline_in_order)
+{
+	static const char in[] =
+	    "MAIL FROM:<a@example.org>\r\nRCPT TO:<new@example.com>\r\n"
+	    "RCPT TO:<bad@example.com>\r\nRCPT TO:<tmp@example.com>\r\nDATA\r\n";
+	struct verify_fixture vf;
+	struct smtp_session *s = &vf.f.s;
+	size_t mark, used, off, klen;
+	const char *key;
+
+	verify_start(&vf, false);
+	mark = s->out.len;
+	used = smtp_session_feed(s, in, sizeof(in) - 1);
+	cr_assert_eq(used, 27 + 27, "stopped after the first RCPT");
+	cr_assert(s->act & SMTP_ACT_VERIFY);
+	key = smtp_session_verify_key(s, &klen);
+	cr_assert_eq(klen, 15);
+	cr_assert_str_eq(key, "new@example.com");
+	cr_assert_str_eq(smtp_session_verify_addr(s), "new@example.com");
+	cr_assert_str_eq(out_since(s, mark), MAIL_OK, "the RCPT is not answered yet");
+	cr_assert_eq(smtp_session_feed(s, in + used, sizeof(in) - 1 - used), 0, "fed while asked");
+	smtp_session_verify_done(s, VERIFY_OK, NULL);
+	cr_assert_not(s->act & SMTP_ACT_VERIFY);
+	off = used;
+	used = smtp_session_feed(s, in + off, sizeof(in) - 1 - off);
+	cr_assert(s->act & SMTP_ACT_VERIFY);
+	smtp_session_verify_done(s, VERIFY_REJECT, "550 5.1.1 no such user");
+	off += used;
+	used = smtp_session_feed(s, in + off, sizeof(in) - 1 - off);
+	cr_assert(s->act & SMTP_ACT_VERIFY);
+	smtp_session_verify_done(s, VERIFY_TEMP, "4.4.1 next hop down");
+	off += used;
+	cr_assert_eq(smtp_session_feed(s, in + off, sizeof(in) - 1 - off), sizeof(in) - 1 - off);
+	cr_assert_str_eq(out_since(s, mark), MAIL_OK RCPT_OK
+	                 "550 5.1.1 <bad@example.com>: Recipient address rejected: undeliverable "
+	                 "address: 550 5.1.1 no such user\r\n"
+	                 "450 4.1.1 <tmp@example.com>: Recipient address rejected: unverified "
+	                 "address: 4.4.1 next hop down\r\n" GO);
+	cr_assert_eq(s->tx.nrcpt, 1);
+	cr_assert_str_eq(s->tx.rcpts.p, "new@example.com");
+	cr_assert_null(s->verify.p, "no memory kept once answered");
+	verify_end(&vf);
+}
+
+Test(smtp_session, verify_fail_open_takes_what_cannot_be_verified)
+{
+	struct verify_fixture vf;
+	struct smtp_session *s = &vf.f.s;
+	size_t mark;
+
+	verify_start(&vf, true);
+	mark = s->out.len;
+	smtp_session_feed(s, "MAIL FROM:<a@example.org>\r\nRCPT TO:<t@example.com>\r\n", 52);
+	cr_assert(s->act & SMTP_ACT_VERIFY);
+	smtp_session_verify_done(s, VERIFY_TEMP, "4.4.2 timed out");
+	cr_assert_str_eq(out_since(s, mark), MAIL_OK RCPT_OK);
+	cr_assert_eq(s->tx.nrcpt, 1);
+	/* A 5xx is still a 5xx. */
+	smtp_session_feed(s, "RCPT TO:<u@example.com>\r\n", 25);
+	smtp_session_verify_done(s, VERIFY_REJECT, "550 nope");
+	cr_assert_eq(s->tx.nrcpt, 1);
+	verify_end(&vf);
+}
+
+Test(smtp_session, verify_only_listed_domains)
+{
+	struct verify_fixture vf;
+	struct smtp_session *s = &vf.f.s;
+	struct policy only;
+	char err[64];
+
+	verify_start(&vf, false);
+	policy_init(&only);
+	cr_assert_eq(policy_add_domains(&only, "localhost", err, sizeof(err)), 0);
+	policy_finish(&only);
+	vf.f.cf.verify_all = false;
+	vf.f.cf.verify_domains = &only;
+	smtp_session_feed(s, "MAIL FROM:<a@example.org>\r\nRCPT TO:<t@example.com>\r\n", 52);
+	cr_assert_not(s->act & SMTP_ACT_VERIFY, "example.com is not verified");
+	smtp_session_feed(s, "RCPT TO:<t@localhost>\r\n", 23);
+	cr_assert(s->act & SMTP_ACT_VERIFY, "%s", s->out.p);
+	smtp_session_verify_done(s, VERIFY_OK, NULL);
+	cr_assert_eq(s->tx.nrcpt, 2);
+	policy_fini(&only);
+	verify_end(&vf);
 }
