@@ -233,6 +233,10 @@ int64_t reload_relay_tick(struct gateway *g, unsigned started, bool *wake)
 		relay_conf_log(rc);
 		relay_publish(g, rc, started);
 		*wake = true;
+		if (g->vcache)
+			LOGW("next hops: --verify-recipients still probes the addresses it started "
+			     "with "
+			     "(a restart moves it to the new ones)");
 	}
 	return g->relay_due_ms ? g->relay_due_ms - mono_ms() : -1;
 }
@@ -375,6 +379,10 @@ bool reload_run(struct gateway *g, unsigned started)
 	if (nrelay) {
 		relay_due(g, nrelay);
 		relay_publish(g, nrelay, started);
+		if (g->vcache)
+			LOGW("reload: --verify-recipients still probes the next hops it started "
+			     "with "
+			     "(a restart moves it to the new ones)");
 	}
 	g->tables = t;
 	tables_unref(old);
