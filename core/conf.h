@@ -274,7 +274,7 @@ int conf_print(const struct conf *c, FILE *out, bool changed_only, const char *c
 void conf_example(FILE *out);
 
 /* The keys whose values differ between <a> and <b>: up to <max> names into
- * <names>, with <live> telling whether a reload changes each one in a
+ * <names>, with <live> (NULL: not wanted) telling whether a reload changes each one in a
  * running gateway. Returns how many differ (possibly more than <max>). */
 size_t conf_changed(const struct conf *a, const struct conf *b, const char **names, bool *live,
                     size_t max);

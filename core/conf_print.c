@@ -252,7 +252,8 @@ size_t conf_changed(const struct conf *a, const struct conf *b, const char **nam
 			continue;
 		if (n < max) {
 			names[n] = k->name;
-			live[n] = k->flags & CK_LIVE;
+			if (live)
+				live[n] = k->flags & CK_LIVE;
 		}
 		n++;
 	}

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/smtp_client.h"
 #include "io/ring.h"
 #include "io/tls.h"
 
@@ -130,6 +131,33 @@ void conn_start_tls(struct ring_conn *c, struct tls_conn *t)
 {
 	c->tls = t;
 	c->xprt = &conn_xprt_tls;
+}
+
+void conn_client_input(struct ring_conn *c, struct smtp_client *cl, struct tls_ctx *tls,
+                       const char *sni, const char *p, size_t n, void (*act)(void *arg), void *arg)
+{
+	size_t off = 0;
+
+	while (off < n && !(cl->act & SMTPC_ACT_CLOSE)) {
+		size_t k = smtp_client_feed(cl, p + off, n - off);
+
+		off += k;
+		if (cl->act & SMTPC_ACT_STARTTLS) {
+			struct tls_conn *t = tls_conn_new_client(tls, sni);
+
+			cl->act &= ~SMTPC_ACT_STARTTLS;
+			if (t)
+				conn_start_tls(c,
+				               t); /* the ClientHello leaves with the next flush */
+			else
+				smtp_client_fail(cl, "4.3.0 cannot start TLS");
+			act(arg);
+			return;
+		}
+		act(arg);
+		if (!k)
+			break;
+	}
 }
 
 void conn_arm_recv(struct ring *r, struct ring_conn *c)

@@ -38,6 +38,17 @@ struct conn_xprt {
 };
 extern const struct conn_xprt conn_xprt_clear, conn_xprt_tls;
 
+struct smtp_client;
+struct tls_ctx;
+
+/* A client session's replies (<n> bytes at <p>) from <c>, fed to <cl>,
+ * with <act>(<arg>) after each step (the relay's and the verification's
+ * connections). After a 220 to STARTTLS nothing more of the clear text is
+ * read (client-side CVE-2011-0411): TLS starts with context <tls> and
+ * server name <sni>, the rest of the input is dropped. */
+void conn_client_input(struct ring_conn *c, struct smtp_client *cl, struct tls_ctx *tls,
+                       const char *sni, const char *p, size_t n, void (*act)(void *arg), void *arg);
+
 /* In place: <fd> (owned from now on), the owner's ops, clear text. */
 void conn_init(struct ring_conn *c, int fd, unsigned op_recv, unsigned op_send);
 /* Closes the socket, frees the buffers and the TLS state. */

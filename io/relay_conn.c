@@ -404,34 +404,11 @@ static void rc_act(struct worker *w, struct relay_conn *c)
 	relay_conn_dirty(r, c);
 }
 
-/* One multishot receive over the worker's provided buffers. */
-/* Replies for the client session. After a 220 to STARTTLS nothing more of
- * the clear-text input is read (client-side CVE-2011-0411): TLS starts. */
-static void rc_input(struct worker *w, struct relay_conn *c, const char *data, size_t n)
+static void rc_act_cb(void *arg)
 {
-	size_t off = 0;
+	struct relay_conn *c = arg;
 
-	while (off < n && !(c->cl.act & SMTPC_ACT_CLOSE)) {
-		size_t k = smtp_client_feed(&c->cl, data + off, n - off);
-
-		off += k;
-		if (c->cl.act & SMTPC_ACT_STARTTLS) {
-			const struct relay_hop *h = &w->relay->rc->routes[c->route].hops[c->hop];
-			struct tls_conn *t = tls_conn_new_client(w->relay->rc->tls, h->host);
-
-			c->cl.act &= ~SMTPC_ACT_STARTTLS;
-			if (t)
-				conn_start_tls(&c->rc,
-				               t); /* the ClientHello leaves with the next flush */
-			else
-				smtp_client_fail(&c->cl, "4.3.0 cannot start TLS");
-			rc_act(w, c);
-			return;
-		}
-		rc_act(w, c);
-		if (!k)
-			break;
-	}
+	rc_act(c->w, c);
 }
 
 /* Plaintext from the transport (io/conn); NULL: the TLS handshake is done. */
@@ -445,7 +422,10 @@ static bool rc_on_input(void *owner, const char *p, size_t n)
 		smtp_client_tls_started(&c->cl);
 		rc_act(c->w, c);
 	} else {
-		rc_input(c->w, c, p, n);
+		const struct relay_conf *rc = c->w->relay->rc;
+
+		conn_client_input(&c->rc, &c->cl, rc->tls, rc->routes[c->route].hops[c->hop].host,
+		                  p, n, rc_act_cb, c);
 	}
 	return !(c->rc.flags & RCONN_CLOSING);
 }

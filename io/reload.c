@@ -113,20 +113,16 @@ static void tls_free_opaque(void *x)
 	tls_ctx_free(x);
 }
 
-static bool str_differ(const char *a, const char *b)
-{
-	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
-}
-
-/* Whether <a> and <b> have other next hops (--relay-to, --route,
- * --relay-tls: what struct relay_conf is built from). */
+/* Whether <a> and <b> have other next hops: --relay-to, --route or
+ * --relay-tls differ (conf_changed(), the reload's own comparison). */
 static bool relay_keys_differ(const struct conf *a, const struct conf *b)
 {
-	if (str_differ(a->relay_to, b->relay_to) || a->nroutes != b->nroutes ||
-	    a->relay_tls != b->relay_tls)
-		return true;
-	for (unsigned i = 0; i < a->nroutes; i++)
-		if (str_differ(a->routes[i], b->routes[i]))
+	const char *names[128];
+	size_t n = conf_changed(a, b, names, NULL, 128);
+
+	for (size_t i = 0; i < n && i < 128; i++)
+		if (!strcmp(names[i], "relay-to") || !strcmp(names[i], "route") ||
+		    !strcmp(names[i], "relay-tls"))
 			return true;
 	return false;
 }

@@ -429,31 +429,11 @@ static void vc_act(struct worker *w, struct vconn *c)
 	vc_dirty(w, c);
 }
 
-static void vc_input(struct worker *w, struct vconn *c, const char *data, size_t n)
+static void vc_act_cb(void *arg)
 {
-	size_t off = 0;
+	struct vconn *c = arg;
 
-	while (off < n && !(c->cl.act & SMTPC_ACT_CLOSE)) {
-		size_t k = smtp_client_feed(&c->cl, data + off, n - off);
-
-		off += k;
-		if (c->cl.act & SMTPC_ACT_STARTTLS) {
-			/* Client-side CVE-2011-0411: nothing more of the clear text. */
-			struct tls_conn *t =
-			    tls_conn_new_client(w->g->relay.tls, vc_hop(w, c)->host);
-
-			c->cl.act &= ~SMTPC_ACT_STARTTLS;
-			if (t)
-				conn_start_tls(&c->rc, t);
-			else
-				smtp_client_fail(&c->cl, "4.3.0 cannot start TLS");
-			vc_act(w, c);
-			return;
-		}
-		vc_act(w, c);
-		if (!k)
-			break;
-	}
+	vc_act(c->w, c);
 }
 
 static bool vc_on_input(void *owner, const char *p, size_t n)
@@ -464,7 +444,8 @@ static bool vc_on_input(void *owner, const char *p, size_t n)
 		smtp_client_tls_started(&c->cl);
 		vc_act(c->w, c);
 	} else {
-		vc_input(c->w, c, p, n);
+		conn_client_input(&c->rc, &c->cl, c->w->g->relay.tls, vc_hop(c->w, c)->host, p, n,
+		                  vc_act_cb, c);
 	}
 	return !(c->rc.flags & RCONN_CLOSING);
 }

@@ -10,27 +10,6 @@
 
 #ifndef RINGMX_QUEUE_SPOOL_H
 #error "include queue/spool.h before queue/spool-int.h"
-/* queue/spool_admin.c: selections, for the tool's reports. */
-
-/* A selected message: <state> its SPOOL_SEL_* (0 for a done one), <de>
- * its last deferral or NULL. */
-typedef int query_fn(void *arg, const struct spool_msg *m, unsigned state,
-                     const struct defer_ent *de);
-
-#define QUERY_ALL      0x1u /* done messages too (no state selector then) */
-#define QUERY_COPIES   0x2u /* every pending copy (no dedup) */
-#define QUERY_NO_DEFER 0x4u /* the defer logs are not read (--count) */
-
-/* Walks <dir> (defer and hold logs first) and calls <fn> for each message
- * <sel> (NULL: all) selects at <now>. Returns 0, <fn>'s value or -errno. */
-int spool_query(const char *dir, const struct spool_select *sel, time_t now, unsigned flags,
-                query_fn *fn, void *arg);
-/* Ages as the listing writes them (42s, 5m, 3h, 2d), a reply quoted. */
-void spool_put_age(FILE *out, long long age);
-void spool_put_quoted(FILE *out, const char *s);
-/* "held", "deferred", "active" (pending, by <sel_state>), or the done state. */
-const char *spool_state_name(enum spool_state s, unsigned sel_state);
-
 #endif
 
 #include <dirent.h>

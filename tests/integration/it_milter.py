@@ -41,6 +41,7 @@ import time
 
 from rmx import RINGMX, Checks, Gateway, QUEUED, free_port
 from nexthop import HAVE_AIOSMTPD, NextHop
+from it_relay import wait_until as relay_wait_until
 
 TESTMILTER = os.environ.get("RMX_TESTMILTER") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "tests", "rmx_testmilter")
@@ -50,12 +51,7 @@ WAIT = 20
 
 
 def wait_until(fn, timeout=WAIT, step=0.05):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
+    return relay_wait_until(fn, timeout, step)
 
 
 class Filter:

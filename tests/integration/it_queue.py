@@ -16,20 +16,10 @@ import time
 
 from rmx import RINGMX, Checks, Gateway, QUEUED
 from nexthop import HAVE_AIOSMTPD, NextHop
-from it_relay import wait_port_free
+from it_relay import wait_port_free, wait_until
 
 # Retries far apart: what arrives early came by the operator's hand.
 SLOW = ("--retry-min", "120", "--retry-max", "240")
-WAIT = 20
-
-
-def wait_until(fn, timeout=WAIT, step=0.1):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def send(gw, sender, rcpts, token):
