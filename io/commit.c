@@ -660,20 +660,38 @@ void commit_tick(struct worker *w)
 
 /* ---- the group commit ---- */
 
+/* A sync slower than this (us) sends the batches after it through the
+ * ring, until one is faster again: a disk that stalls holds no worker. */
+#define ALONE_SYNC_MAX_US 20000
+
+/* The batch may be written and synced by the worker thread itself: it has
+ * at most one client session, the last batch's sync was quick, and no new
+ * file's directory fsync has to go ahead of it. */
+static bool commit_alone(const struct worker *w)
+{
+	const struct commit *cm = &w->cm;
+
+	return w->nconns <= 1 && !cm->dir_sync && cm->last_sync_us < ALONE_SYNC_MAX_US;
+}
+
 void commit_flush(struct worker *w)
 {
 	struct commit *cm = &w->cm;
 	struct io_uring_sqe *sqe;
 	struct commit_rec *r, *last = NULL;
-	unsigned n = 0, room;
+	unsigned n, niov, room;
+	uint64_t off;
 	int err;
 
 	log_flush(w, &cm->done);
 	log_flush(w, &cm->defer);
 	if (w->stopping)
 		log_sync(w, &cm->done);
+again:
 	if (cm->flight || !cm->head)
 		return;
+	n = niov = 0;
+	last = NULL;
 	if (w->g->conf->commit_window_us && !w->stopping) {
 		/* Group-commit window: give other sessions a moment to finish
 		 * their messages so that one fdatasync covers them too. */
@@ -705,40 +723,35 @@ void commit_flush(struct worker *w)
 		}
 	}
 	room = io_uring_sq_space_left(&w->ring.uring);
-	if (room < 8) {
+	if (room < 2) {
 		io_uring_submit(&w->ring.uring);
 		room = io_uring_sq_space_left(&w->ring.uring);
+		if (room < 2)
+			return; /* at the next round */
 	}
-	room = room > BATCH_MAX + 2 ? BATCH_MAX + 2 : room;
-	while ((r = cm->head) && n + 2 < room) {
-		size_t total = 0;
-
-		cm->head = r->next;
-		if (!cm->head)
-			cm->tail = NULL;
+	off = cm->seg_off;
+	while ((r = cm->head) && n < BATCH_MAX) {
 		if (r->err) {
+			cm->head = r->next;
+			if (!cm->head)
+				cm->tail = NULL;
 			answer(w, r, r->err); /* could not be built */
 			continue;
 		}
-		if (cm->dir_sync) {
-			/* Only ahead of a write: a link with nothing behind it would
-			 * tie the next SQE prepared, whatever it is, to this fsync. */
-			sqe = ring_sqe(&w->ring);
-			io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
-			sqe->flags |= IOSQE_IO_LINK;
-			io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
-			cm->dir_sync = false;
-		}
+		r->len = 0;
 		for (unsigned i = 0; i < r->niov; i++)
-			total += r->iov[i].iov_len;
+			r->len += r->iov[i].iov_len;
+		/* The next batch takes it, right after this one. */
+		if (n && (niov + r->niov > COMMIT_IOV_MAX || off - cm->seg_off + r->len > BATCH_BYTES))
+			break;
+		cm->head = r->next;
+		if (!cm->head)
+			cm->tail = NULL;
+		for (unsigned i = 0; i < r->niov; i++)
+			cm->iov[niov++] = r->iov[i];
 		r->segno = cm->segno;
-		r->off = cm->seg_off;
-		r->err = -ECANCELED;
-		sqe = ring_sqe(&w->ring);
-		io_uring_prep_writev(sqe, cm->seg_fd, r->iov, r->niov, cm->seg_off);
-		sqe->flags |= IOSQE_IO_LINK;
-		io_uring_sqe_set_data64(sqe, UD(r, UD_REC_WRITE));
-		cm->seg_off += total;
+		r->off = off;
+		off += r->len;
 		r->next = NULL;
 		if (last)
 			last->next = r;
@@ -750,12 +763,40 @@ void commit_flush(struct worker *w)
 	if (!n)
 		return;
 	cm->nflight = n;
+	cm->flight_off = cm->seg_off;
+	cm->seg_off = off;
 	cm->flight_since = ring_clock_us(); /* vDSO: no syscall, once per batch */
+	if (commit_alone(w)) {
+		/* The worker serves nobody else: it writes and syncs the batch
+		 * itself and answers it in this round. Handing the same call to
+		 * one of io_uring's worker threads costs two wake-ups (about 20
+		 * us on the benchmark machine: docs/benchmarks.md), which only
+		 * pay while other sessions have work for this thread. */
+		struct io_uring_cqe done = {0};
+		ssize_t k = pwritev2(cm->seg_fd, cm->iov, (int)niov, (off_t)cm->flight_off,
+		                     w->g->conf->durability_none ? 0 : RWF_DSYNC);
+
+		done.res = k < 0 ? -errno : (int)k;
+		commit_on_sync(w, cm, &done);
+		goto again; /* what the answers gathered (a pipelined next message) */
+	}
+	if (cm->dir_sync) {
+		/* Ahead of the write, linked: the segment's name is durable
+		 * before a record in it is acknowledged. */
+		sqe = ring_sqe(&w->ring);
+		io_uring_prep_fsync(sqe, w->g->spool_dirfd, 0);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data64(sqe, UD(cm, UD_DIR_SYNC));
+		cm->dir_sync = false;
+	}
+	/* One operation for the whole batch: the writev and its fdatasync
+	 * (RWF_DSYNC: the kernel syncs what it wrote before it completes), so
+	 * io_uring hands it to one of its worker threads once and gets it back
+	 * once. A chain of writes linked to an fsync went there and back for
+	 * each link. */
 	sqe = ring_sqe(&w->ring);
-	if (w->g->conf->durability_none)
-		io_uring_prep_nop(sqe); /* --durability none: benchmarks only */
-	else
-		io_uring_prep_fsync(sqe, cm->seg_fd, IORING_FSYNC_DATASYNC);
+	io_uring_prep_writev2(sqe, cm->seg_fd, cm->iov, niov, cm->flight_off,
+	                      w->g->conf->durability_none ? 0 : RWF_DSYNC);
 	io_uring_sqe_set_data64(sqe, UD(cm, UD_SEG_SYNC));
 }
 
@@ -777,44 +818,23 @@ void commit_on_dir_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	cm->seg_broken = true;
 }
 
-void commit_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe)
-{
-	struct commit *cm = &w->cm;
-	struct commit_rec *r = p;
-	size_t want = 0;
-
-	for (unsigned i = 0; i < r->niov; i++)
-		want += r->iov[i].iov_len;
-	if (cqe->res >= 0 && (size_t)cqe->res == want) {
-		r->err = 0;
-		return;
-	}
-	/* A short write means the disk filled up. */
-	r->err = cqe->res < 0 ? cqe->res : -ENOSPC;
-	if (cqe->res != -ECANCELED && !cm->flight_err)
-		cm->flight_err = r->err;
-	if (r->err == -ENOSPC || r->err == -EDQUOT)
-		w->storage_low = true; /* until the next free-space check says otherwise */
-	if (cqe->res != -ECANCELED)
-		LOGW("worker %u: spool write: %s", w->id, strerror(-r->err));
-	cm->seg_broken = true;
-}
-
+/* The batch's writev (and fdatasync) completed: each record wholly within
+ * the bytes written is durable; a short write means the disk filled up. */
 void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 {
 	struct commit *cm = &w->cm;
 	struct commit_rec *r, *next;
-	int err = cqe->res;
+	int err = cqe->res < 0 ? cqe->res : 0;
+	uint64_t written = cqe->res < 0 ? 0 : (uint64_t)cqe->res, at = 0;
 
-	if (err < 0) {
-		if (err != -ECANCELED)
-			LOGE("worker %u: spool fdatasync: %s", w->id, strerror(-err));
-		cm->seg_broken = true;
-	}
+	if (err == -ECANCELED) /* behind the directory fsync, which failed */
+		err = cm->flight_err ? cm->flight_err : -EIO;
+	else if (err < 0)
+		LOGE("worker %u: spool write and fdatasync: %s", w->id, strerror(-err));
 	LOGD("worker %u: group commit of %u messages", w->id, cm->nflight);
 	stats_hist_observe_local(&w->st.batch, &metrics_batch_bounds, cm->nflight);
-	stats_hist_observe_local(&w->st.sync, &metrics_sync_bounds,
-	                         (uint64_t)(ring_clock_us() - cm->flight_since));
+	cm->last_sync_us = ring_clock_us() - cm->flight_since;
+	stats_hist_observe_local(&w->st.sync, &metrics_sync_bounds, (uint64_t)cm->last_sync_us);
 	cm->stat_commits++;
 	cm->stat_msgs += cm->nflight;
 	if (cm->nflight > cm->stat_max_batch)
@@ -822,15 +842,23 @@ void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	r = cm->flight;
 	cm->flight = NULL;
 	cm->nflight = 0;
+	if (!err && written < cm->seg_off - cm->flight_off) {
+		LOGW("worker %u: spool write: %llu of %llu bytes written: %s", w->id,
+		     (unsigned long long)written, (unsigned long long)(cm->seg_off - cm->flight_off),
+		     strerror(ENOSPC));
+		w->storage_low = true; /* until the next free-space check says otherwise */
+	}
+	if (err == -ENOSPC || err == -EDQUOT)
+		w->storage_low = true;
+	if (err || written < cm->seg_off - cm->flight_off)
+		cm->seg_broken = true; /* no later record behind a hole: a new segment */
 	for (; r; r = next) {
-		int e = r->err;
+		int e = err;
 
 		next = r->next;
-		if (e == 0 && err < 0)
-			e = err; /* written but not known durable */
-		/* A write cancelled behind a failed one failed for the same reason. */
-		if (e == -ECANCELED)
-			e = cm->flight_err ? cm->flight_err : -EIO;
+		at += r->len;
+		if (!e && at > written)
+			e = -ENOSPC; /* not wholly written */
 		/* Held before it is routed: the worker that delivers it may
 		 * release it at once. */
 		if (e == 0 && r->segno >= 0)

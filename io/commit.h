@@ -57,7 +57,6 @@ void commit_tick(struct worker *w);
 void commit_check_storage(struct worker *w);
 
 /* Completions (see enum ud_op). */
-void commit_on_write(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_dir_sync(struct worker *w, void *p, struct io_uring_cqe *cqe);
 void commit_on_window(struct worker *w, void *p, struct io_uring_cqe *cqe);

@@ -29,6 +29,8 @@
 #define RX_BGID      1
 #define RING_ENTRIES 4096u
 #define BATCH_MAX    1024u /* messages under one fdatasync */
+#define COMMIT_IOV_MAX 1024u /* views in one batch's writev (IOV_MAX) */
+#define BATCH_BYTES    (256u << 20) /* one writev: far below a write's 2 GB cap */
 #define TICK_MS      1000
 #define OUT_KEEP     4096u      /* send buffer kept by an idle session */
 #define PENDING_MAX  (1u << 20) /* input held while a message spools */
@@ -44,8 +46,7 @@ enum ud_op {
 	UD_ACCEPT,        /* struct listener: multishot accept */
 	UD_RECV,          /* struct conn: multishot receive */
 	UD_SEND,          /* struct conn: a send */
-	UD_REC_WRITE,     /* struct commit_rec: a spool record's writev */
-	UD_SEG_SYNC,      /* struct commit: the batch's fdatasync */
+	UD_SEG_SYNC,      /* struct commit: the batch's writev with RWF_DSYNC */
 	UD_DIR_SYNC,      /* struct commit: fsync of the spool directory (a new file) */
 	UD_LOG_WRITE,     /* struct commit_log: an append to the done or defer log */
 	UD_LOG_SYNC,      /* struct commit_log: fdatasync of the done log */
@@ -135,6 +136,7 @@ struct commit_rec {
 	int err;   /* the write's result; set before commit_submit(): answer with it */
 	int segno; /* where it landed: registry number and offset */
 	uint64_t off;
+	size_t len; /* its bytes (commit's, while in the batch) */
 	commit_done_fn *done;
 };
 
@@ -191,7 +193,10 @@ struct commit {
 	struct commit_rec *head, *tail; /* gathering */
 	struct commit_rec *flight;      /* the batch on the disk */
 	unsigned nflight;
-	int flight_err; /* first failed write of the batch on the disk */
+	uint64_t flight_off; /* where its writev starts (seg_off: where it ends) */
+	int64_t last_sync_us; /* how long the last batch's writev and sync took */
+	int flight_err;      /* the directory fsync ahead of it failed with this */
+	struct iovec iov[COMMIT_IOV_MAX]; /* the batch's writev: its records' views */
 	uint32_t qid_ctr;
 	struct __kernel_timespec window_ts;
 	int64_t batch_since; /* us: when the gathering batch got its first message */

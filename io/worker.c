@@ -241,7 +241,6 @@ static ud_handler_fn *const ud_handlers[UD_NOPS] = {
     [UD_ACCEPT] = session_on_accept,
     [UD_RECV] = session_on_recv,
     [UD_SEND] = session_on_send,
-    [UD_REC_WRITE] = commit_on_write,
     [UD_SEG_SYNC] = commit_on_sync,
     [UD_DIR_SYNC] = commit_on_dir_sync,
     [UD_LOG_WRITE] = commit_on_log_write,
@@ -552,6 +551,7 @@ void *worker_main(void *arg)
 		 * away), once every session fed this round has asked. */
 		cluster_round(w);
 		commit_flush(w);
+		route_outbox_flush(w); /* a batch the worker wrote itself (io/commit) */
 		verify_round(w); /* results to sessions, before their sends */
 		relay_round(w);
 		while ((c = w->dirty)) {
