@@ -3,13 +3,14 @@
  * Each worker appends to a segment of its own (queue/spool's record
  * format): the messages its sessions accepted and the bounces its relay
  * made, in one stream. commit_flush() runs once per round, and only when no
- * batch is on the disk: the gathered records get one writev each, linked in
- * order, and one fdatasync at the end of the chain (preceded by an fsync of
- * the spool directory when the segment is new, so that its name is durable
- * before a record in it is acknowledged). A failed write never leaves a
- * hole that a later, acknowledged record would sit behind: the rest of the
- * chain is cancelled, and the next batch goes to a new segment, whose name
- * is never reused (O_EXCL, a sequence number per worker).
+ * batch is on the disk: the gathered records go out as one writev with
+ * RWF_DSYNC (one fdatasync for all of them), preceded by an fsync of the
+ * spool directory, linked, when the segment is new, so that its name is
+ * durable before a record in it is acknowledged. A worker with one session
+ * or none makes that call itself (commit_alone()). A failed or short write
+ * never leaves a hole that a later, acknowledged record would sit behind:
+ * the next batch goes to a new segment, whose name is never reused
+ * (O_EXCL, a sequence number per worker).
  *
  * Besides the segments it appends the done log (a mark per message whose
  * delivery is over; synced once a tick: a mark lost in a crash only means
@@ -19,11 +20,12 @@
  * segment its marks name is gone for good (unlinked, and that unlink made
  * durable by a directory fsync): docs/spool.md, "The life of a done log".
  *
- * Every write here goes through the worker's ring; the only direct calls
- * are openat() for a new file, close() (of a segment left, a done log
- * rotated out: files with nothing in flight), and fstatvfs() for the
- * free-space check once a tick. The committer knows no session or relay:
- * each record carries the callback that answers it. */
+ * Every write here goes through the worker's ring but a lone worker's
+ * batch; the only other direct calls are openat() for a new file, close()
+ * (of a segment left, a done log rotated out: files with nothing in
+ * flight), and fstatvfs() for the free-space check once a tick. The
+ * committer knows no session or relay: each record carries the callback
+ * that answers it. */
 #include "io/commit.h"
 
 #include <errno.h>
@@ -742,7 +744,7 @@ again:
 		for (unsigned i = 0; i < r->niov; i++)
 			r->len += r->iov[i].iov_len;
 		/* The next batch takes it, right after this one. */
-		if (n && (niov + r->niov > COMMIT_IOV_MAX || off - cm->seg_off + r->len > BATCH_BYTES))
+		if (n && (niov + r->niov > BATCH_IOVS || off - cm->seg_off + r->len > BATCH_BYTES))
 			break;
 		cm->head = r->next;
 		if (!cm->head)
@@ -844,8 +846,8 @@ void commit_on_sync(struct worker *w, void *p, struct io_uring_cqe *cqe)
 	cm->nflight = 0;
 	if (!err && written < cm->seg_off - cm->flight_off) {
 		LOGW("worker %u: spool write: %llu of %llu bytes written: %s", w->id,
-		     (unsigned long long)written, (unsigned long long)(cm->seg_off - cm->flight_off),
-		     strerror(ENOSPC));
+		     (unsigned long long)written,
+		     (unsigned long long)(cm->seg_off - cm->flight_off), strerror(ENOSPC));
 		w->storage_low = true; /* until the next free-space check says otherwise */
 	}
 	if (err == -ENOSPC || err == -EDQUOT)

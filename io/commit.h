@@ -1,9 +1,10 @@
 /* commit: the worker's spool writer, the only one. Records that completed
- * in one round of completions (accepted messages, bounces) are written with
- * one writev each into the worker's segment, linked to ONE fdatasync (group
- * commit); each is answered through its callback only when that fdatasync
- * is done. While a batch is on the disk the next one gathers. It also
- * appends the done and defer logs. It knows no session and no relay.
+ * in one round of completions (accepted messages, bounces) are written
+ * into the worker's segment with ONE writev with RWF_DSYNC (group commit:
+ * one fdatasync for the batch), by the ring, or by the worker thread itself
+ * while it has at most one session; each is answered through its callback
+ * only once that write is done. While a batch is on the disk the next one
+ * gathers. It also appends the done and defer logs. It knows no session and no relay.
  * Worker thread only. */
 #ifndef RINGMX_IO_COMMIT_H
 #define RINGMX_IO_COMMIT_H

@@ -28,9 +28,9 @@
 #define RX_BUF_COUNT 512u   /* per worker; a power of two */
 #define RX_BGID      1
 #define RING_ENTRIES 4096u
-#define BATCH_MAX    1024u /* messages under one fdatasync */
-#define COMMIT_IOV_MAX 1024u /* views in one batch's writev (IOV_MAX) */
-#define BATCH_BYTES    (256u << 20) /* one writev: far below a write's 2 GB cap */
+#define BATCH_MAX    1024u        /* messages under one fdatasync */
+#define BATCH_IOVS   1024u        /* views in one batch's writev (IOV_MAX) */
+#define BATCH_BYTES  (256u << 20) /* one writev: far below a write's 2 GB cap */
 #define TICK_MS      1000
 #define OUT_KEEP     4096u      /* send buffer kept by an idle session */
 #define PENDING_MAX  (1u << 20) /* input held while a message spools */
@@ -193,10 +193,10 @@ struct commit {
 	struct commit_rec *head, *tail; /* gathering */
 	struct commit_rec *flight;      /* the batch on the disk */
 	unsigned nflight;
-	uint64_t flight_off; /* where its writev starts (seg_off: where it ends) */
-	int64_t last_sync_us; /* how long the last batch's writev and sync took */
-	int flight_err;      /* the directory fsync ahead of it failed with this */
-	struct iovec iov[COMMIT_IOV_MAX]; /* the batch's writev: its records' views */
+	uint64_t flight_off;          /* where its writev starts (seg_off: where it ends) */
+	int64_t last_sync_us;         /* how long the last batch's writev and sync took */
+	int flight_err;               /* the directory fsync ahead of it failed with this */
+	struct iovec iov[BATCH_IOVS]; /* the batch's writev: its records' views */
 	uint32_t qid_ctr;
 	struct __kernel_timespec window_ts;
 	int64_t batch_since; /* us: when the gathering batch got its first message */

@@ -552,7 +552,7 @@ void *worker_main(void *arg)
 		cluster_round(w);
 		commit_flush(w);
 		route_outbox_flush(w); /* a batch the worker wrote itself (io/commit) */
-		verify_round(w); /* results to sessions, before their sends */
+		verify_round(w);       /* results to sessions, before their sends */
 		relay_round(w);
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
