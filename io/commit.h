@@ -4,8 +4,8 @@
  * one fdatasync for the batch), by the ring, or by the worker thread itself
  * while it has at most one session; each is answered through its callback
  * only once that write is done. While a batch is on the disk the next one
- * gathers. It also appends the done and defer logs. It knows no session and no relay.
- * Worker thread only. */
+ * gathers. It also appends the done and defer logs. It knows no session
+ * and no relay. Worker thread only. */
 #ifndef RINGMX_IO_COMMIT_H
 #define RINGMX_IO_COMMIT_H
 
