@@ -667,13 +667,17 @@ void commit_tick(struct worker *w)
 #define ALONE_SYNC_MAX_US 20000
 
 /* The batch may be written and synced by the worker thread itself: it has
- * at most one client session, the last batch's sync was quick, and no new
- * file's directory fsync has to go ahead of it. */
+ * at most one client session, the last batch's sync was quick, no new
+ * file's directory fsync has to go ahead of it, and no log write is in
+ * flight (else the lines of this round, its messages' "queued" among them,
+ * would wait behind the sync for that write's completion, while the worker
+ * that delivers them may log their delivery first). */
 static bool commit_alone(const struct worker *w)
 {
 	const struct commit *cm = &w->cm;
 
-	return w->nconns <= 1 && !cm->dir_sync && cm->last_sync_us < ALONE_SYNC_MAX_US;
+	return w->nconns <= 1 && !cm->dir_sync && cm->last_sync_us < ALONE_SYNC_MAX_US &&
+	       !ring_log_busy(w);
 }
 
 void commit_flush(struct worker *w)

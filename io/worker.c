@@ -542,7 +542,6 @@ void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring.uring, n);
-		route_outbox_flush(w); /* what the group commits of this round made durable */
 		mesh_drain(w);
 		/* End of the round: one group commit, one send per session. */
 		if (w->paused.head)
@@ -551,8 +550,7 @@ void *worker_main(void *arg)
 		 * away), once every session fed this round has asked. */
 		cluster_round(w);
 		commit_flush(w);
-		route_outbox_flush(w); /* a batch the worker wrote itself (io/commit) */
-		verify_round(w);       /* results to sessions, before their sends */
+		verify_round(w); /* results to sessions, before their sends */
 		relay_round(w);
 		while ((c = w->dirty)) {
 			w->dirty = c->dirty_next;
@@ -564,6 +562,11 @@ void *worker_main(void *arg)
 		}
 		cluster_flush(w);
 		ring_log_flush(w);
+		/* What the group commits of this round made durable, through the
+		 * ring or written by the worker itself (io/commit): routed once
+		 * their "queued" lines are on their way to the log, so that the
+		 * worker that delivers them logs after. */
+		route_outbox_flush(w);
 	}
 	for (unsigned i = 0; i < w->nlst; i++)
 		if (w->lst[i].fd >= 0)
