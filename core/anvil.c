@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 #define ANVIL_SHARDS 256u
 
 struct anvil_win {
@@ -87,10 +89,8 @@ int anvil_rate_parse(const char *s, struct anvil_rate *r)
 
 static uint64_t key_hash(const struct anvil_key *k)
 {
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = fnv1a64(k->b, sizeof(k->b));
 
-	for (size_t i = 0; i < sizeof(k->b); i++)
-		h = (h ^ k->b[i]) * 1099511628211ull;
 	h ^= h >> 31;
 	h *= 0x9e3779b97f4a7c15ull;
 	return h ^ (h >> 29);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 struct dc_entry {
 	char *key; /* NULL: free slot */
 	void *val;
@@ -27,13 +29,7 @@ struct dns_cache {
 
 static uint32_t dc_hash(const char *k)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	for (; *k; k++) {
-		h ^= (unsigned char)*k;
-		h *= 16777619u;
-	}
-	return h;
+	return fnv1a32(k, strlen(k));
 }
 
 struct dns_cache *dns_cache_new(unsigned cap)

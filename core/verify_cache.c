@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 /* How long a TEMP entry, or an expired one, counts as nothing: never
  * fresh for a plain lookup. */
 #define NIL UINT32_MAX
@@ -79,24 +81,9 @@ static void aux_free(struct vc_ent *e)
 
 static uint64_t fnv64(const char *p, size_t n)
 {
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = fnv1a64(p, n);
 
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ull;
-	}
 	return h ^ (h >> 29);
-}
-
-static uint32_t fnv32(const unsigned char *p, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 16777619u;
-	}
-	return h;
 }
 
 static uint32_t pow2_at_least(size_t n)
@@ -542,7 +529,7 @@ int verify_rec_encode(struct buf *b, const char *key, size_t klen, enum verify_r
 	memcpy(p + VERIFY_REC_HDR, key, klen);
 	if (tlen)
 		memcpy(p + VERIFY_REC_HDR + klen, text, tlen);
-	sum = fnv32(p, total - 4);
+	sum = fnv1a32(p, total - 4);
 	for (int i = 0; i < 4; i++)
 		p[total - 4 + i] = (unsigned char)(sum >> (8 * i));
 	b->len = start + total;
@@ -569,7 +556,7 @@ ssize_t verify_rec_decode(const char *p0, size_t len, struct verify_rec *r)
 		return 0;
 	for (int i = 0; i < 4; i++)
 		sum |= (uint32_t)p[total - 4 + i] << (8 * i);
-	if (sum != fnv32(p, total - 4))
+	if (sum != fnv1a32(p, total - 4))
 		return -1;
 	for (int i = 0; i < 8; i++)
 		x |= (uint64_t)p[8 + i] << (8 * i);

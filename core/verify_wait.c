@@ -6,14 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 static uint64_t hash_of(const char *p, size_t n)
 {
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = fnv1a64(p, n);
 
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ull;
-	}
 	return h ^ (h >> 31);
 }
 

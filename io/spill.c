@@ -54,7 +54,8 @@ static void seg_name(const struct worker *w, const struct spill *sp, char *name,
 }
 
 /* Creates the segment; read and write (io/milter_stream reads the content
- * back for a second filter). */
+ * back for a second filter). <sp> starts afresh: no content, no error, no
+ * end in progress. */
 static int seg_create(struct worker *w, struct spill *sp, uint64_t at)
 {
 	char name[96];
@@ -71,6 +72,12 @@ static int seg_create(struct worker *w, struct spill *sp, uint64_t at)
 	sp->content = 0;
 	sp->late = false;
 	sp->body_at = 0;
+	sp->crc = 0;
+	sp->err = 0;
+	sp->fin_left = 0;
+	sp->aborted = false;
+	sp->fin = NULL;
+	sp->tail = NULL;
 	LOGD("worker %u: spool segment %s: a message streams into it", w->id, name);
 	return 0;
 }
@@ -83,12 +90,6 @@ int spill_open_body(struct worker *w, struct spill *sp, uint64_t at)
 		return err;
 	sp->late = true;
 	sp->body_at = at;
-	sp->crc = 0;
-	sp->err = 0;
-	sp->fin_left = 0;
-	sp->aborted = false;
-	sp->fin = NULL;
-	sp->tail = NULL;
 	return 0;
 }
 
@@ -100,11 +101,6 @@ int spill_open(struct worker *w, struct spill *sp, const struct buf *rec, const 
 		return err;
 	sp->crc =
 	    crc32c(crc32c(0, rec->p + SPOOL_HDR_LEN, rec->len - SPOOL_HDR_LEN), rcvd->p, rcvd->len);
-	sp->err = 0;
-	sp->fin_left = 0;
-	sp->aborted = false;
-	sp->fin = NULL;
-	sp->tail = NULL;
 	return 0;
 }
 
